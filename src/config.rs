@@ -1,0 +1,639 @@
+//! `config.yaml` → [`Config`]: parsing, validation and environment overrides.
+//!
+//! The keys and their meaning are the original mewld's (PROTOCOL.md §2), so an
+//! existing bot's file loads unchanged. Errors name the file, the line and the
+//! key; unknown keys are warnings, never failures.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The bot token. Its `Debug` and `Display` never show the value, so it can
+/// be carried around in structs that get logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(value: impl Into<String>) -> Self {
+        Token(value.into())
+    }
+
+    /// The raw token, for the places that must send it (HTTP header, child env).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<hidden>)")
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<hidden>")
+    }
+}
+
+/// The file as written, before defaults and validation. Every field is
+/// optional so that a missing key can be reported by name, with the file.
+#[derive(Debug, Default, Deserialize)]
+struct RawConfig {
+    token: Option<String>,
+    dir: Option<String>,
+    override_dir: Option<String>,
+    use_current_directory: Option<bool>,
+    env: Option<Vec<String>>,
+    names: Option<Vec<String>>,
+    module: Option<String>,
+    interp: Option<String>,
+    redis: Option<String>,
+    redis_channel: Option<String>,
+    per_cluster: Option<u32>,
+    fixed_shard_count: Option<u32>,
+    ping_interval: Option<u64>,
+    ping_timeout: Option<u64>,
+    cluster_start_next_delay: Option<u64>,
+    minimum_safe_sessions_remaining: Option<u32>,
+    experimental_features: Option<Vec<String>>,
+    reshard_all: Option<bool>,
+    proxy: Option<String>,
+    // The original's web UI; accepted and ignored (the console replaces it).
+    allowed_ids: Option<serde_yaml::Value>,
+    oauth: Option<serde_yaml::Value>,
+    use_custom_webui: Option<serde_yaml::Value>,
+    // Extensions of this project (PROTOCOL.md marks them so).
+    args: Option<Vec<String>>,
+    action_log_max_len: Option<usize>,
+    stop_grace_period: Option<u64>,
+}
+
+/// Placeholders accepted in the `args` template.
+pub const ARG_PLACEHOLDERS: [&str; 7] = [
+    "{module}",
+    "{shards}",
+    "{shard_count}",
+    "{cluster_id}",
+    "{cluster_name}",
+    "{logging_code}",
+    "{dir}",
+];
+
+/// The argument list the original passes; `{module}` is dropped when there
+/// is no `interp` (the module is then the program itself).
+pub const DEFAULT_ARGS: [&str; 7] = ARG_PLACEHOLDERS;
+
+/// Values read from the environment that override the file. Kept apart from
+/// the process environment so that parsing stays a pure function.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `MTOKEN`
+    pub token: Option<String>,
+    /// `PER_CLUSTER`
+    pub per_cluster: Option<String>,
+    /// `$HOME`, for `dir`
+    pub home: Option<PathBuf>,
+    /// The working directory, for `use_current_directory` and relative paths.
+    pub cwd: PathBuf,
+}
+
+impl Overrides {
+    /// Reads `MTOKEN`, `PER_CLUSTER`, `HOME` and the working directory; `lookup`
+    /// sees the process environment plus the config's env files.
+    pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        Overrides {
+            token: lookup("MTOKEN").filter(|t| !t.trim().is_empty()),
+            per_cluster: lookup("PER_CLUSTER").filter(|v| !v.trim().is_empty()),
+            home: lookup("HOME").map(PathBuf::from),
+            cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+        }
+    }
+}
+
+/// Where the manager exchanges messages with its clusters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// A full `redis://` or `rediss://` URL.
+    pub url: String,
+    pub channel: String,
+}
+
+impl RedisSettings {
+    /// The list key of the action log (PROTOCOL.md §5.4).
+    pub fn action_log_key(&self) -> String {
+        format!("{}/actlogs", self.channel)
+    }
+}
+
+/// The resolved, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, for messages.
+    pub path: PathBuf,
+    pub token: Option<Token>,
+    pub bot_dir: PathBuf,
+    /// The env files, resolved against the working directory.
+    pub env_files: Vec<PathBuf>,
+    pub names: Vec<String>,
+    pub module: String,
+    pub interp: Option<String>,
+    pub redis: RedisSettings,
+    pub per_cluster: u32,
+    pub fixed_shard_count: Option<u32>,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    pub cluster_start_next_delay: Duration,
+    pub minimum_safe_sessions_remaining: u32,
+    pub experimental_features: Vec<String>,
+    pub reshard_all: bool,
+    pub proxy: Option<String>,
+    pub args: Vec<String>,
+    pub action_log_max_len: usize,
+    pub stop_grace_period: Duration,
+}
+
+/// What loading a file found wrong, located as precisely as possible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A config that loaded, plus what deserves a warning.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+/// Reads and validates the file at `path`.
+pub fn load(path: &Path, overrides: &Overrides) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        path: path.to_path_buf(),
+        line: None,
+        key: None,
+        message: format!("cannot read the config file: {e}"),
+    })?;
+    parse(&text, path, overrides)
+}
+
+/// Parses `text` as the config file `path` (used in messages only).
+pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Loaded, ConfigError> {
+    let mut unknown = Vec::new();
+    let raw: RawConfig = if text.trim().is_empty() {
+        RawConfig::default()
+    } else {
+        let de = serde_yaml::Deserializer::from_str(text);
+        serde_ignored::deserialize(de, |ignored| unknown.push(ignored.to_string())).map_err(
+            |e: serde_yaml::Error| {
+                let line = e.location().map(|l| l.line());
+                // serde_yaml prefixes the message with the key path ("per_cluster: ...").
+                let msg = e.to_string();
+                let (key, message) = match msg.split_once(": ") {
+                    Some((k, rest)) if !k.contains(' ') => (Some(k.to_string()), rest.to_string()),
+                    _ => (None, msg.clone()),
+                };
+                let message = strip_location(&message);
+                ConfigError {
+                    path: path.to_path_buf(),
+                    line,
+                    key,
+                    message,
+                }
+            },
+        )?
+    };
+    let mut warnings: Vec<String> = unknown
+        .into_iter()
+        .map(|key| {
+            let at = line_of_key(text, &key).map(|l| format!(":{l}")).unwrap_or_default();
+            format!("{}{at}: unknown key `{key}` ignored", path.display())
+        })
+        .collect();
+    let webui: Vec<&str> = [
+        ("allowed_ids", raw.allowed_ids.is_some()),
+        ("oauth", raw.oauth.is_some()),
+        ("use_custom_webui", raw.use_custom_webui.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, present)| present.then_some(k))
+    .collect();
+    if !webui.is_empty() {
+        warnings.push(format!(
+            "{}: {} belong to the original's web UI, which the terminal console replaces; ignored",
+            path.display(),
+            webui.join(", ")
+        ));
+    }
+    let config = resolve(raw, text, path, overrides)?;
+    Ok(Loaded { config, warnings })
+}
+
+fn resolve(
+    raw: RawConfig,
+    text: &str,
+    path: &Path,
+    ov: &Overrides,
+) -> Result<Config, ConfigError> {
+    let err = |key: &str, message: String| ConfigError {
+        path: path.to_path_buf(),
+        line: line_of_key(text, key),
+        key: Some(key.to_string()),
+        message,
+    };
+    let non_empty = |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+
+    let token = ov
+        .token
+        .clone()
+        .or(non_empty(raw.token))
+        .map(Token::new);
+
+    let module = non_empty(raw.module).ok_or_else(|| {
+        err(
+            "module",
+            "missing: the program to run for each cluster is required".into(),
+        )
+    })?;
+    let redis_addr = non_empty(raw.redis).ok_or_else(|| {
+        err(
+            "redis",
+            "missing: a Redis address (host:port or redis:// URL) is required".into(),
+        )
+    })?;
+    let channel = non_empty(raw.redis_channel).ok_or_else(|| {
+        err(
+            "redis_channel",
+            "missing: the pub/sub channel name is required".into(),
+        )
+    })?;
+
+    let per_cluster = match &ov.per_cluster {
+        Some(v) => v.trim().parse::<u32>().map_err(|_| ConfigError {
+            path: path.to_path_buf(),
+            line: None,
+            key: Some("per_cluster".into()),
+            message: format!("the PER_CLUSTER environment variable is not a whole number: {v:?}"),
+        })?,
+        None => raw.per_cluster.ok_or_else(|| {
+            err(
+                "per_cluster",
+                "missing: shards per cluster is required (or set PER_CLUSTER)".into(),
+            )
+        })?,
+    };
+    if per_cluster == 0 {
+        return Err(err("per_cluster", "must be greater than 0".into()));
+    }
+
+    let secs = |key: &str, v: Option<u64>, default: u64, allow_zero: bool| {
+        let v = v.unwrap_or(default);
+        if v == 0 && !allow_zero {
+            Err(err(key, "must be greater than 0 seconds".into()))
+        } else {
+            Ok(Duration::from_secs(v))
+        }
+    };
+    let ping_interval = secs("ping_interval", raw.ping_interval, 60, false)?;
+    let ping_timeout = secs("ping_timeout", raw.ping_timeout, 120, false)?;
+    let cluster_start_next_delay =
+        secs("cluster_start_next_delay", raw.cluster_start_next_delay, 5, true)?;
+    let stop_grace_period = secs("stop_grace_period", raw.stop_grace_period, 10, true)?;
+
+    let action_log_max_len = raw.action_log_max_len.unwrap_or(10_000);
+    if action_log_max_len == 0 {
+        return Err(err("action_log_max_len", "must be greater than 0".into()));
+    }
+
+    let args = match raw.args {
+        None => DEFAULT_ARGS.iter().map(|s| s.to_string()).collect(),
+        Some(args) => {
+            for a in &args {
+                for piece in placeholders_in(a) {
+                    if !ARG_PLACEHOLDERS.contains(&piece) {
+                        return Err(err(
+                            "args",
+                            format!(
+                                "unknown placeholder {piece} (known: {})",
+                                ARG_PLACEHOLDERS.join(" ")
+                            ),
+                        ));
+                    }
+                }
+            }
+            args
+        }
+    };
+
+    let bot_dir = match non_empty(raw.override_dir) {
+        Some(dir) => ov.cwd.join(dir),
+        None => {
+            let base = if raw.use_current_directory.unwrap_or(false) {
+                ov.cwd.clone()
+            } else {
+                ov.home.clone().ok_or_else(|| {
+                    err(
+                        "dir",
+                        "is relative to $HOME, but HOME is not set (use override_dir or use_current_directory)".into(),
+                    )
+                })?
+            };
+            match non_empty(raw.dir) {
+                Some(dir) => base.join(dir),
+                None => base,
+            }
+        }
+    };
+
+    let experimental_features = raw.experimental_features.unwrap_or_default();
+
+    Ok(Config {
+        path: path.to_path_buf(),
+        token,
+        bot_dir,
+        env_files: raw
+            .env
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| ov.cwd.join(p))
+            .collect(),
+        names: raw.names.unwrap_or_default(),
+        module,
+        interp: non_empty(raw.interp),
+        redis: RedisSettings {
+            url: redis_url(&redis_addr),
+            channel,
+        },
+        per_cluster,
+        fixed_shard_count: raw.fixed_shard_count.filter(|n| *n > 0),
+        ping_interval,
+        ping_timeout,
+        cluster_start_next_delay,
+        minimum_safe_sessions_remaining: raw.minimum_safe_sessions_remaining.unwrap_or(5),
+        experimental_features,
+        reshard_all: raw.reshard_all.unwrap_or(false),
+        proxy: non_empty(raw.proxy).map(|p| p.trim_end_matches('/').to_string()),
+        args,
+        action_log_max_len,
+        stop_grace_period,
+    })
+}
+
+impl Config {
+    pub fn feature_enabled(&self, name: &str) -> bool {
+        self.experimental_features.iter().any(|f| f == name)
+    }
+}
+
+/// `host:port` means database 0 on that host, as in the original.
+pub fn redis_url(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("redis://{addr}/0")
+    }
+}
+
+/// serde_yaml appends " at line L column C"; the line is reported separately.
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+/// The 1-based line where a top-level key is written, if it is.
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    let top = key.split('.').next().unwrap_or(key);
+    text.lines().position(|line| {
+        line.strip_prefix(top)
+            .map(|rest| rest.trim_start().starts_with(':'))
+            .unwrap_or(false)
+    })
+    .map(|i| i + 1)
+}
+
+/// `{name}` pieces in one template argument.
+fn placeholders_in(arg: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = arg;
+    while let Some(start) = rest.find('{') {
+        match rest[start..].find('}') {
+            Some(end) => {
+                out.push(&rest[start..start + end + 1]);
+                rest = &rest[start + end + 1..];
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+/// The dotenv files' variables, in order, each file unable to override a
+/// variable the process already has or an earlier file set (godotenv.Load's
+/// rule). They are handed to every cluster and consulted for `MTOKEN`.
+pub fn read_env_files(
+    files: &[PathBuf],
+    process_has: impl Fn(&str) -> bool,
+) -> Result<Vec<(String, String)>, String> {
+    let mut vars: BTreeMap<String, String> = BTreeMap::new();
+    let mut order = Vec::new();
+    for file in files {
+        let iter = dotenvy::from_path_iter(file)
+            .map_err(|e| format!("env file {}: {e}", file.display()))?;
+        for item in iter {
+            let (k, v) = item.map_err(|e| format!("env file {}: {e}", file.display()))?;
+            if process_has(&k) || vars.contains_key(&k) {
+                continue;
+            }
+            order.push(k.clone());
+            vars.insert(k, v);
+        }
+    }
+    Ok(order
+        .into_iter()
+        .filter_map(|k| vars.remove_entry(&k))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ov() -> Overrides {
+        Overrides {
+            token: None,
+            per_cluster: None,
+            home: Some(PathBuf::from("/home/bot")),
+            cwd: PathBuf::from("/srv"),
+        }
+    }
+
+    const MIN: &str = "token: abc\nmodule: bot.py\nredis: localhost:6379\nredis_channel: ch\nper_cluster: 10\n";
+
+    fn parse_ok(text: &str, o: &Overrides) -> Loaded {
+        match parse(text, Path::new("config.yaml"), o) {
+            Ok(l) => l,
+            Err(e) => panic!("config should load: {e}"),
+        }
+    }
+
+    fn parse_err(text: &str) -> ConfigError {
+        match parse(text, Path::new("config.yaml"), &ov()) {
+            Ok(_) => panic!("config should not load"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn original_sample_loads_with_its_values() {
+        let text = include_str!("../tests/data/original-sample.yaml");
+        let mut o = ov();
+        o.token = Some("from-env".into());
+        let l = parse_ok(text, &o);
+        let c = &l.config;
+        assert_eq!(c.bot_dir, PathBuf::from("/home/bot/mewbot"));
+        assert_eq!(c.names.len(), 20);
+        assert_eq!(c.names[0], "Pika");
+        assert_eq!(c.module, "mew");
+        assert_eq!(c.interp.as_deref(), Some("/usr/bin/python3.10"));
+        assert_eq!(c.redis.url, "redis://178.28.0.13:6379/0");
+        assert_eq!(c.redis.channel, "mewbot_clusters");
+        assert_eq!(c.ping_interval, Duration::from_secs(120));
+        assert_eq!(c.per_cluster, 10);
+        assert_eq!(c.env_files.len(), 4);
+        assert_eq!(c.env_files[0], PathBuf::from("/srv/env/bot.env"));
+        assert_eq!(c.token.as_ref().map(Token::expose), Some("from-env"));
+        assert!(
+            l.warnings.iter().any(|w| w.contains("allowed_ids, oauth")),
+            "{:?}",
+            l.warnings
+        );
+    }
+
+    #[test]
+    fn defaults_follow_the_protocol() {
+        let c = parse_ok(MIN, &ov()).config;
+        assert_eq!(c.ping_interval, Duration::from_secs(60));
+        assert_eq!(c.ping_timeout, Duration::from_secs(120));
+        assert_eq!(c.cluster_start_next_delay, Duration::from_secs(5));
+        assert_eq!(c.minimum_safe_sessions_remaining, 5);
+        assert_eq!(c.action_log_max_len, 10_000);
+        assert_eq!(c.stop_grace_period, Duration::from_secs(10));
+        assert_eq!(c.fixed_shard_count, None);
+        assert_eq!(c.args, DEFAULT_ARGS.map(String::from).to_vec());
+        assert_eq!(c.bot_dir, PathBuf::from("/home/bot"));
+    }
+
+    #[test]
+    fn env_overrides_win() {
+        let mut o = ov();
+        o.token = Some("envtoken".into());
+        o.per_cluster = Some("3".into());
+        let c = parse_ok(MIN, &o).config;
+        assert_eq!(c.token.as_ref().map(Token::expose), Some("envtoken"));
+        assert_eq!(c.per_cluster, 3);
+    }
+
+    #[test]
+    fn bot_dir_resolution() {
+        let c = parse_ok(&format!("{MIN}dir: bots/x\nuse_current_directory: true\n"), &ov()).config;
+        assert_eq!(c.bot_dir, PathBuf::from("/srv/bots/x"));
+        let c = parse_ok(&format!("{MIN}dir: bots/x\noverride_dir: /opt/bot\n"), &ov()).config;
+        assert_eq!(c.bot_dir, PathBuf::from("/opt/bot"));
+    }
+
+    #[test]
+    fn wrong_type_names_line_and_key() {
+        let e = parse_err("module: m\nredis: r:1\nredis_channel: c\nper_cluster: lots\n");
+        assert_eq!(e.line, Some(4), "{e}");
+        assert_eq!(e.key.as_deref(), Some("per_cluster"), "{e}");
+        assert!(e.to_string().starts_with("config.yaml:4: key `per_cluster`"), "{e}");
+    }
+
+    #[test]
+    fn malformed_yaml_names_the_line() {
+        let e = parse_err("module: m\nredis: [unclosed\nper_cluster: 1\n");
+        assert!(e.line.is_some(), "{e}");
+    }
+
+    #[test]
+    fn missing_required_keys_are_named() {
+        let e = parse_err("redis: r:1\nredis_channel: c\nper_cluster: 1\n");
+        assert_eq!(e.key.as_deref(), Some("module"));
+        let e = parse_err("module: m\nredis: r:1\nredis_channel: c\nper_cluster: 0\n");
+        assert_eq!(e.key.as_deref(), Some("per_cluster"));
+        assert_eq!(e.line, Some(4));
+    }
+
+    #[test]
+    fn unknown_keys_warn_with_line() {
+        let l = parse_ok(&format!("{MIN}colour: blue\n"), &ov());
+        assert!(
+            l.warnings.iter().any(|w| w == "config.yaml:6: unknown key `colour` ignored"),
+            "{:?}",
+            l.warnings
+        );
+    }
+
+    #[test]
+    fn token_is_never_shown() {
+        let c = parse_ok(MIN, &ov()).config;
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("abc"), "{dbg}");
+    }
+
+    #[test]
+    fn args_template_is_checked() {
+        let e = parse_err(&format!("{MIN}args: [\"{{shards}}\", \"{{nope}}\"]\n"));
+        assert_eq!(e.key.as_deref(), Some("args"));
+        assert!(e.message.contains("{nope}"));
+    }
+
+    #[test]
+    fn redis_address_forms() {
+        assert_eq!(redis_url("h:1"), "redis://h:1/0");
+        assert_eq!(redis_url("rediss://u:p@h:1/2"), "rediss://u:p@h:1/2");
+    }
+
+    #[test]
+    fn env_files_do_not_override() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = dir.path().join("a.env");
+        let b = dir.path().join("b.env");
+        std::fs::write(&a, "X=1\nY=2\n").expect("write");
+        std::fs::write(&b, "X=3\nZ=4\nHOME=/nope\n").expect("write");
+        let vars = read_env_files(&[a, b], |k| k == "HOME").expect("read");
+        assert_eq!(
+            vars,
+            vec![
+                ("X".to_string(), "1".to_string()),
+                ("Y".to_string(), "2".to_string()),
+                ("Z".to_string(), "4".to_string())
+            ]
+        );
+        let missing = read_env_files(&[dir.path().join("none.env")], |_| false);
+        assert!(missing.is_err_and(|e| e.contains("none.env")));
+    }
+}

@@ -1,0 +1,57 @@
+//! The headless face (`mewld --daemon`): the engine with no screen, for
+//! systemd. Cluster output goes to stdout with a `[cluster <id> <name>]`
+//! prefix; the manager's own log goes to stderr.
+
+use std::io::Write;
+
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::engine::{Engine, EngineHandle, Event, Exit, Operation, Via};
+use crate::transport::TransportEvent;
+
+/// Runs the engine until it exits; SIGINT and SIGTERM shut it down cleanly.
+pub async fn run(
+    engine: Engine,
+    handle: EngineHandle,
+    transport_rx: mpsc::Receiver<TransportEvent>,
+) -> std::io::Result<Exit> {
+    let mut events = handle.events();
+    let printer = tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(Event::Output { id, name, line, .. }) => {
+                    let mut out = std::io::stdout().lock();
+                    // A closed stdout must not take the manager down.
+                    let _ = writeln!(out, "[cluster {id} {name}] {line}");
+                }
+                Ok(Event::ActionLog(_)) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(lines = n, "output came faster than it could be printed; skipped some");
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let signals = tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                _ = sigint.recv() => "SIGINT",
+                _ = sigterm.recv() => "SIGTERM",
+            };
+            tracing::info!(signal = name, "stopping every cluster, then exiting");
+            if let Err(e) = handle.request(Operation::Shutdown, Via::Daemon).await {
+                tracing::info!(reason = %e, "already shutting down");
+            }
+        }
+    });
+    let exit = engine.run(transport_rx).await;
+    // Dropping the last handle closes the event stream, so the printer
+    // finishes the lines already sent and ends.
+    signals.abort();
+    let _ = signals.await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), printer).await;
+    Ok(exit)
+}

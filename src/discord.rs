@@ -1,0 +1,149 @@
+//! Get Gateway Bot (PROTOCOL.md §3): how many shards Discord recommends and
+//! how many session starts are left.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Token;
+
+pub const DISCORD_API: &str = "https://discord.com";
+const USER_AGENT: &str = concat!(
+    "DiscordBot (https://github.com/mewld/mewld, ",
+    env!("CARGO_PKG_VERSION"),
+    ")"
+);
+const ATTEMPTS: u32 = 5;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayBot {
+    #[serde(default)]
+    pub url: String,
+    pub shards: u32,
+    pub session_start_limit: SessionStartLimit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionStartLimit {
+    pub total: u32,
+    pub remaining: u32,
+    /// Milliseconds until `remaining` resets.
+    pub reset_after: u64,
+    #[serde(default = "one")]
+    pub max_concurrency: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiscordError {
+    #[error("Discord rejected the bot token (401 Unauthorized): check `token` in the config or the MTOKEN variable")]
+    InvalidToken,
+    #[error("Discord answered {status} to GET {url}: {body}")]
+    Status {
+        status: u16,
+        url: String,
+        body: String,
+    },
+    #[error("could not reach {url}: {source}")]
+    Http {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("Discord's answer from {url} was not understood: {problem}")]
+    Decode { url: String, problem: String },
+}
+
+/// Fetches `/api/gateway/bot` from `proxy` (or Discord itself), retrying
+/// 429 and 5xx answers and network errors with backoff, honouring
+/// `Retry-After`. A 401 fails at once.
+pub async fn get_gateway_bot(proxy: Option<&str>, token: &Token) -> Result<GatewayBot, DiscordError> {
+    let url = format!("{}/api/gateway/bot", proxy.unwrap_or(DISCORD_API));
+    let client = reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|source| DiscordError::Http {
+            url: url.clone(),
+            source,
+        })?;
+    let mut backoff = Duration::from_millis(500);
+    let mut attempt = 1;
+    loop {
+        let result = client
+            .get(&url)
+            .header("Authorization", format!("Bot {}", token.expose()))
+            .send()
+            .await;
+        let wait = match result {
+            Ok(resp) => {
+                let status = resp.status();
+                if status.is_success() {
+                    let body = resp.bytes().await.map_err(|source| DiscordError::Http {
+                        url: url.clone(),
+                        source,
+                    })?;
+                    return serde_json::from_slice(&body).map_err(|e| DiscordError::Decode {
+                        url: url.clone(),
+                        problem: e.to_string(),
+                    });
+                }
+                if status.as_u16() == 401 {
+                    return Err(DiscordError::InvalidToken);
+                }
+                let retry_after = retry_after(resp.headers());
+                let body = resp.text().await.unwrap_or_default();
+                let retryable = status.as_u16() == 429 || status.is_server_error();
+                if !retryable || attempt >= ATTEMPTS {
+                    return Err(DiscordError::Status {
+                        status: status.as_u16(),
+                        url,
+                        body: crate::protocol::truncate(&body, 200),
+                    });
+                }
+                tracing::warn!(status = status.as_u16(), attempt, "Get Gateway Bot failed; retrying");
+                retry_after.unwrap_or(backoff)
+            }
+            Err(source) => {
+                if attempt >= ATTEMPTS {
+                    return Err(DiscordError::Http { url, source });
+                }
+                tracing::warn!(error = %source, attempt, "Get Gateway Bot failed; retrying");
+                backoff
+            }
+        };
+        tokio::time::sleep(wait.min(Duration::from_secs(60))).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+        attempt += 1;
+    }
+}
+
+/// `Retry-After` in seconds (possibly fractional, as Discord sends it).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let secs: f64 = headers.get("retry-after")?.to_str().ok()?.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn retry_after_parses_fractions() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("1.5"));
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(1500)));
+        h.insert("retry-after", HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn user_agent_has_the_discord_form() {
+        assert!(USER_AGENT.starts_with("DiscordBot (https://"));
+        assert!(USER_AGENT.ends_with(')'));
+    }
+}

@@ -1,0 +1,316 @@
+//! Cluster processes: the exact command line of PROTOCOL.md §4, spawning,
+//! capturing output line by line, and stopping with SIGTERM then SIGKILL.
+//!
+//! Each process gets its own supervisor task that owns the `Child`; the
+//! engine talks to it through a [`ProcHandle`] and hears back through the
+//! callbacks it passed in. Nothing else touches the pid, so a signal can
+//! never reach a recycled one.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::mpsc;
+
+use crate::cluster_map::{python_list, ClusterSpec};
+use crate::config::Config;
+
+/// Longest output line passed on whole; longer ones are cut.
+const MAX_LINE: usize = 16 * 1024;
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+impl From<ExitStatus> for ExitInfo {
+    fn from(s: ExitStatus) -> Self {
+        ExitInfo {
+            code: s.code(),
+            signal: s.signal(),
+        }
+    }
+}
+
+impl fmt::Display for ExitInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.code, self.signal) {
+            (Some(code), _) => write!(f, "exit code {code}"),
+            (None, Some(sig)) => match Signal::try_from(sig) {
+                Ok(s) => write!(f, "signal {sig} ({})", s.as_str()),
+                Err(_) => write!(f, "signal {sig}"),
+            },
+            (None, None) => f.write_str("unknown status"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// What to run for one cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandLine {
+    pub program: OsString,
+    pub args: Vec<String>,
+    pub cwd: PathBuf,
+}
+
+/// The program and arguments for `spec` (PROTOCOL.md §4). With `interp`
+/// the program is the interpreter and `{module}` is `<dir>/<module>`;
+/// without it the module is the program and a bare `{module}` argument is
+/// left out.
+pub fn command_line(config: &Config, spec: &ClusterSpec, shard_count: u32) -> CommandLine {
+    let dir = &config.bot_dir;
+    let module_path = dir.join(&config.module);
+    let program: OsString = match &config.interp {
+        Some(interp) => interp.into(),
+        // A relative path with a slash is the bot's; a bare name is on PATH.
+        None if config.module.contains('/') => module_path.clone().into(),
+        None => config.module.clone().into(),
+    };
+    let values = [
+        ("{module}", module_path.display().to_string()),
+        ("{shards}", python_list(&spec.shards)),
+        ("{shard_count}", shard_count.to_string()),
+        ("{cluster_id}", spec.id.to_string()),
+        ("{cluster_name}", spec.name.clone()),
+        ("{logging_code}", "0".to_string()),
+        ("{dir}", dir.display().to_string()),
+    ];
+    let args = config
+        .args
+        .iter()
+        .filter(|a| config.interp.is_some() || a.as_str() != "{module}")
+        .map(|a| {
+            values
+                .iter()
+                .fold(a.clone(), |acc, (key, value)| acc.replace(key, value))
+        })
+        .collect();
+    CommandLine {
+        program,
+        args,
+        cwd: dir.clone(),
+    }
+}
+
+/// The engine's end of a running process.
+#[derive(Debug)]
+pub struct ProcHandle {
+    pub pid: u32,
+    stop: mpsc::UnboundedSender<Duration>,
+}
+
+impl ProcHandle {
+    /// Asks the process to stop: SIGTERM to its process group now, SIGKILL
+    /// after `grace`. The exit is reported through the spawn callback.
+    pub fn stop(&self, grace: Duration) {
+        let _ = self.stop.send(grace);
+    }
+}
+
+/// Starts `cmd` with `env` added to the manager's environment. `on_line`
+/// gets every output line; `on_exit` is called once, when the process has
+/// ended and its output is drained.
+pub fn spawn(
+    cmd: &CommandLine,
+    env: &[(String, String)],
+    on_line: impl Fn(Stream, String) + Send + Sync + 'static,
+    on_exit: impl FnOnce(ExitInfo) + Send + 'static,
+) -> std::io::Result<ProcHandle> {
+    let mut command = tokio::process::Command::new(&cmd.program);
+    command
+        .args(&cmd.args)
+        .current_dir(&cmd.cwd)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so stopping it reaches whatever it started.
+        .process_group(0)
+        // Belt and braces: if the supervisor task is dropped, kill the child.
+        .kill_on_drop(true);
+    die_with_parent(&mut command);
+    let mut child = command.spawn().map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("{}: {e}", Path::new(&cmd.program).display()),
+        )
+    })?;
+    let pid = child.id().unwrap_or(0);
+    let on_line = std::sync::Arc::new(on_line);
+    let mut readers = Vec::with_capacity(2);
+    if let Some(out) = child.stdout.take() {
+        readers.push(tokio::spawn(read_lines(out, Stream::Stdout, on_line.clone())));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.push(tokio::spawn(read_lines(err, Stream::Stderr, on_line)));
+    }
+    let (stop_tx, mut stop_rx) = mpsc::unbounded_channel::<Duration>();
+    tokio::spawn(async move {
+        let status = tokio::select! {
+            status = child.wait() => status,
+            Some(grace) = stop_rx.recv() => {
+                signal_group(pid, Signal::SIGTERM);
+                match tokio::time::timeout(grace, child.wait()).await {
+                    Ok(status) => status,
+                    Err(_) => {
+                        tracing::warn!(pid, ?grace, "cluster ignored SIGTERM; sending SIGKILL");
+                        signal_group(pid, Signal::SIGKILL);
+                        child.wait().await
+                    }
+                }
+            }
+        };
+        // Whatever the process group left behind has no parent to reap it.
+        signal_group(pid, Signal::SIGKILL);
+        for reader in readers {
+            let _ = reader.await;
+        }
+        let info = match status {
+            Ok(status) => ExitInfo::from(status),
+            Err(e) => {
+                tracing::error!(pid, error = %e, "waiting for a cluster failed");
+                ExitInfo { code: None, signal: None }
+            }
+        };
+        on_exit(info);
+    });
+    Ok(ProcHandle { pid, stop: stop_tx })
+}
+
+fn signal_group(pid: u32, signal: Signal) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    if pid > 0 {
+        // ESRCH (already gone) is the expected case after an exit.
+        let _ = killpg(Pid::from_raw(pid), signal);
+    }
+}
+
+/// On Linux the kernel sends the child SIGKILL when the manager dies, even
+/// by SIGKILL, so no cluster outlives it.
+#[cfg(target_os = "linux")]
+fn die_with_parent(command: &mut tokio::process::Command) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes async-signal-safe system calls (prctl, getppid).
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            // The manager may have died between fork and prctl.
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::other("the manager exited during spawn"));
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_command: &mut tokio::process::Command) {}
+
+async fn read_lines(
+    source: impl AsyncRead + Unpin,
+    stream: Stream,
+    on_line: std::sync::Arc<impl Fn(Stream, String) + Send + Sync + 'static>,
+) {
+    let mut reader = BufReader::new(source);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if buf.last() == Some(&b'\n') {
+                    buf.pop();
+                }
+                if buf.last() == Some(&b'\r') {
+                    buf.pop();
+                }
+                buf.truncate(MAX_LINE);
+                on_line(stream, String::from_utf8_lossy(&buf).into_owned());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse, Overrides};
+
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            "token: t\nmodule: bot.py\nredis: h:1\nredis_channel: c\nper_cluster: 2\noverride_dir: /srv/bot\n{extra}"
+        );
+        let ov = Overrides {
+            cwd: PathBuf::from("/"),
+            ..Overrides::default()
+        };
+        match parse(&text, Path::new("c.yaml"), &ov) {
+            Ok(l) => l.config,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn spec() -> ClusterSpec {
+        ClusterSpec {
+            id: 1,
+            name: "Eevee".into(),
+            shards: vec![2, 3],
+        }
+    }
+
+    #[test]
+    fn with_interp_the_module_is_the_first_argument() {
+        let c = config("interp: /usr/bin/python3\n");
+        let line = command_line(&c, &spec(), 4);
+        assert_eq!(line.program, OsString::from("/usr/bin/python3"));
+        assert_eq!(
+            line.args,
+            vec!["/srv/bot/bot.py", "[2, 3]", "4", "1", "Eevee", "0", "/srv/bot"]
+        );
+        assert_eq!(line.cwd, PathBuf::from("/srv/bot"));
+    }
+
+    #[test]
+    fn without_interp_the_module_is_the_program() {
+        let line = command_line(&config(""), &spec(), 4);
+        assert_eq!(line.program, OsString::from("bot.py"));
+        assert_eq!(line.args, vec!["[2, 3]", "4", "1", "Eevee", "0", "/srv/bot"]);
+        let mut c = config("");
+        c.module = "./run.sh".into();
+        let line = command_line(&c, &spec(), 4);
+        assert_eq!(line.program, OsString::from("/srv/bot/./run.sh"));
+    }
+
+    #[test]
+    fn args_template_reorders() {
+        let c = config("args: [\"--cluster={cluster_id}\", \"{shards}\", \"{cluster_name}-x\"]\n");
+        let line = command_line(&c, &spec(), 4);
+        assert_eq!(line.args, vec!["--cluster=1", "[2, 3]", "Eevee-x"]);
+    }
+
+    #[test]
+    fn exit_info_reads_well() {
+        assert_eq!(ExitInfo { code: Some(3), signal: None }.to_string(), "exit code 3");
+        assert_eq!(
+            ExitInfo { code: None, signal: Some(9) }.to_string(),
+            "signal 9 (SIGKILL)"
+        );
+    }
+}

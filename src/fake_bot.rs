@@ -1,0 +1,189 @@
+//! A small bot that speaks the protocol like a real one: the test fixture
+//! behind `mewld fake-bot` (hidden). It parses its arguments by position as
+//! real bots do, says `launch_next`, answers diagnostics, and obeys
+//! instructions to crash or hang so tests can see the manager react.
+//!
+//! Settings come from the environment, which the manager passes on:
+//! - `FAKEBOT_REDIS` (required): the Redis URL (real bots have their own config).
+//! - `FAKEBOT_RECORD`: a directory; each start writes `<cluster_id>-<pid>.json`
+//!   with its arguments, working directory and environment of interest.
+//! - `FAKEBOT_LAUNCH_DELAY_MS`: time before `launch_next` (default 100).
+//! - `FAKEBOT_IGNORE_SIGTERM=1`: survive SIGTERM (to test the SIGKILL).
+//! - `FAKEBOT_EXIT_AT_START=<code>`: exit at once with that code.
+//!
+//! Instructions on the channel, `{"scope": "fakebot", "action": A, "args": {"id": N}}`:
+//! `crash` (exit with `args.code`, default 1), `hang` (ignore SIGTERM from
+//! now on), `mute` (stop answering diagnostics).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use color_eyre::eyre::{eyre, Result, WrapErr};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+/// The positional arguments of PROTOCOL.md §4 (after the module path).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BotArgs {
+    pub shards: Vec<u32>,
+    pub shard_count: u32,
+    pub cluster_id: u32,
+    pub cluster_name: String,
+    pub logging_code: String,
+    pub dir: String,
+}
+
+impl BotArgs {
+    pub fn parse(args: &[String]) -> Result<Self> {
+        let [shards, shard_count, cluster_id, cluster_name, logging_code, dir, ..] = args else {
+            return Err(eyre!(
+                "expected: <shards> <shard_count> <cluster_id> <cluster_name> <logging_code> <dir>, got {args:?}"
+            ));
+        };
+        Ok(BotArgs {
+            // A Python list of ints is also a JSON array.
+            shards: serde_json::from_str(shards).wrap_err("shards is not a list")?,
+            shard_count: shard_count.parse().wrap_err("shard_count")?,
+            cluster_id: cluster_id.parse().wrap_err("cluster_id")?,
+            cluster_name: cluster_name.clone(),
+            logging_code: logging_code.clone(),
+            dir: dir.clone(),
+        })
+    }
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == "1")
+}
+
+pub async fn run(raw_args: Vec<String>) -> Result<i32> {
+    let args = BotArgs::parse(&raw_args)?;
+    let id = args.cluster_id;
+    if let Ok(dir) = std::env::var("FAKEBOT_RECORD") {
+        record(&PathBuf::from(dir), &raw_args, &args)?;
+    }
+    println!(
+        "fake bot: cluster {id} ({}) starting shards {:?} of {}",
+        args.cluster_name, args.shards, args.shard_count
+    );
+    eprintln!("fake bot: cluster {id} says hello on stderr");
+    if let Ok(code) = std::env::var("FAKEBOT_EXIT_AT_START") {
+        let code: i32 = code.parse().unwrap_or(1);
+        eprintln!("fake bot: exiting at start with code {code}");
+        return Ok(code);
+    }
+    let mut ignore_sigterm = env_flag("FAKEBOT_IGNORE_SIGTERM");
+    let url = std::env::var("FAKEBOT_REDIS").wrap_err("FAKEBOT_REDIS is not set")?;
+    let channel = std::env::var("MEWLD_CHANNEL").wrap_err("MEWLD_CHANNEL is not set")?;
+    let client = redis::Client::open(url.as_str())?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(&channel).await?;
+    let mut messages = pubsub.into_on_message();
+
+    let delay: u64 = std::env::var("FAKEBOT_LAUNCH_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let launch = tokio::time::sleep(Duration::from_millis(delay));
+    tokio::pin!(launch);
+    let mut launched = false;
+    let mut muted = false;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+
+    loop {
+        tokio::select! {
+            _ = &mut launch, if !launched => {
+                launched = true;
+                publish(&mut conn, &channel, json!({"scope": "launcher", "action": "launch_next", "args": {"id": id}})).await?;
+                println!("fake bot: cluster {id} launched");
+            }
+            _ = sigterm.recv() => {
+                if ignore_sigterm {
+                    println!("fake bot: cluster {id} ignores SIGTERM");
+                } else {
+                    println!("fake bot: cluster {id} got SIGTERM, exiting");
+                    return Ok(0);
+                }
+            }
+            msg = messages.next() => {
+                let Some(msg) = msg else { return Err(eyre!("lost the Redis subscription")) };
+                let Ok(v) = serde_json::from_slice::<Value>(msg.get_payload_bytes()) else { continue };
+                if v.get("diag").is_some() && v["id"].as_u64() == Some(u64::from(id)) {
+                    if !muted {
+                        let answer = diag_answer(&args, v["nonce"].as_str().unwrap_or_default());
+                        publish(&mut conn, &channel, json!({"scope": "launcher", "action": "diag", "output": answer})).await?;
+                    }
+                    continue;
+                }
+                if v["scope"] != "fakebot" || v["args"]["id"].as_u64() != Some(u64::from(id)) {
+                    continue;
+                }
+                match v["action"].as_str() {
+                    Some("crash") => {
+                        let code = v["args"]["code"].as_i64().and_then(|c| i32::try_from(c).ok()).unwrap_or(1);
+                        eprintln!("fake bot: cluster {id} crashing with code {code}");
+                        return Ok(code);
+                    }
+                    Some("hang") => ignore_sigterm = true,
+                    Some("mute") => muted = true,
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+async fn publish(conn: &mut redis::aio::MultiplexedConnection, channel: &str, v: Value) -> Result<()> {
+    let _: () = redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(v.to_string())
+        .query_async(conn)
+        .await?;
+    Ok(())
+}
+
+/// The answer in the original's shape: a JSON string with `Nonce` and `Data`.
+fn diag_answer(args: &BotArgs, nonce: &str) -> String {
+    let data: Vec<Value> = args
+        .shards
+        .iter()
+        .map(|s| json!({"shard_id": s, "up": true, "latency": 40.0 + f64::from(*s % 10), "guilds": 1000 + s, "users": 50_000 + s * 10}))
+        .collect();
+    json!({"Nonce": nonce, "Data": data, "cluster_id": args.cluster_id}).to_string()
+}
+
+fn record(dir: &std::path::Path, raw: &[String], args: &BotArgs) -> Result<()> {
+    let var = |k: &str| std::env::var(k).ok();
+    let entry = json!({
+        "argv": raw,
+        "cwd": std::env::current_dir()?.display().to_string(),
+        "pid": std::process::id(),
+        "cluster_id": args.cluster_id,
+        "env": {
+            "MEWLD_CHANNEL": var("MEWLD_CHANNEL"),
+            "MTOKEN": var("MTOKEN"),
+            "FAKEBOT_FROM_ENV_FILE": var("FAKEBOT_FROM_ENV_FILE"),
+        },
+    });
+    let path = dir.join(format!("{}-{}.json", args.cluster_id, std::process::id()));
+    std::fs::write(&path, entry.to_string()).wrap_err_with(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_protocol_arguments() {
+        let raw: Vec<String> = ["[0, 1, 2]", "6", "0", "Pika", "0", "/srv/bot"]
+            .map(String::from)
+            .to_vec();
+        let a = BotArgs::parse(&raw).expect("parses");
+        assert_eq!(a.shards, vec![0, 1, 2]);
+        assert_eq!(a.shard_count, 6);
+        assert_eq!(a.cluster_name, "Pika");
+        assert!(BotArgs::parse(&raw[..3]).is_err());
+    }
+}

@@ -1,0 +1,12 @@
+//! mewld: a Discord bot clusterer. See README.md for how to run it and
+//! PROTOCOL.md (in the project's shared notes) for the contract with bots.
+
+pub mod cluster_map;
+pub mod config;
+pub mod daemon;
+pub mod discord;
+pub mod engine;
+pub mod fake_bot;
+pub mod protocol;
+pub mod startup;
+pub mod transport;

@@ -1,0 +1,199 @@
+//! The `mewld` command line: which face runs.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use color_eyre::eyre::{eyre, Result};
+
+use mewld::cluster_map::{self, shard_range};
+use mewld::engine::Engine;
+use mewld::startup::{self, Prepared};
+use mewld::{daemon, fake_bot, transport};
+
+/// A Discord bot clusterer: splits a bot's shards over cluster processes,
+/// starts them one after another, restarts the ones that die, and answers
+/// the original mewld's Redis protocol, so existing bots run unchanged.
+#[derive(Debug, Parser)]
+#[command(name = "mewld", version, about, long_about = None)]
+struct Cli {
+    /// The config file (the original's format; see config.example.yaml).
+    #[arg(
+        long,
+        short = 'c',
+        visible_alias = "cfg-file",
+        global = true,
+        default_value = "config.yaml",
+        value_name = "PATH"
+    )]
+    config: PathBuf,
+
+    /// Run headless: no console; cluster output on stdout, logs on stderr.
+    /// For systemd and other service managers. Exit status: 0 after
+    /// `shutdown` or SIGTERM/SIGINT, 1 after `restartproc`, 2 on a start-up error.
+    #[arg(long)]
+    daemon: bool,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate the config and print the resolved settings and the cluster map.
+    CheckConfig,
+    /// The protocol-speaking fake bot used by the tests (see src/fake_bot.rs).
+    #[command(hide = true)]
+    FakeBot {
+        /// <shards> <shard_count> <cluster_id> <cluster_name> <logging_code> <dir>
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    // The original took Go-style `-cfg-file PATH`; keep old unit files working.
+    let args = std::env::args_os().map(|a| {
+        if a == "-cfg-file" {
+            "--cfg-file".into()
+        } else {
+            a
+        }
+    });
+    let cli = Cli::parse_from(args);
+    if let Err(e) = color_eyre::install() {
+        eprintln!("mewld: {e}");
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mewld: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("mewld: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Some(Command::CheckConfig) => check_config(&cli.config).await,
+        Some(Command::FakeBot { args }) => {
+            init_logging();
+            let code = fake_bot::run(args).await?;
+            Ok(u8::try_from(code).unwrap_or(1))
+        }
+        None if cli.daemon => run_daemon(&cli.config).await,
+        None => Err(eyre!(
+            "the terminal console is not built yet; run `mewld --daemon --config {}` for now",
+            cli.config.display()
+        )),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run_daemon(config: &Path) -> Result<u8> {
+    init_logging();
+    let prepared = startup::load_config(config)?;
+    for w in &prepared.warnings {
+        tracing::warn!("{w}");
+    }
+    let setup = startup::prepare(prepared).await?;
+    let (transport, transport_rx) =
+        transport::redis::start(&setup.config.redis, setup.config.action_log_max_len)?;
+    let (engine, handle) = Engine::new(setup, transport);
+    let exit = daemon::run(engine, handle, transport_rx).await?;
+    tracing::info!(code = exit.code(), "every cluster has stopped; exiting");
+    Ok(u8::try_from(exit.code()).unwrap_or(1))
+}
+
+async fn check_config(path: &Path) -> Result<u8> {
+    let Prepared {
+        config,
+        env_vars,
+        warnings,
+    } = startup::load_config(path)?;
+    for w in &warnings {
+        println!("warning: {w}");
+    }
+    let mut problems = Vec::new();
+    println!("config:            {}", config.path.display());
+    println!(
+        "token:             {}",
+        if config.token.is_some() { "set (hidden)" } else { "MISSING" }
+    );
+    if config.token.is_none() {
+        problems.push("no bot token: set `token` or the MTOKEN environment variable".to_string());
+    }
+    let dir_note = if config.bot_dir.is_dir() { "" } else { "  (does not exist)" };
+    println!("bot directory:     {}{dir_note}", config.bot_dir.display());
+    if !dir_note.is_empty() {
+        problems.push(format!("the bot directory {} does not exist", config.bot_dir.display()));
+    }
+    let interp = config.interp.as_deref().unwrap_or("(none: the module is the program)");
+    println!("module:            {}", config.module);
+    println!("interp:            {interp}");
+    println!("args:              {}", config.args.join(" "));
+    for f in &config.env_files {
+        println!("env file:          {}", f.display());
+    }
+    println!("env variables:     {} from env files", env_vars.len());
+    println!("redis:             {}", config.redis.url);
+    println!("redis_channel:     {}", config.redis.channel);
+    println!("action log key:    {}", config.redis.action_log_key());
+    println!("per_cluster:       {}", config.per_cluster);
+    println!("ping interval:     {}s, timeout {}s", config.ping_interval.as_secs(), config.ping_timeout.as_secs());
+    println!("start next delay:  {}s", config.cluster_start_next_delay.as_secs());
+    println!("stop grace period: {}s", config.stop_grace_period.as_secs());
+    println!("proxy:             {}", config.proxy.as_deref().unwrap_or("(none: discord.com)"));
+
+    let shard_count = match config.fixed_shard_count {
+        Some(n) => {
+            println!("shards:            {n} (fixed_shard_count)");
+            Some(n)
+        }
+        None if config.token.is_some() => match startup::fetch_gateway(&config).await {
+            Ok(g) => {
+                println!(
+                    "shards:            {} (from Discord; {} of {} session starts left)",
+                    g.shards, g.session_start_limit.remaining, g.session_start_limit.total
+                );
+                Some(g.shards)
+            }
+            Err(e) => {
+                problems.push(format!("{e:#}"));
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some(n) = shard_count {
+        let map = cluster_map::build(n, config.per_cluster, &config.names);
+        println!("cluster map:       {} clusters", map.len());
+        for c in &map {
+            println!("  {:>4}  {:<16} shards {}", c.id, c.name, shard_range(&c.shards));
+        }
+    }
+    if problems.is_empty() {
+        println!("ok");
+        Ok(0)
+    } else {
+        for p in &problems {
+            println!("problem: {p}");
+        }
+        Ok(1)
+    }
+}

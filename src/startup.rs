@@ -1,0 +1,123 @@
+//! From a config path to a ready engine [`Setup`]: load the config and its
+//! env files, ask Discord for the shard count, build the cluster map, and
+//! respect the session-start budget (PROTOCOL.md §6, start-up).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use color_eyre::eyre::{eyre, Result, WrapErr};
+
+use crate::cluster_map;
+use crate::config::{self, Config, Overrides};
+use crate::discord::{self, GatewayBot};
+use crate::engine::Setup;
+
+/// The config with env files read and overrides applied.
+pub struct Prepared {
+    pub config: Config,
+    pub env_vars: Vec<(String, String)>,
+    pub warnings: Vec<String>,
+}
+
+/// Loads `path`, reads its env files and applies `MTOKEN`/`PER_CLUSTER`
+/// from the process environment or, failing that, the env files.
+pub fn load_config(path: &Path) -> Result<Prepared> {
+    let process_env = |k: &str| std::env::var(k).ok();
+    let first = config::load(path, &Overrides::from_env(process_env))?;
+    let env_vars = config::read_env_files(&first.config.env_files, |k| {
+        std::env::var_os(k).is_some()
+    })
+    .map_err(|e| eyre!("{e} (listed under `env` in {})", path.display()))?;
+    if env_vars.is_empty() {
+        return Ok(Prepared {
+            config: first.config,
+            env_vars,
+            warnings: first.warnings,
+        });
+    }
+    // The env files may carry MTOKEN or PER_CLUSTER: resolve again with them.
+    let lookup = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .or_else(|| env_vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+    };
+    let loaded = config::load(path, &Overrides::from_env(lookup))?;
+    Ok(Prepared {
+        config: loaded.config,
+        env_vars,
+        warnings: loaded.warnings,
+    })
+}
+
+/// Asks Discord (or the configured proxy) for the gateway information.
+pub async fn fetch_gateway(config: &Config) -> Result<GatewayBot> {
+    let token = config.token.as_ref().ok_or_else(|| {
+        eyre!(
+            "{}: no bot token: set `token` in the file or the MTOKEN environment variable",
+            config.path.display()
+        )
+    })?;
+    discord::get_gateway_bot(config.proxy.as_deref(), token)
+        .await
+        .wrap_err("could not get the shard count from Discord")
+}
+
+/// Everything up to the first cluster start.
+pub async fn prepare(prepared: Prepared) -> Result<Setup> {
+    let Prepared {
+        config, env_vars, ..
+    } = prepared;
+    let gateway = match fetch_gateway(&config).await {
+        Ok(g) => Some(g),
+        // With a fixed shard count Discord is only asked for the session budget.
+        Err(e) if config.fixed_shard_count.is_some() && config.token.is_some() && !is_fatal(&e) => {
+            tracing::warn!(error = %format!("{e:#}"), "continuing with fixed_shard_count");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let shard_count = config
+        .fixed_shard_count
+        .or(gateway.as_ref().map(|g| g.shards))
+        .unwrap_or(1);
+    let clusters = cluster_map::build(shard_count, config.per_cluster, &config.names);
+    tracing::info!(
+        shards = shard_count,
+        clusters = clusters.len(),
+        per_cluster = config.per_cluster,
+        "built the cluster map"
+    );
+    if let Some(limit) = gateway.as_ref().map(|g| &g.session_start_limit) {
+        tracing::info!(
+            remaining = limit.remaining,
+            total = limit.total,
+            max_concurrency = limit.max_concurrency,
+            "session starts"
+        );
+        if limit.remaining < config.minimum_safe_sessions_remaining {
+            let wait = Duration::from_millis(limit.reset_after);
+            tracing::warn!(
+                remaining = limit.remaining,
+                minimum = config.minimum_safe_sessions_remaining,
+                wait_secs = wait.as_secs(),
+                "few session starts left; waiting for Discord's reset before starting clusters"
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+    Ok(Setup {
+        sessions_remaining: gateway.map(|g| g.session_start_limit.remaining),
+        config: Arc::new(config),
+        env_vars,
+        shard_count,
+        clusters,
+    })
+}
+
+fn is_fatal(e: &color_eyre::Report) -> bool {
+    matches!(
+        e.downcast_ref::<discord::DiscordError>(),
+        Some(discord::DiscordError::InvalidToken)
+    )
+}
