@@ -125,8 +125,14 @@ pub async fn run(raw_args: Vec<String>) -> Result<i32> {
                         eprintln!("fake bot: cluster {id} crashing with code {code}");
                         return Ok(code);
                     }
-                    Some("hang") => ignore_sigterm = true,
-                    Some("mute") => muted = true,
+                    Some("hang") => {
+                        ignore_sigterm = true;
+                        println!("fake bot: cluster {id} will ignore SIGTERM");
+                    }
+                    Some("mute") => {
+                        muted = true;
+                        println!("fake bot: cluster {id} stops answering diagnostics");
+                    }
                     _ => {}
                 }
             }

@@ -197,6 +197,7 @@ pub struct Engine {
     snapshot_tx: watch::Sender<Arc<Snapshot>>,
     /// The cluster the launch sequence is waiting on for `launch_next`.
     launching: Option<ClusterId>,
+    launch_begun: bool,
     fully_up: bool,
     transport_connected: bool,
     exiting: Option<Exit>,
@@ -227,6 +228,7 @@ impl Engine {
             events: events.clone(),
             snapshot_tx,
             launching: None,
+            launch_begun: false,
             fully_up: false,
             transport_connected: false,
             exiting: None,
@@ -243,7 +245,6 @@ impl Engine {
 
     /// Runs until a shutdown or process restart has stopped every cluster.
     pub async fn run(mut self, mut transport_rx: mpsc::Receiver<TransportEvent>) -> Exit {
-        self.start_next();
         self.publish_snapshot();
         loop {
             tokio::select! {
@@ -280,7 +281,15 @@ impl Engine {
 
     fn on_transport(&mut self, event: TransportEvent) {
         match event {
-            TransportEvent::Connected(up) => self.transport_connected = up,
+            TransportEvent::Connected(up) => {
+                self.transport_connected = up;
+                // The launch waits for the subscription: a `launch_next`
+                // said before it exists would be lost and stall the launch.
+                if up && !self.launch_begun {
+                    self.launch_begun = true;
+                    self.start_next();
+                }
+            }
             TransportEvent::Message(payload) => match protocol::parse(&payload) {
                 Ok(Some(request)) => self.on_request(request),
                 Ok(None) => {}

@@ -1,0 +1,486 @@
+//! Test harness: a real `redis-server` on a free loopback port, a local fake
+//! of Discord's Get Gateway Bot, the real `mewld` binary, and the repo's fake
+//! bot as clusters. Nothing here reaches the internet.
+
+#![allow(dead_code)] // Each test file uses its own part of the harness.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const MEWLD: &str = env!("CARGO_BIN_EXE_mewld");
+pub const TOKEN: &str = "test-token-Zm9vYmFy.secret";
+/// Generous: CI machines are small and busy.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `deadline`.
+pub fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for: {what}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A private `redis-server`, killed on drop.
+pub struct Redis {
+    pub port: u16,
+    child: Child,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        Self::start_on(free_port())
+    }
+
+    pub fn start_on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run redis-server ({e}). These tests need a real Redis: install it with \
+                     `apt-get install redis-server` (Debian/Ubuntu) or `brew install redis` (macOS)"
+                )
+            });
+        let redis = Redis { port, child };
+        wait_for("redis-server to answer PING", DEADLINE, || {
+            let mut conn = redis.try_conn()?;
+            redis::cmd("PING").query::<String>(&mut conn).ok()
+        });
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn try_conn(&self) -> Option<redis::Connection> {
+        redis::Client::open(self.url()).ok()?.get_connection().ok()
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        wait_for("a Redis connection", DEADLINE, || self.try_conn())
+    }
+
+    pub fn publish(&self, channel: &str, msg: &Value) {
+        self.publish_raw(channel, msg.to_string().as_bytes());
+    }
+
+    pub fn publish_raw(&self, channel: &str, payload: &[u8]) {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query(&mut self.conn())
+            .expect("publish");
+    }
+
+    /// The action log, parsed.
+    pub fn action_log(&self, channel: &str) -> Vec<Value> {
+        let raw: Vec<String> = redis::cmd("LRANGE")
+            .arg(format!("{channel}/actlogs"))
+            .arg(0)
+            .arg(-1)
+            .query(&mut self.conn())
+            .expect("lrange");
+        raw.iter()
+            .map(|s| serde_json::from_str(s).expect("action log entries are JSON"))
+            .collect()
+    }
+
+    /// Starts collecting every message published on `channel`.
+    pub fn listen(&self, channel: &str) -> Listener {
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let client = redis::Client::open(self.url()).expect("client");
+        let mut conn = client.get_connection().expect("connection");
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let sink = messages.clone();
+        let channel = channel.to_string();
+        thread::spawn(move || {
+            let mut pubsub = conn.as_pubsub();
+            pubsub.subscribe(&channel).expect("subscribe");
+            let _ = ready_tx.send(());
+            while let Ok(msg) = pubsub.get_message() {
+                let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
+                let value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
+                sink.lock().expect("lock").push(value);
+            }
+        });
+        ready_rx.recv_timeout(DEADLINE).expect("subscribed");
+        Listener { messages }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Messages seen on a channel.
+#[derive(Clone)]
+pub struct Listener {
+    messages: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Listener {
+    pub fn all(&self) -> Vec<Value> {
+        self.messages.lock().expect("lock").clone()
+    }
+
+    /// Waits for a message matching `pred`.
+    pub fn wait(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        wait_for(what, DEADLINE, || self.all().into_iter().find(|m| pred(m)))
+    }
+
+    /// Waits for the reply to `command_id`.
+    pub fn reply(&self, command_id: &str) -> Value {
+        self.wait(&format!("the reply to {command_id}"), |m| {
+            m["command_id"] == command_id && m["scope"] == "bot"
+        })
+    }
+}
+
+/// One canned answer of the fake Discord.
+#[derive(Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub retry_after: Option<&'static str>,
+}
+
+impl Answer {
+    pub fn gateway(shards: u32, remaining: u32, reset_after_ms: u64) -> Answer {
+        Answer {
+            status: 200,
+            body: json!({
+                "url": "wss://gateway.discord.gg",
+                "shards": shards,
+                "session_start_limit": {"total": 1000, "remaining": remaining, "reset_after": reset_after_ms, "max_concurrency": 1}
+            })
+            .to_string(),
+            retry_after: None,
+        }
+    }
+
+    pub fn status(status: u16) -> Answer {
+        Answer {
+            status,
+            body: json!({"message": "nope", "code": 0}).to_string(),
+            retry_after: None,
+        }
+    }
+}
+
+/// A local HTTP server that plays Discord's `/api/gateway/bot`. It gives
+/// `answers` in order, then repeats the last one, and records each request.
+pub struct FakeDiscord {
+    pub url: String,
+    pub requests: Arc<Mutex<Vec<Request>>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub path: String,
+    pub authorization: Option<String>,
+    pub user_agent: Option<String>,
+    pub at: std::time::SystemTime,
+}
+
+impl FakeDiscord {
+    pub fn start(answers: Vec<Answer>) -> FakeDiscord {
+        let server = tiny_http::Server::http("127.0.0.1:0").expect("fake discord");
+        let port = server.server_addr().to_ip().expect("ip addr").port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let log = requests.clone();
+        thread::spawn(move || {
+            let mut served = 0usize;
+            for req in server.incoming_requests() {
+                let header = |name: &'static str| {
+                    req.headers()
+                        .iter()
+                        .find(|h| h.field.equiv(name))
+                        .map(|h| h.value.to_string())
+                };
+                log.lock().expect("lock").push(Request {
+                    path: req.url().to_string(),
+                    authorization: header("Authorization"),
+                    user_agent: header("User-Agent"),
+                    at: std::time::SystemTime::now(),
+                });
+                let answer = answers[served.min(answers.len() - 1)].clone();
+                served += 1;
+                let mut resp = tiny_http::Response::from_string(answer.body)
+                    .with_status_code(answer.status)
+                    .with_header(
+                        tiny_http::Header::from_bytes("Content-Type", "application/json")
+                            .expect("header"),
+                    );
+                if let Some(after) = answer.retry_after {
+                    resp.add_header(tiny_http::Header::from_bytes("Retry-After", after).expect("header"));
+                }
+                let _ = req.respond(resp);
+            }
+        });
+        FakeDiscord {
+            url: format!("http://127.0.0.1:{port}"),
+            requests,
+        }
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.requests.lock().expect("lock").clone()
+    }
+}
+
+/// A bot directory with the fake bot behind a shell script, as a real
+/// bot's entry point would be.
+pub struct BotDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl BotDir {
+    pub fn new() -> BotDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The script records exactly what it was given ($0 and every
+        // argument, one per line), then becomes the fake bot.
+        let script = format!(
+            "#!/bin/sh\n{{ printf '%s\\n' \"$0\"; for a in \"$@\"; do printf '%s\\n' \"$a\"; done; }} > \"$FAKEBOT_RECORD/argv-$$\"\nexec '{MEWLD}' fake-bot \"$@\"\n"
+        );
+        let path = dir.path().join("bot.sh");
+        std::fs::write(&path, script).expect("write bot.sh");
+        let mut perms = std::fs::metadata(&path).expect("meta").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(&path, perms).expect("chmod");
+        std::fs::create_dir(dir.path().join("records")).expect("records dir");
+        BotDir { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn records_dir(&self) -> PathBuf {
+        self.path().join("records")
+    }
+
+    /// The JSON each fake bot start wrote, oldest first.
+    pub fn records(&self) -> Vec<Value> {
+        let mut out: Vec<(std::time::SystemTime, Value)> = std::fs::read_dir(self.records_dir())
+            .expect("read records")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|e| {
+                let modified = e.metadata().ok()?.modified().ok()?;
+                let text = std::fs::read_to_string(e.path()).ok()?;
+                Some((modified, serde_json::from_str(&text).ok()?))
+            })
+            .collect();
+        out.sort_by_key(|(t, _)| *t);
+        out.into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// The argv the script recorded for the fake bot with process id `pid`
+    /// (the script execs, so it has the bot's pid).
+    pub fn script_argv(&self, pid: u64) -> Vec<String> {
+        let text = std::fs::read_to_string(self.records_dir().join(format!("argv-{pid}")))
+            .expect("argv record");
+        text.lines().map(String::from).collect()
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.records()
+            .iter()
+            .filter_map(|r| r["pid"].as_u64())
+            .map(|p| p as u32)
+            .collect()
+    }
+}
+
+/// Is `pid` a live process (not gone, not a zombie)?
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // The state follows the command name in parentheses.
+            let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X") | None)
+        }
+        Err(_) => false,
+    }
+}
+
+pub fn assert_all_dead(pids: &[u32]) {
+    assert!(!pids.is_empty(), "no cluster pids were recorded");
+    wait_for("every cluster process to be gone", DEADLINE, || {
+        pids.iter().all(|p| !alive(*p)).then_some(())
+    });
+}
+
+/// Config text for a test: `extra` lines are appended as they are.
+pub fn config_text(redis: &Redis, discord: &FakeDiscord, bot: &BotDir, channel: &str, extra: &str) -> String {
+    format!(
+        "token: {TOKEN}\noverride_dir: {dir}\ninterp: /bin/sh\nmodule: bot.sh\nredis: 127.0.0.1:{port}\nredis_channel: {channel}\nper_cluster: 2\nproxy: {proxy}\ncluster_start_next_delay: 0\n{extra}",
+        dir = bot.path().display(),
+        port = redis.port,
+        proxy = discord.url,
+    )
+}
+
+/// A running `mewld --daemon`, its output collected line by line.
+pub struct Manager {
+    pub child: Child,
+    pub stdout: Arc<Mutex<Vec<String>>>,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+    pub config_path: PathBuf,
+    _config_dir: tempfile::TempDir,
+}
+
+impl Manager {
+    /// Starts `mewld --daemon` on `config`. The fake bot learns where Redis
+    /// is and where to record from the environment the manager passes on.
+    pub fn start(config: &str, redis: &Redis, bot: &BotDir) -> Manager {
+        Self::start_with(config, &["--daemon"], redis, bot, &[])
+    }
+
+    pub fn start_with(config: &str, args: &[&str], redis: &Redis, bot: &BotDir, env: &[(&str, &str)]) -> Manager {
+        let config_dir = tempfile::tempdir().expect("tempdir");
+        let config_path = config_dir.path().join("config.yaml");
+        std::fs::write(&config_path, config).expect("write config");
+        let mut cmd = Command::new(MEWLD);
+        cmd.args(args)
+            .arg("--config")
+            .arg(&config_path)
+            .current_dir(config_dir.path())
+            .env("FAKEBOT_REDIS", redis.url())
+            .env("FAKEBOT_RECORD", bot.records_dir())
+            .env_remove("MTOKEN")
+            .env_remove("PER_CLUSTER")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start mewld");
+        let stdout = collect(child.stdout.take().expect("stdout"));
+        let stderr = collect(child.stderr.take().expect("stderr"));
+        Manager {
+            child,
+            stdout,
+            stderr,
+            config_path,
+            _config_dir: config_dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().expect("lock").clone()
+    }
+
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().expect("lock").clone()
+    }
+
+    /// Waits until every cluster is launched; fails early, with the
+    /// manager's log, if the manager exits first.
+    pub fn wait_launched(&mut self, listener: &Listener) {
+        wait_for("all_clusters_launched", DEADLINE, || {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("mewld exited ({status}) before launching:\n{}", self.stderr().join("\n"));
+            }
+            listener
+                .all()
+                .iter()
+                .any(|m| m["action"] == "all_clusters_launched")
+                .then_some(())
+        });
+    }
+
+    /// Waits for the manager to exit and returns its status code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let status = wait_for("mewld to exit", DEADLINE, || self.child.try_wait().expect("try_wait"));
+        status.code()
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig).expect("signal mewld");
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn collect(source: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    thread::spawn(move || {
+        for line in BufReader::new(source).lines() {
+            match line {
+                Ok(l) => sink.lock().expect("lock").push(l),
+                Err(_) => return,
+            }
+        }
+    });
+    lines
+}
+
+/// A channel name of its own for each test.
+pub fn channel(test: &str) -> String {
+    format!("mewld_test_{test}")
+}
+
+/// Sends a launcher request with a fresh command id and returns its reply.
+pub fn ask(redis: &Redis, listener: &Listener, channel: &str, action: &str, args: Value) -> Value {
+    let command_id = format!("{action}-{}", rand_suffix());
+    redis.publish(
+        channel,
+        &json!({"scope": "launcher", "action": action, "args": args, "command_id": command_id}),
+    );
+    listener.reply(&command_id)
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// Entries of the action log with this `event`.
+pub fn events(log: &[Value], event: &str) -> Vec<Value> {
+    log.iter().filter(|e| e["event"] == event).cloned().collect()
+}
