@@ -4,7 +4,6 @@
 //! existing bot's file loads unchanged. Errors name the file, the line and the
 //! key; unknown keys are warnings, never failures.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -215,6 +214,12 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Loaded, C
                     _ => (None, msg.clone()),
                 };
                 let message = strip_location(&message);
+                // serde_yaml points duplicates at the mapping, not the key.
+                let line = message
+                    .strip_prefix("duplicate field `")
+                    .and_then(|r| r.split('`').next())
+                    .and_then(|k| line_of_duplicate(text, k))
+                    .or(line);
                 ConfigError {
                     path: path.to_path_buf(),
                     line,
@@ -227,7 +232,9 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Loaded, C
     let mut warnings: Vec<String> = unknown
         .into_iter()
         .map(|key| {
-            let at = line_of_key(text, &key).map(|l| format!(":{l}")).unwrap_or_default();
+            let at = line_of_key(text, &key)
+                .map(|l| format!(":{l}"))
+                .unwrap_or_default();
             format!("{}{at}: unknown key `{key}` ignored", path.display())
         })
         .collect();
@@ -250,12 +257,7 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Loaded, C
     Ok(Loaded { config, warnings })
 }
 
-fn resolve(
-    raw: RawConfig,
-    text: &str,
-    path: &Path,
-    ov: &Overrides,
-) -> Result<Config, ConfigError> {
+fn resolve(raw: RawConfig, text: &str, path: &Path, ov: &Overrides) -> Result<Config, ConfigError> {
     let err = |key: &str, message: String| ConfigError {
         path: path.to_path_buf(),
         line: line_of_key(text, key),
@@ -264,11 +266,7 @@ fn resolve(
     };
     let non_empty = |v: Option<String>| v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
 
-    let token = ov
-        .token
-        .clone()
-        .or(non_empty(raw.token))
-        .map(Token::new);
+    let token = ov.token.clone().or(non_empty(raw.token)).map(Token::new);
 
     let module = non_empty(raw.module).ok_or_else(|| {
         err(
@@ -317,8 +315,12 @@ fn resolve(
     };
     let ping_interval = secs("ping_interval", raw.ping_interval, 60, false)?;
     let ping_timeout = secs("ping_timeout", raw.ping_timeout, 120, false)?;
-    let cluster_start_next_delay =
-        secs("cluster_start_next_delay", raw.cluster_start_next_delay, 5, true)?;
+    let cluster_start_next_delay = secs(
+        "cluster_start_next_delay",
+        raw.cluster_start_next_delay,
+        5,
+        true,
+    )?;
     let stop_grace_period = secs("stop_grace_period", raw.stop_grace_period, 10, true)?;
 
     let action_log_max_len = raw.action_log_max_len.unwrap_or(10_000);
@@ -415,23 +417,47 @@ pub fn redis_url(addr: &str) -> String {
     }
 }
 
-/// serde_yaml appends " at line L column C"; the line is reported separately.
+/// serde_yaml puts " at line L column C" in its messages; the line is
+/// reported separately, so it is taken out.
 fn strip_location(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) => message[..i].to_string(),
-        None => message.to_string(),
+    let Some(start) = message.find(" at line ") else {
+        return message.to_string();
+    };
+    let rest = &message[start + " at line ".len()..];
+    let mut words = rest.splitn(4, ' ');
+    let (_line, column, _col_no) = (words.next(), words.next(), words.next());
+    let tail = if column == Some("column") {
+        words.next().unwrap_or("")
+    } else {
+        rest
+    };
+    let tail = tail.trim_start_matches(',').trim_start();
+    if tail.is_empty() {
+        message[..start].to_string()
+    } else {
+        format!("{}, {tail}", &message[..start])
     }
+}
+
+/// The line of the second `key:` at the top level, for duplicate keys.
+fn line_of_duplicate(text: &str, key: &str) -> Option<usize> {
+    let mut lines = text.lines().enumerate().filter(|(_, l)| {
+        l.strip_prefix(key)
+            .is_some_and(|r| r.trim_start().starts_with(':'))
+    });
+    lines.nth(1).map(|(i, _)| i + 1)
 }
 
 /// The 1-based line where a top-level key is written, if it is.
 fn line_of_key(text: &str, key: &str) -> Option<usize> {
     let top = key.split('.').next().unwrap_or(key);
-    text.lines().position(|line| {
-        line.strip_prefix(top)
-            .map(|rest| rest.trim_start().starts_with(':'))
-            .unwrap_or(false)
-    })
-    .map(|i| i + 1)
+    text.lines()
+        .position(|line| {
+            line.strip_prefix(top)
+                .map(|rest| rest.trim_start().starts_with(':'))
+                .unwrap_or(false)
+        })
+        .map(|i| i + 1)
 }
 
 /// `{name}` pieces in one template argument.
@@ -450,31 +476,53 @@ fn placeholders_in(arg: &str) -> Vec<&str> {
     out
 }
 
-/// The dotenv files' variables, in order, each file unable to override a
-/// variable the process already has or an earlier file set (godotenv.Load's
-/// rule). They are handed to every cluster and consulted for `MTOKEN`.
-pub fn read_env_files(
-    files: &[PathBuf],
-    process_has: impl Fn(&str) -> bool,
-) -> Result<Vec<(String, String)>, String> {
-    let mut vars: BTreeMap<String, String> = BTreeMap::new();
-    let mut order = Vec::new();
+/// Variables read from the config's env files.
+#[derive(Debug, Default)]
+pub struct EnvFiles {
+    /// In file order; none overrides a variable the process already has or
+    /// an earlier file set (godotenv.Load's rule). Handed to every cluster
+    /// and consulted for `MTOKEN` and `PER_CLUSTER`.
+    pub vars: Vec<(String, String)>,
+    /// Files that could not be read or parsed, each with the reason.
+    pub problems: Vec<String>,
+}
+
+impl EnvFiles {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.vars
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub fn read_env_files(files: &[PathBuf], process_has: impl Fn(&str) -> bool) -> EnvFiles {
+    let mut out = EnvFiles::default();
     for file in files {
-        let iter = dotenvy::from_path_iter(file)
-            .map_err(|e| format!("env file {}: {e}", file.display()))?;
-        for item in iter {
-            let (k, v) = item.map_err(|e| format!("env file {}: {e}", file.display()))?;
-            if process_has(&k) || vars.contains_key(&k) {
+        let items = match dotenvy::from_path_iter(file) {
+            Ok(iter) => iter,
+            Err(e) => {
+                out.problems
+                    .push(format!("env file {}: {e}", file.display()));
                 continue;
             }
-            order.push(k.clone());
-            vars.insert(k, v);
+        };
+        for item in items {
+            match item {
+                Ok((k, v)) => {
+                    if !process_has(&k) && out.get(&k).is_none() {
+                        out.vars.push((k, v));
+                    }
+                }
+                Err(e) => {
+                    out.problems
+                        .push(format!("env file {}: {e}", file.display()));
+                    break;
+                }
+            }
         }
     }
-    Ok(order
-        .into_iter()
-        .filter_map(|k| vars.remove_entry(&k))
-        .collect())
+    out
 }
 
 #[cfg(test)]
@@ -490,7 +538,8 @@ mod tests {
         }
     }
 
-    const MIN: &str = "token: abc\nmodule: bot.py\nredis: localhost:6379\nredis_channel: ch\nper_cluster: 10\n";
+    const MIN: &str =
+        "token: abc\nmodule: bot.py\nredis: localhost:6379\nredis_channel: ch\nper_cluster: 10\n";
 
     fn parse_ok(text: &str, o: &Overrides) -> Loaded {
         match parse(text, Path::new("config.yaml"), o) {
@@ -558,9 +607,17 @@ mod tests {
 
     #[test]
     fn bot_dir_resolution() {
-        let c = parse_ok(&format!("{MIN}dir: bots/x\nuse_current_directory: true\n"), &ov()).config;
+        let c = parse_ok(
+            &format!("{MIN}dir: bots/x\nuse_current_directory: true\n"),
+            &ov(),
+        )
+        .config;
         assert_eq!(c.bot_dir, PathBuf::from("/srv/bots/x"));
-        let c = parse_ok(&format!("{MIN}dir: bots/x\noverride_dir: /opt/bot\n"), &ov()).config;
+        let c = parse_ok(
+            &format!("{MIN}dir: bots/x\noverride_dir: /opt/bot\n"),
+            &ov(),
+        )
+        .config;
         assert_eq!(c.bot_dir, PathBuf::from("/opt/bot"));
     }
 
@@ -569,13 +626,34 @@ mod tests {
         let e = parse_err("module: m\nredis: r:1\nredis_channel: c\nper_cluster: lots\n");
         assert_eq!(e.line, Some(4), "{e}");
         assert_eq!(e.key.as_deref(), Some("per_cluster"), "{e}");
-        assert!(e.to_string().starts_with("config.yaml:4: key `per_cluster`"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("config.yaml:4: key `per_cluster`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn malformed_yaml_names_the_line() {
         let e = parse_err("module: m\nredis: [unclosed\nper_cluster: 1\n");
         assert!(e.line.is_some(), "{e}");
+    }
+
+    #[test]
+    fn duplicate_keys_point_at_the_second_one() {
+        let e =
+            parse_err("module: m\nredis: r:1\nredis_channel: c\nper_cluster: 1\nper_cluster: 2\n");
+        assert_eq!(e.line, Some(5), "{e}");
+    }
+
+    #[test]
+    fn location_is_taken_out_of_messages() {
+        assert_eq!(
+            strip_location("bad at line 6 column 6, while parsing x"),
+            "bad, while parsing x"
+        );
+        assert_eq!(strip_location("bad at line 6 column 6"), "bad");
+        assert_eq!(strip_location("bad"), "bad");
     }
 
     #[test]
@@ -591,7 +669,9 @@ mod tests {
     fn unknown_keys_warn_with_line() {
         let l = parse_ok(&format!("{MIN}colour: blue\n"), &ov());
         assert!(
-            l.warnings.iter().any(|w| w == "config.yaml:6: unknown key `colour` ignored"),
+            l.warnings
+                .iter()
+                .any(|w| w == "config.yaml:6: unknown key `colour` ignored"),
             "{:?}",
             l.warnings
         );
@@ -624,9 +704,10 @@ mod tests {
         let b = dir.path().join("b.env");
         std::fs::write(&a, "X=1\nY=2\n").expect("write");
         std::fs::write(&b, "X=3\nZ=4\nHOME=/nope\n").expect("write");
-        let vars = read_env_files(&[a, b], |k| k == "HOME").expect("read");
+        let env = read_env_files(&[a, b], |k| k == "HOME");
+        assert!(env.problems.is_empty());
         assert_eq!(
-            vars,
+            env.vars,
             vec![
                 ("X".to_string(), "1".to_string()),
                 ("Y".to_string(), "2".to_string()),
@@ -634,6 +715,11 @@ mod tests {
             ]
         );
         let missing = read_env_files(&[dir.path().join("none.env")], |_| false);
-        assert!(missing.is_err_and(|e| e.contains("none.env")));
+        assert!(missing.vars.is_empty());
+        assert!(
+            missing.problems[0].contains("none.env"),
+            "{:?}",
+            missing.problems
+        );
     }
 }

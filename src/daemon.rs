@@ -27,7 +27,10 @@ pub async fn run(
                 }
                 Ok(Event::ActionLog(_)) => {}
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(lines = n, "output came faster than it could be printed; skipped some");
+                    tracing::warn!(
+                        lines = n,
+                        "output came faster than it could be printed; skipped some"
+                    );
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             }

@@ -60,7 +60,10 @@ pub enum DiscordError {
 /// Fetches `/api/gateway/bot` from `proxy` (or Discord itself), retrying
 /// 429 and 5xx answers and network errors with backoff, honouring
 /// `Retry-After`. A 401 fails at once.
-pub async fn get_gateway_bot(proxy: Option<&str>, token: &Token) -> Result<GatewayBot, DiscordError> {
+pub async fn get_gateway_bot(
+    proxy: Option<&str>,
+    token: &Token,
+) -> Result<GatewayBot, DiscordError> {
     let url = format!("{}/api/gateway/bot", proxy.unwrap_or(DISCORD_API));
     let client = reqwest::Client::builder()
         .user_agent(USER_AGENT)
@@ -104,7 +107,11 @@ pub async fn get_gateway_bot(proxy: Option<&str>, token: &Token) -> Result<Gatew
                         body: crate::protocol::truncate(&body, 200),
                     });
                 }
-                tracing::warn!(status = status.as_u16(), attempt, "Get Gateway Bot failed; retrying");
+                tracing::warn!(
+                    status = status.as_u16(),
+                    attempt,
+                    "Get Gateway Bot failed; retrying"
+                );
                 retry_after.unwrap_or(backoff)
             }
             Err(source) => {
@@ -123,7 +130,13 @@ pub async fn get_gateway_bot(proxy: Option<&str>, token: &Token) -> Result<Gatew
 
 /// `Retry-After` in seconds (possibly fractional, as Discord sends it).
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let secs: f64 = headers.get("retry-after")?.to_str().ok()?.trim().parse().ok()?;
+    let secs: f64 = headers
+        .get("retry-after")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
 }
 

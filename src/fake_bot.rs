@@ -140,7 +140,11 @@ pub async fn run(raw_args: Vec<String>) -> Result<i32> {
     }
 }
 
-async fn publish(conn: &mut redis::aio::MultiplexedConnection, channel: &str, v: Value) -> Result<()> {
+async fn publish(
+    conn: &mut redis::aio::MultiplexedConnection,
+    channel: &str,
+    v: Value,
+) -> Result<()> {
     let _: () = redis::cmd("PUBLISH")
         .arg(channel)
         .arg(v.to_string())
@@ -173,7 +177,8 @@ fn record(dir: &std::path::Path, raw: &[String], args: &BotArgs) -> Result<()> {
         },
     });
     let path = dir.join(format!("{}-{}.json", args.cluster_id, std::process::id()));
-    std::fs::write(&path, entry.to_string()).wrap_err_with(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, entry.to_string())
+        .wrap_err_with(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 

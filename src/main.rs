@@ -15,7 +15,15 @@ use mewld::{daemon, fake_bot, transport};
 /// starts them one after another, restarts the ones that die, and answers
 /// the original mewld's Redis protocol, so existing bots run unchanged.
 #[derive(Debug, Parser)]
-#[command(name = "mewld", version, about, long_about = None)]
+#[command(
+    name = "mewld",
+    version,
+    after_help = "Examples:\n  \
+    mewld --daemon --config /srv/bot/config.yaml   run headless (systemd)\n  \
+    mewld check-config                            validate config.yaml, show the cluster map\n\n\
+Environment: MTOKEN (bot token, wins over `token`), PER_CLUSTER (wins over\n\
+`per_cluster`), RUST_LOG (log filter, default info). See README.md."
+)]
 struct Cli {
     /// The config file (the original's format; see config.example.yaml).
     #[arg(
@@ -123,42 +131,66 @@ async fn run_daemon(config: &Path) -> Result<u8> {
 async fn check_config(path: &Path) -> Result<u8> {
     let Prepared {
         config,
-        env_vars,
+        env,
         warnings,
     } = startup::load_config(path)?;
     for w in &warnings {
         println!("warning: {w}");
     }
-    let mut problems = Vec::new();
+    let mut problems = env.problems.clone();
     println!("config:            {}", config.path.display());
     println!(
         "token:             {}",
-        if config.token.is_some() { "set (hidden)" } else { "MISSING" }
+        if config.token.is_some() {
+            "set (hidden)"
+        } else {
+            "MISSING"
+        }
     );
     if config.token.is_none() {
         problems.push("no bot token: set `token` or the MTOKEN environment variable".to_string());
     }
-    let dir_note = if config.bot_dir.is_dir() { "" } else { "  (does not exist)" };
+    let dir_note = if config.bot_dir.is_dir() {
+        ""
+    } else {
+        "  (does not exist)"
+    };
     println!("bot directory:     {}{dir_note}", config.bot_dir.display());
     if !dir_note.is_empty() {
-        problems.push(format!("the bot directory {} does not exist", config.bot_dir.display()));
+        problems.push(format!(
+            "the bot directory {} does not exist",
+            config.bot_dir.display()
+        ));
     }
-    let interp = config.interp.as_deref().unwrap_or("(none: the module is the program)");
+    let interp = config
+        .interp
+        .as_deref()
+        .unwrap_or("(none: the module is the program)");
     println!("module:            {}", config.module);
     println!("interp:            {interp}");
     println!("args:              {}", config.args.join(" "));
     for f in &config.env_files {
         println!("env file:          {}", f.display());
     }
-    println!("env variables:     {} from env files", env_vars.len());
+    println!("env variables:     {} from env files", env.vars.len());
     println!("redis:             {}", config.redis.url);
     println!("redis_channel:     {}", config.redis.channel);
     println!("action log key:    {}", config.redis.action_log_key());
     println!("per_cluster:       {}", config.per_cluster);
-    println!("ping interval:     {}s, timeout {}s", config.ping_interval.as_secs(), config.ping_timeout.as_secs());
-    println!("start next delay:  {}s", config.cluster_start_next_delay.as_secs());
+    println!(
+        "ping interval:     {}s, timeout {}s",
+        config.ping_interval.as_secs(),
+        config.ping_timeout.as_secs()
+    );
+    println!(
+        "start next delay:  {}s",
+        config.cluster_start_next_delay.as_secs()
+    );
     println!("stop grace period: {}s", config.stop_grace_period.as_secs());
-    println!("proxy:             {}", config.proxy.as_deref().unwrap_or("(none: discord.com)"));
+    println!(
+        "proxy:             {}",
+        config.proxy.as_deref().unwrap_or("(none: discord.com)")
+    );
 
     let shard_count = match config.fixed_shard_count {
         Some(n) => {
@@ -184,7 +216,12 @@ async fn check_config(path: &Path) -> Result<u8> {
         let map = cluster_map::build(n, config.per_cluster, &config.names);
         println!("cluster map:       {} clusters", map.len());
         for c in &map {
-            println!("  {:>4}  {:<16} shards {}", c.id, c.name, shard_range(&c.shards));
+            println!(
+                "  {:>4}  {:<16} shards {}",
+                c.id,
+                c.name,
+                shard_range(&c.shards)
+            );
         }
     }
     if problems.is_empty() {

@@ -90,35 +90,41 @@ pub fn parse(payload: &[u8]) -> Result<Option<Request>, ParseError> {
         _ => None,
     };
     let args = obj.remove("args");
-    let id = |name: &'static str| cluster_id(args.as_ref()).map_err(|problem| ParseError::BadArgs { action: name, problem });
-    let action = match action.as_str() {
-        "launch_next" => Action::LaunchNext(id("launch_next")?),
-        "start" => Action::Start(id("start")?),
-        "stop" => Action::Stop(id("stop")?),
-        "restart" => Action::Restart(id("restart")?),
-        "rollingrestart" => Action::RollingRestart,
-        "statuses" => Action::Statuses,
-        "num_processes" => Action::NumProcesses,
-        "shutdown" => Action::Shutdown,
-        "restartproc" => Action::RestartProc,
-        "reshard" => Action::Reshard,
-        "diag" => Action::Diag(diag_answer(obj.get("output")).map_err(|problem| {
-            ParseError::BadArgs {
-                action: "diag",
-                problem,
-            }
-        })?),
-        "action_logs" => match obj.remove("data") {
-            Some(Value::Object(data)) => Action::ActionLogs(data),
-            _ => {
-                return Err(ParseError::BadArgs {
-                    action: "action_logs",
-                    problem: "`data` must be an object".into(),
-                })
-            }
-        },
-        _ => return Err(ParseError::UnknownAction(truncate(&action, 64))),
+    let id = |name: &'static str| {
+        cluster_id(args.as_ref()).map_err(|problem| ParseError::BadArgs {
+            action: name,
+            problem,
+        })
     };
+    let action =
+        match action.as_str() {
+            "launch_next" => Action::LaunchNext(id("launch_next")?),
+            "start" => Action::Start(id("start")?),
+            "stop" => Action::Stop(id("stop")?),
+            "restart" => Action::Restart(id("restart")?),
+            "rollingrestart" => Action::RollingRestart,
+            "statuses" => Action::Statuses,
+            "num_processes" => Action::NumProcesses,
+            "shutdown" => Action::Shutdown,
+            "restartproc" => Action::RestartProc,
+            "reshard" => Action::Reshard,
+            "diag" => Action::Diag(diag_answer(obj.get("output")).map_err(|problem| {
+                ParseError::BadArgs {
+                    action: "diag",
+                    problem,
+                }
+            })?),
+            "action_logs" => match obj.remove("data") {
+                Some(Value::Object(data)) => Action::ActionLogs(data),
+                _ => {
+                    return Err(ParseError::BadArgs {
+                        action: "action_logs",
+                        problem: "`data` must be an object".into(),
+                    })
+                }
+            },
+            _ => return Err(ParseError::UnknownAction(truncate(&action, 64))),
+        };
     Ok(Some(Request { action, command_id }))
 }
 
@@ -136,7 +142,12 @@ fn cluster_id(args: Option<&Value>) -> Result<ClusterId, String> {
     };
     parsed
         .and_then(|n| ClusterId::try_from(n).ok())
-        .ok_or_else(|| format!("`args.id` is not a cluster id: {}", truncate(&id.to_string(), 64)))
+        .ok_or_else(|| {
+            format!(
+                "`args.id` is not a cluster id: {}",
+                truncate(&id.to_string(), 64)
+            )
+        })
 }
 
 /// The diagnostic answer travels as a string holding JSON (the original's
@@ -191,8 +202,11 @@ fn shard_health(v: &Value) -> Result<ShardHealth, String> {
 }
 
 fn get_ci<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    obj.get(key)
-        .or_else(|| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
+    obj.get(key).or_else(|| {
+        obj.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
 }
 
 /// Cuts `s` to at most `max` characters for logs.
@@ -219,7 +233,11 @@ pub fn reply(command_id: Option<&str>, output: &Value) -> String {
 
 /// Published once the last cluster of the launch has said `launch_next`.
 pub fn all_clusters_launched(command_id: &str) -> String {
-    bot_message(command_id, &Value::String(String::new()), "all_clusters_launched")
+    bot_message(
+        command_id,
+        &Value::String(String::new()),
+        "all_clusters_launched",
+    )
 }
 
 fn bot_message(command_id: &str, output: &Value, action: &str) -> String {
@@ -260,7 +278,9 @@ mod tests {
     fn actions_with_ids() {
         let r = req(json!({"scope": "launcher", "action": "launch_next", "args": {"id": 3}}));
         assert_eq!(r.action, Action::LaunchNext(3));
-        let r = req(json!({"scope": "launcher", "action": "stop", "args": {"id": "2"}, "command_id": "c1"}));
+        let r = req(
+            json!({"scope": "launcher", "action": "stop", "args": {"id": "2"}, "command_id": "c1"}),
+        );
         assert_eq!(r.action, Action::Stop(2));
         assert_eq!(r.command_id.as_deref(), Some("c1"));
     }
@@ -280,17 +300,26 @@ mod tests {
     fn bad_input_is_an_error_not_a_panic() {
         assert!(matches!(parse(b"{nope"), Err(ParseError::NotJson(_))));
         assert_eq!(parse(b"[1,2]"), Err(ParseError::NotObject));
-        assert_eq!(
-            parse(br#"{"scope":"launcher"}"#),
-            Err(ParseError::NoAction)
-        );
+        assert_eq!(parse(br#"{"scope":"launcher"}"#), Err(ParseError::NoAction));
         assert!(matches!(
             parse(br#"{"scope":"launcher","action":"fly"}"#),
             Err(ParseError::UnknownAction(_))
         ));
-        for args in [json!(null), json!({"id": -1}), json!({"id": 1.5}), json!({"id": [1]}), json!({"id": 99999999999u64})] {
+        for args in [
+            json!(null),
+            json!({"id": -1}),
+            json!({"id": 1.5}),
+            json!({"id": [1]}),
+            json!({"id": 99999999999u64}),
+        ] {
             let v = json!({"scope": "launcher", "action": "start", "args": args});
-            assert!(matches!(parse(v.to_string().as_bytes()), Err(ParseError::BadArgs { .. })), "{v}");
+            assert!(
+                matches!(
+                    parse(v.to_string().as_bytes()),
+                    Err(ParseError::BadArgs { .. })
+                ),
+                "{v}"
+            );
         }
         let v = json!({"scope": "launcher", "action": "action_logs", "data": "x"});
         assert!(parse(v.to_string().as_bytes()).is_err());
@@ -326,9 +355,15 @@ mod tests {
     #[test]
     fn reply_shapes() {
         let ack: Value = serde_json::from_str(&reply(Some("c9"), &json!("ok"))).expect("json");
-        assert_eq!(ack, json!({"command_id": "c9", "output": "ok", "scope": "bot", "action": ""}));
+        assert_eq!(
+            ack,
+            json!({"command_id": "c9", "output": "ok", "scope": "bot", "action": ""})
+        );
         let all: Value = serde_json::from_str(&all_clusters_launched("r")).expect("json");
-        assert_eq!(all, json!({"command_id": "r", "output": "", "scope": "bot", "action": "all_clusters_launched"}));
+        assert_eq!(
+            all,
+            json!({"command_id": "r", "output": "", "scope": "bot", "action": "all_clusters_launched"})
+        );
         let diag: Value = serde_json::from_str(&diag_request(2, "n")).expect("json");
         assert_eq!(diag, json!({"id": 2, "nonce": "n", "diag": true}));
     }

@@ -9,30 +9,28 @@ use std::time::Duration;
 use color_eyre::eyre::{eyre, Result, WrapErr};
 
 use crate::cluster_map;
-use crate::config::{self, Config, Overrides};
+use crate::config::{self, Config, EnvFiles, Overrides};
 use crate::discord::{self, GatewayBot};
 use crate::engine::Setup;
 
 /// The config with env files read and overrides applied.
 pub struct Prepared {
     pub config: Config,
-    pub env_vars: Vec<(String, String)>,
+    pub env: EnvFiles,
     pub warnings: Vec<String>,
 }
 
 /// Loads `path`, reads its env files and applies `MTOKEN`/`PER_CLUSTER`
-/// from the process environment or, failing that, the env files.
+/// from the process environment or, failing that, the env files. Env files
+/// that cannot be read are in `env.problems`, for the caller to judge.
 pub fn load_config(path: &Path) -> Result<Prepared> {
     let process_env = |k: &str| std::env::var(k).ok();
     let first = config::load(path, &Overrides::from_env(process_env))?;
-    let env_vars = config::read_env_files(&first.config.env_files, |k| {
-        std::env::var_os(k).is_some()
-    })
-    .map_err(|e| eyre!("{e} (listed under `env` in {})", path.display()))?;
-    if env_vars.is_empty() {
+    let env = config::read_env_files(&first.config.env_files, |k| std::env::var_os(k).is_some());
+    if env.vars.is_empty() {
         return Ok(Prepared {
             config: first.config,
-            env_vars,
+            env,
             warnings: first.warnings,
         });
     }
@@ -40,12 +38,12 @@ pub fn load_config(path: &Path) -> Result<Prepared> {
     let lookup = |k: &str| {
         std::env::var(k)
             .ok()
-            .or_else(|| env_vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+            .or_else(|| env.get(k).map(String::from))
     };
     let loaded = config::load(path, &Overrides::from_env(lookup))?;
     Ok(Prepared {
         config: loaded.config,
-        env_vars,
+        env,
         warnings: loaded.warnings,
     })
 }
@@ -65,9 +63,13 @@ pub async fn fetch_gateway(config: &Config) -> Result<GatewayBot> {
 
 /// Everything up to the first cluster start.
 pub async fn prepare(prepared: Prepared) -> Result<Setup> {
-    let Prepared {
-        config, env_vars, ..
-    } = prepared;
+    let Prepared { config, env, .. } = prepared;
+    if let Some(problem) = env.problems.first() {
+        return Err(eyre!(
+            "{problem} (listed under `env` in {})",
+            config.path.display()
+        ));
+    }
     let gateway = match fetch_gateway(&config).await {
         Ok(g) => Some(g),
         // With a fixed shard count Discord is only asked for the session budget.
@@ -109,7 +111,7 @@ pub async fn prepare(prepared: Prepared) -> Result<Setup> {
     Ok(Setup {
         sessions_remaining: gateway.map(|g| g.session_start_limit.remaining),
         config: Arc::new(config),
-        env_vars,
+        env_vars: env.vars,
         shard_count,
         clusters,
     })

@@ -17,7 +17,11 @@ fn up(test: &str, extra: &str) -> (Redis, FakeDiscord, BotDir, Manager, Listener
     let bot = BotDir::new();
     let ch = channel(test);
     let listener = redis.listen(&ch);
-    let mut manager = Manager::start(&config_text(&redis, &discord, &bot, &ch, extra), &redis, &bot);
+    let mut manager = Manager::start(
+        &config_text(&redis, &discord, &bot, &ch, extra),
+        &redis,
+        &bot,
+    );
     manager.wait_launched(&listener);
     (redis, discord, bot, manager, listener, ch)
 }
@@ -42,13 +46,24 @@ fn launches_clusters_in_order_with_the_exact_arguments() {
         let pid = record["pid"].as_u64().expect("pid");
         assert_eq!(
             bot.script_argv(pid),
-            vec![format!("{dir}/bot.sh"), shards.into(), "5".into(), id.into(), name.into(), "0".into(), dir.clone()],
+            vec![
+                format!("{dir}/bot.sh"),
+                shards.into(),
+                "5".into(),
+                id.into(),
+                name.into(),
+                "0".into(),
+                dir.clone()
+            ],
             "argv of cluster {id}"
         );
         assert_eq!(record["cwd"], dir);
         assert_eq!(record["env"]["MEWLD_CHANNEL"], ch.as_str());
         assert_eq!(record["env"]["MTOKEN"], TOKEN);
-        assert_eq!(record["env"]["FAKEBOT_FROM_ENV_FILE"], "loaded", "env files reach clusters");
+        assert_eq!(
+            record["env"]["FAKEBOT_FROM_ENV_FILE"], "loaded",
+            "env files reach clusters"
+        );
     }
 
     // Each cluster starts only after the one before it said launch_next.
@@ -68,7 +83,9 @@ fn launches_clusters_in_order_with_the_exact_arguments() {
         .filter_map(|m| m["args"]["id"].as_u64())
         .collect();
     assert_eq!(launched_order, vec![0, 1, 2]);
-    let all = listener.wait("all_clusters_launched", |m| m["action"] == "all_clusters_launched");
+    let all = listener.wait("all_clusters_launched", |m| {
+        m["action"] == "all_clusters_launched"
+    });
     assert_eq!(all["scope"], "bot");
     assert_eq!(all["output"], "");
     assert!(all["command_id"].as_str().is_some_and(|c| !c.is_empty()));
@@ -76,14 +93,23 @@ fn launches_clusters_in_order_with_the_exact_arguments() {
     // Discord was asked as a bot, through the proxy.
     let reqs = discord.requests();
     assert_eq!(reqs[0].path, "/api/gateway/bot");
-    assert_eq!(reqs[0].authorization.as_deref(), Some(format!("Bot {TOKEN}").as_str()));
-    assert!(reqs[0].user_agent.as_deref().is_some_and(|ua| ua.starts_with("DiscordBot (")));
+    assert_eq!(
+        reqs[0].authorization.as_deref(),
+        Some(format!("Bot {TOKEN}").as_str())
+    );
+    assert!(reqs[0]
+        .user_agent
+        .as_deref()
+        .is_some_and(|ua| ua.starts_with("DiscordBot (")));
 
     // Cluster output, both streams, with the cluster prefix.
     wait_for("prefixed cluster output", DEADLINE, || {
         let out = manager.stdout();
-        (out.iter().any(|l| l.starts_with("[cluster 0 Pika] fake bot: cluster 0 (Pika) starting"))
-            && out.iter().any(|l| l.starts_with("[cluster 1 Eevee] fake bot: cluster 1 says hello on stderr")))
+        (out.iter()
+            .any(|l| l.starts_with("[cluster 0 Pika] fake bot: cluster 0 (Pika) starting"))
+            && out.iter().any(|l| {
+                l.starts_with("[cluster 1 Eevee] fake bot: cluster 1 says hello on stderr")
+            }))
         .then_some(())
     });
     // The token is never printed.
@@ -106,7 +132,15 @@ fn module_without_interp_is_the_program() {
     let pid = bot.records()[0]["pid"].as_u64().expect("pid");
     assert_eq!(
         bot.script_argv(pid),
-        vec![format!("{dir}/./bot.sh"), "[0]".into(), "1".into(), "0".into(), "cluster-0".into(), "0".into(), dir]
+        vec![
+            format!("{dir}/./bot.sh"),
+            "[0]".into(),
+            "1".into(),
+            "0".into(),
+            "cluster-0".into(),
+            "0".into(),
+            dir
+        ]
     );
 }
 
@@ -118,12 +152,19 @@ fn answers_every_request_in_the_originals_shape() {
     assert_eq!(statuses["scope"], "bot");
     assert_eq!(statuses["action"], "");
     let out = &statuses["output"];
-    for (id, shards) in [("0", json!([0, 1])), ("1", json!([2, 3])), ("2", json!([4]))] {
+    for (id, shards) in [
+        ("0", json!([0, 1])),
+        ("1", json!([2, 3])),
+        ("2", json!([4])),
+    ] {
         let c = &out[id];
         assert_eq!(c["active"], true, "{statuses}");
         assert_eq!(c["status"], "running");
         assert_eq!(c["shard_list"], shards);
-        assert!(c["started_at"].as_u64().is_some_and(|t| t > 1_600_000_000), "unix seconds: {c}");
+        assert!(
+            c["started_at"].as_u64().is_some_and(|t| t > 1_600_000_000),
+            "unix seconds: {c}"
+        );
     }
     assert_eq!(out["0"]["name"], "Pika");
 
@@ -132,15 +173,25 @@ fn answers_every_request_in_the_originals_shape() {
 
     // stop → ack, the process ends and it stays stopped.
     let pid1 = bot.records()[1]["pid"].as_u64().expect("pid") as u32;
-    assert_eq!(ask(&redis, &listener, &ch, "stop", json!({"id": 1}))["output"], "ok");
-    wait_for("cluster 1 to exit", DEADLINE, || (!alive(pid1)).then_some(()));
+    assert_eq!(
+        ask(&redis, &listener, &ch, "stop", json!({"id": 1}))["output"],
+        "ok"
+    );
+    wait_for("cluster 1 to exit", DEADLINE, || {
+        (!alive(pid1)).then_some(())
+    });
     let st = ask(&redis, &listener, &ch, "statuses", json!({}));
     assert_eq!(st["output"]["1"]["active"], false);
     assert_eq!(st["output"]["1"]["status"], "stopped");
 
     // start → ack and a new process; starting it again cannot work.
-    assert_eq!(ask(&redis, &listener, &ch, "start", json!({"id": 1}))["output"], "ok");
-    wait_for("cluster 1 to start again", DEADLINE, || (bot.records().len() == 4).then_some(()));
+    assert_eq!(
+        ask(&redis, &listener, &ch, "start", json!({"id": 1}))["output"],
+        "ok"
+    );
+    wait_for("cluster 1 to start again", DEADLINE, || {
+        (bot.records().len() == 4).then_some(())
+    });
     assert_eq!(
         ask(&redis, &listener, &ch, "start", json!({"id": 1}))["output"],
         "could not start instance"
@@ -148,9 +199,19 @@ fn answers_every_request_in_the_originals_shape() {
 
     // restart → ack, old process gone, a new one.
     let pid0 = bot.records()[0]["pid"].as_u64().expect("pid") as u32;
-    assert_eq!(ask(&redis, &listener, &ch, "restart", json!({"id": 0}))["output"], "ok");
+    assert_eq!(
+        ask(&redis, &listener, &ch, "restart", json!({"id": 0}))["output"],
+        "ok"
+    );
     wait_for("cluster 0 to be restarted", DEADLINE, || {
-        (!alive(pid0) && bot.records().iter().filter(|r| r["cluster_id"] == 0).count() == 2).then_some(())
+        (!alive(pid0)
+            && bot
+                .records()
+                .iter()
+                .filter(|r| r["cluster_id"] == 0)
+                .count()
+                == 2)
+            .then_some(())
     });
 
     // action_logs from a cluster lands in the list with a ts.
@@ -162,14 +223,22 @@ fn answers_every_request_in_the_originals_shape() {
         events(&redis.action_log(&ch), "shards_launched").pop()
     });
     assert_eq!(entry["from"], 0);
-    assert!(entry["ts"].as_i64().is_some_and(|ts| ts > 1_600_000_000_000_000), "microseconds: {entry}");
+    assert!(
+        entry["ts"]
+            .as_i64()
+            .is_some_and(|ts| ts > 1_600_000_000_000_000),
+        "microseconds: {entry}"
+    );
 }
 
 #[test]
 fn shutdown_exits_0_and_leaves_no_process() {
     let (redis, _d, bot, mut manager, listener, ch) = up("shutdown", "");
     let pids = bot.pids();
-    assert_eq!(ask(&redis, &listener, &ch, "shutdown", json!({}))["output"], "ok");
+    assert_eq!(
+        ask(&redis, &listener, &ch, "shutdown", json!({}))["output"],
+        "ok"
+    );
     assert_eq!(manager.wait_exit(), Some(0));
     assert_all_dead(&pids);
 }
@@ -178,7 +247,10 @@ fn shutdown_exits_0_and_leaves_no_process() {
 fn restartproc_exits_1_and_leaves_no_process() {
     let (redis, _d, bot, mut manager, listener, ch) = up("restartproc", "");
     let pids = bot.pids();
-    assert_eq!(ask(&redis, &listener, &ch, "restartproc", json!({}))["output"], "ok");
+    assert_eq!(
+        ask(&redis, &listener, &ch, "restartproc", json!({}))["output"],
+        "ok"
+    );
     assert_eq!(manager.wait_exit(), Some(1));
     assert_all_dead(&pids);
 }
@@ -208,18 +280,33 @@ fn stop_sends_sigterm_then_sigkill_after_the_grace_period() {
     let (redis, _d, bot, manager, listener, ch) = up("grace", "stop_grace_period: 1\n");
     let pid = bot.records()[2]["pid"].as_u64().expect("pid") as u32;
     // From now on cluster 2 ignores SIGTERM.
-    redis.publish(&ch, &json!({"scope": "fakebot", "action": "hang", "args": {"id": 2}}));
+    redis.publish(
+        &ch,
+        &json!({"scope": "fakebot", "action": "hang", "args": {"id": 2}}),
+    );
     wait_for("cluster 2 to take the instruction", DEADLINE, || {
-        manager.stdout().iter().any(|l| l.ends_with("cluster 2 will ignore SIGTERM")).then_some(())
+        manager
+            .stdout()
+            .iter()
+            .any(|l| l.ends_with("cluster 2 will ignore SIGTERM"))
+            .then_some(())
     });
-    assert_eq!(ask(&redis, &listener, &ch, "stop", json!({"id": 2}))["output"], "ok");
+    assert_eq!(
+        ask(&redis, &listener, &ch, "stop", json!({"id": 2}))["output"],
+        "ok"
+    );
     let stopped = wait_for("cluster 2 to be stopped", DEADLINE, || {
-        events(&redis.action_log(&ch), "cluster_stopped").into_iter().find(|e| e["id"] == 2)
+        events(&redis.action_log(&ch), "cluster_stopped")
+            .into_iter()
+            .find(|e| e["id"] == 2)
     });
     assert_eq!(stopped["signal"], 9, "it took SIGKILL: {stopped}");
     assert!(!alive(pid));
     assert!(
-        manager.stdout().iter().any(|l| l == "[cluster 2 cluster-2] fake bot: cluster 2 ignores SIGTERM"),
+        manager
+            .stdout()
+            .iter()
+            .any(|l| l == "[cluster 2 cluster-2] fake bot: cluster 2 ignores SIGTERM"),
         "SIGTERM came first"
     );
 }
@@ -227,29 +314,53 @@ fn stop_sends_sigterm_then_sigkill_after_the_grace_period() {
 #[test]
 fn a_crashed_cluster_is_restarted_and_a_stopped_one_is_not() {
     let (redis, _d, bot, _manager, listener, ch) = up("crash", "");
-    redis.publish(&ch, &json!({"scope": "fakebot", "action": "crash", "args": {"id": 1, "code": 3}}));
+    redis.publish(
+        &ch,
+        &json!({"scope": "fakebot", "action": "crash", "args": {"id": 1, "code": 3}}),
+    );
     let exited = wait_for("cluster 1's exit in the action log", DEADLINE, || {
-        events(&redis.action_log(&ch), "cluster_exited").into_iter().find(|e| e["id"] == 1)
+        events(&redis.action_log(&ch), "cluster_exited")
+            .into_iter()
+            .find(|e| e["id"] == 1)
     });
     assert_eq!(exited["code"], 3);
     wait_for("cluster 1 to be restarted", DEADLINE, || {
-        events(&redis.action_log(&ch), "cluster_restarted").into_iter().find(|e| e["id"] == 1)
+        events(&redis.action_log(&ch), "cluster_restarted")
+            .into_iter()
+            .find(|e| e["id"] == 1)
     });
     wait_for("the new cluster 1 to say launch_next", DEADLINE, || {
         let st = ask(&redis, &listener, &ch, "statuses", json!({}));
         (st["output"]["1"]["status"] == "running").then_some(())
     });
-    assert_eq!(bot.records().iter().filter(|r| r["cluster_id"] == 1).count(), 2);
+    assert_eq!(
+        bot.records()
+            .iter()
+            .filter(|r| r["cluster_id"] == 1)
+            .count(),
+        2
+    );
 
     // Stopped by an operator: stays stopped, past the crash-restart delay.
-    assert_eq!(ask(&redis, &listener, &ch, "stop", json!({"id": 0}))["output"], "ok");
+    assert_eq!(
+        ask(&redis, &listener, &ch, "stop", json!({"id": 0}))["output"],
+        "ok"
+    );
     wait_for("cluster 0 to be stopped", DEADLINE, || {
-        events(&redis.action_log(&ch), "cluster_stopped").into_iter().find(|e| e["id"] == 0)
+        events(&redis.action_log(&ch), "cluster_stopped")
+            .into_iter()
+            .find(|e| e["id"] == 0)
     });
     std::thread::sleep(Duration::from_secs(5));
     let st = ask(&redis, &listener, &ch, "statuses", json!({}));
     assert_eq!(st["output"]["0"]["status"], "stopped");
-    assert_eq!(bot.records().iter().filter(|r| r["cluster_id"] == 0).count(), 1);
+    assert_eq!(
+        bot.records()
+            .iter()
+            .filter(|r| r["cluster_id"] == 0)
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -289,17 +400,27 @@ fn bad_messages_are_logged_and_ignored() {
         assert_eq!(st["output"][id]["status"], "running");
     }
     wait_for("warnings about the ignored messages", DEADLINE, || {
-        let warned = manager.stderr().iter().filter(|l| l.contains("ignored a malformed message")).count();
+        let warned = manager
+            .stderr()
+            .iter()
+            .filter(|l| l.contains("ignored a malformed message"))
+            .count();
         (warned >= 9).then_some(())
     });
-    assert!(manager.stderr().iter().all(|l| l.len() < 4096), "huge payloads are not echoed whole");
+    assert!(
+        manager.stderr().iter().all(|l| l.len() < 4096),
+        "huge payloads are not echoed whole"
+    );
 }
 
 #[test]
 fn action_log_is_capped() {
     let (redis, _d, _bot, _manager, _listener, ch) = up("cap", "action_log_max_len: 5\n");
     for i in 0..20 {
-        redis.publish(&ch, &json!({"scope": "launcher", "action": "action_logs", "data": {"event": "n", "i": i}}));
+        redis.publish(
+            &ch,
+            &json!({"scope": "launcher", "action": "action_logs", "data": {"event": "n", "i": i}}),
+        );
     }
     let log = wait_for("the last entry", DEADLINE, || {
         let log = redis.action_log(&ch);
@@ -318,8 +439,17 @@ fn few_session_starts_left_waits_for_the_reset() {
     let listener = redis.listen(&ch);
     let mut manager = Manager::start(&config_text(&redis, &discord, &bot, &ch, ""), &redis, &bot);
     manager.wait_launched(&listener);
-    assert!(manager.stderr().iter().any(|l| l.contains("few session starts left")), "{:?}", manager.stderr());
-    let first_start = events(&redis.action_log(&ch), "cluster_started")[0]["ts"].as_i64().expect("ts");
+    assert!(
+        manager
+            .stderr()
+            .iter()
+            .any(|l| l.contains("few session starts left")),
+        "{:?}",
+        manager.stderr()
+    );
+    let first_start = events(&redis.action_log(&ch), "cluster_started")[0]["ts"]
+        .as_i64()
+        .expect("ts");
     let asked = discord.requests()[0]
         .at
         .duration_since(std::time::UNIX_EPOCH)

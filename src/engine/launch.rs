@@ -10,9 +10,7 @@ use super::state::ClusterState;
 
 /// The index of the next never-started cluster, if any is left.
 pub fn next_to_start(states: impl IntoIterator<Item = ClusterState>) -> Option<usize> {
-    states
-        .into_iter()
-        .position(|s| s == ClusterState::Pending)
+    states.into_iter().position(|s| s == ClusterState::Pending)
 }
 
 #[cfg(test)]
@@ -24,7 +22,10 @@ mod tests {
     fn first_pending_in_id_order() {
         assert_eq!(next_to_start([Running, Pending, Pending]), Some(1));
         // An operator may have started or stopped a later one out of turn.
-        assert_eq!(next_to_start([Running, Stopped, Starting, Pending]), Some(3));
+        assert_eq!(
+            next_to_start([Running, Stopped, Starting, Pending]),
+            Some(3)
+        );
         assert_eq!(next_to_start([Running, Crashed, Failed]), None);
         assert_eq!(next_to_start([]), None);
     }

@@ -483,7 +483,10 @@ impl Engine {
                     self.fully_up = true;
                     self.transport
                         .publish(protocol::all_clusters_launched(&protocol::random_id()));
-                    self.log("all_clusters_launched", json!({"clusters": self.clusters.len()}));
+                    self.log(
+                        "all_clusters_launched",
+                        json!({"clusters": self.clusters.len()}),
+                    );
                 }
             }
         }
@@ -617,10 +620,7 @@ impl Engine {
         c.crash_restarts += 1;
         let restarts = c.crash_restarts;
         match self.spawn(idx) {
-            Ok(()) => self.log(
-                "cluster_restarted",
-                json!({"id": id, "restarts": restarts}),
-            ),
+            Ok(()) => self.log("cluster_restarted", json!({"id": id, "restarts": restarts})),
             Err(e) => self.log(
                 "cluster_start_failed",
                 json!({"id": id, "via": "observe", "error": e}),

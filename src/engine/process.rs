@@ -155,7 +155,11 @@ pub fn spawn(
     let on_line = std::sync::Arc::new(on_line);
     let mut readers = Vec::with_capacity(2);
     if let Some(out) = child.stdout.take() {
-        readers.push(tokio::spawn(read_lines(out, Stream::Stdout, on_line.clone())));
+        readers.push(tokio::spawn(read_lines(
+            out,
+            Stream::Stdout,
+            on_line.clone(),
+        )));
     }
     if let Some(err) = child.stderr.take() {
         readers.push(tokio::spawn(read_lines(err, Stream::Stderr, on_line)));
@@ -185,7 +189,10 @@ pub fn spawn(
             Ok(status) => ExitInfo::from(status),
             Err(e) => {
                 tracing::error!(pid, error = %e, "waiting for a cluster failed");
-                ExitInfo { code: None, signal: None }
+                ExitInfo {
+                    code: None,
+                    signal: None,
+                }
             }
         };
         on_exit(info);
@@ -282,7 +289,15 @@ mod tests {
         assert_eq!(line.program, OsString::from("/usr/bin/python3"));
         assert_eq!(
             line.args,
-            vec!["/srv/bot/bot.py", "[2, 3]", "4", "1", "Eevee", "0", "/srv/bot"]
+            vec![
+                "/srv/bot/bot.py",
+                "[2, 3]",
+                "4",
+                "1",
+                "Eevee",
+                "0",
+                "/srv/bot"
+            ]
         );
         assert_eq!(line.cwd, PathBuf::from("/srv/bot"));
     }
@@ -291,7 +306,10 @@ mod tests {
     fn without_interp_the_module_is_the_program() {
         let line = command_line(&config(""), &spec(), 4);
         assert_eq!(line.program, OsString::from("bot.py"));
-        assert_eq!(line.args, vec!["[2, 3]", "4", "1", "Eevee", "0", "/srv/bot"]);
+        assert_eq!(
+            line.args,
+            vec!["[2, 3]", "4", "1", "Eevee", "0", "/srv/bot"]
+        );
         let mut c = config("");
         c.module = "./run.sh".into();
         let line = command_line(&c, &spec(), 4);
@@ -307,9 +325,20 @@ mod tests {
 
     #[test]
     fn exit_info_reads_well() {
-        assert_eq!(ExitInfo { code: Some(3), signal: None }.to_string(), "exit code 3");
         assert_eq!(
-            ExitInfo { code: None, signal: Some(9) }.to_string(),
+            ExitInfo {
+                code: Some(3),
+                signal: None
+            }
+            .to_string(),
+            "exit code 3"
+        );
+        assert_eq!(
+            ExitInfo {
+                code: None,
+                signal: Some(9)
+            }
+            .to_string(),
             "signal 9 (SIGKILL)"
         );
     }

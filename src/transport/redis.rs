@@ -49,11 +49,7 @@ fn next_backoff(current: Duration) -> Duration {
     (current * 2).min(BACKOFF_MAX)
 }
 
-async fn subscriber(
-    client: redis::Client,
-    channel: String,
-    events: mpsc::Sender<TransportEvent>,
-) {
+async fn subscriber(client: redis::Client, channel: String, events: mpsc::Sender<TransportEvent>) {
     let mut backoff = BACKOFF_MIN;
     let mut was_connected = None;
     loop {
@@ -79,7 +75,9 @@ async fn subscriber(
                 }
                 tracing::warn!("lost the Redis subscription; reconnecting");
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, retry_in = ?backoff, "cannot subscribe to Redis"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "cannot subscribe to Redis")
+            }
             Err(_) => tracing::warn!(retry_in = ?backoff, "connecting to Redis timed out"),
         }
         if was_connected != Some(false) {
@@ -205,7 +203,11 @@ impl Writer {
         }
         self.pending = kept;
         if dropped > 0 {
-            tracing::warn!(dropped, kept = LOG_BUFFER, "Redis is down: dropped the oldest buffered action-log entries");
+            tracing::warn!(
+                dropped,
+                kept = LOG_BUFFER,
+                "Redis is down: dropped the oldest buffered action-log entries"
+            );
         }
     }
 

@@ -51,7 +51,16 @@ impl Redis {
 
     pub fn start_on(port: u16) -> Redis {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -217,8 +226,7 @@ impl FakeDiscord {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let log = requests.clone();
         thread::spawn(move || {
-            let mut served = 0usize;
-            for req in server.incoming_requests() {
+            for (served, req) in server.incoming_requests().enumerate() {
                 let header = |name: &'static str| {
                     req.headers()
                         .iter()
@@ -232,7 +240,6 @@ impl FakeDiscord {
                     at: std::time::SystemTime::now(),
                 });
                 let answer = answers[served.min(answers.len() - 1)].clone();
-                served += 1;
                 let mut resp = tiny_http::Response::from_string(answer.body)
                     .with_status_code(answer.status)
                     .with_header(
@@ -240,7 +247,9 @@ impl FakeDiscord {
                             .expect("header"),
                     );
                 if let Some(after) = answer.retry_after {
-                    resp.add_header(tiny_http::Header::from_bytes("Retry-After", after).expect("header"));
+                    resp.add_header(
+                        tiny_http::Header::from_bytes("Retry-After", after).expect("header"),
+                    );
                 }
                 let _ = req.respond(resp);
             }
@@ -325,7 +334,10 @@ pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
             // The state follows the command name in parentheses.
-            let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next());
             !matches!(state, Some("Z") | Some("X") | None)
         }
         Err(_) => false,
@@ -340,7 +352,13 @@ pub fn assert_all_dead(pids: &[u32]) {
 }
 
 /// Config text for a test: `extra` lines are appended as they are.
-pub fn config_text(redis: &Redis, discord: &FakeDiscord, bot: &BotDir, channel: &str, extra: &str) -> String {
+pub fn config_text(
+    redis: &Redis,
+    discord: &FakeDiscord,
+    bot: &BotDir,
+    channel: &str,
+    extra: &str,
+) -> String {
     format!(
         "token: {TOKEN}\noverride_dir: {dir}\ninterp: /bin/sh\nmodule: bot.sh\nredis: 127.0.0.1:{port}\nredis_channel: {channel}\nper_cluster: 2\nproxy: {proxy}\ncluster_start_next_delay: 0\n{extra}",
         dir = bot.path().display(),
@@ -365,7 +383,13 @@ impl Manager {
         Self::start_with(config, &["--daemon"], redis, bot, &[])
     }
 
-    pub fn start_with(config: &str, args: &[&str], redis: &Redis, bot: &BotDir, env: &[(&str, &str)]) -> Manager {
+    pub fn start_with(
+        config: &str,
+        args: &[&str],
+        redis: &Redis,
+        bot: &BotDir,
+        env: &[(&str, &str)],
+    ) -> Manager {
         let config_dir = tempfile::tempdir().expect("tempdir");
         let config_path = config_dir.path().join("config.yaml");
         std::fs::write(&config_path, config).expect("write config");
@@ -414,7 +438,10 @@ impl Manager {
     pub fn wait_launched(&mut self, listener: &Listener) {
         wait_for("all_clusters_launched", DEADLINE, || {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("mewld exited ({status}) before launching:\n{}", self.stderr().join("\n"));
+                panic!(
+                    "mewld exited ({status}) before launching:\n{}",
+                    self.stderr().join("\n")
+                );
             }
             listener
                 .all()
@@ -426,12 +453,15 @@ impl Manager {
 
     /// Waits for the manager to exit and returns its status code.
     pub fn wait_exit(&mut self) -> Option<i32> {
-        let status = wait_for("mewld to exit", DEADLINE, || self.child.try_wait().expect("try_wait"));
+        let status = wait_for("mewld to exit", DEADLINE, || {
+            self.child.try_wait().expect("try_wait")
+        });
         status.code()
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig).expect("signal mewld");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig)
+            .expect("signal mewld");
     }
 }
 
@@ -482,5 +512,8 @@ fn rand_suffix() -> u128 {
 
 /// Entries of the action log with this `event`.
 pub fn events(log: &[Value], event: &str) -> Vec<Value> {
-    log.iter().filter(|e| e["event"] == event).cloned().collect()
+    log.iter()
+        .filter(|e| e["event"] == event)
+        .cloned()
+        .collect()
 }
