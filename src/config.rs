@@ -69,6 +69,13 @@ struct RawConfig {
     args: Option<Vec<String>>,
     action_log_max_len: Option<usize>,
     stop_grace_period: Option<u64>,
+    ipc: Option<String>,
+    ipc_socket: Option<String>,
+    restart_backoff_base: Option<u64>,
+    restart_backoff_max: Option<u64>,
+    restart_max_failures: Option<u32>,
+    restart_stable_after: Option<u64>,
+    rolling_restart_timeout: Option<u64>,
 }
 
 /// Placeholders accepted in the `args` template.
@@ -115,17 +122,25 @@ impl Overrides {
 
 /// Where the manager exchanges messages with its clusters.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedisSettings {
-    /// A full `redis://` or `rediss://` URL.
-    pub url: String,
-    pub channel: String,
+pub enum Ipc {
+    /// Redis pub/sub; a full `redis://` or `rediss://` URL.
+    Redis { url: String },
+    /// The manager's own Unix socket (PROTOCOL.md §7); clusters learn its
+    /// path from `MEWLD_SOCKET`.
+    Unix { path: PathBuf },
 }
 
-impl RedisSettings {
-    /// The list key of the action log (PROTOCOL.md §5.4).
-    pub fn action_log_key(&self) -> String {
-        format!("{}/actlogs", self.channel)
-    }
+/// How a cluster that exits unasked is restarted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// Wait before the first restart; doubled for each quick failure in a row.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Quick failures in a row after which the cluster is marked failed and
+    /// left stopped; 0 never gives up.
+    pub max_failures: u32,
+    /// A cluster that ran this long before exiting starts counting afresh.
+    pub stable_after: Duration,
 }
 
 /// The resolved, validated configuration.
@@ -140,7 +155,9 @@ pub struct Config {
     pub names: Vec<String>,
     pub module: String,
     pub interp: Option<String>,
-    pub redis: RedisSettings,
+    pub ipc: Ipc,
+    /// The channel everything travels on; clusters get it as `MEWLD_CHANNEL`.
+    pub channel: String,
     pub per_cluster: u32,
     pub fixed_shard_count: Option<u32>,
     pub ping_interval: Duration,
@@ -153,6 +170,9 @@ pub struct Config {
     pub args: Vec<String>,
     pub action_log_max_len: usize,
     pub stop_grace_period: Duration,
+    pub restart: RestartPolicy,
+    /// How long a rolling restart waits for each cluster's `launch_next`.
+    pub rolling_restart_timeout: Duration,
 }
 
 /// What loading a file found wrong, located as precisely as possible.
@@ -274,18 +294,37 @@ fn resolve(raw: RawConfig, text: &str, path: &Path, ov: &Overrides) -> Result<Co
             "missing: the program to run for each cluster is required".into(),
         )
     })?;
-    let redis_addr = non_empty(raw.redis).ok_or_else(|| {
-        err(
-            "redis",
-            "missing: a Redis address (host:port or redis:// URL) is required".into(),
-        )
-    })?;
-    let channel = non_empty(raw.redis_channel).ok_or_else(|| {
-        err(
-            "redis_channel",
-            "missing: the pub/sub channel name is required".into(),
-        )
-    })?;
+    let ipc = match non_empty(raw.ipc).as_deref() {
+        None | Some("redis") => Ipc::Redis {
+            url: redis_url(&non_empty(raw.redis).ok_or_else(|| {
+                err(
+                    "redis",
+                    "missing: a Redis address (host:port or redis:// URL) is required".into(),
+                )
+            })?),
+        },
+        Some("unix") => Ipc::Unix {
+            path: ov
+                .cwd
+                .join(non_empty(raw.ipc_socket).unwrap_or_else(|| "mewld.sock".into())),
+        },
+        Some(other) => {
+            return Err(err(
+                "ipc",
+                format!("must be `redis` or `unix`, not {other:?}"),
+            ))
+        }
+    };
+    let channel = match (non_empty(raw.redis_channel), &ipc) {
+        (Some(channel), _) => channel,
+        (None, Ipc::Unix { .. }) => "mewld".into(),
+        (None, Ipc::Redis { .. }) => {
+            return Err(err(
+                "redis_channel",
+                "missing: the pub/sub channel name is required".into(),
+            ))
+        }
+    };
 
     let per_cluster = match &ov.per_cluster {
         Some(v) => v.trim().parse::<u32>().map_err(|_| ConfigError {
@@ -322,6 +361,18 @@ fn resolve(raw: RawConfig, text: &str, path: &Path, ov: &Overrides) -> Result<Co
         true,
     )?;
     let stop_grace_period = secs("stop_grace_period", raw.stop_grace_period, 10, true)?;
+    let restart = RestartPolicy {
+        backoff_base: secs("restart_backoff_base", raw.restart_backoff_base, 3, true)?,
+        backoff_max: secs("restart_backoff_max", raw.restart_backoff_max, 60, true)?,
+        max_failures: raw.restart_max_failures.unwrap_or(5),
+        stable_after: secs("restart_stable_after", raw.restart_stable_after, 60, true)?,
+    };
+    let rolling_restart_timeout = secs(
+        "rolling_restart_timeout",
+        raw.rolling_restart_timeout,
+        600,
+        false,
+    )?;
 
     let action_log_max_len = raw.action_log_max_len.unwrap_or(10_000);
     if action_log_max_len == 0 {
@@ -383,10 +434,8 @@ fn resolve(raw: RawConfig, text: &str, path: &Path, ov: &Overrides) -> Result<Co
         names: raw.names.unwrap_or_default(),
         module,
         interp: non_empty(raw.interp),
-        redis: RedisSettings {
-            url: redis_url(&redis_addr),
-            channel,
-        },
+        ipc,
+        channel,
         per_cluster,
         fixed_shard_count: raw.fixed_shard_count.filter(|n| *n > 0),
         ping_interval,
@@ -399,12 +448,19 @@ fn resolve(raw: RawConfig, text: &str, path: &Path, ov: &Overrides) -> Result<Co
         args,
         action_log_max_len,
         stop_grace_period,
+        restart,
+        rolling_restart_timeout,
     })
 }
 
 impl Config {
     pub fn feature_enabled(&self, name: &str) -> bool {
         self.experimental_features.iter().any(|f| f == name)
+    }
+
+    /// The list key of the action log (PROTOCOL.md §5.4).
+    pub fn action_log_key(&self) -> String {
+        format!("{}/actlogs", self.channel)
     }
 }
 
@@ -567,8 +623,13 @@ mod tests {
         assert_eq!(c.names[0], "Pika");
         assert_eq!(c.module, "mew");
         assert_eq!(c.interp.as_deref(), Some("/usr/bin/python3.10"));
-        assert_eq!(c.redis.url, "redis://178.28.0.13:6379/0");
-        assert_eq!(c.redis.channel, "mewbot_clusters");
+        assert_eq!(
+            c.ipc,
+            Ipc::Redis {
+                url: "redis://178.28.0.13:6379/0".into()
+            }
+        );
+        assert_eq!(c.channel, "mewbot_clusters");
         assert_eq!(c.ping_interval, Duration::from_secs(120));
         assert_eq!(c.per_cluster, 10);
         assert_eq!(c.env_files.len(), 4);
@@ -689,6 +750,24 @@ mod tests {
         let e = parse_err(&format!("{MIN}args: [\"{{shards}}\", \"{{nope}}\"]\n"));
         assert_eq!(e.key.as_deref(), Some("args"));
         assert!(e.message.contains("{nope}"));
+    }
+
+    #[test]
+    fn unix_socket_ipc_needs_no_redis() {
+        let c = parse_ok(
+            "token: t\nmodule: m\nper_cluster: 1\nipc: unix\nipc_socket: run/m.sock\n",
+            &ov(),
+        )
+        .config;
+        assert_eq!(
+            c.ipc,
+            Ipc::Unix {
+                path: PathBuf::from("/srv/run/m.sock")
+            }
+        );
+        assert_eq!(c.channel, "mewld");
+        let e = parse_err("module: m\nper_cluster: 1\nipc: carrier-pigeon\n");
+        assert_eq!(e.key.as_deref(), Some("ipc"));
     }
 
     #[test]

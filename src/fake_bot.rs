@@ -4,7 +4,8 @@
 //! instructions to crash or hang so tests can see the manager react.
 //!
 //! Settings come from the environment, which the manager passes on:
-//! - `FAKEBOT_REDIS` (required): the Redis URL (real bots have their own config).
+//! - `MEWLD_SOCKET` (set by the manager with `ipc: unix`): talk over its socket;
+//!   otherwise `FAKEBOT_REDIS`: the Redis URL (real bots have their own config).
 //! - `FAKEBOT_RECORD`: a directory; each start writes `<cluster_id>-<pid>.json`
 //!   with its arguments, working directory and environment of interest.
 //! - `FAKEBOT_LAUNCH_DELAY_MS`: time before `launch_next` (default 100).
@@ -19,8 +20,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use color_eyre::eyre::{eyre, Result, WrapErr};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio_util::codec::{FramedRead, FramedWrite, LinesCodec};
 
 /// The positional arguments of PROTOCOL.md §4 (after the module path).
 #[derive(Debug, Clone, PartialEq)]
@@ -73,13 +77,7 @@ pub async fn run(raw_args: Vec<String>) -> Result<i32> {
         return Ok(code);
     }
     let mut ignore_sigterm = env_flag("FAKEBOT_IGNORE_SIGTERM");
-    let url = std::env::var("FAKEBOT_REDIS").wrap_err("FAKEBOT_REDIS is not set")?;
-    let channel = std::env::var("MEWLD_CHANNEL").wrap_err("MEWLD_CHANNEL is not set")?;
-    let client = redis::Client::open(url.as_str())?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
-    let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(&channel).await?;
-    let mut messages = pubsub.into_on_message();
+    let mut link = Link::connect().await?;
 
     let delay: u64 = std::env::var("FAKEBOT_LAUNCH_DELAY_MS")
         .ok()
@@ -95,7 +93,7 @@ pub async fn run(raw_args: Vec<String>) -> Result<i32> {
         tokio::select! {
             _ = &mut launch, if !launched => {
                 launched = true;
-                publish(&mut conn, &channel, json!({"scope": "launcher", "action": "launch_next", "args": {"id": id}})).await?;
+                link.send(json!({"scope": "launcher", "action": "launch_next", "args": {"id": id}})).await;
                 println!("fake bot: cluster {id} launched");
             }
             _ = sigterm.recv() => {
@@ -106,13 +104,12 @@ pub async fn run(raw_args: Vec<String>) -> Result<i32> {
                     return Ok(0);
                 }
             }
-            msg = messages.next() => {
-                let Some(msg) = msg else { return Err(eyre!("lost the Redis subscription")) };
-                let Ok(v) = serde_json::from_slice::<Value>(msg.get_payload_bytes()) else { continue };
+            payload = link.next() => {
+                let Ok(v) = serde_json::from_slice::<Value>(&payload) else { continue };
                 if v.get("diag").is_some() && v["id"].as_u64() == Some(u64::from(id)) {
                     if !muted {
                         let answer = diag_answer(&args, v["nonce"].as_str().unwrap_or_default());
-                        publish(&mut conn, &channel, json!({"scope": "launcher", "action": "diag", "output": answer})).await?;
+                        link.send(json!({"scope": "launcher", "action": "diag", "output": answer})).await;
                     }
                     continue;
                 }
@@ -140,17 +137,102 @@ pub async fn run(raw_args: Vec<String>) -> Result<i32> {
     }
 }
 
-async fn publish(
-    conn: &mut redis::aio::MultiplexedConnection,
+/// The bot's connection to the manager: Redis (reconnecting, as a
+/// well-behaved bot does) or the manager's Unix socket (`MEWLD_SOCKET`).
+enum Link {
+    Redis {
+        client: redis::Client,
+        channel: String,
+        conn: redis::aio::MultiplexedConnection,
+        messages: redis::aio::PubSubStream,
+    },
+    Unix {
+        lines: FramedRead<OwnedReadHalf, LinesCodec>,
+        sink: FramedWrite<OwnedWriteHalf, LinesCodec>,
+    },
+}
+
+impl Link {
+    async fn connect() -> Result<Link> {
+        if let Ok(path) = std::env::var("MEWLD_SOCKET") {
+            let stream = UnixStream::connect(&path)
+                .await
+                .wrap_err_with(|| format!("connecting to {path}"))?;
+            let (read, write) = stream.into_split();
+            return Ok(Link::Unix {
+                lines: FramedRead::new(read, LinesCodec::new()),
+                sink: FramedWrite::new(write, LinesCodec::new()),
+            });
+        }
+        let url = std::env::var("FAKEBOT_REDIS")
+            .wrap_err("neither MEWLD_SOCKET nor FAKEBOT_REDIS is set")?;
+        let channel = std::env::var("MEWLD_CHANNEL").wrap_err("MEWLD_CHANNEL is not set")?;
+        let client = redis::Client::open(url.as_str())?;
+        let (conn, messages) = redis_connect(&client, &channel).await?;
+        Ok(Link::Redis {
+            client,
+            channel,
+            conn,
+            messages,
+        })
+    }
+
+    /// Sends one message; a failure is reported and the message dropped.
+    async fn send(&mut self, v: Value) {
+        let result = match self {
+            Link::Redis { conn, channel, .. } => redis::cmd("PUBLISH")
+                .arg(&*channel)
+                .arg(v.to_string())
+                .query_async::<()>(conn)
+                .await
+                .map_err(|e| e.to_string()),
+            Link::Unix { sink, .. } => sink.send(v.to_string()).await.map_err(|e| e.to_string()),
+        };
+        if let Err(e) = result {
+            eprintln!("fake bot: could not send a message: {e}");
+        }
+    }
+
+    /// The next message; over Redis, reconnects until it gets one.
+    async fn next(&mut self) -> Vec<u8> {
+        match self {
+            Link::Unix { lines, .. } => match lines.next().await {
+                Some(Ok(line)) => line.into_bytes(),
+                // The manager is gone; so is the reason to live.
+                _ => std::process::exit(0),
+            },
+            Link::Redis {
+                client,
+                channel,
+                conn,
+                messages,
+            } => loop {
+                if let Some(msg) = messages.next().await {
+                    return msg.get_payload_bytes().to_vec();
+                }
+                eprintln!("fake bot: lost Redis; reconnecting");
+                loop {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if let Ok((c, m)) = redis_connect(client, channel).await {
+                        *conn = c;
+                        *messages = m;
+                        eprintln!("fake bot: reconnected to Redis");
+                        break;
+                    }
+                }
+            },
+        }
+    }
+}
+
+async fn redis_connect(
+    client: &redis::Client,
     channel: &str,
-    v: Value,
-) -> Result<()> {
-    let _: () = redis::cmd("PUBLISH")
-        .arg(channel)
-        .arg(v.to_string())
-        .query_async(conn)
-        .await?;
-    Ok(())
+) -> redis::RedisResult<(redis::aio::MultiplexedConnection, redis::aio::PubSubStream)> {
+    let conn = client.get_multiplexed_async_connection().await?;
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channel).await?;
+    Ok((conn, pubsub.into_on_message()))
 }
 
 /// The answer in the original's shape: a JSON string with `Nonce` and `Data`.

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use color_eyre::eyre::{eyre, Result};
 
 use mewld::cluster_map::{self, shard_range};
+use mewld::config::Ipc;
 use mewld::engine::Engine;
 use mewld::startup::{self, Prepared};
 use mewld::{daemon, fake_bot, transport};
@@ -120,8 +121,7 @@ async fn run_daemon(config: &Path) -> Result<u8> {
         tracing::warn!("{w}");
     }
     let setup = startup::prepare(prepared).await?;
-    let (transport, transport_rx) =
-        transport::redis::start(&setup.config.redis, setup.config.action_log_max_len)?;
+    let (transport, transport_rx) = transport::start(&setup.config)?;
     let (engine, handle) = Engine::new(setup, transport);
     let exit = daemon::run(engine, handle, transport_rx).await?;
     tracing::info!(code = exit.code(), "every cluster has stopped; exiting");
@@ -173,9 +173,12 @@ async fn check_config(path: &Path) -> Result<u8> {
         println!("env file:          {}", f.display());
     }
     println!("env variables:     {} from env files", env.vars.len());
-    println!("redis:             {}", config.redis.url);
-    println!("redis_channel:     {}", config.redis.channel);
-    println!("action log key:    {}", config.redis.action_log_key());
+    match &config.ipc {
+        Ipc::Redis { url } => println!("redis:             {url}"),
+        Ipc::Unix { path } => println!("unix socket:       {}", path.display()),
+    }
+    println!("redis_channel:     {}", config.channel);
+    println!("action log key:    {}", config.action_log_key());
     println!("per_cluster:       {}", config.per_cluster);
     println!(
         "ping interval:     {}s, timeout {}s",

@@ -7,28 +7,31 @@
 //! and read the latest [`Snapshot`].
 
 pub mod actlog;
+pub mod health;
 pub mod launch;
 pub mod process;
+pub mod restart;
+pub mod rolling;
 pub mod state;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::cluster_map::{ClusterId, ClusterSpec};
-use crate::config::Config;
-use crate::protocol::{self, Action, Request};
+use crate::cluster_map::{self, ClusterId, ClusterSpec};
+use crate::config::{Config, Ipc};
+use crate::discord::{self, GatewayBot};
+use crate::protocol::{self, Action, DiagAnswer, Request};
 use crate::transport::{Transport, TransportEvent};
+use health::{Health, Ping, Pings};
 use process::{ExitInfo, Stream};
-use state::{Cluster, ClusterState, Snapshot};
-
-/// The original waited this long before restarting a cluster that exited.
-const CRASH_RESTART_DELAY: Duration = Duration::from_secs(3);
+use rolling::Rolling;
+use state::{Cluster, ClusterState, RestartCause, Snapshot};
 /// How long the last acks and log entries get to reach Redis at exit.
 const EXIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 const EVENT_BUFFER: usize = 8192;
@@ -40,6 +43,12 @@ pub enum Operation {
     Start(ClusterId),
     Stop(ClusterId),
     Restart(ClusterId),
+    /// Send this cluster a diagnostic now.
+    Diagnose(ClusterId),
+    /// Restart every running cluster, one at a time.
+    RollingRestart,
+    /// Ask Discord again and grow the cluster map (experimental feature).
+    Reshard,
     /// Stop every cluster, then exit 0.
     Shutdown,
     /// Stop every cluster, then exit 1 so a service manager restarts us.
@@ -52,6 +61,9 @@ impl Operation {
             Operation::Start(_) => "start",
             Operation::Stop(_) => "stop",
             Operation::Restart(_) => "restart",
+            Operation::Diagnose(_) => "diagnose",
+            Operation::RollingRestart => "rollingrestart",
+            Operation::Reshard => "reshard",
             Operation::Shutdown => "shutdown",
             Operation::RestartProcess => "restartproc",
         }
@@ -59,8 +71,14 @@ impl Operation {
 
     fn cluster(self) -> Option<ClusterId> {
         match self {
-            Operation::Start(id) | Operation::Stop(id) | Operation::Restart(id) => Some(id),
-            Operation::Shutdown | Operation::RestartProcess => None,
+            Operation::Start(id)
+            | Operation::Stop(id)
+            | Operation::Restart(id)
+            | Operation::Diagnose(id) => Some(id),
+            Operation::RollingRestart
+            | Operation::Reshard
+            | Operation::Shutdown
+            | Operation::RestartProcess => None,
         }
     }
 }
@@ -140,6 +158,11 @@ enum Input {
         id: ClusterId,
         generation: u64,
     },
+    PingDue,
+    PingTimeout(String),
+    RollingTimeout(u64),
+    RollingNextDue(u64),
+    ReshardFetched(Result<GatewayBot, String>),
 }
 
 /// What the engine needs to run: the resolved config and the cluster map.
@@ -200,6 +223,11 @@ pub struct Engine {
     launch_begun: bool,
     fully_up: bool,
     transport_connected: bool,
+    /// Counts transport (re)connections; pings remember theirs.
+    connection: u64,
+    pings: Pings,
+    rolling: Option<Rolling>,
+    resharding: bool,
     exiting: Option<Exit>,
     started_at: SystemTime,
     sessions_remaining: Option<u32>,
@@ -213,7 +241,10 @@ impl Engine {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
         let mut child_env = setup.env_vars;
-        child_env.push(("MEWLD_CHANNEL".into(), setup.config.redis.channel.clone()));
+        child_env.push(("MEWLD_CHANNEL".into(), setup.config.channel.clone()));
+        if let Ipc::Unix { path } = &setup.config.ipc {
+            child_env.push(("MEWLD_SOCKET".into(), path.display().to_string()));
+        }
         if let Some(token) = &setup.config.token {
             child_env.push(("MTOKEN".into(), token.expose().to_string()));
         }
@@ -231,6 +262,10 @@ impl Engine {
             launch_begun: false,
             fully_up: false,
             transport_connected: false,
+            connection: 0,
+            pings: Pings::default(),
+            rolling: None,
+            resharding: false,
             exiting: None,
             started_at: SystemTime::now(),
             sessions_remaining: setup.sessions_remaining,
@@ -246,6 +281,7 @@ impl Engine {
     /// Runs until a shutdown or process restart has stopped every cluster.
     pub async fn run(mut self, mut transport_rx: mpsc::Receiver<TransportEvent>) -> Exit {
         self.publish_snapshot();
+        let pinger = self.start_pinger();
         loop {
             tokio::select! {
                 Some(input) = self.inbox.recv() => self.handle(input),
@@ -254,11 +290,27 @@ impl Engine {
             self.publish_snapshot();
             if let Some(exit) = self.exiting {
                 if self.clusters.iter().all(|c| !c.is_alive()) {
+                    pinger.abort();
                     let _ = tokio::time::timeout(EXIT_FLUSH_TIMEOUT, self.transport.flush()).await;
                     return exit;
                 }
             }
         }
+    }
+
+    fn start_pinger(&self) -> tokio::task::JoinHandle<()> {
+        let inbox = self.inbox_tx.clone();
+        let every = self.config.ping_interval;
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                if inbox.send(Input::PingDue).is_err() {
+                    return;
+                }
+            }
+        })
     }
 
     fn handle(&mut self, input: Input) {
@@ -276,6 +328,15 @@ impl Engine {
             } => self.on_exit(id, generation, exit),
             Input::StartNextDue => self.start_next(),
             Input::CrashRestartDue { id, generation } => self.crash_restart(id, generation),
+            Input::PingDue => self.ping_all(),
+            Input::PingTimeout(nonce) => self.on_ping_timeout(&nonce),
+            Input::RollingTimeout(step) => self.on_rolling_timeout(step),
+            Input::RollingNextDue(step) => {
+                if self.rolling.as_ref().is_some_and(|r| r.step == step) {
+                    self.rolling_advance();
+                }
+            }
+            Input::ReshardFetched(result) => self.on_reshard_fetched(result),
         }
     }
 
@@ -283,6 +344,9 @@ impl Engine {
         match event {
             TransportEvent::Connected(up) => {
                 self.transport_connected = up;
+                if up {
+                    self.connection += 1;
+                }
                 // The launch waits for the subscription: a `launch_next`
                 // said before it exists would be lost and stall the launch.
                 if up && !self.launch_begun {
@@ -307,6 +371,7 @@ impl Engine {
         let op = match request.action {
             Action::LaunchNext(id) => return self.on_launch_next(id),
             Action::ActionLogs(data) => return self.write_log(actlog::from_cluster(data)),
+            Action::Diag(answer) => return self.on_diag(answer),
             Action::Statuses => {
                 let output = self.statuses();
                 return self.reply(command_id, output);
@@ -315,13 +380,11 @@ impl Engine {
                 let output = json!({"clusters": self.clusters.len(), "shards": self.shard_count});
                 return self.reply(command_id, output);
             }
-            Action::RollingRestart | Action::Reshard | Action::Diag(_) => {
-                tracing::warn!(action = ?request.action, "this action is not supported yet; ignored");
-                return;
-            }
             Action::Start(id) => Operation::Start(id),
             Action::Stop(id) => Operation::Stop(id),
             Action::Restart(id) => Operation::Restart(id),
+            Action::RollingRestart => Operation::RollingRestart,
+            Action::Reshard => Operation::Reshard,
             Action::Shutdown => Operation::Shutdown,
             Action::RestartProc => Operation::RestartProcess,
         };
@@ -334,8 +397,9 @@ impl Engine {
             _ => {
                 let result = self.operate(op, Via::Redis);
                 let output = match (&result, op) {
+                    (Ok(()), _) => json!("ok"),
                     (Err(_), Operation::Start(_)) => json!("could not start instance"),
-                    _ => json!("ok"),
+                    (Err(refused), _) => json!(refused.0),
                 };
                 self.reply(command_id, output);
                 result
@@ -381,13 +445,26 @@ impl Engine {
             fields["id"] = json!(id);
             self.index(id)?;
         }
-        self.log("operator_action", fields);
+        let result = self.apply(op);
+        match &result {
+            Ok(()) => self.log("operator_action", fields),
+            Err(refused) => {
+                fields["refused"] = json!(refused.0);
+                self.log("operator_action", fields);
+            }
+        }
+        result
+    }
+
+    fn apply(&mut self, op: Operation) -> Result<(), Refused> {
         match op {
             Operation::Start(id) => {
                 let idx = self.index(id)?;
                 if self.clusters[idx].is_alive() {
                     return Err(Refused(format!("{} is already running", self.label(idx))));
                 }
+                // An operator's start gives a crash-looping cluster a fresh count.
+                self.clusters[idx].quick_failures = 0;
                 self.spawn(idx).map_err(|e| {
                     self.log(
                         "cluster_restart_failed",
@@ -398,19 +475,20 @@ impl Engine {
             }
             Operation::Stop(id) => {
                 let idx = self.index(id)?;
-                let c = &mut self.clusters[idx];
-                match c.state {
+                match self.clusters[idx].state {
                     ClusterState::Starting | ClusterState::Running => {
-                        self.stop(idx, false);
+                        self.stop(idx, None);
+                        Ok(())
+                    }
+                    ClusterState::Stopping => {
+                        self.clusters[idx].restart_when_stopped = None;
                         Ok(())
                     }
                     // Cancel a scheduled crash restart or a pending launch.
                     ClusterState::Crashed | ClusterState::Pending => {
+                        let c = &mut self.clusters[idx];
                         c.state = ClusterState::Stopped;
-                        Ok(())
-                    }
-                    ClusterState::Stopping => {
-                        c.restart_when_stopped = false;
+                        c.next_restart_at = None;
                         Ok(())
                     }
                     ClusterState::Stopped | ClusterState::Failed => {
@@ -426,7 +504,52 @@ impl Engine {
                         self.label(idx)
                     )));
                 }
-                self.stop(idx, true);
+                self.stop(idx, Some(RestartCause::Operator));
+                Ok(())
+            }
+            Operation::Diagnose(id) => {
+                let idx = self.index(id)?;
+                if !self.clusters[idx].is_alive() {
+                    return Err(Refused(format!("{} is not running", self.label(idx))));
+                }
+                if !self.transport_connected {
+                    return Err(Refused("the transport is not connected".into()));
+                }
+                self.ping(idx);
+                Ok(())
+            }
+            Operation::RollingRestart => {
+                self.may_restart_all()?;
+                let order: Vec<ClusterId> = self
+                    .clusters
+                    .iter()
+                    .filter(|c| c.is_alive())
+                    .map(|c| c.spec.id)
+                    .collect();
+                self.log("rolling_restart", json!({"clusters": order}));
+                self.begin_rolling(order);
+                Ok(())
+            }
+            Operation::Reshard => {
+                if !self.config.feature_enabled("reshard") {
+                    return Err(Refused(
+                        "resharding is experimental: add `reshard` to experimental_features".into(),
+                    ));
+                }
+                self.may_restart_all()?;
+                self.resharding = true;
+                self.log("reshard_begin", json!({"shards": self.shard_count}));
+                let inbox = self.inbox_tx.clone();
+                let config = self.config.clone();
+                tokio::spawn(async move {
+                    let result = match &config.token {
+                        Some(token) => discord::get_gateway_bot(config.proxy.as_deref(), token)
+                            .await
+                            .map_err(|e| e.to_string()),
+                        None => Err("no bot token".to_string()),
+                    };
+                    let _ = inbox.send(Input::ReshardFetched(result));
+                });
                 Ok(())
             }
             Operation::Shutdown | Operation::RestartProcess => {
@@ -435,16 +558,35 @@ impl Engine {
                 } else {
                     Exit::RestartProcess
                 });
+                self.rolling = None;
                 for idx in 0..self.clusters.len() {
-                    if self.clusters[idx].is_alive() {
-                        self.stop(idx, false);
-                    } else if self.clusters[idx].state != ClusterState::Failed {
-                        self.clusters[idx].state = ClusterState::Stopped;
+                    let c = &mut self.clusters[idx];
+                    c.next_restart_at = None;
+                    if c.is_alive() {
+                        self.stop(idx, None);
+                    } else if c.state != ClusterState::Failed {
+                        c.state = ClusterState::Stopped;
                     }
                 }
                 Ok(())
             }
         }
+    }
+
+    /// Rolling restarts and reshards need a settled bot.
+    fn may_restart_all(&self) -> Result<(), Refused> {
+        if self.rolling.is_some() {
+            return Err(Refused("a rolling restart is already under way".into()));
+        }
+        if self.resharding {
+            return Err(Refused("a reshard is already under way".into()));
+        }
+        if !self.fully_up {
+            return Err(Refused(
+                "not every cluster has launched yet; wait until the bot is fully up".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn index(&self, id: ClusterId) -> Result<usize, Refused> {
@@ -461,7 +603,7 @@ impl Engine {
 
     /// Starts the next never-started cluster, or announces that all are up.
     fn start_next(&mut self) {
-        if self.exiting.is_some() {
+        if self.exiting.is_some() || self.rolling.is_some() {
             return;
         }
         match launch::next_to_start(self.clusters.iter().map(|c| c.state)) {
@@ -501,6 +643,16 @@ impl Engine {
         if c.state == ClusterState::Starting {
             c.state = ClusterState::Running;
             self.log("cluster_launched", json!({"id": id}));
+        }
+        if let Some(rolling) = &self.rolling {
+            if rolling.current() == Some(id) {
+                let step = rolling.step;
+                self.schedule(
+                    self.config.cluster_start_next_delay,
+                    Input::RollingNextDue(step),
+                );
+            }
+            return;
         }
         if self.launching == Some(id) {
             self.launching = None;
@@ -542,13 +694,15 @@ impl Engine {
                 });
             },
         );
+        c.health = None;
+        c.next_restart_at = None;
+        c.restart_when_stopped = None;
         match spawned {
             Ok(handle) => {
                 let pid = handle.pid;
                 c.proc = Some(handle);
                 c.state = ClusterState::Starting;
                 c.started_at = Some(SystemTime::now());
-                c.restart_when_stopped = false;
                 self.log("cluster_started", json!({"id": id, "pid": pid}));
                 Ok(())
             }
@@ -560,13 +714,13 @@ impl Engine {
         }
     }
 
-    fn stop(&mut self, idx: usize, then_start: bool) {
+    fn stop(&mut self, idx: usize, then: Option<RestartCause>) {
         let grace = self.config.stop_grace_period;
         let c = &mut self.clusters[idx];
         if let Some(proc) = &c.proc {
             proc.stop(grace);
             c.state = ClusterState::Stopping;
-            c.restart_when_stopped = then_start;
+            c.restart_when_stopped = then;
         }
     }
 
@@ -578,36 +732,59 @@ impl Engine {
         }
         c.proc = None;
         c.last_exit = Some(exit);
+        let ran_for = c
+            .started_at
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
+        self.pings.forget(id);
         let status = exit_fields(exit);
-        if c.state == ClusterState::Stopping {
-            let restart = c.restart_when_stopped && self.exiting.is_none();
-            c.state = ClusterState::Stopped;
+        if self.clusters[idx].state == ClusterState::Stopping {
+            let restart = self.clusters[idx]
+                .restart_when_stopped
+                .filter(|_| self.exiting.is_none());
+            self.clusters[idx].state = ClusterState::Stopped;
             self.log("cluster_stopped", merge(json!({"id": id}), status));
-            if restart {
+            if let Some(cause) = restart {
                 if let Err(e) = self.spawn(idx) {
-                    self.log(
-                        "cluster_restart_failed",
-                        json!({"id": id, "via": "restart", "error": e}),
-                    );
+                    let (event, via) = cause.failure_event();
+                    self.log(event, json!({"id": id, "via": via, "error": e}));
+                    self.rolling_target_failed(id);
                 }
             }
             return;
         }
         if self.exiting.is_some() {
-            c.state = ClusterState::Stopped;
+            self.clusters[idx].state = ClusterState::Stopped;
             self.log("cluster_exited", merge(json!({"id": id}), status));
             return;
         }
-        c.state = ClusterState::Crashed;
-        let delay = CRASH_RESTART_DELAY;
-        self.log(
-            "cluster_exited",
-            merge(
-                json!({"id": id, "restart_in_ms": delay.as_millis() as u64}),
-                status,
-            ),
-        );
-        self.schedule(delay, Input::CrashRestartDue { id, generation });
+        let c = &mut self.clusters[idx];
+        let (verdict, failures) =
+            restart::after_exit(&self.config.restart, ran_for, c.quick_failures);
+        c.quick_failures = failures;
+        match verdict {
+            restart::Verdict::RestartIn(delay) => {
+                c.state = ClusterState::Crashed;
+                c.next_restart_at = Some(SystemTime::now() + delay);
+                self.log(
+                    "cluster_exited",
+                    merge(
+                        json!({"id": id, "restart_in_ms": delay.as_millis() as u64, "quick_failures": failures}),
+                        status,
+                    ),
+                );
+                self.schedule(delay, Input::CrashRestartDue { id, generation });
+            }
+            restart::Verdict::GiveUp => {
+                c.state = ClusterState::Failed;
+                self.log("cluster_exited", merge(json!({"id": id}), status));
+                self.log(
+                    "cluster_failed",
+                    json!({"id": id, "quick_failures": failures, "error": "kept exiting soon after starting; left stopped until an operator starts it"}),
+                );
+                self.rolling_target_failed(id);
+            }
+        }
     }
 
     fn crash_restart(&mut self, id: ClusterId, generation: u64) {
@@ -621,11 +798,190 @@ impl Engine {
         let restarts = c.crash_restarts;
         match self.spawn(idx) {
             Ok(()) => self.log("cluster_restarted", json!({"id": id, "restarts": restarts})),
-            Err(e) => self.log(
-                "cluster_start_failed",
-                json!({"id": id, "via": "observe", "error": e}),
-            ),
+            Err(e) => {
+                self.log(
+                    "cluster_start_failed",
+                    json!({"id": id, "via": "observe", "error": e}),
+                );
+                self.rolling_target_failed(id);
+            }
         }
+    }
+
+    /// Sends a diagnostic to every launched cluster.
+    fn ping_all(&mut self) {
+        if !self.transport_connected || self.exiting.is_some() {
+            return;
+        }
+        for idx in 0..self.clusters.len() {
+            if self.clusters[idx].state == ClusterState::Running {
+                self.ping(idx);
+            }
+        }
+    }
+
+    fn ping(&mut self, idx: usize) {
+        let c = &self.clusters[idx];
+        let nonce = protocol::random_id();
+        self.pings.sent(
+            nonce.clone(),
+            Ping {
+                cluster: c.spec.id,
+                generation: c.generation,
+                sent_at: Instant::now(),
+                connection: self.connection,
+            },
+        );
+        self.transport
+            .publish(protocol::diag_request(c.spec.id, &nonce));
+        self.schedule(self.config.ping_timeout, Input::PingTimeout(nonce));
+    }
+
+    fn on_diag(&mut self, answer: DiagAnswer) {
+        let Some(ping) = self.pings.answered(&answer.nonce) else {
+            tracing::debug!(nonce = %answer.nonce, "a diagnostic answer nobody is waiting for");
+            return;
+        };
+        let Ok(idx) = self.index(ping.cluster) else {
+            return;
+        };
+        let c = &mut self.clusters[idx];
+        if c.generation == ping.generation && c.is_alive() {
+            c.health = Some(Health {
+                at: SystemTime::now(),
+                round_trip_ms: ping.sent_at.elapsed().as_millis() as u64,
+                shards: answer.shards,
+            });
+        }
+    }
+
+    fn on_ping_timeout(&mut self, nonce: &str) {
+        let Some(ping) = self.pings.timed_out(nonce) else {
+            return;
+        };
+        // A reconnect since the ping, or an outage now, explains the silence.
+        if ping.connection != self.connection || !self.transport_connected || self.exiting.is_some()
+        {
+            return;
+        }
+        let Ok(idx) = self.index(ping.cluster) else {
+            return;
+        };
+        let c = &self.clusters[idx];
+        if c.generation != ping.generation || !c.is_alive() || c.state == ClusterState::Stopping {
+            return;
+        }
+        self.log("ping_failure", json!({"id": ping.cluster}));
+        self.stop(idx, Some(RestartCause::PingCheck));
+    }
+
+    fn begin_rolling(&mut self, order: Vec<ClusterId>) {
+        self.rolling = Some(Rolling::new(order));
+        self.rolling_advance();
+    }
+
+    /// Restarts the rolling restart's next cluster, or ends it.
+    fn rolling_advance(&mut self) {
+        loop {
+            let Some(rolling) = self.rolling.as_mut() else {
+                return;
+            };
+            let Some(id) = rolling.advance() else {
+                self.rolling = None;
+                self.log("rolling_restart_done", json!({}));
+                // A reshard may have added clusters: launch them now.
+                self.resharding = false;
+                self.start_next();
+                return;
+            };
+            let step = rolling.step;
+            let Ok(idx) = self.index(id) else { continue };
+            if !self.clusters[idx].is_alive() {
+                // Stopped or failed since the restart began: leave it be.
+                continue;
+            }
+            self.stop(idx, Some(RestartCause::RollingRestart));
+            self.schedule(
+                self.config.rolling_restart_timeout,
+                Input::RollingTimeout(step),
+            );
+            return;
+        }
+    }
+
+    fn on_rolling_timeout(&mut self, step: u64) {
+        let Some(rolling) = &self.rolling else { return };
+        if rolling.step != step {
+            return;
+        }
+        if let Some(id) = rolling.current() {
+            self.log(
+                "rolling_restart_timeout",
+                json!({"id": id, "waited_secs": self.config.rolling_restart_timeout.as_secs()}),
+            );
+        }
+        self.rolling_advance();
+    }
+
+    /// The rolling restart's current cluster cannot come back: move on.
+    fn rolling_target_failed(&mut self, id: ClusterId) {
+        if self.rolling.as_ref().and_then(Rolling::current) == Some(id) {
+            self.rolling_advance();
+        }
+    }
+
+    fn on_reshard_fetched(&mut self, result: Result<GatewayBot, String>) {
+        if self.exiting.is_some() {
+            return;
+        }
+        let gateway = match result {
+            Ok(g) => g,
+            Err(e) => {
+                self.resharding = false;
+                self.log(
+                    "reshard_failed",
+                    json!({"subsystem": "discord", "error": e}),
+                );
+                return;
+            }
+        };
+        let new_count = self.config.fixed_shard_count.unwrap_or(gateway.shards);
+        let map = cluster_map::build(new_count, self.config.per_cluster, &self.config.names);
+        if map.len() < self.clusters.len() {
+            self.resharding = false;
+            self.log(
+                "reshard_failed",
+                json!({"subsystem": "cluster_map", "error": format!(
+                    "refusing to shrink from {} to {} clusters", self.clusters.len(), map.len()
+                )}),
+            );
+            return;
+        }
+        let old_count = self.shard_count;
+        let mut restart = Vec::new();
+        for spec in map {
+            match self.clusters.iter_mut().find(|c| c.spec.id == spec.id) {
+                Some(c) => {
+                    if (c.spec.shards != spec.shards || self.config.reshard_all) && c.is_alive() {
+                        restart.push(spec.id);
+                    }
+                    c.spec = spec;
+                }
+                None => self.clusters.push(Cluster::new(spec)),
+            }
+        }
+        self.shard_count = new_count;
+        let added = launch::next_to_start(self.clusters.iter().map(|c| c.state)).is_some();
+        if added {
+            // all_clusters_launched is announced again once the new ones are up.
+            self.fully_up = false;
+        }
+        self.log(
+            "reshard_success",
+            json!({"subsystem": "cluster_map", "old_shards": old_count, "new_shards": new_count,
+                   "clusters": self.clusters.len(), "restarting": restart}),
+        );
+        self.begin_rolling(restart);
     }
 
     fn schedule(&self, after: Duration, input: Input) {
@@ -657,6 +1013,9 @@ impl Engine {
             started_at: Some(self.started_at),
             sessions_remaining: self.sessions_remaining,
             exiting: self.exiting.is_some(),
+            rolling: self.rolling.as_ref().map(Rolling::view),
+            resharding: self.resharding,
+            pings_in_flight: self.pings.len(),
         };
         self.snapshot_tx.send_if_modified(|current| {
             if **current == snapshot {

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use super::health::Health;
 use super::process::{ExitInfo, ProcHandle};
 use crate::cluster_map::{ClusterId, ClusterSpec};
 
@@ -23,9 +24,10 @@ pub enum ClusterState {
     Stopping,
     /// Stopped by an operator; it stays stopped.
     Stopped,
-    /// Exited unasked; a restart is scheduled.
+    /// Exited unasked; a restart is scheduled (with backoff).
     Crashed,
-    /// Could not be started; left stopped until an operator starts it.
+    /// Could not be started, or kept crashing; left stopped until an
+    /// operator starts it.
     Failed,
 }
 
@@ -53,11 +55,35 @@ pub(super) struct Cluster {
     /// Bumped on every spawn, so that late news of an old process is ignored.
     pub generation: u64,
     pub started_at: Option<SystemTime>,
-    /// Start again once the current process has exited (a `restart`).
-    pub restart_when_stopped: bool,
+    /// Start again once the current process has exited, and why.
+    pub restart_when_stopped: Option<RestartCause>,
     /// Restarts after the process exited unasked.
     pub crash_restarts: u32,
+    /// Unasked exits in a row, each soon after a start (crash-loop count).
+    pub quick_failures: u32,
+    pub next_restart_at: Option<SystemTime>,
     pub last_exit: Option<ExitInfo>,
+    pub health: Option<Health>,
+}
+
+/// Why a running cluster is being stopped and started again. Decides the
+/// action-log event if the start fails (PROTOCOL.md §5.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartCause {
+    Operator,
+    PingCheck,
+    RollingRestart,
+}
+
+impl RestartCause {
+    /// The event and `via` logged when the new start fails.
+    pub fn failure_event(self) -> (&'static str, &'static str) {
+        match self {
+            RestartCause::Operator => ("cluster_restart_failed", "restart"),
+            RestartCause::PingCheck => ("cluster_start_failed", "ping_check"),
+            RestartCause::RollingRestart => ("cluster_restart_failed", "rolling_restart"),
+        }
+    }
 }
 
 impl Cluster {
@@ -68,9 +94,12 @@ impl Cluster {
             proc: None,
             generation: 0,
             started_at: None,
-            restart_when_stopped: false,
+            restart_when_stopped: None,
             crash_restarts: 0,
+            quick_failures: 0,
+            next_restart_at: None,
             last_exit: None,
+            health: None,
         }
     }
 
@@ -87,7 +116,10 @@ impl Cluster {
             pid: self.proc.as_ref().map(|p| p.pid),
             started_at: self.started_at,
             restarts: self.crash_restarts,
+            quick_failures: self.quick_failures,
+            next_restart_at: self.next_restart_at,
             last_exit: self.last_exit,
+            health: self.health.clone(),
         }
     }
 }
@@ -102,7 +134,21 @@ pub struct ClusterView {
     pub pid: Option<u32>,
     pub started_at: Option<SystemTime>,
     pub restarts: u32,
+    pub quick_failures: u32,
+    /// When a crashed cluster will be started again.
+    pub next_restart_at: Option<SystemTime>,
     pub last_exit: Option<ExitInfo>,
+    /// The latest answer to a diagnostic from the current process.
+    pub health: Option<Health>,
+}
+
+/// A rolling restart under way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollingView {
+    pub done: usize,
+    pub total: usize,
+    /// The cluster being restarted now.
+    pub current: Option<ClusterId>,
 }
 
 /// The whole engine as faces see it, replaced on every change.
@@ -118,4 +164,8 @@ pub struct Snapshot {
     pub sessions_remaining: Option<u32>,
     /// Set once a shutdown or process restart is under way.
     pub exiting: bool,
+    pub rolling: Option<RollingView>,
+    pub resharding: bool,
+    /// Diagnostics waiting for an answer.
+    pub pings_in_flight: usize,
 }

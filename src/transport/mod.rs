@@ -6,8 +6,31 @@
 //! [`TransportEvent`]s. Redis is the production transport.
 
 pub mod redis;
+pub mod unix;
 
+use color_eyre::eyre::{Result, WrapErr};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{Config, Ipc};
+
+/// How many messages may wait for the engine before readers wait.
+const INBOUND_QUEUE: usize = 4096;
+
+/// Starts the transport the config asks for. Returns at once; connecting
+/// happens in the background and is reported as [`TransportEvent::Connected`].
+pub fn start(config: &Config) -> Result<(Transport, mpsc::Receiver<TransportEvent>)> {
+    match &config.ipc {
+        Ipc::Redis { url } => redis::start(
+            url,
+            &config.channel,
+            config.action_log_key(),
+            config.action_log_max_len,
+        )
+        .wrap_err("the `redis` setting is not a usable Redis URL"),
+        Ipc::Unix { path } => unix::start(path, config.action_log_max_len)
+            .wrap_err_with(|| format!("cannot listen on the socket {}", path.display())),
+    }
+}
 
 /// Work for the transport's writer.
 #[derive(Debug)]

@@ -10,8 +10,7 @@ use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 
-use super::{Outbound, Transport, TransportEvent};
-use crate::config::RedisSettings;
+use super::{Outbound, Transport, TransportEvent, INBOUND_QUEUE};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -20,23 +19,23 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const PUBLISH_TTL: Duration = Duration::from_secs(10);
 /// Action-log entries kept while Redis is down; the oldest go first.
 const LOG_BUFFER: usize = 10_000;
-/// How many messages may wait for the engine before the subscriber waits.
-const INBOUND_QUEUE: usize = 4096;
 
 /// Starts the subscriber and the writer. Returns at once; connecting
 /// happens in the background and is reported as [`TransportEvent::Connected`].
 pub fn start(
-    settings: &RedisSettings,
+    url: &str,
+    channel: &str,
+    log_key: String,
     log_max_len: usize,
 ) -> Result<(Transport, mpsc::Receiver<TransportEvent>), redis::RedisError> {
-    let client = redis::Client::open(settings.url.as_str())?;
+    let client = redis::Client::open(url)?;
     let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
     let (out_tx, out_rx) = mpsc::unbounded_channel();
-    tokio::spawn(subscriber(client.clone(), settings.channel.clone(), in_tx));
+    tokio::spawn(subscriber(client.clone(), channel.to_string(), in_tx));
     let writer = Writer {
         client,
-        channel: settings.channel.clone(),
-        log_key: settings.action_log_key(),
+        channel: channel.to_string(),
+        log_key,
         log_max_len,
         conn: None,
         pending: VecDeque::new(),
