@@ -168,7 +168,16 @@ impl Link {
             .wrap_err("neither MEWLD_SOCKET nor FAKEBOT_REDIS is set")?;
         let channel = std::env::var("MEWLD_CHANNEL").wrap_err("MEWLD_CHANNEL is not set")?;
         let client = redis::Client::open(url.as_str())?;
-        let (conn, messages) = redis_connect(&client, &channel).await?;
+        // Redis may be down when the bot starts: wait for it, as bots do.
+        let (conn, messages) = loop {
+            match redis_connect(&client, &channel).await {
+                Ok(link) => break link,
+                Err(e) => {
+                    eprintln!("fake bot: cannot reach Redis ({e}); retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
         Ok(Link::Redis {
             client,
             channel,

@@ -380,13 +380,15 @@ impl Manager {
     /// Starts `mewld --daemon` on `config`. The fake bot learns where Redis
     /// is and where to record from the environment the manager passes on.
     pub fn start(config: &str, redis: &Redis, bot: &BotDir) -> Manager {
-        Self::start_with(config, &["--daemon"], redis, bot, &[])
+        Self::start_with(config, &["--daemon"], Some(redis), bot, &[])
     }
 
+    /// Starts `mewld <args> --config <config>`; without `redis` the fake
+    /// bots are told no Redis (they then use the manager's socket).
     pub fn start_with(
         config: &str,
         args: &[&str],
-        redis: &Redis,
+        redis: Option<&Redis>,
         bot: &BotDir,
         env: &[(&str, &str)],
     ) -> Manager {
@@ -398,7 +400,7 @@ impl Manager {
             .arg("--config")
             .arg(&config_path)
             .current_dir(config_dir.path())
-            .env("FAKEBOT_REDIS", redis.url())
+            .env_remove("FAKEBOT_REDIS")
             .env("FAKEBOT_RECORD", bot.records_dir())
             .env_remove("MTOKEN")
             .env_remove("PER_CLUSTER")
@@ -406,6 +408,9 @@ impl Manager {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some(redis) = redis {
+            cmd.env("FAKEBOT_REDIS", redis.url());
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -1,0 +1,472 @@
+//! Health and lifecycle end to end: diagnostics, rolling restarts,
+//! resharding, crash loops, Redis outages and the Unix-socket transport.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+
+struct Bot {
+    redis: Redis,
+    discord: FakeDiscord,
+    bot: BotDir,
+    manager: Manager,
+    listener: Listener,
+    ch: String,
+}
+
+fn launch(test: &str, shards: u32, extra: &str, env: &[(&str, &str)]) -> Bot {
+    let redis = Redis::start();
+    let discord = FakeDiscord::start(vec![Answer::gateway(shards, 900, 0)]);
+    let bot = BotDir::new();
+    let ch = channel(test);
+    let listener = redis.listen(&ch);
+    let config = config_text(&redis, &discord, &bot, &ch, extra);
+    let mut manager = Manager::start_with(&config, &["--daemon"], Some(&redis), &bot, env);
+    manager.wait_launched(&listener);
+    Bot {
+        redis,
+        discord,
+        bot,
+        manager,
+        listener,
+        ch,
+    }
+}
+
+impl Bot {
+    fn log(&self) -> Vec<Value> {
+        self.redis.action_log(&self.ch)
+    }
+
+    fn wait_event(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        wait_for(what, DEADLINE, || self.log().into_iter().find(|e| pred(e)))
+    }
+
+    fn ask(&self, action: &str, args: Value) -> Value {
+        ask(&self.redis, &self.listener, &self.ch, action, args)
+    }
+}
+
+#[test]
+fn a_cluster_that_stops_answering_diagnostics_is_restarted() {
+    let b = launch("muted", 4, "ping_interval: 1\nping_timeout: 2\n", &[]);
+    // Diagnostics go out in the original's shape.
+    let diag = b.listener.wait("a diagnostic", |m| m.get("diag").is_some());
+    assert_eq!(diag["diag"], true);
+    assert!(diag["nonce"].as_str().is_some_and(|n| !n.is_empty()));
+    assert!(
+        diag.get("scope").is_none(),
+        "diagnostics carry no scope: {diag}"
+    );
+
+    b.redis.publish(
+        &b.ch,
+        &json!({"scope": "fakebot", "action": "mute", "args": {"id": 1}}),
+    );
+    let failure = b.wait_event("ping_failure for cluster 1", |e| {
+        e["event"] == "ping_failure"
+    });
+    assert_eq!(failure["id"], 1);
+    b.wait_event("cluster 1 restarted", |e| {
+        e["event"] == "cluster_stopped" && e["id"] == 1
+    });
+    wait_for("a second cluster 1 process", DEADLINE, || {
+        (b.bot
+            .records()
+            .iter()
+            .filter(|r| r["cluster_id"] == 1)
+            .count()
+            == 2)
+            .then_some(())
+    });
+    // Only the muted cluster was touched.
+    assert!(events(&b.log(), "ping_failure")
+        .iter()
+        .all(|e| e["id"] == 1));
+    assert_eq!(
+        b.bot
+            .records()
+            .iter()
+            .filter(|r| r["cluster_id"] == 0)
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn forty_healthy_clusters_pinged_every_second_are_never_restarted() {
+    let b = launch(
+        "forty",
+        40,
+        "ping_interval: 1\nping_timeout: 3\n",
+        &[("PER_CLUSTER", "1")],
+    );
+    assert_eq!(b.bot.records().len(), 40);
+    // 20 rounds of 40 diagnostics; each answer must reach its own request.
+    let pings_before = b
+        .listener
+        .all()
+        .iter()
+        .filter(|m| m.get("diag").is_some())
+        .count();
+    std::thread::sleep(Duration::from_secs(20));
+    let diags: Vec<Value> = b
+        .listener
+        .all()
+        .into_iter()
+        .filter(|m| m.get("diag").is_some())
+        .collect();
+    assert!(
+        diags.len() - pings_before >= 40 * 15,
+        "about 40 pings a second were sent: {}",
+        diags.len()
+    );
+    let log = b.log();
+    assert!(
+        events(&log, "ping_failure").is_empty(),
+        "healthy clusters failed pings: {:?}",
+        events(&log, "ping_failure")
+    );
+    assert!(events(&log, "cluster_stopped").is_empty());
+    assert_eq!(b.bot.records().len(), 40, "no cluster was restarted");
+}
+
+#[test]
+fn rolling_restart_goes_one_cluster_at_a_time() {
+    let b = launch("rolling", 6, "", &[]);
+    let first_pids = b.bot.pids();
+    let reply = b.ask("rollingrestart", json!({}));
+    assert_eq!(reply["output"], "ok");
+    b.wait_event("rolling_restart_done", |e| {
+        e["event"] == "rolling_restart_done"
+    });
+    let log = b.log();
+    assert_eq!(events(&log, "rolling_restart").len(), 1);
+    let start = log
+        .iter()
+        .position(|e| e["event"] == "rolling_restart")
+        .expect("rolling_restart entry");
+    let after = &log[start..];
+    let pos = |event: &str, id: u64| {
+        after
+            .iter()
+            .position(|e| e["event"] == event && e["id"] == id)
+            .unwrap_or_else(|| {
+                panic!("no {event} for {id} after the rolling restart began: {after:?}")
+            })
+    };
+    for id in 0..3 {
+        assert!(pos("cluster_stopped", id) < pos("cluster_started", id));
+        assert!(pos("cluster_started", id) < pos("cluster_launched", id));
+        if id > 0 {
+            // Cluster `id` is only stopped after `id - 1` said launch_next.
+            assert!(
+                pos("cluster_launched", id - 1) < pos("cluster_stopped", id),
+                "order broken at {id}"
+            );
+        }
+    }
+    assert_all_dead(&first_pids);
+    let st = b.ask("statuses", json!({}));
+    for id in ["0", "1", "2"] {
+        assert_eq!(st["output"][id]["status"], "running");
+    }
+}
+
+#[test]
+fn rolling_restart_is_refused_before_every_cluster_is_up() {
+    let redis = Redis::start();
+    let discord = FakeDiscord::start(vec![Answer::gateway(4, 900, 0)]);
+    let bot = BotDir::new();
+    let ch = channel("rollearly");
+    let listener = redis.listen(&ch);
+    let config = config_text(&redis, &discord, &bot, &ch, "");
+    // Each cluster takes a long time to "identify".
+    let _manager = Manager::start_with(
+        &config,
+        &["--daemon"],
+        Some(&redis),
+        &bot,
+        &[("FAKEBOT_LAUNCH_DELAY_MS", "60000")],
+    );
+    wait_for("cluster 0 to start", DEADLINE, || {
+        (!bot.records().is_empty()).then_some(())
+    });
+    let reply = ask(&redis, &listener, &ch, "rollingrestart", json!({}));
+    assert!(
+        reply["output"]
+            .as_str()
+            .is_some_and(|o| o.contains("not every cluster has launched")),
+        "{reply}"
+    );
+}
+
+#[test]
+fn a_crash_loop_backs_off_then_marks_the_cluster_failed() {
+    let redis = Redis::start();
+    let discord = FakeDiscord::start(vec![Answer::gateway(1, 900, 0)]);
+    let bot = BotDir::new();
+    let ch = channel("crashloop");
+    let listener = redis.listen(&ch);
+    let config = config_text(
+        &redis,
+        &discord,
+        &bot,
+        &ch,
+        "restart_backoff_base: 1\nrestart_backoff_max: 30\nrestart_max_failures: 4\n",
+    );
+    let _manager = Manager::start_with(
+        &config,
+        &["--daemon"],
+        Some(&redis),
+        &bot,
+        &[("FAKEBOT_EXIT_AT_START", "7")],
+    );
+    let failed = wait_for("cluster_failed", DEADLINE, || {
+        events(&redis.action_log(&ch), "cluster_failed").pop()
+    });
+    assert_eq!(failed["id"], 0);
+    assert_eq!(failed["quick_failures"], 4);
+    let log = redis.action_log(&ch);
+    let starts: Vec<i64> = events(&log, "cluster_started")
+        .iter()
+        .map(|e| e["ts"].as_i64().expect("ts"))
+        .collect();
+    assert_eq!(
+        starts.len(),
+        4,
+        "started once, restarted three times: {log:?}"
+    );
+    let gaps: Vec<i64> = starts.windows(2).map(|w| (w[1] - w[0]) / 1000).collect();
+    // 1 s, 2 s, 4 s: each gap at least its backoff and longer than the one before.
+    for (gap, backoff) in gaps.iter().zip([1000, 2000, 4000]) {
+        assert!(
+            *gap >= backoff,
+            "gap {gap}ms shorter than {backoff}ms: {gaps:?}"
+        );
+    }
+    assert!(gaps.windows(2).all(|w| w[1] > w[0]), "gaps grow: {gaps:?}");
+    assert!(events(&log, "cluster_exited")
+        .iter()
+        .all(|e| e["code"] == 7));
+    let st = ask(&redis, &listener, &ch, "statuses", json!({}));
+    assert_eq!(st["output"]["0"]["status"], "failed");
+    // It is left alone: no fifth start.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(events(&redis.action_log(&ch), "cluster_started").len(), 4);
+}
+
+#[test]
+fn a_redis_outage_loses_no_cluster_and_no_action_log_entry() {
+    let mut b = launch("outage", 6, "ping_interval: 1\nping_timeout: 2\n", &[]);
+    let port = b.redis.port;
+    let pids = b.bot.pids();
+    b.redis.kill();
+    // While Redis is down, a cluster dies: its exit and restart are logged meanwhile.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pids[1] as i32), Signal::SIGKILL)
+        .expect("kill cluster 1");
+    wait_for(
+        "cluster 1 to be restarted during the outage",
+        DEADLINE,
+        || {
+            (b.bot
+                .records()
+                .iter()
+                .filter(|r| r["cluster_id"] == 1)
+                .count()
+                == 2)
+                .then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    // The other clusters kept running through the outage.
+    assert!(alive(pids[0]) && alive(pids[2]));
+    b.redis = Redis::start_on(port);
+    let exited = b.wait_event("the outage's entries written once Redis is back", |e| {
+        e["event"] == "cluster_restarted" && e["id"] == 1
+    });
+    assert_eq!(exited["id"], 1);
+    let log = b.log();
+    assert!(
+        events(&log, "cluster_exited")
+            .iter()
+            .any(|e| e["id"] == 1 && e["signal"] == 9),
+        "{log:?}"
+    );
+    // Pings missed during the outage do not count against the clusters.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(events(&b.log(), "ping_failure").is_empty(), "{:?}", b.log());
+    assert!(alive(pids[0]) && alive(pids[2]));
+    // And the manager answers again on the new server.
+    let listener = b.redis.listen(&b.ch);
+    let st = ask(&b.redis, &listener, &b.ch, "statuses", json!({}));
+    for id in ["0", "1", "2"] {
+        assert_eq!(st["output"][id]["active"], true, "{st}");
+    }
+    assert!(
+        b.manager.stderr().iter().any(|l| l.contains("Redis")),
+        "the outage was logged"
+    );
+}
+
+#[test]
+fn reshard_grows_the_map() {
+    let redis = Redis::start();
+    let discord = FakeDiscord::start(vec![Answer::gateway(3, 900, 0), Answer::gateway(5, 900, 0)]);
+    let bot = BotDir::new();
+    let ch = channel("reshard");
+    let listener = redis.listen(&ch);
+    let config = config_text(
+        &redis,
+        &discord,
+        &bot,
+        &ch,
+        "experimental_features: [reshard]\n",
+    );
+    let mut manager = Manager::start(&config, &redis, &bot);
+    manager.wait_launched(&listener);
+    assert_eq!(
+        ask(&redis, &listener, &ch, "num_processes", json!({}))["output"],
+        json!({"clusters": 2, "shards": 3})
+    );
+
+    assert_eq!(
+        ask(&redis, &listener, &ch, "reshard", json!({}))["output"],
+        "ok"
+    );
+    let success = wait_for("reshard_success", DEADLINE, || {
+        events(&redis.action_log(&ch), "reshard_success").pop()
+    });
+    assert_eq!(success["new_shards"], 5);
+    assert_eq!(events(&redis.action_log(&ch), "reshard_begin").len(), 1);
+    // The map grew: cluster 1 went from [2] to [2, 3], cluster 2 is new.
+    wait_for("all_clusters_launched again", DEADLINE, || {
+        (listener
+            .all()
+            .iter()
+            .filter(|m| m["action"] == "all_clusters_launched")
+            .count()
+            == 2)
+            .then_some(())
+    });
+    assert_eq!(
+        ask(&redis, &listener, &ch, "num_processes", json!({}))["output"],
+        json!({"clusters": 3, "shards": 5})
+    );
+    let st = ask(&redis, &listener, &ch, "statuses", json!({}));
+    assert_eq!(st["output"]["1"]["shard_list"], json!([2, 3]));
+    assert_eq!(st["output"]["2"]["shard_list"], json!([4]));
+    assert_eq!(st["output"]["2"]["status"], "running");
+    let c1: Vec<Value> = bot
+        .records()
+        .into_iter()
+        .filter(|r| r["cluster_id"] == 1)
+        .collect();
+    assert_eq!(c1.len(), 2, "the changed cluster was restarted");
+    assert_eq!(c1[1]["argv"][0], "[2, 3]");
+    assert_eq!(c1[1]["argv"][1], "5");
+    assert_eq!(
+        bot.records()
+            .iter()
+            .filter(|r| r["cluster_id"] == 0)
+            .count(),
+        1,
+        "unchanged cluster 0 kept running"
+    );
+}
+
+#[test]
+fn reshard_is_refused_without_the_feature() {
+    let b = launch("noreshard", 2, "", &[]);
+    let reply = b.ask("reshard", json!({}));
+    assert!(
+        reply["output"]
+            .as_str()
+            .is_some_and(|o| o.contains("experimental_features")),
+        "{reply}"
+    );
+    assert_eq!(b.discord.requests().len(), 1, "Discord was not asked again");
+}
+
+/// A client of the manager's Unix socket, as a bot would be.
+struct SocketClient {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl SocketClient {
+    fn connect(path: &std::path::Path) -> SocketClient {
+        let stream = wait_for("the socket to accept", DEADLINE, || {
+            UnixStream::connect(path).ok()
+        });
+        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        SocketClient {
+            reader: BufReader::new(stream.try_clone().expect("clone")),
+            writer: stream,
+        }
+    }
+
+    fn send(&mut self, v: &Value) {
+        writeln!(self.writer, "{v}").expect("write");
+    }
+
+    /// Reads lines until one matches.
+    fn wait(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let mut line = String::new();
+            let n = self
+                .reader
+                .read_line(&mut line)
+                .expect("read a line before the deadline");
+            assert!(n > 0, "the manager closed the socket");
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if pred(&v) {
+                    return v;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_unix_socket_transport_needs_no_redis() {
+    let discord = FakeDiscord::start(vec![Answer::gateway(4, 900, 0)]);
+    let bot = BotDir::new();
+    let sock_dir = tempfile::tempdir().expect("tempdir");
+    let sock = sock_dir.path().join("mewld.sock");
+    let config = format!(
+        "token: {TOKEN}\noverride_dir: {}\ninterp: /bin/sh\nmodule: bot.sh\nipc: unix\nipc_socket: {}\nper_cluster: 2\nproxy: {}\ncluster_start_next_delay: 0\nping_interval: 1\n",
+        bot.path().display(),
+        sock.display(),
+        discord.url
+    );
+    // No Redis anywhere: the fake bots find the socket through MEWLD_SOCKET.
+    let mut manager = Manager::start_with(&config, &["--daemon"], None, &bot, &[]);
+    let mut client = SocketClient::connect(&sock);
+    wait_for("both clusters to start", DEADLINE, || {
+        if let Ok(Some(status)) = manager.child.try_wait() {
+            panic!("mewld exited ({status}): {:?}", manager.stderr());
+        }
+        (bot.records().len() == 2).then_some(())
+    });
+    client.wait(|m| m["action"] == "all_clusters_launched");
+    client.wait(|m| m.get("diag").is_some());
+    client.send(&json!({"scope": "launcher", "action": "statuses", "command_id": "s1"}));
+    let st = client.wait(|m| m["command_id"] == "s1" && m["scope"] == "bot");
+    assert_eq!(st["output"]["1"]["shard_list"], json!([2, 3]));
+    assert_eq!(st["output"]["1"]["status"], "running");
+    let pids = bot.pids();
+    client.send(&json!({"scope": "launcher", "action": "shutdown", "command_id": "bye"}));
+    assert_eq!(
+        client.wait(|m| m["command_id"] == "bye" && m["scope"] == "bot")["output"],
+        "ok"
+    );
+    assert_eq!(manager.wait_exit(), Some(0));
+    assert_all_dead(&pids);
+}
