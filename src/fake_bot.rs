@@ -12,6 +12,9 @@
 //! - `FAKEBOT_IGNORE_SIGTERM=1`: survive SIGTERM (to test the SIGKILL).
 //! - `FAKEBOT_EXIT_AT_START=<code>`: exit at once with that code.
 //!
+//! - `FAKEBOT_DEMO=1`: `mewld demo`'s clusters: identify slowly, chatter,
+//!   and cluster 3 crashes after a minute or so.
+//!
 //! Instructions on the channel, `{"scope": "fakebot", "action": A, "args": {"id": N}}`:
 //! `crash` (exit with `args.code`, default 1), `hang` (ignore SIGTERM from
 //! now on), `mute` (stop answering diagnostics).
@@ -79,12 +82,20 @@ pub async fn run(raw_args: Vec<String>) -> Result<i32> {
     let mut ignore_sigterm = env_flag("FAKEBOT_IGNORE_SIGTERM");
     let mut link = Link::connect().await?;
 
+    let demo = env_flag("FAKEBOT_DEMO");
     let delay: u64 = std::env::var("FAKEBOT_LAUNCH_DELAY_MS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
+        .unwrap_or(if demo { rand::random_range(1500..4000) } else { 100 });
     let launch = tokio::time::sleep(Duration::from_millis(delay));
     tokio::pin!(launch);
+    // Demo mode: chatter now and then, and cluster 3 crashes after a while.
+    let mut chatter = tokio::time::interval(Duration::from_millis(if demo { 700 } else { 3_600_000 }));
+    let crash_after = Duration::from_secs(rand::random_range(40..90));
+    let crash = tokio::time::sleep(crash_after);
+    tokio::pin!(crash);
+    let crashes = demo && id == 3;
+    let mut identified = 0usize;
     let mut launched = false;
     let mut muted = false;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -95,6 +106,20 @@ pub async fn run(raw_args: Vec<String>) -> Result<i32> {
                 launched = true;
                 link.send(json!({"scope": "launcher", "action": "launch_next", "args": {"id": id}})).await;
                 println!("fake bot: cluster {id} launched");
+            }
+            _ = chatter.tick(), if demo => {
+                if identified < args.shards.len() {
+                    println!("identifying shard {} of {}", args.shards[identified], args.shard_count);
+                    identified += 1;
+                } else if let Some(shard) = args.shards.get(rand::random_range(0..args.shards.len().max(1))) {
+                    if rand::random_range(0..6) == 0 {
+                        println!("shard {shard}: heartbeat ack {}ms", rand::random_range(30..120));
+                    }
+                }
+            }
+            _ = &mut crash, if crashes && launched => {
+                eprintln!("panic: simulated crash in cluster {id} (the demo's crashy cluster)");
+                return Ok(101);
             }
             _ = sigterm.recv() => {
                 if ignore_sigterm {
@@ -249,7 +274,12 @@ fn diag_answer(args: &BotArgs, nonce: &str) -> String {
     let data: Vec<Value> = args
         .shards
         .iter()
-        .map(|s| json!({"shard_id": s, "up": true, "latency": 40.0 + f64::from(*s % 10), "guilds": 1000 + s, "users": 50_000 + s * 10}))
+        .map(|s| {
+            // Stable, plausible numbers per shard, with a little jitter in latency.
+            let guilds = 900 + (s * 7919) % 1400;
+            let latency = 35.0 + f64::from((s * 31) % 50) + rand::random_range(0.0..8.0);
+            json!({"shard_id": s, "up": true, "latency": latency, "guilds": guilds, "users": guilds * 83})
+        })
         .collect();
     json!({"Nonce": nonce, "Data": data, "cluster_id": args.cluster_id}).to_string()
 }

@@ -4,9 +4,11 @@
 pub mod cluster_map;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod discord;
 pub mod engine;
 pub mod fake_bot;
 pub mod protocol;
 pub mod startup;
 pub mod transport;
+pub mod tui;

@@ -4,13 +4,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use color_eyre::eyre::{eyre, Result};
+use color_eyre::eyre::{Result, WrapErr};
 
 use mewld::cluster_map::{self, shard_range};
 use mewld::config::Ipc;
 use mewld::engine::Engine;
 use mewld::startup::{self, Prepared};
-use mewld::{daemon, fake_bot, transport};
+use mewld::{daemon, demo, fake_bot, transport, tui};
 
 /// A Discord bot clusterer: splits a bot's shards over cluster processes,
 /// starts them one after another, restarts the ones that die, and answers
@@ -37,6 +37,10 @@ struct Cli {
     )]
     config: PathBuf,
 
+    /// Where the console writes its own log (the screen is for the console).
+    #[arg(long, global = true, default_value = "mewld.log", value_name = "PATH")]
+    log_file: PathBuf,
+
     /// Run headless: no console; cluster output on stdout, logs on stderr.
     /// For systemd and other service managers. Exit status: 0 after
     /// `shutdown` or SIGTERM/SIGINT, 1 after `restartproc`, 2 on a start-up error.
@@ -51,6 +55,9 @@ struct Cli {
 enum Command {
     /// Validate the config and print the resolved settings and the cluster map.
     CheckConfig,
+    /// Try the console with nothing installed: simulated clusters, no
+    /// Discord token, no Redis.
+    Demo,
     /// The protocol-speaking fake bot used by the tests (see src/fake_bot.rs).
     #[command(hide = true)]
     FakeBot {
@@ -73,7 +80,13 @@ fn main() -> ExitCode {
     if let Err(e) = color_eyre::install() {
         eprintln!("mewld: {e}");
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The fake bot is run hundreds of times at once: keep it to one thread.
+    let runtime = if matches!(cli.command, Some(Command::FakeBot { .. })) {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Runtime::new()
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("mewld: cannot start the async runtime: {e}");
@@ -97,12 +110,64 @@ async fn run(cli: Cli) -> Result<u8> {
             let code = fake_bot::run(args).await?;
             Ok(u8::try_from(code).unwrap_or(1))
         }
+        Some(Command::Demo) => run_demo(&cli.log_file).await,
         None if cli.daemon => run_daemon(&cli.config).await,
-        None => Err(eyre!(
-            "the terminal console is not built yet; run `mewld --daemon --config {}` for now",
-            cli.config.display()
-        )),
+        None => run_console(&cli.config, &cli.log_file).await,
     }
+}
+
+/// In console mode the log goes to a file: the screen belongs to the console.
+fn init_file_logging(path: &Path) -> Result<String> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .wrap_err_with(|| format!("cannot open the log file {}", path.display()))?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .init();
+    Ok(std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string())
+}
+
+async fn run_console(config: &Path, log_file: &Path) -> Result<u8> {
+    let log_path = init_file_logging(log_file)?;
+    // Start-up problems are printed before the screen is taken.
+    let prepared = startup::load_config(config)?;
+    for w in &prepared.warnings {
+        eprintln!("warning: {w}");
+        tracing::warn!("{w}");
+    }
+    eprintln!("mewld: asking Discord for the shard count…");
+    let setup = startup::prepare(prepared).await?;
+    let (transport, transport_rx) = transport::start(&setup.config)?;
+    let (engine, handle) = Engine::new(setup, transport);
+    let exit = tui::run(engine, handle, transport_rx, Some(log_path)).await?;
+    Ok(u8::try_from(exit.code()).unwrap_or(1))
+}
+
+async fn run_demo(log_file: &Path) -> Result<u8> {
+    let dir = tempfile::Builder::new()
+        .prefix("mewld-demo-")
+        .tempdir()
+        .wrap_err("cannot make a temporary directory for the demo")?;
+    let log_file = if log_file == Path::new("mewld.log") {
+        dir.path().join("mewld.log")
+    } else {
+        log_file.to_path_buf()
+    };
+    let log_path = init_file_logging(&log_file)?;
+    let setup = demo::setup(dir.path())?;
+    let (transport, transport_rx) = transport::start(&setup.config)?;
+    let (engine, handle) = Engine::new(setup, transport);
+    let exit = tui::run(engine, handle, transport_rx, Some(log_path)).await?;
+    Ok(u8::try_from(exit.code()).unwrap_or(1))
 }
 
 fn init_logging() {

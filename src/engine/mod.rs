@@ -163,6 +163,7 @@ enum Input {
     RollingTimeout(u64),
     RollingNextDue(u64),
     ReshardFetched(Result<GatewayBot, String>),
+    History(oneshot::Sender<Result<Vec<Map<String, Value>>, String>>),
 }
 
 /// What the engine needs to run: the resolved config and the cluster map.
@@ -199,6 +200,16 @@ impl EngineHandle {
             .unwrap_or_else(|_| Err(Refused("the engine has stopped".into())))
     }
 
+    /// The action log as stored (oldest first), for a face that starts late.
+    pub async fn history(&self) -> Result<Vec<Map<String, Value>>, String> {
+        let (tx, rx) = oneshot::channel();
+        if self.inbox.send(Input::History(tx)).is_err() {
+            return Err("the engine has stopped".into());
+        }
+        rx.await
+            .unwrap_or_else(|_| Err("the engine has stopped".into()))
+    }
+
     pub fn events(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
@@ -223,6 +234,7 @@ pub struct Engine {
     launch_begun: bool,
     fully_up: bool,
     transport_connected: bool,
+    transport_retry_at: Option<SystemTime>,
     /// Counts transport (re)connections; pings remember theirs.
     connection: u64,
     pings: Pings,
@@ -262,6 +274,7 @@ impl Engine {
             launch_begun: false,
             fully_up: false,
             transport_connected: false,
+            transport_retry_at: None,
             connection: 0,
             pings: Pings::default(),
             rolling: None,
@@ -337,19 +350,33 @@ impl Engine {
                 }
             }
             Input::ReshardFetched(result) => self.on_reshard_fetched(result),
+            Input::History(reply) => {
+                let transport = self.transport.clone();
+                tokio::spawn(async move {
+                    let entries = transport.read_log().await.map(|raw| {
+                        raw.iter()
+                            .filter_map(|s| serde_json::from_str::<Map<String, Value>>(s).ok())
+                            .collect()
+                    });
+                    let _ = reply.send(entries);
+                });
+            }
         }
     }
 
     fn on_transport(&mut self, event: TransportEvent) {
         match event {
-            TransportEvent::Connected(up) => {
-                self.transport_connected = up;
-                if up {
-                    self.connection += 1;
-                }
+            TransportEvent::Down { retry_at } => {
+                self.transport_connected = false;
+                self.transport_retry_at = Some(retry_at);
+            }
+            TransportEvent::Up => {
+                self.transport_connected = true;
+                self.transport_retry_at = None;
+                self.connection += 1;
                 // The launch waits for the subscription: a `launch_next`
                 // said before it exists would be lost and stall the launch.
-                if up && !self.launch_begun {
+                if !self.launch_begun {
                     self.launch_begun = true;
                     self.start_next();
                 }
@@ -732,6 +759,8 @@ impl Engine {
         }
         c.proc = None;
         c.last_exit = Some(exit);
+        // Health describes a live process; this one is gone.
+        c.health = None;
         let ran_for = c
             .started_at
             .and_then(|t| t.elapsed().ok())
@@ -1010,6 +1039,7 @@ impl Engine {
             clusters: self.clusters.iter().map(Cluster::view).collect(),
             fully_up: self.fully_up,
             transport_connected: self.transport_connected,
+            transport_retry_at: self.transport_retry_at,
             started_at: Some(self.started_at),
             sessions_remaining: self.sessions_remaining,
             exiting: self.exiting.is_some(),

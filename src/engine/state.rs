@@ -159,6 +159,8 @@ pub struct Snapshot {
     /// Every cluster has said `launch_next` once; `all_clusters_launched` was sent.
     pub fully_up: bool,
     pub transport_connected: bool,
+    /// While disconnected: when the next reconnection try is.
+    pub transport_retry_at: Option<SystemTime>,
     pub started_at: Option<SystemTime>,
     /// `session_start_limit.remaining` when the map was built.
     pub sessions_remaining: Option<u32>,

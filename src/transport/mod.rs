@@ -17,7 +17,7 @@ use crate::config::{Config, Ipc};
 const INBOUND_QUEUE: usize = 4096;
 
 /// Starts the transport the config asks for. Returns at once; connecting
-/// happens in the background and is reported as [`TransportEvent::Connected`].
+/// happens in the background and is reported as [`TransportEvent::Up`].
 pub fn start(config: &Config) -> Result<(Transport, mpsc::Receiver<TransportEvent>)> {
     match &config.ipc {
         Ipc::Redis { url } => redis::start(
@@ -52,8 +52,10 @@ pub enum Outbound {
 pub enum TransportEvent {
     /// A payload published on the channel (by anyone, the manager included).
     Message(Vec<u8>),
-    /// The subscription is up (`true`) or lost and being retried (`false`).
-    Connected(bool),
+    /// The subscription is up.
+    Up,
+    /// The subscription is lost; the next try is at `retry_at`.
+    Down { retry_at: std::time::SystemTime },
 }
 
 /// The engine's end of a running transport.

@@ -21,7 +21,7 @@ const PUBLISH_TTL: Duration = Duration::from_secs(10);
 const LOG_BUFFER: usize = 10_000;
 
 /// Starts the subscriber and the writer. Returns at once; connecting
-/// happens in the background and is reported as [`TransportEvent::Connected`].
+/// happens in the background and is reported as [`TransportEvent::Up`].
 pub fn start(
     url: &str,
     channel: &str,
@@ -50,7 +50,6 @@ fn next_backoff(current: Duration) -> Duration {
 
 async fn subscriber(client: redis::Client, channel: String, events: mpsc::Sender<TransportEvent>) {
     let mut backoff = BACKOFF_MIN;
-    let mut was_connected = None;
     loop {
         let subscribed = async {
             let mut pubsub = client.get_async_pubsub().await?;
@@ -61,8 +60,7 @@ async fn subscriber(client: redis::Client, channel: String, events: mpsc::Sender
             Ok(Ok(pubsub)) => {
                 backoff = BACKOFF_MIN;
                 tracing::info!(channel = %channel, "subscribed to Redis");
-                was_connected = Some(true);
-                if events.send(TransportEvent::Connected(true)).await.is_err() {
+                if events.send(TransportEvent::Up).await.is_err() {
                     return;
                 }
                 let mut stream = pubsub.into_on_message();
@@ -79,13 +77,8 @@ async fn subscriber(client: redis::Client, channel: String, events: mpsc::Sender
             }
             Err(_) => tracing::warn!(retry_in = ?backoff, "connecting to Redis timed out"),
         }
-        if was_connected != Some(false) {
-            was_connected = Some(false);
-            if events.send(TransportEvent::Connected(false)).await.is_err() {
-                return;
-            }
-        }
-        if events.is_closed() {
+        let retry_at = std::time::SystemTime::now() + backoff;
+        if events.send(TransportEvent::Down { retry_at }).await.is_err() {
             return;
         }
         tokio::time::sleep(backoff).await;

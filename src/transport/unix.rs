@@ -125,7 +125,7 @@ async fn hub(
     let mut clients: HashMap<u64, mpsc::Sender<ClientOut>> = HashMap::new();
     let mut log: VecDeque<String> = VecDeque::new();
     // Listening is being connected: tell the engine at once.
-    if engine.send(TransportEvent::Connected(true)).await.is_err() {
+    if engine.send(TransportEvent::Up).await.is_err() {
         return;
     }
     loop {

@@ -441,7 +441,11 @@ impl Manager {
     /// Waits until every cluster is launched; fails early, with the
     /// manager's log, if the manager exits first.
     pub fn wait_launched(&mut self, listener: &Listener) {
-        wait_for("all_clusters_launched", DEADLINE, || {
+        self.wait_launched_within(listener, DEADLINE);
+    }
+
+    pub fn wait_launched_within(&mut self, listener: &Listener, deadline: Duration) {
+        wait_for("all_clusters_launched", deadline, || {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
                     "mewld exited ({status}) before launching:\n{}",

@@ -1,0 +1,122 @@
+//! The engine under load (not a test: it prints figures). For N = 40 and
+//! N = 400 clusters of the fake bot, with a diagnostic to every cluster every
+//! second: the manager's CPU time and memory, and the round-trip time of
+//! `statuses`.
+//!
+//! Run: `cargo bench --bench engine` (needs redis-server on PATH).
+//! `MEWLD_BENCH_SIZES=40,400` and `MEWLD_BENCH_SECS=20` change the run.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+/// (user + system CPU seconds, resident memory in KiB) of a process.
+fn usage(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    // After the command name: state is field 0, utime 11, stime 12.
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    let cpu = (ticks(11) + ticks(12)) as f64 / hz;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    (cpu, rss)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Times `count` statuses requests, each from publish to reply, on a
+/// subscription of its own (no polling in the measurement).
+fn statuses_round_trips(redis: &Redis, ch: &str, n: u32, count: usize) -> Vec<Duration> {
+    let mut sub = redis.conn();
+    let mut publisher = redis.conn();
+    let mut pubsub = sub.as_pubsub();
+    pubsub.subscribe(ch).expect("subscribe");
+    (0..count)
+        .map(|i| {
+            let id = format!("bench-{i}");
+            let request = json!({"scope": "launcher", "action": "statuses", "command_id": id}).to_string();
+            let t = Instant::now();
+            let _: i64 = redis::cmd("PUBLISH").arg(ch).arg(request).query(&mut publisher).expect("publish");
+            loop {
+                let msg = pubsub.get_message().expect("message");
+                let v: serde_json::Value = serde_json::from_slice(msg.get_payload_bytes()).unwrap_or_default();
+                if v["command_id"] == id.as_str() && v["scope"] == "bot" {
+                    assert_eq!(v["output"].as_object().map(|o| o.len()), Some(n as usize));
+                    return t.elapsed();
+                }
+            }
+        })
+        .collect()
+}
+
+fn run(n: u32, secs: u64) {
+    let redis = Redis::start();
+    let discord = FakeDiscord::start(vec![Answer::gateway(n, 900, 0)]);
+    let bot = BotDir::new();
+    let ch = channel("bench");
+    let config = config_text(&redis, &discord, &bot, &ch, "ping_interval: 1\nping_timeout: 30\n");
+    let launch_started = Instant::now();
+    let mut manager = Manager::start_with(
+        &config,
+        &["--daemon"],
+        Some(&redis),
+        &bot,
+        &[("PER_CLUSTER", "1"), ("FAKEBOT_LAUNCH_DELAY_MS", "0"), ("RUST_LOG", "warn")],
+    );
+    // Watching the channel itself would drown in N² diagnostics; the action
+    // log says when the launch is done.
+    wait_for("all_clusters_launched", Duration::from_secs(600), || {
+        (!events(&redis.action_log(&ch), "all_clusters_launched").is_empty()).then_some(())
+    });
+    let launch_time = launch_started.elapsed();
+    let pid = manager.pid();
+
+    let (cpu0, _) = usage(pid);
+    let window = Instant::now();
+    std::thread::sleep(Duration::from_secs(secs));
+    let (cpu1, rss) = usage(pid);
+    let elapsed = window.elapsed().as_secs_f64();
+
+    let mut rtts = statuses_round_trips(&redis, &ch, n, 50);
+    rtts.sort();
+    let failures = events(&redis.action_log(&ch), "ping_failure").len();
+    println!(
+        "N={n:>4}  launch {:>6.1}s  manager CPU {:>5.1}% of a core ({:.2}s over {elapsed:.0}s)  RSS {:>6.1} MiB  \
+         statuses RTT median {:>6.2}ms p99 {:>6.2}ms  ping failures {failures}",
+        launch_time.as_secs_f64(),
+        100.0 * (cpu1 - cpu0) / elapsed,
+        cpu1 - cpu0,
+        rss as f64 / 1024.0,
+        percentile(&rtts, 0.5).as_secs_f64() * 1000.0,
+        percentile(&rtts, 0.99).as_secs_f64() * 1000.0,
+    );
+    redis.publish(&ch, &json!({"scope": "launcher", "action": "shutdown"}));
+    manager.wait_exit();
+}
+
+fn main() {
+    let sizes: Vec<u32> = std::env::var("MEWLD_BENCH_SIZES")
+        .unwrap_or_else(|_| "40,400".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let secs = std::env::var("MEWLD_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    // `cargo test` also builds benches with --bench absent; only run for real.
+    if std::env::args().any(|a| a == "--bench") {
+        for n in sizes {
+            run(n, secs);
+        }
+    }
+}

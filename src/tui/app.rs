@@ -1,0 +1,448 @@
+//! The console's state and how messages change it (the Elm shape:
+//! `update(msg)` here, `view(&app)` in `view.rs`). No I/O: the loop in
+//! `mod.rs` feeds messages in and carries [`Effect`]s out.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use serde_json::{Map, Value};
+
+use crate::cluster_map::ClusterId;
+use crate::engine::process::Stream;
+use crate::engine::state::{ClusterView, Snapshot};
+use crate::engine::{Event, Operation};
+
+/// Action-log entries kept in memory; the oldest go first.
+pub const LOG_CAP: usize = 100_000;
+/// Output lines kept per cluster.
+pub const OUTPUT_CAP: usize = 2_000;
+/// How long a message stays in the message line.
+const STATUS_FOR: Duration = Duration::from_secs(8);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pane {
+    Clusters,
+    Output,
+    Log,
+}
+
+impl Pane {
+    fn next(self) -> Pane {
+        match self {
+            Pane::Clusters => Pane::Output,
+            Pane::Output => Pane::Log,
+            Pane::Log => Pane::Clusters,
+        }
+    }
+}
+
+/// One action-log entry, formatted once when it arrives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    /// Microseconds since the epoch.
+    pub ts: i64,
+    pub event: String,
+    pub cluster: Option<u64>,
+    /// The other fields, `key=value`.
+    pub fields: String,
+    /// Lower-cased text the filter searches.
+    search: String,
+}
+
+impl LogLine {
+    pub fn from_entry(entry: &Map<String, Value>) -> LogLine {
+        let ts = entry.get("ts").and_then(Value::as_i64).unwrap_or(0);
+        let event = entry
+            .get("event")
+            .and_then(Value::as_str)
+            .unwrap_or("(no event)")
+            .to_string();
+        let cluster = ["id", "cluster"]
+            .iter()
+            .find_map(|k| entry.get(*k).and_then(Value::as_u64));
+        let fields: Vec<String> = entry
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "ts" | "event" | "id" | "cluster"))
+            .map(|(k, v)| match v {
+                Value::String(s) => format!("{k}={}", crate::protocol::truncate(s, 120)),
+                other => format!("{k}={}", crate::protocol::truncate(&other.to_string(), 120)),
+            })
+            .collect();
+        let fields = fields.join(" ");
+        let search = format!(
+            "{event} {} {fields}",
+            cluster.map(|c| format!("cluster {c}")).unwrap_or_default()
+        )
+        .to_lowercase();
+        LogLine {
+            ts,
+            event,
+            cluster,
+            fields,
+            search,
+        }
+    }
+
+    pub fn matches(&self, filter_lower: &str) -> bool {
+        filter_lower.is_empty() || self.search.contains(filter_lower)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputLine {
+    pub stream: Stream,
+    pub text: String,
+}
+
+/// What a confirmation dialog will do if the operator says yes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmable {
+    Op(Operation),
+    Quit,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dialog {
+    pub title: String,
+    pub body: String,
+    pub action: Confirmable,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusLine {
+    pub text: String,
+    pub error: bool,
+    pub at: SystemTime,
+}
+
+/// Messages into the console.
+#[derive(Debug)]
+pub enum Msg {
+    Key(KeyEvent),
+    Snapshot(Arc<Snapshot>),
+    Engine(Event),
+    /// The stored action log, read at start.
+    History(Vec<Map<String, Value>>),
+    /// The engine's answer to a request.
+    Outcome(Result<String, String>),
+    Tick(SystemTime),
+}
+
+/// What the loop must do after an update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    Request(Operation),
+    Quit,
+}
+
+pub struct App {
+    pub snapshot: Arc<Snapshot>,
+    pub now: SystemTime,
+    /// Index into `snapshot.clusters`.
+    pub selected: usize,
+    pub focus: Pane,
+    /// The detail view is open (on narrow screens it replaces the table).
+    pub detail: bool,
+    pub log: VecDeque<LogLine>,
+    /// Lines scrolled up from the newest; 0 follows the log.
+    pub log_scroll: usize,
+    pub log_follow: bool,
+    pub output: HashMap<ClusterId, VecDeque<OutputLine>>,
+    pub output_scroll: usize,
+    pub filter: String,
+    pub filter_editing: bool,
+    pub dialog: Option<Dialog>,
+    pub help: bool,
+    pub status: Option<StatusLine>,
+    pub color: bool,
+    /// Where the console writes its own log, shown in the help.
+    pub log_file: Option<String>,
+}
+
+impl App {
+    pub fn new(color: bool, now: SystemTime) -> App {
+        App {
+            snapshot: Arc::new(Snapshot::default()),
+            now,
+            selected: 0,
+            focus: Pane::Clusters,
+            detail: false,
+            log: VecDeque::new(),
+            log_scroll: 0,
+            log_follow: true,
+            output: HashMap::new(),
+            output_scroll: 0,
+            filter: String::new(),
+            filter_editing: false,
+            dialog: None,
+            help: false,
+            status: None,
+            color,
+            log_file: None,
+        }
+    }
+
+    pub fn selected_cluster(&self) -> Option<&ClusterView> {
+        self.snapshot.clusters.get(self.selected)
+    }
+
+    pub fn update(&mut self, msg: Msg) -> Option<Effect> {
+        match msg {
+            Msg::Key(key) => return self.on_key(key),
+            Msg::Snapshot(s) => {
+                self.snapshot = s;
+                self.selected = self.selected.min(self.snapshot.clusters.len().saturating_sub(1));
+            }
+            Msg::Engine(Event::ActionLog(entry)) => self.push_log(LogLine::from_entry(&entry)),
+            Msg::Engine(Event::Output { id, stream, line, .. }) => {
+                let buf = self.output.entry(id).or_default();
+                buf.push_back(OutputLine { stream, text: line });
+                if buf.len() > OUTPUT_CAP {
+                    buf.pop_front();
+                }
+            }
+            Msg::History(entries) => {
+                // Live entries may already be here; keep those the history lacks.
+                let live: Vec<LogLine> = self.log.drain(..).collect();
+                let mut merged: VecDeque<LogLine> =
+                    entries.iter().map(LogLine::from_entry).collect();
+                for line in live {
+                    if !merged.iter().rev().take(1000).any(|h| h.ts == line.ts && h.event == line.event) {
+                        merged.push_back(line);
+                    }
+                }
+                while merged.len() > LOG_CAP {
+                    merged.pop_front();
+                }
+                self.log = merged;
+            }
+            Msg::Outcome(Ok(text)) => self.say(text, false),
+            Msg::Outcome(Err(text)) => self.say(text, true),
+            Msg::Tick(now) => {
+                self.now = now;
+                if self
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| now.duration_since(s.at).unwrap_or_default() > STATUS_FOR)
+                {
+                    self.status = None;
+                }
+            }
+        }
+        None
+    }
+
+    fn push_log(&mut self, line: LogLine) {
+        self.log.push_back(line);
+        if self.log.len() > LOG_CAP {
+            self.log.pop_front();
+        }
+        if !self.log_follow {
+            // Keep the same lines in view while paused.
+            self.log_scroll += 1;
+        }
+    }
+
+    pub fn say(&mut self, text: impl Into<String>, error: bool) {
+        self.status = Some(StatusLine {
+            text: text.into(),
+            error,
+            at: self.now,
+        });
+    }
+
+    fn on_key(&mut self, key: KeyEvent) -> Option<Effect> {
+        if key.kind == KeyEventKind::Release {
+            return None;
+        }
+        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+            return self.ask_quit();
+        }
+        if let Some(dialog) = &self.dialog {
+            return match key.code {
+                KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter => {
+                    let action = dialog.action;
+                    self.dialog = None;
+                    match action {
+                        Confirmable::Op(op) => Some(Effect::Request(op)),
+                        Confirmable::Quit => Some(Effect::Quit),
+                    }
+                }
+                KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc | KeyCode::Char('q') => {
+                    self.dialog = None;
+                    self.say("cancelled", false);
+                    None
+                }
+                _ => None,
+            };
+        }
+        if self.help {
+            if matches!(key.code, KeyCode::Esc | KeyCode::Char('?') | KeyCode::Char('q')) {
+                self.help = false;
+            }
+            return None;
+        }
+        if self.filter_editing {
+            match key.code {
+                KeyCode::Enter => self.filter_editing = false,
+                KeyCode::Esc => {
+                    self.filter_editing = false;
+                    self.filter.clear();
+                }
+                KeyCode::Backspace => {
+                    self.filter.pop();
+                }
+                KeyCode::Char(c) => self.filter.push(c),
+                _ => {}
+            }
+            self.log_scroll = 0;
+            return None;
+        }
+        match key.code {
+            KeyCode::Char('q') => return self.ask_quit(),
+            KeyCode::Char('?') => self.help = true,
+            KeyCode::Tab => self.focus = self.focus.next(),
+            KeyCode::BackTab => {
+                self.focus = self.focus.next().next();
+            }
+            KeyCode::Enter => {
+                self.detail = true;
+                self.focus = Pane::Output;
+                self.output_scroll = 0;
+            }
+            KeyCode::Esc => {
+                if !self.filter.is_empty() && self.focus == Pane::Log {
+                    self.filter.clear();
+                } else {
+                    self.detail = false;
+                    self.focus = Pane::Clusters;
+                }
+            }
+            KeyCode::Char('j') | KeyCode::Down => self.scroll(1),
+            KeyCode::Char('k') | KeyCode::Up => self.scroll(-1),
+            KeyCode::PageDown => self.scroll(10),
+            KeyCode::PageUp => self.scroll(-10),
+            KeyCode::Char('g') | KeyCode::Home => self.scroll(isize::MIN / 2),
+            KeyCode::Char('G') | KeyCode::End => self.scroll(isize::MAX / 2),
+            KeyCode::Char('/') => {
+                self.focus = Pane::Log;
+                self.filter_editing = true;
+            }
+            KeyCode::Char('f') => {
+                self.log_follow = !self.log_follow;
+                if self.log_follow {
+                    self.log_scroll = 0;
+                }
+                let state = if self.log_follow { "following" } else { "paused" };
+                self.say(format!("action log {state}"), false);
+            }
+            KeyCode::Char('s') => return self.on_cluster(Operation::Start, false),
+            KeyCode::Char('d') => return self.on_cluster(Operation::Diagnose, false),
+            KeyCode::Char('x') => return self.on_cluster(Operation::Stop, true),
+            KeyCode::Char('r') => return self.on_cluster(Operation::Restart, true),
+            KeyCode::Char('R') => self.confirm(
+                "Rolling restart",
+                format!(
+                    "Restart all {} running clusters, one at a time?",
+                    self.snapshot.clusters.iter().filter(|c| c.pid.is_some()).count()
+                ),
+                Confirmable::Op(Operation::RollingRestart),
+            ),
+            KeyCode::Char('S') => self.confirm(
+                "Shut down",
+                "Stop every cluster and exit mewld (status 0)?".into(),
+                Confirmable::Op(Operation::Shutdown),
+            ),
+            KeyCode::Char('P') => self.confirm(
+                "Restart the process",
+                "Stop every cluster and exit with status 1, so the service manager restarts mewld?"
+                    .into(),
+                Confirmable::Op(Operation::RestartProcess),
+            ),
+            _ => {}
+        }
+        None
+    }
+
+    fn ask_quit(&mut self) -> Option<Effect> {
+        self.confirm(
+            "Quit",
+            "Quitting stops every cluster. Quit? (n stays)".into(),
+            Confirmable::Quit,
+        );
+        None
+    }
+
+    /// An operation on the selected cluster; its target is fixed now, by
+    /// id, whatever the table does while the dialog is open.
+    fn on_cluster(&mut self, op: fn(ClusterId) -> Operation, confirm: bool) -> Option<Effect> {
+        let Some(c) = self.selected_cluster() else {
+            self.say("no cluster selected", true);
+            return None;
+        };
+        let (id, name) = (c.id, c.name.clone());
+        let operation = op(id);
+        if !confirm {
+            return Some(Effect::Request(operation));
+        }
+        let verb = match operation {
+            Operation::Stop(_) => "Stop",
+            _ => "Restart",
+        };
+        self.confirm(
+            &format!("{verb} cluster"),
+            format!("{verb} cluster {id} ({name})?"),
+            Confirmable::Op(operation),
+        );
+        None
+    }
+
+    fn confirm(&mut self, title: &str, body: String, action: Confirmable) {
+        self.dialog = Some(Dialog {
+            title: title.to_string(),
+            body,
+            action,
+        });
+    }
+
+    fn scroll(&mut self, by: isize) {
+        match self.focus {
+            Pane::Clusters => {
+                let last = self.snapshot.clusters.len().saturating_sub(1);
+                self.selected = self.selected.saturating_add_signed(by).min(last);
+                self.output_scroll = 0;
+            }
+            Pane::Output => {
+                let len = self
+                    .selected_cluster()
+                    .and_then(|c| self.output.get(&c.id))
+                    .map_or(0, VecDeque::len);
+                self.output_scroll = self.output_scroll.saturating_add_signed(-by).min(len);
+            }
+            Pane::Log => {
+                self.log_scroll = self.log_scroll.saturating_add_signed(-by).min(self.log.len());
+                self.log_follow = self.log_scroll == 0;
+            }
+        }
+    }
+}
+
+/// "3h04m", "12m05s", "42s": how long since `then`.
+pub fn age(now: SystemTime, then: SystemTime) -> String {
+    let secs = now.duration_since(then).unwrap_or_default().as_secs();
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m{:02}s", secs / 60, secs % 60),
+        3600..=86_399 => format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60),
+        _ => format!("{}d{:02}h", secs / 86_400, (secs % 86_400) / 3600),
+    }
+}
+
+/// "14:03:27" (UTC) for a microsecond timestamp.
+pub fn clock(ts_micros: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_micros(u64::try_from(ts_micros).unwrap_or(0));
+    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    format!("{:02}:{:02}:{:02}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60)
+}

@@ -1,0 +1,147 @@
+//! The management console: a terminal face on the same engine as the
+//! daemon. The loop turns keys, snapshots, engine events and ticks into
+//! [`Msg`]s for [`App`], carries out the [`Effect`]s, and redraws when
+//! something changed. It never waits on I/O: requests to the engine run in
+//! tasks of their own and come back as messages.
+
+pub mod app;
+pub mod view;
+
+use std::time::{Duration, SystemTime};
+
+use crossterm::event::{Event as TermEvent, EventStream};
+use futures_util::StreamExt;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::engine::{Engine, EngineHandle, Exit, Operation, Via};
+use crate::transport::TransportEvent;
+use app::{App, Effect, Msg};
+
+/// Redraws are coalesced to at most one per this long.
+const FRAME: Duration = Duration::from_millis(50);
+/// Clocks and countdowns move on this tick even when nothing else happens.
+const TICK: Duration = Duration::from_secs(1);
+
+/// Colour unless `NO_COLOR` is set to something (https://no-color.org).
+pub fn color_wanted() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Runs the console until the engine has stopped every cluster.
+pub async fn run(
+    engine: Engine,
+    handle: EngineHandle,
+    transport_rx: mpsc::Receiver<TransportEvent>,
+    log_file: Option<String>,
+) -> color_eyre::Result<Exit> {
+    let mut events = handle.events();
+    let mut snapshots = handle.snapshot();
+    let mut engine_task = tokio::spawn(engine.run(transport_rx));
+
+    let mut app = App::new(color_wanted(), SystemTime::now());
+    app.log_file = log_file;
+    let (msg_tx, mut msg_rx) = mpsc::unbounded_channel::<Msg>();
+    {
+        let handle = handle.clone();
+        let tx = msg_tx.clone();
+        tokio::spawn(async move {
+            match handle.history().await {
+                Ok(entries) => {
+                    let _ = tx.send(Msg::History(entries));
+                }
+                Err(e) => {
+                    let _ = tx.send(Msg::Outcome(Err(format!("could not read the action log: {e}"))));
+                }
+            }
+        });
+    }
+
+    // ratatui::init puts the terminal back on panic too, before color-eyre's report.
+    let mut terminal = ratatui::init();
+    let mut keys = EventStream::new();
+    let mut frame = tokio::time::interval(FRAME);
+    let mut tick = tokio::time::interval(TICK);
+    let mut dirty = true;
+    let mut quitting = false;
+    let exit = loop {
+        tokio::select! {
+            result = &mut engine_task => break result,
+            Some(Ok(ev)) = keys.next() => {
+                if let TermEvent::Key(key) = ev {
+                    if let Some(effect) = app.update(Msg::Key(key)) {
+                        match effect {
+                            Effect::Request(op) => request(&handle, op, &msg_tx),
+                            Effect::Quit if !quitting => {
+                                quitting = true;
+                                app.say("stopping every cluster, then quitting…", false);
+                                request(&handle, Operation::Shutdown, &msg_tx);
+                            }
+                            Effect::Quit => {}
+                        }
+                    }
+                }
+                dirty = true;
+            }
+            Ok(()) = snapshots.changed() => {
+                let snapshot = snapshots.borrow_and_update().clone();
+                app.update(Msg::Snapshot(snapshot));
+                dirty = true;
+            }
+            event = events.recv() => {
+                match event {
+                    Ok(event) => { app.update(Msg::Engine(event)); }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(skipped = n, "the console fell behind the engine's events");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {}
+                }
+                dirty = true;
+            }
+            Some(msg) = msg_rx.recv() => {
+                app.update(msg);
+                dirty = true;
+            }
+            _ = tick.tick() => {
+                app.update(Msg::Tick(SystemTime::now()));
+                dirty = true;
+            }
+            _ = frame.tick() => {
+                if dirty {
+                    dirty = false;
+                    if let Err(e) = terminal.draw(|f| view::draw(f, &app)) {
+                        tracing::error!(error = %e, "drawing failed");
+                    }
+                }
+            }
+        }
+    };
+    ratatui::restore();
+    Ok(exit?)
+}
+
+/// Sends `op` to the engine; the verdict comes back as a message.
+fn request(handle: &EngineHandle, op: Operation, tx: &mpsc::UnboundedSender<Msg>) {
+    let handle = handle.clone();
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        let outcome = handle
+            .request(op, Via::Console)
+            .await
+            .map(|()| format!("{} requested", describe(op)))
+            .map_err(|refused| format!("{} refused: {refused}", describe(op)));
+        let _ = tx.send(Msg::Outcome(outcome));
+    });
+}
+
+fn describe(op: Operation) -> String {
+    match op {
+        Operation::Start(id) => format!("start of cluster {id}"),
+        Operation::Stop(id) => format!("stop of cluster {id}"),
+        Operation::Restart(id) => format!("restart of cluster {id}"),
+        Operation::Diagnose(id) => format!("diagnostic of cluster {id}"),
+        Operation::RollingRestart => "rolling restart".into(),
+        Operation::Reshard => "reshard".into(),
+        Operation::Shutdown => "shutdown".into(),
+        Operation::RestartProcess => "process restart".into(),
+    }
+}
