@@ -17,10 +17,23 @@ use serde_json::json;
 /// (user + system CPU seconds, resident memory in KiB) of a process.
 fn usage(pid: u32) -> (f64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // After the command name: state is field 0, utime 11, stime 12.
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100) as f64;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
     let cpu = (ticks(11) + ticks(12)) as f64 / hz;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let rss = status
@@ -46,12 +59,18 @@ fn statuses_round_trips(redis: &Redis, ch: &str, n: u32, count: usize) -> Vec<Du
     (0..count)
         .map(|i| {
             let id = format!("bench-{i}");
-            let request = json!({"scope": "launcher", "action": "statuses", "command_id": id}).to_string();
+            let request =
+                json!({"scope": "launcher", "action": "statuses", "command_id": id}).to_string();
             let t = Instant::now();
-            let _: i64 = redis::cmd("PUBLISH").arg(ch).arg(request).query(&mut publisher).expect("publish");
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg(ch)
+                .arg(request)
+                .query(&mut publisher)
+                .expect("publish");
             loop {
                 let msg = pubsub.get_message().expect("message");
-                let v: serde_json::Value = serde_json::from_slice(msg.get_payload_bytes()).unwrap_or_default();
+                let v: serde_json::Value =
+                    serde_json::from_slice(msg.get_payload_bytes()).unwrap_or_default();
                 if v["command_id"] == id.as_str() && v["scope"] == "bot" {
                     assert_eq!(v["output"].as_object().map(|o| o.len()), Some(n as usize));
                     return t.elapsed();
@@ -66,14 +85,24 @@ fn run(n: u32, secs: u64) {
     let discord = FakeDiscord::start(vec![Answer::gateway(n, 900, 0)]);
     let bot = BotDir::new();
     let ch = channel("bench");
-    let config = config_text(&redis, &discord, &bot, &ch, "ping_interval: 1\nping_timeout: 30\n");
+    let config = config_text(
+        &redis,
+        &discord,
+        &bot,
+        &ch,
+        "ping_interval: 1\nping_timeout: 120\n",
+    );
     let launch_started = Instant::now();
     let mut manager = Manager::start_with(
         &config,
         &["--daemon"],
         Some(&redis),
         &bot,
-        &[("PER_CLUSTER", "1"), ("FAKEBOT_LAUNCH_DELAY_MS", "0"), ("RUST_LOG", "warn")],
+        &[
+            ("PER_CLUSTER", "1"),
+            ("FAKEBOT_LAUNCH_DELAY_MS", "0"),
+            ("RUST_LOG", "warn"),
+        ],
     );
     // Watching the channel itself would drown in N² diagnostics; the action
     // log says when the launch is done.
@@ -112,7 +141,10 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
-    let secs = std::env::var("MEWLD_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let secs = std::env::var("MEWLD_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
     // `cargo test` also builds benches with --bench absent; only run for real.
     if std::env::args().any(|a| a == "--bench") {
         for n in sizes {

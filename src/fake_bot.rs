@@ -86,11 +86,16 @@ pub async fn run(raw_args: Vec<String>) -> Result<i32> {
     let delay: u64 = std::env::var("FAKEBOT_LAUNCH_DELAY_MS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(if demo { rand::random_range(1500..4000) } else { 100 });
+        .unwrap_or(if demo {
+            rand::random_range(1500..4000)
+        } else {
+            100
+        });
     let launch = tokio::time::sleep(Duration::from_millis(delay));
     tokio::pin!(launch);
     // Demo mode: chatter now and then, and cluster 3 crashes after a while.
-    let mut chatter = tokio::time::interval(Duration::from_millis(if demo { 700 } else { 3_600_000 }));
+    let mut chatter =
+        tokio::time::interval(Duration::from_millis(if demo { 700 } else { 3_600_000 }));
     let crash_after = Duration::from_secs(rand::random_range(40..90));
     let crash = tokio::time::sleep(crash_after);
     tokio::pin!(crash);

@@ -82,7 +82,9 @@ fn main() -> ExitCode {
     }
     // The fake bot is run hundreds of times at once: keep it to one thread.
     let runtime = if matches!(cli.command, Some(Command::FakeBot { .. })) {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
         tokio::runtime::Runtime::new()
     };

@@ -11,24 +11,53 @@ fn any_json() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
         any::<u64>().prop_map(|n| json!(n)),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         ".{0,20}".prop_map(Value::String),
         // Words the parser looks for, so the interesting branches are hit.
         prop::sample::select(vec![
-            "launcher", "launch_next", "start", "stop", "restart", "diag", "action_logs",
-            "statuses", "num_processes", "rollingrestart", "reshard", "shutdown", "restartproc",
+            "launcher",
+            "launch_next",
+            "start",
+            "stop",
+            "restart",
+            "diag",
+            "action_logs",
+            "statuses",
+            "num_processes",
+            "rollingrestart",
+            "reshard",
+            "shutdown",
+            "restartproc",
         ])
         .prop_map(|s| Value::String(s.to_string())),
     ];
     leaf.prop_recursive(4, 64, 8, |inner| {
         let key = prop::sample::select(vec![
-            "scope", "action", "args", "id", "command_id", "output", "data", "Nonce", "nonce",
-            "Data", "shard_id", "up", "latency", "guilds", "users", "x",
+            "scope",
+            "action",
+            "args",
+            "id",
+            "command_id",
+            "output",
+            "data",
+            "Nonce",
+            "nonce",
+            "Data",
+            "shard_id",
+            "up",
+            "latency",
+            "guilds",
+            "users",
+            "x",
         ]);
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::vec((key, inner), 0..6)
-                .prop_map(|kv| Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect::<Map<_, _>>())),
+            prop::collection::vec((key, inner), 0..6).prop_map(|kv| Value::Object(
+                kv.into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect::<Map<_, _>>()
+            )),
         ]
     })
 }

@@ -78,7 +78,11 @@ async fn subscriber(client: redis::Client, channel: String, events: mpsc::Sender
             Err(_) => tracing::warn!(retry_in = ?backoff, "connecting to Redis timed out"),
         }
         let retry_at = std::time::SystemTime::now() + backoff;
-        if events.send(TransportEvent::Down { retry_at }).await.is_err() {
+        if events
+            .send(TransportEvent::Down { retry_at })
+            .await
+            .is_err()
+        {
             return;
         }
         tokio::time::sleep(backoff).await;

@@ -193,10 +193,14 @@ impl App {
             Msg::Key(key) => return self.on_key(key),
             Msg::Snapshot(s) => {
                 self.snapshot = s;
-                self.selected = self.selected.min(self.snapshot.clusters.len().saturating_sub(1));
+                self.selected = self
+                    .selected
+                    .min(self.snapshot.clusters.len().saturating_sub(1));
             }
             Msg::Engine(Event::ActionLog(entry)) => self.push_log(LogLine::from_entry(&entry)),
-            Msg::Engine(Event::Output { id, stream, line, .. }) => {
+            Msg::Engine(Event::Output {
+                id, stream, line, ..
+            }) => {
                 let buf = self.output.entry(id).or_default();
                 buf.push_back(OutputLine { stream, text: line });
                 if buf.len() > OUTPUT_CAP {
@@ -209,7 +213,12 @@ impl App {
                 let mut merged: VecDeque<LogLine> =
                     entries.iter().map(LogLine::from_entry).collect();
                 for line in live {
-                    if !merged.iter().rev().take(1000).any(|h| h.ts == line.ts && h.event == line.event) {
+                    if !merged
+                        .iter()
+                        .rev()
+                        .take(1000)
+                        .any(|h| h.ts == line.ts && h.event == line.event)
+                    {
                         merged.push_back(line);
                     }
                 }
@@ -279,7 +288,10 @@ impl App {
             };
         }
         if self.help {
-            if matches!(key.code, KeyCode::Esc | KeyCode::Char('?') | KeyCode::Char('q')) {
+            if matches!(
+                key.code,
+                KeyCode::Esc | KeyCode::Char('?') | KeyCode::Char('q')
+            ) {
                 self.help = false;
             }
             return None;
@@ -335,7 +347,11 @@ impl App {
                 if self.log_follow {
                     self.log_scroll = 0;
                 }
-                let state = if self.log_follow { "following" } else { "paused" };
+                let state = if self.log_follow {
+                    "following"
+                } else {
+                    "paused"
+                };
                 self.say(format!("action log {state}"), false);
             }
             KeyCode::Char('s') => return self.on_cluster(Operation::Start, false),
@@ -346,7 +362,11 @@ impl App {
                 "Rolling restart",
                 format!(
                     "Restart all {} running clusters, one at a time?",
-                    self.snapshot.clusters.iter().filter(|c| c.pid.is_some()).count()
+                    self.snapshot
+                        .clusters
+                        .iter()
+                        .filter(|c| c.pid.is_some())
+                        .count()
                 ),
                 Confirmable::Op(Operation::RollingRestart),
             ),
@@ -422,7 +442,10 @@ impl App {
                 self.output_scroll = self.output_scroll.saturating_add_signed(-by).min(len);
             }
             Pane::Log => {
-                self.log_scroll = self.log_scroll.saturating_add_signed(-by).min(self.log.len());
+                self.log_scroll = self
+                    .log_scroll
+                    .saturating_add_signed(-by)
+                    .min(self.log.len());
                 self.log_follow = self.log_scroll == 0;
             }
         }
@@ -444,5 +467,10 @@ pub fn age(now: SystemTime, then: SystemTime) -> String {
 pub fn clock(ts_micros: i64) -> String {
     let t = UNIX_EPOCH + Duration::from_micros(u64::try_from(ts_micros).unwrap_or(0));
     let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    format!("{:02}:{:02}:{:02}", (secs / 3600) % 24, (secs / 60) % 60, secs % 60)
+    format!(
+        "{:02}:{:02}:{:02}",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60
+    )
 }

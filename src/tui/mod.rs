@@ -50,7 +50,9 @@ pub async fn run(
                     let _ = tx.send(Msg::History(entries));
                 }
                 Err(e) => {
-                    let _ = tx.send(Msg::Outcome(Err(format!("could not read the action log: {e}"))));
+                    let _ = tx.send(Msg::Outcome(Err(format!(
+                        "could not read the action log: {e}"
+                    ))));
                 }
             }
         });

@@ -19,7 +19,10 @@ const WIDE: u16 = 140;
 pub fn draw(frame: &mut Frame, app: &App) {
     let area = frame.area();
     if area.width < 20 || area.height < 6 {
-        frame.render_widget(Paragraph::new("mewld: terminal too small"), area);
+        frame.render_widget(
+            Paragraph::new("mewld: terminal too small").wrap(Wrap { trim: true }),
+            area,
+        );
         return;
     }
     let [header, body, log, message, footer] = Layout::vertical([
@@ -33,7 +36,8 @@ pub fn draw(frame: &mut Frame, app: &App) {
     draw_header(frame, app, header);
     if area.width >= WIDE {
         let [table, detail] =
-            Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(body);
+            Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)])
+                .areas(body);
         draw_table(frame, app, table);
         draw_detail(frame, app, detail);
     } else if app.detail {
@@ -57,13 +61,20 @@ pub fn draw(frame: &mut Frame, app: &App) {
             Line::from(""),
             Line::from(dialog.body.as_str()),
             Line::from(""),
-            Line::from(Span::styled(hint, style(app, Style::default().add_modifier(Modifier::BOLD)))),
+            Line::from(Span::styled(
+                hint,
+                style(app, Style::default().add_modifier(Modifier::BOLD)),
+            )),
         ];
         frame.render_widget(
             Paragraph::new(text)
                 .wrap(Wrap { trim: true })
                 .centered()
-                .block(Block::default().borders(Borders::ALL).title(format!(" {} ", dialog.title))),
+                .block(
+                    Block::default()
+                        .borders(Borders::ALL)
+                        .title(format!(" {} ", dialog.title)),
+                ),
             rect,
         );
     }
@@ -96,8 +107,16 @@ fn state_color(state: ClusterState) -> Color {
 fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
     let s = &app.snapshot;
     let total = s.clusters.len();
-    let running = s.clusters.iter().filter(|c| c.state == ClusterState::Running).count();
-    let launched = s.clusters.iter().filter(|c| c.state != ClusterState::Pending).count();
+    let running = s
+        .clusters
+        .iter()
+        .filter(|c| c.state == ClusterState::Running)
+        .count();
+    let launched = s
+        .clusters
+        .iter()
+        .filter(|c| c.state != ClusterState::Pending)
+        .count();
     let phase = if s.exiting {
         "stopping all".to_string()
     } else if let Some(r) = &s.rolling {
@@ -109,8 +128,15 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
     } else {
         format!("launching {launched}/{total}")
     };
+    // Narrow screens get the same facts in fewer words.
+    let narrow = area.width < 120;
     let link = if s.transport_connected {
-        Span::styled("ipc ● connected", style(app, Style::default().fg(Color::Green)))
+        let text = if narrow {
+            "ipc ●"
+        } else {
+            "ipc ● connected"
+        };
+        Span::styled(text, style(app, Style::default().fg(Color::Green)))
     } else {
         let retry = s
             .transport_retry_at
@@ -119,20 +145,39 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
                 format!(" (retry in {secs}s)")
             })
             .unwrap_or_default();
+        let text = if narrow {
+            "ipc ○ DOWN"
+        } else {
+            "ipc ○ DISCONNECTED"
+        };
         Span::styled(
-            format!("ipc ○ DISCONNECTED{retry}"),
-            style(app, Style::default().fg(Color::Red).add_modifier(Modifier::BOLD)),
+            format!("{text}{retry}"),
+            style(
+                app,
+                Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+            ),
         )
     };
     let mut spans = vec![
-        Span::styled(" mewld ", style(app, Style::default().add_modifier(Modifier::BOLD | Modifier::REVERSED))),
-        Span::raw(format!(" {} shards · {running}/{total} running · ", s.shard_count)),
+        Span::styled(
+            " mewld ",
+            style(
+                app,
+                Style::default().add_modifier(Modifier::BOLD | Modifier::REVERSED),
+            ),
+        ),
+        Span::raw(if narrow {
+            format!(" {}sh · {running}/{total} run · ", s.shard_count)
+        } else {
+            format!(" {} shards · {running}/{total} running · ", s.shard_count)
+        }),
         Span::styled(phase, style(app, Style::default().fg(Color::Cyan))),
         Span::raw(" · "),
         link,
     ];
     if let Some(rem) = s.sessions_remaining {
-        spans.push(Span::raw(format!(" · sessions left {rem}")));
+        let label = if narrow { "sess" } else { "sessions left" };
+        spans.push(Span::raw(format!(" · {label} {rem}")));
     }
     if let Some(started) = s.started_at {
         spans.push(Span::raw(format!(" · up {}", age(app.now, started))));
@@ -143,7 +188,12 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
 fn pane_block(app: &App, pane: Pane, title: String) -> Block<'static> {
     let focused = app.focus == pane;
     let border = if focused {
-        style(app, Style::default().fg(Color::Cyan).add_modifier(Modifier::BOLD))
+        style(
+            app,
+            Style::default()
+                .fg(Color::Cyan)
+                .add_modifier(Modifier::BOLD),
+        )
     } else {
         style(app, Style::default().fg(Color::DarkGray))
     };
@@ -157,7 +207,10 @@ fn pane_block(app: &App, pane: Pane, title: String) -> Block<'static> {
 fn state_text(app: &App, c: &ClusterView) -> String {
     match (c.state, c.next_restart_at) {
         (ClusterState::Crashed, Some(at)) => {
-            format!("crashed {}s", at.duration_since(app.now).unwrap_or_default().as_secs())
+            format!(
+                "crashed {}s",
+                at.duration_since(app.now).unwrap_or_default().as_secs()
+            )
         }
         (state, _) => state.as_str().to_string(),
     }
@@ -165,7 +218,11 @@ fn state_text(app: &App, c: &ClusterView) -> String {
 
 fn draw_table(frame: &mut Frame, app: &App, area: Rect) {
     let s = &app.snapshot;
-    let block = pane_block(app, Pane::Clusters, format!("Clusters ({})", s.clusters.len()));
+    let block = pane_block(
+        app,
+        Pane::Clusters,
+        format!("Clusters ({})", s.clusters.len()),
+    );
     let inner_height = area.height.saturating_sub(3) as usize; // borders + header row
     let wide = area.width >= 100;
     // Only the rows in view are built.
@@ -194,7 +251,9 @@ fn draw_table(frame: &mut Frame, app: &App, area: Rect) {
                     .unwrap_or_else(|| "-".into()),
             );
             cells.push(c.restarts.to_string());
-            cells.push(health.map_or("-".into(), |h| format!("{}/{}", h.shards_up(), h.shards.len())));
+            cells.push(health.map_or("-".into(), |h| {
+                format!("{}/{}", h.shards_up(), h.shards.len())
+            }));
             cells.push(
                 health
                     .and_then(|h| h.mean_latency())
@@ -243,10 +302,18 @@ fn draw_table(frame: &mut Frame, app: &App, area: Rect) {
 
 fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
     let Some(c) = app.selected_cluster() else {
-        frame.render_widget(Paragraph::new("no clusters").block(pane_block(app, Pane::Output, "Detail".into())), area);
+        frame.render_widget(
+            Paragraph::new("no clusters").block(pane_block(app, Pane::Output, "Detail".into())),
+            area,
+        );
         return;
     };
-    let title = format!("Cluster {} ({}) · shards {}", c.id, c.name, shard_range(&c.shards));
+    let title = format!(
+        "Cluster {} ({}) · shards {}",
+        c.id,
+        c.name,
+        shard_range(&c.shards)
+    );
     let block = pane_block(app, Pane::Output, title);
     let inner = block.inner(area);
     frame.render_widget(block, area);
@@ -255,7 +322,9 @@ fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
         state_text(app, c),
         c.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
         c.restarts,
-        c.last_exit.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
+        c.last_exit
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "-".into()),
     ))];
     match &c.health {
         Some(h) => {
@@ -282,13 +351,18 @@ fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
                 lines.push(Line::styled(line, style(app, Style::default().fg(color))));
             }
         }
-        None => lines.push(Line::from("health: no diagnostic answered yet (d asks now)")),
+        None => lines.push(Line::from(
+            "health: no diagnostic answered yet (d asks now)",
+        )),
     }
     // Shards take at most half; the rest is the cluster's own output.
     let shard_lines = lines.len().min(inner.height as usize / 2);
     lines.truncate(shard_lines.max(1));
-    let [top, bottom] =
-        Layout::vertical([Constraint::Length(lines.len() as u16 + 1), Constraint::Min(1)]).areas(inner);
+    let [top, bottom] = Layout::vertical([
+        Constraint::Length(lines.len() as u16 + 1),
+        Constraint::Min(1),
+    ])
+    .areas(inner);
     frame.render_widget(Paragraph::new(lines), top);
 
     let height = bottom.height.saturating_sub(1) as usize;
@@ -317,10 +391,18 @@ fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
 
 fn draw_log(frame: &mut Frame, app: &App, area: Rect) {
     let filter = app.filter.to_lowercase();
-    let mode = if app.log_follow { "following" } else { "paused" };
+    let mode = if app.log_follow {
+        "following"
+    } else {
+        "paused"
+    };
     let mut title = format!("Action log · {} entries · {mode}", app.log.len());
     if app.filter_editing || !app.filter.is_empty() {
-        title.push_str(&format!(" · filter: {}{}", app.filter, if app.filter_editing { "▏" } else { "" }));
+        title.push_str(&format!(
+            " · filter: {}{}",
+            app.filter,
+            if app.filter_editing { "▏" } else { "" }
+        ));
     }
     let block = pane_block(app, Pane::Log, title);
     let height = area.height.saturating_sub(2) as usize;
@@ -340,9 +422,15 @@ fn draw_log(frame: &mut Frame, app: &App, area: Rect) {
                 _ => Color::Reset,
             };
             Line::from(vec![
-                Span::styled(clock(l.ts), style(app, Style::default().fg(Color::DarkGray))),
+                Span::styled(
+                    clock(l.ts),
+                    style(app, Style::default().fg(Color::DarkGray)),
+                ),
                 Span::raw(" "),
-                Span::styled(format!("{:<24}", l.event), style(app, Style::default().fg(color))),
+                Span::styled(
+                    format!("{:<24}", l.event),
+                    style(app, Style::default().fg(color)),
+                ),
                 Span::raw(format!("{cluster:<5} {}", l.fields)),
             ])
         })
@@ -354,7 +442,10 @@ fn draw_log(frame: &mut Frame, app: &App, area: Rect) {
 fn draw_message(frame: &mut Frame, app: &App, area: Rect) {
     if let Some(status) = &app.status {
         let s = if status.error {
-            style(app, Style::default().fg(Color::Red).add_modifier(Modifier::BOLD))
+            style(
+                app,
+                Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+            )
         } else {
             style(app, Style::default().fg(Color::Cyan))
         };
@@ -362,6 +453,8 @@ fn draw_message(frame: &mut Frame, app: &App, area: Rect) {
     }
 }
 
+/// The keys that apply now, most needed first, so a narrow screen cuts
+/// the least useful ones.
 fn footer_keys(app: &App) -> &'static str {
     if app.dialog.is_some() {
         return "y/Enter confirm · n/Esc cancel";
@@ -373,26 +466,38 @@ fn footer_keys(app: &App) -> &'static str {
         return "type to filter · Enter keep · Esc clear";
     }
     match app.focus {
-        Pane::Clusters => "j/k move · Enter detail · s start · x stop · r restart · d diag · R rolling · S shutdown · P restart proc · Tab pane · ? help · q quit",
-        Pane::Output => "j/k scroll output · g/G top/end · s/x/r/d on this cluster · Esc back · Tab pane · ? help · q quit",
-        Pane::Log => "j/k scroll · f follow/pause · / filter · Esc clear filter · Tab pane · ? help · q quit",
+        Pane::Clusters => "? help · q quit · j/k move · Enter detail · s start · x stop · r restart · d diag · R rolling · S shutdown · P restart proc · Tab pane",
+        Pane::Output => "? help · q quit · Esc back · j/k scroll · g/G top/end · s/x/r/d this cluster · Tab pane",
+        Pane::Log => "? help · q quit · j/k scroll · f follow/pause · / filter · Esc clear filter · Tab pane",
     }
 }
 
 fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
     frame.render_widget(
-        Paragraph::new(Span::styled(footer_keys(app), style(app, Style::default().fg(Color::DarkGray)))),
+        Paragraph::new(Span::styled(
+            footer_keys(app),
+            style(app, Style::default().fg(Color::DarkGray)),
+        )),
         area,
     );
 }
 
 /// Every key, in one place, for the `?` overlay.
 pub const HELP: &[(&str, &str)] = &[
-    ("j / k / ↓ / ↑", "move the selection, or scroll the focused pane"),
+    (
+        "j / k / ↓ / ↑",
+        "move the selection, or scroll the focused pane",
+    ),
     ("PgDn / PgUp", "move or scroll by ten"),
     ("g / G", "to the top / to the end"),
-    ("Tab / Shift-Tab", "next / previous pane (clusters, output, action log)"),
-    ("Enter", "open the selected cluster's detail (health, output)"),
+    (
+        "Tab / Shift-Tab",
+        "next / previous pane (clusters, output, action log)",
+    ),
+    (
+        "Enter",
+        "open the selected cluster's detail (health, output)",
+    ),
     ("Esc", "back; in the action log, clear the filter"),
     ("s", "start the selected cluster"),
     ("x", "stop the selected cluster (asks first)"),
@@ -400,7 +505,10 @@ pub const HELP: &[(&str, &str)] = &[
     ("d", "diagnose the selected cluster now"),
     ("R", "rolling restart of every cluster (asks first)"),
     ("S", "shut down: stop every cluster, exit 0 (asks first)"),
-    ("P", "restart the process: stop every cluster, exit 1 (asks first)"),
+    (
+        "P",
+        "restart the process: stop every cluster, exit 1 (asks first)",
+    ),
     ("/", "filter the action log"),
     ("f", "follow / pause the action log"),
     ("?", "this help"),
@@ -409,7 +517,11 @@ pub const HELP: &[(&str, &str)] = &[
 
 fn draw_help(frame: &mut Frame, app: &App, area: Rect) {
     let height = (HELP.len() as u16 + 3).min(area.height);
-    let longest = HELP.iter().map(|(_, w)| w.chars().count()).max().unwrap_or(0) as u16;
+    let longest = HELP
+        .iter()
+        .map(|(_, w)| w.chars().count())
+        .max()
+        .unwrap_or(0) as u16;
     let width = (longest + 16 + 4).min(area.width);
     let rect = centered(area, width, height);
     frame.render_widget(Clear, rect);
@@ -417,7 +529,10 @@ fn draw_help(frame: &mut Frame, app: &App, area: Rect) {
         .iter()
         .map(|(k, what)| {
             Line::from(vec![
-                Span::styled(format!("{k:<16}"), Style::default().add_modifier(Modifier::BOLD)),
+                Span::styled(
+                    format!("{k:<16}"),
+                    Style::default().add_modifier(Modifier::BOLD),
+                ),
                 Span::raw(*what),
             ])
         })
@@ -426,7 +541,11 @@ fn draw_help(frame: &mut Frame, app: &App, area: Rect) {
         lines.push(Line::from(format!("log file: {path}")));
     }
     frame.render_widget(
-        Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" Keys · Esc closes ")),
+        Paragraph::new(lines).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(" Keys · Esc closes "),
+        ),
         rect,
     );
 }

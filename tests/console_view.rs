@@ -1,0 +1,291 @@
+//! The console's screens, drawn with ratatui's TestBackend from fixed
+//! states and compared with reviewed snapshots (tests/snapshots/).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use mewld::engine::health::Health;
+use mewld::engine::process::{ExitInfo, Stream};
+use mewld::engine::state::{ClusterState, ClusterView, RollingView, Snapshot};
+use mewld::engine::{Event, Operation};
+use mewld::protocol::ShardHealth;
+use mewld::tui::app::{App, Effect, Msg};
+use mewld::tui::view;
+use ratatui::backend::TestBackend;
+use ratatui::style::Modifier;
+use ratatui::Terminal;
+use serde_json::{json, Value};
+
+/// 2026-11-28 12:00:00 UTC, so every clock on screen is fixed.
+fn t0() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_795_867_200)
+}
+
+fn at(secs_before: u64) -> SystemTime {
+    t0() - Duration::from_secs(secs_before)
+}
+
+fn health(shards: &[u32], age: u64) -> Health {
+    Health {
+        at: at(age),
+        round_trip_ms: 3,
+        shards: shards
+            .iter()
+            .map(|s| ShardHealth {
+                shard_id: *s,
+                up: *s != 5,
+                latency: Some(40.0 + f64::from(*s)),
+                guilds: Some(1000 + u64::from(*s)),
+                users: Some(80_000),
+            })
+            .collect(),
+    }
+}
+
+fn cluster(id: u32, name: &str, state: ClusterState) -> ClusterView {
+    let shards: Vec<u32> = (id * 4..id * 4 + 4).collect();
+    let alive = matches!(
+        state,
+        ClusterState::Starting | ClusterState::Running | ClusterState::Stopping
+    );
+    ClusterView {
+        id,
+        name: name.into(),
+        health: (state == ClusterState::Running).then(|| health(&shards, 7)),
+        shards,
+        state,
+        pid: alive.then_some(4000 + id),
+        started_at: alive.then(|| at(125 + u64::from(id))),
+        restarts: 0,
+        quick_failures: 0,
+        next_restart_at: None,
+        last_exit: None,
+    }
+}
+
+fn snapshot(states: &[ClusterState]) -> Snapshot {
+    let names = ["Pika", "Eevee", "Bulbasaur", "Squirtle", "Lugia", "Psyduck"];
+    Snapshot {
+        shard_count: states.len() as u32 * 4,
+        clusters: states
+            .iter()
+            .enumerate()
+            .map(|(i, s)| cluster(i as u32, names[i % names.len()], *s))
+            .collect(),
+        fully_up: states.iter().all(|s| *s == ClusterState::Running),
+        transport_connected: true,
+        transport_retry_at: None,
+        started_at: Some(at(3725)),
+        sessions_remaining: Some(993),
+        exiting: false,
+        rolling: None,
+        resharding: false,
+        pings_in_flight: 0,
+    }
+}
+
+fn app_with(snapshot: Snapshot) -> App {
+    let mut app = App::new(true, t0());
+    app.update(Msg::Snapshot(Arc::new(snapshot)));
+    let log = [
+        json!({"event": "cluster_started", "id": 0, "pid": 4000, "ts": 1_795_867_070_000_000i64}),
+        json!({"event": "cluster_launched", "id": 0, "ts": 1_795_867_073_000_000i64}),
+        json!({"event": "cluster_started", "id": 1, "pid": 4001, "ts": 1_795_867_074_000_000i64}),
+        json!({"event": "shards_launched", "cluster": 1, "from": 4, "to": 7, "ts": 1_795_867_077_000_000i64}),
+        json!({"event": "cluster_exited", "id": 2, "code": 101, "restart_in_ms": 3000, "ts": 1_795_867_190_000_000i64}),
+    ];
+    let entries = log
+        .iter()
+        .filter_map(|v| match v {
+            Value::Object(m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect();
+    app.update(Msg::History(entries));
+    for line in ["identifying shard 4 of 24", "fake bot: cluster 1 launched"] {
+        app.update(Msg::Engine(Event::Output {
+            id: 1,
+            name: "Eevee".into(),
+            stream: Stream::Stdout,
+            line: line.into(),
+        }));
+    }
+    app.update(Msg::Engine(Event::Output {
+        id: 1,
+        name: "Eevee".into(),
+        stream: Stream::Stderr,
+        line: "warning: slow identify".into(),
+    }));
+    app
+}
+
+fn render(app: &App, width: u16, height: u16) -> Terminal<TestBackend> {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
+    terminal.draw(|f| view::draw(f, app)).expect("draw");
+    terminal
+}
+
+fn key(app: &mut App, code: KeyCode) -> Option<Effect> {
+    app.update(Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)))
+}
+
+use ClusterState::*;
+
+#[test]
+fn launching() {
+    let app = app_with(snapshot(&[
+        Running, Running, Starting, Pending, Pending, Pending,
+    ]));
+    insta::assert_snapshot!(render(&app, 100, 30).backend());
+}
+
+#[test]
+fn fully_up_with_health_at_80x24() {
+    let app = app_with(snapshot(&[Running; 6]));
+    insta::assert_snapshot!(render(&app, 80, 24).backend());
+}
+
+#[test]
+fn wide_layout_shows_the_detail_beside_the_table() {
+    let mut app = app_with(snapshot(&[Running; 6]));
+    key(&mut app, KeyCode::Char('j'));
+    insta::assert_snapshot!(render(&app, 160, 40).backend());
+}
+
+#[test]
+fn detail_view_on_a_narrow_screen() {
+    let mut app = app_with(snapshot(&[Running; 6]));
+    key(&mut app, KeyCode::Down);
+    key(&mut app, KeyCode::Enter);
+    insta::assert_snapshot!(render(&app, 80, 30).backend());
+}
+
+#[test]
+fn help_overlay() {
+    let mut app = app_with(snapshot(&[Running; 6]));
+    key(&mut app, KeyCode::Char('?'));
+    insta::assert_snapshot!(render(&app, 100, 30).backend());
+}
+
+#[test]
+fn stop_confirmation_names_its_target_and_keeps_it() {
+    let mut app = app_with(snapshot(&[Running; 6]));
+    key(&mut app, KeyCode::Char('j'));
+    key(&mut app, KeyCode::Char('x'));
+    insta::assert_snapshot!(render(&app, 100, 30).backend());
+    // The table changes under the dialog (cluster 1 is gone, rows shift)…
+    let mut moved = snapshot(&[Running; 6]);
+    moved.clusters.remove(1);
+    app.update(Msg::Snapshot(Arc::new(moved)));
+    // …but yes still stops the cluster named when the dialog opened.
+    assert_eq!(
+        key(&mut app, KeyCode::Char('y')),
+        Some(Effect::Request(Operation::Stop(1)))
+    );
+}
+
+#[test]
+fn crash_backoff_outage_and_rolling_restart_in_the_header() {
+    let mut s = snapshot(&[Running, Running, Crashed, Running]);
+    s.clusters[2].next_restart_at = Some(t0() + Duration::from_secs(4));
+    s.clusters[2].restarts = 3;
+    s.clusters[2].last_exit = Some(ExitInfo {
+        code: Some(101),
+        signal: None,
+    });
+    s.transport_connected = false;
+    s.transport_retry_at = Some(t0() + Duration::from_secs(2));
+    s.rolling = Some(RollingView {
+        done: 1,
+        total: 4,
+        current: Some(1),
+    });
+    let app = app_with(s);
+    insta::assert_snapshot!(render(&app, 100, 20).backend());
+}
+
+#[test]
+fn filtered_paused_action_log() {
+    let mut app = app_with(snapshot(&[Running; 3]));
+    key(&mut app, KeyCode::Char('/'));
+    for c in "exited".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    key(&mut app, KeyCode::Enter);
+    key(&mut app, KeyCode::Char('f'));
+    insta::assert_snapshot!(render(&app, 100, 24).backend());
+}
+
+#[test]
+fn any_size_draws_without_panicking() {
+    let app = app_with(snapshot(&[Running; 6]));
+    for (w, h) in [
+        (1, 1),
+        (10, 3),
+        (19, 5),
+        (20, 6),
+        (30, 8),
+        (80, 24),
+        (300, 100),
+    ] {
+        render(&app, w, h);
+    }
+    insta::assert_snapshot!(render(&app, 12, 4).backend());
+}
+
+#[test]
+fn no_color_keeps_the_selection_visible() {
+    let mut app = app_with(snapshot(&[Running; 6]));
+    app.color = false;
+    key(&mut app, KeyCode::Char('j'));
+    let terminal = render(&app, 100, 30);
+    let buf = terminal.backend().buffer();
+    // Row of cluster 1: reversed, with a marker, and no colour anywhere.
+    let row = (0..buf.area.height)
+        .find(|y| buf[(1, *y)].symbol() == "▶" && buf[(2, *y)].symbol() == "1")
+        .expect("the selected row is marked");
+    assert!(buf[(3, row)].modifier.contains(Modifier::REVERSED));
+    let colored = buf
+        .content()
+        .iter()
+        .any(|c| c.fg != ratatui::style::Color::Reset || c.bg != ratatui::style::Color::Reset);
+    assert!(!colored, "NO_COLOR: no colours");
+}
+
+#[test]
+fn quitting_asks_first_and_can_stay() {
+    let mut app = app_with(snapshot(&[Running; 2]));
+    assert_eq!(key(&mut app, KeyCode::Char('q')), None);
+    assert!(app
+        .dialog
+        .as_ref()
+        .is_some_and(|d| d.body.contains("stops every cluster")));
+    assert_eq!(key(&mut app, KeyCode::Char('n')), None);
+    assert!(app.dialog.is_none());
+    key(&mut app, KeyCode::Char('q'));
+    assert_eq!(key(&mut app, KeyCode::Enter), Some(Effect::Quit));
+}
+
+#[test]
+fn start_and_diagnose_need_no_confirmation() {
+    let mut app = app_with(snapshot(&[Running, Stopped]));
+    key(&mut app, KeyCode::Char('j'));
+    assert_eq!(
+        key(&mut app, KeyCode::Char('s')),
+        Some(Effect::Request(Operation::Start(1)))
+    );
+    assert_eq!(
+        key(&mut app, KeyCode::Char('d')),
+        Some(Effect::Request(Operation::Diagnose(1)))
+    );
+    assert_eq!(
+        key(&mut app, KeyCode::Char('R')),
+        None,
+        "rolling restart asks first"
+    );
+    assert_eq!(
+        key(&mut app, KeyCode::Char('y')),
+        Some(Effect::Request(Operation::RollingRestart))
+    );
+}
