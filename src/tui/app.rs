@@ -266,6 +266,13 @@ impl App {
         if key.kind == KeyEventKind::Release {
             return None;
         }
+        // Esc followed quickly by a key arrives as Alt+key (tmux, slow links):
+        // take it as the two keys it was.
+        if key.modifiers.contains(KeyModifiers::ALT) {
+            let _ = self.on_key(KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE));
+            let plain = KeyEvent::new(key.code, key.modifiers - KeyModifiers::ALT);
+            return self.on_key(plain);
+        }
         if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
             return self.ask_quit();
         }

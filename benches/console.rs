@@ -1,0 +1,134 @@
+//! Console drawing cost (not a test: it prints figures). Builds the state
+//! of a big bot, 1 000 clusters with health and 100 000 action-log entries,
+//! then times building and drawing frames and reports the memory held.
+//! Goal: under 5 ms a frame, memory bounded by the caps.
+//!
+//! Run: `cargo bench --bench console`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use mewld::engine::health::Health;
+use mewld::engine::process::Stream;
+use mewld::engine::state::{ClusterState, ClusterView, Snapshot};
+use mewld::engine::Event;
+use mewld::protocol::ShardHealth;
+use mewld::tui::app::{App, Msg, LOG_CAP};
+use mewld::tui::view;
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+use serde_json::json;
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn big_snapshot(now: SystemTime) -> Snapshot {
+    let clusters = (0..1000u32)
+        .map(|id| {
+            let shards: Vec<u32> = (id * 10..id * 10 + 10).collect();
+            ClusterView {
+                id,
+                name: format!("cluster-{id}"),
+                health: Some(Health {
+                    at: now - Duration::from_secs(u64::from(id % 60)),
+                    round_trip_ms: 2,
+                    shards: shards
+                        .iter()
+                        .map(|s| ShardHealth {
+                            shard_id: *s,
+                            up: true,
+                            latency: Some(40.0),
+                            guilds: Some(1200),
+                            users: Some(90_000),
+                        })
+                        .collect(),
+                }),
+                shards,
+                state: ClusterState::Running,
+                pid: Some(10_000 + id),
+                started_at: Some(now - Duration::from_secs(3600)),
+                restarts: id % 3,
+                quick_failures: 0,
+                next_restart_at: None,
+                last_exit: None,
+            }
+        })
+        .collect();
+    Snapshot {
+        shard_count: 10_000,
+        clusters,
+        fully_up: true,
+        transport_connected: true,
+        started_at: Some(now - Duration::from_secs(7200)),
+        ..Snapshot::default()
+    }
+}
+
+fn time_frames(app: &App, frames: usize) -> (Duration, Duration) {
+    let mut terminal = Terminal::new(TestBackend::new(200, 50)).expect("terminal");
+    let mut times: Vec<Duration> = (0..frames)
+        .map(|_| {
+            let t = Instant::now();
+            terminal.draw(|f| view::draw(f, app)).expect("draw");
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    let mean = times.iter().sum::<Duration>() / frames as u32;
+    (mean, times[frames * 99 / 100])
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let now = SystemTime::now();
+    let before = rss_kib();
+    let mut app = App::new(true, now);
+    app.update(Msg::Snapshot(Arc::new(big_snapshot(now))));
+    for i in 0..(LOG_CAP + 20_000) {
+        let entry = json!({"event": "cluster_started", "id": i % 1000, "pid": 10_000 + i, "ts": 1_795_867_200_000_000i64 + i as i64});
+        if let serde_json::Value::Object(m) = entry {
+            app.update(Msg::Engine(Event::ActionLog(m)));
+        }
+    }
+    for i in 0..5_000 {
+        app.update(Msg::Engine(Event::Output {
+            id: 500,
+            name: "cluster-500".into(),
+            stream: Stream::Stdout,
+            line: format!("line {i} of output"),
+        }));
+    }
+    let held = rss_kib().saturating_sub(before);
+    // Select a cluster in the middle, as an operator scrolling would.
+    for _ in 0..500 {
+        app.update(Msg::Key(KeyEvent::new(
+            KeyCode::Char('j'),
+            KeyModifiers::NONE,
+        )));
+    }
+    let (mean, p99) = time_frames(&app, 300);
+    println!(
+        "1000 clusters, {} action-log entries (cap {LOG_CAP}), 200x50: frame mean {:.2} ms, p99 {:.2} ms; state held {:.1} MiB",
+        app.log.len(),
+        mean.as_secs_f64() * 1000.0,
+        p99.as_secs_f64() * 1000.0,
+        held as f64 / 1024.0
+    );
+    app.filter = "cluster 999".into();
+    let (mean, p99) = time_frames(&app, 100);
+    println!(
+        "  with a log filter matching 1 in 1000: frame mean {:.2} ms, p99 {:.2} ms",
+        mean.as_secs_f64() * 1000.0,
+        p99.as_secs_f64() * 1000.0
+    );
+}

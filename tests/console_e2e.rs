@@ -1,0 +1,253 @@
+//! The real console in a real terminal: `mewld` runs inside tmux against a
+//! real redis-server and fake-bot clusters; the test types keys and reads
+//! the screen and the processes, as an operator would.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+/// A tmux server of the test's own, killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(name: &str, script: &Path, width: u16, height: u16) -> Tmux {
+        let socket = format!("mewld-test-{name}-{}", std::process::id());
+        let status = Command::new("tmux")
+            .args([
+                "-L",
+                &socket,
+                "new-session",
+                "-d",
+                "-s",
+                "t",
+                "-x",
+                &width.to_string(),
+                "-y",
+                &height.to_string(),
+            ])
+            .arg(script)
+            .status()
+            .unwrap_or_else(|e| {
+                panic!("cannot run tmux ({e}); install it with `apt-get install tmux`")
+            });
+        assert!(status.success(), "tmux new-session failed");
+        Tmux { socket }
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        for k in keys {
+            let status = Command::new("tmux")
+                .args(["-L", &self.socket, "send-keys", "-t", "t", k])
+                .status()
+                .expect("tmux send-keys");
+            assert!(status.success());
+        }
+    }
+
+    fn screen(&self) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket, "capture-pane", "-p", "-t", "t"])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn wait_screen(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        wait_for(what, DEADLINE, || {
+            let s = self.screen();
+            pred(&s).then_some(s)
+        })
+    }
+
+    fn session_alive(&self) -> bool {
+        Command::new("tmux")
+            .args(["-L", &self.socket, "has-session", "-t", "t"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .output();
+    }
+}
+
+/// A script that runs the console with the fake bots' settings and records
+/// its exit status (tmux does not keep it).
+fn console_script(dir: &Path, config: &str, redis: &Redis, bot: &BotDir) -> (PathBuf, PathBuf) {
+    let config_path = dir.join("config.yaml");
+    std::fs::write(&config_path, config).expect("write config");
+    let status = dir.join("exit-status");
+    let script = dir.join("run.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nexport FAKEBOT_REDIS='{}' FAKEBOT_RECORD='{}' TERM=xterm-256color\nunset MTOKEN PER_CLUSTER\ncd '{}'\n'{MEWLD}' --config '{}' --log-file '{}'\necho $? > '{}'\n",
+            redis.url(),
+            bot.records_dir().display(),
+            dir.display(),
+            config_path.display(),
+            dir.join("mewld.log").display(),
+            status.display(),
+        ),
+    )
+    .expect("write script");
+    let mut perms = std::fs::metadata(&script).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&script, perms).expect("chmod");
+    (script, status)
+}
+
+fn pid_of(bot: &BotDir, cluster: u64, nth: usize) -> u32 {
+    bot.records()
+        .iter()
+        .filter(|r| r["cluster_id"] == cluster)
+        .nth(nth)
+        .and_then(|r| r["pid"].as_u64())
+        .expect("a recorded pid") as u32
+}
+
+#[test]
+fn operator_stops_starts_rolls_and_quits_from_the_console() {
+    let redis = Redis::start();
+    let discord = FakeDiscord::start(vec![Answer::gateway(6, 900, 0)]);
+    let bot = BotDir::new();
+    let ch = channel("console");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_text(
+        &redis,
+        &discord,
+        &bot,
+        &ch,
+        "names: [Pika, Eevee, Bulbasaur]\nstop_grace_period: 2\n",
+    );
+    let (script, status) = console_script(dir.path(), &config, &redis, &bot);
+    let tmux = Tmux::start("ops", &script, 120, 40);
+
+    tmux.wait_screen("the console fully up", |s| {
+        s.contains("fully up") && s.contains("3/3 running")
+    });
+    assert!(
+        !dir.path()
+            .join("mewld.log")
+            .metadata()
+            .map(|m| m.len() == 0)
+            .unwrap_or(true),
+        "logs go to the file"
+    );
+
+    // Stop cluster 1, after a confirmation that names it.
+    tmux.keys(&["j", "x"]);
+    tmux.wait_screen("the stop dialog", |s| s.contains("Stop cluster 1 (Eevee)?"));
+    let first = pid_of(&bot, 1, 0);
+    tmux.keys(&["y"]);
+    wait_for("cluster 1's process to end", DEADLINE, || {
+        (!alive(first)).then_some(())
+    });
+    tmux.wait_screen("cluster 1 shown stopped", |s| {
+        s.lines()
+            .any(|l| l.contains("Eevee") && l.contains("stopped"))
+    });
+
+    // Start it again: no dialog, a new process.
+    tmux.keys(&["s"]);
+    wait_for("a second cluster 1 process", DEADLINE, || {
+        (bot.records()
+            .iter()
+            .filter(|r| r["cluster_id"] == 1)
+            .count()
+            == 2)
+            .then_some(())
+    });
+    tmux.wait_screen("cluster 1 running again", |s| s.contains("3/3 running"));
+
+    // Rolling restart, confirmed; every cluster gets a new process.
+    tmux.keys(&["R"]);
+    tmux.wait_screen("the rolling restart dialog", |s| {
+        s.contains("Rolling restart")
+    });
+    tmux.keys(&["y"]);
+    wait_for("the rolling restart to finish", DEADLINE, || {
+        (!events(&redis.action_log(&ch), "rolling_restart_done").is_empty()).then_some(())
+    });
+    let log = redis.action_log(&ch);
+    assert!(events(&log, "operator_action")
+        .iter()
+        .any(|e| e["action"] == "rollingrestart" && e["via"] == "console"));
+    assert_eq!(bot.records().len(), 3 + 1 + 3);
+
+    // A refused action says why in the message line, and nothing crashes.
+    tmux.keys(&["s"]);
+    tmux.wait_screen("the refusal", |s| {
+        s.contains("refused") && s.contains("already running")
+    });
+
+    // Help lists the keys.
+    tmux.keys(&["?"]);
+    tmux.wait_screen("the help", |s| {
+        s.contains("rolling restart of every cluster")
+    });
+    tmux.keys(&["Escape"]);
+
+    // Quit: asks, then stops every cluster and exits 0.
+    let pids = bot.pids();
+    tmux.keys(&["q"]);
+    tmux.wait_screen("the quit dialog", |s| {
+        s.contains("Quitting stops every cluster")
+    });
+    tmux.keys(&["y"]);
+    wait_for("the console to exit", DEADLINE, || {
+        (!tmux.session_alive()).then_some(())
+    });
+    assert_eq!(
+        std::fs::read_to_string(&status)
+            .expect("exit status")
+            .trim(),
+        "0"
+    );
+    assert_all_dead(&pids);
+}
+
+#[test]
+fn the_demo_runs_with_nothing_installed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = dir.path().join("demo.sh");
+    let status = dir.path().join("exit-status");
+    // No token and no Redis settings: the demo brings its own of everything.
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nunset MTOKEN FAKEBOT_REDIS\nexport TERM=xterm-256color\ncd '{}'\n'{MEWLD}' demo\necho $? > '{}'\n",
+            dir.path().display(),
+            status.display()
+        ),
+    )
+    .expect("write script");
+    let mut perms = std::fs::metadata(&script).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&script, perms).expect("chmod");
+    let tmux = Tmux::start("demo", &script, 80, 24);
+    let screen = tmux.wait_screen("every demo cluster up with health", |s| {
+        s.contains("6/6 run") && s.contains("fully up") && s.contains("4/4")
+    });
+    assert!(screen.contains("Pika"), "{screen}");
+    tmux.keys(&["q", "y"]);
+    wait_for("the demo to exit", DEADLINE, || {
+        (!tmux.session_alive()).then_some(())
+    });
+    assert_eq!(
+        std::fs::read_to_string(&status)
+            .expect("exit status")
+            .trim(),
+        "0"
+    );
+}
