@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use crossterm::event::{Event as TermEvent, EventStream};
 use futures_util::StreamExt;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::engine::{Engine, EngineHandle, Exit, Operation, Via};
@@ -58,6 +59,11 @@ pub async fn run(
         });
     }
 
+    // A closed tmux window (SIGHUP) or a service stop (SIGTERM) stops the
+    // clusters cleanly, as quitting does.
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+
     // ratatui::init puts the terminal back on panic too, before color-eyre's report.
     let mut terminal = ratatui::init();
     let mut keys = EventStream::new();
@@ -83,6 +89,14 @@ pub async fn run(
                     }
                 }
                 dirty = true;
+            }
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: stopping every cluster, then exiting");
+                request(&handle, Operation::Shutdown, &msg_tx);
+            }
+            _ = terminate.recv() => {
+                tracing::info!("SIGTERM: stopping every cluster, then exiting");
+                request(&handle, Operation::Shutdown, &msg_tx);
             }
             Ok(()) = snapshots.changed() => {
                 let snapshot = snapshots.borrow_and_update().clone();

@@ -355,8 +355,8 @@ fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
             "health: no diagnostic answered yet (d asks now)",
         )),
     }
-    // Shards take at most half; the rest is the cluster's own output.
-    let shard_lines = lines.len().min(inner.height as usize / 2);
+    // Shards first; the cluster's own output keeps at least four lines.
+    let shard_lines = lines.len().min((inner.height as usize).saturating_sub(5));
     lines.truncate(shard_lines.max(1));
     let [top, bottom] = Layout::vertical([
         Constraint::Length(lines.len() as u16 + 1),
