@@ -88,9 +88,9 @@ fn console_script(dir: &Path, config: &str, redis: &Redis, bot: &BotDir) -> (Pat
     std::fs::write(&config_path, config).expect("write config");
     let status = dir.join("exit-status");
     let script = dir.join("run.sh");
-    std::fs::write(
+    write_executable(
         &script,
-        format!(
+        &format!(
             "#!/bin/sh\nexport FAKEBOT_REDIS='{}' FAKEBOT_RECORD='{}' TERM=xterm-256color\nunset MTOKEN PER_CLUSTER\ncd '{}'\n'{MEWLD}' --config '{}' --log-file '{}'\necho $? > '{}'\n",
             redis.url(),
             bot.records_dir().display(),
@@ -99,11 +99,7 @@ fn console_script(dir: &Path, config: &str, redis: &Redis, bot: &BotDir) -> (Pat
             dir.join("mewld.log").display(),
             status.display(),
         ),
-    )
-    .expect("write script");
-    let mut perms = std::fs::metadata(&script).expect("meta").permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-    std::fs::set_permissions(&script, perms).expect("chmod");
+    );
     (script, status)
 }
 
@@ -118,10 +114,13 @@ fn pid_of(bot: &BotDir, cluster: u64, nth: usize) -> u32 {
 
 #[test]
 fn operator_stops_starts_rolls_and_quits_from_the_console() {
-    let redis = Redis::start();
-    let discord = FakeDiscord::start(vec![Answer::gateway(6, 900, 0)]);
-    let bot = BotDir::new();
-    let ch = channel("console");
+    let Fixture {
+        redis,
+        discord,
+        bot,
+        ch,
+        ..
+    } = Fixture::new("console", vec![Answer::gateway(6, 900, 0)]);
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config_text(
         &redis,
@@ -223,18 +222,14 @@ fn the_demo_runs_with_nothing_installed() {
     let script = dir.path().join("demo.sh");
     let status = dir.path().join("exit-status");
     // No token and no Redis settings: the demo brings its own of everything.
-    std::fs::write(
+    write_executable(
         &script,
-        format!(
+        &format!(
             "#!/bin/sh\nunset MTOKEN FAKEBOT_REDIS\nexport TERM=xterm-256color\ncd '{}'\n'{MEWLD}' demo\necho $? > '{}'\n",
             dir.path().display(),
             status.display()
         ),
-    )
-    .expect("write script");
-    let mut perms = std::fs::metadata(&script).expect("meta").permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-    std::fs::set_permissions(&script, perms).expect("chmod");
+    );
     let tmux = Tmux::start("demo", &script, 80, 24);
     let screen = tmux.wait_screen("every demo cluster up with health", |s| {
         s.contains("6/6 run") && s.contains("fully up") && s.contains("4/4")

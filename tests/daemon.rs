@@ -12,11 +12,13 @@ use serde_json::json;
 
 /// Starts a manager with 5 shards in 3 clusters and waits until all are up.
 fn up(test: &str, extra: &str) -> (Redis, FakeDiscord, BotDir, Manager, Listener, String) {
-    let redis = Redis::start();
-    let discord = FakeDiscord::start(vec![Answer::gateway(5, 900, 0)]);
-    let bot = BotDir::new();
-    let ch = channel(test);
-    let listener = redis.listen(&ch);
+    let Fixture {
+        redis,
+        discord,
+        bot,
+        ch,
+        listener,
+    } = Fixture::new(test, vec![Answer::gateway(5, 900, 0)]);
     let mut manager = Manager::start(
         &config_text(&redis, &discord, &bot, &ch, extra),
         &redis,
@@ -119,11 +121,13 @@ fn launches_clusters_in_order_with_the_exact_arguments() {
 
 #[test]
 fn module_without_interp_is_the_program() {
-    let redis = Redis::start();
-    let discord = FakeDiscord::start(vec![Answer::gateway(1, 900, 0)]);
-    let bot = BotDir::new();
-    let ch = channel("nointerp");
-    let listener = redis.listen(&ch);
+    let Fixture {
+        redis,
+        discord,
+        bot,
+        ch,
+        listener,
+    } = Fixture::new("nointerp", vec![Answer::gateway(1, 900, 0)]);
     let config = config_text(&redis, &discord, &bot, &ch, "")
         .replace("interp: /bin/sh\nmodule: bot.sh", "module: ./bot.sh");
     let mut manager = Manager::start(&config, &redis, &bot);
@@ -432,11 +436,13 @@ fn action_log_is_capped() {
 
 #[test]
 fn few_session_starts_left_waits_for_the_reset() {
-    let redis = Redis::start();
-    let discord = FakeDiscord::start(vec![Answer::gateway(2, 1, 1500)]);
-    let bot = BotDir::new();
-    let ch = channel("sessions");
-    let listener = redis.listen(&ch);
+    let Fixture {
+        redis,
+        discord,
+        bot,
+        ch,
+        listener,
+    } = Fixture::new("sessions", vec![Answer::gateway(2, 1, 1500)]);
     let mut manager = Manager::start(&config_text(&redis, &discord, &bot, &ch, ""), &redis, &bot);
     manager.wait_launched(&listener);
     assert!(

@@ -21,11 +21,13 @@ struct Bot {
 }
 
 fn launch(test: &str, shards: u32, extra: &str, env: &[(&str, &str)]) -> Bot {
-    let redis = Redis::start();
-    let discord = FakeDiscord::start(vec![Answer::gateway(shards, 900, 0)]);
-    let bot = BotDir::new();
-    let ch = channel(test);
-    let listener = redis.listen(&ch);
+    let Fixture {
+        redis,
+        discord,
+        bot,
+        ch,
+        listener,
+    } = Fixture::new(test, vec![Answer::gateway(shards, 900, 0)]);
     let config = config_text(&redis, &discord, &bot, &ch, extra);
     let mut manager = Manager::start_with(&config, &["--daemon"], Some(&redis), &bot, env);
     manager.wait_launched(&listener);
@@ -181,11 +183,13 @@ fn rolling_restart_goes_one_cluster_at_a_time() {
 
 #[test]
 fn rolling_restart_is_refused_before_every_cluster_is_up() {
-    let redis = Redis::start();
-    let discord = FakeDiscord::start(vec![Answer::gateway(4, 900, 0)]);
-    let bot = BotDir::new();
-    let ch = channel("rollearly");
-    let listener = redis.listen(&ch);
+    let Fixture {
+        redis,
+        discord,
+        bot,
+        ch,
+        listener,
+    } = Fixture::new("rollearly", vec![Answer::gateway(4, 900, 0)]);
     let config = config_text(&redis, &discord, &bot, &ch, "");
     // Each cluster takes a long time to "identify".
     let _manager = Manager::start_with(
@@ -209,11 +213,13 @@ fn rolling_restart_is_refused_before_every_cluster_is_up() {
 
 #[test]
 fn a_crash_loop_backs_off_then_marks_the_cluster_failed() {
-    let redis = Redis::start();
-    let discord = FakeDiscord::start(vec![Answer::gateway(1, 900, 0)]);
-    let bot = BotDir::new();
-    let ch = channel("crashloop");
-    let listener = redis.listen(&ch);
+    let Fixture {
+        redis,
+        discord,
+        bot,
+        ch,
+        listener,
+    } = Fixture::new("crashloop", vec![Answer::gateway(1, 900, 0)]);
     let config = config_text(
         &redis,
         &discord,
@@ -317,11 +323,16 @@ fn a_redis_outage_loses_no_cluster_and_no_action_log_entry() {
 
 #[test]
 fn reshard_grows_the_map() {
-    let redis = Redis::start();
-    let discord = FakeDiscord::start(vec![Answer::gateway(3, 900, 0), Answer::gateway(5, 900, 0)]);
-    let bot = BotDir::new();
-    let ch = channel("reshard");
-    let listener = redis.listen(&ch);
+    let Fixture {
+        redis,
+        discord,
+        bot,
+        ch,
+        listener,
+    } = Fixture::new(
+        "reshard",
+        vec![Answer::gateway(3, 900, 0), Answer::gateway(5, 900, 0)],
+    );
     let config = config_text(
         &redis,
         &discord,

@@ -279,11 +279,7 @@ impl BotDir {
         let script = format!(
             "#!/bin/sh\n{{ printf '%s\\n' \"$0\"; for a in \"$@\"; do printf '%s\\n' \"$a\"; done; }} > \"$FAKEBOT_RECORD/argv-$$\"\nexec '{MEWLD}' fake-bot \"$@\"\n"
         );
-        let path = dir.path().join("bot.sh");
-        std::fs::write(&path, script).expect("write bot.sh");
-        let mut perms = std::fs::metadata(&path).expect("meta").permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-        std::fs::set_permissions(&path, perms).expect("chmod");
+        write_executable(&dir.path().join("bot.sh"), &script);
         std::fs::create_dir(dir.path().join("records")).expect("records dir");
         BotDir { dir }
     }
@@ -327,6 +323,39 @@ impl BotDir {
             .map(|p| p as u32)
             .collect()
     }
+}
+
+/// What most end-to-end tests start from: a private Redis, a fake Discord
+/// giving `answers`, a bot directory, a channel and a listener on it.
+pub struct Fixture {
+    pub redis: Redis,
+    pub discord: FakeDiscord,
+    pub bot: BotDir,
+    pub ch: String,
+    pub listener: Listener,
+}
+
+impl Fixture {
+    pub fn new(test: &str, answers: Vec<Answer>) -> Fixture {
+        let redis = Redis::start();
+        let ch = channel(test);
+        let listener = redis.listen(&ch);
+        Fixture {
+            discord: FakeDiscord::start(answers),
+            bot: BotDir::new(),
+            redis,
+            ch,
+            listener,
+        }
+    }
+}
+
+/// Writes a script and makes it executable.
+pub fn write_executable(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("write script");
+    let mut perms = std::fs::metadata(path).expect("meta").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(path, perms).expect("chmod");
 }
 
 /// Is `pid` a live process (not gone, not a zombie)?
