@@ -76,7 +76,11 @@ struct RawConfig {
     restart_max_failures: Option<u32>,
     restart_stable_after: Option<u64>,
     rolling_restart_timeout: Option<u64>,
+    launch_timeout: Option<u64>,
 }
+
+/// Longest duration a setting may have: beyond it a typo is likelier than intent.
+const MAX_SECS: u64 = 30 * 24 * 3600;
 
 /// Placeholders accepted in the `args` template.
 pub const ARG_PLACEHOLDERS: [&str; 7] = [
@@ -173,6 +177,9 @@ pub struct Config {
     pub restart: RestartPolicy,
     /// How long a rolling restart waits for each cluster's `launch_next`.
     pub rolling_restart_timeout: Duration,
+    /// How long the launch waits for a cluster's `launch_next` before it
+    /// starts the next one anyway.
+    pub launch_timeout: Duration,
 }
 
 /// What loading a file found wrong, located as precisely as possible.
@@ -348,11 +355,22 @@ fn resolve(raw: RawConfig, text: &str, path: &Path, ov: &Overrides) -> Result<Co
         let v = v.unwrap_or(default);
         if v == 0 && !allow_zero {
             Err(err(key, "must be greater than 0 seconds".into()))
+        } else if v > MAX_SECS {
+            Err(err(
+                key,
+                format!("{v} seconds is more than 30 days; too long to mean anything here"),
+            ))
         } else {
             Ok(Duration::from_secs(v))
         }
     };
-    let ping_interval = secs("ping_interval", raw.ping_interval, 60, false)?;
+    // The original had no default and broke on 0: 0 means the default here.
+    let ping_interval = secs(
+        "ping_interval",
+        raw.ping_interval.filter(|v| *v > 0),
+        60,
+        false,
+    )?;
     let ping_timeout = secs("ping_timeout", raw.ping_timeout, 120, false)?;
     let cluster_start_next_delay = secs(
         "cluster_start_next_delay",
@@ -362,11 +380,13 @@ fn resolve(raw: RawConfig, text: &str, path: &Path, ov: &Overrides) -> Result<Co
     )?;
     let stop_grace_period = secs("stop_grace_period", raw.stop_grace_period, 10, true)?;
     let restart = RestartPolicy {
-        backoff_base: secs("restart_backoff_base", raw.restart_backoff_base, 3, true)?,
+        backoff_base: secs("restart_backoff_base", raw.restart_backoff_base, 3, false)?,
         backoff_max: secs("restart_backoff_max", raw.restart_backoff_max, 60, true)?,
-        max_failures: raw.restart_max_failures.unwrap_or(5),
+        // 0: keep restarting (with backoff), as the original did.
+        max_failures: raw.restart_max_failures.unwrap_or(0),
         stable_after: secs("restart_stable_after", raw.restart_stable_after, 60, true)?,
     };
+    let launch_timeout = secs("launch_timeout", raw.launch_timeout, 600, false)?;
     let rolling_restart_timeout = secs(
         "rolling_restart_timeout",
         raw.rolling_restart_timeout,
@@ -450,6 +470,7 @@ fn resolve(raw: RawConfig, text: &str, path: &Path, ov: &Overrides) -> Result<Co
         stop_grace_period,
         restart,
         rolling_restart_timeout,
+        launch_timeout,
     })
 }
 
@@ -651,6 +672,19 @@ mod tests {
         assert_eq!(c.minimum_safe_sessions_remaining, 5);
         assert_eq!(c.action_log_max_len, 10_000);
         assert_eq!(c.stop_grace_period, Duration::from_secs(10));
+        assert_eq!(
+            c.restart.max_failures, 0,
+            "crashed clusters are restarted for ever by default"
+        );
+        assert_eq!(c.launch_timeout, Duration::from_secs(600));
+        let c = parse_ok(&format!("{MIN}ping_interval: 0\n"), &ov()).config;
+        assert_eq!(
+            c.ping_interval,
+            Duration::from_secs(60),
+            "0 means the default"
+        );
+        let e = parse_err(&format!("{MIN}ping_timeout: 99999999999\n"));
+        assert_eq!(e.key.as_deref(), Some("ping_timeout"));
         assert_eq!(c.fixed_shard_count, None);
         assert_eq!(c.args, DEFAULT_ARGS.map(String::from).to_vec());
         assert_eq!(c.bot_dir, PathBuf::from("/home/bot"));

@@ -69,12 +69,10 @@ enum Command {
 
 fn main() -> ExitCode {
     // The original took Go-style `-cfg-file PATH`; keep old unit files working.
-    let args = std::env::args_os().map(|a| {
-        if a == "-cfg-file" {
-            "--cfg-file".into()
-        } else {
-            a
-        }
+    let args = std::env::args_os().map(|a| match a.to_str() {
+        Some("-cfg-file") => "--cfg-file".into(),
+        Some(s) if s.starts_with("-cfg-file=") => format!("-{s}").into(),
+        _ => a,
     });
     let cli = Cli::parse_from(args);
     if let Err(e) = color_eyre::install() {
@@ -95,7 +93,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    transport::unix::remove_sockets();
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("mewld: error: {e:#}");

@@ -202,13 +202,21 @@ fn rolling_restart_is_refused_before_every_cluster_is_up() {
     wait_for("cluster 0 to start", DEADLINE, || {
         (!bot.records().is_empty()).then_some(())
     });
+    // Acked as the original did; the refusal and its reason are in the log.
     let reply = ask(&redis, &listener, &ch, "rollingrestart", json!({}));
+    assert_eq!(reply["output"], "ok");
+    let refusal = wait_for("the refusal in the action log", DEADLINE, || {
+        events(&redis.action_log(&ch), "operator_action")
+            .into_iter()
+            .find(|e| e["action"] == "rollingrestart")
+    });
     assert!(
-        reply["output"]
+        refusal["refused"]
             .as_str()
             .is_some_and(|o| o.contains("not every cluster has launched")),
-        "{reply}"
+        "{refusal}"
     );
+    assert!(events(&redis.action_log(&ch), "rolling_restart").is_empty());
 }
 
 #[test]
@@ -395,13 +403,17 @@ fn reshard_grows_the_map() {
 #[test]
 fn reshard_is_refused_without_the_feature() {
     let b = launch("noreshard", 2, "", &[]);
-    let reply = b.ask("reshard", json!({}));
+    assert_eq!(b.ask("reshard", json!({}))["output"], "ok");
+    let refusal = b.wait_event("the refusal in the action log", |e| {
+        e["event"] == "operator_action" && e["action"] == "reshard"
+    });
     assert!(
-        reply["output"]
+        refusal["refused"]
             .as_str()
             .is_some_and(|o| o.contains("experimental_features")),
-        "{reply}"
+        "{refusal}"
     );
+    assert!(events(&b.log(), "reshard_begin").is_empty());
     assert_eq!(b.discord.requests().len(), 1, "Discord was not asked again");
 }
 

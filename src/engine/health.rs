@@ -57,13 +57,9 @@ impl Pings {
         self.in_flight.insert(nonce, ping);
     }
 
-    /// The ping this nonce answers, if it is still waited for.
-    pub fn answered(&mut self, nonce: &str) -> Option<Ping> {
-        self.in_flight.remove(nonce)
-    }
-
-    /// The ping whose time is up, if it was not answered.
-    pub fn timed_out(&mut self, nonce: &str) -> Option<Ping> {
+    /// The ping with this nonce, if it is still waited for; an answer and a
+    /// timeout each take it, so whichever comes second finds nothing.
+    pub fn take(&mut self, nonce: &str) -> Option<Ping> {
         self.in_flight.remove(nonce)
     }
 
@@ -102,21 +98,21 @@ mod tests {
         }
         // Answers in any order all match.
         for c in (0..40).rev() {
-            assert_eq!(p.answered(&format!("n{c}")).map(|x| x.cluster), Some(c));
+            assert_eq!(p.take(&format!("n{c}")).map(|x| x.cluster), Some(c));
         }
         assert!(p.is_empty());
-        assert_eq!(p.answered("n1"), None, "an answer counts once");
+        assert_eq!(p.take("n1"), None, "an answer counts once");
     }
 
     #[test]
     fn a_timeout_after_the_answer_is_nothing() {
         let mut p = Pings::default();
         p.sent("a".into(), ping(0));
-        assert!(p.answered("a").is_some());
-        assert!(p.timed_out("a").is_none());
+        assert!(p.take("a").is_some());
+        assert!(p.take("a").is_none());
         p.sent("b".into(), ping(3));
         p.forget(3);
-        assert!(p.timed_out("b").is_none());
+        assert!(p.take("b").is_none());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The engine: the one owner of every cluster's state.
 //!
-//! It is an actor (the handle + task pattern): Redis messages, operator
-//! requests, child exits and timers all arrive as [`Input`] on one channel
-//! and are handled one at a time, so no lock guards cluster state. Faces
+//! It is an actor (the handle + task pattern): operator requests, child
+//! exits and timers arrive as [`Input`] on its inbox, messages from clusters
+//! on the transport's channel, and one task handles them one at a time, so
+//! no lock guards cluster state. Faces
 //! hold an [`EngineHandle`]: they send [`Operation`]s, receive [`Event`]s,
 //! and read the latest [`Snapshot`].
 
@@ -154,6 +155,10 @@ enum Input {
         exit: ExitInfo,
     },
     StartNextDue,
+    LaunchTimeout {
+        id: ClusterId,
+        generation: u64,
+    },
     CrashRestartDue {
         id: ClusterId,
         generation: u64,
@@ -340,6 +345,16 @@ impl Engine {
                 exit,
             } => self.on_exit(id, generation, exit),
             Input::StartNextDue => self.start_next(),
+            Input::LaunchTimeout { id, generation } => {
+                let current = self.index(id).ok().map(|i| self.clusters[i].generation);
+                if self.launching == Some(id) && current == Some(generation) {
+                    self.log(
+                        "launch_timeout",
+                        json!({"id": id, "waited_secs": self.config.launch_timeout.as_secs()}),
+                    );
+                    self.launch_moved_on(id);
+                }
+            }
             Input::CrashRestartDue { id, generation } => self.crash_restart(id, generation),
             Input::PingDue => self.ping_all(),
             Input::PingTimeout(nonce) => self.on_ping_timeout(&nonce),
@@ -423,10 +438,11 @@ impl Engine {
             }
             _ => {
                 let result = self.operate(op, Via::Redis);
+                // The original acks whatever happens (a refusal is in the
+                // action log); only a failed start says so.
                 let output = match (&result, op) {
-                    (Ok(()), _) => json!("ok"),
                     (Err(_), Operation::Start(_)) => json!("could not start instance"),
-                    (Err(refused), _) => json!(refused.0),
+                    _ => json!("ok"),
                 };
                 self.reply(command_id, output);
                 result
@@ -505,6 +521,7 @@ impl Engine {
                 match self.clusters[idx].state {
                     ClusterState::Starting | ClusterState::Running => {
                         self.stop(idx, None);
+                        self.launch_moved_on(id);
                         Ok(())
                     }
                     ClusterState::Stopping => {
@@ -550,11 +567,11 @@ impl Engine {
                 let order: Vec<ClusterId> = self
                     .clusters
                     .iter()
-                    .filter(|c| c.is_alive())
+                    .filter(|c| c.is_up())
                     .map(|c| c.spec.id)
                     .collect();
                 self.log("rolling_restart", json!({"clusters": order}));
-                self.begin_rolling(order);
+                self.begin_rolling(order, "rolling_restart_done");
                 Ok(())
             }
             Operation::Reshard => {
@@ -565,7 +582,10 @@ impl Engine {
                 }
                 self.may_restart_all()?;
                 self.resharding = true;
-                self.log("reshard_begin", json!({"shards": self.shard_count}));
+                self.log(
+                    "reshard_begin",
+                    json!({"subsystem": "reshard", "shards": self.shard_count}),
+                );
                 let inbox = self.inbox_tx.clone();
                 let config = self.config.clone();
                 tokio::spawn(async move {
@@ -637,13 +657,22 @@ impl Engine {
             Some(idx) => {
                 let id = self.clusters[idx].spec.id;
                 self.launching = Some(id);
-                if let Err(e) = self.spawn(idx) {
-                    self.log(
-                        "cluster_start_failed",
-                        json!({"id": id, "via": "start_next", "error": e}),
-                    );
-                    // Do not let one broken cluster hold up the rest.
-                    self.schedule(self.config.cluster_start_next_delay, Input::StartNextDue);
+                match self.spawn(idx) {
+                    Ok(()) => {
+                        let generation = self.clusters[idx].generation;
+                        self.schedule(
+                            self.config.launch_timeout,
+                            Input::LaunchTimeout { id, generation },
+                        );
+                    }
+                    Err(e) => {
+                        self.log(
+                            "cluster_start_failed",
+                            json!({"id": id, "via": "start_next", "error": e}),
+                        );
+                        // Do not let one broken cluster hold up the rest.
+                        self.launch_moved_on(id);
+                    }
                 }
             }
             None => {
@@ -671,9 +700,10 @@ impl Engine {
             c.state = ClusterState::Running;
             self.log("cluster_launched", json!({"id": id}));
         }
-        if let Some(rolling) = &self.rolling {
+        if let Some(rolling) = self.rolling.as_mut() {
             if rolling.current() == Some(id) {
-                let step = rolling.step;
+                // Released: its timeout no longer applies.
+                let step = rolling.release();
                 self.schedule(
                     self.config.cluster_start_next_delay,
                     Input::RollingNextDue(step),
@@ -689,6 +719,15 @@ impl Engine {
             } else {
                 self.start_next();
             }
+        }
+    }
+
+    /// The cluster the launch waits on will not say `launch_next` (it failed,
+    /// was stopped, or took too long): go on with the next one.
+    fn launch_moved_on(&mut self, id: ClusterId) {
+        if self.launching == Some(id) {
+            self.launching = None;
+            self.schedule(self.config.cluster_start_next_delay, Input::StartNextDue);
         }
     }
 
@@ -812,6 +851,7 @@ impl Engine {
                     json!({"id": id, "quick_failures": failures, "error": "kept exiting soon after starting; left stopped until an operator starts it"}),
                 );
                 self.rolling_target_failed(id);
+                self.launch_moved_on(id);
             }
         }
     }
@@ -833,6 +873,7 @@ impl Engine {
                     json!({"id": id, "via": "observe", "error": e}),
                 );
                 self.rolling_target_failed(id);
+                self.launch_moved_on(id);
             }
         }
     }
@@ -867,7 +908,7 @@ impl Engine {
     }
 
     fn on_diag(&mut self, answer: DiagAnswer) {
-        let Some(ping) = self.pings.answered(&answer.nonce) else {
+        let Some(ping) = self.pings.take(&answer.nonce) else {
             tracing::debug!(nonce = %answer.nonce, "a diagnostic answer nobody is waiting for");
             return;
         };
@@ -885,7 +926,7 @@ impl Engine {
     }
 
     fn on_ping_timeout(&mut self, nonce: &str) {
-        let Some(ping) = self.pings.timed_out(nonce) else {
+        let Some(ping) = self.pings.take(nonce) else {
             return;
         };
         // A reconnect since the ping, or an outage now, explains the silence.
@@ -904,8 +945,8 @@ impl Engine {
         self.stop(idx, Some(RestartCause::PingCheck));
     }
 
-    fn begin_rolling(&mut self, order: Vec<ClusterId>) {
-        self.rolling = Some(Rolling::new(order));
+    fn begin_rolling(&mut self, order: Vec<ClusterId>, done_event: &'static str) {
+        self.rolling = Some(Rolling::new(order, done_event));
         self.rolling_advance();
     }
 
@@ -916,8 +957,9 @@ impl Engine {
                 return;
             };
             let Some(id) = rolling.advance() else {
+                let done = rolling.done_event;
                 self.rolling = None;
-                self.log("rolling_restart_done", json!({}));
+                self.log(done, json!({}));
                 // A reshard may have added clusters: launch them now.
                 self.resharding = false;
                 self.start_next();
@@ -925,8 +967,9 @@ impl Engine {
             };
             let step = rolling.step;
             let Ok(idx) = self.index(id) else { continue };
-            if !self.clusters[idx].is_alive() {
-                // Stopped or failed since the restart began: leave it be.
+            if !self.clusters[idx].is_up() {
+                // Stopped (or being stopped) or failed since the restart
+                // began: an operator's stop wins; leave it be.
                 continue;
             }
             self.stop(idx, Some(RestartCause::RollingRestart));
@@ -1010,7 +1053,7 @@ impl Engine {
             json!({"subsystem": "cluster_map", "old_shards": old_count, "new_shards": new_count,
                    "clusters": self.clusters.len(), "restarting": restart}),
         );
-        self.begin_rolling(restart);
+        self.begin_rolling(restart, "reshard_restarts_done");
     }
 
     fn schedule(&self, after: Duration, input: Input) {

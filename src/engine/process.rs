@@ -3,8 +3,9 @@
 //!
 //! Each process gets its own supervisor task that owns the `Child`; the
 //! engine talks to it through a [`ProcHandle`] and hears back through the
-//! callbacks it passed in. Nothing else touches the pid, so a signal can
-//! never reach a recycled one.
+//! callbacks it passed in. Signals go out only while the child is not yet
+//! reaped, so its pid (and group id) cannot have been recycled; the one
+//! exception is the final sweep of the group, explained where it happens.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -22,8 +23,10 @@ use tokio::sync::mpsc;
 use crate::cluster_map::{python_list, ClusterSpec};
 use crate::config::Config;
 
-/// Longest output line passed on whole; longer ones are cut.
+/// Longest output line passed on whole; the rest of a longer one is dropped.
 const MAX_LINE: usize = 16 * 1024;
+/// How long output may still drain after the process exited.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,17 +98,36 @@ pub fn command_line(config: &Config, spec: &ClusterSpec, shard_count: u32) -> Co
         .args
         .iter()
         .filter(|a| config.interp.is_some() || a.as_str() != "{module}")
-        .map(|a| {
-            values
-                .iter()
-                .fold(a.clone(), |acc, (key, value)| acc.replace(key, value))
-        })
+        .map(|a| expand(a, &values))
         .collect();
     CommandLine {
         program,
         args,
         cwd: dir.clone(),
     }
+}
+
+/// Replaces each `{placeholder}` in `template` once, left to right, so a
+/// value that itself contains braces (a cluster name, a path) stays as is.
+fn expand(template: &str, values: &[(&str, String)]) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.push_str(&rest[..start]);
+        let tail = &rest[start..];
+        match values.iter().find(|(key, _)| tail.starts_with(key)) {
+            Some((key, value)) => {
+                out.push_str(value);
+                rest = &tail[key.len()..];
+            }
+            None => {
+                out.push('{');
+                rest = &tail[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The engine's end of a running process.
@@ -181,9 +203,19 @@ pub fn spawn(
             }
         };
         // Whatever the process group left behind has no parent to reap it.
+        // Linux keeps a pid from reuse while it names a live group, so this
+        // only reaches a stranger if the group is empty and the pid was
+        // taken by a new group leader in the last microseconds.
         signal_group(pid, Signal::SIGKILL);
-        for reader in readers {
-            let _ = reader.await;
+        // Let the readers pass on the last lines, but not wait for ever: a
+        // descendant in another group may hold the pipes open.
+        for mut reader in readers {
+            if tokio::time::timeout(DRAIN_TIMEOUT, &mut reader)
+                .await
+                .is_err()
+            {
+                reader.abort();
+            }
         }
         let info = match status {
             Ok(status) => ExitInfo::from(status),
@@ -236,23 +268,46 @@ async fn read_lines(
     on_line: std::sync::Arc<impl Fn(Stream, String) + Send + Sync + 'static>,
 ) {
     let mut reader = BufReader::new(source);
-    let mut buf = Vec::new();
+    let mut line = Vec::new();
     loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                if buf.last() == Some(&b'\n') {
-                    buf.pop();
+        // Read through the buffer so a line without end cannot grow memory.
+        let (used, ended) = match reader.fill_buf().await {
+            Ok([]) | Err(_) => {
+                if !line.is_empty() {
+                    on_line(stream, finish_line(&mut line));
                 }
-                if buf.last() == Some(&b'\r') {
-                    buf.pop();
-                }
-                buf.truncate(MAX_LINE);
-                on_line(stream, String::from_utf8_lossy(&buf).into_owned());
+                return;
             }
+            Ok(buf) => match buf.iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    keep(&mut line, &buf[..i]);
+                    (i + 1, true)
+                }
+                None => {
+                    keep(&mut line, buf);
+                    (buf.len(), false)
+                }
+            },
+        };
+        reader.consume(used);
+        if ended {
+            on_line(stream, finish_line(&mut line));
         }
     }
+}
+
+fn keep(line: &mut Vec<u8>, bytes: &[u8]) {
+    let room = MAX_LINE.saturating_sub(line.len());
+    line.extend_from_slice(&bytes[..bytes.len().min(room)]);
+}
+
+fn finish_line(line: &mut Vec<u8>) -> String {
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    let text = String::from_utf8_lossy(line).into_owned();
+    line.clear();
+    text
 }
 
 #[cfg(test)]
@@ -321,6 +376,19 @@ mod tests {
         let c = config("args: [\"--cluster={cluster_id}\", \"{shards}\", \"{cluster_name}-x\"]\n");
         let line = command_line(&c, &spec(), 4);
         assert_eq!(line.args, vec!["--cluster=1", "[2, 3]", "Eevee-x"]);
+    }
+
+    #[test]
+    fn values_are_not_expanded_twice() {
+        let mut c = config("");
+        c.names = vec![];
+        let spec = ClusterSpec {
+            id: 0,
+            name: "odd{dir}name".into(),
+            shards: vec![0],
+        };
+        let line = command_line(&c, &spec, 1);
+        assert_eq!(line.args[3], "odd{dir}name");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::config::RestartPolicy;
 /// What to do after an unasked exit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Restart after this long; `quick_failures` is the new count.
+    /// Restart after this long.
     RestartIn(Duration),
     /// Too many quick failures in a row: leave it stopped.
     GiveUp,

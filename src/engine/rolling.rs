@@ -15,11 +15,14 @@ pub struct Rolling {
     pub step: u64,
     done: usize,
     total: usize,
+    /// Logged when every cluster has had its turn.
+    pub done_event: &'static str,
 }
 
 impl Rolling {
-    pub fn new(order: Vec<ClusterId>) -> Self {
+    pub fn new(order: Vec<ClusterId>, done_event: &'static str) -> Self {
         Rolling {
+            done_event,
             total: order.len(),
             queue: order.into(),
             current: None,
@@ -37,6 +40,13 @@ impl Rolling {
         self.step += 1;
         self.current = self.queue.pop_front();
         self.current
+    }
+
+    /// The current cluster said `launch_next`: a new step, so its pending
+    /// timeout is void. Returns the step for the "go on" timer.
+    pub fn release(&mut self) -> u64 {
+        self.step += 1;
+        self.step
     }
 
     pub fn current(&self) -> Option<ClusterId> {
@@ -58,7 +68,7 @@ mod tests {
 
     #[test]
     fn goes_in_order_and_counts_progress() {
-        let mut r = Rolling::new(vec![0, 1, 2]);
+        let mut r = Rolling::new(vec![0, 1, 2], "done");
         assert_eq!(r.view().done, 0);
         assert_eq!(r.advance(), Some(0));
         let step = r.step;

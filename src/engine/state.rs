@@ -107,6 +107,11 @@ impl Cluster {
         self.proc.is_some()
     }
 
+    /// Alive and meant to stay so (not being stopped).
+    pub fn is_up(&self) -> bool {
+        matches!(self.state, ClusterState::Starting | ClusterState::Running)
+    }
+
     pub fn view(&self) -> ClusterView {
         ClusterView {
             id: self.spec.id,

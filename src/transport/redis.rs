@@ -127,10 +127,7 @@ impl Writer {
                 )
                 .await
                 {
-                    Ok(Ok(conn)) => {
-                        self.conn = Some(conn);
-                        backoff = BACKOFF_MIN;
-                    }
+                    Ok(Ok(conn)) => self.conn = Some(conn),
                     _ => {
                         self.while_down();
                         // Keep taking work while waiting, so nothing blocks.
@@ -151,10 +148,17 @@ impl Writer {
                 }
             }
             if let Some(item) = self.pending.pop_front() {
-                if let Err(item) = self.write(item).await {
-                    self.conn = None;
-                    if let Some(item) = item {
-                        self.pending.push_front(item);
+                match self.write(item).await {
+                    Ok(()) => backoff = BACKOFF_MIN,
+                    Err(item) => {
+                        self.conn = None;
+                        if let Some(item) = item {
+                            self.pending.push_front(item);
+                        }
+                        // A connection that accepts and then fails at once must
+                        // not turn into a busy loop.
+                        tokio::time::sleep(backoff).await;
+                        backoff = next_backoff(backoff);
                     }
                 }
             }
@@ -208,15 +212,18 @@ impl Writer {
     }
 
     /// Writes one item. On a connection error, gives back what must be
-    /// retried (if anything).
+    /// retried once reconnected. An error the server answered (a wrong key
+    /// type, a read-only replica, out of memory) will not go away by
+    /// retrying: it is logged and the item dropped, so it cannot hold up
+    /// everything queued behind it.
     async fn write(&mut self, item: Pending) -> Result<(), Option<Pending>> {
         let Some(conn) = self.conn.as_mut() else {
             return Err(Some(item));
         };
-        match item {
+        let (result, retry) = match item {
             Pending::Flush(tx) => {
                 let _ = tx.send(());
-                Ok(())
+                return Ok(());
             }
             Pending::Publish(payload, at) => {
                 let r: redis::RedisResult<()> = redis::cmd("PUBLISH")
@@ -224,17 +231,17 @@ impl Writer {
                     .arg(&payload)
                     .query_async(conn)
                     .await;
-                r.map_err(|e| {
-                    tracing::warn!(error = %e, "publish failed; will retry");
-                    Some(Pending::Publish(payload, at))
-                })
+                (r, Some(Pending::Publish(payload, at)))
             }
             Pending::Log(entry) => {
                 let r = self.push(&entry).await;
-                r.map_err(|e| {
-                    tracing::warn!(error = %e, "action log write failed; will retry");
-                    Some(Pending::Log(entry))
-                })
+                if r.as_ref().is_err_and(|e| e.code() == Some("WRONGTYPE")) {
+                    tracing::error!(
+                        key = %self.log_key,
+                        "the action-log key holds something other than a list (the original mewld wrote it with SET); rename or delete it"
+                    );
+                }
+                (r, Some(Pending::Log(entry)))
             }
             Pending::Read(tx) => {
                 let r: redis::RedisResult<Vec<String>> = redis::cmd("LRANGE")
@@ -243,13 +250,31 @@ impl Writer {
                     .arg(-1)
                     .query_async(conn)
                     .await;
-                let failed = r.is_err();
-                let _ = tx.send(r.map_err(|e| e.to_string()));
-                if failed {
-                    Err(None)
-                } else {
-                    Ok(())
-                }
+                let (r, answer) = match r {
+                    Ok(entries) => (Ok(()), Ok(entries)),
+                    Err(e) => {
+                        let text = e.to_string();
+                        (Err(e), Err(text))
+                    }
+                };
+                let _ = tx.send(answer);
+                (r, None)
+            }
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e)
+                if e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_timeout()
+                    || e.is_connection_refusal() =>
+            {
+                tracing::warn!(error = %e, "Redis connection lost while writing; will retry");
+                Err(retry)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Redis refused a write; dropped it");
+                Ok(())
             }
         }
     }

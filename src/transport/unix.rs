@@ -21,6 +21,18 @@ const MAX_LINE: usize = 8 * 1024 * 1024;
 /// rather than slowing everyone down.
 const CLIENT_QUEUE: usize = 4096;
 
+/// Socket files this process made, removed by [`remove_sockets`] at exit.
+static SOCKETS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Removes the socket files this process listens on; for the end of `main`.
+pub fn remove_sockets() {
+    if let Ok(mut paths) = SOCKETS.lock() {
+        for p in paths.drain(..) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 enum ClientOut {
     Line(String),
     Flush(oneshot::Sender<()>),
@@ -32,13 +44,20 @@ enum HubInput {
     Gone(u64),
 }
 
-/// Binds `path` and starts serving. A stale socket file (nobody listening)
-/// is replaced; a live one is an error, so two managers cannot share it.
+/// Binds `path` and starts serving. A stale socket (nobody listening) is
+/// replaced; a live one, or anything that is not a socket, is an error, so
+/// two managers cannot share it and no file is deleted by mistake.
 pub fn start(
     path: &Path,
     log_max_len: usize,
 ) -> std::io::Result<(Transport, mpsc::Receiver<TransportEvent>)> {
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a file that is not a socket is in the way",
+            ));
+        }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AddrInUse,
@@ -52,6 +71,8 @@ pub fn start(
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (hub_tx, hub_rx) = mpsc::channel(INBOUND_QUEUE);
     tokio::spawn(accept(listener, path.to_path_buf(), hub_tx));
+    // The socket file goes when the manager does.
+    let _ = SOCKETS.lock().map(|mut s| s.push(path.to_path_buf()));
     tokio::spawn(hub(hub_rx, out_rx, in_tx, log_max_len));
     Ok((Transport::new(out_tx), in_rx))
 }
