@@ -493,3 +493,59 @@ fn the_unix_socket_transport_needs_no_redis() {
     assert_eq!(manager.wait_exit(), Some(0));
     assert_all_dead(&pids);
 }
+
+#[test]
+fn a_cluster_that_never_launches_does_not_stall_the_launch() {
+    let Fixture {
+        redis,
+        discord,
+        bot,
+        ch,
+        listener,
+    } = Fixture::new("launchtimeout", vec![Answer::gateway(4, 900, 0)]);
+    let config = config_text(&redis, &discord, &bot, &ch, "launch_timeout: 2\n");
+    // Every cluster takes a minute to say launch_next: far past the timeout.
+    let mut manager = Manager::start_with(
+        &config,
+        &["--daemon"],
+        Some(&redis),
+        &bot,
+        &[("FAKEBOT_LAUNCH_DELAY_MS", "60000")],
+    );
+    manager.wait_launched(&listener);
+    let log = redis.action_log(&ch);
+    let timeouts: Vec<u64> = events(&log, "launch_timeout")
+        .iter()
+        .filter_map(|e| e["id"].as_u64())
+        .collect();
+    assert_eq!(timeouts, vec![0, 1], "each slow cluster timed out in turn");
+    assert_eq!(bot.records().len(), 2, "and the next one was started");
+}
+
+#[test]
+fn an_action_log_key_of_the_wrong_type_does_not_block_replies() {
+    let Fixture {
+        redis,
+        discord,
+        bot,
+        ch,
+        listener,
+    } = Fixture::new("wrongtype", vec![Answer::gateway(2, 900, 0)]);
+    // The original wrote the action log with SET: a string where a list goes.
+    let _: () = redis::cmd("SET")
+        .arg(format!("{ch}/actlogs"))
+        .arg("{}")
+        .query(&mut redis.conn())
+        .expect("set");
+    let mut manager = Manager::start(&config_text(&redis, &discord, &bot, &ch, ""), &redis, &bot);
+    manager.wait_launched(&listener);
+    let st = ask(&redis, &listener, &ch, "statuses", json!({}));
+    assert_eq!(st["output"]["0"]["status"], "running");
+    wait_for("a clear error about the key", DEADLINE, || {
+        manager
+            .stderr()
+            .iter()
+            .any(|l| l.contains("holds something other than a list"))
+            .then_some(())
+    });
+}

@@ -235,7 +235,9 @@ impl Writer {
             }
             Pending::Log(entry) => {
                 let r = self.push(&entry).await;
-                if r.as_ref().is_err_and(|e| e.code() == Some("WRONGTYPE")) {
+                if r.as_ref()
+                    .is_err_and(|e| e.to_string().contains("WRONGTYPE"))
+                {
                     tracing::error!(
                         key = %self.log_key,
                         "the action-log key holds something other than a list (the original mewld wrote it with SET); rename or delete it"
