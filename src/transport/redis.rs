@@ -17,6 +17,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A publish older than this is not worth sending once Redis is back.
 const PUBLISH_TTL: Duration = Duration::from_secs(10);
+/// Most publishes sent in one pipeline.
+const MAX_BATCH: usize = 512;
 /// Action-log entries kept while Redis is down; the oldest go first.
 const LOG_BUFFER: usize = 10_000;
 
@@ -93,6 +95,8 @@ async fn subscriber(client: redis::Client, channel: String, events: mpsc::Sender
 /// Work waiting to be written, with the time it was queued.
 enum Pending {
     Publish(String, Instant),
+    /// Publishes taken together by [`Writer::next_item`].
+    Publishes(Vec<(String, Instant)>),
     Log(String),
     Read(tokio::sync::oneshot::Sender<Result<Vec<String>, String>>),
     Flush(tokio::sync::oneshot::Sender<()>),
@@ -147,7 +151,7 @@ impl Writer {
                     }
                 }
             }
-            if let Some(item) = self.pending.pop_front() {
+            if let Some(item) = self.next_item() {
                 match self.write(item).await {
                     Ok(()) => backoff = BACKOFF_MIN,
                     Err(item) => {
@@ -163,6 +167,28 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// The next thing to write. Publishes waiting in a row go out as one
+    /// pipeline: one round trip for a whole round of diagnostics, so replies
+    /// queued behind them are not held up when Redis is busy.
+    fn next_item(&mut self) -> Option<Pending> {
+        let first = self.pending.pop_front()?;
+        let Pending::Publish(payload, at) = first else {
+            return Some(first);
+        };
+        let mut batch = vec![(payload, at)];
+        while batch.len() < MAX_BATCH {
+            match self.pending.pop_front() {
+                Some(Pending::Publish(p, t)) => batch.push((p, t)),
+                Some(other) => {
+                    self.pending.push_front(other);
+                    break;
+                }
+                None => break,
+            }
+        }
+        Some(Pending::Publishes(batch))
     }
 
     fn queue(&mut self, out: Outbound) {
@@ -194,6 +220,12 @@ impl Writer {
                     let _ = tx.send(());
                 }
                 Pending::Publish(_, at) if at.elapsed() > PUBLISH_TTL => {}
+                Pending::Publishes(mut batch) => {
+                    batch.retain(|(_, at)| at.elapsed() <= PUBLISH_TTL);
+                    if !batch.is_empty() {
+                        kept.push_back(Pending::Publishes(batch));
+                    }
+                }
                 Pending::Log(_) if logs > LOG_BUFFER => {
                     logs -= 1;
                     dropped += 1;
@@ -232,6 +264,14 @@ impl Writer {
                     .query_async(conn)
                     .await;
                 (r, Some(Pending::Publish(payload, at)))
+            }
+            Pending::Publishes(batch) => {
+                let mut pipe = redis::pipe();
+                for (payload, _) in &batch {
+                    pipe.cmd("PUBLISH").arg(&self.channel).arg(payload).ignore();
+                }
+                let r: redis::RedisResult<()> = pipe.query_async(conn).await;
+                (r, Some(Pending::Publishes(batch)))
             }
             Pending::Log(entry) => {
                 let r = self.push(&entry).await;
