@@ -12,20 +12,8 @@ use serde_json::json;
 
 /// Starts a manager with 5 shards in 3 clusters and waits until all are up.
 fn up(test: &str, extra: &str) -> (Redis, FakeDiscord, BotDir, Manager, Listener, String) {
-    let Fixture {
-        redis,
-        discord,
-        bot,
-        ch,
-        listener,
-    } = Fixture::new(test, vec![Answer::gateway(5, 900, 0)]);
-    let mut manager = Manager::start(
-        &config_text(&redis, &discord, &bot, &ch, extra),
-        &redis,
-        &bot,
-    );
-    manager.wait_launched(&listener);
-    (redis, discord, bot, manager, listener, ch)
+    let (f, manager) = launched(test, 5, extra, &[]);
+    (f.redis, f.discord, f.bot, manager, f.listener, f.ch)
 }
 
 #[test]

@@ -21,23 +21,14 @@ struct Bot {
 }
 
 fn launch(test: &str, shards: u32, extra: &str, env: &[(&str, &str)]) -> Bot {
-    let Fixture {
-        redis,
-        discord,
-        bot,
-        ch,
-        listener,
-    } = Fixture::new(test, vec![Answer::gateway(shards, 900, 0)]);
-    let config = config_text(&redis, &discord, &bot, &ch, extra);
-    let mut manager = Manager::start_with(&config, &["--daemon"], Some(&redis), &bot, env);
-    manager.wait_launched(&listener);
+    let (f, manager) = launched(test, shards, extra, env);
     Bot {
-        redis,
-        discord,
-        bot,
+        redis: f.redis,
+        discord: f.discord,
+        bot: f.bot,
         manager,
-        listener,
-        ch,
+        listener: f.listener,
+        ch: f.ch,
     }
 }
 
