@@ -325,6 +325,15 @@ fn a_crashed_cluster_is_restarted_and_a_stopped_one_is_not() {
         let st = ask(&redis, &listener, &ch, "statuses", json!({}));
         (st["output"]["1"]["status"] == "running").then_some(())
     });
+    // As the original did, the bot is announced whole again.
+    wait_for("a second all_clusters_launched", DEADLINE, || {
+        let n = listener
+            .all()
+            .iter()
+            .filter(|m| m["action"] == "all_clusters_launched")
+            .count();
+        (n == 2).then_some(())
+    });
     assert_eq!(
         bot.records()
             .iter()

@@ -678,13 +678,7 @@ impl Engine {
             None => {
                 self.launching = None;
                 if !self.fully_up {
-                    self.fully_up = true;
-                    self.transport
-                        .publish(protocol::all_clusters_launched(&protocol::random_id()));
-                    self.log(
-                        "all_clusters_launched",
-                        json!({"clusters": self.clusters.len()}),
-                    );
+                    self.announce_all_launched();
                 }
             }
         }
@@ -719,7 +713,22 @@ impl Engine {
             } else {
                 self.start_next();
             }
+        } else if self.fully_up && self.launching.is_none() {
+            // A cluster came back (after a crash, a restart, a ping failure):
+            // the original announced the whole bot up again, and a restarted
+            // cluster may wait for that to finish its own start.
+            self.announce_all_launched();
         }
+    }
+
+    fn announce_all_launched(&mut self) {
+        self.fully_up = true;
+        self.transport
+            .publish(protocol::all_clusters_launched(&protocol::random_id()));
+        self.log(
+            "all_clusters_launched",
+            json!({"clusters": self.clusters.len()}),
+        );
     }
 
     /// The cluster the launch waits on will not say `launch_next` (it failed,
