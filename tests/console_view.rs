@@ -81,7 +81,6 @@ fn snapshot(states: &[ClusterState]) -> Snapshot {
         exiting: false,
         rolling: None,
         resharding: false,
-        pings_in_flight: 0,
     }
 }
 

@@ -68,11 +68,8 @@ impl Pings {
         self.in_flight.retain(|_, p| p.cluster != cluster);
     }
 
-    pub fn len(&self) -> usize {
-        self.in_flight.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.in_flight.is_empty()
     }
 }

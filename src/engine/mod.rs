@@ -1097,7 +1097,6 @@ impl Engine {
             exiting: self.exiting.is_some(),
             rolling: self.rolling.as_ref().map(Rolling::view),
             resharding: self.resharding,
-            pings_in_flight: self.pings.len(),
         };
         self.snapshot_tx.send_if_modified(|current| {
             if **current == snapshot {

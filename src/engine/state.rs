@@ -173,6 +173,4 @@ pub struct Snapshot {
     pub exiting: bool,
     pub rolling: Option<RollingView>,
     pub resharding: bool,
-    /// Diagnostics waiting for an answer.
-    pub pings_in_flight: usize,
 }
