@@ -216,6 +216,106 @@ fn state_text(app: &App, c: &ClusterView) -> String {
     }
 }
 
+/// One column of the cluster table: its title, width, whether it needs a
+/// wide screen, and how a cell is written. Titles, widths and cells all
+/// come from this one list.
+struct Column {
+    title: &'static str,
+    width: Constraint,
+    wide_only: bool,
+    cell: fn(&App, &ClusterView) -> String,
+}
+
+fn dash() -> String {
+    "-".into()
+}
+
+const COLUMNS: &[Column] = &[
+    Column {
+        title: "ID",
+        width: Constraint::Length(5),
+        wide_only: false,
+        cell: |_, c| c.id.to_string(),
+    },
+    Column {
+        title: "NAME",
+        width: Constraint::Min(8),
+        wide_only: false,
+        cell: |_, c| c.name.clone(),
+    },
+    Column {
+        title: "SHARDS",
+        width: Constraint::Length(9),
+        wide_only: false,
+        cell: |_, c| shard_range(&c.shards),
+    },
+    Column {
+        title: "STATE",
+        width: Constraint::Length(11),
+        wide_only: false,
+        cell: state_text,
+    },
+    Column {
+        title: "PID",
+        width: Constraint::Length(8),
+        wide_only: true,
+        cell: |_, c| c.pid.map_or_else(dash, |p| p.to_string()),
+    },
+    Column {
+        title: "UPTIME",
+        width: Constraint::Length(7),
+        wide_only: false,
+        cell: |app, c| {
+            c.started_at
+                .filter(|_| c.pid.is_some())
+                .map_or_else(dash, |t| age(app.now, t))
+        },
+    },
+    Column {
+        title: "RST",
+        width: Constraint::Length(3),
+        wide_only: false,
+        cell: |_, c| c.restarts.to_string(),
+    },
+    Column {
+        title: "UP",
+        width: Constraint::Length(5),
+        wide_only: false,
+        cell: |_, c| {
+            c.health
+                .as_ref()
+                .map_or_else(dash, |h| format!("{}/{}", h.shards_up(), h.shards.len()))
+        },
+    },
+    Column {
+        title: "LAT",
+        width: Constraint::Length(6),
+        wide_only: false,
+        cell: |_, c| {
+            c.health
+                .as_ref()
+                .and_then(|h| h.mean_latency())
+                .map_or_else(dash, |l| format!("{l:.0}ms"))
+        },
+    },
+    Column {
+        title: "GUILDS",
+        width: Constraint::Length(8),
+        wide_only: true,
+        cell: |_, c| {
+            c.health
+                .as_ref()
+                .map_or_else(dash, |h| h.guilds().to_string())
+        },
+    },
+    Column {
+        title: "AGE",
+        width: Constraint::Length(6),
+        wide_only: false,
+        cell: |app, c| c.health.as_ref().map_or_else(dash, |h| age(app.now, h.at)),
+    },
+];
+
 fn draw_table(frame: &mut Frame, app: &App, area: Rect) {
     let s = &app.snapshot;
     let block = pane_block(
@@ -225,6 +325,7 @@ fn draw_table(frame: &mut Frame, app: &App, area: Rect) {
     );
     let inner_height = area.height.saturating_sub(3) as usize; // borders + header row
     let wide = area.width >= 100;
+    let columns: Vec<&Column> = COLUMNS.iter().filter(|c| wide || !c.wide_only).collect();
     // Only the rows in view are built.
     let first = app.selected.saturating_sub(inner_height.saturating_sub(1));
     let rows: Vec<Row> = s
@@ -234,68 +335,27 @@ fn draw_table(frame: &mut Frame, app: &App, area: Rect) {
         .skip(first)
         .take(inner_height.max(1))
         .map(|(i, c)| {
-            let health = c.health.as_ref();
-            let mut cells = vec![
-                format!("{}{}", if i == app.selected { "▶" } else { " " }, c.id),
-                c.name.clone(),
-                shard_range(&c.shards),
-                state_text(app, c),
-            ];
-            if wide {
-                cells.push(c.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()));
-            }
-            cells.push(
-                c.started_at
-                    .filter(|_| c.pid.is_some())
-                    .map(|t| age(app.now, t))
-                    .unwrap_or_else(|| "-".into()),
-            );
-            cells.push(c.restarts.to_string());
-            cells.push(health.map_or("-".into(), |h| {
-                format!("{}/{}", h.shards_up(), h.shards.len())
-            }));
-            cells.push(
-                health
-                    .and_then(|h| h.mean_latency())
-                    .map_or("-".into(), |l| format!("{l:.0}ms")),
-            );
-            if wide {
-                cells.push(health.map_or("-".into(), |h| h.guilds().to_string()));
-            }
-            cells.push(health.map_or("-".into(), |h| age(app.now, h.at)));
+            let selected = i == app.selected;
+            let cells = columns.iter().enumerate().map(|(n, col)| {
+                let text = (col.cell)(app, c);
+                // The marker keeps the selection visible without colour.
+                match (n, selected) {
+                    (0, true) => format!("▶{text}"),
+                    (0, false) => format!(" {text}"),
+                    _ => text,
+                }
+            });
             let mut row_style = style(app, Style::default().fg(state_color(c.state)));
-            if i == app.selected {
+            if selected {
                 row_style = row_style.add_modifier(Modifier::REVERSED);
             }
             Row::new(cells).style(row_style)
         })
         .collect();
-    let mut header = vec!["ID", "NAME", "SHARDS", "STATE"];
-    let mut widths = vec![
-        Constraint::Length(5),
-        Constraint::Min(8),
-        Constraint::Length(9),
-        Constraint::Length(11),
-    ];
-    if wide {
-        header.push("PID");
-        widths.push(Constraint::Length(8));
-    }
-    header.extend(["UPTIME", "RST", "UP", "LAT"]);
-    widths.extend([
-        Constraint::Length(7),
-        Constraint::Length(3),
-        Constraint::Length(5),
-        Constraint::Length(6),
-    ]);
-    if wide {
-        header.push("GUILDS");
-        widths.push(Constraint::Length(8));
-    }
-    header.push("AGE");
-    widths.push(Constraint::Length(6));
-    let table = Table::new(rows, widths)
-        .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
+    let header = Row::new(columns.iter().map(|c| c.title))
+        .style(Style::default().add_modifier(Modifier::BOLD));
+    let table = Table::new(rows, columns.iter().map(|c| c.width))
+        .header(header)
         .block(block);
     frame.render_widget(table, area);
 }
