@@ -64,6 +64,18 @@ impl Tmux {
         })
     }
 
+    /// Waits for the program in the session to end and returns the exit
+    /// status its script recorded in `status_file`.
+    fn wait_exit_status(&self, status_file: &Path) -> String {
+        wait_for("the console to exit", DEADLINE, || {
+            (!self.session_alive()).then_some(())
+        });
+        std::fs::read_to_string(status_file)
+            .expect("exit status")
+            .trim()
+            .to_string()
+    }
+
     fn session_alive(&self) -> bool {
         Command::new("tmux")
             .args(["-L", &self.socket, "has-session", "-t", "t"])
@@ -204,15 +216,7 @@ fn operator_stops_starts_rolls_and_quits_from_the_console() {
         s.contains("Quitting stops every cluster")
     });
     tmux.keys(&["y"]);
-    wait_for("the console to exit", DEADLINE, || {
-        (!tmux.session_alive()).then_some(())
-    });
-    assert_eq!(
-        std::fs::read_to_string(&status)
-            .expect("exit status")
-            .trim(),
-        "0"
-    );
+    assert_eq!(tmux.wait_exit_status(&status), "0");
     assert_all_dead(&pids);
 }
 
@@ -236,13 +240,5 @@ fn the_demo_runs_with_nothing_installed() {
     });
     assert!(screen.contains("Pika"), "{screen}");
     tmux.keys(&["q", "y"]);
-    wait_for("the demo to exit", DEADLINE, || {
-        (!tmux.session_alive()).then_some(())
-    });
-    assert_eq!(
-        std::fs::read_to_string(&status)
-            .expect("exit status")
-            .trim(),
-        "0"
-    );
+    assert_eq!(tmux.wait_exit_status(&status), "0");
 }

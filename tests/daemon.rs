@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use nix::sys::signal::Signal;
 use serde_json::json;
@@ -224,27 +222,17 @@ fn answers_every_request_in_the_originals_shape() {
 }
 
 #[test]
-fn shutdown_exits_0_and_leaves_no_process() {
-    let (redis, _d, bot, mut manager, listener, ch) = up("shutdown", "");
-    let pids = bot.pids();
-    assert_eq!(
-        ask(&redis, &listener, &ch, "shutdown", json!({}))["output"],
-        "ok"
-    );
-    assert_eq!(manager.wait_exit(), Some(0));
-    assert_all_dead(&pids);
-}
-
-#[test]
-fn restartproc_exits_1_and_leaves_no_process() {
-    let (redis, _d, bot, mut manager, listener, ch) = up("restartproc", "");
-    let pids = bot.pids();
-    assert_eq!(
-        ask(&redis, &listener, &ch, "restartproc", json!({}))["output"],
-        "ok"
-    );
-    assert_eq!(manager.wait_exit(), Some(1));
-    assert_all_dead(&pids);
+fn shutdown_exits_0_and_restartproc_exits_1_leaving_no_process() {
+    for (action, code) in [("shutdown", 0), ("restartproc", 1)] {
+        let (redis, _d, bot, mut manager, listener, ch) = up(action, "");
+        let pids = bot.pids();
+        assert_eq!(
+            ask(&redis, &listener, &ch, action, json!({}))["output"],
+            "ok"
+        );
+        assert_eq!(manager.wait_exit(), Some(code), "after {action}");
+        assert_all_dead(&pids);
+    }
 }
 
 #[test]
@@ -352,7 +340,17 @@ fn a_crashed_cluster_is_restarted_and_a_stopped_one_is_not() {
             .into_iter()
             .find(|e| e["id"] == 0)
     });
-    std::thread::sleep(Duration::from_secs(5));
+    // The window: cluster 2 crashes now, and once its restart (same delay)
+    // has happened, cluster 0 would have been restarted too if it were going to be.
+    redis.publish(
+        &ch,
+        &json!({"scope": "fakebot", "action": "crash", "args": {"id": 2}}),
+    );
+    wait_for("cluster 2's crash restart", DEADLINE, || {
+        events(&redis.action_log(&ch), "cluster_restarted")
+            .into_iter()
+            .find(|e| e["id"] == 2)
+    });
     let st = ask(&redis, &listener, &ch, "statuses", json!({}));
     assert_eq!(st["output"]["0"]["status"], "stopped");
     assert_eq!(

@@ -108,7 +108,15 @@ fn forty_healthy_clusters_pinged_every_second_are_never_restarted() {
         .iter()
         .filter(|m| m.get("diag").is_some())
         .count();
-    std::thread::sleep(Duration::from_secs(20));
+    wait_for("20 rounds of diagnostics", DEADLINE, || {
+        let n = b
+            .listener
+            .all()
+            .iter()
+            .filter(|m| m.get("diag").is_some())
+            .count();
+        (n - pings_before >= 40 * 20).then_some(())
+    });
     let diags: Vec<Value> = b
         .listener
         .all()
@@ -262,7 +270,8 @@ fn a_crash_loop_backs_off_then_marks_the_cluster_failed() {
         .all(|e| e["code"] == 7));
     let st = ask(&redis, &listener, &ch, "statuses", json!({}));
     assert_eq!(st["output"]["0"]["status"], "failed");
-    // It is left alone: no fifth start.
+    // It is left alone: no fifth start. (An absence needs a window; the next
+    // backoff would have been 8 s, so 3 s only guards against an instant one.)
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(events(&redis.action_log(&ch), "cluster_started").len(), 4);
 }
@@ -289,10 +298,20 @@ fn a_redis_outage_loses_no_cluster_and_no_action_log_entry() {
                 .then_some(())
         },
     );
-    std::thread::sleep(Duration::from_secs(3));
+    // Let the outage last: the manager fails to reconnect a few times.
+    wait_for("the manager to retry Redis a few times", DEADLINE, || {
+        let retries = b
+            .manager
+            .stderr()
+            .iter()
+            .filter(|l| l.contains("cannot subscribe to Redis"))
+            .count();
+        (retries >= 3).then_some(())
+    });
     // The other clusters kept running through the outage.
     assert!(alive(pids[0]) && alive(pids[2]));
     b.redis = Redis::start_on(port);
+    let listener = b.redis.listen(&b.ch);
     let exited = b.wait_event("the outage's entries written once Redis is back", |e| {
         e["event"] == "cluster_restarted" && e["id"] == 1
     });
@@ -304,12 +323,23 @@ fn a_redis_outage_loses_no_cluster_and_no_action_log_entry() {
             .any(|e| e["id"] == 1 && e["signal"] == 9),
         "{log:?}"
     );
-    // Pings missed during the outage do not count against the clusters.
-    std::thread::sleep(Duration::from_secs(4));
+    // Pings missed during the outage do not count against the clusters:
+    // none fails over four rounds on the new server (past ping_timeout).
+    wait_for(
+        "four rounds of diagnostics after the outage",
+        DEADLINE,
+        || {
+            let n = listener
+                .all()
+                .iter()
+                .filter(|m| m.get("diag").is_some())
+                .count();
+            (n >= 3 * 4).then_some(())
+        },
+    );
     assert!(events(&b.log(), "ping_failure").is_empty(), "{:?}", b.log());
     assert!(alive(pids[0]) && alive(pids[2]));
     // And the manager answers again on the new server.
-    let listener = b.redis.listen(&b.ch);
     let st = ask(&b.redis, &listener, &b.ch, "statuses", json!({}));
     for id in ["0", "1", "2"] {
         assert_eq!(st["output"][id]["active"], true, "{st}");
