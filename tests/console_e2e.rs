@@ -126,22 +126,10 @@ fn pid_of(bot: &BotDir, cluster: u64, nth: usize) -> u32 {
 
 #[test]
 fn operator_stops_starts_rolls_and_quits_from_the_console() {
-    let Fixture {
-        redis,
-        discord,
-        bot,
-        ch,
-        ..
-    } = Fixture::new("console", vec![Answer::gateway(6, 900, 0)]);
+    let f = Fixture::new("console", vec![Answer::gateway(6, 900, 0)]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = config_text(
-        &redis,
-        &discord,
-        &bot,
-        &ch,
-        "names: [Pika, Eevee, Bulbasaur]\nstop_grace_period: 2\n",
-    );
-    let (script, status) = console_script(dir.path(), &config, &redis, &bot);
+    let config = f.config("names: [Pika, Eevee, Bulbasaur]\nstop_grace_period: 2\n");
+    let (script, status) = console_script(dir.path(), &config, &f.redis, &f.bot);
     let tmux = Tmux::start("ops", &script, 120, 40);
 
     tmux.wait_screen("the console fully up", |s| {
@@ -159,7 +147,7 @@ fn operator_stops_starts_rolls_and_quits_from_the_console() {
     // Stop cluster 1, after a confirmation that names it.
     tmux.keys(&["j", "x"]);
     tmux.wait_screen("the stop dialog", |s| s.contains("Stop cluster 1 (Eevee)?"));
-    let first = pid_of(&bot, 1, 0);
+    let first = pid_of(&f.bot, 1, 0);
     tmux.keys(&["y"]);
     wait_for("cluster 1's process to end", DEADLINE, || {
         (!alive(first)).then_some(())
@@ -172,7 +160,8 @@ fn operator_stops_starts_rolls_and_quits_from_the_console() {
     // Start it again: no dialog, a new process.
     tmux.keys(&["s"]);
     wait_for("a second cluster 1 process", DEADLINE, || {
-        (bot.records()
+        (f.bot
+            .records()
             .iter()
             .filter(|r| r["cluster_id"] == 1)
             .count()
@@ -188,13 +177,13 @@ fn operator_stops_starts_rolls_and_quits_from_the_console() {
     });
     tmux.keys(&["y"]);
     wait_for("the rolling restart to finish", DEADLINE, || {
-        (!events(&redis.action_log(&ch), "rolling_restart_done").is_empty()).then_some(())
+        (!events(&f.redis.action_log(&f.ch), "rolling_restart_done").is_empty()).then_some(())
     });
-    let log = redis.action_log(&ch);
+    let log = f.redis.action_log(&f.ch);
     assert!(events(&log, "operator_action")
         .iter()
         .any(|e| e["action"] == "rollingrestart" && e["via"] == "console"));
-    assert_eq!(bot.records().len(), 3 + 1 + 3);
+    assert_eq!(f.bot.records().len(), 3 + 1 + 3);
 
     // A refused action says why in the message line, and nothing crashes.
     tmux.keys(&["s"]);
@@ -210,7 +199,7 @@ fn operator_stops_starts_rolls_and_quits_from_the_console() {
     tmux.keys(&["Escape"]);
 
     // Quit: asks, then stops every cluster and exits 0.
-    let pids = bot.pids();
+    let pids = f.bot.pids();
     tmux.keys(&["q"]);
     tmux.wait_screen("the quit dialog", |s| {
         s.contains("Quitting stops every cluster")

@@ -107,21 +107,16 @@ fn launches_clusters_in_order_with_the_exact_arguments() {
 
 #[test]
 fn module_without_interp_is_the_program() {
-    let Fixture {
-        redis,
-        discord,
-        bot,
-        ch,
-        listener,
-    } = Fixture::new("nointerp", vec![Answer::gateway(1, 900, 0)]);
-    let config = config_text(&redis, &discord, &bot, &ch, "")
+    let f = Fixture::new("nointerp", vec![Answer::gateway(1, 900, 0)]);
+    let config = f
+        .config("")
         .replace("interp: /bin/sh\nmodule: bot.sh", "module: ./bot.sh");
-    let mut manager = Manager::start(&config, &redis, &bot);
-    manager.wait_launched(&listener);
-    let dir = bot.path().display().to_string();
-    let pid = bot.records()[0]["pid"].as_u64().expect("pid");
+    let mut manager = Manager::start(&config, &f.redis, &f.bot);
+    manager.wait_launched(&f.listener);
+    let dir = f.bot.path().display().to_string();
+    let pid = f.bot.records()[0]["pid"].as_u64().expect("pid");
     assert_eq!(
-        bot.script_argv(pid),
+        f.bot.script_argv(pid),
         vec![
             format!("{dir}/./bot.sh"),
             "[0]".into(),
@@ -431,15 +426,9 @@ fn action_log_is_capped() {
 
 #[test]
 fn few_session_starts_left_waits_for_the_reset() {
-    let Fixture {
-        redis,
-        discord,
-        bot,
-        ch,
-        listener,
-    } = Fixture::new("sessions", vec![Answer::gateway(2, 1, 1500)]);
-    let mut manager = Manager::start(&config_text(&redis, &discord, &bot, &ch, ""), &redis, &bot);
-    manager.wait_launched(&listener);
+    let f = Fixture::new("sessions", vec![Answer::gateway(2, 1, 1500)]);
+    let mut manager = Manager::start(&f.config(""), &f.redis, &f.bot);
+    manager.wait_launched(&f.listener);
     assert!(
         manager
             .stderr()
@@ -448,10 +437,10 @@ fn few_session_starts_left_waits_for_the_reset() {
         "{:?}",
         manager.stderr()
     );
-    let first_start = events(&redis.action_log(&ch), "cluster_started")[0]["ts"]
+    let first_start = events(&f.redis.action_log(&f.ch), "cluster_started")[0]["ts"]
         .as_i64()
         .expect("ts");
-    let asked = discord.requests()[0]
+    let asked = f.discord.requests()[0]
         .at
         .duration_since(std::time::UNIX_EPOCH)
         .expect("after 1970")

@@ -182,30 +182,24 @@ fn rolling_restart_goes_one_cluster_at_a_time() {
 
 #[test]
 fn rolling_restart_is_refused_before_every_cluster_is_up() {
-    let Fixture {
-        redis,
-        discord,
-        bot,
-        ch,
-        listener,
-    } = Fixture::new("rollearly", vec![Answer::gateway(4, 900, 0)]);
-    let config = config_text(&redis, &discord, &bot, &ch, "");
+    let f = Fixture::new("rollearly", vec![Answer::gateway(4, 900, 0)]);
+    let config = f.config("");
     // Each cluster takes a long time to "identify".
     let _manager = Manager::start_with(
         &config,
         &["--daemon"],
-        Some(&redis),
-        &bot,
+        Some(&f.redis),
+        &f.bot,
         &[("FAKEBOT_LAUNCH_DELAY_MS", "60000")],
     );
     wait_for("cluster 0 to start", DEADLINE, || {
-        (!bot.records().is_empty()).then_some(())
+        (!f.bot.records().is_empty()).then_some(())
     });
     // Acked as the original did; the refusal and its reason are in the log.
-    let reply = ask(&redis, &listener, &ch, "rollingrestart", json!({}));
+    let reply = ask(&f.redis, &f.listener, &f.ch, "rollingrestart", json!({}));
     assert_eq!(reply["output"], "ok");
     let refusal = wait_for("the refusal in the action log", DEADLINE, || {
-        events(&redis.action_log(&ch), "operator_action")
+        events(&f.redis.action_log(&f.ch), "operator_action")
             .into_iter()
             .find(|e| e["action"] == "rollingrestart")
     });
@@ -215,38 +209,27 @@ fn rolling_restart_is_refused_before_every_cluster_is_up() {
             .is_some_and(|o| o.contains("not every cluster has launched")),
         "{refusal}"
     );
-    assert!(events(&redis.action_log(&ch), "rolling_restart").is_empty());
+    assert!(events(&f.redis.action_log(&f.ch), "rolling_restart").is_empty());
 }
 
 #[test]
 fn a_crash_loop_backs_off_then_marks_the_cluster_failed() {
-    let Fixture {
-        redis,
-        discord,
-        bot,
-        ch,
-        listener,
-    } = Fixture::new("crashloop", vec![Answer::gateway(1, 900, 0)]);
-    let config = config_text(
-        &redis,
-        &discord,
-        &bot,
-        &ch,
-        "restart_backoff_base: 1\nrestart_backoff_max: 30\nrestart_max_failures: 4\n",
-    );
+    let f = Fixture::new("crashloop", vec![Answer::gateway(1, 900, 0)]);
+    let config =
+        f.config("restart_backoff_base: 1\nrestart_backoff_max: 30\nrestart_max_failures: 4\n");
     let _manager = Manager::start_with(
         &config,
         &["--daemon"],
-        Some(&redis),
-        &bot,
+        Some(&f.redis),
+        &f.bot,
         &[("FAKEBOT_EXIT_AT_START", "7")],
     );
     let failed = wait_for("cluster_failed", DEADLINE, || {
-        events(&redis.action_log(&ch), "cluster_failed").pop()
+        events(&f.redis.action_log(&f.ch), "cluster_failed").pop()
     });
     assert_eq!(failed["id"], 0);
     assert_eq!(failed["quick_failures"], 4);
-    let log = redis.action_log(&ch);
+    let log = f.redis.action_log(&f.ch);
     let starts: Vec<i64> = events(&log, "cluster_started")
         .iter()
         .map(|e| e["ts"].as_i64().expect("ts"))
@@ -268,12 +251,15 @@ fn a_crash_loop_backs_off_then_marks_the_cluster_failed() {
     assert!(events(&log, "cluster_exited")
         .iter()
         .all(|e| e["code"] == 7));
-    let st = ask(&redis, &listener, &ch, "statuses", json!({}));
+    let st = ask(&f.redis, &f.listener, &f.ch, "statuses", json!({}));
     assert_eq!(st["output"]["0"]["status"], "failed");
     // It is left alone: no fifth start. (An absence needs a window; the next
     // backoff would have been 8 s, so 3 s only guards against an instant one.)
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(events(&redis.action_log(&ch), "cluster_started").len(), 4);
+    assert_eq!(
+        events(&f.redis.action_log(&f.ch), "cluster_started").len(),
+        4
+    );
 }
 
 #[test]
@@ -352,42 +338,30 @@ fn a_redis_outage_loses_no_cluster_and_no_action_log_entry() {
 
 #[test]
 fn reshard_grows_the_map() {
-    let Fixture {
-        redis,
-        discord,
-        bot,
-        ch,
-        listener,
-    } = Fixture::new(
+    let f = Fixture::new(
         "reshard",
         vec![Answer::gateway(3, 900, 0), Answer::gateway(5, 900, 0)],
     );
-    let config = config_text(
-        &redis,
-        &discord,
-        &bot,
-        &ch,
-        "experimental_features: [reshard]\n",
-    );
-    let mut manager = Manager::start(&config, &redis, &bot);
-    manager.wait_launched(&listener);
+    let config = f.config("experimental_features: [reshard]\n");
+    let mut manager = Manager::start(&config, &f.redis, &f.bot);
+    manager.wait_launched(&f.listener);
     assert_eq!(
-        ask(&redis, &listener, &ch, "num_processes", json!({}))["output"],
+        ask(&f.redis, &f.listener, &f.ch, "num_processes", json!({}))["output"],
         json!({"clusters": 2, "shards": 3})
     );
 
     assert_eq!(
-        ask(&redis, &listener, &ch, "reshard", json!({}))["output"],
+        ask(&f.redis, &f.listener, &f.ch, "reshard", json!({}))["output"],
         "ok"
     );
     let success = wait_for("reshard_success", DEADLINE, || {
-        events(&redis.action_log(&ch), "reshard_success").pop()
+        events(&f.redis.action_log(&f.ch), "reshard_success").pop()
     });
     assert_eq!(success["new_shards"], 5);
-    assert_eq!(events(&redis.action_log(&ch), "reshard_begin").len(), 1);
+    assert_eq!(events(&f.redis.action_log(&f.ch), "reshard_begin").len(), 1);
     // The map grew: cluster 1 went from [2] to [2, 3], cluster 2 is new.
     wait_for("all_clusters_launched again", DEADLINE, || {
-        (listener
+        (f.listener
             .all()
             .iter()
             .filter(|m| m["action"] == "all_clusters_launched")
@@ -396,14 +370,15 @@ fn reshard_grows_the_map() {
             .then_some(())
     });
     assert_eq!(
-        ask(&redis, &listener, &ch, "num_processes", json!({}))["output"],
+        ask(&f.redis, &f.listener, &f.ch, "num_processes", json!({}))["output"],
         json!({"clusters": 3, "shards": 5})
     );
-    let st = ask(&redis, &listener, &ch, "statuses", json!({}));
+    let st = ask(&f.redis, &f.listener, &f.ch, "statuses", json!({}));
     assert_eq!(st["output"]["1"]["shard_list"], json!([2, 3]));
     assert_eq!(st["output"]["2"]["shard_list"], json!([4]));
     assert_eq!(st["output"]["2"]["status"], "running");
-    let c1: Vec<Value> = bot
+    let c1: Vec<Value> = f
+        .bot
         .records()
         .into_iter()
         .filter(|r| r["cluster_id"] == 1)
@@ -412,7 +387,8 @@ fn reshard_grows_the_map() {
     assert_eq!(c1[1]["argv"][0], "[2, 3]");
     assert_eq!(c1[1]["argv"][1], "5");
     assert_eq!(
-        bot.records()
+        f.bot
+            .records()
             .iter()
             .filter(|r| r["cluster_id"] == 0)
             .count(),
@@ -517,50 +493,38 @@ fn the_unix_socket_transport_needs_no_redis() {
 
 #[test]
 fn a_cluster_that_never_launches_does_not_stall_the_launch() {
-    let Fixture {
-        redis,
-        discord,
-        bot,
-        ch,
-        listener,
-    } = Fixture::new("launchtimeout", vec![Answer::gateway(4, 900, 0)]);
-    let config = config_text(&redis, &discord, &bot, &ch, "launch_timeout: 2\n");
+    let f = Fixture::new("launchtimeout", vec![Answer::gateway(4, 900, 0)]);
+    let config = f.config("launch_timeout: 2\n");
     // Every cluster takes a minute to say launch_next: far past the timeout.
     let mut manager = Manager::start_with(
         &config,
         &["--daemon"],
-        Some(&redis),
-        &bot,
+        Some(&f.redis),
+        &f.bot,
         &[("FAKEBOT_LAUNCH_DELAY_MS", "60000")],
     );
-    manager.wait_launched(&listener);
-    let log = redis.action_log(&ch);
+    manager.wait_launched(&f.listener);
+    let log = f.redis.action_log(&f.ch);
     let timeouts: Vec<u64> = events(&log, "launch_timeout")
         .iter()
         .filter_map(|e| e["id"].as_u64())
         .collect();
     assert_eq!(timeouts, vec![0, 1], "each slow cluster timed out in turn");
-    assert_eq!(bot.records().len(), 2, "and the next one was started");
+    assert_eq!(f.bot.records().len(), 2, "and the next one was started");
 }
 
 #[test]
 fn an_action_log_key_of_the_wrong_type_does_not_block_replies() {
-    let Fixture {
-        redis,
-        discord,
-        bot,
-        ch,
-        listener,
-    } = Fixture::new("wrongtype", vec![Answer::gateway(2, 900, 0)]);
+    let f = Fixture::new("wrongtype", vec![Answer::gateway(2, 900, 0)]);
     // The original wrote the action log with SET: a string where a list goes.
     let _: () = redis::cmd("SET")
-        .arg(format!("{ch}/actlogs"))
+        .arg(format!("{}/actlogs", f.ch))
         .arg("{}")
-        .query(&mut redis.conn())
+        .query(&mut f.redis.conn())
         .expect("set");
-    let mut manager = Manager::start(&config_text(&redis, &discord, &bot, &ch, ""), &redis, &bot);
-    manager.wait_launched(&listener);
-    let st = ask(&redis, &listener, &ch, "statuses", json!({}));
+    let mut manager = Manager::start(&f.config(""), &f.redis, &f.bot);
+    manager.wait_launched(&f.listener);
+    let st = ask(&f.redis, &f.listener, &f.ch, "statuses", json!({}));
     assert_eq!(st["output"]["0"]["status"], "running");
     wait_for("a clear error about the key", DEADLINE, || {
         manager

@@ -350,11 +350,18 @@ impl Fixture {
     }
 }
 
+impl Fixture {
+    /// The test config on this fixture, with `extra` lines appended.
+    pub fn config(&self, extra: &str) -> String {
+        config_text(&self.redis, &self.discord, &self.bot, &self.ch, extra)
+    }
+}
+
 /// A fixture for `shards` shards and a `mewld --daemon` on it (with the
 /// config's `extra` lines and `env`), waited on until every cluster is up.
 pub fn launched(test: &str, shards: u32, extra: &str, env: &[(&str, &str)]) -> (Fixture, Manager) {
     let f = Fixture::new(test, vec![Answer::gateway(shards, 900, 0)]);
-    let config = config_text(&f.redis, &f.discord, &f.bot, &f.ch, extra);
+    let config = f.config(extra);
     let mut manager = Manager::start_with(&config, &["--daemon"], Some(&f.redis), &f.bot, env);
     manager.wait_launched(&f.listener);
     (f, manager)
