@@ -160,13 +160,7 @@ fn operator_stops_starts_rolls_and_quits_from_the_console() {
     // Start it again: no dialog, a new process.
     tmux.keys(&["s"]);
     wait_for("a second cluster 1 process", DEADLINE, || {
-        (f.bot
-            .records()
-            .iter()
-            .filter(|r| r["cluster_id"] == 1)
-            .count()
-            == 2)
-            .then_some(())
+        (f.bot.starts_of(1) == 2).then_some(())
     });
     tmux.wait_screen("cluster 1 running again", |s| s.contains("3/3 running"));
 

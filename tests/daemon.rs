@@ -189,14 +189,7 @@ fn answers_every_request_in_the_originals_shape() {
         "ok"
     );
     wait_for("cluster 0 to be restarted", DEADLINE, || {
-        (!alive(pid0)
-            && bot
-                .records()
-                .iter()
-                .filter(|r| r["cluster_id"] == 0)
-                .count()
-                == 2)
-            .then_some(())
+        (!alive(pid0) && bot.starts_of(0) == 2).then_some(())
     });
 
     // action_logs from a cluster lands in the list with a ts.
@@ -317,13 +310,7 @@ fn a_crashed_cluster_is_restarted_and_a_stopped_one_is_not() {
             .count();
         (n == 2).then_some(())
     });
-    assert_eq!(
-        bot.records()
-            .iter()
-            .filter(|r| r["cluster_id"] == 1)
-            .count(),
-        2
-    );
+    assert_eq!(bot.starts_of(1), 2);
 
     // Stopped by an operator: stays stopped, past the crash-restart delay.
     assert_eq!(
@@ -348,13 +335,7 @@ fn a_crashed_cluster_is_restarted_and_a_stopped_one_is_not() {
     });
     let st = ask(&redis, &listener, &ch, "statuses", json!({}));
     assert_eq!(st["output"]["0"]["status"], "stopped");
-    assert_eq!(
-        bot.records()
-            .iter()
-            .filter(|r| r["cluster_id"] == 0)
-            .count(),
-        1
-    );
+    assert_eq!(bot.starts_of(0), 1);
 }
 
 #[test]

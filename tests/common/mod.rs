@@ -316,6 +316,14 @@ impl BotDir {
         text.lines().map(String::from).collect()
     }
 
+    /// How many times cluster `id` has been started.
+    pub fn starts_of(&self, id: u64) -> usize {
+        self.records()
+            .iter()
+            .filter(|r| r["cluster_id"] == id)
+            .count()
+    }
+
     pub fn pids(&self) -> Vec<u32> {
         self.records()
             .iter()
