@@ -11,6 +11,10 @@
 //! - `FAKEBOT_LAUNCH_DELAY_MS`: time before `launch_next` (default 100).
 //! - `FAKEBOT_IGNORE_SIGTERM=1`: survive SIGTERM (to test the SIGKILL).
 //! - `FAKEBOT_EXIT_AT_START=<code>`: exit at once with that code.
+//! - `FAKEBOT_DIAG_STYLE`: how diagnostics are answered: the original's
+//!   shape by default; `discordpy` as the discord.py bot the original was
+//!   written for (lowercase `nonce`/`data`, entries keyed `id`); `bare`
+//!   (entries with no shard id at all).
 //!
 //! - `FAKEBOT_DEMO=1`: `mewld demo`'s clusters: identify slowly, chatter,
 //!   and cluster 3 crashes after a minute or so.
@@ -274,8 +278,10 @@ async fn redis_connect(
     Ok((conn, pubsub.into_on_message()))
 }
 
-/// The answer in the original's shape: a JSON string with `Nonce` and `Data`.
+/// The answer to a diagnostic: a JSON string, in the shape
+/// `FAKEBOT_DIAG_STYLE` picks (see the module docs).
 fn diag_answer(args: &BotArgs, nonce: &str) -> String {
+    let style = std::env::var("FAKEBOT_DIAG_STYLE").unwrap_or_default();
     let data: Vec<Value> = args
         .shards
         .iter()
@@ -283,10 +289,18 @@ fn diag_answer(args: &BotArgs, nonce: &str) -> String {
             // Stable, plausible numbers per shard, with a little jitter in latency.
             let guilds = 900 + (s * 7919) % 1400;
             let latency = 35.0 + f64::from((s * 31) % 50) + rand::random_range(0.0..8.0);
-            json!({"shard_id": s, "up": true, "latency": latency, "guilds": guilds, "users": guilds * 83})
+            match style.as_str() {
+                "discordpy" => json!({"id": s, "latency": latency / 1000.0, "up": true, "guilds": guilds}),
+                "bare" => json!({"up": true, "latency": latency}),
+                _ => json!({"shard_id": s, "up": true, "latency": latency, "guilds": guilds, "users": guilds * 83}),
+            }
         })
         .collect();
-    json!({"Nonce": nonce, "Data": data, "cluster_id": args.cluster_id}).to_string()
+    match style.as_str() {
+        "discordpy" | "bare" => json!({"nonce": nonce, "data": data}),
+        _ => json!({"Nonce": nonce, "Data": data, "cluster_id": args.cluster_id}),
+    }
+    .to_string()
 }
 
 fn record(dir: &std::path::Path, raw: &[String], args: &BotArgs) -> Result<()> {

@@ -29,13 +29,54 @@ pub enum Action {
     Reshard,
     Diag(DiagAnswer),
     ActionLogs(Map<String, Value>),
+    /// The manager's own channel probe coming back (see [`echo`]).
+    Echo(String),
 }
+
+/// The action of the manager's channel probe. It travels with the launcher's
+/// scope, which bots already see from each other and leave alone.
+const ECHO_ACTION: &str = "mewld_echo";
 
 /// A cluster's answer to a diagnostic.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DiagAnswer {
     pub nonce: String,
-    pub shards: Vec<ShardHealth>,
+    pub shards: Vec<ShardReport>,
+}
+
+/// One `Data` entry as it arrived: the shard id may be missing (real bots
+/// send `id`, or nothing), so its position in the list is kept too.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardReport {
+    pub shard_id: Option<ShardId>,
+    pub position: usize,
+    pub up: bool,
+    pub latency: Option<f64>,
+    pub guilds: Option<u64>,
+    pub users: Option<u64>,
+}
+
+impl DiagAnswer {
+    /// Each entry's health, its shard taken from `shard_id`, else `id`, else
+    /// its position in the cluster's shard list. An entry with none of these
+    /// (more entries than the cluster has shards) is left out.
+    pub fn health(self, cluster_shards: &[ShardId]) -> Vec<ShardHealth> {
+        self.shards
+            .into_iter()
+            .filter_map(|r| {
+                let shard_id = r
+                    .shard_id
+                    .or_else(|| cluster_shards.get(r.position).copied())?;
+                Some(ShardHealth {
+                    shard_id,
+                    up: r.up,
+                    latency: r.latency,
+                    guilds: r.guilds,
+                    users: r.users,
+                })
+            })
+            .collect()
+    }
 }
 
 /// One shard's health as a cluster reports it.
@@ -71,72 +112,81 @@ pub enum ParseError {
 
 /// Parses one payload. `Ok(None)`: a message for someone else (another
 /// scope, a diagnostic request, our own replies).
+///
+/// As lenient as the original's decoder (Go's `encoding/json`): keys match
+/// case-insensitively, unknown keys are ignored, and a field that is missing
+/// or of the wrong type is left empty. Only what the manager cannot act on
+/// without (an action, a cluster id, a diagnostic's nonce) is an error.
 pub fn parse(payload: &[u8]) -> Result<Option<Request>, ParseError> {
     let value: Value =
         serde_json::from_slice(payload).map_err(|e| ParseError::NotJson(e.to_string()))?;
-    let Value::Object(mut obj) = value else {
+    let Value::Object(obj) = value else {
         return Err(ParseError::NotObject);
     };
-    if obj.get("scope").and_then(Value::as_str) != Some("launcher") {
+    if get_ci(&obj, "scope").and_then(Value::as_str) != Some("launcher") {
         return Ok(None);
     }
-    let action = match obj.get("action") {
-        Some(Value::String(a)) => a.clone(),
+    let action = match get_ci(&obj, "action") {
+        Some(Value::String(a)) => a.as_str(),
         _ => return Err(ParseError::NoAction),
     };
-    let command_id = match obj.get("command_id") {
+    let command_id = match get_ci(&obj, "command_id") {
         Some(Value::String(s)) => Some(s.clone()),
         Some(Value::Number(n)) => Some(n.to_string()),
         _ => None,
     };
-    let args = obj.remove("args");
+    let args = get_ci(&obj, "args");
     let id = |name: &'static str| {
-        cluster_id(args.as_ref()).map_err(|problem| ParseError::BadArgs {
+        cluster_id(args).map_err(|problem| ParseError::BadArgs {
             action: name,
             problem,
         })
     };
-    let action =
-        match action.as_str() {
-            "launch_next" => Action::LaunchNext(id("launch_next")?),
-            "start" => Action::Start(id("start")?),
-            "stop" => Action::Stop(id("stop")?),
-            "restart" => Action::Restart(id("restart")?),
-            "rollingrestart" => Action::RollingRestart,
-            "statuses" => Action::Statuses,
-            "num_processes" => Action::NumProcesses,
-            "shutdown" => Action::Shutdown,
-            "restartproc" => Action::RestartProc,
-            "reshard" => Action::Reshard,
-            "diag" => Action::Diag(diag_answer(obj.get("output")).map_err(|problem| {
-                ParseError::BadArgs {
-                    action: "diag",
-                    problem,
-                }
-            })?),
-            "action_logs" => match obj.remove("data") {
-                Some(Value::Object(data)) => Action::ActionLogs(data),
-                _ => {
-                    return Err(ParseError::BadArgs {
-                        action: "action_logs",
-                        problem: "`data` must be an object".into(),
-                    })
-                }
-            },
-            _ => return Err(ParseError::UnknownAction(truncate(&action, 64))),
-        };
+    let action = match action {
+        "launch_next" => Action::LaunchNext(id("launch_next")?),
+        "start" => Action::Start(id("start")?),
+        "stop" => Action::Stop(id("stop")?),
+        "restart" => Action::Restart(id("restart")?),
+        "rollingrestart" => Action::RollingRestart,
+        "statuses" => Action::Statuses,
+        "num_processes" => Action::NumProcesses,
+        "shutdown" => Action::Shutdown,
+        "restartproc" => Action::RestartProc,
+        "reshard" => Action::Reshard,
+        "diag" => Action::Diag(diag_answer(get_ci(&obj, "output")).map_err(|problem| {
+            ParseError::BadArgs {
+                action: "diag",
+                problem,
+            }
+        })?),
+        // A missing or mistyped `data` is an empty entry, as in the original.
+        "action_logs" => Action::ActionLogs(match get_ci(&obj, "data") {
+            Some(Value::Object(data)) => data.clone(),
+            _ => Map::new(),
+        }),
+        ECHO_ACTION => match get_ci(&obj, "nonce") {
+            Some(Value::String(nonce)) => Action::Echo(nonce.clone()),
+            _ => return Ok(None),
+        },
+        _ => return Err(ParseError::UnknownAction(truncate(action, 64))),
+    };
     Ok(Some(Request { action, command_id }))
 }
 
-/// `args.id` as a cluster id. Bots send a number; a numeric string is
+/// `args.id` as a cluster id. Bots send a number; a numeric string, or a
+/// float with no fraction (what a Go or JavaScript client may send), is
 /// accepted too, since it can only mean the same thing.
 fn cluster_id(args: Option<&Value>) -> Result<ClusterId, String> {
     let id = args
         .and_then(Value::as_object)
-        .and_then(|a| a.get("id"))
+        .and_then(|a| get_ci(a, "id"))
         .ok_or_else(|| "`args.id` is missing".to_string())?;
     let parsed = match id {
-        Value::Number(n) => n.as_u64(),
+        Value::Number(n) => n.as_u64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= f64::from(u32::MAX))
+                .map(|f| f as u64)
+        }),
         Value::String(s) => s.trim().parse::<u64>().ok(),
         _ => None,
     };
@@ -151,54 +201,57 @@ fn cluster_id(args: Option<&Value>) -> Result<ClusterId, String> {
 }
 
 /// The diagnostic answer travels as a string holding JSON (the original's
-/// shape); an object is accepted as well. Keys are matched case-insensitively,
-/// as Go's JSON decoder did, so `Nonce`/`nonce` and `Data`/`data` both work.
+/// shape); an object is accepted as well. The nonce is what makes it an
+/// answer: whatever `Data` holds, a matching nonce counts, and an entry the
+/// manager cannot read is skipped, never the whole answer.
 fn diag_answer(output: Option<&Value>) -> Result<DiagAnswer, String> {
-    let inner: Value = match output {
+    let parsed;
+    let obj = match output {
         Some(Value::String(s)) => {
-            serde_json::from_str(s).map_err(|e| format!("`output` is not JSON: {e}"))?
+            parsed = serde_json::from_str::<Value>(s)
+                .map_err(|e| format!("`output` is not JSON: {e}"))?;
+            parsed.as_object()
         }
-        Some(v @ Value::Object(_)) => v.clone(),
+        Some(Value::Object(o)) => Some(o),
         _ => return Err("`output` must be a JSON string".into()),
-    };
-    let obj = inner.as_object().ok_or("`output` is not an object")?;
+    }
+    .ok_or("`output` is not an object")?;
     let nonce = match get_ci(obj, "nonce") {
         Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
         _ => return Err("`Nonce` is missing or not a string".into()),
     };
     let shards = match get_ci(obj, "data") {
         Some(Value::Array(items)) => items
             .iter()
-            .map(shard_health)
-            .collect::<Result<Vec<_>, _>>()?,
-        None | Some(Value::Null) => Vec::new(),
-        Some(_) => return Err("`Data` must be a list".into()),
+            .enumerate()
+            .filter_map(|(position, v)| v.as_object().map(|o| shard_report(position, o)))
+            .collect(),
+        _ => Vec::new(),
     };
     Ok(DiagAnswer { nonce, shards })
 }
 
-fn shard_health(v: &Value) -> Result<ShardHealth, String> {
-    let obj = v.as_object().ok_or("a `Data` entry is not an object")?;
-    let shard_id = get_ci(obj, "shard_id")
-        .and_then(Value::as_u64)
-        .and_then(|n| ShardId::try_from(n).ok())
-        .ok_or("a `Data` entry has no numeric `shard_id`")?;
-    let up = get_ci(obj, "up").and_then(Value::as_bool).unwrap_or(false);
-    let count = |key| {
+fn shard_report(position: usize, obj: &Map<String, Value>) -> ShardReport {
+    let number = |key| {
         get_ci(obj, key)
             .and_then(Value::as_f64)
-            .filter(|n| n.is_finite() && *n >= 0.0)
-            .map(|n| n as u64)
+            .filter(|n| n.is_finite())
     };
-    Ok(ShardHealth {
+    let count = |key| number(key).filter(|n| *n >= 0.0).map(|n| n as u64);
+    let shard_id = ["shard_id", "id"].iter().find_map(|key| {
+        count(key)
+            .filter(|n| *n as f64 == number(key).unwrap_or(-1.0))
+            .and_then(|n| ShardId::try_from(n).ok())
+    });
+    ShardReport {
         shard_id,
-        up,
-        latency: get_ci(obj, "latency")
-            .and_then(Value::as_f64)
-            .filter(|n| n.is_finite()),
+        position,
+        up: get_ci(obj, "up").and_then(Value::as_bool).unwrap_or(false),
+        latency: number("latency"),
         guilds: count("guilds"),
         users: count("users"),
-    })
+    }
 }
 
 fn get_ci<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
@@ -254,6 +307,12 @@ fn bot_message(command_id: &str, output: &Value, action: &str) -> String {
 /// A health ping for one cluster; it has no `scope` on purpose (§5.3).
 pub fn diag_request(id: ClusterId, nonce: &str) -> String {
     serde_json::json!({"id": id, "nonce": nonce, "diag": true}).to_string()
+}
+
+/// A probe the manager publishes to itself: when it comes back, everything
+/// the manager published before it has been delivered, and the channel works.
+pub fn echo(nonce: &str) -> String {
+    serde_json::json!({"scope": "launcher", "action": ECHO_ACTION, "nonce": nonce}).to_string()
 }
 
 /// A random id for messages the manager starts itself.
@@ -321,35 +380,108 @@ mod tests {
                 "{v}"
             );
         }
-        let v = json!({"scope": "launcher", "action": "action_logs", "data": "x"});
-        assert!(parse(v.to_string().as_bytes()).is_err());
+    }
+
+    fn diag(inner: Value) -> DiagAnswer {
+        let r = req(json!({"scope": "launcher", "action": "diag", "output": inner.to_string()}));
+        match r.action {
+            Action::Diag(d) => d,
+            other => panic!("not a diag: {other:?}"),
+        }
     }
 
     #[test]
     fn diag_answer_in_the_originals_shape() {
-        let inner = json!({"Nonce": "abc", "Data": [{"shard_id": 0, "up": true, "latency": 41.5, "guilds": 1200, "users": 98000}, {"shard_id": 1, "up": false}], "cluster_id": 0});
-        let r = req(json!({"scope": "launcher", "action": "diag", "output": inner.to_string()}));
-        let Action::Diag(d) = r.action else {
-            panic!("not a diag")
-        };
+        let d = diag(
+            json!({"Nonce": "abc", "Data": [{"shard_id": 0, "up": true, "latency": 41.5, "guilds": 1200, "users": 98000}, {"shard_id": 1, "up": false}], "cluster_id": 0}),
+        );
         assert_eq!(d.nonce, "abc");
-        assert_eq!(d.shards.len(), 2);
-        assert_eq!(d.shards[0].latency, Some(41.5));
-        assert_eq!(d.shards[0].guilds, Some(1200));
-        assert!(!d.shards[1].up);
-        assert_eq!(d.shards[1].users, None);
+        let h = d.health(&[0, 1]);
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[0].latency, Some(41.5));
+        assert_eq!(h[0].guilds, Some(1200));
+        assert!(!h[1].up);
+        assert_eq!(h[1].users, None);
     }
 
     #[test]
     fn diag_keys_are_case_insensitive() {
-        let inner = json!({"nonce": "n2", "data": [{"Shard_ID": 4, "UP": true}]});
-        let r = req(json!({"scope": "launcher", "action": "diag", "output": inner.to_string()}));
-        let Action::Diag(d) = r.action else {
-            panic!("not a diag")
-        };
+        let d = diag(json!({"nonce": "n2", "data": [{"Shard_ID": 4, "UP": true}]}));
         assert_eq!(d.nonce, "n2");
-        assert_eq!(d.shards[0].shard_id, 4);
-        assert!(d.shards[0].up);
+        let h = d.health(&[4]);
+        assert_eq!(h[0].shard_id, 4);
+        assert!(h[0].up);
+    }
+
+    /// What the discord.py bot the original was written for sends: lowercase
+    /// keys and entries keyed `id`, no `shard_id`.
+    #[test]
+    fn diag_from_a_discord_py_bot() {
+        let d = diag(json!({"nonce": "n3", "data": [
+            {"id": 10, "latency": 0.041, "up": true, "guilds": 1500},
+            {"id": 11, "latency": 0.052, "up": false, "guilds": 1400},
+        ]}));
+        let h = d.health(&[10, 11]);
+        assert_eq!(
+            h.iter().map(|s| (s.shard_id, s.up)).collect::<Vec<_>>(),
+            vec![(10, true), (11, false)]
+        );
+        assert_eq!(h[1].guilds, Some(1400));
+    }
+
+    #[test]
+    fn entries_without_an_id_take_their_place_in_the_shard_list() {
+        let d = diag(json!({"Nonce": "n4", "Data": [{"up": true}, {"up": true}, {"up": false}]}));
+        let h = d.health(&[6, 7]);
+        // The third entry has no id and no place: left out, the rest kept.
+        assert_eq!(
+            h.iter().map(|s| (s.shard_id, s.up)).collect::<Vec<_>>(),
+            vec![(6, true), (7, true)]
+        );
+    }
+
+    #[test]
+    fn odd_entries_and_fields_never_void_an_answer() {
+        for inner in [
+            json!({"Nonce": "n5", "Data": [{"shard_id": "zero", "up": "yes", "latency": "fast"}, 7, null, {"shard_id": 1.5}]}),
+            json!({"Nonce": "n5", "Data": "not a list"}),
+            json!({"Nonce": "n5"}),
+            json!({"Nonce": "n5", "Data": null, "extra": {"deep": [1, 2]}}),
+        ] {
+            let d = diag(inner.clone());
+            assert_eq!(d.nonce, "n5", "{inner}");
+            for s in d.health(&[0, 1, 2, 3]) {
+                assert!(!s.up && s.latency.is_none(), "{inner}: {s:?}");
+            }
+        }
+        // A mistyped id falls back to the entry's place in the list.
+        let d = diag(json!({"Nonce": "n6", "Data": [{"up": true}, {"shard_id": "x", "up": true}]}));
+        assert_eq!(
+            d.health(&[8, 9])
+                .iter()
+                .map(|s| s.shard_id)
+                .collect::<Vec<_>>(),
+            vec![8, 9]
+        );
+    }
+
+    #[test]
+    fn top_level_keys_are_case_insensitive_and_data_is_lenient() {
+        let r = req(
+            json!({"Scope": "launcher", "Action": "stop", "Args": {"ID": 2.0}, "Command_Id": 7}),
+        );
+        assert_eq!(r.action, Action::Stop(2));
+        assert_eq!(r.command_id.as_deref(), Some("7"));
+        let r = req(json!({"scope": "launcher", "action": "action_logs", "data": "x"}));
+        assert_eq!(r.action, Action::ActionLogs(Map::new()));
+        let r = req(json!({"scope": "launcher", "action": "action_logs"}));
+        assert_eq!(r.action, Action::ActionLogs(Map::new()));
+    }
+
+    #[test]
+    fn the_managers_echo_comes_back_as_an_echo() {
+        let r = req(serde_json::from_str(&echo("e1")).expect("json"));
+        assert_eq!(r.action, Action::Echo("e1".into()));
     }
 
     #[test]

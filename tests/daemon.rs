@@ -182,6 +182,26 @@ fn answers_every_request_in_the_originals_shape() {
         "could not start instance"
     );
 
+    // An unknown cluster: acked as the original did, and the refusal is
+    // in the action log with its reason.
+    assert_eq!(
+        ask(&redis, &listener, &ch, "stop", json!({"id": 99}))["output"],
+        "ok"
+    );
+    let refusal = wait_for("the refusal of stop 99", DEADLINE, || {
+        events(&redis.action_log(&ch), "operator_action")
+            .into_iter()
+            .find(|e| e["id"] == 99)
+    });
+    assert_eq!(refusal["action"], "stop");
+    assert_eq!(refusal["via"], "redis");
+    assert!(
+        refusal["refused"]
+            .as_str()
+            .is_some_and(|r| r.contains("no cluster 99")),
+        "{refusal}"
+    );
+
     // restart → ack, old process gone, a new one.
     let pid0 = bot.records()[0]["pid"].as_u64().expect("pid") as u32;
     assert_eq!(

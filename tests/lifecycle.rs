@@ -79,6 +79,89 @@ fn a_cluster_that_stops_answering_diagnostics_is_restarted() {
     assert_eq!(b.bot.starts_of(0), 1);
 }
 
+impl Bot {
+    /// Diagnostics published so far.
+    fn pings_sent(&self) -> usize {
+        self.listener
+            .all()
+            .iter()
+            .filter(|m| m.get("diag").is_some())
+            .count()
+    }
+
+    /// Waits until `rounds` more rounds of diagnostics went out to `clusters`.
+    fn wait_ping_rounds(&self, clusters: usize, rounds: usize) {
+        let before = self.pings_sent();
+        wait_for("rounds of diagnostics", DEADLINE, || {
+            (self.pings_sent() >= before + clusters * rounds).then_some(())
+        });
+    }
+
+    fn mute(&self, id: u64) {
+        self.redis.publish(
+            &self.ch,
+            &json!({"scope": "fakebot", "action": "mute", "args": {"id": id}}),
+        );
+    }
+}
+
+/// The discord.py bot the original was written for answers with lowercase
+/// keys and shard entries keyed `id`; other bots send no shard id at all.
+/// Those answers count: such clusters are never restarted for them.
+#[test]
+fn real_bots_diagnostic_answers_are_accepted() {
+    for style in ["discordpy", "bare"] {
+        let b = launch(
+            &format!("diag_{style}"),
+            6,
+            "ping_interval: 1\nping_timeout: 2\n",
+            &[("FAKEBOT_DIAG_STYLE", style)],
+        );
+        b.wait_ping_rounds(3, 5);
+        let log = b.log();
+        assert!(
+            events(&log, "ping_failure").is_empty(),
+            "{style}: answers were rejected: {:?}",
+            events(&log, "ping_failure")
+        );
+        assert_eq!(b.bot.records().len(), 3, "{style}: a cluster was restarted");
+        // The same set-up does fail a cluster that really is silent.
+        b.mute(2);
+        let failure = b.wait_event("ping_failure", |e| e["event"] == "ping_failure");
+        assert_eq!(failure["id"], 2, "{style}");
+    }
+}
+
+/// A Redis stall (not a disconnect) longer than `ping_timeout` says nothing
+/// about the clusters: none is restarted, the stall is logged once, and
+/// diagnostics count again once the channel works.
+#[test]
+fn a_redis_stall_longer_than_the_ping_timeout_restarts_nothing() {
+    let b = launch("stall", 6, "ping_interval: 1\nping_timeout: 2\n", &[]);
+    b.wait_ping_rounds(3, 2);
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(6000)
+        .arg("ALL")
+        .query(&mut b.redis.conn())
+        .expect("CLIENT PAUSE");
+    let recovered = b.wait_event("channel_recovered", |e| e["event"] == "channel_recovered");
+    assert!(recovered["stalled_secs"].as_u64().is_some(), "{recovered}");
+    b.wait_ping_rounds(3, 3);
+    let log = b.log();
+    assert_eq!(events(&log, "channel_stall").len(), 1, "{log:?}");
+    assert!(
+        events(&log, "ping_failure").is_empty(),
+        "a stall was taken for dead clusters: {:?}",
+        events(&log, "ping_failure")
+    );
+    assert_eq!(b.bot.records().len(), 3, "a cluster was restarted");
+    // After the stall, a silent cluster is still found out.
+    b.mute(0);
+    let failure = b.wait_event("ping_failure", |e| e["event"] == "ping_failure");
+    assert_eq!(failure["id"], 0);
+}
+
 #[test]
 fn forty_healthy_clusters_pinged_every_second_are_never_restarted() {
     let b = launch(
@@ -165,6 +248,19 @@ fn rolling_restart_goes_one_cluster_at_a_time() {
     for id in ["0", "1", "2"] {
         assert_eq!(st["output"][id]["status"], "running");
     }
+    // Bots hear once more that the whole bot is up: once, not per cluster.
+    let announced = |b: &Bot| {
+        b.listener
+            .all()
+            .into_iter()
+            .filter(|m| m["action"] == "all_clusters_launched")
+            .count()
+    };
+    wait_for("all_clusters_launched again", DEADLINE, || {
+        (announced(&b) >= 2).then_some(())
+    });
+    assert_eq!(announced(&b), 2, "the launch's and the rolling restart's");
+    assert_eq!(events(&b.log(), "all_clusters_launched").len(), 2);
 }
 
 #[test]

@@ -29,7 +29,7 @@ use crate::config::{Config, Ipc};
 use crate::discord::{self, GatewayBot};
 use crate::protocol::{self, Action, DiagAnswer, Request};
 use crate::transport::{Transport, TransportEvent};
-use health::{Health, Ping, Pings};
+use health::{Health, Phase, Ping, Pings, Timeout};
 use process::{ExitInfo, Stream};
 use rolling::Rolling;
 use state::{Cluster, ClusterState, RestartCause, Snapshot};
@@ -383,6 +383,7 @@ impl Engine {
         match event {
             TransportEvent::Down { retry_at } => {
                 self.transport_connected = false;
+                self.pings.connection_lost();
                 self.transport_retry_at = Some(retry_at);
             }
             TransportEvent::Up => {
@@ -414,6 +415,7 @@ impl Engine {
             Action::LaunchNext(id) => return self.on_launch_next(id),
             Action::ActionLogs(data) => return self.write_log(actlog::from_cluster(data)),
             Action::Diag(answer) => return self.on_diag(answer),
+            Action::Echo(nonce) => return self.on_echo(&nonce),
             Action::Statuses => {
                 let output = self.statuses();
                 return self.reply(command_id, output);
@@ -486,8 +488,8 @@ impl Engine {
         let mut fields = json!({"action": op.name(), "via": via.as_str()});
         if let Some(id) = op.cluster() {
             fields["id"] = json!(id);
-            self.index(id)?;
         }
+        // An unknown cluster id is refused inside `apply`, so it is logged too.
         let result = self.apply(op);
         match &result {
             Ok(()) => self.log("operator_action", fields),
@@ -894,12 +896,19 @@ impl Engine {
         }
         for idx in 0..self.clusters.len() {
             if self.clusters[idx].state == ClusterState::Running {
-                self.ping(idx);
+                self.send_ping(idx);
             }
         }
+        self.send_echo();
     }
 
+    /// One cluster's diagnostic, with the echo that shows it was delivered.
     fn ping(&mut self, idx: usize) {
+        self.send_ping(idx);
+        self.send_echo();
+    }
+
+    fn send_ping(&mut self, idx: usize) {
         let c = &self.clusters[idx];
         let nonce = protocol::random_id();
         self.pings.sent(
@@ -909,6 +918,7 @@ impl Engine {
                 generation: c.generation,
                 sent_at: Instant::now(),
                 connection: self.connection,
+                phase: Phase::Sent,
             },
         );
         self.transport
@@ -929,20 +939,73 @@ impl Engine {
             c.health = Some(Health {
                 at: SystemTime::now(),
                 round_trip_ms: ping.sent_at.elapsed().as_millis() as u64,
-                shards: answer.shards,
+                shards: answer.health(&c.spec.shards),
             });
         }
     }
 
+    /// Publishes a probe to ourselves (see [`Phase`]).
+    fn send_echo(&mut self) {
+        let nonce = protocol::random_id();
+        self.transport.publish(protocol::echo(&nonce));
+        self.pings.echo_sent(nonce, Instant::now());
+    }
+
+    fn on_echo(&mut self, nonce: &str) {
+        let outcome = self.pings.echo_returned(nonce, Instant::now());
+        if let Some(lasted) = outcome.stall_ended {
+            self.log(
+                "channel_recovered",
+                json!({"stalled_secs": lasted.as_secs()}),
+            );
+        }
+        for ping in outcome.failed {
+            self.ping_failed(ping);
+        }
+    }
+
     fn on_ping_timeout(&mut self, nonce: &str) {
-        let Some(ping) = self.pings.take(nonce) else {
-            return;
-        };
         // A reconnect since the ping, or an outage now, explains the silence.
-        if ping.connection != self.connection || !self.transport_connected || self.exiting.is_some()
-        {
+        let explained = |ping: &Ping| {
+            ping.connection != self.connection
+                || !self.transport_connected
+                || self.exiting.is_some()
+        };
+        if self.pings.peek(nonce).is_some_and(explained) {
+            self.pings.take(nonce);
             return;
         }
+        let timeout = self.config.ping_timeout;
+        match self.pings.timed_out(nonce, Instant::now(), timeout) {
+            Timeout::Gone => {}
+            Timeout::WaitUntil(at) => self.schedule(
+                at.saturating_duration_since(Instant::now()),
+                Input::PingTimeout(nonce.to_string()),
+            ),
+            Timeout::Confirm { send_echo } => {
+                if send_echo {
+                    self.send_echo();
+                }
+                // If even this echo does not come back, it is a stall.
+                self.schedule(timeout, Input::PingTimeout(nonce.to_string()));
+            }
+            Timeout::Stalled { ping, first } => {
+                tracing::debug!(
+                    id = ping.cluster,
+                    "no answer to a diagnostic, but the channel did not show it delivered; not counted"
+                );
+                if first {
+                    self.log(
+                        "channel_stall",
+                        json!({"waited_secs": timeout.as_secs(), "error": "the channel delivered nothing the manager published; missed diagnostics are not counted until it does"}),
+                    );
+                }
+            }
+        }
+    }
+
+    /// A diagnostic shown unanswered: the cluster is restarted.
+    fn ping_failed(&mut self, ping: Ping) {
         let Ok(idx) = self.index(ping.cluster) else {
             return;
         };
@@ -967,11 +1030,18 @@ impl Engine {
             };
             let Some(id) = rolling.advance() else {
                 let done = rolling.done_event;
+                let restarted_any = rolling.view().total > 0;
                 self.rolling = None;
                 self.log(done, json!({}));
-                // A reshard may have added clusters: launch them now.
                 self.resharding = false;
-                self.start_next();
+                if launch::next_to_start(self.clusters.iter().map(|c| c.state)).is_some() {
+                    // A reshard added clusters: launch them; the launch
+                    // announces the bot up when the last one is.
+                    self.start_next();
+                } else if restarted_any {
+                    // Bots wait for this to know the whole bot is back.
+                    self.announce_all_launched();
+                }
                 return;
             };
             let step = rolling.step;
