@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The one command that runs mewld's tests on a fresh machine: installs what
+# the tests need when it is missing (redis-server for the engine's tests,
+# tmux for the console's end-to-end test), then runs `cargo test`.
+# Extra arguments go to `cargo test` (e.g. `tests/run.sh --test lifecycle`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else
+    echo "tests/run.sh: need root to install ${missing[*]}; run as root or install sudo" >&2
+    exit 1
+  fi
+}
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "tests/run.sh: installing ${missing[*]}"
+  if command -v apt-get >/dev/null 2>&1; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  elif command -v brew >/dev/null 2>&1; then
+    # Homebrew names the server package `redis`.
+    brew install "${missing[@]/redis-server/redis}"
+  else
+    echo "tests/run.sh: cannot install ${missing[*]} here (no apt-get, no brew)." >&2
+    echo "Install them with your package manager (the server package is often" >&2
+    echo "called redis or redis-server), then run this again." >&2
+    exit 1
+  fi
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "tests/run.sh: cargo is missing; install Rust from https://rustup.rs" >&2
+  exit 1
+fi
+
+exec cargo test "$@"
