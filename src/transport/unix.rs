@@ -36,7 +36,7 @@ use super::{Origin, Outbound, Payload, Peer, Transport, TransportEvent, INBOUND_
 const MAX_LINE: usize = 8 * 1024 * 1024;
 /// Bytes waiting to be written to one client; a client this far behind is
 /// disconnected rather than holding the manager's memory.
-const CLIENT_BACKLOG: usize = 16 * 1024 * 1024;
+const CLIENT_BACKLOG: usize = 64 * 1024 * 1024;
 /// Bytes of client lines read but not yet handled by the engine; readers
 /// wait for room (at least one line of [`MAX_LINE`] always fits).
 const INBOUND_BYTES: usize = 32 * 1024 * 1024;
@@ -392,10 +392,11 @@ async fn hub(
 /// [`CLIENT_BACKLOG`] is disconnected and what it had queued is dropped.
 fn broadcast(clients: &mut HashMap<u64, Client>, line: Arc<str>) {
     let size = line.len() + 1;
-    clients.retain(|_, client| {
+    clients.retain(|id, client| {
         let queued = client.backlog.load(Ordering::Relaxed);
         if queued + size > CLIENT_BACKLOG {
             tracing::warn!(
+                client = id,
                 peer = %client.peer,
                 dropped_bytes = queued + size,
                 max = CLIENT_BACKLOG,
@@ -423,4 +424,78 @@ fn flush(clients: &HashMap<u64, Client>, done: oneshot::Sender<()>) {
         }
         let _ = done.send(());
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+    /// The engine sees every line, its own publishes included, in the order
+    /// a client sees them, each with who sent it.
+    #[tokio::test]
+    async fn the_engine_gets_every_line_in_the_clients_order_its_own_included() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s");
+        let (transport, mut events) = start(&path, 10).expect("listen");
+        assert!(matches!(events.recv().await, Some(TransportEvent::Up)));
+        let (read, mut write) = tokio::net::UnixStream::connect(&path)
+            .await
+            .expect("connect")
+            .into_split();
+        let mut read = tokio::io::BufReader::new(read).lines();
+        let me = Peer {
+            pid: Some(std::process::id() as i32),
+            uid: std::fs::metadata("/proc/self")
+                .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+                .expect("own uid"),
+        };
+        // Once its own line is back, the client is in the hub's list.
+        write.write_all(b"hello\n").await.expect("write");
+        assert_eq!(
+            read.next_line().await.expect("read").as_deref(),
+            Some("hello")
+        );
+        match events.recv().await {
+            Some(TransportEvent::Message { payload, from }) => {
+                assert_eq!((&*payload, from), (&b"hello"[..], Origin::Unix(me)));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        for i in 0..50 {
+            write
+                .write_all(format!("c{i}\n").as_bytes())
+                .await
+                .expect("write");
+            transport.publish(format!("m{i}"));
+            if i % 7 == 0 {
+                // Let the hub run, so the two kinds interleave.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        let mut seen_by_client = Vec::new();
+        while seen_by_client.len() < 100 {
+            seen_by_client.push(read.next_line().await.expect("read").expect("a line"));
+        }
+        let mut seen_by_engine = Vec::new();
+        while seen_by_engine.len() < 100 {
+            match events.recv().await {
+                Some(TransportEvent::Message { payload, from }) => {
+                    let line = String::from_utf8(payload.to_vec()).expect("utf8");
+                    let expected = if line.starts_with('c') {
+                        Origin::Unix(me)
+                    } else {
+                        Origin::Manager
+                    };
+                    assert_eq!(from, expected, "{line}");
+                    seen_by_engine.push(line);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(seen_by_engine, seen_by_client);
+        // Interleaved, not one kind then the other.
+        assert!(seen_by_engine[..50].iter().any(|l| l.starts_with('c')));
+        assert!(seen_by_engine[..50].iter().any(|l| l.starts_with('m')));
+    }
 }
