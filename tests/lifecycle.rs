@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use common::*;
@@ -481,58 +479,13 @@ fn reshard_is_refused_without_the_feature() {
     assert_eq!(b.discord.requests().len(), 1, "Discord was not asked again");
 }
 
-/// A client of the manager's Unix socket, as a bot would be.
-struct SocketClient {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
-}
-
-impl SocketClient {
-    fn connect(path: &std::path::Path) -> SocketClient {
-        let stream = wait_for("the socket to accept", DEADLINE, || {
-            UnixStream::connect(path).ok()
-        });
-        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
-        SocketClient {
-            reader: BufReader::new(stream.try_clone().expect("clone")),
-            writer: stream,
-        }
-    }
-
-    fn send(&mut self, v: &Value) {
-        writeln!(self.writer, "{v}").expect("write");
-    }
-
-    /// Reads lines until one matches.
-    fn wait(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
-        loop {
-            let mut line = String::new();
-            let n = self
-                .reader
-                .read_line(&mut line)
-                .expect("read a line before the deadline");
-            assert!(n > 0, "the manager closed the socket");
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if pred(&v) {
-                    return v;
-                }
-            }
-        }
-    }
-}
-
 #[test]
 fn the_unix_socket_transport_needs_no_redis() {
     let discord = FakeDiscord::start(vec![Answer::gateway(4, 900, 0)]);
     let bot = BotDir::new();
     let sock_dir = tempfile::tempdir().expect("tempdir");
     let sock = sock_dir.path().join("mewld.sock");
-    let config = format!(
-        "token: {TOKEN}\noverride_dir: {}\ninterp: /bin/sh\nmodule: bot.sh\nipc: unix\nipc_socket: {}\nper_cluster: 2\nproxy: {}\ncluster_start_next_delay: 0\nping_interval: 1\n",
-        bot.path().display(),
-        sock.display(),
-        discord.url
-    );
+    let config = unix_config(&discord, &bot, &sock, "ping_interval: 1\n");
     // No Redis anywhere: the fake bots find the socket through MEWLD_SOCKET.
     let mut manager = Manager::start_with(&config, &["--daemon"], None, &bot, &[]);
     let mut client = SocketClient::connect(&sock);

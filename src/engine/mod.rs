@@ -28,7 +28,7 @@ use crate::cluster_map::{self, ClusterId, ClusterSpec};
 use crate::config::{Config, Ipc};
 use crate::discord::{self, GatewayBot};
 use crate::protocol::{self, Action, DiagAnswer, Request};
-use crate::transport::{Transport, TransportEvent};
+use crate::transport::{Origin, Peer, Transport, TransportEvent};
 use health::{Health, Phase, Ping, Pings, Timeout};
 use process::{ExitInfo, Stream};
 use rolling::Rolling;
@@ -89,16 +89,33 @@ impl Operation {
 #[serde(rename_all = "snake_case")]
 pub enum Via {
     Redis,
+    /// A client of the Unix socket (the log names its process).
+    Unix(Peer),
     Console,
     Daemon,
+    /// A request the manager published itself: transports give the manager
+    /// its own messages back. It publishes none today.
+    Manager,
 }
 
 impl Via {
     fn as_str(self) -> &'static str {
         match self {
             Via::Redis => "redis",
+            Via::Unix(_) => "unix",
             Via::Console => "console",
             Via::Daemon => "daemon",
+            Via::Manager => "manager",
+        }
+    }
+}
+
+impl From<Origin> for Via {
+    fn from(origin: Origin) -> Self {
+        match origin {
+            Origin::Redis => Via::Redis,
+            Origin::Unix(peer) => Via::Unix(peer),
+            Origin::Manager => Via::Manager,
         }
     }
 }
@@ -397,8 +414,8 @@ impl Engine {
                     self.start_next();
                 }
             }
-            TransportEvent::Message(payload) => match protocol::parse(&payload) {
-                Ok(Some(request)) => self.on_request(request),
+            TransportEvent::Message { payload, from } => match protocol::parse(&payload) {
+                Ok(Some(request)) => self.on_request(request, from.into()),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(
                     error = %e,
@@ -409,7 +426,7 @@ impl Engine {
         }
     }
 
-    fn on_request(&mut self, request: Request) {
+    fn on_request(&mut self, request: Request, via: Via) {
         let command_id = request.command_id.as_deref();
         let op = match request.action {
             Action::LaunchNext(id) => return self.on_launch_next(id),
@@ -436,10 +453,10 @@ impl Engine {
         let result = match op {
             Operation::Shutdown | Operation::RestartProcess => {
                 self.reply(command_id, json!("ok"));
-                self.operate(op, Via::Redis)
+                self.operate(op, via)
             }
             _ => {
-                let result = self.operate(op, Via::Redis);
+                let result = self.operate(op, via);
                 // The original acks whatever happens (a refusal is in the
                 // action log); only a failed start says so.
                 let output = match (&result, op) {
@@ -451,7 +468,7 @@ impl Engine {
             }
         };
         if let Err(refused) = result {
-            tracing::warn!(action = op.name(), reason = %refused, "refused a request from Redis");
+            tracing::warn!(action = op.name(), via = via.as_str(), reason = %refused, "refused a request");
         }
     }
 
@@ -486,6 +503,10 @@ impl Engine {
             return Err(Refused("the manager is shutting down".into()));
         }
         let mut fields = json!({"action": op.name(), "via": via.as_str()});
+        if let Via::Unix(peer) = via {
+            fields["peer_pid"] = json!(peer.pid);
+            fields["peer_uid"] = json!(peer.uid);
+        }
         if let Some(id) = op.cluster() {
             fields["id"] = json!(id);
         }

@@ -9,7 +9,8 @@ pub mod redis;
 pub mod unix;
 
 use color_eyre::eyre::{Result, WrapErr};
-use tokio::sync::{mpsc, oneshot};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
 use crate::config::{Config, Ipc};
 
@@ -50,8 +51,9 @@ pub enum Outbound {
 /// What the transport tells the engine.
 #[derive(Debug)]
 pub enum TransportEvent {
-    /// A payload published on the channel (by anyone, the manager included).
-    Message(Vec<u8>),
+    /// A payload published on the channel (by anyone, the manager included:
+    /// every transport gives the manager back what it publishes, in order).
+    Message { payload: Payload, from: Origin },
     /// The subscription is up.
     Up,
     /// The subscription is lost; the next try is at `retry_at`.
@@ -94,5 +96,66 @@ impl Transport {
     fn send(&self, out: Outbound) {
         // The writer only stops when the manager does; nothing to do then.
         let _ = self.tx.send(out);
+    }
+}
+
+/// Who put a message on the channel, as far as the transport can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Someone on the Redis channel; Redis does not say who (the manager's
+    /// own publishes come back this way too).
+    Redis,
+    /// A client of the Unix socket.
+    Unix(Peer),
+    /// The manager itself: its own publish, echoed by the Unix transport.
+    Manager,
+}
+
+/// A socket client's process, from the kernel (SO_PEERCRED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    /// None where the kernel does not say.
+    pub pid: Option<i32>,
+    pub uid: u32,
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.pid {
+            Some(pid) => write!(f, "pid {pid} uid {}", self.uid),
+            None => write!(f, "pid ? uid {}", self.uid),
+        }
+    }
+}
+
+/// A message's bytes (read as `&[u8]`). A transport may attach its share of
+/// an inbound byte budget, given back when the engine drops the message, so
+/// what waits for the engine is bounded in bytes, not just in messages.
+#[derive(Debug)]
+pub struct Payload {
+    bytes: Vec<u8>,
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+impl Payload {
+    pub fn budgeted(bytes: Vec<u8>, budget: Option<OwnedSemaphorePermit>) -> Self {
+        Payload {
+            bytes,
+            _budget: budget,
+        }
+    }
+}
+
+impl From<Vec<u8>> for Payload {
+    fn from(bytes: Vec<u8>) -> Self {
+        Payload::budgeted(bytes, None)
+    }
+}
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes
     }
 }

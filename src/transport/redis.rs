@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 
-use super::{Outbound, Transport, TransportEvent, INBOUND_QUEUE};
+use super::{Origin, Outbound, Transport, TransportEvent, INBOUND_QUEUE};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -68,7 +68,14 @@ async fn subscriber(client: redis::Client, channel: String, events: mpsc::Sender
                 let mut stream = pubsub.into_on_message();
                 while let Some(msg) = stream.next().await {
                     let payload = msg.get_payload_bytes().to_vec();
-                    if events.send(TransportEvent::Message(payload)).await.is_err() {
+                    if events
+                        .send(TransportEvent::Message {
+                            payload: payload.into(),
+                            from: Origin::Redis,
+                        })
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }

@@ -1,25 +1,52 @@
 //! The Unix-socket transport (PROTOCOL.md §7), for hosts without Redis.
 //!
-//! The manager listens on a socket file; every line a client writes (one
-//! JSON object per line) goes to every connected client, the writer
-//! included, and to the manager. What the manager publishes goes to every
-//! client. The action log lives in the manager's memory.
+//! The manager listens on a socket file only its owner may use; every line
+//! a client writes (one JSON object per line) goes to every connected
+//! client, the writer included, and to the manager. What the manager
+//! publishes goes to every client and back to the manager, as Redis gives a
+//! publisher its own messages; the hub delivers each line to everyone in
+//! one order. The action log lives in the manager's memory.
+//!
+//! Everything a client can make the manager hold is bounded: connections
+//! ([`MAX_CLIENTS`]; more are closed at once), a line ([`MAX_LINE`]; a
+//! longer one, or one that is not UTF-8, is dropped and the client stays),
+//! lines waiting for the engine ([`INBOUND_BYTES`]; readers wait), and what
+//! waits for a client that does not read ([`CLIENT_BACKLOG`]; past it the
+//! client is disconnected). Accept errors (out of file descriptors) back
+//! off instead of spinning.
+
+mod lines;
 
 use std::collections::{HashMap, VecDeque};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
-use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::{FramedRead, FramedWrite, LinesCodec, LinesCodecError};
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
-use super::{Outbound, Transport, TransportEvent, INBOUND_QUEUE};
+use self::lines::{Frame, LineReader};
+use super::{Origin, Outbound, Payload, Peer, Transport, TransportEvent, INBOUND_QUEUE};
 
 /// Longest line accepted; longer ones are dropped (and logged), not fatal.
 const MAX_LINE: usize = 8 * 1024 * 1024;
-/// Lines waiting for one client; a client this far behind is disconnected
-/// rather than slowing everyone down.
-const CLIENT_QUEUE: usize = 4096;
+/// Bytes waiting to be written to one client; a client this far behind is
+/// disconnected rather than holding the manager's memory.
+const CLIENT_BACKLOG: usize = 64 * 1024 * 1024;
+/// Bytes of client lines read but not yet handled by the engine; readers
+/// wait for room (at least one line of [`MAX_LINE`] always fits).
+const INBOUND_BYTES: usize = 32 * 1024 * 1024;
+/// Connected clients at once; more are closed as soon as accepted.
+const MAX_CLIENTS: usize = 1024;
+/// Waits after a failed accept (out of file descriptors, …): doubling.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// After the first dropped line of a client, at most one log line per this.
+const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Socket files this process made, removed by [`remove_sockets`] at exit.
 static SOCKETS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
@@ -34,13 +61,24 @@ pub fn remove_sockets() {
 }
 
 enum ClientOut {
-    Line(String),
+    Line(Arc<str>),
     Flush(oneshot::Sender<()>),
 }
 
+/// The hub's handle on a connected client. Dropping it ends the client's
+/// task, which closes the connection.
+struct Client {
+    peer: Peer,
+    tx: mpsc::UnboundedSender<ClientOut>,
+    /// Bytes queued in `tx` and not yet written; bounded by the hub.
+    backlog: Arc<AtomicUsize>,
+    _hang_up: oneshot::Sender<()>,
+}
+
 enum HubInput {
-    Connected(u64, mpsc::Sender<ClientOut>),
-    Line(String),
+    Connected(u64, Client),
+    /// A line and its share of the inbound budget.
+    Line(Peer, String, OwnedSemaphorePermit),
     Gone(u64),
 }
 
@@ -66,7 +104,7 @@ pub fn start(
         }
         std::fs::remove_file(path)?;
     }
-    let listener = UnixListener::bind(path)?;
+    let listener = bind_owner_only(path)?;
     let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (hub_tx, hub_rx) = mpsc::channel(INBOUND_QUEUE);
@@ -77,64 +115,226 @@ pub fn start(
     Ok((Transport::new(out_tx), in_rx))
 }
 
+/// Binds the socket with mode 0600 whatever the umask: whoever can connect
+/// can stop every cluster. It is bound in a private directory, made
+/// owner-only there, then renamed into place, so it is never reachable
+/// with a wider mode.
+fn bind_owner_only(path: &Path) -> std::io::Result<UnixListener> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let private = tempfile::Builder::new()
+        .prefix(".mewld")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(parent)?;
+    let staged = private.path().join("s");
+    let listener = UnixListener::bind(&staged)?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&staged, path)?;
+    Ok(listener)
+}
+
+/// A run of like failures, logged when it starts and when it ends rather
+/// than once per failure.
+#[derive(Default)]
+struct Episode {
+    count: u64,
+    since: Option<Instant>,
+}
+
+impl Episode {
+    /// Counts one failure; true for the first of a run.
+    fn hit(&mut self) -> bool {
+        self.count += 1;
+        self.since.get_or_insert_with(Instant::now);
+        self.count == 1
+    }
+
+    /// Ends the run, if any: how many failures, over how long.
+    fn end(&mut self) -> Option<(u64, Duration)> {
+        let since = self.since.take()?;
+        Some((std::mem::take(&mut self.count), since.elapsed()))
+    }
+}
+
 async fn accept(listener: UnixListener, path: PathBuf, hub: mpsc::Sender<HubInput>) {
+    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let budget = Arc::new(Semaphore::new(INBOUND_BYTES));
+    let mut failing = Episode::default();
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut refusing = Episode::default();
     let mut next_id = 0u64;
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
-                tracing::warn!(error = %e, socket = %path.display(), "accept failed");
+                // Out of file descriptors the listener stays readable, so
+                // retrying at once would spin (and log) as fast as it can.
+                if failing.hit() {
+                    tracing::warn!(error = %e, socket = %path.display(), "cannot accept socket clients; retrying with backoff");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        backoff = ACCEPT_BACKOFF_MIN;
+        if let Some((failures, over)) = failing.end() {
+            tracing::info!(failures, over = ?over, socket = %path.display(), "accepting socket clients again");
+        }
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if refusing.hit() {
+                tracing::warn!(
+                    max = MAX_CLIENTS,
+                    "too many socket clients; closing new ones"
+                );
+            }
+            continue;
+        };
+        if let Some((refused, over)) = refusing.end() {
+            tracing::info!(refused, over = ?over, "admitting socket clients again");
+        }
+        let peer = match stream.peer_cred() {
+            Ok(cred) => Peer {
+                pid: cred.pid(),
+                uid: cred.uid(),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "closed a socket client whose credentials are unknown");
                 continue;
             }
         };
         next_id += 1;
-        if !serve_client(next_id, stream, hub.clone()).await {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (hang_up_tx, hang_up) = oneshot::channel();
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let client = Client {
+            peer,
+            tx,
+            backlog: backlog.clone(),
+            _hang_up: hang_up_tx,
+        };
+        if hub
+            .send(HubInput::Connected(next_id, client))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let (read, write) = stream.into_split();
+        let (hub, budget) = (hub.clone(), budget.clone());
+        let id = next_id;
+        tokio::spawn(async move {
+            tokio::select! {
+                () = read_lines(read, peer, &hub, budget) => {}
+                () = write_lines(write, rx, &backlog) => {}
+                _ = hang_up => {}
+            }
+            // Dropping the halves here closes the connection.
+            let _ = hub.send(HubInput::Gone(id)).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Hands a client's lines to the hub until it hangs up.
+async fn read_lines(
+    read: OwnedReadHalf,
+    peer: Peer,
+    hub: &mpsc::Sender<HubInput>,
+    budget: Arc<Semaphore>,
+) {
+    let mut lines = LineReader::new(read, MAX_LINE);
+    let mut dropped = DroppedLines::new(peer);
+    while let Ok(Some(frame)) = lines.next().await {
+        let line = match frame {
+            Frame::Line(line) if line.trim().is_empty() => continue,
+            Frame::Line(line) => line,
+            Frame::TooLong => {
+                dropped.count("longer than the limit");
+                continue;
+            }
+            Frame::NotUtf8 => {
+                dropped.count("not UTF-8");
+                continue;
+            }
+        };
+        // Within u32 and the budget: MAX_LINE is below both.
+        let share = line.len().clamp(1, INBOUND_BYTES) as u32;
+        let Ok(permit) = budget.clone().acquire_many_owned(share).await else {
+            return;
+        };
+        if hub.send(HubInput::Line(peer, line, permit)).await.is_err() {
             return;
         }
     }
 }
 
-/// Starts a client's reader and writer. Returns false once the hub is gone.
-async fn serve_client(id: u64, stream: UnixStream, hub: mpsc::Sender<HubInput>) -> bool {
-    let (read, write) = stream.into_split();
-    let (tx, mut rx) = mpsc::channel::<ClientOut>(CLIENT_QUEUE);
-    if hub.send(HubInput::Connected(id, tx)).await.is_err() {
-        return false;
+/// Logs a client's dropped lines: the first at once, then at most one line
+/// per [`DROP_LOG_EVERY`] with a count, and any not yet told when it goes.
+struct DroppedLines {
+    peer: Peer,
+    untold: u64,
+    told_at: Option<Instant>,
+}
+
+impl DroppedLines {
+    fn new(peer: Peer) -> Self {
+        DroppedLines {
+            peer,
+            untold: 0,
+            told_at: None,
+        }
     }
-    tokio::spawn(async move {
-        let mut sink = FramedWrite::new(write, LinesCodec::new());
-        while let Some(out) = rx.recv().await {
-            match out {
-                ClientOut::Line(line) => {
-                    if sink.send(line).await.is_err() {
-                        return;
-                    }
+
+    fn count(&mut self, why: &str) {
+        self.untold += 1;
+        if self.told_at.is_none_or(|t| t.elapsed() >= DROP_LOG_EVERY) {
+            tracing::warn!(peer = %self.peer, why, dropped = self.untold, max_bytes = MAX_LINE, "dropped lines from a socket client");
+            self.untold = 0;
+            self.told_at = Some(Instant::now());
+        }
+    }
+}
+
+impl Drop for DroppedLines {
+    fn drop(&mut self) {
+        if self.untold > 0 {
+            tracing::warn!(peer = %self.peer, dropped = self.untold, "dropped lines from a socket client");
+        }
+    }
+}
+
+/// Writes what the hub queues for a client until the hub lets it go or
+/// the client stops reading for good.
+async fn write_lines(
+    write: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<ClientOut>,
+    backlog: &AtomicUsize,
+) {
+    let mut out = BufWriter::new(write);
+    while let Some(next) = rx.recv().await {
+        match next {
+            ClientOut::Line(line) => {
+                if out.write_all(line.as_bytes()).await.is_err()
+                    || out.write_all(b"\n").await.is_err()
+                {
+                    return;
                 }
-                ClientOut::Flush(done) => {
-                    let _ = done.send(());
+                backlog.fetch_sub(line.len() + 1, Ordering::Relaxed);
+                if rx.is_empty() && out.flush().await.is_err() {
+                    return;
                 }
             }
-        }
-    });
-    tokio::spawn(async move {
-        let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_LINE));
-        while let Some(item) = lines.next().await {
-            match item {
-                Ok(line) if line.trim().is_empty() => {}
-                Ok(line) => {
-                    if hub.send(HubInput::Line(line)).await.is_err() {
-                        return;
-                    }
+            ClientOut::Flush(done) => {
+                if out.flush().await.is_err() {
+                    return;
                 }
-                Err(LinesCodecError::MaxLineLengthExceeded) => {
-                    tracing::warn!(client = id, max = MAX_LINE, "dropped an over-long line");
-                }
-                Err(LinesCodecError::Io(_)) => break,
+                let _ = done.send(());
             }
         }
-        let _ = hub.send(HubInput::Gone(id)).await;
-    });
-    true
+    }
 }
 
 async fn hub(
@@ -143,67 +343,79 @@ async fn hub(
     engine: mpsc::Sender<TransportEvent>,
     log_max_len: usize,
 ) {
-    let mut clients: HashMap<u64, mpsc::Sender<ClientOut>> = HashMap::new();
+    let mut clients: HashMap<u64, Client> = HashMap::new();
     let mut log: VecDeque<String> = VecDeque::new();
     // Listening is being connected: tell the engine at once.
     if engine.send(TransportEvent::Up).await.is_err() {
         return;
     }
     loop {
-        tokio::select! {
+        let (line, from, budget) = tokio::select! {
             input = inputs.recv() => match input {
-                Some(HubInput::Connected(id, tx)) => { clients.insert(id, tx); }
-                Some(HubInput::Gone(id)) => { clients.remove(&id); }
-                Some(HubInput::Line(line)) => {
-                    broadcast(&mut clients, &line);
-                    if engine.send(TransportEvent::Message(line.into_bytes())).await.is_err() {
-                        return;
-                    }
-                }
+                Some(HubInput::Connected(id, client)) => { clients.insert(id, client); continue; }
+                Some(HubInput::Gone(id)) => { clients.remove(&id); continue; }
+                Some(HubInput::Line(peer, line, budget)) => (line, Origin::Unix(peer), Some(budget)),
                 None => return,
             },
             out = outbound.recv() => match out {
-                Some(Outbound::Publish(payload)) => broadcast(&mut clients, &payload),
+                Some(Outbound::Publish(payload)) => (payload, Origin::Manager, None),
                 Some(Outbound::PushLog(entry)) => {
                     log.push_back(entry);
                     while log.len() > log_max_len {
                         log.pop_front();
                     }
+                    continue;
                 }
                 Some(Outbound::ReadLog(reply)) => {
                     let _ = reply.send(Ok(log.iter().cloned().collect()));
+                    continue;
                 }
-                Some(Outbound::Flush(done)) => flush(&clients, done),
+                Some(Outbound::Flush(done)) => { flush(&clients, done); continue; }
                 None => return,
             },
+        };
+        // Clients first, then the engine: each line reaches everyone in the
+        // hub's order, the manager's own lines included.
+        broadcast(&mut clients, Arc::from(line.as_str()));
+        let payload = Payload::budgeted(line.into_bytes(), budget);
+        if engine
+            .send(TransportEvent::Message { payload, from })
+            .await
+            .is_err()
+        {
+            return;
         }
     }
 }
 
-/// Sends `line` to every client; one that cannot keep up is dropped.
-fn broadcast(clients: &mut HashMap<u64, mpsc::Sender<ClientOut>>, line: &str) {
-    clients.retain(
-        |id, tx| match tx.try_send(ClientOut::Line(line.to_string())) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(
-                    client = id,
-                    "a socket client fell too far behind; disconnected it"
-                );
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        },
-    );
+/// Queues `line` for every client; one whose backlog would pass
+/// [`CLIENT_BACKLOG`] is disconnected and what it had queued is dropped.
+fn broadcast(clients: &mut HashMap<u64, Client>, line: Arc<str>) {
+    let size = line.len() + 1;
+    clients.retain(|id, client| {
+        let queued = client.backlog.load(Ordering::Relaxed);
+        if queued + size > CLIENT_BACKLOG {
+            tracing::warn!(
+                client = id,
+                peer = %client.peer,
+                dropped_bytes = queued + size,
+                max = CLIENT_BACKLOG,
+                "disconnected a socket client that is not reading its messages"
+            );
+            return false;
+        }
+        client.backlog.fetch_add(size, Ordering::Relaxed);
+        client.tx.send(ClientOut::Line(line.clone())).is_ok()
+    });
 }
 
 /// Answers `done` once every client's writer has written what it had.
-fn flush(clients: &HashMap<u64, mpsc::Sender<ClientOut>>, done: oneshot::Sender<()>) {
+fn flush(clients: &HashMap<u64, Client>, done: oneshot::Sender<()>) {
     let waits: Vec<_> = clients
         .values()
-        .filter_map(|tx| {
+        .filter_map(|client| {
             let (t, r) = oneshot::channel();
-            tx.try_send(ClientOut::Flush(t)).ok().map(|_| r)
+            client.tx.send(ClientOut::Flush(t)).ok().map(|_| r)
         })
         .collect();
     tokio::spawn(async move {
@@ -212,4 +424,78 @@ fn flush(clients: &HashMap<u64, mpsc::Sender<ClientOut>>, done: oneshot::Sender<
         }
         let _ = done.send(());
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+
+    /// The engine sees every line, its own publishes included, in the order
+    /// a client sees them, each with who sent it.
+    #[tokio::test]
+    async fn the_engine_gets_every_line_in_the_clients_order_its_own_included() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s");
+        let (transport, mut events) = start(&path, 10).expect("listen");
+        assert!(matches!(events.recv().await, Some(TransportEvent::Up)));
+        let (read, mut write) = tokio::net::UnixStream::connect(&path)
+            .await
+            .expect("connect")
+            .into_split();
+        let mut read = tokio::io::BufReader::new(read).lines();
+        let me = Peer {
+            pid: Some(std::process::id() as i32),
+            uid: std::fs::metadata("/proc/self")
+                .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+                .expect("own uid"),
+        };
+        // Once its own line is back, the client is in the hub's list.
+        write.write_all(b"hello\n").await.expect("write");
+        assert_eq!(
+            read.next_line().await.expect("read").as_deref(),
+            Some("hello")
+        );
+        match events.recv().await {
+            Some(TransportEvent::Message { payload, from }) => {
+                assert_eq!((&*payload, from), (&b"hello"[..], Origin::Unix(me)));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        for i in 0..50 {
+            write
+                .write_all(format!("c{i}\n").as_bytes())
+                .await
+                .expect("write");
+            transport.publish(format!("m{i}"));
+            if i % 7 == 0 {
+                // Let the hub run, so the two kinds interleave.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        let mut seen_by_client = Vec::new();
+        while seen_by_client.len() < 100 {
+            seen_by_client.push(read.next_line().await.expect("read").expect("a line"));
+        }
+        let mut seen_by_engine = Vec::new();
+        while seen_by_engine.len() < 100 {
+            match events.recv().await {
+                Some(TransportEvent::Message { payload, from }) => {
+                    let line = String::from_utf8(payload.to_vec()).expect("utf8");
+                    let expected = if line.starts_with('c') {
+                        Origin::Unix(me)
+                    } else {
+                        Origin::Manager
+                    };
+                    assert_eq!(from, expected, "{line}");
+                    seen_by_engine.push(line);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(seen_by_engine, seen_by_client);
+        // Interleaved, not one kind then the other.
+        assert!(seen_by_engine[..50].iter().any(|l| l.starts_with('c')));
+        assert!(seen_by_engine[..50].iter().any(|l| l.starts_with('m')));
+    }
 }

@@ -4,8 +4,9 @@
 
 #![allow(dead_code)] // Each test file uses its own part of the harness.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -446,10 +447,22 @@ impl Manager {
         bot: &BotDir,
         env: &[(&str, &str)],
     ) -> Manager {
+        Self::start_program(Command::new(MEWLD), config, args, redis, bot, env)
+    }
+
+    /// As [`Manager::start_with`], with `cmd` as the program that runs
+    /// mewld: see [`mewld_under_sh`].
+    pub fn start_program(
+        mut cmd: Command,
+        config: &str,
+        args: &[&str],
+        redis: Option<&Redis>,
+        bot: &BotDir,
+        env: &[(&str, &str)],
+    ) -> Manager {
         let config_dir = tempfile::tempdir().expect("tempdir");
         let config_path = config_dir.path().join("config.yaml");
         std::fs::write(&config_path, config).expect("write config");
-        let mut cmd = Command::new(MEWLD);
         cmd.args(args)
             .arg("--config")
             .arg(&config_path)
@@ -578,5 +591,89 @@ pub fn events(log: &[Value], event: &str) -> Vec<Value> {
     log.iter()
         .filter(|e| e["event"] == event)
         .cloned()
+        .collect()
+}
+
+/// A command that runs the shell `setup` (`ulimit -n 64`, `umask 000`, …)
+/// and then execs mewld with the arguments added to it, so the setup
+/// applies to mewld alone and the pid is mewld's.
+pub fn mewld_under_sh(setup: &str) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("{setup} || exit 99; exec \"$0\" \"$@\""))
+        .arg(MEWLD);
+    cmd
+}
+
+/// Config text for a manager on the Unix-socket transport at `socket` (no
+/// Redis), `extra` lines appended.
+pub fn unix_config(discord: &FakeDiscord, bot: &BotDir, socket: &Path, extra: &str) -> String {
+    format!(
+        "token: {TOKEN}\noverride_dir: {}\ninterp: /bin/sh\nmodule: bot.sh\nipc: unix\nipc_socket: {}\nper_cluster: 2\nproxy: {}\ncluster_start_next_delay: 0\n{extra}",
+        bot.path().display(),
+        socket.display(),
+        discord.url
+    )
+}
+
+/// A client of the manager's Unix socket, as a bot would be.
+pub struct SocketClient {
+    pub reader: BufReader<UnixStream>,
+    pub writer: UnixStream,
+}
+
+impl SocketClient {
+    pub fn connect(path: &Path) -> SocketClient {
+        let stream = wait_for("the socket to accept", DEADLINE, || {
+            UnixStream::connect(path).ok()
+        });
+        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        SocketClient {
+            reader: BufReader::new(stream.try_clone().expect("clone")),
+            writer: stream,
+        }
+    }
+
+    pub fn send(&mut self, v: &Value) {
+        writeln!(self.writer, "{v}").expect("write");
+    }
+
+    /// Reads lines until one matches.
+    pub fn wait(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let mut line = String::new();
+            let n = self
+                .reader
+                .read_line(&mut line)
+                .expect("read a line before the deadline");
+            assert!(n > 0, "the manager closed the socket");
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if pred(&v) {
+                    return v;
+                }
+            }
+        }
+    }
+
+    /// Sends a launcher request with a fresh command id; returns its reply.
+    pub fn ask(&mut self, action: &str, args: Value) -> Value {
+        let command_id = format!("{action}-{}", rand_suffix());
+        self.send(
+            &json!({"scope": "launcher", "action": action, "args": args, "command_id": command_id}),
+        );
+        self.wait(|m| m["command_id"] == command_id.as_str() && m["scope"] == "bot")
+    }
+}
+
+/// The action-log entries a daemon printed on stderr (each is the JSON
+/// after the `mewld::actlog` target, past any colour codes).
+pub fn stderr_action_log(manager: &Manager) -> Vec<Value> {
+    manager
+        .stderr()
+        .iter()
+        .filter_map(|l| {
+            let after = &l[l.find("mewld::actlog")?..];
+            serde_json::from_str(&after[after.find('{')?..]).ok()
+        })
         .collect()
 }
