@@ -43,7 +43,7 @@ struct Cli {
 
     /// Run headless: no console; cluster output on stdout, logs on stderr.
     /// For systemd and other service managers. Exit status: 0 after
-    /// `shutdown` or SIGTERM/SIGINT, 1 after `restartproc`, 2 on a start-up error.
+    /// `shutdown` or SIGTERM/SIGINT/SIGHUP, 1 after `restartproc`, 2 on a start-up error.
     #[arg(long)]
     daemon: bool,
 
