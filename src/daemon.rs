@@ -10,7 +10,9 @@ use tokio::sync::{broadcast, mpsc};
 use crate::engine::{Engine, EngineHandle, Event, Exit, Operation, Via};
 use crate::transport::TransportEvent;
 
-/// Runs the engine until it exits; SIGINT and SIGTERM shut it down cleanly.
+/// Runs the engine until it exits; SIGINT, SIGTERM and SIGHUP shut it down
+/// cleanly. SIGHUP too, as the console treats a hang-up: its default would
+/// kill the manager at once and leave the clusters to be SIGKILLed.
 pub async fn run(
     engine: Engine,
     handle: EngineHandle,
@@ -38,11 +40,13 @@ pub async fn run(
     });
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     let signals = tokio::spawn(async move {
         loop {
             let name = tokio::select! {
                 _ = sigint.recv() => "SIGINT",
                 _ = sigterm.recv() => "SIGTERM",
+                _ = sighup.recv() => "SIGHUP",
             };
             tracing::info!(signal = name, "stopping every cluster, then exiting");
             if let Err(e) = handle.request(Operation::Shutdown, Via::Daemon).await {

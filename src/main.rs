@@ -10,7 +10,7 @@ use mewld::cluster_map::{self, shard_range};
 use mewld::config::Ipc;
 use mewld::engine::Engine;
 use mewld::startup::{self, Prepared};
-use mewld::{daemon, demo, fake_bot, transport, tui};
+use mewld::{daemon, demo, fake_bot, guardian, transport, tui};
 
 /// A Discord bot clusterer: splits a bot's shards over cluster processes,
 /// starts them one after another, restarts the ones that die, and answers
@@ -43,7 +43,7 @@ struct Cli {
 
     /// Run headless: no console; cluster output on stdout, logs on stderr.
     /// For systemd and other service managers. Exit status: 0 after
-    /// `shutdown` or SIGTERM/SIGINT, 1 after `restartproc`, 2 on a start-up error.
+    /// `shutdown` or SIGTERM/SIGINT/SIGHUP, 1 after `restartproc`, 2 on a start-up error.
     #[arg(long)]
     daemon: bool,
 
@@ -65,6 +65,14 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Started by the manager itself: kills what its clusters left behind
+    /// once the manager is gone (see src/guardian.rs).
+    #[command(hide = true)]
+    Guardian {
+        /// The manager's tag, then the process groups already registered.
+        tag: String,
+        groups: Vec<u32>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -75,6 +83,10 @@ fn main() -> ExitCode {
         _ => a,
     });
     let cli = Cli::parse_from(args);
+    // The guardian needs no runtime and no threads.
+    if let Some(Command::Guardian { tag, groups }) = &cli.command {
+        return ExitCode::from(guardian::run(tag, groups));
+    }
     if let Err(e) = color_eyre::install() {
         eprintln!("mewld: {e}");
     }
@@ -113,6 +125,8 @@ async fn run(cli: Cli) -> Result<u8> {
             Ok(u8::try_from(code).unwrap_or(1))
         }
         Some(Command::Demo) => run_demo(&cli.log_file).await,
+        // Normally handled in `main`, before any runtime exists.
+        Some(Command::Guardian { tag, groups }) => Ok(guardian::run(&tag, &groups)),
         None if cli.daemon => run_daemon(&cli.config).await,
         None => run_console(&cli.config, &cli.log_file).await,
     }
@@ -149,6 +163,7 @@ async fn run_console(config: &Path, log_file: &Path) -> Result<u8> {
     eprintln!("mewld: asking Discord for the shard count…");
     let setup = startup::prepare(prepared).await?;
     let (transport, transport_rx) = transport::start(&setup.config)?;
+    guardian::start();
     let (engine, handle) = Engine::new(setup, transport);
     let exit = tui::run(engine, handle, transport_rx, Some(log_path)).await?;
     Ok(u8::try_from(exit.code()).unwrap_or(1))
@@ -167,6 +182,7 @@ async fn run_demo(log_file: &Path) -> Result<u8> {
     let log_path = init_file_logging(&log_file)?;
     let setup = demo::setup(dir.path())?;
     let (transport, transport_rx) = transport::start(&setup.config)?;
+    guardian::start();
     let (engine, handle) = Engine::new(setup, transport);
     let exit = tui::run(engine, handle, transport_rx, Some(log_path)).await?;
     Ok(u8::try_from(exit.code()).unwrap_or(1))
@@ -189,6 +205,7 @@ async fn run_daemon(config: &Path) -> Result<u8> {
     }
     let setup = startup::prepare(prepared).await?;
     let (transport, transport_rx) = transport::start(&setup.config)?;
+    guardian::start();
     let (engine, handle) = Engine::new(setup, transport);
     let exit = daemon::run(engine, handle, transport_rx).await?;
     tracing::info!(code = exit.code(), "every cluster has stopped; exiting");

@@ -14,14 +14,15 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::{getpgid, Pid};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
 
 use crate::cluster_map::{python_list, ClusterSpec};
 use crate::config::Config;
+use crate::guardian;
 
 /// Longest output line passed on whole; the rest of a longer one is dropped.
 const MAX_LINE: usize = 16 * 1024;
@@ -139,11 +140,17 @@ pub struct ProcHandle {
 
 impl ProcHandle {
     /// Asks the process to stop: SIGTERM to its process group now, SIGKILL
-    /// after `grace`. The exit is reported through the spawn callback.
+    /// after `grace`. The exit is reported through the spawn callback, at
+    /// the latest [`KILL_TIMEOUT`] (plus the output drain) after SIGKILL.
     pub fn stop(&self, grace: Duration) {
         let _ = self.stop.send(grace);
     }
 }
+
+/// How long a SIGKILLed process may take to end before its exit is
+/// reported anyway: only a process stuck in the kernel (a hung NFS read)
+/// outlives SIGKILL, and shutdown must not wait for it for ever.
+const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Starts `cmd` with `env` added to the manager's environment. `on_line`
 /// gets every output line; `on_exit` is called once, when the process has
@@ -159,6 +166,9 @@ pub fn spawn(
         .args(&cmd.args)
         .current_dir(&cmd.cwd)
         .envs(env.iter().map(|(k, v)| (k, v)))
+        // Inherited by everything the cluster starts, so the guardian can
+        // find descendants that left the process group.
+        .env(guardian::TAG_VAR, guardian::tag())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -174,6 +184,9 @@ pub fn spawn(
         )
     })?;
     let pid = child.id().unwrap_or(0);
+    if pid > 0 {
+        guardian::register(pid);
+    }
     let on_line = std::sync::Arc::new(on_line);
     let mut readers = Vec::with_capacity(2);
     if let Some(out) = child.stdout.take() {
@@ -189,47 +202,92 @@ pub fn spawn(
     let (stop_tx, mut stop_rx) = mpsc::unbounded_channel::<Duration>();
     tokio::spawn(async move {
         let status = tokio::select! {
-            status = child.wait() => status,
-            Some(grace) = stop_rx.recv() => {
-                signal_group(pid, Signal::SIGTERM);
-                match tokio::time::timeout(grace, child.wait()).await {
-                    Ok(status) => status,
-                    Err(_) => {
-                        tracing::warn!(pid, ?grace, "cluster ignored SIGTERM; sending SIGKILL");
-                        signal_group(pid, Signal::SIGKILL);
-                        child.wait().await
-                    }
-                }
+            status = child.wait() => Some(status),
+            Some(grace) = stop_rx.recv() => stop(&mut child, pid, grace).await,
+        };
+        let info = match &status {
+            Some(Ok(status)) => ExitInfo::from(*status),
+            Some(Err(e)) => {
+                tracing::error!(pid, error = %e, "waiting for a cluster failed");
+                UNKNOWN_EXIT
+            }
+            None => {
+                tracing::error!(
+                    pid,
+                    ?KILL_TIMEOUT,
+                    "cluster still running after SIGKILL (stuck in the kernel?); reporting it stopped and reaping it when it ends"
+                );
+                UNKNOWN_EXIT
             }
         };
-        // Whatever the process group left behind has no parent to reap it.
-        // Linux keeps a pid from reuse while it names a live group, so this
-        // only reaches a stranger if the group is empty and the pid was
-        // taken by a new group leader in the last microseconds.
-        signal_group(pid, Signal::SIGKILL);
+        match status {
+            Some(_) => sweep(pid),
+            // Still unreaped, so its pid stays ours: reap and sweep later.
+            None => {
+                tokio::spawn(async move {
+                    let _ = child.wait().await;
+                    sweep(pid);
+                });
+            }
+        }
         // Let the readers pass on the last lines, but not wait for ever: a
-        // descendant in another group may hold the pipes open.
+        // descendant in another group may hold the pipes open. One deadline
+        // for both, so such a descendant costs one timeout, not two.
+        let drained_by = tokio::time::Instant::now() + DRAIN_TIMEOUT;
         for mut reader in readers {
-            if tokio::time::timeout(DRAIN_TIMEOUT, &mut reader)
+            if tokio::time::timeout_at(drained_by, &mut reader)
                 .await
                 .is_err()
             {
                 reader.abort();
             }
         }
-        let info = match status {
-            Ok(status) => ExitInfo::from(status),
-            Err(e) => {
-                tracing::error!(pid, error = %e, "waiting for a cluster failed");
-                ExitInfo {
-                    code: None,
-                    signal: None,
-                }
-            }
-        };
         on_exit(info);
     });
     Ok(ProcHandle { pid, stop: stop_tx })
+}
+
+const UNKNOWN_EXIT: ExitInfo = ExitInfo {
+    code: None,
+    signal: None,
+};
+
+/// SIGTERM, then SIGKILL after `grace`. Returns `None` if the child has
+/// not ended [`KILL_TIMEOUT`] after SIGKILL.
+async fn stop(
+    child: &mut tokio::process::Child,
+    pid: u32,
+    grace: Duration,
+) -> Option<std::io::Result<ExitStatus>> {
+    signal_group(pid, Signal::SIGTERM);
+    // A child that moved itself to another group is not reached through
+    // its old one. (Only then: a second SIGTERM can mean "force" to a bot.)
+    if let Ok(raw) = i32::try_from(pid) {
+        if getpgid(Some(Pid::from_raw(raw))).is_ok_and(|g| g.as_raw() != raw) {
+            let _ = kill(Pid::from_raw(raw), Signal::SIGTERM);
+        }
+    }
+    if let Ok(status) = tokio::time::timeout(grace, child.wait()).await {
+        return Some(status);
+    }
+    tracing::warn!(pid, ?grace, "cluster ignored SIGTERM; sending SIGKILL");
+    signal_group(pid, Signal::SIGKILL);
+    // The child itself too, wherever its group is; tokio signals only a
+    // child it has not reaped yet, so this pid is still ours.
+    let _ = child.start_kill();
+    tokio::time::timeout(KILL_TIMEOUT, child.wait()).await.ok()
+}
+
+/// After the leader is reaped: whatever its process group left behind has
+/// no parent to reap it, so SIGKILL the group, then tell the guardian to
+/// forget it. Linux keeps a pid from reuse while it names a live group, so
+/// this only reaches a stranger if the group is empty and the pid was taken
+/// by a new group leader in the last microseconds.
+fn sweep(pid: u32) {
+    signal_group(pid, Signal::SIGKILL);
+    if pid > 0 {
+        guardian::unregister(pid);
+    }
 }
 
 fn signal_group(pid: u32, signal: Signal) {
@@ -241,7 +299,8 @@ fn signal_group(pid: u32, signal: Signal) {
 }
 
 /// On Linux the kernel sends the child SIGKILL when the manager dies, even
-/// by SIGKILL, so no cluster outlives it.
+/// by SIGKILL; the guardian (src/guardian.rs) takes care of what the child
+/// started.
 #[cfg(target_os = "linux")]
 fn die_with_parent(command: &mut tokio::process::Command) {
     let parent = nix::unistd::getpid();
