@@ -499,9 +499,6 @@ impl Engine {
     }
 
     fn operate(&mut self, op: Operation, via: Via) -> Result<(), Refused> {
-        if self.exiting.is_some() {
-            return Err(Refused("the manager is shutting down".into()));
-        }
         let mut fields = json!({"action": op.name(), "via": via.as_str()});
         if let Via::Unix(peer) = via {
             fields["peer_pid"] = json!(peer.pid);
@@ -510,15 +507,15 @@ impl Engine {
         if let Some(id) = op.cluster() {
             fields["id"] = json!(id);
         }
-        // An unknown cluster id is refused inside `apply`, so it is logged too.
-        let result = self.apply(op);
-        match &result {
-            Ok(()) => self.log("operator_action", fields),
-            Err(refused) => {
-                fields["refused"] = json!(refused.0);
-                self.log("operator_action", fields);
-            }
+        // Every refusal is logged, an unknown cluster id included.
+        let result = match self.exiting {
+            Some(_) => Err(Refused("the manager is shutting down".into())),
+            None => self.apply(op),
+        };
+        if let Err(refused) = &result {
+            fields["refused"] = json!(refused.0);
         }
+        self.log("operator_action", fields);
         result
     }
 
