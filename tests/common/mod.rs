@@ -446,6 +446,28 @@ impl Manager {
         bot: &BotDir,
         env: &[(&str, &str)],
     ) -> Manager {
+        Self::start_with_stdio(
+            config,
+            args,
+            redis,
+            bot,
+            env,
+            Stdio::piped(),
+            Stdio::piped(),
+        )
+    }
+
+    /// As `start_with`, with the manager's stdout and stderr given (a file,
+    /// one end of a pipe of the test's own); only piped ones are collected.
+    pub fn start_with_stdio(
+        config: &str,
+        args: &[&str],
+        redis: Option<&Redis>,
+        bot: &BotDir,
+        env: &[(&str, &str)],
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Manager {
         let config_dir = tempfile::tempdir().expect("tempdir");
         let config_path = config_dir.path().join("config.yaml");
         std::fs::write(&config_path, config).expect("write config");
@@ -460,8 +482,8 @@ impl Manager {
             .env_remove("PER_CLUSTER")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stdout(stdout)
+            .stderr(stderr);
         if let Some(redis) = redis {
             cmd.env("FAKEBOT_REDIS", redis.url());
         }
@@ -469,8 +491,8 @@ impl Manager {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start mewld");
-        let stdout = collect(child.stdout.take().expect("stdout"));
-        let stderr = collect(child.stderr.take().expect("stderr"));
+        let stdout = child.stdout.take().map(collect).unwrap_or_default();
+        let stderr = child.stderr.take().map(collect).unwrap_or_default();
         Manager {
             child,
             stdout,
@@ -537,7 +559,8 @@ impl Drop for Manager {
     }
 }
 
-fn collect(source: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+/// Collects `source`'s lines as they come, on a thread of its own.
+pub fn collect(source: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let sink = lines.clone();
     thread::spawn(move || {
