@@ -123,14 +123,14 @@ async fn run_console(config: &Path, log_file: &Path) -> Result<u8> {
     // Start-up problems are printed before the screen is taken.
     let prepared = startup::load_config(config)?;
     for w in &prepared.warnings {
-        eprintln!("warning: {w}");
+        logging::to_stderr(&format!("warning: {w}"));
         tracing::warn!("{w}");
     }
-    eprintln!("mewld: asking Discord for the shard count…");
+    logging::to_stderr("mewld: asking Discord for the shard count…");
     let setup = startup::prepare(prepared).await?;
     let (transport, transport_rx) = transport::start(&setup.config)?;
     let (engine, handle) = Engine::new(setup, transport);
-    let exit = tui::run(engine, handle, transport_rx, Some(log)).await?;
+    let exit = tui::run(engine, handle, transport_rx, log).await?;
     Ok(u8::try_from(exit.code()).unwrap_or(1))
 }
 
@@ -148,7 +148,7 @@ async fn run_demo(log_file: &Path) -> Result<u8> {
     let setup = demo::setup(dir.path())?;
     let (transport, transport_rx) = transport::start(&setup.config)?;
     let (engine, handle) = Engine::new(setup, transport);
-    let exit = tui::run(engine, handle, transport_rx, Some(log)).await?;
+    let exit = tui::run(engine, handle, transport_rx, log).await?;
     Ok(u8::try_from(exit.code()).unwrap_or(1))
 }
 

@@ -34,14 +34,14 @@ pub async fn run(
     engine: Engine,
     handle: EngineHandle,
     transport_rx: mpsc::Receiver<TransportEvent>,
-    log: Option<ConsoleLog>,
+    log: ConsoleLog,
 ) -> color_eyre::Result<Exit> {
     let mut events = handle.events();
     let mut snapshots = handle.snapshot();
     let mut engine_task = tokio::spawn(engine.run(transport_rx));
 
     let mut app = App::new(color_wanted(), SystemTime::now());
-    app.log_file = log.as_ref().map(|l| l.path.clone());
+    app.log_file = Some(log.path.clone());
     // A log file that cannot be written is said once, in the message line;
     // the screen is the console's, never the log's.
     let mut log_problem_shown = false;
@@ -124,7 +124,7 @@ pub async fn run(
             _ = tick.tick() => {
                 app.update(Msg::Tick(SystemTime::now()));
                 if !log_problem_shown {
-                    if let Some(problem) = log.as_ref().and_then(ConsoleLog::problem) {
+                    if let Some(problem) = log.problem() {
                         app.say(problem, true);
                         log_problem_shown = true;
                     }
