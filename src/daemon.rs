@@ -1,13 +1,13 @@
 //! The headless face (`mewld --daemon`): the engine with no screen, for
 //! systemd. Cluster output goes to stdout with a `[cluster <id> <name>]`
-//! prefix; the manager's own log goes to stderr.
-
-use std::io::Write;
+//! prefix; the manager's own log goes to stderr. Neither ever holds up the
+//! engine: both go through lossy queues (see `logging`).
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::engine::{Engine, EngineHandle, Event, Exit, Operation, Via};
+use crate::logging::LossyLines;
 use crate::transport::TransportEvent;
 
 /// Runs the engine until it exits; SIGINT, SIGTERM and SIGHUP shut it down
@@ -19,13 +19,15 @@ pub async fn run(
     transport_rx: mpsc::Receiver<TransportEvent>,
 ) -> std::io::Result<Exit> {
     let mut events = handle.events();
+    // A stalled or closed stdout costs lines (counted and reported in the
+    // log), never the engine's time.
+    let stdout = LossyLines::start("cluster output lines on stdout", std::io::stdout());
+    let out = stdout.clone();
     let printer = tokio::spawn(async move {
         loop {
             match events.recv().await {
                 Ok(Event::Output { id, name, line, .. }) => {
-                    let mut out = std::io::stdout().lock();
-                    // A closed stdout must not take the manager down.
-                    let _ = writeln!(out, "[cluster {id} {name}] {line}");
+                    out.send(format!("[cluster {id} {name}] {line}\n").into_bytes());
                 }
                 Ok(Event::ActionLog(_)) => {}
                 Err(broadcast::error::RecvError::Lagged(n)) => {
@@ -60,5 +62,7 @@ pub async fn run(
     signals.abort();
     let _ = signals.await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), printer).await;
+    let flush = move || stdout.flush_within(std::time::Duration::from_secs(2));
+    let _ = tokio::task::spawn_blocking(flush).await;
     Ok(exit)
 }

@@ -9,6 +9,7 @@ pub mod discord;
 pub mod engine;
 pub mod fake_bot;
 pub mod guardian;
+pub mod logging;
 pub mod protocol;
 pub mod startup;
 pub mod transport;

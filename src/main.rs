@@ -10,7 +10,7 @@ use mewld::cluster_map::{self, shard_range};
 use mewld::config::Ipc;
 use mewld::engine::Engine;
 use mewld::startup::{self, Prepared};
-use mewld::{daemon, demo, fake_bot, guardian, transport, tui};
+use mewld::{daemon, demo, fake_bot, guardian, logging, transport, tui};
 
 /// A Discord bot clusterer: splits a bot's shards over cluster processes,
 /// starts them one after another, restarts the ones that die, and answers
@@ -88,7 +88,7 @@ fn main() -> ExitCode {
         return ExitCode::from(guardian::run(tag, groups));
     }
     if let Err(e) = color_eyre::install() {
-        eprintln!("mewld: {e}");
+        logging::to_stderr(&format!("mewld: {e}"));
     }
     // The fake bot is run hundreds of times at once: keep it to one thread.
     let runtime = if matches!(cli.command, Some(Command::FakeBot { .. })) {
@@ -101,7 +101,7 @@ fn main() -> ExitCode {
     let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("mewld: cannot start the async runtime: {e}");
+            logging::to_stderr(&format!("mewld: cannot start the async runtime: {e}"));
             return ExitCode::from(2);
         }
     };
@@ -110,7 +110,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("mewld: error: {e:#}");
+            logging::to_stderr(&format!("mewld: error: {e:#}"));
             ExitCode::from(2)
         }
     }
@@ -120,7 +120,7 @@ async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Some(Command::CheckConfig) => check_config(&cli.config).await,
         Some(Command::FakeBot { args }) => {
-            init_logging();
+            logging::init_cluster();
             let code = fake_bot::run(args).await?;
             Ok(u8::try_from(code).unwrap_or(1))
         }
@@ -132,40 +132,20 @@ async fn run(cli: Cli) -> Result<u8> {
     }
 }
 
-/// In console mode the log goes to a file: the screen belongs to the console.
-fn init_file_logging(path: &Path) -> Result<String> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .wrap_err_with(|| format!("cannot open the log file {}", path.display()))?;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(std::sync::Mutex::new(file))
-        .init();
-    Ok(std::path::absolute(path)
-        .unwrap_or_else(|_| path.to_path_buf())
-        .display()
-        .to_string())
-}
-
 async fn run_console(config: &Path, log_file: &Path) -> Result<u8> {
-    let log_path = init_file_logging(log_file)?;
+    let (log, _flush_log) = logging::init_console(log_file);
     // Start-up problems are printed before the screen is taken.
     let prepared = startup::load_config(config)?;
     for w in &prepared.warnings {
-        eprintln!("warning: {w}");
+        logging::to_stderr(&format!("warning: {w}"));
         tracing::warn!("{w}");
     }
-    eprintln!("mewld: asking Discord for the shard count…");
+    logging::to_stderr("mewld: asking Discord for the shard count…");
     let setup = startup::prepare(prepared).await?;
     let (transport, transport_rx) = transport::start(&setup.config)?;
     guardian::start();
     let (engine, handle) = Engine::new(setup, transport);
-    let exit = tui::run(engine, handle, transport_rx, Some(log_path)).await?;
+    let exit = tui::run(engine, handle, transport_rx, log).await?;
     Ok(u8::try_from(exit.code()).unwrap_or(1))
 }
 
@@ -179,26 +159,17 @@ async fn run_demo(log_file: &Path) -> Result<u8> {
     } else {
         log_file.to_path_buf()
     };
-    let log_path = init_file_logging(&log_file)?;
+    let (log, _flush_log) = logging::init_console(&log_file);
     let setup = demo::setup(dir.path())?;
     let (transport, transport_rx) = transport::start(&setup.config)?;
     guardian::start();
     let (engine, handle) = Engine::new(setup, transport);
-    let exit = tui::run(engine, handle, transport_rx, Some(log_path)).await?;
+    let exit = tui::run(engine, handle, transport_rx, log).await?;
     Ok(u8::try_from(exit.code()).unwrap_or(1))
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 async fn run_daemon(config: &Path) -> Result<u8> {
-    init_logging();
+    let _flush_log = logging::init_daemon();
     let prepared = startup::load_config(config)?;
     for w in &prepared.warnings {
         tracing::warn!("{w}");

@@ -225,3 +225,46 @@ fn the_demo_runs_with_nothing_installed() {
     tmux.keys(&["q", "y"]);
     assert_eq!(tmux.wait_exit_status(&status), "0");
 }
+
+#[test]
+fn an_unwritable_log_file_is_said_once_in_the_message_line() {
+    // One that cannot be opened, and one that opens but fails every write.
+    for (name, log_file, says) in [
+        (
+            "nolog",
+            "/proc/nonexistent/mewld.log",
+            "unwritable: No such file or directory (os error 2); logging off",
+        ),
+        (
+            "fulllog",
+            "/dev/full",
+            "unwritable: No space left on device (os error 28); log lines are dropped",
+        ),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = dir.path().join("demo.sh");
+        let status = dir.path().join("exit-status");
+        write_executable(
+            &script,
+            &format!(
+                "#!/bin/sh\nunset MTOKEN FAKEBOT_REDIS\nexport TERM=xterm-256color\ncd '{}'\n'{MEWLD}' demo --log-file '{log_file}'\necho $? > '{}'\n",
+                dir.path().display(),
+                status.display()
+            ),
+        );
+        let tmux = Tmux::start(name, &script, 140, 30);
+        let first = tmux.wait_screen("the log file problem in the message line", |s| {
+            s.contains(&format!("log file {log_file} {says}"))
+        });
+        // The clusters run regardless, and nothing else reached the screen.
+        let running = tmux.wait_screen("the demo clusters running", |s| s.contains("6/6 run"));
+        for screen in [first, running] {
+            assert!(!screen.contains("tracing"), "{screen}");
+            assert!(!screen.contains("Unable to write"), "{screen}");
+        }
+        // Said once: it goes after its time (said again, it would stay).
+        tmux.wait_screen("the message to go", |s| !s.contains("unwritable"));
+        tmux.keys(&["q", "y"]);
+        assert_eq!(tmux.wait_exit_status(&status), "0", "{name}");
+    }
+}

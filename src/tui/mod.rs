@@ -15,6 +15,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::engine::{Engine, EngineHandle, Exit, Operation, Via};
+use crate::logging::ConsoleLog;
 use crate::transport::TransportEvent;
 use app::{App, Effect, Msg};
 
@@ -33,14 +34,17 @@ pub async fn run(
     engine: Engine,
     handle: EngineHandle,
     transport_rx: mpsc::Receiver<TransportEvent>,
-    log_file: Option<String>,
+    log: ConsoleLog,
 ) -> color_eyre::Result<Exit> {
     let mut events = handle.events();
     let mut snapshots = handle.snapshot();
     let mut engine_task = tokio::spawn(engine.run(transport_rx));
 
     let mut app = App::new(color_wanted(), SystemTime::now());
-    app.log_file = log_file;
+    app.log_file = Some(log.path.clone());
+    // A log file that cannot be written is said once, in the message line;
+    // the screen is the console's, never the log's.
+    let mut log_problem_shown = false;
     let (msg_tx, mut msg_rx) = mpsc::unbounded_channel::<Msg>();
     {
         let handle = handle.clone();
@@ -119,6 +123,12 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 app.update(Msg::Tick(SystemTime::now()));
+                if !log_problem_shown {
+                    if let Some(problem) = log.problem() {
+                        app.say(problem, true);
+                        log_problem_shown = true;
+                    }
+                }
                 dirty = true;
             }
             _ = frame.tick() => {

@@ -453,12 +453,40 @@ impl Manager {
     /// As [`Manager::start_with`], with `cmd` as the program that runs
     /// mewld: see [`mewld_under_sh`].
     pub fn start_program(
+        cmd: Command,
+        config: &str,
+        args: &[&str],
+        redis: Option<&Redis>,
+        bot: &BotDir,
+        env: &[(&str, &str)],
+    ) -> Manager {
+        let stdio = (Stdio::piped(), Stdio::piped());
+        Self::spawn(cmd, config, args, redis, bot, env, stdio)
+    }
+
+    /// As `start_with`, with the manager's stdout and stderr given (a file,
+    /// one end of a pipe of the test's own); only piped ones are collected.
+    pub fn start_with_stdio(
+        config: &str,
+        args: &[&str],
+        redis: Option<&Redis>,
+        bot: &BotDir,
+        env: &[(&str, &str)],
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Manager {
+        let cmd = Command::new(MEWLD);
+        Self::spawn(cmd, config, args, redis, bot, env, (stdout, stderr))
+    }
+
+    fn spawn(
         mut cmd: Command,
         config: &str,
         args: &[&str],
         redis: Option<&Redis>,
         bot: &BotDir,
         env: &[(&str, &str)],
+        (stdout, stderr): (Stdio, Stdio),
     ) -> Manager {
         let config_dir = tempfile::tempdir().expect("tempdir");
         let config_path = config_dir.path().join("config.yaml");
@@ -473,8 +501,8 @@ impl Manager {
             .env_remove("PER_CLUSTER")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stdout(stdout)
+            .stderr(stderr);
         if let Some(redis) = redis {
             cmd.env("FAKEBOT_REDIS", redis.url());
         }
@@ -482,8 +510,8 @@ impl Manager {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start mewld");
-        let stdout = collect(child.stdout.take().expect("stdout"));
-        let stderr = collect(child.stderr.take().expect("stderr"));
+        let stdout = child.stdout.take().map(collect).unwrap_or_default();
+        let stderr = child.stderr.take().map(collect).unwrap_or_default();
         Manager {
             child,
             stdout,
@@ -550,7 +578,8 @@ impl Drop for Manager {
     }
 }
 
-fn collect(source: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+/// Collects `source`'s lines as they come, on a thread of its own.
+pub fn collect(source: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let sink = lines.clone();
     thread::spawn(move || {
