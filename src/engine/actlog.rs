@@ -3,7 +3,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use serde::Serialize;
 use serde_json::{Map, Value};
+
+use super::process::ExitInfo;
+use crate::cluster_map::ClusterId;
 
 pub fn now_micros() -> i64 {
     SystemTime::now()
@@ -18,15 +22,156 @@ pub fn unix_secs(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// An entry written by the manager: `event`, `ts`, then `fields`.
-pub fn entry(event: &str, fields: Value) -> Map<String, Value> {
-    let mut map = match fields {
-        Value::Object(map) => map,
-        _ => Map::new(),
-    };
-    map.insert("event".into(), Value::String(event.into()));
-    map.insert("ts".into(), Value::from(now_micros()));
-    map
+/// An event the manager writes to the action log (docs/protocol.md §5.4).
+/// Serialised as the entry's fields with `event` as the variant's name, so
+/// the list in Redis reads exactly as the original's events did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum LogEvent {
+    ClusterStarted {
+        id: ClusterId,
+        pid: u32,
+    },
+    ClusterLaunched {
+        id: ClusterId,
+    },
+    /// Exited unasked (or during a shutdown), with its status.
+    ClusterExited {
+        id: ClusterId,
+        #[serde(flatten)]
+        exit: ExitFields,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        restart_in_ms: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        quick_failures: Option<u32>,
+    },
+    /// Exited after being asked to stop.
+    ClusterStopped {
+        id: ClusterId,
+        #[serde(flatten)]
+        exit: ExitFields,
+    },
+    ClusterRestarted {
+        id: ClusterId,
+        restarts: u32,
+    },
+    ClusterFailed {
+        id: ClusterId,
+        quick_failures: u32,
+        error: String,
+    },
+    ClusterStartFailed {
+        id: ClusterId,
+        via: StartVia,
+        error: String,
+    },
+    ClusterRestartFailed {
+        id: ClusterId,
+        via: RestartVia,
+        error: String,
+    },
+    LaunchTimeout {
+        id: ClusterId,
+        waited_secs: u64,
+    },
+    AllClustersLaunched {
+        clusters: usize,
+    },
+    PingFailure {
+        id: ClusterId,
+    },
+    ChannelStall {
+        waited_secs: u64,
+        error: String,
+    },
+    ChannelRecovered {
+        stalled_secs: u64,
+    },
+    RollingRestart {
+        clusters: Vec<ClusterId>,
+    },
+    RollingRestartTimeout {
+        id: ClusterId,
+        waited_secs: u64,
+    },
+    RollingRestartDone {},
+    ReshardBegin {
+        subsystem: &'static str,
+        shards: u32,
+    },
+    ReshardSuccess {
+        subsystem: &'static str,
+        old_shards: u32,
+        new_shards: u32,
+        clusters: usize,
+        restarting: Vec<ClusterId>,
+    },
+    ReshardFailed {
+        subsystem: &'static str,
+        error: String,
+    },
+    ReshardRestartsDone {},
+    OperatorAction {
+        action: &'static str,
+        via: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<ClusterId>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer_pid: Option<i32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        peer_uid: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        refused: Option<String>,
+    },
+}
+
+/// How a process ended, as the entry's `code` or `signal`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ExitFields {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+}
+
+impl From<ExitInfo> for ExitFields {
+    fn from(e: ExitInfo) -> Self {
+        ExitFields {
+            code: e.code,
+            signal: e.signal,
+        }
+    }
+}
+
+/// `via` of `cluster_start_failed`: what was starting the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartVia {
+    StartNext,
+    PingCheck,
+    Observe,
+}
+
+/// `via` of `cluster_restart_failed`: who asked for the restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestartVia {
+    RollingRestart,
+    Start,
+    Restart,
+}
+
+impl LogEvent {
+    /// The entry as stored: the event's fields, `event` and `ts`.
+    pub fn entry(&self) -> Map<String, Value> {
+        let mut map = match serde_json::to_value(self) {
+            Ok(Value::Object(map)) => map,
+            // A tagged enum of plain fields always serialises to an object.
+            _ => Map::new(),
+        };
+        map.insert("ts".into(), Value::from(now_micros()));
+        map
+    }
 }
 
 /// An entry sent by a cluster (`action_logs`): its `data` with `ts` set, so
@@ -43,12 +188,57 @@ mod tests {
 
     #[test]
     fn entries_have_event_and_microsecond_ts() {
-        let e = entry("ping_failure", json!({"id": 3}));
+        let e = LogEvent::PingFailure { id: 3 }.entry();
         assert_eq!(e["event"], "ping_failure");
         assert_eq!(e["id"], 3);
         let ts = e["ts"].as_i64().expect("ts is a number");
         // Microseconds since 1970 are 16 digits for the next few centuries.
         assert!(ts > 1_600_000_000_000_000, "{ts}");
+    }
+
+    /// The stored JSON is what the original's readers and ours expect.
+    #[test]
+    fn events_serialise_as_the_original_shapes() {
+        let without_ts = |e: LogEvent| {
+            let mut m = e.entry();
+            m.remove("ts");
+            Value::Object(m)
+        };
+        assert_eq!(
+            without_ts(LogEvent::ClusterExited {
+                id: 2,
+                exit: ExitFields {
+                    code: None,
+                    signal: Some(9)
+                },
+                restart_in_ms: Some(3000),
+                quick_failures: None,
+            }),
+            json!({"event": "cluster_exited", "id": 2, "signal": 9, "restart_in_ms": 3000})
+        );
+        assert_eq!(
+            without_ts(LogEvent::ClusterStartFailed {
+                id: 1,
+                via: StartVia::PingCheck,
+                error: "e".into()
+            }),
+            json!({"event": "cluster_start_failed", "id": 1, "via": "ping_check", "error": "e"})
+        );
+        assert_eq!(
+            without_ts(LogEvent::RollingRestartDone {}),
+            json!({"event": "rolling_restart_done"})
+        );
+        assert_eq!(
+            without_ts(LogEvent::OperatorAction {
+                action: "stop",
+                via: "redis",
+                id: Some(99),
+                peer_pid: None,
+                peer_uid: None,
+                refused: Some("there is no cluster 99".into()),
+            }),
+            json!({"event": "operator_action", "action": "stop", "via": "redis", "id": 99, "refused": "there is no cluster 99"})
+        );
     }
 
     #[test]

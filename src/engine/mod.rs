@@ -15,7 +15,6 @@ pub mod restart;
 pub mod rolling;
 pub mod state;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -29,6 +28,7 @@ use crate::config::{Config, Ipc};
 use crate::discord::{self, GatewayBot};
 use crate::protocol::{self, Action, DiagAnswer, Request};
 use crate::transport::{Origin, Peer, Transport, TransportEvent};
+use actlog::{ExitFields, LogEvent, RestartVia, StartVia};
 use health::{Health, Phase, Ping, Pings, Timeout};
 use process::{ExitInfo, Stream};
 use rolling::Rolling;
@@ -150,13 +150,46 @@ pub enum Event {
     ActionLog(Map<String, Value>),
 }
 
-/// Why an operation was refused, for people.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused(pub String);
+/// Why an operation was refused. `Display` is for people (the console's
+/// message line, the action log's `refused`); code matches the variants.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("the manager is shutting down")]
+    ShuttingDown,
+    #[error("the engine has stopped")]
+    EngineStopped,
+    #[error("there is no cluster {0}")]
+    NoSuchCluster(ClusterId),
+    #[error("{0} is already running")]
+    AlreadyRunning(Label),
+    #[error("{0} is not running")]
+    NotRunning(Label),
+    #[error("{0} is not running (use start)")]
+    RestartNotRunning(Label),
+    #[error("could not start {label}: {error}")]
+    CouldNotStart { label: Label, error: String },
+    #[error("the transport is not connected")]
+    TransportDown,
+    #[error("resharding is experimental: add `reshard` to experimental_features")]
+    ReshardDisabled,
+    #[error("a rolling restart is already under way")]
+    RollingUnderWay,
+    #[error("a reshard is already under way")]
+    ReshardUnderWay,
+    #[error("not every cluster has launched yet; wait until the bot is fully up")]
+    NotFullyUp,
+}
 
-impl fmt::Display for Refused {
+/// A cluster as people name it: id and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Label {
+    pub id: ClusterId,
+    pub name: String,
+}
+
+impl fmt::Display for Label {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        write!(f, "cluster {} ({})", self.id, self.name)
     }
 }
 
@@ -216,10 +249,9 @@ impl EngineHandle {
             reply: Some(tx),
         };
         if self.inbox.send(input).is_err() {
-            return Err(Refused("the engine has stopped".into()));
+            return Err(Refused::EngineStopped);
         }
-        rx.await
-            .unwrap_or_else(|_| Err(Refused("the engine has stopped".into())))
+        rx.await.unwrap_or(Err(Refused::EngineStopped))
     }
 
     /// The action log as stored (oldest first), for a face that starts late.
@@ -365,10 +397,10 @@ impl Engine {
             Input::LaunchTimeout { id, generation } => {
                 let current = self.index(id).ok().map(|i| self.clusters[i].generation);
                 if self.launching == Some(id) && current == Some(generation) {
-                    self.log(
-                        "launch_timeout",
-                        json!({"id": id, "waited_secs": self.config.launch_timeout.as_secs()}),
-                    );
+                    self.log(LogEvent::LaunchTimeout {
+                        id,
+                        waited_secs: self.config.launch_timeout.as_secs(),
+                    });
                     self.launch_moved_on(id);
                 }
             }
@@ -499,23 +531,23 @@ impl Engine {
     }
 
     fn operate(&mut self, op: Operation, via: Via) -> Result<(), Refused> {
-        let mut fields = json!({"action": op.name(), "via": via.as_str()});
-        if let Via::Unix(peer) = via {
-            fields["peer_pid"] = json!(peer.pid);
-            fields["peer_uid"] = json!(peer.uid);
-        }
-        if let Some(id) = op.cluster() {
-            fields["id"] = json!(id);
-        }
         // Every refusal is logged, an unknown cluster id included.
         let result = match self.exiting {
-            Some(_) => Err(Refused("the manager is shutting down".into())),
+            Some(_) => Err(Refused::ShuttingDown),
             None => self.apply(op),
         };
-        if let Err(refused) = &result {
-            fields["refused"] = json!(refused.0);
-        }
-        self.log("operator_action", fields);
+        let peer = match via {
+            Via::Unix(peer) => Some(peer),
+            _ => None,
+        };
+        self.log(LogEvent::OperatorAction {
+            action: op.name(),
+            via: via.as_str(),
+            id: op.cluster(),
+            peer_pid: peer.and_then(|p| p.pid),
+            peer_uid: peer.map(|p| p.uid),
+            refused: result.as_ref().err().map(Refused::to_string),
+        });
         result
     }
 
@@ -524,16 +556,20 @@ impl Engine {
             Operation::Start(id) => {
                 let idx = self.index(id)?;
                 if self.clusters[idx].is_alive() {
-                    return Err(Refused(format!("{} is already running", self.label(idx))));
+                    return Err(Refused::AlreadyRunning(self.label(idx)));
                 }
                 // An operator's start gives a crash-looping cluster a fresh count.
                 self.clusters[idx].quick_failures = 0;
-                self.spawn(idx).map_err(|e| {
-                    self.log(
-                        "cluster_restart_failed",
-                        json!({"id": id, "via": "start", "error": e}),
-                    );
-                    Refused(format!("could not start {}: {e}", self.label(idx)))
+                self.spawn(idx).map_err(|error| {
+                    self.log(LogEvent::ClusterRestartFailed {
+                        id,
+                        via: RestartVia::Start,
+                        error: error.clone(),
+                    });
+                    Refused::CouldNotStart {
+                        label: self.label(idx),
+                        error,
+                    }
                 })
             }
             Operation::Stop(id) => {
@@ -556,17 +592,14 @@ impl Engine {
                         Ok(())
                     }
                     ClusterState::Stopped | ClusterState::Failed => {
-                        Err(Refused(format!("{} is not running", self.label(idx))))
+                        Err(Refused::NotRunning(self.label(idx)))
                     }
                 }
             }
             Operation::Restart(id) => {
                 let idx = self.index(id)?;
                 if !self.clusters[idx].is_alive() {
-                    return Err(Refused(format!(
-                        "{} is not running (use start)",
-                        self.label(idx)
-                    )));
+                    return Err(Refused::RestartNotRunning(self.label(idx)));
                 }
                 self.stop(idx, Some(RestartCause::Operator));
                 Ok(())
@@ -574,10 +607,10 @@ impl Engine {
             Operation::Diagnose(id) => {
                 let idx = self.index(id)?;
                 if !self.clusters[idx].is_alive() {
-                    return Err(Refused(format!("{} is not running", self.label(idx))));
+                    return Err(Refused::NotRunning(self.label(idx)));
                 }
                 if !self.transport_connected {
-                    return Err(Refused("the transport is not connected".into()));
+                    return Err(Refused::TransportDown);
                 }
                 self.ping(idx);
                 Ok(())
@@ -590,22 +623,22 @@ impl Engine {
                     .filter(|c| c.is_up())
                     .map(|c| c.spec.id)
                     .collect();
-                self.log("rolling_restart", json!({"clusters": order}));
-                self.begin_rolling(order, "rolling_restart_done");
+                self.log(LogEvent::RollingRestart {
+                    clusters: order.clone(),
+                });
+                self.begin_rolling(order, LogEvent::RollingRestartDone {});
                 Ok(())
             }
             Operation::Reshard => {
                 if !self.config.feature_enabled("reshard") {
-                    return Err(Refused(
-                        "resharding is experimental: add `reshard` to experimental_features".into(),
-                    ));
+                    return Err(Refused::ReshardDisabled);
                 }
                 self.may_restart_all()?;
                 self.resharding = true;
-                self.log(
-                    "reshard_begin",
-                    json!({"subsystem": "reshard", "shards": self.shard_count}),
-                );
+                self.log(LogEvent::ReshardBegin {
+                    subsystem: "reshard",
+                    shards: self.shard_count,
+                });
                 let inbox = self.inbox_tx.clone();
                 let config = self.config.clone();
                 tokio::spawn(async move {
@@ -643,15 +676,13 @@ impl Engine {
     /// Rolling restarts and reshards need a settled bot.
     fn may_restart_all(&self) -> Result<(), Refused> {
         if self.rolling.is_some() {
-            return Err(Refused("a rolling restart is already under way".into()));
+            return Err(Refused::RollingUnderWay);
         }
         if self.resharding {
-            return Err(Refused("a reshard is already under way".into()));
+            return Err(Refused::ReshardUnderWay);
         }
         if !self.fully_up {
-            return Err(Refused(
-                "not every cluster has launched yet; wait until the bot is fully up".into(),
-            ));
+            return Err(Refused::NotFullyUp);
         }
         Ok(())
     }
@@ -660,12 +691,15 @@ impl Engine {
         self.clusters
             .iter()
             .position(|c| c.spec.id == id)
-            .ok_or_else(|| Refused(format!("there is no cluster {id}")))
+            .ok_or(Refused::NoSuchCluster(id))
     }
 
-    fn label(&self, idx: usize) -> String {
+    fn label(&self, idx: usize) -> Label {
         let spec = &self.clusters[idx].spec;
-        format!("cluster {} ({})", spec.id, spec.name)
+        Label {
+            id: spec.id,
+            name: spec.name.clone(),
+        }
     }
 
     /// Starts the next never-started cluster, or announces that all are up.
@@ -686,10 +720,11 @@ impl Engine {
                         );
                     }
                     Err(e) => {
-                        self.log(
-                            "cluster_start_failed",
-                            json!({"id": id, "via": "start_next", "error": e}),
-                        );
+                        self.log(LogEvent::ClusterStartFailed {
+                            id,
+                            via: StartVia::StartNext,
+                            error: e,
+                        });
                         // Do not let one broken cluster hold up the rest.
                         self.launch_moved_on(id);
                     }
@@ -712,7 +747,7 @@ impl Engine {
         let c = &mut self.clusters[idx];
         if c.state == ClusterState::Starting {
             c.state = ClusterState::Running;
-            self.log("cluster_launched", json!({"id": id}));
+            self.log(LogEvent::ClusterLaunched { id });
         }
         if let Some(rolling) = self.rolling.as_mut() {
             if rolling.current() == Some(id) {
@@ -745,10 +780,9 @@ impl Engine {
         self.fully_up = true;
         self.transport
             .publish(protocol::all_clusters_launched(&protocol::random_id()));
-        self.log(
-            "all_clusters_launched",
-            json!({"clusters": self.clusters.len()}),
-        );
+        self.log(LogEvent::AllClustersLaunched {
+            clusters: self.clusters.len(),
+        });
     }
 
     /// The cluster the launch waits on will not say `launch_next` (it failed,
@@ -798,7 +832,7 @@ impl Engine {
                 c.proc = Some(handle);
                 c.state = ClusterState::Starting;
                 c.started_at = Some(SystemTime::now());
-                self.log("cluster_started", json!({"id": id, "pid": pid}));
+                self.log(LogEvent::ClusterStarted { id, pid });
                 Ok(())
             }
             Err(e) => {
@@ -834,17 +868,16 @@ impl Engine {
             .and_then(|t| t.elapsed().ok())
             .unwrap_or_default();
         self.pings.forget(id);
-        let status = exit_fields(exit);
+        let status = ExitFields::from(exit);
         if self.clusters[idx].state == ClusterState::Stopping {
             let restart = self.clusters[idx]
                 .restart_when_stopped
                 .filter(|_| self.exiting.is_none());
             self.clusters[idx].state = ClusterState::Stopped;
-            self.log("cluster_stopped", merge(json!({"id": id}), status));
+            self.log(LogEvent::ClusterStopped { id, exit: status });
             if let Some(cause) = restart {
-                if let Err(e) = self.spawn(idx) {
-                    let (event, via) = cause.failure_event();
-                    self.log(event, json!({"id": id, "via": via, "error": e}));
+                if let Err(error) = self.spawn(idx) {
+                    self.log(cause.failure_event(id, error));
                     self.rolling_target_failed(id);
                 }
             }
@@ -852,7 +885,12 @@ impl Engine {
         }
         if self.exiting.is_some() {
             self.clusters[idx].state = ClusterState::Stopped;
-            self.log("cluster_exited", merge(json!({"id": id}), status));
+            self.log(LogEvent::ClusterExited {
+                id,
+                exit: status,
+                restart_in_ms: None,
+                quick_failures: None,
+            });
             return;
         }
         let c = &mut self.clusters[idx];
@@ -863,22 +901,29 @@ impl Engine {
             restart::Verdict::RestartIn(delay) => {
                 c.state = ClusterState::Crashed;
                 c.next_restart_at = Some(SystemTime::now() + delay);
-                self.log(
-                    "cluster_exited",
-                    merge(
-                        json!({"id": id, "restart_in_ms": delay.as_millis() as u64, "quick_failures": failures}),
-                        status,
-                    ),
-                );
+                self.log(LogEvent::ClusterExited {
+                    id,
+                    exit: status,
+                    restart_in_ms: Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
+                    quick_failures: Some(failures),
+                });
                 self.schedule(delay, Input::CrashRestartDue { id, generation });
             }
             restart::Verdict::GiveUp => {
                 c.state = ClusterState::Failed;
-                self.log("cluster_exited", merge(json!({"id": id}), status));
-                self.log(
-                    "cluster_failed",
-                    json!({"id": id, "quick_failures": failures, "error": "kept exiting soon after starting; left stopped until an operator starts it"}),
-                );
+                self.log(LogEvent::ClusterExited {
+                    id,
+                    exit: status,
+                    restart_in_ms: None,
+                    quick_failures: None,
+                });
+                self.log(LogEvent::ClusterFailed {
+                    id,
+                    quick_failures: failures,
+                    error:
+                        "kept exiting soon after starting; left stopped until an operator starts it"
+                            .into(),
+                });
                 self.rolling_target_failed(id);
                 self.launch_moved_on(id);
             }
@@ -895,12 +940,13 @@ impl Engine {
         c.crash_restarts += 1;
         let restarts = c.crash_restarts;
         match self.spawn(idx) {
-            Ok(()) => self.log("cluster_restarted", json!({"id": id, "restarts": restarts})),
-            Err(e) => {
-                self.log(
-                    "cluster_start_failed",
-                    json!({"id": id, "via": "observe", "error": e}),
-                );
+            Ok(()) => self.log(LogEvent::ClusterRestarted { id, restarts }),
+            Err(error) => {
+                self.log(LogEvent::ClusterStartFailed {
+                    id,
+                    via: StartVia::Observe,
+                    error,
+                });
                 self.rolling_target_failed(id);
                 self.launch_moved_on(id);
             }
@@ -972,10 +1018,9 @@ impl Engine {
     fn on_echo(&mut self, nonce: &str) {
         let outcome = self.pings.echo_returned(nonce, Instant::now());
         if let Some(lasted) = outcome.stall_ended {
-            self.log(
-                "channel_recovered",
-                json!({"stalled_secs": lasted.as_secs()}),
-            );
+            self.log(LogEvent::ChannelRecovered {
+                stalled_secs: lasted.as_secs(),
+            });
         }
         for ping in outcome.failed {
             self.ping_failed(ping);
@@ -1013,10 +1058,10 @@ impl Engine {
                     "no answer to a diagnostic, but the channel did not show it delivered; not counted"
                 );
                 if first {
-                    self.log(
-                        "channel_stall",
-                        json!({"waited_secs": timeout.as_secs(), "error": "the channel delivered nothing the manager published; missed diagnostics are not counted until it does"}),
-                    );
+                    self.log(LogEvent::ChannelStall {
+                        waited_secs: timeout.as_secs(),
+                        error: "the channel delivered nothing the manager published; missed diagnostics are not counted until it does".into(),
+                    });
                 }
             }
         }
@@ -1031,11 +1076,11 @@ impl Engine {
         if c.generation != ping.generation || !c.is_alive() || c.state == ClusterState::Stopping {
             return;
         }
-        self.log("ping_failure", json!({"id": ping.cluster}));
+        self.log(LogEvent::PingFailure { id: ping.cluster });
         self.stop(idx, Some(RestartCause::PingCheck));
     }
 
-    fn begin_rolling(&mut self, order: Vec<ClusterId>, done_event: &'static str) {
+    fn begin_rolling(&mut self, order: Vec<ClusterId>, done_event: LogEvent) {
         self.rolling = Some(Rolling::new(order, done_event));
         self.rolling_advance();
     }
@@ -1047,10 +1092,10 @@ impl Engine {
                 return;
             };
             let Some(id) = rolling.advance() else {
-                let done = rolling.done_event;
+                let done = rolling.done_event.clone();
                 let restarted_any = rolling.view().total > 0;
                 self.rolling = None;
-                self.log(done, json!({}));
+                self.log(done);
                 self.resharding = false;
                 if launch::next_to_start(self.clusters.iter().map(|c| c.state)).is_some() {
                     // A reshard added clusters: launch them; the launch
@@ -1084,10 +1129,10 @@ impl Engine {
             return;
         }
         if let Some(id) = rolling.current() {
-            self.log(
-                "rolling_restart_timeout",
-                json!({"id": id, "waited_secs": self.config.rolling_restart_timeout.as_secs()}),
-            );
+            self.log(LogEvent::RollingRestartTimeout {
+                id,
+                waited_secs: self.config.rolling_restart_timeout.as_secs(),
+            });
         }
         self.rolling_advance();
     }
@@ -1107,10 +1152,10 @@ impl Engine {
             Ok(g) => g,
             Err(e) => {
                 self.resharding = false;
-                self.log(
-                    "reshard_failed",
-                    json!({"subsystem": "discord", "error": e}),
-                );
+                self.log(LogEvent::ReshardFailed {
+                    subsystem: "discord",
+                    error: e,
+                });
                 return;
             }
         };
@@ -1118,12 +1163,14 @@ impl Engine {
         let map = cluster_map::build(new_count, self.config.per_cluster, &self.config.names);
         if map.len() < self.clusters.len() {
             self.resharding = false;
-            self.log(
-                "reshard_failed",
-                json!({"subsystem": "cluster_map", "error": format!(
-                    "refusing to shrink from {} to {} clusters", self.clusters.len(), map.len()
-                )}),
-            );
+            self.log(LogEvent::ReshardFailed {
+                subsystem: "cluster_map",
+                error: format!(
+                    "refusing to shrink from {} to {} clusters",
+                    self.clusters.len(),
+                    map.len()
+                ),
+            });
             return;
         }
         let old_count = self.shard_count;
@@ -1145,12 +1192,14 @@ impl Engine {
             // all_clusters_launched is announced again once the new ones are up.
             self.fully_up = false;
         }
-        self.log(
-            "reshard_success",
-            json!({"subsystem": "cluster_map", "old_shards": old_count, "new_shards": new_count,
-                   "clusters": self.clusters.len(), "restarting": restart}),
-        );
-        self.begin_rolling(restart, "reshard_restarts_done");
+        self.log(LogEvent::ReshardSuccess {
+            subsystem: "cluster_map",
+            old_shards: old_count,
+            new_shards: new_count,
+            clusters: self.clusters.len(),
+            restarting: restart.clone(),
+        });
+        self.begin_rolling(restart, LogEvent::ReshardRestartsDone {});
     }
 
     fn schedule(&self, after: Duration, input: Input) {
@@ -1162,8 +1211,8 @@ impl Engine {
     }
 
     /// Writes an action-log entry of the manager's own.
-    fn log(&self, event: &str, fields: Value) {
-        self.write_log(actlog::entry(event, fields));
+    fn log(&self, event: LogEvent) {
+        self.write_log(event.entry());
     }
 
     fn write_log(&self, entry: Map<String, Value>) {
@@ -1195,22 +1244,4 @@ impl Engine {
             }
         });
     }
-}
-
-fn exit_fields(exit: ExitInfo) -> Value {
-    let mut fields = BTreeMap::new();
-    if let Some(code) = exit.code {
-        fields.insert("code", json!(code));
-    }
-    if let Some(signal) = exit.signal {
-        fields.insert("signal", json!(signal));
-    }
-    json!(fields)
-}
-
-fn merge(mut base: Value, extra: Value) -> Value {
-    if let (Some(b), Value::Object(e)) = (base.as_object_mut(), extra) {
-        b.extend(e);
-    }
-    base
 }

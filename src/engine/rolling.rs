@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 
+use super::actlog::LogEvent;
 use super::state::RollingView;
 use crate::cluster_map::ClusterId;
 
@@ -16,11 +17,11 @@ pub struct Rolling {
     done: usize,
     total: usize,
     /// Logged when every cluster has had its turn.
-    pub done_event: &'static str,
+    pub done_event: LogEvent,
 }
 
 impl Rolling {
-    pub fn new(order: Vec<ClusterId>, done_event: &'static str) -> Self {
+    pub fn new(order: Vec<ClusterId>, done_event: LogEvent) -> Self {
         Rolling {
             done_event,
             total: order.len(),
@@ -68,7 +69,7 @@ mod tests {
 
     #[test]
     fn goes_in_order_and_counts_progress() {
-        let mut r = Rolling::new(vec![0, 1, 2], "done");
+        let mut r = Rolling::new(vec![0, 1, 2], LogEvent::RollingRestartDone {});
         assert_eq!(r.view().done, 0);
         assert_eq!(r.advance(), Some(0));
         let step = r.step;

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use super::actlog::{LogEvent, RestartVia, StartVia};
 use super::health::Health;
 use super::process::{ExitInfo, ProcHandle};
 use crate::cluster_map::{ClusterId, ClusterSpec};
@@ -76,12 +77,24 @@ pub enum RestartCause {
 }
 
 impl RestartCause {
-    /// The event and `via` logged when the new start fails.
-    pub fn failure_event(self) -> (&'static str, &'static str) {
+    /// What is logged when the new start fails.
+    pub fn failure_event(self, id: ClusterId, error: String) -> LogEvent {
         match self {
-            RestartCause::Operator => ("cluster_restart_failed", "restart"),
-            RestartCause::PingCheck => ("cluster_start_failed", "ping_check"),
-            RestartCause::RollingRestart => ("cluster_restart_failed", "rolling_restart"),
+            RestartCause::Operator => LogEvent::ClusterRestartFailed {
+                id,
+                via: RestartVia::Restart,
+                error,
+            },
+            RestartCause::PingCheck => LogEvent::ClusterStartFailed {
+                id,
+                via: StartVia::PingCheck,
+                error,
+            },
+            RestartCause::RollingRestart => LogEvent::ClusterRestartFailed {
+                id,
+                via: RestartVia::RollingRestart,
+                error,
+            },
         }
     }
 }
