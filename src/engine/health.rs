@@ -122,9 +122,19 @@ impl Pings {
         self.in_flight.get(nonce)
     }
 
-    /// Forgets the pings of a cluster whose process has gone.
-    pub fn forget(&mut self, cluster: ClusterId) {
-        self.in_flight.retain(|_, p| p.cluster != cluster);
+    /// Forgets the pings of a cluster whose process has gone; returns
+    /// their nonces.
+    pub fn forget(&mut self, cluster: ClusterId) -> Vec<String> {
+        let gone: Vec<String> = self
+            .in_flight
+            .iter()
+            .filter(|(_, p)| p.cluster == cluster)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in &gone {
+            self.in_flight.remove(n);
+        }
+        gone
     }
 
     /// Records an echo published at `at`.

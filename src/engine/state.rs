@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::actlog::{LogEvent, RestartVia, StartVia};
 use super::health::Health;
-use super::process::{ExitInfo, ProcHandle};
+use super::process::ExitInfo;
 use crate::cluster_map::{ClusterId, ClusterSpec};
 
 /// Where a cluster is in its life.
@@ -51,8 +51,9 @@ impl ClusterState {
 pub(super) struct Cluster {
     pub spec: ClusterSpec,
     pub state: ClusterState,
-    /// The live process, if any. Present in Starting, Running, Stopping.
-    pub proc: Option<ProcHandle>,
+    /// The live process's pid, if any: set in Starting (once spawned),
+    /// Running and Stopping.
+    pub pid: Option<u32>,
     /// Bumped on every spawn, so that late news of an old process is ignored.
     pub generation: u64,
     pub started_at: Option<SystemTime>,
@@ -104,7 +105,7 @@ impl Cluster {
         Cluster {
             spec,
             state: ClusterState::Pending,
-            proc: None,
+            pid: None,
             generation: 0,
             started_at: None,
             restart_when_stopped: None,
@@ -117,7 +118,7 @@ impl Cluster {
     }
 
     pub fn is_alive(&self) -> bool {
-        self.proc.is_some()
+        self.pid.is_some()
     }
 
     /// Alive and meant to stay so (not being stopped).
@@ -131,7 +132,7 @@ impl Cluster {
             name: self.spec.name.clone(),
             shards: self.spec.shards.clone(),
             state: self.state,
-            pid: self.proc.as_ref().map(|p| p.pid),
+            pid: self.pid,
             started_at: self.started_at,
             restarts: self.crash_restarts,
             quick_failures: self.quick_failures,

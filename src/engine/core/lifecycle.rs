@@ -1,0 +1,297 @@
+//! A cluster's life: the launch, spawning, stopping, exits and crash
+//! restarts (docs/protocol.md §6).
+
+use super::{Command, Core, Now, Purpose, Timer};
+use crate::cluster_map::ClusterId;
+use crate::engine::actlog::{ExitFields, LogEvent, RestartVia, StartVia};
+use crate::engine::process::{self, ExitInfo};
+use crate::engine::restart::{self, Verdict};
+use crate::engine::state::{ClusterState, RestartCause};
+use crate::engine::Refused;
+use crate::protocol;
+
+impl Core {
+    /// Starts the launch's next cluster, or announces that all are up.
+    pub(super) fn start_next(&mut self) {
+        if self.exiting.is_some() || self.rolling.is_some() {
+            return;
+        }
+        let states = self.clusters.iter().map(|c| c.state);
+        match self.launcher.next_to_start(states) {
+            Some(idx) => {
+                self.launcher.started(self.clusters[idx].spec.id);
+                self.spawn(idx, Purpose::Launch);
+            }
+            None if self.launcher.waiting_on().is_none() && !self.launcher.fully_up() => {
+                self.announce_all_launched();
+            }
+            None => {}
+        }
+    }
+
+    pub(super) fn on_launch_next(&mut self, id: ClusterId) {
+        let Ok(idx) = self.index(id) else {
+            tracing::warn!(id, "launch_next from an unknown cluster; ignored");
+            return;
+        };
+        let c = &mut self.clusters[idx];
+        if c.state == ClusterState::Starting {
+            c.state = ClusterState::Running;
+            self.log(LogEvent::ClusterLaunched { id });
+        }
+        if let Some(rolling) = self.rolling.as_mut() {
+            if rolling.current() == Some(id) {
+                // Released: its timeout no longer applies.
+                let old = rolling.step;
+                let step = rolling.release();
+                self.emit(Command::CancelTimer(Timer::RollingTimeout(old)));
+                self.set_timer(
+                    Timer::RollingNext(step),
+                    self.config.cluster_start_next_delay,
+                );
+            }
+            return;
+        }
+        if self.launcher.release(id) {
+            let generation = self.clusters[idx].generation;
+            self.emit(Command::CancelTimer(Timer::LaunchTimeout {
+                id,
+                generation,
+            }));
+            if self
+                .launcher
+                .any_left(self.clusters.iter().map(|c| c.state))
+            {
+                self.set_timer(Timer::StartNext, self.config.cluster_start_next_delay);
+            } else {
+                self.start_next();
+            }
+        } else if self.launcher.fully_up() && self.launcher.waiting_on().is_none() {
+            // A cluster came back (after a crash, a restart, a ping failure):
+            // the original announced the whole bot up again, and a restarted
+            // cluster may wait for that to finish its own start.
+            self.announce_all_launched();
+        }
+    }
+
+    pub(super) fn announce_all_launched(&mut self) {
+        self.launcher.set_fully_up(true);
+        self.publish(protocol::all_clusters_launched(&protocol::random_id()));
+        self.log(LogEvent::AllClustersLaunched {
+            clusters: self.clusters.len(),
+        });
+    }
+
+    pub(super) fn on_launch_timeout(&mut self, id: ClusterId, generation: u64) {
+        let current = self.index(id).ok().map(|i| self.clusters[i].generation);
+        if self.launcher.waiting_on() == Some(id) && current == Some(generation) {
+            self.log(LogEvent::LaunchTimeout {
+                id,
+                waited_secs: self.config.launch_timeout.as_secs(),
+            });
+            self.launch_moved_on(id);
+        }
+    }
+
+    /// The cluster the launch waits on will not say `launch_next` (it failed,
+    /// was stopped, or took too long): go on with the next one.
+    pub(super) fn launch_moved_on(&mut self, id: ClusterId) {
+        if self.launcher.release(id) {
+            self.set_timer(Timer::StartNext, self.config.cluster_start_next_delay);
+        }
+    }
+
+    /// Asks the runner to start cluster `idx`; the outcome comes back as
+    /// [`super::Input::Spawned`] and is handled for `purpose`.
+    pub(super) fn spawn(&mut self, idx: usize, purpose: Purpose) {
+        let line = process::command_line(&self.config, &self.clusters[idx].spec, self.shard_count);
+        let c = &mut self.clusters[idx];
+        c.generation += 1;
+        c.health = None;
+        c.next_restart_at = None;
+        c.restart_when_stopped = None;
+        c.state = ClusterState::Starting;
+        let (id, name, generation) = (c.spec.id, c.spec.name.clone(), c.generation);
+        self.spawning[idx] = Some(purpose);
+        self.emit(Command::Spawn {
+            id,
+            name,
+            generation,
+            line,
+        });
+    }
+
+    pub(super) fn on_spawned(
+        &mut self,
+        now: Now,
+        id: ClusterId,
+        generation: u64,
+        result: Result<u32, String>,
+    ) {
+        let Ok(idx) = self.index(id) else { return };
+        if self.clusters[idx].generation != generation {
+            return;
+        }
+        let Some(purpose) = self.spawning[idx].take() else {
+            return;
+        };
+        match result {
+            Ok(pid) => {
+                let c = &mut self.clusters[idx];
+                c.pid = Some(pid);
+                c.started_at = Some(now.wall);
+                self.log(LogEvent::ClusterStarted { id, pid });
+                match purpose {
+                    Purpose::Launch => self.set_timer(
+                        Timer::LaunchTimeout { id, generation },
+                        self.config.launch_timeout,
+                    ),
+                    Purpose::Start { asker } => {
+                        self.finish_op(crate::engine::Operation::Start(id), asker, Ok(()))
+                    }
+                    Purpose::CrashRestart => {
+                        let restarts = self.clusters[idx].crash_restarts;
+                        self.log(LogEvent::ClusterRestarted { id, restarts });
+                    }
+                    Purpose::AfterStop(_) => {}
+                }
+            }
+            Err(error) => {
+                self.clusters[idx].state = ClusterState::Failed;
+                tracing::error!(id, %error, "could not start cluster");
+                match purpose {
+                    Purpose::Launch => {
+                        self.log(LogEvent::ClusterStartFailed {
+                            id,
+                            via: StartVia::StartNext,
+                            error,
+                        });
+                        // Do not let one broken cluster hold up the rest.
+                        self.launch_moved_on(id);
+                    }
+                    Purpose::Start { asker } => {
+                        self.log(LogEvent::ClusterRestartFailed {
+                            id,
+                            via: RestartVia::Start,
+                            error: error.clone(),
+                        });
+                        let refused = Refused::CouldNotStart {
+                            label: self.label(idx),
+                            error,
+                        };
+                        self.finish_op(crate::engine::Operation::Start(id), asker, Err(refused));
+                    }
+                    Purpose::CrashRestart => {
+                        self.log(LogEvent::ClusterStartFailed {
+                            id,
+                            via: StartVia::Observe,
+                            error,
+                        });
+                        self.rolling_target_failed(id);
+                        self.launch_moved_on(id);
+                    }
+                    Purpose::AfterStop(cause) => {
+                        self.log(cause.failure_event(id, error));
+                        self.rolling_target_failed(id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops cluster `idx` if it runs; `then` starts it again once it exited.
+    pub(super) fn stop(&mut self, idx: usize, then: Option<RestartCause>) {
+        let c = &mut self.clusters[idx];
+        if c.is_alive() {
+            c.state = ClusterState::Stopping;
+            c.restart_when_stopped = then;
+            let (id, generation) = (c.spec.id, c.generation);
+            self.emit(Command::Stop { id, generation });
+        }
+    }
+
+    pub(super) fn on_exit(&mut self, now: Now, id: ClusterId, generation: u64, exit: ExitInfo) {
+        let Ok(idx) = self.index(id) else { return };
+        let c = &mut self.clusters[idx];
+        if c.generation != generation {
+            return;
+        }
+        c.pid = None;
+        c.last_exit = Some(exit);
+        // Health describes a live process; this one is gone.
+        c.health = None;
+        let ran_for = c
+            .started_at
+            .and_then(|t| now.wall.duration_since(t).ok())
+            .unwrap_or_default();
+        self.forget_pings(id);
+        let status = ExitFields::from(exit);
+        if self.clusters[idx].state == ClusterState::Stopping {
+            let restart = self.clusters[idx]
+                .restart_when_stopped
+                .filter(|_| self.exiting.is_none());
+            self.clusters[idx].state = ClusterState::Stopped;
+            self.log(LogEvent::ClusterStopped { id, exit: status });
+            if let Some(cause) = restart {
+                self.spawn(idx, Purpose::AfterStop(cause));
+            }
+            return;
+        }
+        if self.exiting.is_some() {
+            self.clusters[idx].state = ClusterState::Stopped;
+            self.log(LogEvent::ClusterExited {
+                id,
+                exit: status,
+                restart_in_ms: None,
+                quick_failures: None,
+            });
+            return;
+        }
+        let c = &mut self.clusters[idx];
+        let (verdict, failures) =
+            restart::after_exit(&self.config.restart, ran_for, c.quick_failures);
+        c.quick_failures = failures;
+        match verdict {
+            Verdict::RestartIn(delay) => {
+                c.state = ClusterState::Crashed;
+                c.next_restart_at = Some(now.wall + delay);
+                self.log(LogEvent::ClusterExited {
+                    id,
+                    exit: status,
+                    restart_in_ms: Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
+                    quick_failures: Some(failures),
+                });
+                self.set_timer(Timer::CrashRestart { id, generation }, delay);
+            }
+            Verdict::GiveUp => {
+                c.state = ClusterState::Failed;
+                self.log(LogEvent::ClusterExited {
+                    id,
+                    exit: status,
+                    restart_in_ms: None,
+                    quick_failures: None,
+                });
+                self.log(LogEvent::ClusterFailed {
+                    id,
+                    quick_failures: failures,
+                    error:
+                        "kept exiting soon after starting; left stopped until an operator starts it"
+                            .into(),
+                });
+                self.rolling_target_failed(id);
+                self.launch_moved_on(id);
+            }
+        }
+    }
+
+    pub(super) fn crash_restart(&mut self, id: ClusterId, generation: u64) {
+        let Ok(idx) = self.index(id) else { return };
+        let c = &mut self.clusters[idx];
+        if c.state != ClusterState::Crashed || c.generation != generation || self.exiting.is_some()
+        {
+            return;
+        }
+        c.crash_restarts += 1;
+        self.spawn(idx, Purpose::CrashRestart);
+    }
+}

@@ -1,0 +1,336 @@
+//! The engine's decisions, as a pure state machine: [`Core::step`] takes
+//! the time and one [`Input`] and returns the [`Command`]s to carry out. It
+//! does no I/O and reads no clock, so every rule a cluster's life follows
+//! is unit-tested in simulated time (see `tests.rs`). The runner
+//! (`engine/runner.rs`) executes the commands and feeds their results back.
+//!
+//! The rules live by concern: `ops.rs` (what operators ask), `lifecycle.rs`
+//! (spawn, exit, crash restart), `diag.rs` (health pings), `rolling.rs`
+//! (rolling restarts and resharding); the launch order is the
+//! [`Launcher`](super::launch::Launcher).
+
+mod diag;
+mod lifecycle;
+mod ops;
+mod rolling;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{Map, Value};
+
+use super::actlog::LogEvent;
+use super::health::Pings;
+use super::launch::Launcher;
+use super::process::{CommandLine, ExitInfo};
+use super::rolling::Rolling;
+use super::state::{Cluster, Snapshot};
+use super::{Exit, Label, Operation, Refused, Via};
+use crate::cluster_map::{ClusterId, ClusterSpec};
+use crate::config::Config;
+use crate::discord::GatewayBot;
+use crate::protocol::Request;
+
+/// The time, as the runner read it: monotonic for timers, wall for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    pub at: Instant,
+    pub wall: SystemTime,
+}
+
+impl Now {
+    pub fn read() -> Now {
+        Now {
+            at: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+}
+
+/// Everything that can happen to the engine.
+#[derive(Debug)]
+pub enum Input {
+    /// The runner started: arm the diagnostics.
+    Begin,
+    /// A face asks; the verdict comes back as [`Command::Verdict`].
+    Op {
+        op: Operation,
+        via: Via,
+    },
+    /// A request read from the channel.
+    Request {
+        request: Request,
+        via: Via,
+    },
+    TransportUp,
+    TransportDown {
+        retry_at: SystemTime,
+    },
+    /// The outcome of a [`Command::Spawn`].
+    Spawned {
+        id: ClusterId,
+        generation: u64,
+        result: Result<u32, String>,
+    },
+    /// A cluster's process ended (and its output is drained).
+    Exited {
+        id: ClusterId,
+        generation: u64,
+        exit: ExitInfo,
+    },
+    Timer(Timer),
+    /// The outcome of a [`Command::FetchGateway`].
+    GatewayFetched(Result<GatewayBot, String>),
+}
+
+/// Everything the engine does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Start this process; answer with [`Input::Spawned`].
+    Spawn {
+        id: ClusterId,
+        name: String,
+        generation: u64,
+        line: CommandLine,
+    },
+    /// SIGTERM, then SIGKILL after the grace period; the exit comes back
+    /// as [`Input::Exited`].
+    Stop {
+        id: ClusterId,
+        generation: u64,
+    },
+    Publish(String),
+    /// An action-log entry of the manager's own.
+    Log(LogEvent),
+    /// An entry a cluster sent (`action_logs`), `ts` set.
+    ClusterLog(Map<String, Value>),
+    /// Fire [`Input::Timer`] after this long, replacing the same timer.
+    SetTimer {
+        timer: Timer,
+        after: Duration,
+    },
+    CancelTimer(Timer),
+    /// Ask Discord for the shard count; answer with [`Input::GatewayFetched`].
+    FetchGateway,
+    /// The answer to the face's [`Input::Op`] being handled.
+    Verdict(Result<(), Refused>),
+}
+
+/// The engine's timers; one of each at a time (setting one again resets it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Timer {
+    /// The next round of diagnostics.
+    PingRound,
+    /// A diagnostic's time to answer, by nonce.
+    Ping(String),
+    /// Start the launch's next cluster.
+    StartNext,
+    /// The launch has waited long enough for this process's `launch_next`.
+    LaunchTimeout { id: ClusterId, generation: u64 },
+    /// Start a crashed cluster again.
+    CrashRestart { id: ClusterId, generation: u64 },
+    /// The rolling restart has waited long enough for this step's cluster.
+    RollingTimeout(u64),
+    /// The rolling restart goes on to its next cluster.
+    RollingNext(u64),
+}
+
+/// Who asked for an operation and where its answer goes.
+#[derive(Debug, Clone, PartialEq)]
+struct Asker {
+    via: Via,
+    answer: Answer,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Answer {
+    /// A face waits for [`Command::Verdict`].
+    Verdict,
+    /// A reply on the channel to this `command_id`.
+    Reply(Option<String>),
+    /// Acked already (shutdown and restartproc are acked before acting).
+    Acked,
+}
+
+/// What a spawn was for, which decides what its outcome means.
+#[derive(Debug, Clone, PartialEq)]
+enum Purpose {
+    /// The launch's next cluster.
+    Launch,
+    /// An operator's `start`.
+    Start { asker: Asker },
+    /// Again after it crashed; the count of such restarts.
+    CrashRestart,
+    /// Again after a stop that asked for it.
+    AfterStop(super::state::RestartCause),
+}
+
+/// The engine's state. Only [`Core::step`] changes it.
+pub struct Core {
+    config: Arc<Config>,
+    shard_count: u32,
+    clusters: Vec<Cluster>,
+    launcher: Launcher,
+    transport_connected: bool,
+    transport_retry_at: Option<SystemTime>,
+    /// Counts transport (re)connections; pings remember theirs.
+    connection: u64,
+    pings: Pings,
+    rolling: Option<Rolling>,
+    resharding: bool,
+    exiting: Option<Exit>,
+    started_at: SystemTime,
+    sessions_remaining: Option<u32>,
+    /// Spawns in flight, by cluster index.
+    spawning: Vec<Option<Purpose>>,
+    out: Vec<Command>,
+}
+
+impl Core {
+    pub fn new(
+        config: Arc<Config>,
+        shard_count: u32,
+        clusters: Vec<ClusterSpec>,
+        sessions_remaining: Option<u32>,
+        now: Now,
+    ) -> Core {
+        Core {
+            config,
+            shard_count,
+            spawning: vec![None; clusters.len()],
+            clusters: clusters.into_iter().map(Cluster::new).collect(),
+            launcher: Launcher::default(),
+            transport_connected: false,
+            transport_retry_at: None,
+            connection: 0,
+            pings: Pings::default(),
+            rolling: None,
+            resharding: false,
+            exiting: None,
+            started_at: now.wall,
+            sessions_remaining,
+            out: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Handles one input; returns what to do, in order.
+    pub fn step(&mut self, now: Now, input: Input) -> Vec<Command> {
+        match input {
+            Input::Begin => self.set_timer(Timer::PingRound, self.config.ping_interval),
+            Input::Op { op, via } => self.operate(
+                now,
+                op,
+                Asker {
+                    via,
+                    answer: Answer::Verdict,
+                },
+            ),
+            Input::Request { request, via } => self.on_request(now, request, via),
+            Input::TransportUp => self.on_transport_up(now),
+            Input::TransportDown { retry_at } => {
+                self.transport_connected = false;
+                self.transport_retry_at = Some(retry_at);
+                self.pings.connection_lost();
+            }
+            Input::Spawned {
+                id,
+                generation,
+                result,
+            } => self.on_spawned(now, id, generation, result),
+            Input::Exited {
+                id,
+                generation,
+                exit,
+            } => self.on_exit(now, id, generation, exit),
+            Input::Timer(timer) => self.on_timer(now, timer),
+            Input::GatewayFetched(result) => self.on_gateway_fetched(result),
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    fn on_timer(&mut self, now: Now, timer: Timer) {
+        match timer {
+            Timer::PingRound => {
+                self.ping_all(now);
+                self.set_timer(Timer::PingRound, self.config.ping_interval);
+            }
+            Timer::Ping(nonce) => self.on_ping_timeout(now, nonce),
+            Timer::StartNext => self.start_next(),
+            Timer::LaunchTimeout { id, generation } => self.on_launch_timeout(id, generation),
+            Timer::CrashRestart { id, generation } => self.crash_restart(id, generation),
+            Timer::RollingTimeout(step) => self.on_rolling_timeout(step),
+            Timer::RollingNext(step) => {
+                if self.rolling.as_ref().is_some_and(|r| r.step == step) {
+                    self.rolling_advance();
+                }
+            }
+        }
+    }
+
+    fn on_transport_up(&mut self, _now: Now) {
+        self.transport_connected = true;
+        self.transport_retry_at = None;
+        self.connection += 1;
+        // The launch waits for the subscription: a `launch_next` said
+        // before it exists would be lost and stall the launch.
+        if self.launcher.begin() {
+            self.start_next();
+        }
+    }
+
+    /// Set once a shutdown or restartproc has stopped every cluster.
+    pub fn finished(&self) -> Option<Exit> {
+        self.exiting
+            .filter(|_| self.clusters.iter().all(|c| !c.is_alive()))
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            shard_count: self.shard_count,
+            clusters: self.clusters.iter().map(Cluster::view).collect(),
+            fully_up: self.launcher.fully_up(),
+            transport_connected: self.transport_connected,
+            transport_retry_at: self.transport_retry_at,
+            started_at: Some(self.started_at),
+            sessions_remaining: self.sessions_remaining,
+            exiting: self.exiting.is_some(),
+            rolling: self.rolling.as_ref().map(Rolling::view),
+            resharding: self.resharding,
+        }
+    }
+
+    fn emit(&mut self, command: Command) {
+        self.out.push(command);
+    }
+
+    fn log(&mut self, event: LogEvent) {
+        self.emit(Command::Log(event));
+    }
+
+    fn publish(&mut self, payload: String) {
+        self.emit(Command::Publish(payload));
+    }
+
+    fn set_timer(&mut self, timer: Timer, after: Duration) {
+        self.emit(Command::SetTimer { timer, after });
+    }
+
+    fn index(&self, id: ClusterId) -> Result<usize, Refused> {
+        self.clusters
+            .iter()
+            .position(|c| c.spec.id == id)
+            .ok_or(Refused::NoSuchCluster(id))
+    }
+
+    fn label(&self, idx: usize) -> Label {
+        let spec = &self.clusters[idx].spec;
+        Label {
+            id: spec.id,
+            name: spec.name.clone(),
+        }
+    }
+}

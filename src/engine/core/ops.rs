@@ -1,0 +1,228 @@
+//! What operators ask, over the channel or from a face (docs/protocol.md
+//! §5.1), and the replies in the original's shape.
+
+use serde_json::{json, Map, Value};
+
+use super::{Answer, Asker, Command, Core, Now, Purpose};
+use crate::engine::actlog::{self, LogEvent};
+use crate::engine::state::{ClusterState, RestartCause};
+use crate::engine::{Exit, Operation, Refused, Via};
+use crate::protocol::{self, Action, Request};
+
+impl Core {
+    pub(super) fn on_request(&mut self, now: Now, request: Request, via: Via) {
+        let command_id = request.command_id;
+        let op = match request.action {
+            Action::LaunchNext(id) => return self.on_launch_next(id),
+            Action::ActionLogs(data) => return self.emit(Command::ClusterLog(data)),
+            Action::Diag(answer) => return self.on_diag(now, answer),
+            Action::Echo(nonce) => return self.on_echo(now, &nonce),
+            Action::Statuses => {
+                let output = self.statuses();
+                return self.publish(protocol::reply(command_id.as_deref(), &output));
+            }
+            Action::NumProcesses => {
+                let output = json!({"clusters": self.clusters.len(), "shards": self.shard_count});
+                return self.publish(protocol::reply(command_id.as_deref(), &output));
+            }
+            Action::Start(id) => Operation::Start(id),
+            Action::Stop(id) => Operation::Stop(id),
+            Action::Restart(id) => Operation::Restart(id),
+            Action::RollingRestart => Operation::RollingRestart,
+            Action::Reshard => Operation::Reshard,
+            Action::Shutdown => Operation::Shutdown,
+            Action::RestartProc => Operation::RestartProcess,
+        };
+        let answer = match op {
+            // Acked before acting, so the asker hears back even though the
+            // manager exits.
+            Operation::Shutdown | Operation::RestartProcess => {
+                self.publish(protocol::reply(command_id.as_deref(), &json!("ok")));
+                Answer::Acked
+            }
+            _ => Answer::Reply(command_id),
+        };
+        self.operate(now, op, Asker { via, answer });
+    }
+
+    /// `statuses`: keyed by cluster id as a string, in the original's shape.
+    fn statuses(&self) -> Value {
+        let map: Map<String, Value> = self
+            .clusters
+            .iter()
+            .map(|c| {
+                let started_at = c.started_at.map(actlog::unix_secs).unwrap_or(0);
+                (
+                    c.spec.id.to_string(),
+                    json!({
+                        "active": c.is_alive(),
+                        "status": c.state.as_str(),
+                        "name": c.spec.name,
+                        "started_at": started_at,
+                        "shard_list": c.spec.shards,
+                    }),
+                )
+            })
+            .collect();
+        Value::Object(map)
+    }
+
+    pub(super) fn operate(&mut self, now: Now, op: Operation, asker: Asker) {
+        let result = match self.exiting {
+            Some(_) => Err(Refused::ShuttingDown),
+            None => match self.apply(now, op, &asker) {
+                Some(result) => result,
+                // A start is answered once its spawn's outcome is known.
+                None => return,
+            },
+        };
+        self.finish_op(op, asker, result);
+    }
+
+    /// Logs the operation (every refusal included) and answers the asker.
+    pub(super) fn finish_op(&mut self, op: Operation, asker: Asker, result: Result<(), Refused>) {
+        let peer = match asker.via {
+            Via::Unix(peer) => Some(peer),
+            _ => None,
+        };
+        self.log(LogEvent::OperatorAction {
+            action: op.name(),
+            via: asker.via.as_str(),
+            id: op.cluster(),
+            peer_pid: peer.and_then(|p| p.pid),
+            peer_uid: peer.map(|p| p.uid),
+            refused: result.as_ref().err().map(Refused::to_string),
+        });
+        if let (Err(refused), Answer::Reply(_) | Answer::Acked) = (&result, &asker.answer) {
+            tracing::warn!(action = op.name(), via = asker.via.as_str(), reason = %refused, "refused a request");
+        }
+        match asker.answer {
+            Answer::Verdict => self.emit(Command::Verdict(result)),
+            Answer::Reply(command_id) => {
+                // The original acks whatever happens (a refusal is in the
+                // action log); only a failed start says so.
+                let output = match (&result, op) {
+                    (Err(_), Operation::Start(_)) => json!("could not start instance"),
+                    _ => json!("ok"),
+                };
+                self.publish(protocol::reply(command_id.as_deref(), &output));
+            }
+            Answer::Acked => {}
+        }
+    }
+
+    /// Carries out `op`. `None`: answered later (a start waits for its spawn).
+    fn apply(&mut self, now: Now, op: Operation, asker: &Asker) -> Option<Result<(), Refused>> {
+        let result = match op {
+            Operation::Start(id) => return self.start(id, asker),
+            Operation::Stop(id) => self.stop_op(id),
+            Operation::Restart(id) => self.index(id).and_then(|idx| {
+                if !self.clusters[idx].is_alive() {
+                    return Err(Refused::RestartNotRunning(self.label(idx)));
+                }
+                self.stop(idx, Some(RestartCause::Operator));
+                Ok(())
+            }),
+            Operation::Diagnose(id) => self.index(id).and_then(|idx| {
+                if !self.clusters[idx].is_alive() {
+                    return Err(Refused::NotRunning(self.label(idx)));
+                }
+                if !self.transport_connected {
+                    return Err(Refused::TransportDown);
+                }
+                self.ping(now, idx);
+                Ok(())
+            }),
+            Operation::RollingRestart => self.may_restart_all().map(|()| {
+                let order: Vec<_> = self
+                    .clusters
+                    .iter()
+                    .filter(|c| c.is_up())
+                    .map(|c| c.spec.id)
+                    .collect();
+                self.log(LogEvent::RollingRestart {
+                    clusters: order.clone(),
+                });
+                self.begin_rolling(order, LogEvent::RollingRestartDone {});
+            }),
+            Operation::Reshard => self.reshard(),
+            Operation::Shutdown => self.exit(Exit::Shutdown),
+            Operation::RestartProcess => self.exit(Exit::RestartProcess),
+        };
+        Some(result)
+    }
+
+    fn start(&mut self, id: u32, asker: &Asker) -> Option<Result<(), Refused>> {
+        let idx = match self.index(id) {
+            Ok(idx) => idx,
+            Err(refused) => return Some(Err(refused)),
+        };
+        if self.clusters[idx].is_alive() {
+            return Some(Err(Refused::AlreadyRunning(self.label(idx))));
+        }
+        // An operator's start gives a crash-looping cluster a fresh count.
+        self.clusters[idx].quick_failures = 0;
+        self.spawn(
+            idx,
+            Purpose::Start {
+                asker: asker.clone(),
+            },
+        );
+        None
+    }
+
+    fn stop_op(&mut self, id: u32) -> Result<(), Refused> {
+        let idx = self.index(id)?;
+        match self.clusters[idx].state {
+            ClusterState::Starting | ClusterState::Running => {
+                self.stop(idx, None);
+                self.launch_moved_on(id);
+                Ok(())
+            }
+            ClusterState::Stopping => {
+                self.clusters[idx].restart_when_stopped = None;
+                Ok(())
+            }
+            // Cancel a scheduled crash restart or a pending launch.
+            ClusterState::Crashed | ClusterState::Pending => {
+                let c = &mut self.clusters[idx];
+                c.state = ClusterState::Stopped;
+                c.next_restart_at = None;
+                Ok(())
+            }
+            ClusterState::Stopped | ClusterState::Failed => {
+                Err(Refused::NotRunning(self.label(idx)))
+            }
+        }
+    }
+
+    /// Rolling restarts and reshards need a settled bot.
+    pub(super) fn may_restart_all(&self) -> Result<(), Refused> {
+        if self.rolling.is_some() {
+            return Err(Refused::RollingUnderWay);
+        }
+        if self.resharding {
+            return Err(Refused::ReshardUnderWay);
+        }
+        if !self.launcher.fully_up() {
+            return Err(Refused::NotFullyUp);
+        }
+        Ok(())
+    }
+
+    /// Stops every cluster; the runner exits once they have all stopped.
+    fn exit(&mut self, exit: Exit) -> Result<(), Refused> {
+        self.exiting = Some(exit);
+        self.rolling = None;
+        for idx in 0..self.clusters.len() {
+            let c = &mut self.clusters[idx];
+            c.next_restart_at = None;
+            if c.is_alive() {
+                self.stop(idx, None);
+            } else if c.state != ClusterState::Failed {
+                c.state = ClusterState::Stopped;
+            }
+        }
+        Ok(())
+    }
+}

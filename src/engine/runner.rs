@@ -1,0 +1,319 @@
+//! The actor around the core: it turns what happens (operator requests,
+//! messages on the channel, child exits, timers) into [`Input`]s, feeds
+//! them to [`Core::step`] one at a time, and carries out the [`Command`]s
+//! that come back. All timers live here, in one [`DelayQueue`].
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{Map, Value};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio_util::time::{delay_queue, DelayQueue};
+
+use super::core::{Command, Core, Input, Now, Timer};
+use super::process::{self, ExitInfo, ProcHandle};
+use super::state::Snapshot;
+use super::{actlog, EngineHandle, Event, Exit, Operation, Refused, Setup, Via};
+use crate::cluster_map::ClusterId;
+use crate::config::{Config, Ipc};
+use crate::discord::{self, GatewayBot};
+use crate::protocol;
+use crate::transport::{Transport, TransportEvent};
+
+/// How long the last acks and log entries get to reach Redis at exit.
+const EXIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
+const EVENT_BUFFER: usize = 8192;
+
+/// What reaches the engine's inbox from faces, processes and tasks.
+pub(super) enum Message {
+    Op {
+        op: Operation,
+        via: Via,
+        reply: oneshot::Sender<Result<(), Refused>>,
+    },
+    Exited {
+        id: ClusterId,
+        generation: u64,
+        exit: ExitInfo,
+    },
+    GatewayFetched(Result<GatewayBot, String>),
+    History(oneshot::Sender<Result<Vec<Map<String, Value>>, String>>),
+}
+
+pub struct Engine {
+    core: Core,
+    child_env: Vec<(String, String)>,
+    transport: Transport,
+    inbox_tx: mpsc::UnboundedSender<Message>,
+    inbox: mpsc::UnboundedReceiver<Message>,
+    events: broadcast::Sender<Event>,
+    snapshot_tx: watch::Sender<Arc<Snapshot>>,
+    /// The live process of each cluster, with its generation.
+    procs: HashMap<ClusterId, (u64, ProcHandle)>,
+    timers: DelayQueue<Timer>,
+    timer_keys: HashMap<Timer, delay_queue::Key>,
+}
+
+impl Engine {
+    /// Builds the engine and a handle to it. Subscribe to the handle's
+    /// events before calling [`Engine::run`] to miss nothing.
+    pub fn new(setup: Setup, transport: Transport) -> (Engine, EngineHandle) {
+        let (inbox_tx, inbox) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
+        let child_env = child_env(&setup.config, setup.env_vars);
+        let core = Core::new(
+            setup.config,
+            setup.shard_count,
+            setup.clusters,
+            setup.sessions_remaining,
+            Now::read(),
+        );
+        let engine = Engine {
+            core,
+            child_env,
+            transport,
+            inbox_tx: inbox_tx.clone(),
+            inbox,
+            events: events.clone(),
+            snapshot_tx,
+            procs: HashMap::new(),
+            timers: DelayQueue::new(),
+            timer_keys: HashMap::new(),
+        };
+        let handle = EngineHandle {
+            inbox: inbox_tx,
+            events,
+            snapshot: snapshot_rx,
+        };
+        (engine, handle)
+    }
+
+    /// Runs until a shutdown or process restart has stopped every cluster.
+    pub async fn run(mut self, mut transport_rx: mpsc::Receiver<TransportEvent>) -> Exit {
+        self.feed(Input::Begin, None);
+        self.publish_snapshot();
+        loop {
+            tokio::select! {
+                Some(message) = self.inbox.recv() => self.on_message(message),
+                Some(event) = transport_rx.recv() => self.on_transport(event),
+                Some(expired) = self.timers.next() => {
+                    let timer = expired.into_inner();
+                    self.timer_keys.remove(&timer);
+                    self.feed(Input::Timer(timer), None);
+                }
+            }
+            self.publish_snapshot();
+            if let Some(exit) = self.core.finished() {
+                let _ = tokio::time::timeout(EXIT_FLUSH_TIMEOUT, self.transport.flush()).await;
+                return exit;
+            }
+        }
+    }
+
+    fn on_message(&mut self, message: Message) {
+        match message {
+            Message::Op { op, via, reply } => self.feed(Input::Op { op, via }, Some(reply)),
+            Message::Exited {
+                id,
+                generation,
+                exit,
+            } => {
+                if self.procs.get(&id).is_some_and(|(g, _)| *g == generation) {
+                    self.procs.remove(&id);
+                }
+                self.feed(
+                    Input::Exited {
+                        id,
+                        generation,
+                        exit,
+                    },
+                    None,
+                );
+            }
+            Message::GatewayFetched(result) => self.feed(Input::GatewayFetched(result), None),
+            Message::History(reply) => {
+                let transport = self.transport.clone();
+                tokio::spawn(async move {
+                    let entries = transport.read_log().await.map(|raw| {
+                        raw.iter()
+                            .filter_map(|s| serde_json::from_str::<Map<String, Value>>(s).ok())
+                            .collect()
+                    });
+                    let _ = reply.send(entries);
+                });
+            }
+        }
+    }
+
+    fn on_transport(&mut self, event: TransportEvent) {
+        let input = match event {
+            TransportEvent::Up => Input::TransportUp,
+            TransportEvent::Down { retry_at } => Input::TransportDown { retry_at },
+            TransportEvent::Message { payload, from } => match protocol::parse(&payload) {
+                Ok(Some(request)) => Input::Request {
+                    request,
+                    via: from.into(),
+                },
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(
+                        error = %e,
+                        message = %protocol::truncate(&String::from_utf8_lossy(&payload), 200),
+                        "ignored a malformed message"
+                    );
+                    return;
+                }
+            },
+        };
+        self.feed(input, None);
+    }
+
+    /// Steps the core with `input` and carries out what it decides,
+    /// including the inputs those commands produce at once (a spawn's
+    /// outcome). A verdict goes to `reply`.
+    fn feed(&mut self, input: Input, mut reply: Option<oneshot::Sender<Result<(), Refused>>>) {
+        let mut inputs = VecDeque::from([input]);
+        while let Some(input) = inputs.pop_front() {
+            for command in self.core.step(Now::read(), input) {
+                if let Some(next) = self.execute(command, &mut reply) {
+                    inputs.push_back(next);
+                }
+            }
+        }
+    }
+
+    fn execute(
+        &mut self,
+        command: Command,
+        reply: &mut Option<oneshot::Sender<Result<(), Refused>>>,
+    ) -> Option<Input> {
+        match command {
+            Command::Spawn {
+                id,
+                name,
+                generation,
+                line,
+            } => {
+                let result = self.spawn(id, name, generation, &line);
+                return Some(Input::Spawned {
+                    id,
+                    generation,
+                    result,
+                });
+            }
+            Command::Stop { id, generation } => {
+                if let Some((g, proc)) = self.procs.get(&id) {
+                    if *g == generation {
+                        proc.stop(self.core.config().stop_grace_period);
+                    }
+                }
+            }
+            Command::Publish(payload) => self.transport.publish(payload),
+            Command::Log(event) => self.write_log(event.entry()),
+            Command::ClusterLog(data) => self.write_log(actlog::from_cluster(data)),
+            Command::SetTimer { timer, after } => match self.timer_keys.get(&timer) {
+                Some(key) => self.timers.reset(key, after),
+                None => {
+                    let key = self.timers.insert(timer.clone(), after);
+                    self.timer_keys.insert(timer, key);
+                }
+            },
+            Command::CancelTimer(timer) => {
+                if let Some(key) = self.timer_keys.remove(&timer) {
+                    self.timers.remove(&key);
+                }
+            }
+            Command::FetchGateway => {
+                let inbox = self.inbox_tx.clone();
+                let token = self.core.config().token.clone();
+                let proxy = self.core.config().proxy.clone();
+                tokio::spawn(async move {
+                    let result = match &token {
+                        Some(token) => discord::get_gateway_bot(proxy.as_deref(), token)
+                            .await
+                            .map_err(|e| e.to_string()),
+                        None => Err("no bot token".to_string()),
+                    };
+                    let _ = inbox.send(Message::GatewayFetched(result));
+                });
+            }
+            Command::Verdict(result) => {
+                if let Some(reply) = reply.take() {
+                    let _ = reply.send(result);
+                }
+            }
+        }
+        None
+    }
+
+    /// Starts a cluster's process; its output goes to the faces, its exit
+    /// back to the inbox.
+    fn spawn(
+        &mut self,
+        id: ClusterId,
+        name: String,
+        generation: u64,
+        line: &process::CommandLine,
+    ) -> Result<u32, String> {
+        let events = self.events.clone();
+        let inbox = self.inbox_tx.clone();
+        let handle = process::spawn(
+            line,
+            &self.child_env,
+            move |stream, text| {
+                let _ = events.send(Event::Output {
+                    id,
+                    name: name.clone(),
+                    stream,
+                    line: text,
+                });
+            },
+            move |exit| {
+                let _ = inbox.send(Message::Exited {
+                    id,
+                    generation,
+                    exit,
+                });
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let pid = handle.pid;
+        self.procs.insert(id, (generation, handle));
+        Ok(pid)
+    }
+
+    fn write_log(&self, entry: Map<String, Value>) {
+        let text = Value::Object(entry.clone()).to_string();
+        tracing::info!(target: "mewld::actlog", "{}", protocol::truncate(&text, 500));
+        self.transport.push_log(text);
+        let _ = self.events.send(Event::ActionLog(entry));
+    }
+
+    fn publish_snapshot(&self) {
+        let snapshot = self.core.snapshot();
+        self.snapshot_tx.send_if_modified(|current| {
+            if **current == snapshot {
+                false
+            } else {
+                *current = Arc::new(snapshot);
+                true
+            }
+        });
+    }
+}
+
+/// What every cluster gets in its environment besides the manager's own
+/// (docs/protocol.md §4).
+fn child_env(config: &Config, mut env: Vec<(String, String)>) -> Vec<(String, String)> {
+    env.push(("MEWLD_CHANNEL".into(), config.channel.clone()));
+    if let Ipc::Unix { path } = &config.ipc {
+        env.push(("MEWLD_SOCKET".into(), path.display().to_string()));
+    }
+    if let Some(token) = &config.token {
+        env.push(("MTOKEN".into(), token.expose().to_string()));
+    }
+    env
+}
