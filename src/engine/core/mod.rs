@@ -13,6 +13,8 @@ mod diag;
 mod lifecycle;
 mod ops;
 mod rolling;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};

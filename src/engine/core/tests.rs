@@ -1,0 +1,799 @@
+//! Every rule a cluster's life follows, as the protocol and the README
+//! state it, checked on the pure core in simulated time: no Redis, no
+//! processes, no waiting. The `Sim` plays the runner: it spawns "processes"
+//! (answering each spawn at once, as the runner does), keeps the timers the
+//! core sets and fires them as simulated time passes, and records every
+//! command.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{json, Value};
+
+use super::{Command, Core, Input, Now, Timer};
+use crate::cluster_map::{self, ClusterId};
+use crate::config::{parse, Overrides};
+use crate::discord::{GatewayBot, SessionStartLimit};
+use crate::engine::actlog::{LogEvent, StartVia};
+use crate::engine::process::ExitInfo;
+use crate::engine::state::ClusterState;
+use crate::engine::{Exit, Operation, Refused, Via};
+use crate::protocol::{self, Action, Request};
+use crate::transport::Peer;
+
+struct Sim {
+    core: Core,
+    now: Now,
+    timers: HashMap<Timer, Instant>,
+    /// Every command so far, in order.
+    done: Vec<Command>,
+    /// Where the log of this step starts (see `since_mark`).
+    mark: usize,
+    next_pid: u32,
+    /// Clusters whose spawns fail.
+    broken: HashSet<ClusterId>,
+}
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+impl Sim {
+    /// A bot of `shards` shards, two per cluster, with `extra` config lines.
+    fn new(shards: u32, extra: &str) -> Sim {
+        let text = format!(
+            "token: t\nmodule: bot.py\nredis: h:1\nredis_channel: c\nper_cluster: 2\noverride_dir: /srv/bot\n{extra}"
+        );
+        let ov = Overrides {
+            cwd: PathBuf::from("/"),
+            ..Overrides::default()
+        };
+        let config = match parse(&text, Path::new("c.yaml"), &ov) {
+            Ok(loaded) => loaded.config,
+            Err(e) => panic!("{e}"),
+        };
+        let map = cluster_map::build(shards, config.per_cluster, &config.names);
+        let now = Now {
+            at: Instant::now(),
+            wall: SystemTime::UNIX_EPOCH + SECS(1_800_000_000),
+        };
+        let core = Core::new(Arc::new(config), shards, map, Some(1000), now);
+        let mut sim = Sim {
+            core,
+            now,
+            timers: HashMap::new(),
+            done: Vec::new(),
+            mark: 0,
+            next_pid: 100,
+            broken: HashSet::new(),
+        };
+        sim.input(Input::Begin);
+        sim
+    }
+
+    /// A bot whose clusters have all launched.
+    fn up(shards: u32, extra: &str) -> Sim {
+        let mut sim = Sim::new(shards, extra);
+        sim.input(Input::TransportUp);
+        let clusters = sim.core.clusters.len() as ClusterId;
+        for id in 0..clusters {
+            sim.launch_next(id);
+            sim.advance(sim.core.config.cluster_start_next_delay);
+        }
+        assert!(sim.core.launcher.fully_up());
+        // Healthy: whatever diagnostics went out meanwhile were answered.
+        sim.mark = 0;
+        sim.echoes_return();
+        for (_, nonce) in sim.pings() {
+            sim.answer(&nonce);
+        }
+        sim.mark();
+        sim
+    }
+
+    /// Steps the core, answering spawns as the runner does.
+    fn input(&mut self, input: Input) -> Option<Result<(), Refused>> {
+        let mut verdict = None;
+        let mut inputs = vec![input];
+        while let Some(input) = inputs.pop() {
+            for command in self.core.step(self.now, input) {
+                match &command {
+                    Command::Spawn { id, generation, .. } => {
+                        let result = if self.broken.contains(id) {
+                            Err("No such file or directory".to_string())
+                        } else {
+                            self.next_pid += 1;
+                            Ok(self.next_pid)
+                        };
+                        inputs.push(Input::Spawned {
+                            id: *id,
+                            generation: *generation,
+                            result,
+                        });
+                    }
+                    Command::SetTimer { timer, after } => {
+                        self.timers.insert(timer.clone(), self.now.at + *after);
+                    }
+                    Command::CancelTimer(timer) => {
+                        self.timers.remove(timer);
+                    }
+                    Command::Verdict(v) => verdict = Some(v.clone()),
+                    _ => {}
+                }
+                self.done.push(command);
+            }
+        }
+        verdict
+    }
+
+    /// Lets `d` of simulated time pass, firing timers as they come due.
+    fn advance(&mut self, d: Duration) {
+        let until = self.now.at + d;
+        loop {
+            let next = self
+                .timers
+                .iter()
+                .filter(|(_, due)| **due <= until)
+                .min_by_key(|(_, due)| **due)
+                .map(|(t, due)| (t.clone(), *due));
+            let Some((timer, due)) = next else { break };
+            self.timers.remove(&timer);
+            self.set_time(due);
+            self.input(Input::Timer(timer));
+        }
+        self.set_time(until);
+    }
+
+    fn set_time(&mut self, at: Instant) {
+        let d = at.saturating_duration_since(self.now.at);
+        self.now = Now {
+            at,
+            wall: self.now.wall + d,
+        };
+    }
+
+    fn op(&mut self, op: Operation) -> Result<(), Refused> {
+        match self.input(Input::Op {
+            op,
+            via: Via::Console,
+        }) {
+            Some(v) => v,
+            None => panic!("no verdict for {op:?}"),
+        }
+    }
+
+    fn request(&mut self, action: Action, command_id: &str) {
+        self.input(Input::Request {
+            request: Request {
+                action,
+                command_id: Some(command_id.into()),
+            },
+            via: Via::Redis,
+        });
+    }
+
+    fn launch_next(&mut self, id: ClusterId) {
+        self.input(Input::Request {
+            request: Request {
+                action: Action::LaunchNext(id),
+                command_id: None,
+            },
+            via: Via::Redis,
+        });
+    }
+
+    /// The live process of `id` ends.
+    fn exit(&mut self, id: ClusterId, code: i32) {
+        let generation = self.cluster(id).generation;
+        self.input(Input::Exited {
+            id,
+            generation,
+            exit: ExitInfo {
+                code: Some(code),
+                signal: None,
+            },
+        });
+    }
+
+    fn cluster(&self, id: ClusterId) -> &crate::engine::state::Cluster {
+        &self.core.clusters[id as usize]
+    }
+
+    fn state(&self, id: ClusterId) -> ClusterState {
+        self.cluster(id).state
+    }
+
+    fn mark(&mut self) {
+        self.mark = self.done.len();
+    }
+
+    fn since_mark(&self) -> &[Command] {
+        &self.done[self.mark..]
+    }
+
+    fn spawned(&self) -> Vec<ClusterId> {
+        self.since_mark()
+            .iter()
+            .filter_map(|c| match c {
+                Command::Spawn { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn stopped(&self) -> Vec<ClusterId> {
+        self.since_mark()
+            .iter()
+            .filter_map(|c| match c {
+                Command::Stop { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn logged(&self) -> Vec<&LogEvent> {
+        self.since_mark()
+            .iter()
+            .filter_map(|c| match c {
+                Command::Log(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn published(&self) -> Vec<Value> {
+        self.since_mark()
+            .iter()
+            .filter_map(|c| match c {
+                Command::Publish(p) => serde_json::from_str(p).ok(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn announcements(&self) -> usize {
+        self.published()
+            .iter()
+            .filter(|m| m["action"] == "all_clusters_launched")
+            .count()
+    }
+
+    fn reply(&self, command_id: &str) -> Value {
+        self.published()
+            .into_iter()
+            .find(|m| m["command_id"] == command_id)
+            .map(|m| m["output"].clone())
+            .unwrap_or_else(|| panic!("no reply to {command_id}: {:?}", self.since_mark()))
+    }
+
+    /// Nonces of the diagnostics published since the mark, per cluster.
+    fn pings(&self) -> Vec<(ClusterId, String)> {
+        self.published()
+            .iter()
+            .filter(|m| m.get("diag").is_some())
+            .map(|m| {
+                (
+                    m["id"].as_u64().unwrap_or(u64::MAX) as ClusterId,
+                    m["nonce"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// The manager's own echoes since the mark come back.
+    fn echoes_return(&mut self) {
+        let nonces: Vec<String> = self
+            .published()
+            .iter()
+            .filter(|m| m["action"] == "mewld_echo")
+            .filter_map(|m| m["nonce"].as_str().map(String::from))
+            .collect();
+        for nonce in nonces {
+            self.request(Action::Echo(nonce), "");
+        }
+    }
+
+    fn answer(&mut self, nonce: &str) {
+        let output = json!({"nonce": nonce, "data": [{"id": 0, "up": true}]}).to_string();
+        let msg = json!({"scope": "launcher", "action": "diag", "output": output}).to_string();
+        match protocol::parse(msg.as_bytes()) {
+            Ok(Some(request)) => {
+                self.input(Input::Request {
+                    request,
+                    via: Via::Redis,
+                });
+            }
+            other => panic!("not a diag answer: {other:?}"),
+        }
+    }
+}
+
+fn is_refusal(e: &LogEvent) -> bool {
+    matches!(
+        e,
+        LogEvent::OperatorAction {
+            refused: Some(_),
+            ..
+        }
+    )
+}
+
+// The launch (docs/protocol.md §6).
+
+#[test]
+fn the_launch_waits_for_the_transport_then_goes_one_cluster_at_a_time() {
+    let mut sim = Sim::new(6, "cluster_start_next_delay: 5\n");
+    assert!(
+        sim.spawned().is_empty(),
+        "nothing starts before the subscription"
+    );
+    sim.input(Input::TransportUp);
+    assert_eq!(sim.spawned(), vec![0]);
+    sim.advance(SECS(60));
+    assert_eq!(sim.spawned(), vec![0], "the next waits for launch_next");
+    sim.launch_next(0);
+    assert_eq!(sim.state(0), ClusterState::Running);
+    sim.advance(SECS(4));
+    assert_eq!(
+        sim.spawned(),
+        vec![0],
+        "not before cluster_start_next_delay"
+    );
+    sim.advance(SECS(1));
+    assert_eq!(sim.spawned(), vec![0, 1]);
+    sim.launch_next(1);
+    sim.advance(SECS(5));
+    assert_eq!(sim.announcements(), 0);
+    sim.launch_next(2);
+    assert_eq!(sim.spawned(), vec![0, 1, 2]);
+    assert_eq!(
+        sim.announcements(),
+        1,
+        "all_clusters_launched after the last"
+    );
+    assert!(sim.core.snapshot().fully_up);
+    // A reconnect does not start the launch again.
+    sim.input(Input::TransportDown {
+        retry_at: SystemTime::UNIX_EPOCH,
+    });
+    sim.input(Input::TransportUp);
+    assert_eq!(sim.spawned().len(), 3);
+}
+
+#[test]
+fn a_cluster_that_never_says_launch_next_is_given_up_on_after_launch_timeout() {
+    let mut sim = Sim::new(4, "launch_timeout: 30\ncluster_start_next_delay: 1\n");
+    sim.input(Input::TransportUp);
+    sim.advance(SECS(29));
+    assert_eq!(sim.spawned(), vec![0]);
+    sim.advance(SECS(1));
+    assert!(sim.logged().contains(&&LogEvent::LaunchTimeout {
+        id: 0,
+        waited_secs: 30
+    }));
+    sim.advance(SECS(1));
+    assert_eq!(sim.spawned(), vec![0, 1]);
+    // Its late launch_next still marks it running, and moves nothing.
+    sim.launch_next(0);
+    assert_eq!(sim.state(0), ClusterState::Running);
+    assert_eq!(sim.spawned(), vec![0, 1]);
+}
+
+#[test]
+fn a_cluster_that_cannot_start_does_not_hold_up_the_rest() {
+    let mut sim = Sim::new(6, "");
+    sim.broken.insert(0);
+    sim.input(Input::TransportUp);
+    assert_eq!(sim.state(0), ClusterState::Failed);
+    assert!(sim.logged().iter().any(|e| matches!(
+        e,
+        LogEvent::ClusterStartFailed {
+            id: 0,
+            via: StartVia::StartNext,
+            ..
+        }
+    )));
+    sim.advance(SECS(5));
+    assert_eq!(sim.spawned(), vec![0, 1]);
+}
+
+// Operations (docs/protocol.md §5.1).
+
+#[test]
+fn start_stop_and_restart_are_refused_when_they_make_no_sense() {
+    let mut sim = Sim::up(4, "");
+    assert!(matches!(
+        sim.op(Operation::Start(0)),
+        Err(Refused::AlreadyRunning(_))
+    ));
+    assert_eq!(sim.op(Operation::Stop(9)), Err(Refused::NoSuchCluster(9)));
+    assert_eq!(sim.op(Operation::Stop(1)), Ok(()));
+    assert_eq!(sim.stopped(), vec![1]);
+    sim.exit(1, 0);
+    assert_eq!(sim.state(1), ClusterState::Stopped);
+    assert!(matches!(
+        sim.op(Operation::Stop(1)),
+        Err(Refused::NotRunning(_))
+    ));
+    assert!(matches!(
+        sim.op(Operation::Restart(1)),
+        Err(Refused::RestartNotRunning(_))
+    ));
+    // Every refusal is in the action log, an unknown id included.
+    assert_eq!(sim.logged().iter().filter(|e| is_refusal(e)).count(), 4);
+    // An operator's stop stays stopped: no crash restart is scheduled.
+    sim.advance(SECS(3600));
+    assert_eq!(sim.spawned(), Vec::<ClusterId>::new());
+    assert_eq!(sim.op(Operation::Start(1)), Ok(()));
+    assert_eq!(sim.spawned(), vec![1]);
+}
+
+#[test]
+fn over_the_channel_a_refusal_is_acked_ok_but_a_failed_start_says_so() {
+    let mut sim = Sim::up(4, "");
+    sim.request(Action::Stop(7), "c1");
+    assert_eq!(sim.reply("c1"), json!("ok"));
+    sim.request(Action::Start(0), "c2");
+    assert_eq!(sim.reply("c2"), json!("could not start instance"));
+    sim.op(Operation::Stop(1)).ok();
+    sim.exit(1, 0);
+    sim.broken.insert(1);
+    sim.request(Action::Start(1), "c3");
+    assert_eq!(sim.reply("c3"), json!("could not start instance"));
+    assert_eq!(sim.state(1), ClusterState::Failed);
+    let logged = sim.logged();
+    let refusal = logged.iter().rev().find(|e| is_refusal(e));
+    assert!(
+        matches!(
+            refusal,
+            Some(LogEvent::OperatorAction {
+                action: "start",
+                via: "redis",
+                id: Some(1),
+                ..
+            })
+        ),
+        "{logged:?}"
+    );
+}
+
+#[test]
+fn restart_stops_then_starts_again() {
+    let mut sim = Sim::up(4, "");
+    assert_eq!(sim.op(Operation::Restart(0)), Ok(()));
+    assert_eq!(sim.stopped(), vec![0]);
+    assert_eq!(sim.state(0), ClusterState::Stopping);
+    sim.exit(0, 0);
+    assert_eq!(sim.spawned(), vec![0]);
+    assert_eq!(sim.state(0), ClusterState::Starting);
+}
+
+#[test]
+fn operations_over_the_socket_name_the_peer() {
+    let mut sim = Sim::up(2, "");
+    let peer = Peer {
+        pid: Some(42),
+        uid: 1000,
+    };
+    sim.input(Input::Request {
+        request: Request {
+            action: Action::Stop(0),
+            command_id: None,
+        },
+        via: Via::Unix(peer),
+    });
+    assert!(sim.logged().contains(&&LogEvent::OperatorAction {
+        action: "stop",
+        via: "unix",
+        id: Some(0),
+        peer_pid: Some(42),
+        peer_uid: Some(1000),
+        refused: None,
+    }));
+}
+
+#[test]
+fn statuses_and_num_processes_in_the_originals_shape() {
+    let mut sim = Sim::up(5, "names: [Pika]\n");
+    sim.request(Action::Statuses, "s");
+    let st = sim.reply("s");
+    assert_eq!(st["0"]["name"], "Pika");
+    assert_eq!(st["0"]["status"], "running");
+    assert_eq!(st["0"]["active"], true);
+    assert_eq!(st["2"]["shard_list"], json!([4]));
+    sim.request(Action::NumProcesses, "n");
+    assert_eq!(sim.reply("n"), json!({"clusters": 3, "shards": 5}));
+}
+
+// Crashes (docs/protocol.md §6).
+
+#[test]
+fn a_crash_is_restarted_with_backoff_and_a_crash_loop_is_marked_failed() {
+    let mut sim = Sim::up(
+        2,
+        "restart_backoff_base: 3\nrestart_backoff_max: 10\nrestart_max_failures: 4\n",
+    );
+    for (round, wait) in [3u64, 6, 10].into_iter().enumerate() {
+        sim.mark();
+        sim.exit(0, 1);
+        assert_eq!(sim.state(0), ClusterState::Crashed, "round {round}");
+        sim.advance(SECS(wait - 1));
+        assert!(sim.spawned().is_empty(), "round {round}: too early");
+        sim.advance(SECS(1));
+        assert_eq!(sim.spawned(), vec![0], "round {round}: after {wait}s");
+    }
+    sim.mark();
+    sim.exit(0, 1);
+    assert_eq!(sim.state(0), ClusterState::Failed);
+    assert!(sim.logged().iter().any(|e| matches!(
+        e,
+        LogEvent::ClusterFailed {
+            id: 0,
+            quick_failures: 4,
+            ..
+        }
+    )));
+    sim.advance(SECS(3600));
+    assert!(sim.spawned().is_empty(), "a failed cluster stays stopped");
+    // An operator's start gives it a fresh count.
+    assert_eq!(sim.op(Operation::Start(0)), Ok(()));
+    assert_eq!(sim.cluster(0).quick_failures, 0);
+}
+
+#[test]
+fn a_cluster_that_ran_long_enough_starts_its_failure_count_afresh() {
+    let mut sim = Sim::up(2, "restart_backoff_base: 3\nrestart_stable_after: 60\n");
+    sim.exit(0, 1);
+    sim.advance(SECS(3));
+    sim.advance(SECS(61));
+    sim.mark();
+    sim.exit(0, 1);
+    assert!(sim.logged().iter().any(|e| matches!(
+        e,
+        LogEvent::ClusterExited {
+            id: 0,
+            restart_in_ms: Some(3000),
+            quick_failures: Some(0),
+            ..
+        }
+    )));
+}
+
+#[test]
+fn a_cluster_that_comes_back_is_announced_again() {
+    let mut sim = Sim::up(4, "");
+    sim.exit(1, 1);
+    sim.advance(SECS(3));
+    assert_eq!(sim.spawned(), vec![1]);
+    assert_eq!(sim.announcements(), 0);
+    sim.launch_next(1);
+    assert_eq!(sim.announcements(), 1);
+}
+
+// Diagnostics (docs/protocol.md §5.3).
+
+#[test]
+fn every_running_cluster_is_pinged_each_interval_and_answers_count_by_nonce() {
+    let mut sim = Sim::up(6, "ping_interval: 10\nping_timeout: 20\n");
+    sim.advance(SECS(10));
+    let pings = sim.pings();
+    assert_eq!(pings.iter().map(|p| p.0).collect::<Vec<_>>(), vec![0, 1, 2]);
+    sim.echoes_return();
+    // Answers in any order reach their own request.
+    for (_, nonce) in pings.iter().rev() {
+        sim.answer(nonce);
+    }
+    assert!(sim.core.clusters.iter().all(|c| c.health.is_some()));
+    // A duplicate answer is nothing; no timeout fires for answered pings.
+    sim.answer(&pings[0].1);
+    sim.advance(SECS(9));
+    sim.mark();
+    sim.advance(SECS(20));
+    assert!(sim.stopped().is_empty());
+    assert!(!sim
+        .logged()
+        .iter()
+        .any(|e| matches!(e, LogEvent::PingFailure { .. })));
+}
+
+#[test]
+fn an_unanswered_diagnostic_restarts_the_cluster_once_the_channel_is_shown_working() {
+    let mut sim = Sim::up(4, "ping_interval: 10\nping_timeout: 20\n");
+    sim.advance(SECS(10));
+    let pings = sim.pings();
+    sim.echoes_return();
+    sim.answer(&pings[0].1);
+    sim.mark();
+    sim.advance(SECS(20));
+    // Out of time: an echo goes out first, and only its return decides.
+    assert!(sim.stopped().is_empty());
+    sim.echoes_return();
+    assert_eq!(sim.stopped(), vec![1]);
+    assert!(sim.logged().contains(&&LogEvent::PingFailure { id: 1 }));
+    sim.exit(1, 0);
+    assert_eq!(sim.spawned(), vec![1], "restarted after the ping failure");
+    // Its late answer is for a process that is gone: ignored.
+    sim.answer(&pings[1].1);
+    assert!(sim.cluster(1).health.is_none());
+}
+
+#[test]
+fn a_stalled_channel_restarts_nobody_and_is_logged_once() {
+    let mut sim = Sim::up(6, "ping_interval: 10\nping_timeout: 20\n");
+    // Nothing comes back: not the pings' echoes, not the answers.
+    sim.advance(SECS(60));
+    assert!(sim.stopped().is_empty());
+    let stalls = sim
+        .logged()
+        .iter()
+        .filter(|e| matches!(e, LogEvent::ChannelStall { .. }))
+        .count();
+    assert_eq!(stalls, 1);
+    sim.echoes_return();
+    assert!(sim
+        .logged()
+        .iter()
+        .any(|e| matches!(e, LogEvent::ChannelRecovered { .. })));
+}
+
+#[test]
+fn pings_sent_before_a_reconnect_or_during_an_outage_count_for_nothing() {
+    let mut sim = Sim::up(4, "ping_interval: 10\nping_timeout: 20\n");
+    sim.advance(SECS(10));
+    sim.echoes_return();
+    sim.input(Input::TransportDown {
+        retry_at: SystemTime::UNIX_EPOCH,
+    });
+    sim.mark();
+    sim.advance(SECS(15));
+    assert!(sim.pings().is_empty(), "no diagnostics while down");
+    sim.input(Input::TransportUp);
+    sim.advance(SECS(60));
+    sim.echoes_return();
+    assert!(sim.stopped().is_empty());
+    assert!(matches!(sim.op(Operation::Diagnose(0)), Ok(())));
+}
+
+// Rolling restarts and resharding (docs/protocol.md §5.1).
+
+#[test]
+fn a_rolling_restart_goes_one_cluster_at_a_time_and_announces_the_bot_once() {
+    let mut sim = Sim::up(6, "cluster_start_next_delay: 5\n");
+    assert_eq!(sim.op(Operation::RollingRestart), Ok(()));
+    for id in 0..3 {
+        assert_eq!(sim.stopped().last(), Some(&id));
+        sim.exit(id, 0);
+        assert_eq!(sim.spawned().last(), Some(&id));
+        assert_eq!(sim.stopped().len() as ClusterId, id + 1, "one at a time");
+        sim.launch_next(id);
+        assert_eq!(sim.announcements(), 0, "not per cluster");
+        sim.advance(SECS(5));
+    }
+    assert!(sim.logged().contains(&&LogEvent::RollingRestartDone {}));
+    assert_eq!(sim.announcements(), 1);
+    assert!(sim.core.rolling.is_none());
+}
+
+#[test]
+fn a_rolling_restart_moves_on_from_a_cluster_that_does_not_come_back() {
+    let mut sim = Sim::up(4, "rolling_restart_timeout: 100\n");
+    sim.op(Operation::RollingRestart).ok();
+    sim.exit(0, 0);
+    sim.advance(SECS(100));
+    assert!(sim.logged().contains(&&LogEvent::RollingRestartTimeout {
+        id: 0,
+        waited_secs: 100
+    }));
+    assert_eq!(sim.stopped(), vec![0, 1]);
+}
+
+#[test]
+fn an_operators_stop_during_a_rolling_restart_wins() {
+    let mut sim = Sim::up(6, "");
+    sim.op(Operation::RollingRestart).ok();
+    sim.op(Operation::Stop(1)).ok();
+    sim.exit(1, 0);
+    sim.exit(0, 0);
+    sim.launch_next(0);
+    sim.advance(SECS(5));
+    assert_eq!(
+        sim.stopped(),
+        vec![0, 1, 2],
+        "1 was stopped by the operator"
+    );
+    assert_eq!(sim.spawned(), vec![0]);
+    assert_eq!(sim.state(1), ClusterState::Stopped);
+}
+
+#[test]
+fn rolling_restarts_and_reshards_wait_for_a_settled_bot() {
+    let mut sim = Sim::new(4, "experimental_features: [reshard]\n");
+    sim.input(Input::TransportUp);
+    assert_eq!(sim.op(Operation::RollingRestart), Err(Refused::NotFullyUp));
+    let mut sim = Sim::up(4, "experimental_features: [reshard]\n");
+    sim.op(Operation::RollingRestart).ok();
+    assert_eq!(
+        sim.op(Operation::RollingRestart),
+        Err(Refused::RollingUnderWay)
+    );
+    assert_eq!(sim.op(Operation::Reshard), Err(Refused::RollingUnderWay));
+    let mut sim = Sim::up(4, "");
+    assert_eq!(sim.op(Operation::Reshard), Err(Refused::ReshardDisabled));
+}
+
+fn gateway(shards: u32) -> GatewayBot {
+    GatewayBot {
+        url: String::new(),
+        shards,
+        session_start_limit: SessionStartLimit {
+            total: 1000,
+            remaining: 1000,
+            reset_after: 0,
+            max_concurrency: 1,
+        },
+    }
+}
+
+#[test]
+fn a_reshard_restarts_changed_clusters_and_launches_new_ones() {
+    let mut sim = Sim::up(3, "experimental_features: [reshard]\n");
+    assert_eq!(sim.op(Operation::Reshard), Ok(()));
+    assert!(sim.since_mark().contains(&Command::FetchGateway));
+    sim.input(Input::GatewayFetched(Ok(gateway(6))));
+    // [0,1] unchanged; [2] becomes [2,3]; [4,5] is new.
+    assert_eq!(sim.stopped(), vec![1]);
+    sim.exit(1, 0);
+    sim.launch_next(1);
+    sim.advance(SECS(5));
+    assert!(sim.logged().contains(&&LogEvent::ReshardRestartsDone {}));
+    assert_eq!(sim.spawned(), vec![1, 2]);
+    sim.launch_next(2);
+    assert_eq!(sim.announcements(), 1);
+    assert_eq!(sim.core.snapshot().shard_count, 6);
+}
+
+#[test]
+fn a_reshard_never_shrinks_the_cluster_map() {
+    let mut sim = Sim::up(6, "experimental_features: [reshard]\n");
+    sim.op(Operation::Reshard).ok();
+    sim.input(Input::GatewayFetched(Ok(gateway(2))));
+    assert!(sim.logged().iter().any(|e| matches!(
+        e,
+        LogEvent::ReshardFailed {
+            subsystem: "cluster_map",
+            ..
+        }
+    )));
+    assert!(sim.stopped().is_empty());
+    sim.input(Input::GatewayFetched(Err("401".into())));
+    assert_eq!(sim.core.snapshot().shard_count, 6);
+}
+
+// Shutting down (docs/protocol.md §5.1, exit codes in the README).
+
+#[test]
+fn shutdown_stops_every_cluster_then_exits_0_and_restartproc_exits_1() {
+    for (action, exit) in [
+        (Action::Shutdown, Exit::Shutdown),
+        (Action::RestartProc, Exit::RestartProcess),
+    ] {
+        let mut sim = Sim::up(6, "");
+        sim.request(action, "bye");
+        // Acked before anything stops, so the asker hears back.
+        let first = sim.since_mark().first().cloned();
+        assert!(matches!(first, Some(Command::Publish(_))), "{first:?}");
+        assert_eq!(sim.reply("bye"), json!("ok"));
+        assert_eq!(sim.stopped(), vec![0, 1, 2]);
+        assert_eq!(sim.core.finished(), None);
+        sim.exit(0, 0);
+        sim.exit(1, 0);
+        assert_eq!(sim.core.finished(), None);
+        sim.exit(2, 0);
+        assert_eq!(sim.core.finished(), Some(exit));
+        assert_eq!(exit.code(), if exit == Exit::Shutdown { 0 } else { 1 });
+        // Nothing is restarted on the way out, and nothing else is accepted.
+        sim.advance(SECS(3600));
+        assert!(sim.spawned().is_empty());
+        assert_eq!(sim.op(Operation::Start(0)), Err(Refused::ShuttingDown));
+    }
+}
