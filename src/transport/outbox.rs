@@ -33,7 +33,7 @@ const PUBLISHES: usize = 8192;
 /// Bytes of publishes waiting: room for hundreds of large `statuses` replies.
 const PUBLISH_BYTES: usize = 16 * 1024 * 1024;
 /// Action-log entries waiting to be written (an outage's worth).
-pub(super) const LOG_ENTRIES: usize = 10_000;
+const LOG_ENTRIES: usize = 10_000;
 /// Bytes of action-log entries waiting.
 const LOG_BYTES: usize = 16 * 1024 * 1024;
 /// Reads of the action log and flushes waiting.
@@ -70,6 +70,26 @@ pub struct Backlog {
     pub log_entries: usize,
     pub log_bytes: usize,
     pub requests: usize,
+}
+
+impl Backlog {
+    /// The most the queue holds of each kind.
+    pub const LIMITS: Backlog = Backlog {
+        publishes: PUBLISHES,
+        publish_bytes: PUBLISH_BYTES,
+        log_entries: LOG_ENTRIES,
+        log_bytes: LOG_BYTES,
+        requests: REQUESTS,
+    };
+
+    /// Whether every count is within `limits`.
+    pub fn within(&self, limits: &Backlog) -> bool {
+        self.publishes <= limits.publishes
+            && self.publish_bytes <= limits.publish_bytes
+            && self.log_entries <= limits.log_entries
+            && self.log_bytes <= limits.log_bytes
+            && self.requests <= limits.requests
+    }
 }
 
 /// Items of one kind, oldest first, with their bounds.
