@@ -1,16 +1,24 @@
 //! How the manager exchanges messages with its clusters: publish on the
 //! channel, receive what is published there, and keep the action log list.
 //!
-//! A transport is a pair of tasks behind two channels, so the engine never
-//! waits on I/O: it hands [`Outbound`] work to a [`Transport`] and receives
-//! [`TransportEvent`]s. Redis is the production transport.
+//! A transport is a pair of tasks behind two queues, so the engine never
+//! waits on I/O: it hands [`Outbound`] work to a [`Transport`] (a bounded
+//! queue that drops by a stated policy when full, see [`outbox`]) and
+//! receives [`TransportEvent`]s. Redis is the production transport.
 
+mod outbox;
 pub mod redis;
 pub mod unix;
 
+pub use outbox::{Backlog, Dropped};
+
 use color_eyre::eyre::{Result, WrapErr};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+
+use self::outbox::Outbox;
 
 use crate::config::{Config, Ipc};
 
@@ -36,11 +44,12 @@ pub fn start(config: &Config) -> Result<(Transport, mpsc::Receiver<TransportEven
 /// Work for the transport's writer.
 #[derive(Debug)]
 pub enum Outbound {
-    /// Publish a payload on the channel. Dropped if the transport is down
+    /// Publish a payload on the channel. Dropped if the transport is behind
     /// for long: a stale reply or ping does more harm than good.
     Publish(String),
     /// Append an entry to the action log, capped to the configured length.
-    /// Kept while the transport is down and written once it is back.
+    /// Kept while the transport is down (within a bound) and written once
+    /// it is back.
     PushLog(String),
     /// The whole action log, oldest first.
     ReadLog(oneshot::Sender<Result<Vec<String>, String>>),
@@ -60,42 +69,74 @@ pub enum TransportEvent {
     Down { retry_at: std::time::SystemTime },
 }
 
-/// The engine's end of a running transport.
-#[derive(Debug, Clone)]
+/// The engine's end of a running transport. Nothing here waits on the
+/// transport: work is queued, or dropped by the queue's policy.
+#[derive(Clone)]
 pub struct Transport {
-    tx: mpsc::UnboundedSender<Outbound>,
+    sender: Arc<Sender>,
+}
+
+/// Closes the queue when the last [`Transport`] clone goes, which ends the
+/// transport's writer once it has taken what was queued.
+struct Sender(Arc<Outbox>);
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        self.0.close();
+    }
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("backlog", &self.backlog())
+            .field("dropped", &self.dropped())
+            .finish()
+    }
 }
 
 impl Transport {
-    pub fn new(tx: mpsc::UnboundedSender<Outbound>) -> Self {
-        Transport { tx }
+    /// A queue for a transport's writer (named `what` in the log), and the
+    /// engine's end of it. Needs a Tokio runtime: it starts the reporter of
+    /// drops.
+    fn channel(what: &'static str) -> (Transport, Arc<Outbox>) {
+        let outbox = Outbox::start(what);
+        let transport = Transport {
+            sender: Arc::new(Sender(outbox.clone())),
+        };
+        (transport, outbox)
     }
 
     pub fn publish(&self, payload: String) {
-        self.send(Outbound::Publish(payload));
+        self.sender.0.push(Outbound::Publish(payload));
     }
 
     pub fn push_log(&self, entry: String) {
-        self.send(Outbound::PushLog(entry));
+        self.sender.0.push(Outbound::PushLog(entry));
     }
 
     pub async fn read_log(&self) -> Result<Vec<String>, String> {
         let (tx, rx) = oneshot::channel();
-        self.send(Outbound::ReadLog(tx));
+        self.sender.0.push(Outbound::ReadLog(tx));
         rx.await
             .unwrap_or_else(|_| Err("the transport has stopped".into()))
     }
 
-    /// Waits until what was queued so far is written.
+    /// Waits until what was queued so far is written (or given up).
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();
-        self.send(Outbound::Flush(tx));
+        self.sender.0.push(Outbound::Flush(tx));
         let _ = rx.await;
     }
 
-    fn send(&self, out: Outbound) {
-        // The writer only stops when the manager does; nothing to do then.
-        let _ = self.tx.send(out);
+    /// What waits to be written now, per kind.
+    pub fn backlog(&self) -> Backlog {
+        self.sender.0.backlog()
+    }
+
+    /// What was dropped so far, per kind.
+    pub fn dropped(&self) -> Dropped {
+        self.sender.0.dropped()
     }
 }
 

@@ -3,24 +3,26 @@
 //! reconnect with backoff on their own; Redis being down is a state, never
 //! a reason for the manager to stop.
 
-use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 
+use super::outbox::{Item, Outbox};
 use super::{Origin, Outbound, Transport, TransportEvent, INBOUND_QUEUE};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// A publish older than this is not worth sending once Redis is back.
+/// A publish older than this is not worth sending once Redis is back (or
+/// catches up): it is dropped and counted as stale. What else bounds the
+/// writer's backlog, connected or not, is in [`super::outbox`].
 const PUBLISH_TTL: Duration = Duration::from_secs(10);
-/// Most publishes sent in one pipeline.
+/// Most publishes sent in one pipeline (the most the writer holds outside
+/// its queue while a write is under way).
 const MAX_BATCH: usize = 512;
-/// Action-log entries kept while Redis is down; the oldest go first.
-const LOG_BUFFER: usize = 10_000;
 
 /// Starts the subscriber and the writer. Returns at once; connecting
 /// happens in the background and is reported as [`TransportEvent::Up`].
@@ -32,7 +34,7 @@ pub fn start(
 ) -> Result<(Transport, mpsc::Receiver<TransportEvent>), redis::RedisError> {
     let client = redis::Client::open(url)?;
     let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
-    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let (transport, outbox) = Transport::channel("redis");
     tokio::spawn(subscriber(client.clone(), channel.to_string(), in_tx));
     let writer = Writer {
         client,
@@ -40,10 +42,10 @@ pub fn start(
         log_key,
         log_max_len,
         conn: None,
-        pending: VecDeque::new(),
+        outbox,
     };
-    tokio::spawn(writer.run(out_rx));
-    Ok((Transport::new(out_tx), in_rx))
+    tokio::spawn(writer.run());
+    Ok((transport, in_rx))
 }
 
 fn next_backoff(current: Duration) -> Duration {
@@ -99,38 +101,20 @@ async fn subscriber(client: redis::Client, channel: String, events: mpsc::Sender
     }
 }
 
-/// Work waiting to be written, with the time it was queued.
-enum Pending {
-    Publish(String, Instant),
-    /// Publishes taken together by [`Writer::next_item`].
-    Publishes(Vec<(String, Instant)>),
-    Log(String),
-    Read(tokio::sync::oneshot::Sender<Result<Vec<String>, String>>),
-    Flush(tokio::sync::oneshot::Sender<()>),
-}
-
 struct Writer {
     client: redis::Client,
     channel: String,
     log_key: String,
     log_max_len: usize,
     conn: Option<MultiplexedConnection>,
-    pending: VecDeque<Pending>,
+    /// What waits to be written, bounded whether Redis is up, slow or down.
+    outbox: Arc<Outbox>,
 }
 
 impl Writer {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Outbound>) {
+    async fn run(mut self) {
         let mut backoff = BACKOFF_MIN;
-        loop {
-            if self.pending.is_empty() {
-                match rx.recv().await {
-                    Some(out) => self.queue(out),
-                    None => return,
-                }
-            }
-            while let Ok(out) = rx.try_recv() {
-                self.queue(out);
-            }
+        while self.outbox.ready().await {
             if self.conn.is_none() {
                 match tokio::time::timeout(
                     CONNECT_TIMEOUT,
@@ -141,16 +125,19 @@ impl Writer {
                     Ok(Ok(conn)) => self.conn = Some(conn),
                     _ => {
                         self.while_down();
-                        // Keep taking work while waiting, so nothing blocks.
+                        // Keep answering work while waiting, so nothing
+                        // waits on Redis being down.
                         let sleep = tokio::time::sleep(backoff);
                         tokio::pin!(sleep);
                         loop {
                             tokio::select! {
                                 _ = &mut sleep => break,
-                                out = rx.recv() => match out {
-                                    Some(out) => { self.queue(out); self.while_down(); }
-                                    None => return,
-                                },
+                                open = self.outbox.changed() => {
+                                    if !open {
+                                        return;
+                                    }
+                                    self.while_down();
+                                }
                             }
                         }
                         backoff = next_backoff(backoff);
@@ -158,156 +145,126 @@ impl Writer {
                     }
                 }
             }
-            if let Some(item) = self.next_item() {
-                match self.write(item).await {
-                    Ok(()) => backoff = BACKOFF_MIN,
-                    Err(item) => {
-                        self.conn = None;
-                        if let Some(item) = item {
-                            self.pending.push_front(item);
-                        }
-                        // A connection that accepts and then fails at once must
-                        // not turn into a busy loop.
-                        tokio::time::sleep(backoff).await;
-                        backoff = next_backoff(backoff);
-                    }
+            let items = self.next_items();
+            if items.is_empty() {
+                continue;
+            }
+            match self.write(items).await {
+                Ok(()) => backoff = BACKOFF_MIN,
+                Err(retry) => {
+                    self.conn = None;
+                    self.outbox.put_back(retry);
+                    // A connection that accepts and then fails at once must
+                    // not turn into a busy loop.
+                    tokio::time::sleep(backoff).await;
+                    backoff = next_backoff(backoff);
                 }
             }
         }
     }
 
-    /// The next thing to write. Publishes waiting in a row go out as one
-    /// pipeline: one round trip for a whole round of diagnostics, so replies
-    /// queued behind them are not held up when Redis is busy.
-    fn next_item(&mut self) -> Option<Pending> {
-        let first = self.pending.pop_front()?;
-        let Pending::Publish(payload, at) = first else {
-            return Some(first);
+    /// The next thing to write, after dropping stale publishes. Publishes
+    /// waiting in a row go out as one pipeline: one round trip for a whole
+    /// round of diagnostics, so replies queued behind them are not held up
+    /// when Redis is busy.
+    fn next_items(&mut self) -> Vec<Item> {
+        self.outbox.expire_publishes(PUBLISH_TTL);
+        let Some(first) = self.outbox.pop() else {
+            return Vec::new();
         };
-        let mut batch = vec![(payload, at)];
-        while batch.len() < MAX_BATCH {
-            match self.pending.pop_front() {
-                Some(Pending::Publish(p, t)) => batch.push((p, t)),
-                Some(other) => {
-                    self.pending.push_front(other);
-                    break;
-                }
+        let run = matches!(first.out, Outbound::Publish(_));
+        let mut items = vec![first];
+        while run && items.len() < MAX_BATCH {
+            match self.outbox.pop_publish() {
+                Some(item) => items.push(item),
                 None => break,
             }
         }
-        Some(Pending::Publishes(batch))
+        items
     }
 
-    fn queue(&mut self, out: Outbound) {
-        let item = match out {
-            Outbound::Publish(p) => Pending::Publish(p, Instant::now()),
-            Outbound::PushLog(e) => Pending::Log(e),
-            Outbound::ReadLog(tx) => Pending::Read(tx),
-            Outbound::Flush(tx) => Pending::Flush(tx),
-        };
-        self.pending.push_back(item);
-    }
-
-    /// While Redis is down: answer reads and flushes now, drop stale
-    /// publishes, and cap the buffered action log (oldest first).
+    /// While Redis is down: answer reads and flushes now and drop stale
+    /// publishes; action-log entries wait (bounded by the queue).
     fn while_down(&mut self) {
-        let mut logs = self
-            .pending
-            .iter()
-            .filter(|p| matches!(p, Pending::Log(_)))
-            .count();
-        let mut dropped = 0usize;
-        let mut kept = VecDeque::with_capacity(self.pending.len());
-        for item in self.pending.drain(..) {
-            match item {
-                Pending::Read(tx) => {
-                    let _ = tx.send(Err("Redis is not connected".into()));
-                }
-                Pending::Flush(tx) => {
-                    let _ = tx.send(());
-                }
-                Pending::Publish(_, at) if at.elapsed() > PUBLISH_TTL => {}
-                Pending::Publishes(mut batch) => {
-                    batch.retain(|(_, at)| at.elapsed() <= PUBLISH_TTL);
-                    if !batch.is_empty() {
-                        kept.push_back(Pending::Publishes(batch));
-                    }
-                }
-                Pending::Log(_) if logs > LOG_BUFFER => {
-                    logs -= 1;
-                    dropped += 1;
-                }
-                other => kept.push_back(other),
-            }
-        }
-        self.pending = kept;
-        if dropped > 0 {
-            tracing::warn!(
-                dropped,
-                kept = LOG_BUFFER,
-                "Redis is down: dropped the oldest buffered action-log entries"
-            );
-        }
+        self.outbox.answer_requests("Redis is not connected");
+        self.outbox.expire_publishes(PUBLISH_TTL);
     }
 
-    /// Writes one item. On a connection error, gives back what must be
-    /// retried once reconnected. An error the server answered (a wrong key
-    /// type, a read-only replica, out of memory) will not go away by
-    /// retrying: it is logged and the item dropped, so it cannot hold up
-    /// everything queued behind it.
-    async fn write(&mut self, item: Pending) -> Result<(), Option<Pending>> {
+    /// Writes a run of publishes or one other item. On a connection error,
+    /// gives back what must be retried once reconnected. An error the
+    /// server answered (a wrong key type, a read-only replica, out of
+    /// memory) will not go away by retrying: it is logged and the items
+    /// dropped, so they cannot hold up everything queued behind them.
+    async fn write(&mut self, mut items: Vec<Item>) -> Result<(), Vec<Item>> {
         let Some(conn) = self.conn.as_mut() else {
-            return Err(Some(item));
+            return Err(items);
         };
-        let (result, retry) = match item {
-            Pending::Flush(tx) => {
-                let _ = tx.send(());
-                return Ok(());
-            }
-            Pending::Publish(payload, at) => {
-                let r: redis::RedisResult<()> = redis::cmd("PUBLISH")
-                    .arg(&self.channel)
-                    .arg(&payload)
-                    .query_async(conn)
-                    .await;
-                (r, Some(Pending::Publish(payload, at)))
-            }
-            Pending::Publishes(batch) => {
-                let mut pipe = redis::pipe();
-                for (payload, _) in &batch {
+        let result = if items.len() > 1 {
+            let mut pipe = redis::pipe();
+            for item in &items {
+                if let Outbound::Publish(payload) = &item.out {
                     pipe.cmd("PUBLISH").arg(&self.channel).arg(payload).ignore();
                 }
-                let r: redis::RedisResult<()> = pipe.query_async(conn).await;
-                (r, Some(Pending::Publishes(batch)))
             }
-            Pending::Log(entry) => {
-                let r = self.push(&entry).await;
-                if r.as_ref()
-                    .is_err_and(|e| e.to_string().contains("WRONGTYPE"))
-                {
-                    tracing::error!(
-                        key = %self.log_key,
-                        "the action-log key holds something other than a list (the original mewld wrote it with SET); rename or delete it"
-                    );
+            pipe.query_async::<()>(conn).await
+        } else {
+            let Some(Item { seq, at, out }) = items.pop() else {
+                return Ok(());
+            };
+            match out {
+                Outbound::Flush(done) => {
+                    let _ = done.send(());
+                    return Ok(());
                 }
-                (r, Some(Pending::Log(entry)))
-            }
-            Pending::Read(tx) => {
-                let r: redis::RedisResult<Vec<String>> = redis::cmd("LRANGE")
-                    .arg(&self.log_key)
-                    .arg(0)
-                    .arg(-1)
-                    .query_async(conn)
-                    .await;
-                let (r, answer) = match r {
-                    Ok(entries) => (Ok(()), Ok(entries)),
-                    Err(e) => {
-                        let text = e.to_string();
-                        (Err(e), Err(text))
+                Outbound::Publish(payload) => {
+                    let r = redis::cmd("PUBLISH")
+                        .arg(&self.channel)
+                        .arg(&payload)
+                        .query_async::<()>(conn)
+                        .await;
+                    items.push(Item {
+                        seq,
+                        at,
+                        out: Outbound::Publish(payload),
+                    });
+                    r
+                }
+                Outbound::PushLog(entry) => {
+                    let r = self.push(&entry).await;
+                    if r.as_ref()
+                        .is_err_and(|e| e.to_string().contains("WRONGTYPE"))
+                    {
+                        tracing::error!(
+                            key = %self.log_key,
+                            "the action-log key holds something other than a list (the original mewld wrote it with SET); rename or delete it"
+                        );
                     }
-                };
-                let _ = tx.send(answer);
-                (r, None)
+                    items.push(Item {
+                        seq,
+                        at,
+                        out: Outbound::PushLog(entry),
+                    });
+                    r
+                }
+                Outbound::ReadLog(reply) => {
+                    // Answered either way, so not retried.
+                    let r: redis::RedisResult<Vec<String>> = redis::cmd("LRANGE")
+                        .arg(&self.log_key)
+                        .arg(0)
+                        .arg(-1)
+                        .query_async(conn)
+                        .await;
+                    match r {
+                        Ok(entries) => {
+                            let _ = reply.send(Ok(entries));
+                            Ok(())
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e.to_string()));
+                            Err(e)
+                        }
+                    }
+                }
             }
         };
         match result {
@@ -319,7 +276,7 @@ impl Writer {
                     || e.is_connection_refusal() =>
             {
                 tracing::warn!(error = %e, "Redis connection lost while writing; will retry");
-                Err(retry)
+                Err(items)
             }
             Err(e) => {
                 tracing::error!(error = %e, "Redis refused a write; dropped it");

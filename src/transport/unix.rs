@@ -12,8 +12,10 @@
 //! longer one, or one that is not UTF-8, is dropped and the client stays),
 //! lines waiting for the engine ([`INBOUND_BYTES`]; readers wait), and what
 //! waits for a client that does not read ([`CLIENT_BACKLOG`]; past it the
-//! client is disconnected). Accept errors (out of file descriptors) back
-//! off instead of spinning.
+//! client is disconnected). What the manager sends waits in the bounded
+//! queue of [`super::outbox`] while the hub is held up (by the engine not
+//! taking the manager's own lines back). Accept errors (out of file
+//! descriptors) back off instead of spinning.
 
 mod lines;
 
@@ -30,6 +32,7 @@ use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use self::lines::{Frame, LineReader};
+use super::outbox::{Item, Outbox};
 use super::{Origin, Outbound, Payload, Peer, Transport, TransportEvent, INBOUND_QUEUE};
 
 /// Longest line accepted; longer ones are dropped (and logged), not fatal.
@@ -106,13 +109,13 @@ pub fn start(
     }
     let listener = bind_owner_only(path)?;
     let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
-    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let (transport, outbox) = Transport::channel("unix socket");
     let (hub_tx, hub_rx) = mpsc::channel(INBOUND_QUEUE);
     tokio::spawn(accept(listener, path.to_path_buf(), hub_tx));
     // The socket file goes when the manager does.
     let _ = SOCKETS.lock().map(|mut s| s.push(path.to_path_buf()));
-    tokio::spawn(hub(hub_rx, out_rx, in_tx, log_max_len));
-    Ok((Transport::new(out_tx), in_rx))
+    tokio::spawn(hub(hub_rx, outbox, in_tx, log_max_len));
+    Ok((transport, in_rx))
 }
 
 /// Binds the socket with mode 0600 whatever the umask: whoever can connect
@@ -339,7 +342,7 @@ async fn write_lines(
 
 async fn hub(
     mut inputs: mpsc::Receiver<HubInput>,
-    mut outbound: mpsc::UnboundedReceiver<Outbound>,
+    outbound: Arc<Outbox>,
     engine: mpsc::Sender<TransportEvent>,
     log_max_len: usize,
 ) {
@@ -357,7 +360,7 @@ async fn hub(
                 Some(HubInput::Line(peer, line, budget)) => (line, Origin::Unix(peer), Some(budget)),
                 None => return,
             },
-            out = outbound.recv() => match out {
+            out = outbound.recv() => match out.map(|item: Item| item.out) {
                 Some(Outbound::Publish(payload)) => (payload, Origin::Manager, None),
                 Some(Outbound::PushLog(entry)) => {
                     log.push_back(entry);

@@ -706,3 +706,21 @@ pub fn stderr_action_log(manager: &Manager) -> Vec<Value> {
         })
         .collect()
 }
+
+impl Redis {
+    /// Freezes the server (SIGSTOP): connections stay open, nothing is
+    /// answered, as with a Redis stuck on a slow disk or swapped out.
+    pub fn freeze(&self) {
+        self.send_signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// Lets a frozen server run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.send_signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn send_signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig)
+            .expect("signal redis-server");
+    }
+}
