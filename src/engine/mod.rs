@@ -203,7 +203,8 @@ pub struct Setup {
 /// A face's end of the engine. Cheap to clone.
 #[derive(Clone)]
 pub struct EngineHandle {
-    inbox: mpsc::UnboundedSender<Message>,
+    /// Bounded: a face that asks faster than the engine answers waits.
+    requests: mpsc::Sender<Message>,
     events: broadcast::Sender<Event>,
     snapshot: watch::Receiver<Arc<Snapshot>>,
 }
@@ -213,7 +214,7 @@ impl EngineHandle {
     pub async fn request(&self, op: Operation, via: Via) -> Result<(), Refused> {
         let (tx, rx) = oneshot::channel();
         let input = Message::Op { op, via, reply: tx };
-        if self.inbox.send(input).is_err() {
+        if self.requests.send(input).await.is_err() {
             return Err(Refused::EngineStopped);
         }
         rx.await.unwrap_or(Err(Refused::EngineStopped))
@@ -222,7 +223,7 @@ impl EngineHandle {
     /// The action log as stored (oldest first), for a face that starts late.
     pub async fn history(&self) -> Result<Vec<Map<String, Value>>, String> {
         let (tx, rx) = oneshot::channel();
-        if self.inbox.send(Message::History(tx)).is_err() {
+        if self.requests.send(Message::History(tx)).await.is_err() {
             return Err("the engine has stopped".into());
         }
         rx.await

@@ -135,7 +135,9 @@ fn expand(template: &str, values: &[(&str, String)]) -> String {
 #[derive(Debug)]
 pub struct ProcHandle {
     pub pid: u32,
-    stop: mpsc::UnboundedSender<Duration>,
+    /// Holds one request: the supervisor acts on the first, so a second
+    /// one while it is stopping is dropped.
+    stop: mpsc::Sender<Duration>,
 }
 
 impl ProcHandle {
@@ -143,7 +145,7 @@ impl ProcHandle {
     /// after `grace`. The exit is reported through the spawn callback, at
     /// the latest [`KILL_TIMEOUT`] (plus the output drain) after SIGKILL.
     pub fn stop(&self, grace: Duration) {
-        let _ = self.stop.send(grace);
+        let _ = self.stop.try_send(grace);
     }
 }
 
@@ -199,7 +201,7 @@ pub fn spawn(
     if let Some(err) = child.stderr.take() {
         readers.push(tokio::spawn(read_lines(err, Stream::Stderr, on_line)));
     }
-    let (stop_tx, mut stop_rx) = mpsc::unbounded_channel::<Duration>();
+    let (stop_tx, mut stop_rx) = mpsc::channel::<Duration>(1);
     tokio::spawn(async move {
         let status = tokio::select! {
             status = child.wait() => Some(status),

@@ -25,6 +25,8 @@ use crate::transport::{Transport, TransportEvent};
 /// How long the last acks and log entries get to reach Redis at exit.
 const EXIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 const EVENT_BUFFER: usize = 8192;
+/// Operations and history reads from faces waiting for the engine.
+const REQUEST_QUEUE: usize = 256;
 
 /// What reaches the engine's inbox from faces, processes and tasks.
 pub(super) enum Message {
@@ -46,8 +48,13 @@ pub struct Engine {
     core: Core,
     child_env: Vec<(String, String)>,
     transport: Transport,
-    inbox_tx: mpsc::UnboundedSender<Message>,
-    inbox: mpsc::UnboundedReceiver<Message>,
+    /// From faces: bounded, faces wait.
+    requests: mpsc::Receiver<Message>,
+    /// From processes and the engine's own tasks. Unbounded by type, bounded
+    /// in fact: each process reports one exit, one gateway fetch runs at a
+    /// time, and none of them may wait.
+    internal_tx: mpsc::UnboundedSender<Message>,
+    internal: mpsc::UnboundedReceiver<Message>,
     events: broadcast::Sender<Event>,
     snapshot_tx: watch::Sender<Arc<Snapshot>>,
     /// The live process of each cluster, with its generation.
@@ -60,7 +67,8 @@ impl Engine {
     /// Builds the engine and a handle to it. Subscribe to the handle's
     /// events before calling [`Engine::run`] to miss nothing.
     pub fn new(setup: Setup, transport: Transport) -> (Engine, EngineHandle) {
-        let (inbox_tx, inbox) = mpsc::unbounded_channel();
+        let (requests_tx, requests) = mpsc::channel(REQUEST_QUEUE);
+        let (internal_tx, internal) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
         let child_env = child_env(&setup.config, setup.env_vars);
@@ -75,8 +83,9 @@ impl Engine {
             core,
             child_env,
             transport,
-            inbox_tx: inbox_tx.clone(),
-            inbox,
+            requests,
+            internal_tx,
+            internal,
             events: events.clone(),
             snapshot_tx,
             procs: HashMap::new(),
@@ -84,7 +93,7 @@ impl Engine {
             timer_keys: HashMap::new(),
         };
         let handle = EngineHandle {
-            inbox: inbox_tx,
+            requests: requests_tx,
             events,
             snapshot: snapshot_rx,
         };
@@ -97,7 +106,8 @@ impl Engine {
         self.publish_snapshot();
         loop {
             tokio::select! {
-                Some(message) = self.inbox.recv() => self.on_message(message),
+                Some(message) = self.requests.recv() => self.on_message(message),
+                Some(message) = self.internal.recv() => self.on_message(message),
                 Some(event) = transport_rx.recv() => self.on_transport(event),
                 Some(expired) = self.timers.next() => {
                     let timer = expired.into_inner();
@@ -227,7 +237,7 @@ impl Engine {
                 }
             }
             Command::FetchGateway => {
-                let inbox = self.inbox_tx.clone();
+                let inbox = self.internal_tx.clone();
                 let token = self.core.config().token.clone();
                 let proxy = self.core.config().proxy.clone();
                 tokio::spawn(async move {
@@ -259,7 +269,7 @@ impl Engine {
         line: &process::CommandLine,
     ) -> Result<u32, String> {
         let events = self.events.clone();
-        let inbox = self.inbox_tx.clone();
+        let inbox = self.internal_tx.clone();
         let handle = process::spawn(
             line,
             &self.child_env,
