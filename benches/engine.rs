@@ -137,19 +137,44 @@ fn run(n: u32, secs: u64) {
     if rtts.is_empty() {
         rtts.push(Duration::ZERO);
     }
-    let failures = events(&redis.action_log(&ch), "ping_failure").len();
+    let log = redis.action_log(&ch);
+    let failures = events(&log, "ping_failure").len();
+    let mut gaps = launch_gaps(&log);
+    gaps.sort();
+    if gaps.is_empty() {
+        gaps.push(Duration::ZERO);
+    }
     println!(
         "N={n:>4}  launch {:>6.1}s  manager CPU {:>5.1}% of a core ({:.2}s over {elapsed:.0}s)  RSS {:>6.1} MiB  \
-         statuses RTT median {:>6.2}ms p99 {:>6.2}ms ({unanswered}/50 unanswered in 10s)  ping failures {failures}",
+         statuses RTT median {:>6.2}ms p99 {:>6.2}ms ({unanswered}/50 unanswered in 10s)  ping failures {failures}  \
+         launch_next→next start median {:>5.2}ms p99 {:>5.2}ms",
         launch_time.as_secs_f64(),
         100.0 * (cpu1 - cpu0) / elapsed,
         cpu1 - cpu0,
         rss as f64 / 1024.0,
         percentile(&rtts, 0.5).as_secs_f64() * 1000.0,
         percentile(&rtts, 0.99).as_secs_f64() * 1000.0,
+        percentile(&gaps, 0.5).as_secs_f64() * 1000.0,
+        percentile(&gaps, 0.99).as_secs_f64() * 1000.0,
     );
     redis.publish(&ch, &json!({"scope": "launcher", "action": "shutdown"}));
     manager.wait_exit();
+}
+
+/// From each cluster's `launch_next` (logged as `cluster_launched`) to the
+/// next cluster's process having started (`cluster_started`, logged once
+/// it has exec'd): how fast the manager reacts, with no start delay.
+fn launch_gaps(log: &[serde_json::Value]) -> Vec<Duration> {
+    let at = |event: &str, id: u64| {
+        log.iter()
+            .find(|e| e["event"] == event && e["id"] == id)
+            .and_then(|e| e["ts"].as_i64())
+    };
+    (0u64..)
+        .map_while(|id| Some((at("cluster_launched", id)?, at("cluster_started", id + 1)?)))
+        .filter_map(|(launched, next)| u64::try_from(next - launched).ok())
+        .map(Duration::from_micros)
+        .collect()
 }
 
 fn main() {
