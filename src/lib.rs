@@ -8,6 +8,7 @@ pub mod demo;
 pub mod discord;
 pub mod engine;
 pub mod fake_bot;
+pub mod preflight;
 pub mod protocol;
 pub mod startup;
 pub mod transport;

@@ -8,6 +8,7 @@
 //! and read the latest [`Snapshot`].
 
 pub mod actlog;
+pub mod argv;
 pub mod health;
 pub mod launch;
 pub mod process;
