@@ -238,7 +238,10 @@ mod tests {
             "{p:?}"
         );
         // A template that does not pass the module does not need it.
-        let c = config(dir.path(), "module: bot.sh\ninterp: sh\nargs: [\"-c\", \"exit 0\"]\n");
+        let c = config(
+            dir.path(),
+            "module: bot.sh\ninterp: sh\nargs: [\"-c\", \"exit 0\"]\n",
+        );
         assert_eq!(check_files(&c, &[]), Vec::<String>::new());
         let gone = dir.path().join("gone");
         let c = config(&gone, "module: bot.sh\ninterp: sh\n");
