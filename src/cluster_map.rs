@@ -5,6 +5,53 @@ use serde::{Deserialize, Serialize};
 pub type ClusterId = u32;
 pub type ShardId = u32;
 
+/// Most shards mewld accepts, from Discord or `fixed_shard_count`. The
+/// largest bots run 10^4–10^5 shards; ten times that is still a plausible
+/// future, while 10^8 or 10^9 (a typo, or a broken proxy) would allocate
+/// tens of gigabytes for the map and abort.
+pub const MAX_SHARDS: u32 = 1_000_000;
+/// Most clusters mewld runs. Each is an OS process on this one host; 10^5
+/// processes is past what any single machine runs a bot with.
+pub const MAX_CLUSTERS: u32 = 100_000;
+
+/// How many clusters `shard_count` shards make at `per_cluster` each.
+pub fn cluster_count(shard_count: u32, per_cluster: u32) -> u32 {
+    shard_count.div_ceil(per_cluster.max(1))
+}
+
+/// Why a map of this size is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("{0} shards is more than the {MAX_SHARDS} mewld accepts")]
+    TooManyShards(u32),
+    #[error(
+        "{shards} shards at {per_cluster} per cluster make {clusters} clusters, more than the \
+         {MAX_CLUSTERS} mewld runs; raise per_cluster"
+    )]
+    TooManyClusters {
+        shards: u32,
+        per_cluster: u32,
+        clusters: u32,
+    },
+}
+
+/// Checks that the map for `shard_count` stays within [`MAX_SHARDS`] and
+/// [`MAX_CLUSTERS`], before [`build`] allocates it.
+pub fn check_size(shard_count: u32, per_cluster: u32) -> Result<(), SizeError> {
+    if shard_count > MAX_SHARDS {
+        return Err(SizeError::TooManyShards(shard_count));
+    }
+    let clusters = cluster_count(shard_count, per_cluster);
+    if clusters > MAX_CLUSTERS {
+        return Err(SizeError::TooManyClusters {
+            shards: shard_count,
+            per_cluster,
+            clusters,
+        });
+    }
+    Ok(())
+}
+
 /// One cluster of the map: which shards it runs and what it is called.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterSpec {
@@ -91,6 +138,22 @@ mod tests {
         let got: Vec<_> = map.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(got, vec!["Pika", "Eevee", "cluster-2", "cluster-3"]);
         assert_eq!(build(35, 10, &names), map, "names are stable across builds");
+    }
+
+    #[test]
+    fn size_is_capped_before_building() {
+        assert_eq!(check_size(MAX_SHARDS, 10), Ok(()));
+        assert_eq!(
+            check_size(1_000_000_000, 10),
+            Err(SizeError::TooManyShards(1_000_000_000))
+        );
+        assert!(matches!(
+            check_size(MAX_SHARDS, 1),
+            Err(SizeError::TooManyClusters { clusters, .. }) if clusters == MAX_SHARDS
+        ));
+        assert_eq!(cluster_count(25, 10), 3);
+        assert_eq!(cluster_count(20, 10), 2);
+        assert_eq!(cluster_count(25, 10), build(25, 10, &[]).len() as u32);
     }
 
     #[test]

@@ -5,10 +5,14 @@
 //! key; unknown keys are warnings, never failures.
 
 use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::cluster_map;
+use crate::engine::argv;
 
 /// The bot token. Its `Debug` and `Display` never show the value, so it can
 /// be carried around in structs that get logged.
@@ -82,20 +86,12 @@ struct RawConfig {
 /// Longest duration a setting may have: beyond it a typo is likelier than intent.
 const MAX_SECS: u64 = 30 * 24 * 3600;
 
-/// Placeholders accepted in the `args` template.
-pub const ARG_PLACEHOLDERS: [&str; 7] = [
-    "{module}",
-    "{shards}",
-    "{shard_count}",
-    "{cluster_id}",
-    "{cluster_name}",
-    "{logging_code}",
-    "{dir}",
-];
-
-/// The argument list the original passes; `{module}` is dropped when there
-/// is no `interp` (the module is then the program itself).
-pub const DEFAULT_ARGS: [&str; 7] = ARG_PLACEHOLDERS;
+/// Largest config file read. A real one is a few hundred bytes; the cap
+/// keeps a wrong path (a log, a device) from being read whole.
+const MAX_FILE_BYTES: u64 = 1024 * 1024;
+/// Deepest `[`/`{` nesting accepted. libyaml's time grows with the square
+/// of it (200k levels take minutes); a mewld config needs 2.
+const MAX_FLOW_DEPTH: usize = 64;
 
 /// Values read from the environment that override the file. Kept apart from
 /// the process environment so that parsing stays a pure function.
@@ -215,17 +211,39 @@ pub struct Loaded {
 
 /// Reads and validates the file at `path`.
 pub fn load(path: &Path, overrides: &Overrides) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+    let file_error = |message: String| ConfigError {
         path: path.to_path_buf(),
         line: None,
         key: None,
-        message: format!("cannot read the config file: {e}"),
-    })?;
+        message,
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_string(&mut text))
+        .map_err(|e| file_error(format!("cannot read the config file: {e}")))?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(file_error(
+            "the file is over 1 MiB, too big to be a mewld config".into(),
+        ));
+    }
     parse(&text, path, overrides)
 }
 
 /// Parses `text` as the config file `path` (used in messages only).
 pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Loaded, ConfigError> {
+    // Editors on Windows save a byte order mark, which YAML would take for
+    // the start of a second document.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if let Some(line) = too_deep(text, MAX_FLOW_DEPTH) {
+        return Err(ConfigError {
+            path: path.to_path_buf(),
+            line: Some(line),
+            key: None,
+            message: format!(
+                "brackets are nested more than {MAX_FLOW_DEPTH} levels deep; a mewld config needs 2"
+            ),
+        });
+    }
     let mut unknown = Vec::new();
     let raw: RawConfig = if text.trim().is_empty() {
         RawConfig::default()
@@ -302,14 +320,26 @@ fn resolve(raw: RawConfig, text: &str, path: &Path, ov: &Overrides) -> Result<Co
         )
     })?;
     let ipc = match non_empty(raw.ipc).as_deref() {
-        None | Some("redis") => Ipc::Redis {
-            url: redis_url(&non_empty(raw.redis).ok_or_else(|| {
+        None | Some("redis") => {
+            let url = redis_url(&non_empty(raw.redis).ok_or_else(|| {
                 err(
                     "redis",
                     "missing: a Redis address (host:port or redis:// URL) is required".into(),
                 )
-            })?),
-        },
+            })?);
+            // The transport opens it the same way; the value is not echoed,
+            // as it may hold a password.
+            redis::IntoConnectionInfo::into_connection_info(url.as_str()).map_err(|e| {
+                err(
+                    "redis",
+                    format!(
+                        "not a usable Redis address ({e}); write host:port or \
+                         redis://[user:password@]host:port/db"
+                    ),
+                )
+            })?;
+            Ipc::Redis { url }
+        }
         Some("unix") => Ipc::Unix {
             path: ov
                 .cwd
@@ -399,21 +429,27 @@ fn resolve(raw: RawConfig, text: &str, path: &Path, ov: &Overrides) -> Result<Co
         return Err(err("action_log_max_len", "must be greater than 0".into()));
     }
 
+    let fixed_shard_count = raw.fixed_shard_count.filter(|n| *n > 0);
+    if let Some(n) = fixed_shard_count {
+        cluster_map::check_size(n, per_cluster)
+            .map_err(|e| err("fixed_shard_count", e.to_string()))?;
+    }
+
     let args = match raw.args {
-        None => DEFAULT_ARGS.iter().map(|s| s.to_string()).collect(),
+        None => argv::DEFAULT_ARGS.iter().map(|s| s.to_string()).collect(),
         Some(args) => {
-            for a in &args {
-                for piece in placeholders_in(a) {
-                    if !ARG_PLACEHOLDERS.contains(&piece) {
-                        return Err(err(
-                            "args",
-                            format!(
-                                "unknown placeholder {piece} (known: {})",
-                                ARG_PLACEHOLDERS.join(" ")
-                            ),
-                        ));
-                    }
-                }
+            if let Some(unknown) = args.iter().find_map(|a| argv::unknown_placeholder(a)) {
+                return Err(ConfigError {
+                    line: line_of_key(text, "args")
+                        .map(|from| line_of_text_after(text, unknown, from)),
+                    ..err(
+                        "args",
+                        format!(
+                            "unknown placeholder {unknown} (known: {})",
+                            argv::known_placeholders()
+                        ),
+                    )
+                });
             }
             args
         }
@@ -457,7 +493,7 @@ fn resolve(raw: RawConfig, text: &str, path: &Path, ov: &Overrides) -> Result<Co
         ipc,
         channel,
         per_cluster,
-        fixed_shard_count: raw.fixed_shard_count.filter(|n| *n > 0),
+        fixed_shard_count,
         ping_interval,
         ping_timeout,
         cluster_start_next_delay,
@@ -492,6 +528,74 @@ pub fn redis_url(addr: &str) -> String {
     } else {
         format!("redis://{addr}/0")
     }
+}
+
+/// `url` with its password, if any, replaced by `****`, for printing.
+pub fn redacted_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    // The last `@` ends the user info: a password may hold an `@` itself.
+    let Some(at) = url[scheme_end..].rfind('@').map(|i| scheme_end + i) else {
+        return url.to_string();
+    };
+    match url[scheme_end..at].find(':').map(|i| scheme_end + i) {
+        Some(colon) => format!("{}:****{}", &url[..colon], &url[at..]),
+        None => url.to_string(),
+    }
+}
+
+/// The 1-based line where flow brackets (`[`, `{`) first nest deeper than
+/// `max`, found with a cheap scan before libyaml, whose cost grows with the
+/// square of the depth. Not a parser: brackets inside quotes and comments
+/// are skipped, taking a quote to open only where a YAML scalar can start.
+fn too_deep(text: &str, max: usize) -> Option<usize> {
+    enum In {
+        Plain,
+        Single,
+        Double,
+        Comment,
+    }
+    let mut state = In::Plain;
+    let mut depth = 0usize;
+    let mut line = 1;
+    // What the previous character lets start here: a comment needs a
+    // space before it, a quoted scalar a space or a flow indicator.
+    let (mut comment_may_start, mut quote_may_start) = (true, true);
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\n' {
+            line += 1;
+        }
+        match state {
+            In::Comment if c == '\n' => state = In::Plain,
+            In::Comment => {}
+            In::Single if c == '\'' => state = In::Plain,
+            In::Double if c == '\\' => {
+                if chars.next() == Some('\n') {
+                    line += 1;
+                }
+            }
+            In::Double if c == '"' => state = In::Plain,
+            In::Single | In::Double => {}
+            In::Plain => match c {
+                '\'' if quote_may_start => state = In::Single,
+                '"' if quote_may_start => state = In::Double,
+                '#' if comment_may_start => state = In::Comment,
+                '[' | '{' => {
+                    depth += 1;
+                    if depth > max {
+                        return Some(line);
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+        comment_may_start = c.is_whitespace();
+        quote_may_start = comment_may_start || matches!(c, '[' | '{' | ',' | ':' | '-' | '?');
+    }
+    None
 }
 
 /// serde_yaml puts " at line L column C" in its messages; the line is
@@ -537,20 +641,13 @@ fn line_of_key(text: &str, key: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
-/// `{name}` pieces in one template argument.
-fn placeholders_in(arg: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut rest = arg;
-    while let Some(start) = rest.find('{') {
-        match rest[start..].find('}') {
-            Some(end) => {
-                out.push(&rest[start..start + end + 1]);
-                rest = &rest[start + end + 1..];
-            }
-            None => break,
-        }
-    }
-    out
+/// The 1-based line, from line `from` on, that holds `needle` (or `from`).
+fn line_of_text_after(text: &str, needle: &str, from: usize) -> usize {
+    text.lines()
+        .enumerate()
+        .skip(from - 1)
+        .find(|(_, l)| l.contains(needle))
+        .map_or(from, |(i, _)| i + 1)
 }
 
 /// Variables read from the config's env files.
@@ -686,7 +783,7 @@ mod tests {
         let e = parse_err(&format!("{MIN}ping_timeout: 99999999999\n"));
         assert_eq!(e.key.as_deref(), Some("ping_timeout"));
         assert_eq!(c.fixed_shard_count, None);
-        assert_eq!(c.args, DEFAULT_ARGS.map(String::from).to_vec());
+        assert_eq!(c.args, argv::DEFAULT_ARGS.map(String::from).to_vec());
         assert_eq!(c.bot_dir, PathBuf::from("/home/bot"));
     }
 
@@ -784,6 +881,98 @@ mod tests {
         let e = parse_err(&format!("{MIN}args: [\"{{shards}}\", \"{{nope}}\"]\n"));
         assert_eq!(e.key.as_deref(), Some("args"));
         assert!(e.message.contains("{nope}"));
+        assert!(
+            e.message.contains("{cluster_count}"),
+            "known ones are listed: {e}"
+        );
+        // In a block list the line is the offending item's.
+        let e = parse_err(&format!(
+            "{MIN}args:\n  - \"{{shards}}\"\n  - \"{{cluster_cnt}}\"\n"
+        ));
+        assert_eq!(e.line, Some(8), "{e}");
+        let c = parse_ok(&format!("{MIN}args: [\"{{cluster_count}}\"]\n"), &ov()).config;
+        assert_eq!(c.args, vec!["{cluster_count}"]);
+    }
+
+    #[test]
+    fn redis_address_is_parsed_as_the_transport_will() {
+        let e =
+            parse_err("module: m\nredis: http://:hunter2@x\nredis_channel: c\nper_cluster: 1\n");
+        assert_eq!((e.key.as_deref(), e.line), (Some("redis"), Some(2)), "{e}");
+        assert!(
+            !e.to_string().contains("hunter2"),
+            "the password is not echoed: {e}"
+        );
+        for bad in ["h:notaport", "redis://h:1/zero"] {
+            let e = parse_err(&format!(
+                "module: m\nredis: {bad}\nredis_channel: c\nper_cluster: 1\n"
+            ));
+            assert_eq!(e.key.as_deref(), Some("redis"), "{bad}: {e}");
+        }
+        let c = parse_ok(&MIN.replace("localhost:6379", "redis://u:p@h:7/3"), &ov()).config;
+        assert_eq!(
+            c.ipc,
+            Ipc::Redis {
+                url: "redis://u:p@h:7/3".into()
+            }
+        );
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redacted_url("redis://:pw@h:6379/0"),
+            "redis://:****@h:6379/0"
+        );
+        assert_eq!(
+            redacted_url("rediss://user:p@ss@h/0"),
+            "rediss://user:****@h/0"
+        );
+        assert_eq!(redacted_url("redis://user@h/0"), "redis://user@h/0");
+        assert_eq!(redacted_url("redis://h:6379/0"), "redis://h:6379/0");
+    }
+
+    #[test]
+    fn huge_shard_counts_are_refused_by_key() {
+        let e = parse_err(&format!("{MIN}fixed_shard_count: 1000000000\n"));
+        assert_eq!(
+            (e.key.as_deref(), e.line),
+            (Some("fixed_shard_count"), Some(6)),
+            "{e}"
+        );
+        let e = parse_err(&MIN.replace(
+            "per_cluster: 10",
+            "per_cluster: 1\nfixed_shard_count: 900000",
+        ));
+        assert_eq!(e.key.as_deref(), Some("fixed_shard_count"));
+        assert!(e.message.contains("raise per_cluster"), "{e}");
+        let c = parse_ok(&format!("{MIN}fixed_shard_count: 1000000\n"), &ov()).config;
+        assert_eq!(c.fixed_shard_count, Some(1_000_000));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_accepted() {
+        let c = parse_ok(&format!("\u{feff}{MIN}"), &ov()).config;
+        assert_eq!(c.module, "bot.py");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        let deep = format!("{MIN}x: {}{}\n", "[".repeat(200_000), "]".repeat(200_000));
+        let e = parse_err(&deep);
+        assert_eq!(e.line, Some(6), "{e}");
+        assert!(e.message.contains("nested more than 64"), "{e}");
+        // Brackets in quotes and comments are text; shallow nesting is fine.
+        let brackets = "[".repeat(100);
+        let ok = format!(
+            "{MIN}a: '{brackets}'\nb: \"{brackets}\\\"{brackets}\"\n# {brackets}\nc: {{d: [[1, 2], [3]]}}\n"
+        );
+        parse_ok(&ok, &ov());
+        assert_eq!(
+            too_deep("a: don't [[\n", 1),
+            Some(1),
+            "a quote inside a word opens nothing"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cluster_map::MAX_SHARDS;
 use crate::config::Token;
 
 pub const DISCORD_API: &str = "https://discord.com";
@@ -14,6 +15,9 @@ const USER_AGENT: &str = concat!(
     ")"
 );
 const ATTEMPTS: u32 = 5;
+/// Largest answer read. Discord's is about 150 bytes; a proxy that answers
+/// with a page or a stream must not fill the memory.
+const MAX_BODY: usize = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GatewayBot {
@@ -55,6 +59,10 @@ pub enum DiscordError {
     },
     #[error("Discord's answer from {url} was not understood: {problem}")]
     Decode { url: String, problem: String },
+    #[error("Discord's answer from {url} is over {} KiB; is `proxy` pointing at Discord's API?", MAX_BODY / 1024)]
+    TooLarge { url: String },
+    #[error("Discord's answer from {url} recommends {shards} shards; mewld accepts 1 to {MAX_SHARDS} (is `proxy` pointing at Discord's API?)")]
+    ImplausibleShards { url: String, shards: u32 },
 }
 
 /// Fetches `/api/gateway/bot` from `proxy` (or Discord itself), retrying
@@ -85,20 +93,38 @@ pub async fn get_gateway_bot(
             Ok(resp) => {
                 let status = resp.status();
                 if status.is_success() {
-                    let body = resp.bytes().await.map_err(|source| DiscordError::Http {
-                        url: url.clone(),
-                        source,
-                    })?;
-                    return serde_json::from_slice(&body).map_err(|e| DiscordError::Decode {
-                        url: url.clone(),
-                        problem: e.to_string(),
-                    });
+                    let (body, complete) =
+                        read_capped(resp)
+                            .await
+                            .map_err(|source| DiscordError::Http {
+                                url: url.clone(),
+                                source,
+                            })?;
+                    if !complete {
+                        return Err(DiscordError::TooLarge { url });
+                    }
+                    let gateway: GatewayBot =
+                        serde_json::from_slice(&body).map_err(|e| DiscordError::Decode {
+                            url: url.clone(),
+                            problem: e.to_string(),
+                        })?;
+                    if !(1..=MAX_SHARDS).contains(&gateway.shards) {
+                        return Err(DiscordError::ImplausibleShards {
+                            url,
+                            shards: gateway.shards,
+                        });
+                    }
+                    return Ok(gateway);
                 }
                 if status.as_u16() == 401 {
                     return Err(DiscordError::InvalidToken);
                 }
                 let retry_after = retry_after(resp.headers());
-                let body = resp.text().await.unwrap_or_default();
+                // Only the start of an error body is shown anyway.
+                let body = match read_capped(resp).await {
+                    Ok((body, _)) => String::from_utf8_lossy(&body).into_owned(),
+                    Err(_) => String::new(),
+                };
                 let retryable = status.as_u16() == 429 || status.is_server_error();
                 if !retryable || attempt >= ATTEMPTS {
                     return Err(DiscordError::Status {
@@ -126,6 +152,23 @@ pub async fn get_gateway_bot(
         backoff = (backoff * 2).min(Duration::from_secs(30));
         attempt += 1;
     }
+}
+
+/// The body, up to [`MAX_BODY`] bytes, and whether that was all of it.
+async fn read_capped(mut resp: reqwest::Response) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut body = Vec::new();
+    if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+        return Ok((body, false));
+    }
+    while let Some(chunk) = resp.chunk().await? {
+        let room = MAX_BODY - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, false));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, true))
 }
 
 /// `Retry-After` in seconds (possibly fractional, as Discord sends it).

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod fake_bot;
 pub mod guardian;
 pub mod logging;
+pub mod preflight;
 pub mod protocol;
 pub mod startup;
 pub mod transport;

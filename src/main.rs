@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use color_eyre::eyre::{Result, WrapErr};
 
-use mewld::cluster_map::{self, shard_range};
-use mewld::config::Ipc;
 use mewld::engine::Engine;
-use mewld::startup::{self, Prepared};
+use mewld::startup;
 use mewld::{daemon, demo, fake_bot, guardian, logging, transport, tui};
+
+mod check_config;
 
 /// A Discord bot clusterer: splits a bot's shards over cluster processes,
 /// starts them one after another, restarts the ones that die, and answers
@@ -118,7 +118,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
-        Some(Command::CheckConfig) => check_config(&cli.config).await,
+        Some(Command::CheckConfig) => Ok(check_config::run(&cli.config).await),
         Some(Command::FakeBot { args }) => {
             logging::init_cluster();
             let code = fake_bot::run(args).await?;
@@ -181,114 +181,4 @@ async fn run_daemon(config: &Path) -> Result<u8> {
     let exit = daemon::run(engine, handle, transport_rx).await?;
     tracing::info!(code = exit.code(), "every cluster has stopped; exiting");
     Ok(u8::try_from(exit.code()).unwrap_or(1))
-}
-
-async fn check_config(path: &Path) -> Result<u8> {
-    let Prepared {
-        config,
-        env,
-        warnings,
-    } = startup::load_config(path)?;
-    for w in &warnings {
-        println!("warning: {w}");
-    }
-    let mut problems = env.problems.clone();
-    println!("config:            {}", config.path.display());
-    println!(
-        "token:             {}",
-        if config.token.is_some() {
-            "set (hidden)"
-        } else {
-            "MISSING"
-        }
-    );
-    if config.token.is_none() {
-        problems.push("no bot token: set `token` or the MTOKEN environment variable".to_string());
-    }
-    let dir_note = if config.bot_dir.is_dir() {
-        ""
-    } else {
-        "  (does not exist)"
-    };
-    println!("bot directory:     {}{dir_note}", config.bot_dir.display());
-    if !dir_note.is_empty() {
-        problems.push(format!(
-            "the bot directory {} does not exist",
-            config.bot_dir.display()
-        ));
-    }
-    let interp = config
-        .interp
-        .as_deref()
-        .unwrap_or("(none: the module is the program)");
-    println!("module:            {}", config.module);
-    println!("interp:            {interp}");
-    println!("args:              {}", config.args.join(" "));
-    for f in &config.env_files {
-        println!("env file:          {}", f.display());
-    }
-    println!("env variables:     {} from env files", env.vars.len());
-    match &config.ipc {
-        Ipc::Redis { url } => println!("redis:             {url}"),
-        Ipc::Unix { path } => println!("unix socket:       {}", path.display()),
-    }
-    println!("redis_channel:     {}", config.channel);
-    println!("action log key:    {}", config.action_log_key());
-    println!("per_cluster:       {}", config.per_cluster);
-    println!(
-        "ping interval:     {}s, timeout {}s",
-        config.ping_interval.as_secs(),
-        config.ping_timeout.as_secs()
-    );
-    println!(
-        "start next delay:  {}s",
-        config.cluster_start_next_delay.as_secs()
-    );
-    println!("stop grace period: {}s", config.stop_grace_period.as_secs());
-    println!(
-        "proxy:             {}",
-        config.proxy.as_deref().unwrap_or("(none: discord.com)")
-    );
-
-    let shard_count = match config.fixed_shard_count {
-        Some(n) => {
-            println!("shards:            {n} (fixed_shard_count)");
-            Some(n)
-        }
-        None if config.token.is_some() => match startup::fetch_gateway(&config).await {
-            Ok(g) => {
-                println!(
-                    "shards:            {} (from Discord; {} of {} session starts left)",
-                    g.shards, g.session_start_limit.remaining, g.session_start_limit.total
-                );
-                Some(g.shards)
-            }
-            Err(e) => {
-                problems.push(format!("{e:#}"));
-                None
-            }
-        },
-        None => None,
-    };
-    if let Some(n) = shard_count {
-        let map = cluster_map::build(n, config.per_cluster, &config.names);
-        println!("cluster map:       {} clusters", map.len());
-        for c in &map {
-            println!(
-                "  {:>4}  {:<16} shards {}",
-                c.id,
-                c.name,
-                shard_range(&c.shards)
-            );
-        }
-    }
-    if problems.is_empty() {
-        println!("ok");
-        Ok(0)
-    } else {
-        for p in &problems {
-            println!("problem: {p}");
-        }
-        Ok(1)
-    }
 }

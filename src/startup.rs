@@ -1,6 +1,7 @@
 //! From a config path to a ready engine [`Setup`]: load the config and its
-//! env files, ask Discord for the shard count, build the cluster map, and
-//! respect the session-start budget (PROTOCOL.md §6, start-up).
+//! env files, check what a cluster start needs, ask Discord for the shard
+//! count, build the cluster map, and respect the session-start budget
+//! (PROTOCOL.md §6, start-up).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use crate::cluster_map;
 use crate::config::{self, Config, EnvFiles, Overrides};
 use crate::discord::{self, GatewayBot};
 use crate::engine::Setup;
+use crate::preflight;
 
 /// The config with env files read and overrides applied.
 pub struct Prepared {
@@ -70,6 +72,8 @@ pub async fn prepare(prepared: Prepared) -> Result<Setup> {
             config.path.display()
         ));
     }
+    // Before Discord is asked: these fail without spending a session start.
+    refuse(&config, preflight::check_files(&config, &env.vars))?;
     let gateway = match fetch_gateway(&config).await {
         Ok(g) => Some(g),
         // With a fixed shard count Discord is only asked for the session budget.
@@ -83,7 +87,13 @@ pub async fn prepare(prepared: Prepared) -> Result<Setup> {
         .fixed_shard_count
         .or(gateway.as_ref().map(|g| g.shards))
         .unwrap_or(1);
+    cluster_map::check_size(shard_count, config.per_cluster)
+        .wrap_err_with(|| format!("{}: cannot build the cluster map", config.path.display()))?;
     let clusters = cluster_map::build(shard_count, config.per_cluster, &config.names);
+    refuse(
+        &config,
+        preflight::check_command_lines(&config, &clusters, shard_count),
+    )?;
     tracing::info!(
         shards = shard_count,
         clusters = clusters.len(),
@@ -115,6 +125,18 @@ pub async fn prepare(prepared: Prepared) -> Result<Setup> {
         shard_count,
         clusters,
     })
+}
+
+/// Fails with every problem listed, if there are any.
+fn refuse(config: &Config, problems: Vec<String>) -> Result<()> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(eyre!(
+        "{}: no cluster could start:\n  {}\n(`mewld check-config` lists every problem)",
+        config.path.display(),
+        problems.join("\n  ")
+    ))
 }
 
 fn is_fatal(e: &color_eyre::Report) -> bool {

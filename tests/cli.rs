@@ -3,12 +3,13 @@
 
 mod common;
 
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use common::*;
 
-fn run_in(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+fn command(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut cmd = Command::new(MEWLD);
     cmd.args(args)
         .current_dir(dir)
@@ -17,14 +18,44 @@ fn run_in(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> Output 
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.output().expect("run mewld")
+    cmd
 }
 
-/// Runs `mewld --daemon` on `config` and returns (exit code, stderr+stdout).
-fn daemon_with(config: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+fn run_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    command(dir, args, env).output().expect("run mewld")
+}
+
+/// Runs mewld like `run_in`, but fails the test, killing mewld, if it has
+/// not finished within `deadline`.
+fn run_within(dir: &Path, args: &[&str], env: &[(&str, &str)], deadline: Duration) -> Output {
+    let mut child = command(dir, args, env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start mewld");
+    let start = Instant::now();
+    while child.try_wait().expect("try_wait").is_none() {
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("mewld {args:?} had not finished after {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("output")
+}
+
+/// A directory holding `config` as config.yaml and a runnable `bot.sh`, so
+/// the start gets past its checks of the program (BASE runs ./bot.sh).
+fn config_dir(config: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("config.yaml"), config).expect("write");
-    let out = run_in(dir.path(), &["--daemon"], env);
+    write_executable(&dir.path().join("bot.sh"), "#!/bin/sh\nexit 0\n");
+    dir
+}
+
+/// (exit code, stderr+stdout) of a finished mewld.
+fn outcome(out: &Output) -> (Option<i32>, String) {
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stderr),
@@ -33,7 +64,20 @@ fn daemon_with(config: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
     (out.status.code(), text)
 }
 
-const BASE: &str = "module: bot.sh\nredis: 127.0.0.1:1\nredis_channel: c\nper_cluster: 2\nuse_current_directory: true\n";
+/// Runs `mewld --daemon` on `config` and returns (exit code, stderr+stdout).
+fn daemon_with(config: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = config_dir(config);
+    // Each case here ends in an error; a regression must fail, not hang.
+    outcome(&run_within(dir.path(), &["--daemon"], env, DEADLINE))
+}
+
+/// Runs `mewld check-config` on `config` and returns (exit code, stdout+stderr).
+fn check_with(config: &str) -> (Option<i32>, String) {
+    let dir = config_dir(config);
+    outcome(&run_within(dir.path(), &["check-config"], &[], DEADLINE))
+}
+
+const BASE: &str = "module: ./bot.sh\nredis: 127.0.0.1:1\nredis_channel: c\nper_cluster: 2\nuse_current_directory: true\n";
 
 #[test]
 fn malformed_yaml_names_the_file_and_line() {
@@ -125,12 +169,8 @@ fn rate_limits_and_server_errors_are_retried_honouring_retry_after() {
         Answer::status(502),
         Answer::gateway(3, 900, 0),
     ]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = format!("token: {TOKEN}\nmodule: bot.sh\nredis: 127.0.0.1:1\nredis_channel: c\nper_cluster: 2\nuse_current_directory: true\nproxy: {}\n", discord.url);
-    std::fs::write(dir.path().join("config.yaml"), config).expect("write");
     // check-config asks Discord the same way the daemon does.
-    let out = run_in(dir.path(), &["check-config"], &[]);
-    let text = String::from_utf8_lossy(&out.stdout);
+    let (_, text) = check_with(&format!("{BASE}token: {TOKEN}\nproxy: {}\n", discord.url));
     assert!(
         text.contains("shards:            3 (from Discord"),
         "{text}"
@@ -148,11 +188,13 @@ fn rate_limits_and_server_errors_are_retried_honouring_retry_after() {
 fn check_config_prints_settings_and_the_cluster_map() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(dir.path().join("bot")).expect("bot dir");
-    let config = "token: x\nmodule: bot.sh\nredis: 127.0.0.1:1\nredis_channel: chan\nper_cluster: 10\nuse_current_directory: true\ndir: bot\nfixed_shard_count: 25\nnames: [Pika]\nmystery: 1\n";
+    std::fs::write(dir.path().join("bot/bot.py"), "").expect("module");
+    let config = "token: x\ninterp: sh\nmodule: bot.py\nredis: 127.0.0.1:1\nredis_channel: chan\nper_cluster: 10\nuse_current_directory: true\ndir: bot\nfixed_shard_count: 25\nnames: [Pika]\nmystery: 1\n";
     std::fs::write(dir.path().join("config.yaml"), config).expect("write");
     let out = run_in(dir.path(), &["check-config"], &[]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.ends_with("ok\n"), "{text}");
     assert!(text.contains("unknown key `mystery`"), "{text}");
     assert!(
         text.contains("shards:            25 (fixed_shard_count)"),
@@ -234,4 +276,198 @@ fn help_lists_every_flag() {
         assert!(text.contains(flag), "{flag} missing from --help:\n{text}");
     }
     assert!(!text.contains("fake-bot"), "the test fixture stays hidden");
+}
+
+#[test]
+fn a_config_saved_with_a_byte_order_mark_loads() {
+    let (code, text) = check_with(&format!("\u{feff}{BASE}token: x\nfixed_shard_count: 4\n"));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("2 clusters"), "{text}");
+}
+
+#[test]
+fn deep_nesting_is_refused_without_parsing_it() {
+    // libyaml takes minutes on this (the time grows with the square of the
+    // depth); the deadline only keeps a regression from hanging the suite.
+    let deep = format!(
+        "{BASE}token: x\nmystery: {}{}\n",
+        "[".repeat(200_000),
+        "]".repeat(200_000)
+    );
+    let dir = config_dir(&deep);
+    for (args, expected) in [(&["--daemon"][..], 2), (&["check-config"][..], 1)] {
+        let (code, text) = outcome(&run_within(dir.path(), args, &[], Duration::from_secs(30)));
+        assert_eq!(code, Some(expected), "{args:?}: {text}");
+        assert!(
+            text.contains("config.yaml:7:") && text.contains("nested more than 64"),
+            "{args:?}: {text}"
+        );
+    }
+}
+
+#[test]
+fn an_oversized_config_file_is_refused() {
+    let big = format!("{BASE}token: x\n# {}\n", "x".repeat(2 << 20));
+    let (code, text) = daemon_with(&big, &[]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("config.yaml") && text.contains("over 1 MiB"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_huge_fixed_shard_count_names_the_key() {
+    let (code, text) = daemon_with(
+        &format!("{BASE}token: x\nfixed_shard_count: 1000000000\n"),
+        &[],
+    );
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains(
+            "config.yaml:7: key `fixed_shard_count`: 1000000000 shards is more than the 1000000"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn discord_recommending_absurd_shards_is_a_clear_error() {
+    let discord = FakeDiscord::start(vec![Answer::gateway(1_000_000_000, 900, 0)]);
+    let (code, text) = daemon_with(
+        &format!("{BASE}token: {TOKEN}\nproxy: {}\n", discord.url),
+        &[],
+    );
+    assert_eq!(code, Some(2), "exits, does not abort: {text}");
+    assert!(
+        text.contains("recommends 1000000000 shards; mewld accepts 1 to 1000000"),
+        "{text}"
+    );
+    // A plausible count whose clusters would be too many names per_cluster.
+    let discord = FakeDiscord::start(vec![Answer::gateway(500_000, 900, 0)]);
+    let (code, text) = daemon_with(
+        &format!(
+            "{}token: {TOKEN}\nproxy: {}\n",
+            BASE.replace("per_cluster: 2", "per_cluster: 1"),
+            discord.url
+        ),
+        &[],
+    );
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("raise per_cluster"), "{text}");
+}
+
+#[test]
+fn an_oversized_discord_answer_is_an_error() {
+    // Valid JSON, but 100 KiB of it: refused by size, not by parsing.
+    let mut answer = Answer::gateway(2, 900, 0);
+    answer.body = answer.body.replace(
+        "wss://gateway.discord.gg",
+        &format!("wss://{}", "x".repeat(100 * 1024)),
+    );
+    let discord = FakeDiscord::start(vec![answer]);
+    let (code, text) = daemon_with(
+        &format!("{BASE}token: {TOKEN}\nproxy: {}\n", discord.url),
+        &[],
+    );
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("is over 64 KiB"), "{text}");
+}
+
+#[test]
+fn check_config_fails_on_what_a_start_would_fail_on() {
+    let long_name = "n".repeat(200_000);
+    // (the BASE key the case replaces, the lines written instead, the problem)
+    let cases = [
+        (
+            "redis",
+            "redis: http://x".to_string(),
+            "key `redis`: not a usable Redis address",
+        ),
+        (
+            "module",
+            "module: bot.sh\ninterp: /nonexistent/python3".to_string(),
+            "`interp` /nonexistent/python3: does not exist",
+        ),
+        (
+            "module",
+            "module: missing.py\ninterp: sh".to_string(),
+            "missing.py does not exist (with `interp`",
+        ),
+        (
+            "module",
+            "module: bot.sh".to_string(),
+            "`module` bot.sh: not found on PATH",
+        ),
+        (
+            "names",
+            format!("names: [\"{long_name}\"]"),
+            "cluster 0 (nnn",
+        ),
+    ];
+    for (key, lines, expected) in cases {
+        let base: String = BASE
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{key}:")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let (code, text) = check_with(&format!("{base}token: x\nfixed_shard_count: 4\n{lines}\n"));
+        assert_eq!(code, Some(1), "{expected}: {text:.2000}");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("problem: ") && l.contains(expected)),
+            "no problem line with {expected:?} in {text:.2000}"
+        );
+        assert!(!text.lines().any(|l| l == "ok"), "{expected}: {text:.2000}");
+    }
+}
+
+#[test]
+fn the_daemon_refuses_what_check_config_refuses_before_asking_discord() {
+    let discord = FakeDiscord::start(vec![Answer::gateway(2, 900, 0)]);
+    let proxy = format!("token: {TOKEN}\nproxy: {}\n", discord.url);
+    let (code, text) = daemon_with(
+        &format!("{}{proxy}", BASE.replace("127.0.0.1:1", "http://x")),
+        &[],
+    );
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("config.yaml:2: key `redis`"), "{text}");
+    let (code, text) = daemon_with(
+        &format!("{}{proxy}", BASE.replace("./bot.sh", "./gone.sh")),
+        &[],
+    );
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("`module` ") && text.contains("gone.sh: does not exist"),
+        "{text}"
+    );
+    assert!(discord.requests().is_empty(), "Discord was asked: {text}");
+}
+
+#[test]
+fn check_config_masks_the_redis_password() {
+    let config = BASE.replace("127.0.0.1:1", "redis://user:hunter2@127.0.0.1:1/0");
+    let (code, text) = check_with(&format!("{config}token: x\nfixed_shard_count: 2\n"));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("redis:             redis://user:****@127.0.0.1:1/0"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("hunter2"),
+        "the password was printed: {text}"
+    );
+}
+
+#[test]
+fn an_unknown_args_placeholder_is_a_config_error() {
+    let (code, text) = daemon_with(
+        &format!("{BASE}token: x\nargs:\n  - \"{{shards}}\"\n  - \"--of={{cluster_cout}}\"\n"),
+        &[],
+    );
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("config.yaml:9: key `args`: unknown placeholder {cluster_cout}"),
+        "{text}"
+    );
 }

@@ -9,6 +9,7 @@
 //! and read the latest [`Snapshot`].
 
 pub mod actlog;
+pub mod argv;
 pub mod core;
 pub mod health;
 pub mod launch;

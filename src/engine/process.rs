@@ -20,8 +20,6 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
 
-use crate::cluster_map::{python_list, ClusterSpec};
-use crate::config::Config;
 use crate::guardian;
 
 /// Longest output line passed on whole; the rest of a longer one is dropped.
@@ -73,63 +71,8 @@ pub struct CommandLine {
     pub cwd: PathBuf,
 }
 
-/// The program and arguments for `spec` (PROTOCOL.md §4). With `interp`
-/// the program is the interpreter and `{module}` is `<dir>/<module>`;
-/// without it the module is the program and a bare `{module}` argument is
-/// left out.
-pub fn command_line(config: &Config, spec: &ClusterSpec, shard_count: u32) -> CommandLine {
-    let dir = &config.bot_dir;
-    let module_path = dir.join(&config.module);
-    let program: OsString = match &config.interp {
-        Some(interp) => interp.into(),
-        // A relative path with a slash is the bot's; a bare name is on PATH.
-        None if config.module.contains('/') => module_path.clone().into(),
-        None => config.module.clone().into(),
-    };
-    let values = [
-        ("{module}", module_path.display().to_string()),
-        ("{shards}", python_list(&spec.shards)),
-        ("{shard_count}", shard_count.to_string()),
-        ("{cluster_id}", spec.id.to_string()),
-        ("{cluster_name}", spec.name.clone()),
-        ("{logging_code}", "0".to_string()),
-        ("{dir}", dir.display().to_string()),
-    ];
-    let args = config
-        .args
-        .iter()
-        .filter(|a| config.interp.is_some() || a.as_str() != "{module}")
-        .map(|a| expand(a, &values))
-        .collect();
-    CommandLine {
-        program,
-        args,
-        cwd: dir.clone(),
-    }
-}
-
-/// Replaces each `{placeholder}` in `template` once, left to right, so a
-/// value that itself contains braces (a cluster name, a path) stays as is.
-fn expand(template: &str, values: &[(&str, String)]) -> String {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(start) = rest.find('{') {
-        out.push_str(&rest[..start]);
-        let tail = &rest[start..];
-        match values.iter().find(|(key, _)| tail.starts_with(key)) {
-            Some((key, value)) => {
-                out.push_str(value);
-                rest = &tail[key.len()..];
-            }
-            None => {
-                out.push('{');
-                rest = &tail[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
+// Built next to the `args` template's placeholders, in `argv`.
+pub use super::argv::command_line;
 
 /// The engine's end of a running process.
 #[derive(Debug)]
@@ -374,83 +317,6 @@ fn finish_line(line: &mut Vec<u8>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{parse, Overrides};
-
-    fn config(extra: &str) -> Config {
-        let text = format!(
-            "token: t\nmodule: bot.py\nredis: h:1\nredis_channel: c\nper_cluster: 2\noverride_dir: /srv/bot\n{extra}"
-        );
-        let ov = Overrides {
-            cwd: PathBuf::from("/"),
-            ..Overrides::default()
-        };
-        match parse(&text, Path::new("c.yaml"), &ov) {
-            Ok(l) => l.config,
-            Err(e) => panic!("{e}"),
-        }
-    }
-
-    fn spec() -> ClusterSpec {
-        ClusterSpec {
-            id: 1,
-            name: "Eevee".into(),
-            shards: vec![2, 3],
-        }
-    }
-
-    #[test]
-    fn with_interp_the_module_is_the_first_argument() {
-        let c = config("interp: /usr/bin/python3\n");
-        let line = command_line(&c, &spec(), 4);
-        assert_eq!(line.program, OsString::from("/usr/bin/python3"));
-        assert_eq!(
-            line.args,
-            vec![
-                "/srv/bot/bot.py",
-                "[2, 3]",
-                "4",
-                "1",
-                "Eevee",
-                "0",
-                "/srv/bot"
-            ]
-        );
-        assert_eq!(line.cwd, PathBuf::from("/srv/bot"));
-    }
-
-    #[test]
-    fn without_interp_the_module_is_the_program() {
-        let line = command_line(&config(""), &spec(), 4);
-        assert_eq!(line.program, OsString::from("bot.py"));
-        assert_eq!(
-            line.args,
-            vec!["[2, 3]", "4", "1", "Eevee", "0", "/srv/bot"]
-        );
-        let mut c = config("");
-        c.module = "./run.sh".into();
-        let line = command_line(&c, &spec(), 4);
-        assert_eq!(line.program, OsString::from("/srv/bot/./run.sh"));
-    }
-
-    #[test]
-    fn args_template_reorders() {
-        let c = config("args: [\"--cluster={cluster_id}\", \"{shards}\", \"{cluster_name}-x\"]\n");
-        let line = command_line(&c, &spec(), 4);
-        assert_eq!(line.args, vec!["--cluster=1", "[2, 3]", "Eevee-x"]);
-    }
-
-    #[test]
-    fn values_are_not_expanded_twice() {
-        let mut c = config("");
-        c.names = vec![];
-        let spec = ClusterSpec {
-            id: 0,
-            name: "odd{dir}name".into(),
-            shards: vec![0],
-        };
-        let line = command_line(&c, &spec, 1);
-        assert_eq!(line.args[3], "odd{dir}name");
-    }
 
     #[test]
     fn exit_info_reads_well() {
