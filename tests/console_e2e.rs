@@ -185,12 +185,20 @@ fn operator_stops_starts_rolls_and_quits_from_the_console() {
         s.contains("refused") && s.contains("already running")
     });
 
-    // Help lists the keys.
+    // Help lists the keys; Ctrl-C there asks to quit in its place, and no
+    // goes back to the console.
     tmux.keys(&["?"]);
     tmux.wait_screen("the help", |s| {
         s.contains("rolling restart of every cluster")
     });
-    tmux.keys(&["Escape"]);
+    tmux.keys(&["C-c"]);
+    tmux.wait_screen("the quit dialog instead of the help", |s| {
+        s.contains("Quitting stops every cluster") && !s.contains("rolling restart of every")
+    });
+    tmux.keys(&["n"]);
+    tmux.wait_screen("the dialog gone", |s| {
+        !s.contains("Quitting stops every cluster") && s.contains("cancelled")
+    });
 
     // Quit: asks, then stops every cluster and exits 0.
     let pids = f.bot.pids();

@@ -10,7 +10,7 @@ use mewld::engine::process::{ExitInfo, Stream};
 use mewld::engine::state::{ClusterState, ClusterView, RollingView, Snapshot};
 use mewld::engine::{Event, Operation};
 use mewld::protocol::ShardHealth;
-use mewld::tui::app::{App, Effect, Msg};
+use mewld::tui::app::{App, Confirmable, Effect, Mode, Msg};
 use mewld::tui::view;
 use ratatui::backend::TestBackend;
 use ratatui::style::Modifier;
@@ -165,6 +165,9 @@ fn help_overlay() {
     let mut app = app_with(snapshot(&[Running; 6]));
     key(&mut app, KeyCode::Char('?'));
     insta::assert_snapshot!(render(&app, 100, 30).backend());
+    // Every row and the log file fit the smallest supported screen.
+    app.log_file = Some("mewld.log".into());
+    insta::assert_snapshot!("help_overlay_at_80x24", render(&app, 80, 24).backend());
 }
 
 #[test]
@@ -256,12 +259,13 @@ fn no_color_keeps_the_selection_visible() {
 fn quitting_asks_first_and_can_stay() {
     let mut app = app_with(snapshot(&[Running; 2]));
     assert_eq!(key(&mut app, KeyCode::Char('q')), None);
-    assert!(app
-        .dialog
-        .as_ref()
-        .is_some_and(|d| d.body.contains("stops every cluster")));
+    let Mode::Confirm { action, target } = &app.mode else {
+        panic!("q asks first, got {:?}", app.mode);
+    };
+    let (_, body) = view::question(&app, *action, target.as_ref());
+    assert!(body.contains("stops every cluster"), "{body}");
     assert_eq!(key(&mut app, KeyCode::Char('n')), None);
-    assert!(app.dialog.is_none());
+    assert_eq!(app.mode, Mode::Normal);
     key(&mut app, KeyCode::Char('q'));
     assert_eq!(key(&mut app, KeyCode::Enter), Some(Effect::Quit));
 }
@@ -287,4 +291,107 @@ fn start_and_diagnose_need_no_confirmation() {
         key(&mut app, KeyCode::Char('y')),
         Some(Effect::Request(Operation::RollingRestart))
     );
+}
+
+fn ctrl_c(app: &mut App) -> Option<Effect> {
+    app.update(Msg::Key(KeyEvent::new(
+        KeyCode::Char('c'),
+        KeyModifiers::CONTROL,
+    )))
+}
+
+#[test]
+fn ctrl_c_in_the_help_asks_to_quit_instead_of_the_help() {
+    let mut app = app_with(snapshot(&[Running; 6]));
+    key(&mut app, KeyCode::Char('?'));
+    assert_eq!(app.mode, Mode::Help);
+    assert_eq!(ctrl_c(&mut app), None);
+    assert!(matches!(
+        app.mode,
+        Mode::Confirm {
+            action: Confirmable::Quit,
+            ..
+        }
+    ));
+    // The dialog alone: the help is gone, not under it.
+    insta::assert_snapshot!(render(&app, 80, 24).backend());
+    // No goes back to the console, not to the help.
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.mode, Mode::Normal);
+}
+
+#[test]
+fn a_dialog_takes_only_yes_and_no() {
+    let mut app = app_with(snapshot(&[Running; 6]));
+    key(&mut app, KeyCode::Char('j'));
+    key(&mut app, KeyCode::Char('x'));
+    let asked = app.mode.clone();
+    assert!(matches!(
+        asked,
+        Mode::Confirm {
+            action: Confirmable::Op(Operation::Stop(1)),
+            ..
+        }
+    ));
+    // Keys that act in normal mode do nothing here, Ctrl-C and q included:
+    // the question stays the one that was asked.
+    for code in [
+        KeyCode::Char('j'),
+        KeyCode::Char('r'),
+        KeyCode::Char('S'),
+        KeyCode::Char('q'),
+        KeyCode::Char('?'),
+        KeyCode::Char('/'),
+        KeyCode::Tab,
+        KeyCode::Down,
+    ] {
+        assert_eq!(key(&mut app, code), None, "{code:?}");
+        assert_eq!(app.mode, asked, "{code:?}");
+    }
+    assert_eq!(ctrl_c(&mut app), None);
+    assert_eq!(app.mode, asked, "Ctrl-C");
+    assert_eq!(
+        app.selected, 1,
+        "the selection did not move under the dialog"
+    );
+    assert_eq!(
+        key(&mut app, KeyCode::Char('Y')),
+        Some(Effect::Request(Operation::Stop(1)))
+    );
+    assert_eq!(app.mode, Mode::Normal);
+}
+
+#[test]
+fn the_filter_eats_letters_that_are_keys_elsewhere() {
+    let mut app = app_with(snapshot(&[Running; 3]));
+    key(&mut app, KeyCode::Char('/'));
+    assert_eq!(app.mode, Mode::Filter);
+    // q would quit, x stop, S shut down, ? open the help: here they are text.
+    for c in "qxS?/".chars() {
+        assert_eq!(key(&mut app, KeyCode::Char(c)), None, "{c}");
+    }
+    assert_eq!(app.filter, "qxS?/");
+    assert_eq!(app.mode, Mode::Filter);
+    key(&mut app, KeyCode::Backspace);
+    assert_eq!(app.filter, "qxS?");
+    insta::assert_snapshot!(render(&app, 80, 24).backend());
+    // Esc clears and leaves the filter; then the letters are keys again.
+    key(&mut app, KeyCode::Esc);
+    assert_eq!((app.mode.clone(), app.filter.as_str()), (Mode::Normal, ""));
+    key(&mut app, KeyCode::Char('?'));
+    assert_eq!(app.mode, Mode::Help);
+}
+
+#[test]
+fn esc_and_a_key_read_as_alt_are_the_two_keys() {
+    let mut app = app_with(snapshot(&[Running; 3]));
+    key(&mut app, KeyCode::Char('/'));
+    key(&mut app, KeyCode::Char('e'));
+    // Esc then `/` typed quickly arrives as Alt-/: the filter is cleared,
+    // then a new one begins.
+    app.update(Msg::Key(KeyEvent::new(
+        KeyCode::Char('/'),
+        KeyModifiers::ALT,
+    )));
+    assert_eq!((app.mode.clone(), app.filter.as_str()), (Mode::Filter, ""));
 }

@@ -14,6 +14,8 @@ use crate::engine::process::Stream;
 use crate::engine::state::{ClusterView, Snapshot};
 use crate::engine::{Event, Operation};
 
+use super::keys::{self, Action, ModeKind};
+
 /// Action-log entries kept in memory; the oldest go first.
 pub const LOG_CAP: usize = 100_000;
 /// Output lines kept per cluster.
@@ -103,11 +105,37 @@ pub enum Confirmable {
     Quit,
 }
 
+/// The cluster a dialog names, fixed when it opens: the table may change
+/// under the dialog, the answer still means this one.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Dialog {
-    pub title: String,
-    pub body: String,
-    pub action: Confirmable,
+pub struct Target {
+    pub id: ClusterId,
+    pub name: String,
+}
+
+/// Who gets the next key. One at a time: a dialog replaces the help or the
+/// filter input, it never opens on top of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    Normal,
+    Help,
+    /// Typing into the action-log filter.
+    Filter,
+    Confirm {
+        action: Confirmable,
+        target: Option<Target>,
+    },
+}
+
+impl Mode {
+    pub fn kind(&self) -> ModeKind {
+        match self {
+            Mode::Normal => ModeKind::Normal,
+            Mode::Help => ModeKind::Help,
+            Mode::Filter => ModeKind::Filter,
+            Mode::Confirm { .. } => ModeKind::Confirm,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,9 +180,7 @@ pub struct App {
     pub output: HashMap<ClusterId, VecDeque<OutputLine>>,
     pub output_scroll: usize,
     pub filter: String,
-    pub filter_editing: bool,
-    pub dialog: Option<Dialog>,
-    pub help: bool,
+    pub mode: Mode,
     pub status: Option<StatusLine>,
     pub color: bool,
     /// Where the console writes its own log, shown in the help.
@@ -175,9 +201,7 @@ impl App {
             output: HashMap::new(),
             output_scroll: 0,
             filter: String::new(),
-            filter_editing: false,
-            dialog: None,
-            help: false,
+            mode: Mode::Normal,
             status: None,
             color,
             log_file: None,
@@ -273,133 +297,98 @@ impl App {
             let plain = KeyEvent::new(key.code, key.modifiers - KeyModifiers::ALT);
             return self.on_key(plain);
         }
-        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
-            return self.ask_quit();
-        }
-        if let Some(dialog) = &self.dialog {
-            return match key.code {
-                KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter => {
-                    let action = dialog.action;
-                    self.dialog = None;
-                    match action {
-                        Confirmable::Op(op) => Some(Effect::Request(op)),
-                        Confirmable::Quit => Some(Effect::Quit),
-                    }
-                }
-                KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Esc | KeyCode::Char('q') => {
-                    self.dialog = None;
-                    self.say("cancelled", false);
-                    None
-                }
-                _ => None,
-            };
-        }
-        if self.help {
-            if matches!(
-                key.code,
-                KeyCode::Esc | KeyCode::Char('?') | KeyCode::Char('q')
-            ) {
-                self.help = false;
+        let action = keys::action_for(self.mode.kind(), &key)?;
+        self.act(action, key.code)
+    }
+
+    /// Does what the key table says; `code` is the key, for typed text.
+    fn act(&mut self, action: Action, code: KeyCode) -> Option<Effect> {
+        match action {
+            Action::Yes => return self.answer_yes(),
+            Action::Start => return self.on_cluster(Operation::Start, false),
+            Action::Diagnose => return self.on_cluster(Operation::Diagnose, false),
+            Action::Stop => return self.on_cluster(Operation::Stop, true),
+            Action::Restart => return self.on_cluster(Operation::Restart, true),
+            Action::Help => self.mode = Mode::Help,
+            Action::CloseHelp => self.mode = Mode::Normal,
+            Action::Quit => self.ask(Confirmable::Quit, None),
+            Action::RollingRestart => self.ask(Confirmable::Op(Operation::RollingRestart), None),
+            Action::Shutdown => self.ask(Confirmable::Op(Operation::Shutdown), None),
+            Action::RestartProcess => self.ask(Confirmable::Op(Operation::RestartProcess), None),
+            Action::No => {
+                self.mode = Mode::Normal;
+                self.say("cancelled", false);
             }
-            return None;
-        }
-        if self.filter_editing {
-            match key.code {
-                KeyCode::Enter => self.filter_editing = false,
-                KeyCode::Esc => {
-                    self.filter_editing = false;
-                    self.filter.clear();
-                }
-                KeyCode::Backspace => {
-                    self.filter.pop();
-                }
-                KeyCode::Char(c) => self.filter.push(c),
-                _ => {}
-            }
-            self.log_scroll = 0;
-            return None;
-        }
-        match key.code {
-            KeyCode::Char('q') => return self.ask_quit(),
-            KeyCode::Char('?') => self.help = true,
-            KeyCode::Tab => self.focus = self.focus.next(),
-            KeyCode::BackTab => {
-                self.focus = self.focus.next().next();
-            }
-            KeyCode::Enter => {
+            Action::Move(by) => self.scroll(by),
+            Action::Top => self.scroll(isize::MIN / 2),
+            Action::Bottom => self.scroll(isize::MAX / 2),
+            Action::NextPane => self.focus = self.focus.next(),
+            Action::PrevPane => self.focus = self.focus.next().next(),
+            Action::Detail => {
                 self.detail = true;
                 self.focus = Pane::Output;
                 self.output_scroll = 0;
             }
-            KeyCode::Esc => {
-                if !self.filter.is_empty() && self.focus == Pane::Log {
-                    self.filter.clear();
-                } else {
-                    self.detail = false;
-                    self.focus = Pane::Clusters;
-                }
+            Action::Back if !self.filter.is_empty() && self.focus == Pane::Log => {
+                self.filter.clear();
             }
-            KeyCode::Char('j') | KeyCode::Down => self.scroll(1),
-            KeyCode::Char('k') | KeyCode::Up => self.scroll(-1),
-            KeyCode::PageDown => self.scroll(10),
-            KeyCode::PageUp => self.scroll(-10),
-            KeyCode::Char('g') | KeyCode::Home => self.scroll(isize::MIN / 2),
-            KeyCode::Char('G') | KeyCode::End => self.scroll(isize::MAX / 2),
-            KeyCode::Char('/') => {
+            Action::Back => {
+                self.detail = false;
+                self.focus = Pane::Clusters;
+            }
+            Action::Filter => {
                 self.focus = Pane::Log;
-                self.filter_editing = true;
+                self.mode = Mode::Filter;
             }
-            KeyCode::Char('f') => {
-                self.log_follow = !self.log_follow;
-                if self.log_follow {
+            Action::Type => {
+                if let KeyCode::Char(c) = code {
+                    self.filter.push(c);
                     self.log_scroll = 0;
                 }
-                let state = if self.log_follow {
-                    "following"
-                } else {
-                    "paused"
-                };
-                self.say(format!("action log {state}"), false);
             }
-            KeyCode::Char('s') => return self.on_cluster(Operation::Start, false),
-            KeyCode::Char('d') => return self.on_cluster(Operation::Diagnose, false),
-            KeyCode::Char('x') => return self.on_cluster(Operation::Stop, true),
-            KeyCode::Char('r') => return self.on_cluster(Operation::Restart, true),
-            KeyCode::Char('R') => self.confirm(
-                "Rolling restart",
-                format!(
-                    "Restart all {} running clusters, one at a time?",
-                    self.snapshot
-                        .clusters
-                        .iter()
-                        .filter(|c| c.pid.is_some())
-                        .count()
-                ),
-                Confirmable::Op(Operation::RollingRestart),
-            ),
-            KeyCode::Char('S') => self.confirm(
-                "Shut down",
-                "Stop every cluster and exit mewld (status 0)?".into(),
-                Confirmable::Op(Operation::Shutdown),
-            ),
-            KeyCode::Char('P') => self.confirm(
-                "Restart the process",
-                "Stop every cluster and exit with status 1, so the service manager restarts mewld?"
-                    .into(),
-                Confirmable::Op(Operation::RestartProcess),
-            ),
-            _ => {}
+            Action::DeleteChar => {
+                self.filter.pop();
+                self.log_scroll = 0;
+            }
+            Action::KeepFilter => self.mode = Mode::Normal,
+            Action::ClearFilter => {
+                self.mode = Mode::Normal;
+                self.filter.clear();
+                self.log_scroll = 0;
+            }
+            Action::Follow => self.toggle_follow(),
         }
         None
     }
 
-    fn ask_quit(&mut self) -> Option<Effect> {
-        self.confirm(
-            "Quit",
-            "Quitting stops every cluster. Quit? (n stays)".into(),
-            Confirmable::Quit,
-        );
-        None
+    fn toggle_follow(&mut self) {
+        self.log_follow = !self.log_follow;
+        if self.log_follow {
+            self.log_scroll = 0;
+        }
+        let state = if self.log_follow {
+            "following"
+        } else {
+            "paused"
+        };
+        self.say(format!("action log {state}"), false);
+    }
+
+    fn answer_yes(&mut self) -> Option<Effect> {
+        match std::mem::replace(&mut self.mode, Mode::Normal) {
+            Mode::Confirm {
+                action: Confirmable::Op(op),
+                ..
+            } => Some(Effect::Request(op)),
+            Mode::Confirm {
+                action: Confirmable::Quit,
+                ..
+            } => Some(Effect::Quit),
+            other => {
+                self.mode = other;
+                None
+            }
+        }
     }
 
     /// An operation on the selected cluster; its target is fixed now, by
@@ -409,29 +398,20 @@ impl App {
             self.say("no cluster selected", true);
             return None;
         };
-        let (id, name) = (c.id, c.name.clone());
-        let operation = op(id);
+        let target = Target {
+            id: c.id,
+            name: c.name.clone(),
+        };
+        let operation = op(target.id);
         if !confirm {
             return Some(Effect::Request(operation));
         }
-        let verb = match operation {
-            Operation::Stop(_) => "Stop",
-            _ => "Restart",
-        };
-        self.confirm(
-            &format!("{verb} cluster"),
-            format!("{verb} cluster {id} ({name})?"),
-            Confirmable::Op(operation),
-        );
+        self.ask(Confirmable::Op(operation), Some(target));
         None
     }
 
-    fn confirm(&mut self, title: &str, body: String, action: Confirmable) {
-        self.dialog = Some(Dialog {
-            title: title.to_string(),
-            body,
-            action,
-        });
+    fn ask(&mut self, action: Confirmable, target: Option<Target>) {
+        self.mode = Mode::Confirm { action, target };
     }
 
     fn scroll(&mut self, by: isize) {

@@ -5,6 +5,7 @@
 //! tasks of their own and come back as messages.
 
 pub mod app;
+pub mod keys;
 pub mod view;
 
 use std::time::{Duration, SystemTime};
@@ -14,7 +15,7 @@ use futures_util::StreamExt;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::engine::{Engine, EngineHandle, Exit, Operation, Via};
+use crate::engine::{Engine, EngineHandle, Event, Exit, Operation, Via};
 use crate::logging::ConsoleLog;
 use crate::transport::TransportEvent;
 use app::{App, Effect, Msg};
@@ -46,22 +47,7 @@ pub async fn run(
     // the screen is the console's, never the log's.
     let mut log_problem_shown = false;
     let (msg_tx, mut msg_rx) = mpsc::unbounded_channel::<Msg>();
-    {
-        let handle = handle.clone();
-        let tx = msg_tx.clone();
-        tokio::spawn(async move {
-            match handle.history().await {
-                Ok(entries) => {
-                    let _ = tx.send(Msg::History(entries));
-                }
-                Err(e) => {
-                    let _ = tx.send(Msg::Outcome(Err(format!(
-                        "could not read the action log: {e}"
-                    ))));
-                }
-            }
-        });
-    }
+    load_history(&handle, &msg_tx);
 
     // A closed tmux window (SIGHUP) or a service stop (SIGTERM) stops the
     // clusters cleanly, as quitting does.
@@ -81,40 +67,20 @@ pub async fn run(
             Some(Ok(ev)) = keys.next() => {
                 if let TermEvent::Key(key) = ev {
                     if let Some(effect) = app.update(Msg::Key(key)) {
-                        match effect {
-                            Effect::Request(op) => request(&handle, op, &msg_tx),
-                            Effect::Quit if !quitting => {
-                                quitting = true;
-                                app.say("stopping every cluster, then quitting…", false);
-                                request(&handle, Operation::Shutdown, &msg_tx);
-                            }
-                            Effect::Quit => {}
-                        }
+                        carry_out(effect, &mut app, &mut quitting, &handle, &msg_tx);
                     }
                 }
                 dirty = true;
             }
-            _ = hangup.recv() => {
-                tracing::info!("SIGHUP: stopping every cluster, then exiting");
-                request(&handle, Operation::Shutdown, &msg_tx);
-            }
-            _ = terminate.recv() => {
-                tracing::info!("SIGTERM: stopping every cluster, then exiting");
-                request(&handle, Operation::Shutdown, &msg_tx);
-            }
+            _ = hangup.recv() => stop_on_signal("SIGHUP", &handle, &msg_tx),
+            _ = terminate.recv() => stop_on_signal("SIGTERM", &handle, &msg_tx),
             Ok(()) = snapshots.changed() => {
                 let snapshot = snapshots.borrow_and_update().clone();
                 app.update(Msg::Snapshot(snapshot));
                 dirty = true;
             }
             event = events.recv() => {
-                match event {
-                    Ok(event) => { app.update(Msg::Engine(event)); }
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(skipped = n, "the console fell behind the engine's events");
-                    }
-                    Err(broadcast::error::RecvError::Closed) => {}
-                }
+                on_engine_event(&mut app, event);
                 dirty = true;
             }
             Some(msg) = msg_rx.recv() => {
@@ -123,11 +89,9 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 app.update(Msg::Tick(SystemTime::now()));
-                if !log_problem_shown {
-                    if let Some(problem) = log.problem() {
-                        app.say(problem, true);
-                        log_problem_shown = true;
-                    }
+                if let Some(problem) = log.problem().filter(|_| !log_problem_shown) {
+                    app.say(problem, true);
+                    log_problem_shown = true;
                 }
                 dirty = true;
             }
@@ -143,6 +107,55 @@ pub async fn run(
     };
     ratatui::restore();
     Ok(exit?)
+}
+
+/// Reads the stored action log in a task of its own; it arrives as a message.
+fn load_history(handle: &EngineHandle, tx: &mpsc::UnboundedSender<Msg>) {
+    let handle = handle.clone();
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        let msg = match handle.history().await {
+            Ok(entries) => Msg::History(entries),
+            Err(e) => Msg::Outcome(Err(format!("could not read the action log: {e}"))),
+        };
+        let _ = tx.send(msg);
+    });
+}
+
+fn on_engine_event(app: &mut App, event: Result<Event, broadcast::error::RecvError>) {
+    match event {
+        Ok(event) => {
+            app.update(Msg::Engine(event));
+        }
+        Err(broadcast::error::RecvError::Lagged(n)) => {
+            tracing::warn!(skipped = n, "the console fell behind the engine's events");
+        }
+        Err(broadcast::error::RecvError::Closed) => {}
+    }
+}
+
+/// Does what a key asked for. Quitting stops every cluster first, once.
+fn carry_out(
+    effect: Effect,
+    app: &mut App,
+    quitting: &mut bool,
+    handle: &EngineHandle,
+    tx: &mpsc::UnboundedSender<Msg>,
+) {
+    match effect {
+        Effect::Request(op) => request(handle, op, tx),
+        Effect::Quit if !*quitting => {
+            *quitting = true;
+            app.say("stopping every cluster, then quitting…", false);
+            request(handle, Operation::Shutdown, tx);
+        }
+        Effect::Quit => {}
+    }
+}
+
+fn stop_on_signal(name: &str, handle: &EngineHandle, tx: &mpsc::UnboundedSender<Msg>) {
+    tracing::info!("{name}: stopping every cluster, then exiting");
+    request(handle, Operation::Shutdown, tx);
 }
 
 /// Sends `op` to the engine; the verdict comes back as a message.

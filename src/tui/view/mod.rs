@@ -1,0 +1,205 @@
+//! Drawing the console from [`App`]: a pure function of the state, so it is
+//! tested with ratatui's `TestBackend`. Only what is visible is built, so a
+//! frame stays cheap with thousands of clusters and a long action log.
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
+use ratatui::Frame;
+
+use super::app::{age, App, Mode, Pane};
+use crate::engine::state::ClusterState;
+
+mod overlays;
+mod panes;
+
+pub use overlays::question;
+
+const WIDE: u16 = 140;
+
+pub fn draw(frame: &mut Frame, app: &App) {
+    let area = frame.area();
+    if area.width < 20 || area.height < 6 {
+        frame.render_widget(
+            Paragraph::new("mewld: terminal too small").wrap(Wrap { trim: true }),
+            area,
+        );
+        return;
+    }
+    let [header, body, log, message, footer] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(4),
+        Constraint::Percentage(30),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    draw_header(frame, app, header);
+    if area.width >= WIDE {
+        let [table, detail] =
+            Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)])
+                .areas(body);
+        panes::draw_table(frame, app, table);
+        panes::draw_detail(frame, app, detail);
+    } else if app.detail {
+        panes::draw_detail(frame, app, body);
+    } else {
+        panes::draw_table(frame, app, body);
+    }
+    panes::draw_log(frame, app, log);
+    draw_message(frame, app, message);
+    overlays::draw_footer(frame, app, footer);
+    match &app.mode {
+        Mode::Help => overlays::draw_help(frame, app, area),
+        Mode::Confirm { action, target } => {
+            overlays::draw_dialog(frame, app, area, *action, target.as_ref());
+        }
+        Mode::Normal | Mode::Filter => {}
+    }
+}
+
+/// Applies `s` only when colour is on; modifiers (bold, reverse) always stay,
+/// so selection is visible under NO_COLOR.
+fn style(app: &App, s: Style) -> Style {
+    if app.color {
+        s
+    } else {
+        Style {
+            fg: None,
+            bg: None,
+            ..s
+        }
+    }
+}
+
+fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
+    let s = &app.snapshot;
+    let total = s.clusters.len();
+    let running = s
+        .clusters
+        .iter()
+        .filter(|c| c.state == ClusterState::Running)
+        .count();
+    let launched = s
+        .clusters
+        .iter()
+        .filter(|c| c.state != ClusterState::Pending)
+        .count();
+    let phase = if s.exiting {
+        "stopping all".to_string()
+    } else if let Some(r) = &s.rolling {
+        format!("rolling restart {}/{}", r.done, r.total)
+    } else if s.resharding {
+        "resharding".to_string()
+    } else if s.fully_up {
+        "fully up".to_string()
+    } else {
+        format!("launching {launched}/{total}")
+    };
+    // Narrow screens get the same facts in fewer words.
+    let narrow = area.width < 120;
+    let link = link_span(app, narrow);
+    let mut spans = vec![
+        Span::styled(
+            " mewld ",
+            style(
+                app,
+                Style::default().add_modifier(Modifier::BOLD | Modifier::REVERSED),
+            ),
+        ),
+        Span::raw(if narrow {
+            format!(" {}sh · {running}/{total} run · ", s.shard_count)
+        } else {
+            format!(" {} shards · {running}/{total} running · ", s.shard_count)
+        }),
+        Span::styled(phase, style(app, Style::default().fg(Color::Cyan))),
+        Span::raw(" · "),
+        link,
+    ];
+    if let Some(rem) = s.sessions_remaining {
+        let label = if narrow { "sess" } else { "sessions left" };
+        spans.push(Span::raw(format!(" · {label} {rem}")));
+    }
+    if let Some(started) = s.started_at {
+        spans.push(Span::raw(format!(" · up {}", age(app.now, started))));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// Whether the transport (Redis or the socket) is up, or when it retries.
+fn link_span(app: &App, narrow: bool) -> Span<'static> {
+    let s = &app.snapshot;
+    if s.transport_connected {
+        let text = if narrow {
+            "ipc ●"
+        } else {
+            "ipc ● connected"
+        };
+        Span::styled(text, style(app, Style::default().fg(Color::Green)))
+    } else {
+        let retry = s
+            .transport_retry_at
+            .map(|t| {
+                let secs = t.duration_since(app.now).unwrap_or_default().as_secs();
+                format!(" (retry in {secs}s)")
+            })
+            .unwrap_or_default();
+        let text = if narrow {
+            "ipc ○ DOWN"
+        } else {
+            "ipc ○ DISCONNECTED"
+        };
+        Span::styled(
+            format!("{text}{retry}"),
+            style(
+                app,
+                Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+            ),
+        )
+    }
+}
+
+fn pane_block(app: &App, pane: Pane, title: String) -> Block<'static> {
+    let focused = app.focus == pane;
+    let border = if focused {
+        style(
+            app,
+            Style::default()
+                .fg(Color::Cyan)
+                .add_modifier(Modifier::BOLD),
+        )
+    } else {
+        style(app, Style::default().fg(Color::DarkGray))
+    };
+    let marker = if focused { "▶ " } else { "" };
+    Block::default()
+        .borders(Borders::ALL)
+        .border_style(border)
+        .title(format!(" {marker}{title} "))
+}
+
+fn draw_message(frame: &mut Frame, app: &App, area: Rect) {
+    if let Some(status) = &app.status {
+        let s = if status.error {
+            style(
+                app,
+                Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+            )
+        } else {
+            style(app, Style::default().fg(Color::Cyan))
+        };
+        frame.render_widget(Paragraph::new(Span::styled(status.text.clone(), s)), area);
+    }
+}
+
+fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let width = width.min(area.width);
+    let height = height.min(area.height);
+    Rect {
+        x: area.x + (area.width - width) / 2,
+        y: area.y + (area.height - height) / 2,
+        width,
+        height,
+    }
+}
