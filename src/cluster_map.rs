@@ -1,4 +1,4 @@
-//! Shards → clusters (PROTOCOL.md §3). Pure: no I/O.
+//! Shards → clusters (docs/protocol.md §3). Pure: no I/O.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,6 +1,6 @@
 //! `config.yaml` → [`Config`]: parsing, validation and environment overrides.
 //!
-//! The keys and their meaning are the original mewld's (PROTOCOL.md §2), so an
+//! The keys and their meaning are the original mewld's (docs/protocol.md §2), so an
 //! existing bot's file loads unchanged. Errors name the file, the line and the
 //! key; unknown keys are warnings, never failures.
 
@@ -69,7 +69,7 @@ struct RawConfig {
     allowed_ids: Option<serde_yaml::Value>,
     oauth: Option<serde_yaml::Value>,
     use_custom_webui: Option<serde_yaml::Value>,
-    // Extensions of this project (PROTOCOL.md marks them so).
+    // Extensions of this project (docs/protocol.md marks them so).
     args: Option<Vec<String>>,
     action_log_max_len: Option<usize>,
     stop_grace_period: Option<u64>,
@@ -125,7 +125,7 @@ impl Overrides {
 pub enum Ipc {
     /// Redis pub/sub; a full `redis://` or `rediss://` URL.
     Redis { url: String },
-    /// The manager's own Unix socket (PROTOCOL.md §7); clusters learn its
+    /// The manager's own Unix socket (docs/protocol.md §7); clusters learn its
     /// path from `MEWLD_SOCKET`.
     Unix { path: PathBuf },
 }
@@ -515,7 +515,7 @@ impl Config {
         self.experimental_features.iter().any(|f| f == name)
     }
 
-    /// The list key of the action log (PROTOCOL.md §5.4).
+    /// The list key of the action log (docs/protocol.md §5.4).
     pub fn action_log_key(&self) -> String {
         format!("{}/actlogs", self.channel)
     }

@@ -1,4 +1,4 @@
-//! Get Gateway Bot (PROTOCOL.md §3): how many shards Discord recommends and
+//! Get Gateway Bot (docs/protocol.md §3): how many shards Discord recommends and
 //! how many session starts are left.
 
 use std::time::Duration;

@@ -33,7 +33,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio_util::codec::{FramedRead, FramedWrite, LinesCodec};
 
-/// The positional arguments of PROTOCOL.md §4 (after the module path).
+/// The positional arguments of docs/protocol.md §4 (after the module path).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BotArgs {
     pub shards: Vec<u32>,

@@ -1,5 +1,5 @@
 //! mewld: a Discord bot clusterer. See README.md for how to run it and
-//! PROTOCOL.md (in the project's shared notes) for the contract with bots.
+//! docs/protocol.md for the contract with bots.
 
 pub mod cluster_map;
 pub mod config;

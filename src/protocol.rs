@@ -1,4 +1,4 @@
-//! Wire types of the channel (PROTOCOL.md §5), parsed leniently and without
+//! Wire types of the channel (docs/protocol.md §5), parsed leniently and without
 //! panics: whatever arrives, the result is a request, "not for us", or an
 //! error that says what was wrong.
 

@@ -1,7 +1,7 @@
 //! From a config path to a ready engine [`Setup`]: load the config and its
 //! env files, check what a cluster start needs, ask Discord for the shard
 //! count, build the cluster map, and respect the session-start budget
-//! (PROTOCOL.md §6, start-up).
+//! (docs/protocol.md §6, start-up).
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,4 +1,4 @@
-//! Action-log entries (PROTOCOL.md §5.4): JSON objects with at least
+//! Action-log entries (docs/protocol.md §5.4): JSON objects with at least
 //! `event` and `ts` (unix microseconds).
 
 use std::time::{SystemTime, UNIX_EPOCH};

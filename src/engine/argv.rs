@@ -1,4 +1,4 @@
-//! A cluster's command line (PROTOCOL.md §4): the `args` template, its
+//! A cluster's command line (docs/protocol.md §4): the `args` template, its
 //! placeholders and their expansion. The placeholder table lives only here,
 //! so what the config accepts is exactly what a start can fill in.
 

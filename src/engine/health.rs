@@ -1,4 +1,4 @@
-//! Diagnostics in flight (PROTOCOL.md §5.3): each ping has its own nonce,
+//! Diagnostics in flight (docs/protocol.md §5.3): each ping has its own nonce,
 //! so every answer reaches its own request however many are in flight.
 //! (The original funnelled all answers through one channel and lost some.)
 

@@ -1,4 +1,4 @@
-//! Cluster processes: the exact command line of PROTOCOL.md §4, spawning,
+//! Cluster processes: the exact command line of docs/protocol.md §4, spawning,
 //! capturing output line by line, and stopping with SIGTERM then SIGKILL.
 //!
 //! Each process gets its own supervisor task that owns the `Child`; the

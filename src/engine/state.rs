@@ -69,7 +69,7 @@ pub(super) struct Cluster {
 }
 
 /// Why a running cluster is being stopped and started again. Decides the
-/// action-log event if the start fails (PROTOCOL.md §5.4).
+/// action-log event if the start fails (docs/protocol.md §5.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestartCause {
     Operator,

@@ -1,4 +1,4 @@
-//! The Unix-socket transport (PROTOCOL.md §7), for hosts without Redis.
+//! The Unix-socket transport (docs/protocol.md §7), for hosts without Redis.
 //!
 //! The manager listens on a socket file only its owner may use; every line
 //! a client writes (one JSON object per line) goes to every connected
