@@ -452,3 +452,32 @@ fn few_session_starts_left_waits_for_the_reset() {
         (first_start - asked) / 1000
     );
 }
+
+/// `rediss://` works: the manager talks to Redis over TLS, and checks the
+/// server's certificate (here a self-signed one it is told to trust).
+#[test]
+fn a_rediss_url_talks_to_redis_over_tls() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (redis, tls_port) = Redis::start_tls(certs.path());
+    let discord = FakeDiscord::start(vec![Answer::gateway(2, 900, 0)]);
+    let bot = BotDir::new();
+    let ch = channel("tls");
+    let listener = redis.listen(&ch);
+    let config = config_text(&redis, &discord, &bot, &ch, "").replace(
+        &format!("redis: 127.0.0.1:{}", redis.port),
+        &format!("redis: rediss://127.0.0.1:{tls_port}/0"),
+    );
+    assert!(config.contains("rediss://"), "{config}");
+    let ca = certs.path().join("cert.pem").display().to_string();
+    let mut manager = Manager::start_with(
+        &config,
+        &["--daemon"],
+        Some(&redis),
+        &bot,
+        &[("SSL_CERT_FILE", ca.as_str())],
+    );
+    manager.wait_launched(&listener);
+    let st = ask(&redis, &listener, &ch, "statuses", json!({}));
+    assert_eq!(st["output"]["0"]["status"], "running");
+    assert!(!events(&redis.action_log(&ch), "cluster_started").is_empty());
+}

@@ -3,7 +3,6 @@
 
 mod common;
 
-
 use common::*;
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};

@@ -51,6 +51,51 @@ impl Redis {
     }
 
     pub fn start_on(port: u16) -> Redis {
+        Self::start_with_args(port, &[])
+    }
+
+    /// A redis-server that also speaks TLS, with a self-signed certificate
+    /// made in `dir` (`cert.pem`, to trust with `SSL_CERT_FILE`); returns it
+    /// and its TLS port (the plain one stays, for the test's own looks).
+    pub fn start_tls(dir: &Path) -> (Redis, u16) {
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let made = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args([
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run openssl ({e}): `apt-get install openssl`"));
+        assert!(made.success(), "openssl could not make a certificate");
+        let tls_port = free_port();
+        let path = |p: &Path| p.display().to_string();
+        let extra = [
+            "--tls-port".to_string(),
+            tls_port.to_string(),
+            "--tls-cert-file".into(),
+            path(&cert),
+            "--tls-key-file".into(),
+            path(&key),
+            "--tls-ca-cert-file".into(),
+            path(&cert),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ];
+        (Self::start_with_args(free_port(), &extra), tls_port)
+    }
+
+    fn start_with_args(port: u16, extra: &[String]) -> Redis {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -62,6 +107,7 @@ impl Redis {
                 "--appendonly",
                 "no",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
