@@ -229,6 +229,20 @@ pub fn load(path: &Path, overrides: &Overrides) -> Result<Loaded, ConfigError> {
     parse(&text, path, overrides)
 }
 
+/// A config from YAML for unit tests, resolved against `/`; panics with
+/// the error when the text is not a valid config.
+#[cfg(test)]
+pub(crate) fn for_tests(text: &str) -> Config {
+    let ov = Overrides {
+        cwd: PathBuf::from("/"),
+        ..Overrides::default()
+    };
+    match parse(text, Path::new("c.yaml"), &ov) {
+        Ok(loaded) => loaded.config,
+        Err(e) => panic!("{e}"),
+    }
+}
+
 /// Parses `text` as the config file `path` (used in messages only).
 pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Loaded, ConfigError> {
     // Editors on Windows save a byte order mark, which YAML would take for

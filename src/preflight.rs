@@ -169,7 +169,6 @@ fn executable(path: &Path) -> Result<(), Unusable> {
 mod tests {
     use super::*;
     use crate::cluster_map::build;
-    use crate::config::{parse, Overrides};
 
     /// A config for the bot in `dir`; `extra` has `module` and the rest.
     fn config(dir: &Path, extra: &str) -> Config {
@@ -177,14 +176,7 @@ mod tests {
             "redis: h:1\nredis_channel: c\nper_cluster: 2\noverride_dir: {}\n{extra}",
             dir.display()
         );
-        let ov = Overrides {
-            cwd: PathBuf::from("/"),
-            ..Overrides::default()
-        };
-        match parse(&text, Path::new("c.yaml"), &ov) {
-            Ok(l) => l.config,
-            Err(e) => panic!("{e}"),
-        }
+        crate::config::for_tests(&text)
     }
 
     fn script(dir: &Path, name: &str, mode: u32) {

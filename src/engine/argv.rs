@@ -164,23 +164,14 @@ pub fn command_line(config: &Config, spec: &ClusterSpec, shard_count: u32) -> Co
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
 
     use super::*;
-    use crate::config::{parse, Overrides};
 
     fn config(extra: &str) -> Config {
         let text = format!(
             "token: t\nmodule: bot.py\nredis: h:1\nredis_channel: c\nper_cluster: 2\noverride_dir: /srv/bot\n{extra}"
         );
-        let ov = Overrides {
-            cwd: PathBuf::from("/"),
-            ..Overrides::default()
-        };
-        match parse(&text, Path::new("c.yaml"), &ov) {
-            Ok(l) => l.config,
-            Err(e) => panic!("{e}"),
-        }
+        crate::config::for_tests(&text)
     }
 
     fn spec() -> ClusterSpec {

@@ -6,7 +6,6 @@
 //! command.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,7 +13,6 @@ use serde_json::{json, Value};
 
 use super::{Command, Core, Input, Now, Timer};
 use crate::cluster_map::{self, ClusterId};
-use crate::config::{parse, Overrides};
 use crate::discord::{GatewayBot, SessionStartLimit};
 use crate::engine::actlog::{LogEvent, StartVia};
 use crate::engine::process::ExitInfo;
@@ -44,14 +42,7 @@ impl Sim {
         let text = format!(
             "token: t\nmodule: bot.py\nredis: h:1\nredis_channel: c\nper_cluster: 2\noverride_dir: /srv/bot\n{extra}"
         );
-        let ov = Overrides {
-            cwd: PathBuf::from("/"),
-            ..Overrides::default()
-        };
-        let config = match parse(&text, Path::new("c.yaml"), &ov) {
-            Ok(loaded) => loaded.config,
-            Err(e) => panic!("{e}"),
-        };
+        let config = crate::config::for_tests(&text);
         let map = cluster_map::build(shards, config.per_cluster, &config.names);
         let now = Now {
             at: Instant::now(),
