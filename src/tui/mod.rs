@@ -22,6 +22,8 @@ use app::{App, Effect, Msg};
 
 /// Redraws are coalesced to at most one per this long.
 const FRAME: Duration = Duration::from_millis(50);
+/// Verdicts and history reads waiting for the console loop.
+const MESSAGES: usize = 64;
 /// Clocks and countdowns move on this tick even when nothing else happens.
 const TICK: Duration = Duration::from_secs(1);
 
@@ -46,7 +48,8 @@ pub async fn run(
     // A log file that cannot be written is said once, in the message line;
     // the screen is the console's, never the log's.
     let mut log_problem_shown = false;
-    let (msg_tx, mut msg_rx) = mpsc::unbounded_channel::<Msg>();
+    // Verdicts and the history, from tasks that may wait: bounded.
+    let (msg_tx, mut msg_rx) = mpsc::channel::<Msg>(MESSAGES);
     load_history(&handle, &msg_tx);
 
     // A closed tmux window (SIGHUP) or a service stop (SIGTERM) stops the
@@ -110,7 +113,7 @@ pub async fn run(
 }
 
 /// Reads the stored action log in a task of its own; it arrives as a message.
-fn load_history(handle: &EngineHandle, tx: &mpsc::UnboundedSender<Msg>) {
+fn load_history(handle: &EngineHandle, tx: &mpsc::Sender<Msg>) {
     let handle = handle.clone();
     let tx = tx.clone();
     tokio::spawn(async move {
@@ -118,7 +121,7 @@ fn load_history(handle: &EngineHandle, tx: &mpsc::UnboundedSender<Msg>) {
             Ok(entries) => Msg::History(entries),
             Err(e) => Msg::Outcome(Err(format!("could not read the action log: {e}"))),
         };
-        let _ = tx.send(msg);
+        let _ = tx.send(msg).await;
     });
 }
 
@@ -140,7 +143,7 @@ fn carry_out(
     app: &mut App,
     quitting: &mut bool,
     handle: &EngineHandle,
-    tx: &mpsc::UnboundedSender<Msg>,
+    tx: &mpsc::Sender<Msg>,
 ) {
     match effect {
         Effect::Request(op) => request(handle, op, tx),
@@ -153,13 +156,13 @@ fn carry_out(
     }
 }
 
-fn stop_on_signal(name: &str, handle: &EngineHandle, tx: &mpsc::UnboundedSender<Msg>) {
+fn stop_on_signal(name: &str, handle: &EngineHandle, tx: &mpsc::Sender<Msg>) {
     tracing::info!("{name}: stopping every cluster, then exiting");
     request(handle, Operation::Shutdown, tx);
 }
 
 /// Sends `op` to the engine; the verdict comes back as a message.
-fn request(handle: &EngineHandle, op: Operation, tx: &mpsc::UnboundedSender<Msg>) {
+fn request(handle: &EngineHandle, op: Operation, tx: &mpsc::Sender<Msg>) {
     let handle = handle.clone();
     let tx = tx.clone();
     tokio::spawn(async move {
@@ -168,7 +171,7 @@ fn request(handle: &EngineHandle, op: Operation, tx: &mpsc::UnboundedSender<Msg>
             .await
             .map(|()| format!("{} requested", describe(op)))
             .map_err(|refused| format!("{} refused: {refused}", describe(op)));
-        let _ = tx.send(Msg::Outcome(outcome));
+        let _ = tx.send(Msg::Outcome(outcome)).await;
     });
 }
 
