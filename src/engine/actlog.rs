@@ -125,6 +125,42 @@ pub enum LogEvent {
     },
 }
 
+/// How an action-log event reads to an operator, by its `event` name (the
+/// console colours it so). Clusters' own events are `Plain`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tone {
+    /// Something went wrong.
+    Trouble,
+    /// Something came up.
+    Progress,
+    Plain,
+}
+
+impl Tone {
+    pub fn of(event: &str) -> Tone {
+        match event {
+            "ping_failure"
+            | "cluster_exited"
+            | "cluster_failed"
+            | "cluster_start_failed"
+            | "cluster_restart_failed"
+            | "reshard_failed"
+            | "launch_timeout"
+            | "rolling_restart_timeout"
+            | "channel_stall" => Tone::Trouble,
+            "cluster_started"
+            | "cluster_launched"
+            | "cluster_restarted"
+            | "all_clusters_launched"
+            | "channel_recovered"
+            | "reshard_success"
+            | "rolling_restart_done"
+            | "reshard_restarts_done" => Tone::Progress,
+            _ => Tone::Plain,
+        }
+    }
+}
+
 /// How a process ended, as the entry's `code` or `signal`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ExitFields {
@@ -239,6 +275,72 @@ mod tests {
             }),
             json!({"event": "operator_action", "action": "stop", "via": "redis", "id": 99, "refused": "there is no cluster 99"})
         );
+    }
+
+    /// Every name `Tone` knows is an event the manager writes.
+    #[test]
+    fn tones_name_real_events() {
+        let id = 1;
+        let exit = ExitFields {
+            code: Some(1),
+            signal: None,
+        };
+        let error = String::new();
+        let events = [
+            LogEvent::PingFailure { id },
+            LogEvent::ClusterExited {
+                id,
+                exit,
+                restart_in_ms: None,
+                quick_failures: None,
+            },
+            LogEvent::ClusterFailed {
+                id,
+                quick_failures: 1,
+                error: error.clone(),
+            },
+            LogEvent::ClusterStartFailed {
+                id,
+                via: StartVia::Observe,
+                error: error.clone(),
+            },
+            LogEvent::ClusterRestartFailed {
+                id,
+                via: RestartVia::Start,
+                error: error.clone(),
+            },
+            LogEvent::ReshardFailed {
+                subsystem: "discord",
+                error: error.clone(),
+            },
+            LogEvent::LaunchTimeout { id, waited_secs: 1 },
+            LogEvent::RollingRestartTimeout { id, waited_secs: 1 },
+            LogEvent::ChannelStall {
+                waited_secs: 1,
+                error,
+            },
+            LogEvent::ClusterStarted { id, pid: 1 },
+            LogEvent::ClusterLaunched { id },
+            LogEvent::ClusterRestarted { id, restarts: 1 },
+            LogEvent::AllClustersLaunched { clusters: 1 },
+            LogEvent::ChannelRecovered { stalled_secs: 1 },
+            LogEvent::ReshardSuccess {
+                subsystem: "cluster_map",
+                old_shards: 1,
+                new_shards: 2,
+                clusters: 1,
+                restarting: vec![],
+            },
+            LogEvent::RollingRestartDone {},
+            LogEvent::ReshardRestartsDone {},
+        ];
+        let (trouble, progress): (Vec<_>, Vec<_>) = events
+            .iter()
+            .map(|e| Tone::of(e.entry()["event"].as_str().unwrap_or_default()))
+            .partition(|t| *t == Tone::Trouble);
+        assert_eq!(trouble.len(), 9);
+        assert!(progress.iter().all(|t| *t == Tone::Progress));
+        assert_eq!(Tone::of("shards_launched"), Tone::Plain);
     }
 
     #[test]

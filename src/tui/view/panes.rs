@@ -10,6 +10,7 @@ use ratatui::Frame;
 use super::overlays::first_key;
 use super::{pane_block, style};
 use crate::cluster_map::shard_range;
+use crate::engine::actlog::Tone;
 use crate::engine::process::Stream;
 use crate::engine::state::{ClusterState, ClusterView};
 use crate::tui::app::{age, clock, App, Mode, Pane};
@@ -302,10 +303,10 @@ pub(super) fn draw_log(frame: &mut Frame, app: &App, area: Rect) {
         .take(height)
         .map(|l| {
             let cluster = l.cluster.map(|c| format!("#{c}")).unwrap_or_default();
-            let color = match l.event.as_str() {
-                e if e.contains("fail") || e == "cluster_exited" => Color::LightRed,
-                e if e.contains("started") || e.contains("launched") => Color::Green,
-                _ => Color::Reset,
+            let color = match Tone::of(&l.event) {
+                Tone::Trouble => Color::LightRed,
+                Tone::Progress => Color::Green,
+                Tone::Plain => Color::Reset,
             };
             Line::from(vec![
                 Span::styled(
