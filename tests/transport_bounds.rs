@@ -9,8 +9,9 @@ mod common;
 
 use std::collections::HashSet;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::*;
 use mewld::transport::{self, Backlog, Dropped, Transport, TransportEvent};
@@ -206,8 +207,21 @@ fn an_engine_not_taking_its_own_lines_back_costs_the_oldest_publishes_on_the_soc
     let _in_rt = rt.enter();
     let (transport, mut events) = transport::unix::start(&path, 100).expect("listen");
     let mut client = SocketClient::connect(&path);
-    transport.publish(json!({"probe": true}).to_string());
+    // The hub learns of a client a moment after it connects, and a line
+    // published before that does not reach it: probe until one does.
+    let served = Arc::new(AtomicBool::new(false));
+    let prober = {
+        let (transport, served) = (transport.clone(), served.clone());
+        std::thread::spawn(move || {
+            while !served.load(Ordering::SeqCst) {
+                transport.publish(json!({"probe": true}).to_string());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
     client.wait(|m| m["probe"] == true);
+    served.store(true, Ordering::SeqCst);
+    prober.join().expect("the prober");
 
     // Nobody takes the events: the hub stops once the engine's inbound
     // queue is full, and the engine's publishes wait in the bounded queue.
