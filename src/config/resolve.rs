@@ -1,0 +1,480 @@
+//! [`RawConfig`] → [`Config`]: defaults, environment overrides and
+//! validation, one concern per function. Checks run in a fixed order, so
+//! the first problem reported for a file never changes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::raw::{line_of_key, line_of_text_after, RawConfig};
+use super::{redis_url, Config, ConfigError, Ipc, Overrides, RestartPolicy, Token};
+use crate::cluster_map;
+use crate::engine::argv;
+
+/// Longest duration a setting may have: beyond it a typo is likelier than intent.
+const MAX_SECS: u64 = 30 * 24 * 3600;
+
+/// Where errors point: the file and its text, to find a key's line.
+struct At<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl At<'_> {
+    fn err(&self, key: &str, message: String) -> ConfigError {
+        ConfigError {
+            path: self.path.to_path_buf(),
+            line: line_of_key(self.text, key),
+            key: Some(key.to_string()),
+            message,
+        }
+    }
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+pub(super) fn resolve(
+    mut raw: RawConfig,
+    text: &str,
+    path: &Path,
+    ov: &Overrides,
+) -> Result<Config, ConfigError> {
+    let at = At { text, path };
+    // Fields moved out before `timings` borrows the rest are `take`n.
+    let token = ov
+        .token
+        .clone()
+        .or(non_empty(raw.token.take()))
+        .map(Token::new);
+    let module = non_empty(raw.module.take()).ok_or_else(|| {
+        at.err(
+            "module",
+            "missing: the program to run for each cluster is required".into(),
+        )
+    })?;
+    let ipc = ipc(
+        raw.ipc.take(),
+        raw.redis.take(),
+        raw.ipc_socket.take(),
+        ov,
+        &at,
+    )?;
+    let channel = channel(raw.redis_channel.take(), &ipc, &at)?;
+    let per_cluster = per_cluster(raw.per_cluster, ov, &at)?;
+    let Timings {
+        ping_interval,
+        ping_timeout,
+        cluster_start_next_delay,
+        stop_grace_period,
+        restart,
+        launch_timeout,
+        rolling_restart_timeout,
+    } = timings(&raw, &at)?;
+    let action_log_max_len = raw.action_log_max_len.unwrap_or(10_000);
+    if action_log_max_len == 0 {
+        return Err(at.err("action_log_max_len", "must be greater than 0".into()));
+    }
+    let fixed_shard_count = raw.fixed_shard_count.filter(|n| *n > 0);
+    if let Some(n) = fixed_shard_count {
+        cluster_map::check_size(n, per_cluster)
+            .map_err(|e| at.err("fixed_shard_count", e.to_string()))?;
+    }
+    let args = args_template(raw.args, &at)?;
+    let bot_dir = bot_dir(
+        raw.override_dir,
+        raw.use_current_directory,
+        raw.dir,
+        ov,
+        &at,
+    )?;
+
+    Ok(Config {
+        path: path.to_path_buf(),
+        token,
+        bot_dir,
+        env_files: raw
+            .env
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| ov.cwd.join(p))
+            .collect(),
+        names: raw.names.unwrap_or_default(),
+        module,
+        interp: non_empty(raw.interp),
+        ipc,
+        channel,
+        per_cluster,
+        fixed_shard_count,
+        ping_interval,
+        ping_timeout,
+        cluster_start_next_delay,
+        minimum_safe_sessions_remaining: raw.minimum_safe_sessions_remaining.unwrap_or(5),
+        experimental_features: raw.experimental_features.unwrap_or_default(),
+        reshard_all: raw.reshard_all.unwrap_or(false),
+        proxy: non_empty(raw.proxy).map(|p| p.trim_end_matches('/').to_string()),
+        args,
+        action_log_max_len,
+        stop_grace_period,
+        restart,
+        rolling_restart_timeout,
+        launch_timeout,
+    })
+}
+
+/// `ipc` with its `redis` address or `ipc_socket` path.
+fn ipc(
+    kind: Option<String>,
+    redis: Option<String>,
+    socket: Option<String>,
+    ov: &Overrides,
+    at: &At,
+) -> Result<Ipc, ConfigError> {
+    match non_empty(kind).as_deref() {
+        None | Some("redis") => {
+            let url = redis_url(&non_empty(redis).ok_or_else(|| {
+                at.err(
+                    "redis",
+                    "missing: a Redis address (host:port or redis:// URL) is required".into(),
+                )
+            })?);
+            // The transport opens it the same way; the value is not echoed,
+            // as it may hold a password.
+            redis::IntoConnectionInfo::into_connection_info(url.as_str()).map_err(|e| {
+                at.err(
+                    "redis",
+                    format!(
+                        "not a usable Redis address ({e}); write host:port or \
+                         redis://[user:password@]host:port/db"
+                    ),
+                )
+            })?;
+            Ok(Ipc::Redis { url })
+        }
+        Some("unix") => Ok(Ipc::Unix {
+            path: ov
+                .cwd
+                .join(non_empty(socket).unwrap_or_else(|| "mewld.sock".into())),
+        }),
+        Some(other) => Err(at.err("ipc", format!("must be `redis` or `unix`, not {other:?}"))),
+    }
+}
+
+/// `redis_channel`: required with Redis, `mewld` by default on a socket.
+fn channel(channel: Option<String>, ipc: &Ipc, at: &At) -> Result<String, ConfigError> {
+    match (non_empty(channel), ipc) {
+        (Some(channel), _) => Ok(channel),
+        (None, Ipc::Unix { .. }) => Ok("mewld".into()),
+        (None, Ipc::Redis { .. }) => Err(at.err(
+            "redis_channel",
+            "missing: the pub/sub channel name is required".into(),
+        )),
+    }
+}
+
+/// `per_cluster`, which `PER_CLUSTER` overrides.
+fn per_cluster(raw: Option<u32>, ov: &Overrides, at: &At) -> Result<u32, ConfigError> {
+    let per_cluster = match &ov.per_cluster {
+        Some(v) => v.trim().parse::<u32>().map_err(|_| ConfigError {
+            path: at.path.to_path_buf(),
+            line: None,
+            key: Some("per_cluster".into()),
+            message: format!("the PER_CLUSTER environment variable is not a whole number: {v:?}"),
+        })?,
+        None => raw.ok_or_else(|| {
+            at.err(
+                "per_cluster",
+                "missing: shards per cluster is required (or set PER_CLUSTER)".into(),
+            )
+        })?,
+    };
+    if per_cluster == 0 {
+        return Err(at.err("per_cluster", "must be greater than 0".into()));
+    }
+    Ok(per_cluster)
+}
+
+/// The durations, each with its default.
+struct Timings {
+    ping_interval: Duration,
+    ping_timeout: Duration,
+    cluster_start_next_delay: Duration,
+    stop_grace_period: Duration,
+    restart: RestartPolicy,
+    launch_timeout: Duration,
+    rolling_restart_timeout: Duration,
+}
+
+fn timings(raw: &RawConfig, at: &At) -> Result<Timings, ConfigError> {
+    let secs = |key: &str, v: Option<u64>, default: u64, allow_zero: bool| {
+        let v = v.unwrap_or(default);
+        if v == 0 && !allow_zero {
+            Err(at.err(key, "must be greater than 0 seconds".into()))
+        } else if v > MAX_SECS {
+            Err(at.err(
+                key,
+                format!("{v} seconds is more than 30 days; too long to mean anything here"),
+            ))
+        } else {
+            Ok(Duration::from_secs(v))
+        }
+    };
+    Ok(Timings {
+        // The original had no default and broke on 0: 0 means the default here.
+        ping_interval: secs(
+            "ping_interval",
+            raw.ping_interval.filter(|v| *v > 0),
+            60,
+            false,
+        )?,
+        ping_timeout: secs("ping_timeout", raw.ping_timeout, 120, false)?,
+        cluster_start_next_delay: secs(
+            "cluster_start_next_delay",
+            raw.cluster_start_next_delay,
+            5,
+            true,
+        )?,
+        stop_grace_period: secs("stop_grace_period", raw.stop_grace_period, 10, true)?,
+        restart: RestartPolicy {
+            backoff_base: secs("restart_backoff_base", raw.restart_backoff_base, 3, false)?,
+            backoff_max: secs("restart_backoff_max", raw.restart_backoff_max, 60, true)?,
+            // 0: keep restarting (with backoff), as the original did.
+            max_failures: raw.restart_max_failures.unwrap_or(0),
+            stable_after: secs("restart_stable_after", raw.restart_stable_after, 60, true)?,
+        },
+        launch_timeout: secs("launch_timeout", raw.launch_timeout, 600, false)?,
+        rolling_restart_timeout: secs(
+            "rolling_restart_timeout",
+            raw.rolling_restart_timeout,
+            600,
+            false,
+        )?,
+    })
+}
+
+/// `args`, whose placeholders must all be known; the error points at the
+/// offending item's line.
+fn args_template(args: Option<Vec<String>>, at: &At) -> Result<Vec<String>, ConfigError> {
+    let Some(args) = args else {
+        return Ok(argv::DEFAULT_ARGS.iter().map(|s| s.to_string()).collect());
+    };
+    if let Some(unknown) = args.iter().find_map(|a| argv::unknown_placeholder(a)) {
+        return Err(ConfigError {
+            line: line_of_key(at.text, "args")
+                .map(|from| line_of_text_after(at.text, unknown, from)),
+            ..at.err(
+                "args",
+                format!(
+                    "unknown placeholder {unknown} (known: {})",
+                    argv::known_placeholders()
+                ),
+            )
+        });
+    }
+    Ok(args)
+}
+
+/// The bot's directory: `override_dir`, else `dir` under $HOME or the
+/// working directory.
+fn bot_dir(
+    override_dir: Option<String>,
+    use_current_directory: Option<bool>,
+    dir: Option<String>,
+    ov: &Overrides,
+    at: &At,
+) -> Result<PathBuf, ConfigError> {
+    if let Some(dir) = non_empty(override_dir) {
+        return Ok(ov.cwd.join(dir));
+    }
+    let base = if use_current_directory.unwrap_or(false) {
+        ov.cwd.clone()
+    } else {
+        ov.home.clone().ok_or_else(|| {
+            at.err(
+                "dir",
+                "is relative to $HOME, but HOME is not set (use override_dir or use_current_directory)".into(),
+            )
+        })?
+    };
+    Ok(match non_empty(dir) {
+        Some(dir) => base.join(dir),
+        None => base,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::{ov, parse_err, parse_ok, MIN};
+
+    #[test]
+    fn original_sample_loads_with_its_values() {
+        let text = include_str!("../../tests/data/original-sample.yaml");
+        let mut o = ov();
+        o.token = Some("from-env".into());
+        let l = parse_ok(text, &o);
+        let c = &l.config;
+        assert_eq!(c.bot_dir, PathBuf::from("/home/bot/mewbot"));
+        assert_eq!(c.names.len(), 20);
+        assert_eq!(c.names[0], "Pika");
+        assert_eq!(c.module, "mew");
+        assert_eq!(c.interp.as_deref(), Some("/usr/bin/python3.10"));
+        assert_eq!(
+            c.ipc,
+            Ipc::Redis {
+                url: "redis://178.28.0.13:6379/0".into()
+            }
+        );
+        assert_eq!(c.channel, "mewbot_clusters");
+        assert_eq!(c.ping_interval, Duration::from_secs(120));
+        assert_eq!(c.per_cluster, 10);
+        assert_eq!(c.env_files.len(), 4);
+        assert_eq!(c.env_files[0], PathBuf::from("/srv/env/bot.env"));
+        assert_eq!(c.token.as_ref().map(Token::expose), Some("from-env"));
+        assert!(
+            l.warnings.iter().any(|w| w.contains("allowed_ids, oauth")),
+            "{:?}",
+            l.warnings
+        );
+    }
+
+    #[test]
+    fn defaults_follow_the_protocol() {
+        let c = parse_ok(MIN, &ov()).config;
+        assert_eq!(c.ping_interval, Duration::from_secs(60));
+        assert_eq!(c.ping_timeout, Duration::from_secs(120));
+        assert_eq!(c.cluster_start_next_delay, Duration::from_secs(5));
+        assert_eq!(c.minimum_safe_sessions_remaining, 5);
+        assert_eq!(c.action_log_max_len, 10_000);
+        assert_eq!(c.stop_grace_period, Duration::from_secs(10));
+        assert_eq!(
+            c.restart.max_failures, 0,
+            "crashed clusters are restarted for ever by default"
+        );
+        assert_eq!(c.launch_timeout, Duration::from_secs(600));
+        let c = parse_ok(&format!("{MIN}ping_interval: 0\n"), &ov()).config;
+        assert_eq!(
+            c.ping_interval,
+            Duration::from_secs(60),
+            "0 means the default"
+        );
+        let e = parse_err(&format!("{MIN}ping_timeout: 99999999999\n"));
+        assert_eq!(e.key.as_deref(), Some("ping_timeout"));
+        assert_eq!(c.fixed_shard_count, None);
+        assert_eq!(c.args, argv::DEFAULT_ARGS.map(String::from).to_vec());
+        assert_eq!(c.bot_dir, PathBuf::from("/home/bot"));
+    }
+
+    #[test]
+    fn env_overrides_win() {
+        let mut o = ov();
+        o.token = Some("envtoken".into());
+        o.per_cluster = Some("3".into());
+        let c = parse_ok(MIN, &o).config;
+        assert_eq!(c.token.as_ref().map(Token::expose), Some("envtoken"));
+        assert_eq!(c.per_cluster, 3);
+    }
+
+    #[test]
+    fn bot_dir_resolution() {
+        let c = parse_ok(
+            &format!("{MIN}dir: bots/x\nuse_current_directory: true\n"),
+            &ov(),
+        )
+        .config;
+        assert_eq!(c.bot_dir, PathBuf::from("/srv/bots/x"));
+        let c = parse_ok(
+            &format!("{MIN}dir: bots/x\noverride_dir: /opt/bot\n"),
+            &ov(),
+        )
+        .config;
+        assert_eq!(c.bot_dir, PathBuf::from("/opt/bot"));
+    }
+
+    #[test]
+    fn missing_required_keys_are_named() {
+        let e = parse_err("redis: r:1\nredis_channel: c\nper_cluster: 1\n");
+        assert_eq!(e.key.as_deref(), Some("module"));
+        let e = parse_err("module: m\nredis: r:1\nredis_channel: c\nper_cluster: 0\n");
+        assert_eq!(e.key.as_deref(), Some("per_cluster"));
+        assert_eq!(e.line, Some(4));
+    }
+
+    #[test]
+    fn args_template_is_checked() {
+        let e = parse_err(&format!("{MIN}args: [\"{{shards}}\", \"{{nope}}\"]\n"));
+        assert_eq!(e.key.as_deref(), Some("args"));
+        assert!(e.message.contains("{nope}"));
+        assert!(
+            e.message.contains("{cluster_count}"),
+            "known ones are listed: {e}"
+        );
+        // In a block list the line is the offending item's.
+        let e = parse_err(&format!(
+            "{MIN}args:\n  - \"{{shards}}\"\n  - \"{{cluster_cnt}}\"\n"
+        ));
+        assert_eq!(e.line, Some(8), "{e}");
+        let c = parse_ok(&format!("{MIN}args: [\"{{cluster_count}}\"]\n"), &ov()).config;
+        assert_eq!(c.args, vec!["{cluster_count}"]);
+    }
+
+    #[test]
+    fn redis_address_is_parsed_as_the_transport_will() {
+        let e =
+            parse_err("module: m\nredis: http://:hunter2@x\nredis_channel: c\nper_cluster: 1\n");
+        assert_eq!((e.key.as_deref(), e.line), (Some("redis"), Some(2)), "{e}");
+        assert!(
+            !e.to_string().contains("hunter2"),
+            "the password is not echoed: {e}"
+        );
+        for bad in ["h:notaport", "redis://h:1/zero"] {
+            let e = parse_err(&format!(
+                "module: m\nredis: {bad}\nredis_channel: c\nper_cluster: 1\n"
+            ));
+            assert_eq!(e.key.as_deref(), Some("redis"), "{bad}: {e}");
+        }
+        let c = parse_ok(&MIN.replace("localhost:6379", "redis://u:p@h:7/3"), &ov()).config;
+        assert_eq!(
+            c.ipc,
+            Ipc::Redis {
+                url: "redis://u:p@h:7/3".into()
+            }
+        );
+    }
+
+    #[test]
+    fn huge_shard_counts_are_refused_by_key() {
+        let e = parse_err(&format!("{MIN}fixed_shard_count: 1000000000\n"));
+        assert_eq!(
+            (e.key.as_deref(), e.line),
+            (Some("fixed_shard_count"), Some(6)),
+            "{e}"
+        );
+        let e = parse_err(&MIN.replace(
+            "per_cluster: 10",
+            "per_cluster: 1\nfixed_shard_count: 900000",
+        ));
+        assert_eq!(e.key.as_deref(), Some("fixed_shard_count"));
+        assert!(e.message.contains("raise per_cluster"), "{e}");
+        let c = parse_ok(&format!("{MIN}fixed_shard_count: 1000000\n"), &ov()).config;
+        assert_eq!(c.fixed_shard_count, Some(1_000_000));
+    }
+
+    #[test]
+    fn unix_socket_ipc_needs_no_redis() {
+        let c = parse_ok(
+            "token: t\nmodule: m\nper_cluster: 1\nipc: unix\nipc_socket: run/m.sock\n",
+            &ov(),
+        )
+        .config;
+        assert_eq!(
+            c.ipc,
+            Ipc::Unix {
+                path: PathBuf::from("/srv/run/m.sock")
+            }
+        );
+        assert_eq!(c.channel, "mewld");
+        let e = parse_err("module: m\nper_cluster: 1\nipc: carrier-pigeon\n");
+        assert_eq!(e.key.as_deref(), Some("ipc"));
+    }
+}
