@@ -66,6 +66,9 @@ pub(super) struct Cluster {
     pub next_restart_at: Option<SystemTime>,
     pub last_exit: Option<ExitInfo>,
     pub health: Option<Health>,
+    /// A spawn asked of the runner whose outcome is not in yet, and what
+    /// it was for.
+    pub spawning: Option<super::core::Purpose>,
 }
 
 /// Why a running cluster is being stopped and started again. Decides the
@@ -114,6 +117,7 @@ impl Cluster {
             next_restart_at: None,
             last_exit: None,
             health: None,
+            spawning: None,
         }
     }
 

@@ -112,7 +112,7 @@ impl Core {
         c.restart_when_stopped = None;
         c.state = ClusterState::Starting;
         let (id, name, generation) = (c.spec.id, c.spec.name.clone(), c.generation);
-        self.spawning[idx] = Some(purpose);
+        self.clusters[idx].spawning = Some(purpose);
         self.emit(Command::Spawn {
             id,
             name,
@@ -132,7 +132,7 @@ impl Core {
         if self.clusters[idx].generation != generation {
             return;
         }
-        let Some(purpose) = self.spawning[idx].take() else {
+        let Some(purpose) = self.clusters[idx].spawning.take() else {
             return;
         };
         match result {

@@ -139,13 +139,13 @@ pub enum Timer {
 
 /// Who asked for an operation and where its answer goes.
 #[derive(Debug, Clone, PartialEq)]
-struct Asker {
+pub(crate) struct Asker {
     via: Via,
     answer: Answer,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-enum Answer {
+pub(crate) enum Answer {
     /// A face waits for [`Command::Verdict`].
     Verdict,
     /// A reply on the channel to this `command_id`.
@@ -156,12 +156,12 @@ enum Answer {
 
 /// What a spawn was for, which decides what its outcome means.
 #[derive(Debug, Clone, PartialEq)]
-enum Purpose {
+pub(crate) enum Purpose {
     /// The launch's next cluster.
     Launch,
     /// An operator's `start`.
     Start { asker: Asker },
-    /// Again after it crashed; the count of such restarts.
+    /// Again after it crashed (the cluster counts its crash restarts).
     CrashRestart,
     /// Again after a stop that asked for it.
     AfterStop(super::state::RestartCause),
@@ -183,8 +183,6 @@ pub struct Core {
     exiting: Option<Exit>,
     started_at: SystemTime,
     sessions_remaining: Option<u32>,
-    /// Spawns in flight, by cluster index.
-    spawning: Vec<Option<Purpose>>,
     out: Vec<Command>,
 }
 
@@ -199,7 +197,6 @@ impl Core {
         Core {
             config,
             shard_count,
-            spawning: vec![None; clusters.len()],
             clusters: clusters.into_iter().map(Cluster::new).collect(),
             launcher: Launcher::default(),
             transport_connected: false,
@@ -232,7 +229,7 @@ impl Core {
                 },
             ),
             Input::Request { request, via } => self.on_request(now, request, via),
-            Input::TransportUp => self.on_transport_up(now),
+            Input::TransportUp => self.on_transport_up(),
             Input::TransportDown { retry_at } => {
                 self.transport_connected = false;
                 self.transport_retry_at = Some(retry_at);
@@ -273,7 +270,7 @@ impl Core {
         }
     }
 
-    fn on_transport_up(&mut self, _now: Now) {
+    fn on_transport_up(&mut self) {
         self.transport_connected = true;
         self.transport_retry_at = None;
         self.connection += 1;

@@ -135,10 +135,7 @@ impl Core {
                     }
                     c.spec = spec;
                 }
-                None => {
-                    self.clusters.push(Cluster::new(spec));
-                    self.spawning.push(None);
-                }
+                None => self.clusters.push(Cluster::new(spec)),
             }
         }
         self.shard_count = new_count;
