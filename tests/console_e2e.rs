@@ -211,20 +211,27 @@ fn operator_stops_starts_rolls_and_quits_from_the_console() {
     assert_all_dead(&pids);
 }
 
-#[test]
-fn the_demo_runs_with_nothing_installed() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let script = dir.path().join("demo.sh");
-    let status = dir.path().join("exit-status");
-    // No token and no Redis settings: the demo brings its own of everything.
+/// A script in `dir` that runs `mewld demo <args>` as a new user would, with
+/// no token and no Redis settings (the demo brings its own of everything),
+/// and writes its exit status; returns the script and the status file.
+fn demo_script(dir: &std::path::Path, args: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let script = dir.join("demo.sh");
+    let status = dir.join("exit-status");
     write_executable(
         &script,
         &format!(
-            "#!/bin/sh\nunset MTOKEN FAKEBOT_REDIS\nexport TERM=xterm-256color\ncd '{}'\n'{MEWLD}' demo\necho $? > '{}'\n",
-            dir.path().display(),
+            "#!/bin/sh\nunset MTOKEN FAKEBOT_REDIS\nexport TERM=xterm-256color\ncd '{}'\n'{MEWLD}' demo {args}\necho $? > '{}'\n",
+            dir.display(),
             status.display()
         ),
     );
+    (script, status)
+}
+
+#[test]
+fn the_demo_runs_with_nothing_installed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (script, status) = demo_script(dir.path(), "");
     let tmux = Tmux::start("demo", &script, 80, 24);
     let screen = tmux.wait_screen("every demo cluster up with health", |s| {
         s.contains("6/6 run") && s.contains("fully up") && s.contains("4/4")
@@ -250,16 +257,7 @@ fn an_unwritable_log_file_is_said_once_in_the_message_line() {
         ),
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let script = dir.path().join("demo.sh");
-        let status = dir.path().join("exit-status");
-        write_executable(
-            &script,
-            &format!(
-                "#!/bin/sh\nunset MTOKEN FAKEBOT_REDIS\nexport TERM=xterm-256color\ncd '{}'\n'{MEWLD}' demo --log-file '{log_file}'\necho $? > '{}'\n",
-                dir.path().display(),
-                status.display()
-            ),
-        );
+        let (script, status) = demo_script(dir.path(), &format!("--log-file '{log_file}'"));
         let tmux = Tmux::start(name, &script, 140, 30);
         let first = tmux.wait_screen("the log file problem in the message line", |s| {
             s.contains(&format!("log file {log_file} {says}"))
