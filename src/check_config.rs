@@ -9,7 +9,7 @@ use std::io::Write as _;
 use std::path::Path;
 
 use mewld::cluster_map::{self, shard_range};
-use mewld::config::{redacted_url, Ipc};
+use mewld::config::{redacted_url, Config, Ipc};
 use mewld::preflight;
 use mewld::startup::{self, Prepared};
 
@@ -45,99 +45,26 @@ async fn report(path: &Path, out: &mut String) -> Vec<String> {
         let _ = writeln!(out, "warning: {w}");
     }
     let mut problems = env.problems.clone();
-    let mut line = |label: &str, value: &dyn std::fmt::Display| {
-        let _ = writeln!(out, "{:<19}{value}", format!("{label}:"));
-    };
-    line("config", &config.path.display());
-    line(
-        "token",
-        &if config.token.is_some() {
-            "set (hidden)"
-        } else {
-            "MISSING"
-        },
-    );
     if config.token.is_none() {
         problems.push("no bot token: set `token` or the MTOKEN environment variable".to_string());
     }
-    line("bot directory", &config.bot_dir.display());
-    line("module", &config.module);
-    line(
-        "interp",
-        &config
-            .interp
-            .as_deref()
-            .unwrap_or("(none: the module is the program)"),
-    );
-    line("args", &config.args.join(" "));
-    for f in &config.env_files {
-        line("env file", &f.display());
-    }
-    line(
-        "env variables",
-        &format!("{} from env files", env.vars.len()),
-    );
-    match &config.ipc {
-        Ipc::Redis { url } => line("redis", &redacted_url(url)),
-        Ipc::Unix { path } => line("unix socket", &path.display()),
-    }
-    line("redis_channel", &config.channel);
-    line("action log key", &config.action_log_key());
-    line("per_cluster", &config.per_cluster);
-    line(
-        "ping interval",
-        &format!(
-            "{}s, timeout {}s",
-            config.ping_interval.as_secs(),
-            config.ping_timeout.as_secs()
-        ),
-    );
-    line(
-        "start next delay",
-        &format!("{}s", config.cluster_start_next_delay.as_secs()),
-    );
-    line(
-        "stop grace period",
-        &format!("{}s", config.stop_grace_period.as_secs()),
-    );
-    line(
-        "proxy",
-        &config.proxy.as_deref().unwrap_or("(none: discord.com)"),
-    );
+    settings(&config, env.vars.len(), out);
     problems.extend(preflight::check_files(&config, &env.vars));
 
-    let shard_count = match config.fixed_shard_count {
-        Some(n) => {
-            line("shards", &format!("{n} (fixed_shard_count)"));
-            Some(n)
+    let shard_count = match shard_count(&config, out).await {
+        Ok(Some(n)) => n,
+        Ok(None) => return problems,
+        Err(e) => {
+            problems.push(e);
+            return problems;
         }
-        None if config.token.is_some() => match startup::fetch_gateway(&config).await {
-            Ok(g) => {
-                line(
-                    "shards",
-                    &format!(
-                        "{} (from Discord; {} of {} session starts left)",
-                        g.shards, g.session_start_limit.remaining, g.session_start_limit.total
-                    ),
-                );
-                Some(g.shards)
-            }
-            Err(e) => {
-                problems.push(format!("{e:#}"));
-                None
-            }
-        },
-        None => None,
     };
-    let Some(n) = shard_count else {
-        return problems;
-    };
-    if let Err(e) = cluster_map::check_size(n, config.per_cluster) {
+    if let Err(e) = cluster_map::check_size(shard_count, config.per_cluster) {
         problems.push(e.to_string());
         return problems;
     }
-    let map = cluster_map::build(n, config.per_cluster, &config.names);
-    line("cluster map", &format!("{} clusters", map.len()));
+    let map = cluster_map::build(shard_count, config.per_cluster, &config.names);
+    line(out, "cluster map", &format!("{} clusters", map.len()));
     for c in &map {
         let _ = writeln!(
             out,
@@ -147,6 +74,73 @@ async fn report(path: &Path, out: &mut String) -> Vec<String> {
             shard_range(&c.shards)
         );
     }
-    problems.extend(preflight::check_command_lines(&config, &map, n));
+    problems.extend(preflight::check_command_lines(&config, &map, shard_count));
     problems
+}
+
+/// One `label: value` line, values aligned.
+fn line(out: &mut String, label: &str, value: &dyn std::fmt::Display) {
+    let _ = writeln!(out, "{:<19}{value}", format!("{label}:"));
+}
+
+/// The resolved settings, secrets hidden.
+fn settings(config: &Config, env_vars: usize, out: &mut String) {
+    line(out, "config", &config.path.display());
+    let token = if config.token.is_some() {
+        "set (hidden)"
+    } else {
+        "MISSING"
+    };
+    line(out, "token", &token);
+    line(out, "bot directory", &config.bot_dir.display());
+    line(out, "module", &config.module);
+    let interp = config.interp.as_deref();
+    line(
+        out,
+        "interp",
+        &interp.unwrap_or("(none: the module is the program)"),
+    );
+    line(out, "args", &config.args.join(" "));
+    for f in &config.env_files {
+        line(out, "env file", &f.display());
+    }
+    line(out, "env variables", &format!("{env_vars} from env files"));
+    match &config.ipc {
+        Ipc::Redis { url } => line(out, "redis", &redacted_url(url)),
+        Ipc::Unix { path } => line(out, "unix socket", &path.display()),
+    }
+    line(out, "redis_channel", &config.channel);
+    line(out, "action log key", &config.action_log_key());
+    line(out, "per_cluster", &config.per_cluster);
+    let (interval, timeout) = (config.ping_interval, config.ping_timeout);
+    let pings = format!("{}s, timeout {}s", interval.as_secs(), timeout.as_secs());
+    line(out, "ping interval", &pings);
+    let delay = config.cluster_start_next_delay.as_secs();
+    line(out, "start next delay", &format!("{delay}s"));
+    let grace = config.stop_grace_period.as_secs();
+    line(out, "stop grace period", &format!("{grace}s"));
+    let proxy = config.proxy.as_deref();
+    line(out, "proxy", &proxy.unwrap_or("(none: discord.com)"));
+}
+
+/// The shard count a start would use: fixed in the config, else asked of
+/// Discord (none without a token: that problem is already reported).
+async fn shard_count(config: &Config, out: &mut String) -> Result<Option<u32>, String> {
+    if let Some(n) = config.fixed_shard_count {
+        line(out, "shards", &format!("{n} (fixed_shard_count)"));
+        return Ok(Some(n));
+    }
+    if config.token.is_none() {
+        return Ok(None);
+    }
+    let g = startup::fetch_gateway(config)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    let limit = &g.session_start_limit;
+    let from = format!(
+        "{} (from Discord; {} of {} session starts left)",
+        g.shards, limit.remaining, limit.total
+    );
+    line(out, "shards", &from);
+    Ok(Some(g.shards))
 }

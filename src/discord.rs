@@ -93,28 +93,7 @@ pub async fn get_gateway_bot(
             Ok(resp) => {
                 let status = resp.status();
                 if status.is_success() {
-                    let (body, complete) =
-                        read_capped(resp)
-                            .await
-                            .map_err(|source| DiscordError::Http {
-                                url: url.clone(),
-                                source,
-                            })?;
-                    if !complete {
-                        return Err(DiscordError::TooLarge { url });
-                    }
-                    let gateway: GatewayBot =
-                        serde_json::from_slice(&body).map_err(|e| DiscordError::Decode {
-                            url: url.clone(),
-                            problem: e.to_string(),
-                        })?;
-                    if !(1..=MAX_SHARDS).contains(&gateway.shards) {
-                        return Err(DiscordError::ImplausibleShards {
-                            url,
-                            shards: gateway.shards,
-                        });
-                    }
-                    return Ok(gateway);
+                    return decode(resp, url).await;
                 }
                 if status.as_u16() == 401 {
                     return Err(DiscordError::InvalidToken);
@@ -152,6 +131,29 @@ pub async fn get_gateway_bot(
         backoff = (backoff * 2).min(Duration::from_secs(30));
         attempt += 1;
     }
+}
+
+/// A successful answer's body as a [`GatewayBot`], within bounds.
+async fn decode(resp: reqwest::Response, url: String) -> Result<GatewayBot, DiscordError> {
+    let (body, complete) = match read_capped(resp).await {
+        Ok(read) => read,
+        Err(source) => return Err(DiscordError::Http { url, source }),
+    };
+    if !complete {
+        return Err(DiscordError::TooLarge { url });
+    }
+    let gateway: GatewayBot = match serde_json::from_slice(&body) {
+        Ok(g) => g,
+        Err(e) => {
+            let problem = e.to_string();
+            return Err(DiscordError::Decode { url, problem });
+        }
+    };
+    if !(1..=MAX_SHARDS).contains(&gateway.shards) {
+        let shards = gateway.shards;
+        return Err(DiscordError::ImplausibleShards { url, shards });
+    }
+    Ok(gateway)
 }
 
 /// The body, up to [`MAX_BODY`] bytes, and whether that was all of it.

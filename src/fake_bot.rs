@@ -83,91 +83,132 @@ pub async fn run(raw_args: Vec<String>) -> Result<i32> {
         eprintln!("fake bot: exiting at start with code {code}");
         return Ok(code);
     }
-    let mut ignore_sigterm = env_flag("FAKEBOT_IGNORE_SIGTERM");
-    let mut link = Link::connect().await?;
+    let bot = Bot {
+        link: Link::connect().await?,
+        args,
+        demo: env_flag("FAKEBOT_DEMO"),
+        ignore_sigterm: env_flag("FAKEBOT_IGNORE_SIGTERM"),
+        muted: false,
+        identified: 0,
+    };
+    bot.serve().await
+}
 
-    let demo = env_flag("FAKEBOT_DEMO");
-    let delay: u64 = std::env::var("FAKEBOT_LAUNCH_DELAY_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if demo {
-            rand::random_range(1500..4000)
-        } else {
-            100
-        });
-    let launch = tokio::time::sleep(Duration::from_millis(delay));
-    tokio::pin!(launch);
-    // Demo mode: chatter now and then, and cluster 3 crashes after a while.
-    let mut chatter =
-        tokio::time::interval(Duration::from_millis(if demo { 700 } else { 3_600_000 }));
-    let crash_after = Duration::from_secs(rand::random_range(40..90));
-    let crash = tokio::time::sleep(crash_after);
-    tokio::pin!(crash);
-    let crashes = demo && id == 3;
-    let mut identified = 0usize;
-    let mut launched = false;
-    let mut muted = false;
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+/// A running fake bot: its link to the manager and what it was told.
+struct Bot {
+    args: BotArgs,
+    link: Link,
+    demo: bool,
+    ignore_sigterm: bool,
+    muted: bool,
+    /// Demo mode: shards announced as identified so far.
+    identified: usize,
+}
 
-    loop {
-        tokio::select! {
-            _ = &mut launch, if !launched => {
-                launched = true;
-                link.send(json!({"scope": "launcher", "action": "launch_next", "args": {"id": id}})).await;
-                println!("fake bot: cluster {id} launched");
-            }
-            _ = chatter.tick(), if demo => {
-                if identified < args.shards.len() {
-                    println!("identifying shard {} of {}", args.shards[identified], args.shard_count);
-                    identified += 1;
-                } else if let Some(shard) = args.shards.get(rand::random_range(0..args.shards.len().max(1))) {
-                    if rand::random_range(0..6) == 0 {
-                        println!("shard {shard}: heartbeat ack {}ms", rand::random_range(30..120));
-                    }
+impl Bot {
+    /// Runs until told to exit; returns the exit code.
+    async fn serve(mut self) -> Result<i32> {
+        let id = self.args.cluster_id;
+        let delay: u64 = std::env::var("FAKEBOT_LAUNCH_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if self.demo {
+                rand::random_range(800..2000)
+            } else {
+                100
+            });
+        let launch = tokio::time::sleep(Duration::from_millis(delay));
+        tokio::pin!(launch);
+        // Demo mode: chatter now and then, and cluster 3 crashes after a while.
+        let chatter_every = Duration::from_millis(if self.demo { 700 } else { 3_600_000 });
+        let mut chatter = tokio::time::interval(chatter_every);
+        let crash = tokio::time::sleep(Duration::from_secs(rand::random_range(40..90)));
+        tokio::pin!(crash);
+        let crashes = self.demo && id == 3;
+        let mut launched = false;
+        let mut sigterm =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        loop {
+            tokio::select! {
+                _ = &mut launch, if !launched => {
+                    launched = true;
+                    let say = json!({"scope": "launcher", "action": "launch_next", "args": {"id": id}});
+                    self.link.send(say).await;
+                    println!("fake bot: cluster {id} launched");
                 }
-            }
-            _ = &mut crash, if crashes && launched => {
-                eprintln!("panic: simulated crash in cluster {id} (the demo's crashy cluster)");
-                return Ok(101);
-            }
-            _ = sigterm.recv() => {
-                if ignore_sigterm {
+                _ = chatter.tick(), if self.demo => self.chatter(),
+                _ = &mut crash, if crashes && launched => {
+                    eprintln!("panic: simulated crash in cluster {id} (the demo's crashy cluster)");
+                    return Ok(101);
+                }
+                _ = sigterm.recv() => {
+                    if !self.ignore_sigterm {
+                        println!("fake bot: cluster {id} got SIGTERM, exiting");
+                        return Ok(0);
+                    }
                     println!("fake bot: cluster {id} ignores SIGTERM");
-                } else {
-                    println!("fake bot: cluster {id} got SIGTERM, exiting");
-                    return Ok(0);
                 }
-            }
-            payload = link.next() => {
-                let Ok(v) = serde_json::from_slice::<Value>(&payload) else { continue };
-                if v.get("diag").is_some() && v["id"].as_u64() == Some(u64::from(id)) {
-                    if !muted {
-                        let answer = diag_answer(&args, v["nonce"].as_str().unwrap_or_default());
-                        link.send(json!({"scope": "launcher", "action": "diag", "output": answer})).await;
-                    }
-                    continue;
-                }
-                if v["scope"] != "fakebot" || v["args"]["id"].as_u64() != Some(u64::from(id)) {
-                    continue;
-                }
-                match v["action"].as_str() {
-                    Some("crash") => {
-                        let code = v["args"]["code"].as_i64().and_then(|c| i32::try_from(c).ok()).unwrap_or(1);
-                        eprintln!("fake bot: cluster {id} crashing with code {code}");
+                payload = self.link.next() => {
+                    if let Some(code) = self.on_message(&payload).await {
                         return Ok(code);
                     }
-                    Some("hang") => {
-                        ignore_sigterm = true;
-                        println!("fake bot: cluster {id} will ignore SIGTERM");
-                    }
-                    Some("mute") => {
-                        muted = true;
-                        println!("fake bot: cluster {id} stops answering diagnostics");
-                    }
-                    _ => {}
                 }
             }
         }
+    }
+
+    /// Demo mode's output: shards identifying, then an occasional heartbeat.
+    fn chatter(&mut self) {
+        let shards = &self.args.shards;
+        if let Some(shard) = shards.get(self.identified) {
+            println!("identifying shard {shard} of {}", self.args.shard_count);
+            self.identified += 1;
+        } else if let Some(shard) = shards.get(rand::random_range(0..shards.len().max(1))) {
+            if rand::random_range(0..6) == 0 {
+                println!(
+                    "shard {shard}: heartbeat ack {}ms",
+                    rand::random_range(30..120)
+                );
+            }
+        }
+    }
+
+    /// Answers a diagnostic request or obeys an instruction; `Some(code)`
+    /// when told to exit.
+    async fn on_message(&mut self, payload: &[u8]) -> Option<i32> {
+        let id = self.args.cluster_id;
+        let v = serde_json::from_slice::<Value>(payload).ok()?;
+        if v.get("diag").is_some() && v["id"].as_u64() == Some(u64::from(id)) {
+            if !self.muted {
+                let answer = diag_answer(&self.args, v["nonce"].as_str().unwrap_or_default());
+                let say = json!({"scope": "launcher", "action": "diag", "output": answer});
+                self.link.send(say).await;
+            }
+            return None;
+        }
+        if v["scope"] != "fakebot" || v["args"]["id"].as_u64() != Some(u64::from(id)) {
+            return None;
+        }
+        match v["action"].as_str() {
+            Some("crash") => {
+                let code = v["args"]["code"]
+                    .as_i64()
+                    .and_then(|c| i32::try_from(c).ok());
+                let code = code.unwrap_or(1);
+                eprintln!("fake bot: cluster {id} crashing with code {code}");
+                return Some(code);
+            }
+            Some("hang") => {
+                self.ignore_sigterm = true;
+                println!("fake bot: cluster {id} will ignore SIGTERM");
+            }
+            Some("mute") => {
+                self.muted = true;
+                println!("fake bot: cluster {id} stops answering diagnostics");
+            }
+            _ => {}
+        }
+        None
     }
 }
 

@@ -42,4 +42,8 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# The end-to-end tests mostly wait on real timers (pings every second,
+# processes starting), not on the CPU: four at a time on two cores halves
+# the wall time. Set RUST_TEST_THREADS to choose otherwise.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}"
 exec cargo test "$@"

@@ -71,15 +71,7 @@ pub(super) fn resolve(
         launch_timeout,
         rolling_restart_timeout,
     } = timings(&raw, &at)?;
-    let action_log_max_len = raw.action_log_max_len.unwrap_or(10_000);
-    if action_log_max_len == 0 {
-        return Err(at.err("action_log_max_len", "must be greater than 0".into()));
-    }
-    let fixed_shard_count = raw.fixed_shard_count.filter(|n| *n > 0);
-    if let Some(n) = fixed_shard_count {
-        cluster_map::check_size(n, per_cluster)
-            .map_err(|e| at.err("fixed_shard_count", e.to_string()))?;
-    }
+    let (action_log_max_len, fixed_shard_count) = sizes(&raw, per_cluster, &at)?;
     let args = args_template(raw.args, &at)?;
     let bot_dir = bot_dir(
         raw.override_dir,
@@ -95,8 +87,8 @@ pub(super) fn resolve(
         bot_dir,
         env_files: raw
             .env
-            .unwrap_or_default()
             .into_iter()
+            .flatten()
             .map(|p| ov.cwd.join(p))
             .collect(),
         names: raw.names.unwrap_or_default(),
@@ -120,6 +112,21 @@ pub(super) fn resolve(
         rolling_restart_timeout,
         launch_timeout,
     })
+}
+
+/// `action_log_max_len` and `fixed_shard_count` (0 or absent: ask Discord),
+/// within their bounds.
+fn sizes(raw: &RawConfig, per_cluster: u32, at: &At) -> Result<(usize, Option<u32>), ConfigError> {
+    let action_log_max_len = raw.action_log_max_len.unwrap_or(10_000);
+    if action_log_max_len == 0 {
+        return Err(at.err("action_log_max_len", "must be greater than 0".into()));
+    }
+    let fixed_shard_count = raw.fixed_shard_count.filter(|n| *n > 0);
+    if let Some(n) = fixed_shard_count {
+        cluster_map::check_size(n, per_cluster)
+            .map_err(|e| at.err("fixed_shard_count", e.to_string()))?;
+    }
+    Ok((action_log_max_len, fixed_shard_count))
 }
 
 /// `ipc` with its `redis` address or `ipc_socket` path.

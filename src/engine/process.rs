@@ -106,6 +106,48 @@ pub fn spawn(
     on_line: impl Fn(Stream, String) + Send + Sync + 'static,
     on_exit: impl FnOnce(ExitInfo) + Send + 'static,
 ) -> std::io::Result<ProcHandle> {
+    let mut child = command(cmd, env).spawn().map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("{}: {e}", Path::new(&cmd.program).display()),
+        )
+    })?;
+    let pid = child.id().unwrap_or(0);
+    if pid > 0 {
+        guardian::register(pid);
+    }
+    let on_line = std::sync::Arc::new(on_line);
+    let mut readers = Vec::with_capacity(2);
+    if let Some(out) = child.stdout.take() {
+        let on_line = on_line.clone();
+        readers.push(tokio::spawn(read_lines(out, Stream::Stdout, on_line)));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.push(tokio::spawn(read_lines(err, Stream::Stderr, on_line)));
+    }
+    let (stop_tx, stop_rx) = mpsc::channel::<Duration>(1);
+    tokio::spawn(async move {
+        let info = supervise(child, pid, stop_rx).await;
+        // Let the readers pass on the last lines, but not wait for ever: a
+        // descendant in another group may hold the pipes open. One deadline
+        // for both, so such a descendant costs one timeout, not two.
+        let drained_by = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        for mut reader in readers {
+            if tokio::time::timeout_at(drained_by, &mut reader)
+                .await
+                .is_err()
+            {
+                reader.abort();
+            }
+        }
+        on_exit(info);
+    });
+    Ok(ProcHandle { pid, stop: stop_tx })
+}
+
+/// The command for `cmd`: its own process group, piped output, and the
+/// tag and parent-death signal that keep it from outliving the manager.
+fn command(cmd: &CommandLine, env: &[(String, String)]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(&cmd.program);
     command
         .args(&cmd.args)
@@ -122,74 +164,46 @@ pub fn spawn(
         // Belt and braces: if the supervisor task is dropped, kill the child.
         .kill_on_drop(true);
     die_with_parent(&mut command);
-    let mut child = command.spawn().map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("{}: {e}", Path::new(&cmd.program).display()),
-        )
-    })?;
-    let pid = child.id().unwrap_or(0);
-    if pid > 0 {
-        guardian::register(pid);
-    }
-    let on_line = std::sync::Arc::new(on_line);
-    let mut readers = Vec::with_capacity(2);
-    if let Some(out) = child.stdout.take() {
-        readers.push(tokio::spawn(read_lines(
-            out,
-            Stream::Stdout,
-            on_line.clone(),
-        )));
-    }
-    if let Some(err) = child.stderr.take() {
-        readers.push(tokio::spawn(read_lines(err, Stream::Stderr, on_line)));
-    }
-    let (stop_tx, mut stop_rx) = mpsc::channel::<Duration>(1);
-    tokio::spawn(async move {
-        let status = tokio::select! {
-            status = child.wait() => Some(status),
-            Some(grace) = stop_rx.recv() => stop(&mut child, pid, grace).await,
-        };
-        let info = match &status {
-            Some(Ok(status)) => ExitInfo::from(*status),
-            Some(Err(e)) => {
-                tracing::error!(pid, error = %e, "waiting for a cluster failed");
-                UNKNOWN_EXIT
-            }
-            None => {
-                tracing::error!(
-                    pid,
-                    ?KILL_TIMEOUT,
-                    "cluster still running after SIGKILL (stuck in the kernel?); reporting it stopped and reaping it when it ends"
-                );
-                UNKNOWN_EXIT
-            }
-        };
-        match status {
-            Some(_) => sweep(pid),
-            // Still unreaped, so its pid stays ours: reap and sweep later.
-            None => {
-                tokio::spawn(async move {
-                    let _ = child.wait().await;
-                    sweep(pid);
-                });
-            }
+    command
+}
+
+/// Waits for the child to end (or stops it when asked), sweeps what its
+/// group left behind, and says how it ended.
+async fn supervise(
+    mut child: tokio::process::Child,
+    pid: u32,
+    mut stop_rx: mpsc::Receiver<Duration>,
+) -> ExitInfo {
+    let status = tokio::select! {
+        status = child.wait() => Some(status),
+        Some(grace) = stop_rx.recv() => stop(&mut child, pid, grace).await,
+    };
+    let info = match &status {
+        Some(Ok(status)) => ExitInfo::from(*status),
+        Some(Err(e)) => {
+            tracing::error!(pid, error = %e, "waiting for a cluster failed");
+            UNKNOWN_EXIT
         }
-        // Let the readers pass on the last lines, but not wait for ever: a
-        // descendant in another group may hold the pipes open. One deadline
-        // for both, so such a descendant costs one timeout, not two.
-        let drained_by = tokio::time::Instant::now() + DRAIN_TIMEOUT;
-        for mut reader in readers {
-            if tokio::time::timeout_at(drained_by, &mut reader)
-                .await
-                .is_err()
-            {
-                reader.abort();
-            }
+        None => {
+            tracing::error!(
+                pid,
+                ?KILL_TIMEOUT,
+                "cluster still running after SIGKILL (stuck in the kernel?); reporting it stopped and reaping it when it ends"
+            );
+            UNKNOWN_EXIT
         }
-        on_exit(info);
-    });
-    Ok(ProcHandle { pid, stop: stop_tx })
+    };
+    match status {
+        Some(_) => sweep(pid),
+        // Still unreaped, so its pid stays ours: reap and sweep later.
+        None => {
+            tokio::spawn(async move {
+                let _ = child.wait().await;
+                sweep(pid);
+            });
+        }
+    }
+    info
 }
 
 const UNKNOWN_EXIT: ExitInfo = ExitInfo {

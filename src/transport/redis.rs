@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::outbox::{Item, Outbox};
 use super::{Origin, Outbound, Transport, TransportEvent, INBOUND_QUEUE};
@@ -196,75 +196,26 @@ impl Writer {
     /// memory) will not go away by retrying: it is logged and the items
     /// dropped, so they cannot hold up everything queued behind them.
     async fn write(&mut self, mut items: Vec<Item>) -> Result<(), Vec<Item>> {
-        let Some(conn) = self.conn.as_mut() else {
+        if self.conn.is_none() {
             return Err(items);
-        };
-        let result = if items.len() > 1 {
-            let mut pipe = redis::pipe();
-            for item in &items {
-                if let Outbound::Publish(payload) = &item.out {
-                    pipe.cmd("PUBLISH").arg(&self.channel).arg(payload).ignore();
-                }
-            }
-            pipe.query_async::<()>(conn).await
-        } else {
-            let Some(Item { seq, at, out }) = items.pop() else {
+        }
+        let result = match items.pop() {
+            None => return Ok(()),
+            Some(Item {
+                out: Outbound::Flush(done),
+                ..
+            }) => {
+                let _ = done.send(());
                 return Ok(());
-            };
-            match out {
-                Outbound::Flush(done) => {
-                    let _ = done.send(());
-                    return Ok(());
-                }
-                Outbound::Publish(payload) => {
-                    let r = redis::cmd("PUBLISH")
-                        .arg(&self.channel)
-                        .arg(&payload)
-                        .query_async::<()>(conn)
-                        .await;
-                    items.push(Item {
-                        seq,
-                        at,
-                        out: Outbound::Publish(payload),
-                    });
-                    r
-                }
-                Outbound::PushLog(entry) => {
-                    let r = self.push(&entry).await;
-                    if r.as_ref()
-                        .is_err_and(|e| e.to_string().contains("WRONGTYPE"))
-                    {
-                        tracing::error!(
-                            key = %self.log_key,
-                            "the action-log key holds something other than a list (the original mewld wrote it with SET); rename or delete it"
-                        );
-                    }
-                    items.push(Item {
-                        seq,
-                        at,
-                        out: Outbound::PushLog(entry),
-                    });
-                    r
-                }
-                Outbound::ReadLog(reply) => {
-                    // Answered either way, so not retried.
-                    let r: redis::RedisResult<Vec<String>> = redis::cmd("LRANGE")
-                        .arg(&self.log_key)
-                        .arg(0)
-                        .arg(-1)
-                        .query_async(conn)
-                        .await;
-                    match r {
-                        Ok(entries) => {
-                            let _ = reply.send(Ok(entries));
-                            Ok(())
-                        }
-                        Err(e) => {
-                            let _ = reply.send(Err(e.to_string()));
-                            Err(e)
-                        }
-                    }
-                }
+            }
+            // Answered either way, so not retried.
+            Some(Item {
+                out: Outbound::ReadLog(reply),
+                ..
+            }) => self.read_log(reply).await,
+            Some(item) => {
+                items.push(item);
+                self.send(&items).await
             }
         };
         match result {
@@ -285,18 +236,76 @@ impl Writer {
         }
     }
 
-    async fn push(&mut self, entry: &str) -> redis::RedisResult<()> {
-        let Some(conn) = self.conn.as_mut() else {
-            return Err(redis::RedisError::from((
-                redis::ErrorKind::Io,
-                "not connected",
-            )));
+    /// One action-log entry, or a run of publishes as one pipeline.
+    async fn send(&mut self, items: &[Item]) -> redis::RedisResult<()> {
+        if let [Item {
+            out: Outbound::PushLog(entry),
+            ..
+        }] = items
+        {
+            let r = self.push(entry).await;
+            if r.as_ref()
+                .is_err_and(|e| e.to_string().contains("WRONGTYPE"))
+            {
+                tracing::error!(
+                    key = %self.log_key,
+                    "the action-log key holds something other than a list (the original mewld wrote it with SET); rename or delete it"
+                );
+            }
+            return r;
+        }
+        let mut pipe = redis::pipe();
+        for item in items {
+            if let Outbound::Publish(payload) = &item.out {
+                pipe.cmd("PUBLISH").arg(&self.channel).arg(payload).ignore();
+            }
+        }
+        pipe.query_async::<()>(self.connection()?).await
+    }
+
+    /// The whole action log, to `reply`.
+    async fn read_log(
+        &mut self,
+        reply: oneshot::Sender<Result<Vec<String>, String>>,
+    ) -> redis::RedisResult<()> {
+        let key = self.log_key.clone();
+        let r: redis::RedisResult<Vec<String>> = match self.connection() {
+            Ok(conn) => {
+                redis::cmd("LRANGE")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async(conn)
+                    .await
+            }
+            Err(e) => Err(e),
         };
+        match r {
+            Ok(entries) => {
+                let _ = reply.send(Ok(entries));
+                Ok(())
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.to_string()));
+                Err(e)
+            }
+        }
+    }
+
+    fn connection(&mut self) -> redis::RedisResult<&mut MultiplexedConnection> {
+        self.conn
+            .as_mut()
+            .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Io, "not connected")))
+    }
+
+    async fn push(&mut self, entry: &str) -> redis::RedisResult<()> {
+        let (key, cap) = (self.log_key.clone(), self.log_max_len as isize);
+        let conn = self.connection()?;
         // RPUSH and LTRIM in one round trip; the cap keeps the newest entries.
         redis::pipe()
-            .rpush(&self.log_key, entry)
+            .rpush(&key, entry)
             .ignore()
-            .ltrim(&self.log_key, -(self.log_max_len as isize), -1)
+            .ltrim(&key, -cap, -1)
             .ignore()
             .query_async(conn)
             .await
