@@ -16,6 +16,7 @@ mod rolling;
 #[cfg(test)]
 mod tests;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -184,6 +185,8 @@ pub struct Core {
     started_at: SystemTime,
     sessions_remaining: Option<u32>,
     out: Vec<Command>,
+    /// Timers set with no delay, fired before the step returns.
+    due: VecDeque<Timer>,
 }
 
 impl Core {
@@ -209,6 +212,7 @@ impl Core {
             started_at: now.wall,
             sessions_remaining,
             out: Vec::new(),
+            due: VecDeque::new(),
         }
     }
 
@@ -247,6 +251,9 @@ impl Core {
             } => self.on_exit(now, id, generation, exit),
             Input::Timer(timer) => self.on_timer(now, timer),
             Input::GatewayFetched(result) => self.on_gateway_fetched(result),
+        }
+        while let Some(timer) = self.due.pop_front() {
+            self.on_timer(now, timer);
         }
         std::mem::take(&mut self.out)
     }
@@ -314,8 +321,16 @@ impl Core {
         self.emit(Command::Publish(payload));
     }
 
+    /// Arms `timer`. One of no delay fires within this step, after the
+    /// input that set it: the runner's timers have a millisecond's
+    /// granularity, which a `cluster_start_next_delay` of 0 must not cost.
     fn set_timer(&mut self, timer: Timer, after: Duration) {
-        self.emit(Command::SetTimer { timer, after });
+        if after.is_zero() {
+            self.emit(Command::CancelTimer(timer.clone()));
+            self.due.push_back(timer);
+        } else {
+            self.emit(Command::SetTimer { timer, after });
+        }
     }
 
     fn index(&self, id: ClusterId) -> Result<usize, Refused> {

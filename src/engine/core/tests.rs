@@ -351,6 +351,28 @@ fn the_launch_waits_for_the_transport_then_goes_one_cluster_at_a_time() {
     assert_eq!(sim.spawned().len(), 3);
 }
 
+/// With no start delay, the next cluster starts in the step that handles
+/// `launch_next`: no timer (the runner's have a millisecond's granularity).
+#[test]
+fn with_no_start_delay_the_next_cluster_starts_on_launch_next_itself() {
+    let mut sim = Sim::new(6, "cluster_start_next_delay: 0\n");
+    sim.input(Input::TransportUp);
+    sim.mark();
+    sim.launch_next(0);
+    assert_eq!(sim.spawned(), vec![1]);
+    assert!(
+        !sim.since_mark().iter().any(|c| matches!(
+            c,
+            Command::SetTimer {
+                timer: Timer::StartNext,
+                ..
+            }
+        )),
+        "{:?}",
+        sim.since_mark()
+    );
+}
+
 #[test]
 fn a_cluster_that_never_says_launch_next_is_given_up_on_after_launch_timeout() {
     let mut sim = Sim::new(4, "launch_timeout: 30\ncluster_start_next_delay: 1\n");
