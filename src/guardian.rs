@@ -271,7 +271,13 @@ mod tests {
         // A value that merely starts with the tag is someone else's.
         let mut other = spawn(&format!("{tag}0"));
         let needle = format!("{TAG_VAR}={tag}");
-        let found = tagged_pids(needle.as_bytes());
+        // Until `sleep` has exec'd, its environ is still the test's own.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut found = tagged_pids(needle.as_bytes());
+        while found.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            found = tagged_pids(needle.as_bytes());
+        }
         assert_eq!(found, vec![marked.id()]);
         assert_eq!(kill_tagged(&tag), 1);
         assert!(marked.wait().expect("wait").code().is_none(), "killed");

@@ -3,6 +3,7 @@
 
 pub mod cluster_map;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod discord;
@@ -12,6 +13,7 @@ pub mod guardian;
 pub mod logging;
 pub mod preflight;
 pub mod protocol;
+pub mod socket_file;
 pub mod startup;
 pub mod transport;
 pub mod tui;

@@ -4,9 +4,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use color_eyre::eyre::{Result, WrapErr};
+use color_eyre::eyre::{eyre, Result, WrapErr};
 
-use mewld::engine::Engine;
+use mewld::control::client;
+use mewld::control::server::Control;
+use mewld::control::Hello;
+use mewld::engine::{Engine, Setup};
 use mewld::startup;
 use mewld::{daemon, demo, fake_bot, guardian, logging, transport, tui};
 
@@ -37,6 +40,11 @@ struct Cli {
     )]
     config: PathBuf,
 
+    /// The control socket `mewld attach` reaches the engine on (default:
+    /// `control_socket` in the config, else mewld.ctl beside the config).
+    #[arg(long, global = true, value_name = "PATH")]
+    control_socket: Option<PathBuf>,
+
     /// Where the console writes its own log (the screen is for the console).
     #[arg(long, global = true, default_value = "mewld.log", value_name = "PATH")]
     log_file: PathBuf,
@@ -58,6 +66,10 @@ enum Command {
     /// Try the console with nothing installed: simulated clusters, no
     /// Discord token, no Redis.
     Demo,
+    /// The console, on an engine that runs elsewhere (`mewld --daemon`, or
+    /// another console) through its control socket. `q` detaches and leaves
+    /// every cluster running.
+    Attach,
     /// The protocol-speaking fake bot used by the tests (see src/fake_bot.rs).
     #[command(hide = true)]
     FakeBot {
@@ -106,7 +118,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(run(cli));
-    transport::unix::remove_sockets();
+    mewld::socket_file::remove_all();
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -125,14 +137,15 @@ async fn run(cli: Cli) -> Result<u8> {
             Ok(u8::try_from(code).unwrap_or(1))
         }
         Some(Command::Demo) => run_demo(&cli.log_file).await,
+        Some(Command::Attach) => run_attach(&cli.config, cli.control_socket, &cli.log_file).await,
         // Normally handled in `main`, before any runtime exists.
         Some(Command::Guardian { tag, groups }) => Ok(guardian::run(&tag, &groups)),
-        None if cli.daemon => run_daemon(&cli.config).await,
-        None => run_console(&cli.config, &cli.log_file).await,
+        None if cli.daemon => run_daemon(&cli.config, cli.control_socket).await,
+        None => run_console(&cli.config, cli.control_socket, &cli.log_file).await,
     }
 }
 
-async fn run_console(config: &Path, log_file: &Path) -> Result<u8> {
+async fn run_console(config: &Path, socket: Option<PathBuf>, log_file: &Path) -> Result<u8> {
     let (log, _flush_log) = logging::init_console(log_file);
     // Start-up problems are printed before the screen is taken.
     let prepared = startup::load_config(config)?;
@@ -140,13 +153,11 @@ async fn run_console(config: &Path, log_file: &Path) -> Result<u8> {
         logging::to_stderr(&format!("warning: {w}"));
         tracing::warn!("{w}");
     }
+    let control = Control::bind(&socket.unwrap_or(prepared.config.control_socket.clone()))
+        .map_err(|e| eyre!(e))?;
     logging::to_stderr("mewld: asking Discord for the shard count…");
     let setup = startup::prepare(prepared).await?;
-    let (transport, transport_rx) = transport::start(&setup.config)?;
-    guardian::start();
-    let (engine, handle) = Engine::new(setup, transport);
-    let exit = tui::run(engine, handle, transport_rx, log).await?;
-    Ok(u8::try_from(exit.code()).unwrap_or(1))
+    run_embedded(setup, control, log).await
 }
 
 async fn run_demo(log_file: &Path) -> Result<u8> {
@@ -161,23 +172,53 @@ async fn run_demo(log_file: &Path) -> Result<u8> {
     };
     let (log, _flush_log) = logging::init_console(&log_file);
     let setup = demo::setup(dir.path())?;
-    let (transport, transport_rx) = transport::start(&setup.config)?;
-    guardian::start();
-    let (engine, handle) = Engine::new(setup, transport);
-    let exit = tui::run(engine, handle, transport_rx, log).await?;
-    Ok(u8::try_from(exit.code()).unwrap_or(1))
+    let control = Control::bind(&setup.config.control_socket).map_err(|e| eyre!(e))?;
+    run_embedded(setup, control, log).await
 }
 
-async fn run_daemon(config: &Path) -> Result<u8> {
+/// The console with the engine in this process, attachable on `control`.
+async fn run_embedded(setup: Setup, control: Control, log: logging::ConsoleLog) -> Result<u8> {
+    let (transport, transport_rx) = transport::start(&setup.config)?;
+    guardian::start();
+    let hello = Hello::of_this_process(true, setup.config.path.clone());
+    let (engine, handle) = Engine::new(setup, transport);
+    control.serve(handle.clone(), hello);
+    let face = tui::Face::Embedded {
+        engine: Box::new(engine),
+        transport_rx,
+    };
+    tui::run(face, handle, log).await
+}
+
+async fn run_attach(config: &Path, socket: Option<PathBuf>, log_file: &Path) -> Result<u8> {
+    let (log, _flush_log) = logging::init_console(log_file);
+    let socket = match socket {
+        Some(path) => path,
+        None => startup::load_config(config)?.config.control_socket,
+    };
+    let attached = client::attach(&socket).await.map_err(|e| eyre!(e))?;
+    tracing::info!(socket = %socket.display(), pid = attached.hello.pid, "attached");
+    let face = tui::Face::Attached {
+        socket,
+        status: attached.status,
+    };
+    tui::run(face, attached.handle, log).await
+}
+
+async fn run_daemon(config: &Path, socket: Option<PathBuf>) -> Result<u8> {
     let _flush_log = logging::init_daemon();
     let prepared = startup::load_config(config)?;
     for w in &prepared.warnings {
         tracing::warn!("{w}");
     }
+    let control = Control::bind(&socket.unwrap_or(prepared.config.control_socket.clone()))
+        .map_err(|e| eyre!(e))?;
     let setup = startup::prepare(prepared).await?;
     let (transport, transport_rx) = transport::start(&setup.config)?;
     guardian::start();
+    let hello = Hello::of_this_process(false, setup.config.path.clone());
     let (engine, handle) = Engine::new(setup, transport);
+    control.serve(handle.clone(), hello);
     let exit = daemon::run(engine, handle, transport_rx).await?;
     tracing::info!(code = exit.code(), "every cluster has stopped; exiting");
     Ok(u8::try_from(exit.code()).unwrap_or(1))

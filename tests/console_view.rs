@@ -10,7 +10,7 @@ use mewld::engine::process::{ExitInfo, Stream};
 use mewld::engine::state::{ClusterState, ClusterView, RollingView, Snapshot};
 use mewld::engine::{Event, Operation};
 use mewld::protocol::ShardHealth;
-use mewld::tui::app::{App, Confirmable, Effect, Mode, Msg};
+use mewld::tui::app::{App, Confirmable, Effect, FaceView, Mode, Msg};
 use mewld::tui::view;
 use ratatui::backend::TestBackend;
 use ratatui::style::Modifier;
@@ -268,6 +268,31 @@ fn quitting_asks_first_and_can_stay() {
     assert_eq!(app.mode, Mode::Normal);
     key(&mut app, KeyCode::Char('q'));
     assert_eq!(key(&mut app, KeyCode::Enter), Some(Effect::Quit));
+}
+
+/// An attached console says where its engine is, says so when it is out
+/// of reach, and its quit detaches (the dialog says the clusters stay).
+#[test]
+fn an_attached_console_names_its_socket_and_quit_detaches() {
+    let mut app = app_with(snapshot(&[Running; 6]));
+    app.face = FaceView::Attached {
+        socket: "/srv/bot/mewld.ctl".into(),
+        lost: None,
+    };
+    key(&mut app, KeyCode::Char('q'));
+    let Mode::Confirm { action, target } = &app.mode else {
+        panic!("q asks first, got {:?}", app.mode);
+    };
+    let (title, body) = view::question(&app, *action, target.as_ref());
+    assert_eq!(title, "Detach");
+    assert!(body.contains("Every cluster keeps running"), "{body}");
+    insta::assert_snapshot!(render(&app, 160, 30).backend());
+    assert_eq!(key(&mut app, KeyCode::Char('y')), Some(Effect::Quit));
+    app.update(Msg::Link(Some("the engine closed the connection".into())));
+    insta::assert_snapshot!(
+        "attached_console_engine_gone_at_80x24",
+        render(&app, 80, 24).backend()
+    );
 }
 
 #[test]

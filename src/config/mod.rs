@@ -130,6 +130,9 @@ pub struct Config {
     /// How long the launch waits for a cluster's `launch_next` before it
     /// starts the next one anyway.
     pub launch_timeout: Duration,
+    /// Where the daemon and the console listen for `mewld attach`
+    /// (relative paths are relative to the config file's directory).
+    pub control_socket: PathBuf,
 }
 
 /// What loading a file found wrong, located as precisely as possible.

@@ -46,6 +46,7 @@ pub(super) struct RawConfig {
     pub(super) restart_stable_after: Option<u64>,
     pub(super) rolling_restart_timeout: Option<u64>,
     pub(super) launch_timeout: Option<u64>,
+    pub(super) control_socket: Option<String>,
 }
 
 /// Deepest `[`/`{` nesting accepted. libyaml's time grows with the square

@@ -111,7 +111,14 @@ pub(super) fn resolve(
         restart,
         rolling_restart_timeout,
         launch_timeout,
+        control_socket: control_socket(raw.control_socket, path),
     })
+}
+
+/// `control_socket`, by default `mewld.ctl` beside the config file.
+fn control_socket(value: Option<String>, config: &Path) -> PathBuf {
+    let dir = crate::socket_file::parent(config);
+    dir.join(non_empty(value).unwrap_or_else(|| "mewld.ctl".into()))
 }
 
 /// `action_log_max_len` and `fixed_shard_count` (0 or absent: ask Discord),

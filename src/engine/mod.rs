@@ -32,7 +32,6 @@ use crate::cluster_map::{ClusterId, ClusterSpec};
 use crate::config::Config;
 use crate::transport::{Origin, Peer};
 use process::Stream;
-use runner::Message;
 use state::Snapshot;
 
 /// Something an operator (over Redis, from the console, or a signal) asks.
@@ -90,6 +89,8 @@ pub enum Via {
     /// A client of the Unix socket (the log names its process).
     Unix(Peer),
     Console,
+    /// A console attached over the control socket (the log names its process).
+    Attach(Peer),
     Daemon,
     /// A request the manager published itself: transports give the manager
     /// its own messages back. It publishes none today.
@@ -102,6 +103,7 @@ impl Via {
             Via::Redis => "redis",
             Via::Unix(_) => "unix",
             Via::Console => "console",
+            Via::Attach(_) => "attach",
             Via::Daemon => "daemon",
             Via::Manager => "manager",
         }
@@ -150,12 +152,16 @@ pub enum Event {
 
 /// Why an operation was refused. `Display` is for people (the console's
 /// message line, the action log's `refused`); code matches the variants.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Refused {
     #[error("the manager is shutting down")]
     ShuttingDown,
     #[error("the engine has stopped")]
     EngineStopped,
+    /// Said by an attached console while its engine is out of reach.
+    #[error("not connected to the engine (reconnecting)")]
+    NotConnected,
     #[error("there is no cluster {0}")]
     NoSuchCluster(ClusterId),
     #[error("{0} is already running")]
@@ -179,7 +185,7 @@ pub enum Refused {
 }
 
 /// A cluster as people name it: id and name.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Label {
     pub id: ClusterId,
     pub name: String,
@@ -201,20 +207,47 @@ pub struct Setup {
     pub sessions_remaining: Option<u32>,
 }
 
+/// What a face asks of the engine, with where the answer goes. A console
+/// attached over the control socket sends these to its own end, which
+/// carries them to the daemon's engine.
+pub enum FaceRequest {
+    Op {
+        op: Operation,
+        via: Via,
+        reply: oneshot::Sender<Result<(), Refused>>,
+    },
+    /// The action log as stored, oldest first.
+    History(oneshot::Sender<Result<Vec<Map<String, Value>>, String>>),
+}
+
 /// A face's end of the engine. Cheap to clone.
 #[derive(Clone)]
 pub struct EngineHandle {
     /// Bounded: a face that asks faster than the engine answers waits.
-    requests: mpsc::Sender<Message>,
+    requests: mpsc::Sender<FaceRequest>,
     events: broadcast::Sender<Event>,
     snapshot: watch::Receiver<Arc<Snapshot>>,
 }
 
 impl EngineHandle {
+    /// A handle on an engine elsewhere: `requests` are carried to it,
+    /// `events` and `snapshot` are fed from it (the control socket's client).
+    pub fn remote(
+        requests: mpsc::Sender<FaceRequest>,
+        events: broadcast::Sender<Event>,
+        snapshot: watch::Receiver<Arc<Snapshot>>,
+    ) -> EngineHandle {
+        EngineHandle {
+            requests,
+            events,
+            snapshot,
+        }
+    }
+
     /// Asks for `op` and waits for the engine's verdict.
     pub async fn request(&self, op: Operation, via: Via) -> Result<(), Refused> {
         let (tx, rx) = oneshot::channel();
-        let input = Message::Op { op, via, reply: tx };
+        let input = FaceRequest::Op { op, via, reply: tx };
         if self.requests.send(input).await.is_err() {
             return Err(Refused::EngineStopped);
         }
@@ -224,7 +257,7 @@ impl EngineHandle {
     /// The action log as stored (oldest first), for a face that starts late.
     pub async fn history(&self) -> Result<Vec<Map<String, Value>>, String> {
         let (tx, rx) = oneshot::channel();
-        if self.requests.send(Message::History(tx)).await.is_err() {
+        if self.requests.send(FaceRequest::History(tx)).await.is_err() {
             return Err("the engine has stopped".into());
         }
         rx.await

@@ -15,7 +15,7 @@ use tokio_util::time::{delay_queue, DelayQueue};
 use super::core::{Command, Core, Input, Now, Timer};
 use super::process::{self, ExitInfo, ProcHandle};
 use super::state::Snapshot;
-use super::{actlog, EngineHandle, Event, Exit, Operation, Refused, Setup, Via};
+use super::{actlog, EngineHandle, Event, Exit, FaceRequest, Refused, Setup};
 use crate::cluster_map::ClusterId;
 use crate::config::{Config, Ipc};
 use crate::discord::{self, GatewayBot};
@@ -30,18 +30,12 @@ const REQUEST_QUEUE: usize = 256;
 
 /// What reaches the engine's inbox from faces, processes and tasks.
 pub(super) enum Message {
-    Op {
-        op: Operation,
-        via: Via,
-        reply: oneshot::Sender<Result<(), Refused>>,
-    },
     Exited {
         id: ClusterId,
         generation: u64,
         exit: ExitInfo,
     },
     GatewayFetched(Result<GatewayBot, String>),
-    History(oneshot::Sender<Result<Vec<Map<String, Value>>, String>>),
 }
 
 pub struct Engine {
@@ -49,7 +43,7 @@ pub struct Engine {
     child_env: Vec<(String, String)>,
     transport: Transport,
     /// From faces: bounded, faces wait.
-    requests: mpsc::Receiver<Message>,
+    requests: mpsc::Receiver<FaceRequest>,
     /// From processes and the engine's own tasks. Unbounded by type, bounded
     /// in fact: each process reports one exit, one gateway fetch runs at a
     /// time, and none of them may wait.
@@ -106,7 +100,7 @@ impl Engine {
         self.publish_snapshot();
         loop {
             tokio::select! {
-                Some(message) = self.requests.recv() => self.on_message(message),
+                Some(request) = self.requests.recv() => self.on_request(request),
                 Some(message) = self.internal.recv() => self.on_message(message),
                 Some(event) = transport_rx.recv() => self.on_transport(event),
                 Some(expired) = self.timers.next() => {
@@ -123,9 +117,25 @@ impl Engine {
         }
     }
 
+    fn on_request(&mut self, request: FaceRequest) {
+        match request {
+            FaceRequest::Op { op, via, reply } => self.feed(Input::Op { op, via }, Some(reply)),
+            FaceRequest::History(reply) => {
+                let transport = self.transport.clone();
+                tokio::spawn(async move {
+                    let entries = transport.read_log().await.map(|raw| {
+                        raw.iter()
+                            .filter_map(|s| serde_json::from_str::<Map<String, Value>>(s).ok())
+                            .collect()
+                    });
+                    let _ = reply.send(entries);
+                });
+            }
+        }
+    }
+
     fn on_message(&mut self, message: Message) {
         match message {
-            Message::Op { op, via, reply } => self.feed(Input::Op { op, via }, Some(reply)),
             Message::Exited {
                 id,
                 generation,
@@ -144,17 +154,6 @@ impl Engine {
                 );
             }
             Message::GatewayFetched(result) => self.feed(Input::GatewayFetched(result), None),
-            Message::History(reply) => {
-                let transport = self.transport.clone();
-                tokio::spawn(async move {
-                    let entries = transport.read_log().await.map(|raw| {
-                        raw.iter()
-                            .filter_map(|s| serde_json::from_str::<Map<String, Value>>(s).ok())
-                            .collect()
-                    });
-                    let _ = reply.send(entries);
-                });
-            }
         }
     }
 

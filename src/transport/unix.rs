@@ -20,7 +20,6 @@
 mod lines;
 
 use std::collections::{HashMap, VecDeque};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -34,6 +33,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use self::lines::{Frame, LineReader};
 use super::outbox::{Item, Outbox};
 use super::{Origin, Outbound, Payload, Peer, Transport, TransportEvent, INBOUND_QUEUE};
+use crate::socket_file;
 
 /// Longest line accepted; longer ones are dropped (and logged), not fatal.
 const MAX_LINE: usize = 8 * 1024 * 1024;
@@ -50,18 +50,6 @@ const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// After the first dropped line of a client, at most one log line per this.
 const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// Socket files this process made, removed by [`remove_sockets`] at exit.
-static SOCKETS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
-
-/// Removes the socket files this process listens on; for the end of `main`.
-pub fn remove_sockets() {
-    if let Ok(mut paths) = SOCKETS.lock() {
-        for p in paths.drain(..) {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
 
 enum ClientOut {
     Line(Arc<str>),
@@ -85,57 +73,18 @@ enum HubInput {
     Gone(u64),
 }
 
-/// Binds `path` and starts serving. A stale socket (nobody listening) is
-/// replaced; a live one, or anything that is not a socket, is an error, so
-/// two managers cannot share it and no file is deleted by mistake.
+/// Binds `path` and starts serving (see [`socket_file::claim`]).
 pub fn start(
     path: &Path,
     log_max_len: usize,
 ) -> std::io::Result<(Transport, mpsc::Receiver<TransportEvent>)> {
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "a file that is not a socket is in the way",
-            ));
-        }
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                "another process is listening on it",
-            ));
-        }
-        std::fs::remove_file(path)?;
-    }
-    let listener = bind_owner_only(path)?;
+    let listener = socket_file::claim(path)?;
     let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
     let (transport, outbox) = Transport::channel("unix socket");
     let (hub_tx, hub_rx) = mpsc::channel(INBOUND_QUEUE);
     tokio::spawn(accept(listener, path.to_path_buf(), hub_tx));
-    // The socket file goes when the manager does.
-    let _ = SOCKETS.lock().map(|mut s| s.push(path.to_path_buf()));
     tokio::spawn(hub(hub_rx, outbox, in_tx, log_max_len));
     Ok((transport, in_rx))
-}
-
-/// Binds the socket with mode 0600 whatever the umask: whoever can connect
-/// can stop every cluster. It is bound in a private directory, made
-/// owner-only there, then renamed into place, so it is never reachable
-/// with a wider mode.
-fn bind_owner_only(path: &Path) -> std::io::Result<UnixListener> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let private = tempfile::Builder::new()
-        .prefix(".mewld")
-        .permissions(std::fs::Permissions::from_mode(0o700))
-        .tempdir_in(parent)?;
-    let staged = private.path().join("s");
-    let listener = UnixListener::bind(&staged)?;
-    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
-    std::fs::rename(&staged, path)?;
-    Ok(listener)
 }
 
 /// A run of like failures, logged when it starts and when it ends rather

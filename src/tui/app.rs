@@ -155,6 +155,8 @@ pub enum Msg {
     History(Vec<Map<String, Value>>),
     /// The engine's answer to a request.
     Outcome(Result<String, String>),
+    /// An attached console's link to its engine: up again (`None`), or lost.
+    Link(Option<String>),
     Tick(SystemTime),
 }
 
@@ -185,6 +187,21 @@ pub struct App {
     pub color: bool,
     /// Where the console writes its own log, shown in the help.
     pub log_file: Option<String>,
+    /// Where the engine is, for the header and the quit dialog.
+    pub face: FaceView,
+}
+
+/// Where the console's engine runs, as the header tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FaceView {
+    /// In this process: quitting stops every cluster.
+    Embedded,
+    /// In another process, over the control socket at `socket`: quitting
+    /// detaches. `lost` says why it is out of reach, while it is.
+    Attached {
+        socket: String,
+        lost: Option<String>,
+    },
 }
 
 impl App {
@@ -205,6 +222,7 @@ impl App {
             status: None,
             color,
             log_file: None,
+            face: FaceView::Embedded,
         }
     }
 
@@ -250,6 +268,17 @@ impl App {
                     merged.pop_front();
                 }
                 self.log = merged;
+            }
+            Msg::Link(lost) => {
+                if let FaceView::Attached { lost: was, .. } = &mut self.face {
+                    *was = lost.clone();
+                }
+                match lost {
+                    Some(why) => {
+                        self.say(format!("engine out of reach ({why}); reconnecting…"), true)
+                    }
+                    None => self.say("attached again", false),
+                }
             }
             Msg::Outcome(Ok(text)) => self.say(text, false),
             Msg::Outcome(Err(text)) => self.say(text, true),

@@ -155,7 +155,7 @@ pub const BINDINGS: &[Binding] = &[
         keys: &[(ch('q'), Action::Quit), (Key::Ctrl('c'), Action::Quit)],
         modes: NORMAL,
         hint: hint(1, "quit", ALL_PANES),
-        help: Some("quit (stops every cluster; asks first)"),
+        help: Some("quit: stops every cluster, or detaches if attached (asks)"),
     },
     Binding {
         keys: &[

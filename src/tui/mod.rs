@@ -8,6 +8,7 @@ pub mod app;
 pub mod keys;
 pub mod view;
 
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use crossterm::event::{Event as TermEvent, EventStream};
@@ -15,10 +16,11 @@ use futures_util::StreamExt;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::engine::{Engine, EngineHandle, Event, Exit, Operation, Via};
+use crate::control::client::LinkStatus;
+use crate::engine::{Engine, EngineHandle, Event, Operation, Via};
 use crate::logging::ConsoleLog;
 use crate::transport::TransportEvent;
-use app::{App, Effect, Msg};
+use app::{App, Effect, FaceView, Msg};
 
 /// Redraws are coalesced to at most one per this long.
 const FRAME: Duration = Duration::from_millis(50);
@@ -32,19 +34,39 @@ pub fn color_wanted() -> bool {
     std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-/// Runs the console until the engine has stopped every cluster.
-pub async fn run(
-    engine: Engine,
-    handle: EngineHandle,
-    transport_rx: mpsc::Receiver<TransportEvent>,
-    log: ConsoleLog,
-) -> color_eyre::Result<Exit> {
+/// Where the console's engine runs.
+pub enum Face {
+    /// In this process; the console runs it and quitting stops it.
+    Embedded {
+        engine: Box<Engine>,
+        transport_rx: mpsc::Receiver<TransportEvent>,
+    },
+    /// In another process, reached over its control socket; quitting
+    /// detaches.
+    Attached {
+        socket: PathBuf,
+        status: mpsc::Receiver<LinkStatus>,
+    },
+}
+
+/// Runs the console: embedded, until the engine has stopped every cluster
+/// (returns its exit code); attached, until the operator detaches (0).
+pub async fn run(face: Face, handle: EngineHandle, log: ConsoleLog) -> color_eyre::Result<u8> {
     let mut events = handle.events();
     let mut snapshots = handle.snapshot();
-    let mut engine_task = tokio::spawn(engine.run(transport_rx));
-
     let mut app = App::new(color_wanted(), SystemTime::now());
     app.log_file = Some(log.path.clone());
+    let (mut engine_task, mut link) = match face {
+        Face::Embedded {
+            engine,
+            transport_rx,
+        } => (Some(tokio::spawn((*engine).run(transport_rx))), None),
+        Face::Attached { socket, status } => {
+            let socket = socket.display().to_string();
+            app.face = FaceView::Attached { socket, lost: None };
+            (None, Some(status))
+        }
+    };
     // A log file that cannot be written is said once, in the message line;
     // the screen is the console's, never the log's.
     let mut log_problem_shown = false;
@@ -53,7 +75,7 @@ pub async fn run(
     load_history(&handle, &msg_tx);
 
     // A closed tmux window (SIGHUP) or a service stop (SIGTERM) stops the
-    // clusters cleanly, as quitting does.
+    // clusters cleanly, as quitting does (an attached console just ends).
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
 
@@ -64,19 +86,41 @@ pub async fn run(
     let mut tick = tokio::time::interval(TICK);
     let mut dirty = true;
     let mut quitting = false;
-    let exit = loop {
+    // The engine's end (embedded), or none when an attached console detaches.
+    let ended = loop {
         tokio::select! {
-            result = &mut engine_task => break result,
+            Some(result) = async { Some(engine_task.as_mut()?.await) }, if engine_task.is_some() => {
+                break Some(result);
+            }
+            Some(status) = async { link.as_mut()?.recv().await }, if link.is_some() => {
+                if matches!(status, LinkStatus::Connected(_)) {
+                    load_history(&handle, &msg_tx);
+                }
+                app.update(Msg::Link(match status {
+                    LinkStatus::Connected(_) => None,
+                    LinkStatus::Lost(why) => Some(why),
+                }));
+                dirty = true;
+            }
             Some(Ok(ev)) = keys.next() => {
                 if let TermEvent::Key(key) = ev {
                     if let Some(effect) = app.update(Msg::Key(key)) {
+                        if effect == Effect::Quit && link.is_some() {
+                            break None;
+                        }
                         carry_out(effect, &mut app, &mut quitting, &handle, &msg_tx);
                     }
                 }
                 dirty = true;
             }
-            _ = hangup.recv() => stop_on_signal("SIGHUP", &handle, &msg_tx),
-            _ = terminate.recv() => stop_on_signal("SIGTERM", &handle, &msg_tx),
+            _ = hangup.recv() => {
+                if link.is_some() { break None; }
+                stop_on_signal("SIGHUP", &handle, &msg_tx);
+            }
+            _ = terminate.recv() => {
+                if link.is_some() { break None; }
+                stop_on_signal("SIGTERM", &handle, &msg_tx);
+            }
             Ok(()) = snapshots.changed() => {
                 let snapshot = snapshots.borrow_and_update().clone();
                 app.update(Msg::Snapshot(snapshot));
@@ -109,7 +153,10 @@ pub async fn run(
         }
     };
     ratatui::restore();
-    Ok(exit?)
+    match ended {
+        Some(exit) => Ok(u8::try_from(exit?.code()).unwrap_or(1)),
+        None => Ok(0),
+    }
 }
 
 /// Reads the stored action log in a task of its own; it arrives as a message.

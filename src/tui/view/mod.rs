@@ -8,7 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 use ratatui::Frame;
 
-use super::app::{age, App, Mode, Pane};
+use super::app::{age, App, FaceView, Mode, Pane};
 use crate::engine::state::ClusterState;
 
 mod overlays;
@@ -124,7 +124,36 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
     if let Some(started) = s.started_at {
         spans.push(Span::raw(format!(" · up {}", age(app.now, started))));
     }
+    // Attached, where the engine is comes first: it is what the rest is about.
+    match app.face {
+        FaceView::Embedded => spans.push(face_span(app, narrow)),
+        FaceView::Attached { .. } => spans.insert(1, face_span(app, narrow)),
+    }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// Whether the engine runs in this console or this console is attached to
+/// one (and where).
+fn face_span(app: &App, narrow: bool) -> Span<'static> {
+    match &app.face {
+        FaceView::Embedded if narrow => Span::raw(""),
+        FaceView::Embedded => Span::raw(" · embedded"),
+        FaceView::Attached { lost: Some(_), .. } => Span::styled(
+            " ENGINE GONE, reconnecting ·",
+            style(
+                app,
+                Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+            ),
+        ),
+        FaceView::Attached { .. } if narrow => Span::styled(
+            " attached ·",
+            style(app, Style::default().fg(Color::Magenta)),
+        ),
+        FaceView::Attached { socket, .. } => Span::styled(
+            format!(" attached to {socket} ·"),
+            style(app, Style::default().fg(Color::Magenta)),
+        ),
+    }
 }
 
 /// Whether the transport (Redis or the socket) is up, or when it retries.

@@ -9,7 +9,7 @@ use ratatui::Frame;
 
 use super::{centered, style};
 use crate::engine::Operation;
-use crate::tui::app::{App, Confirmable, Target};
+use crate::tui::app::{App, Confirmable, FaceView, Target};
 use crate::tui::keys::{self, Action, ModeKind};
 
 /// The hints of the rows that apply now, in table order (most needed
@@ -104,13 +104,23 @@ pub fn question(app: &App, action: Confirmable, target: Option<&Target>) -> (Str
         None => (format!("{verb} cluster"), format!("{verb} the cluster?")),
     };
     match action {
-        Confirmable::Quit => (
-            "Quit".into(),
-            format!(
-                "Quitting stops every cluster. Quit? ({} stays)",
-                first_key(ModeKind::Confirm, Action::No)
+        Confirmable::Quit => match app.face {
+            FaceView::Embedded => (
+                "Quit".into(),
+                format!(
+                    "Quitting stops every cluster. Quit? ({} stays)",
+                    first_key(ModeKind::Confirm, Action::No)
+                ),
             ),
-        ),
+            FaceView::Attached { .. } => (
+                "Detach".into(),
+                format!(
+                    "Detach? Every cluster keeps running; {} shuts the engine down. ({} stays)",
+                    first_key(ModeKind::Normal, Action::Shutdown),
+                    first_key(ModeKind::Confirm, Action::No)
+                ),
+            ),
+        },
         Confirmable::Op(Operation::Stop(_)) => named("Stop"),
         Confirmable::Op(Operation::Restart(_)) => named("Restart"),
         Confirmable::Op(Operation::RollingRestart) => {

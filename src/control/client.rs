@@ -1,0 +1,268 @@
+//! `mewld attach`'s end of the control socket: an [`EngineHandle`] on an
+//! engine in another process. The console uses it exactly as it uses an
+//! embedded engine; this module carries requests over, feeds snapshots and
+//! events back, and reconnects when the engine goes away and comes back.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{Map, Value};
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio_util::codec::{FramedRead, LinesCodec};
+
+use super::{line, mismatch, ClientMsg, Hello, ServerMsg, MAX_SERVER_LINE, PROTOCOL};
+use crate::engine::state::Snapshot;
+use crate::engine::{EngineHandle, Event, FaceRequest, Refused};
+
+/// Requests from the console waiting to be sent.
+const REQUESTS: usize = 16;
+/// Events waiting for the console (as the engine's own broadcast).
+const EVENTS: usize = 8192;
+/// Between tries to reach an engine that went away.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// A write the engine does not take in this long means it is wedged.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// News about the link, for the console's header and message line.
+#[derive(Debug, Clone)]
+pub enum LinkStatus {
+    Connected(Hello),
+    Lost(String),
+}
+
+pub struct Attached {
+    pub handle: EngineHandle,
+    pub hello: Hello,
+    pub status: mpsc::Receiver<LinkStatus>,
+}
+
+/// Connects to the engine on `path`: an error says why not (nobody there,
+/// another version). Once attached, the link reconnects by itself.
+pub async fn attach(path: &Path) -> Result<Attached, String> {
+    let session = Session::connect(path).await?;
+    let hello = session.hello.clone();
+    let (requests_tx, requests) = mpsc::channel(REQUESTS);
+    let (events, _) = broadcast::channel(EVENTS);
+    let (snapshot, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
+    let (status, status_rx) = mpsc::channel(REQUESTS);
+    let handle = EngineHandle::remote(requests_tx, events.clone(), snapshot_rx);
+    let link = Link {
+        path: path.to_path_buf(),
+        requests,
+        events,
+        snapshot,
+        status,
+        history: None,
+        history_waiting: Vec::new(),
+    };
+    tokio::spawn(link.run(session));
+    Ok(Attached {
+        handle,
+        hello,
+        status: status_rx,
+    })
+}
+
+type HistoryReply = oneshot::Sender<Result<Vec<Map<String, Value>>, String>>;
+
+/// The console's side of the link, kept across reconnections.
+struct Link {
+    path: PathBuf,
+    requests: mpsc::Receiver<FaceRequest>,
+    events: broadcast::Sender<Event>,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+    status: mpsc::Sender<LinkStatus>,
+    /// The action log as the engine sent it on this connection.
+    history: Option<Vec<Map<String, Value>>>,
+    history_waiting: Vec<HistoryReply>,
+}
+
+impl Link {
+    /// Runs sessions until the console drops its handle.
+    async fn run(mut self, first: Session) {
+        let mut session = Some(first);
+        loop {
+            match session.take() {
+                Some(s) => {
+                    let Some(why) = self.session(s).await else {
+                        return;
+                    };
+                    let _ = self.status.try_send(LinkStatus::Lost(why));
+                }
+                None => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(RETRY_EVERY) => {
+                            if let Ok(s) = Session::connect(&self.path).await {
+                                let _ = self.status.try_send(LinkStatus::Connected(s.hello.clone()));
+                                session = Some(s);
+                            }
+                        }
+                        request = self.requests.recv() => match request {
+                            Some(request) => refuse(request),
+                            None => return,
+                        },
+                    }
+                }
+            }
+        }
+    }
+
+    /// One connection: `None` when the console has gone, else why it ended.
+    async fn session(&mut self, mut s: Session) -> Option<String> {
+        self.history = None;
+        let mut pending: HashMap<u64, oneshot::Sender<Result<(), Refused>>> = HashMap::new();
+        let mut next_id = 0u64;
+        let why = loop {
+            tokio::select! {
+                text = s.lines.next() => {
+                    let msg = match text {
+                        Some(Ok(text)) => serde_json::from_str::<ServerMsg>(&text),
+                        Some(Err(e)) => break format!("the engine's socket failed: {e}"),
+                        None => break "the engine closed the connection".to_string(),
+                    };
+                    match msg {
+                        Ok(msg) => {
+                            if let Some(why) = self.on_server(msg, &mut pending) {
+                                break why;
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "ignored an unknown message from the engine"),
+                    }
+                }
+                request = self.requests.recv() => match request {
+                    Some(FaceRequest::Op { op, reply, .. }) => {
+                        next_id += 1;
+                        pending.insert(next_id, reply);
+                        if let Err(e) = s.send(&ClientMsg::Request { id: next_id, op }).await {
+                            break e;
+                        }
+                    }
+                    Some(FaceRequest::History(reply)) => match &self.history {
+                        Some(entries) => {
+                            let _ = reply.send(Ok(entries.clone()));
+                        }
+                        None => self.history_waiting.push(reply),
+                    },
+                    None => return None,
+                },
+            }
+        };
+        for (_, reply) in pending {
+            let _ = reply.send(Err(Refused::NotConnected));
+        }
+        Some(why)
+    }
+
+    /// Takes in one message; `Some(why)` when the engine refused us.
+    fn on_server(
+        &mut self,
+        msg: ServerMsg,
+        pending: &mut HashMap<u64, oneshot::Sender<Result<(), Refused>>>,
+    ) -> Option<String> {
+        match msg {
+            ServerMsg::Snapshot { snapshot } => {
+                self.snapshot.send_replace(Arc::new(*snapshot));
+            }
+            ServerMsg::History { entries } => {
+                for reply in self.history_waiting.drain(..) {
+                    let _ = reply.send(Ok(entries.clone()));
+                }
+                self.history = Some(entries);
+            }
+            ServerMsg::Event { event } => {
+                let _ = self.events.send(event);
+            }
+            ServerMsg::Lagged { skipped } => {
+                tracing::warn!(skipped, "this console fell behind the engine's events");
+            }
+            ServerMsg::Verdict { id, result } => {
+                if let Some(reply) = pending.remove(&id) {
+                    let _ = reply.send(result);
+                }
+            }
+            ServerMsg::Error { message } => return Some(message),
+            ServerMsg::Hello(_) => {}
+        }
+        None
+    }
+}
+
+/// While the engine is out of reach, requests are refused at once.
+fn refuse(request: FaceRequest) {
+    match request {
+        FaceRequest::Op { reply, .. } => {
+            let _ = reply.send(Err(Refused::NotConnected));
+        }
+        FaceRequest::History(reply) => {
+            let _ = reply.send(Err(Refused::NotConnected.to_string()));
+        }
+    }
+}
+
+/// One connection, past the hellos.
+struct Session {
+    hello: Hello,
+    lines: FramedRead<OwnedReadHalf, LinesCodec>,
+    write: OwnedWriteHalf,
+}
+
+impl Session {
+    async fn connect(path: &Path) -> Result<Session, String> {
+        let stream = UnixStream::connect(path).await.map_err(|e| {
+            let hint = match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    " (is the daemon running? it listens on `control_socket`, by default mewld.ctl beside its config)"
+                }
+                std::io::ErrorKind::ConnectionRefused => {
+                    " (nobody is listening: a socket left by a mewld that is gone)"
+                }
+                _ => "",
+            };
+            format!("cannot reach the engine at {}: {e}{hint}", path.display())
+        })?;
+        let (read, write) = stream.into_split();
+        let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_SERVER_LINE));
+        let first = match tokio::time::timeout(HELLO_TIMEOUT, lines.next()).await {
+            Ok(Some(Ok(text))) => serde_json::from_str::<ServerMsg>(&text).ok(),
+            _ => None,
+        };
+        let hello = match first {
+            Some(ServerMsg::Hello(hello)) => hello,
+            Some(ServerMsg::Error { message }) => return Err(message),
+            _ => {
+                return Err(format!(
+                    "{} did not answer as a mewld control socket",
+                    path.display()
+                ))
+            }
+        };
+        let mut session = Session {
+            hello,
+            lines,
+            write,
+        };
+        session
+            .send(&ClientMsg::Hello { protocol: PROTOCOL })
+            .await?;
+        if session.hello.protocol != PROTOCOL {
+            return Err(mismatch(session.hello.protocol, PROTOCOL));
+        }
+        Ok(session)
+    }
+
+    async fn send(&mut self, msg: &ClientMsg) -> Result<(), String> {
+        let text = line(msg);
+        match tokio::time::timeout(WRITE_TIMEOUT, self.write.write_all(text.as_bytes())).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("the engine's socket failed: {e}")),
+            Err(_) => Err("the engine took no request for 10 s".into()),
+        }
+    }
+}

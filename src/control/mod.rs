@@ -1,0 +1,109 @@
+//! The control socket (docs/protocol.md §8): how `mewld attach` reaches an
+//! engine that runs elsewhere (the daemon, or another console).
+//!
+//! One JSON object per line each way. The server speaks first with a
+//! `hello` stating the protocol version; the client answers with its own.
+//! Then the server sends the engine's snapshot, the stored action log, and
+//! from then on every new snapshot and engine event; the client sends
+//! operations and gets a verdict for each. Everything on the wire is the
+//! engine's own serde data: a console attached sees what an embedded one
+//! sees.
+
+pub mod client;
+pub mod server;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::engine::state::Snapshot;
+use crate::engine::{Event, Operation, Refused};
+
+/// The version of these messages. A peer with another one is refused with
+/// a message saying both, never shown garbage.
+pub const PROTOCOL: u32 = 1;
+
+/// Longest line a client accepts: a snapshot of 10^5 clusters fits.
+pub const MAX_SERVER_LINE: usize = 64 * 1024 * 1024;
+/// Longest line the server accepts: requests are small.
+pub const MAX_CLIENT_LINE: usize = 64 * 1024;
+
+/// Who answered: shown in the attached console's header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: u32,
+    /// mewld's version.
+    pub version: String,
+    pub pid: u32,
+    /// The engine runs inside a console (quitting that console stops it).
+    pub embedded: bool,
+    pub config: PathBuf,
+}
+
+impl Hello {
+    pub fn of_this_process(embedded: bool, config: PathBuf) -> Hello {
+        Hello {
+            protocol: PROTOCOL,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            embedded,
+            config,
+        }
+    }
+}
+
+/// Server to client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMsg {
+    Hello(Hello),
+    /// The connection is refused (a version mismatch); it closes after this.
+    Error {
+        message: String,
+    },
+    Snapshot {
+        snapshot: Box<Snapshot>,
+    },
+    /// The action log as stored, oldest first: once, before live entries.
+    History {
+        entries: Vec<Map<String, Value>>,
+    },
+    Event {
+        event: Event,
+    },
+    /// This client fell behind and missed `skipped` events.
+    Lagged {
+        skipped: u64,
+    },
+    Verdict {
+        id: u64,
+        result: Result<(), Refused>,
+    },
+}
+
+/// Client to server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMsg {
+    Hello { protocol: u32 },
+    Request { id: u64, op: Operation },
+}
+
+/// Why two ends cannot talk, said the same way on both.
+pub fn mismatch(server: u32, client: u32) -> String {
+    format!(
+        "control protocol mismatch: the engine speaks version {server}, this mewld version {client}; run the same mewld version on both ends"
+    )
+}
+
+/// One message as a line.
+fn line<T: Serialize>(msg: &T) -> String {
+    let mut text = serde_json::to_string(msg).unwrap_or_else(|e| {
+        // Our own types always serialize; say so loudly if one ever does not.
+        tracing::error!(error = %e, "a control message did not serialize");
+        String::from("{}")
+    });
+    text.push('\n');
+    text
+}

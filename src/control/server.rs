@@ -1,0 +1,226 @@
+//! The engine's end of the control socket: every client gets the snapshot,
+//! the stored action log, then live snapshots and events, and may ask for
+//! operations (logged `via: attach` with its pid and uid).
+//!
+//! What a client can make the server hold is bounded: clients
+//! ([`MAX_CLIENTS`]), a request line ([`super::MAX_CLIENT_LINE`]), requests
+//! in flight (one per client: the next is read once the verdict is out),
+//! and what waits for a slow reader (snapshots are coalesced, events wait
+//! in the engine's bounded broadcast and are skipped past with a `lagged`
+//! notice; a client that takes no line for [`WRITE_TIMEOUT`] is dropped).
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio_util::codec::{FramedRead, LinesCodec};
+
+use super::{line, mismatch, ClientMsg, Hello, ServerMsg, MAX_CLIENT_LINE, PROTOCOL};
+use crate::engine::{EngineHandle, Event, Via};
+use crate::socket_file;
+use crate::transport::Peer;
+
+/// Consoles attached at once; more are told so and closed.
+const MAX_CLIENTS: usize = 64;
+/// A client that takes no line for this long is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client has to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// History entries remembered to drop their live copies (an entry written
+/// while the history was read arrives both ways).
+const DEDUP_TAIL: usize = 1000;
+
+/// The control socket, claimed before anything starts, so a second
+/// manager on the same config refuses to start instead of fighting the
+/// first over the clusters.
+pub struct Control {
+    listener: UnixListener,
+}
+
+impl Control {
+    /// Claims `path`, refusing a world-writable directory or a live socket
+    /// of another manager.
+    pub fn bind(path: &Path) -> Result<Control, String> {
+        socket_file::check_private_dir(path).map_err(|e| format!("control socket: {e}"))?;
+        let listener = socket_file::claim(path).map_err(|e| {
+            let who = if e.kind() == std::io::ErrorKind::AddrInUse {
+                " (another mewld runs with this config; `mewld attach` reaches it)"
+            } else {
+                ""
+            };
+            format!("control socket {}: {e}{who}", path.display())
+        })?;
+        Ok(Control { listener })
+    }
+
+    /// Serves `handle` to every client until the process ends.
+    pub fn serve(self, handle: EngineHandle, hello: Hello) {
+        tokio::spawn(accept(self.listener, handle, Arc::new(hello)));
+    }
+}
+
+async fn accept(listener: UnixListener, handle: EngineHandle, hello: Arc<Hello>) {
+    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors: the listener stays readable.
+                tracing::warn!(error = %e, "cannot accept a control client; retrying in 1s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let peer = match stream.peer_cred() {
+            Ok(cred) => Peer {
+                pid: cred.pid(),
+                uid: cred.uid(),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "closed a control client whose credentials are unknown");
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max = MAX_CLIENTS, "too many attached consoles; closed one");
+            let (_, mut write) = stream.into_split();
+            let message = format!("too many consoles attached (at most {MAX_CLIENTS})");
+            let _ = write
+                .write_all(line(&ServerMsg::Error { message }).as_bytes())
+                .await;
+            continue;
+        };
+        let (handle, hello) = (handle.clone(), hello.clone());
+        tokio::spawn(async move {
+            tracing::info!(%peer, "a console attached");
+            match serve_client(stream, peer, handle, &hello).await {
+                Ok(()) => tracing::info!(%peer, "a console detached"),
+                Err(why) => tracing::info!(%peer, %why, "a console was disconnected"),
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// One client, from hello to hang-up.
+async fn serve_client(
+    stream: UnixStream,
+    peer: Peer,
+    handle: EngineHandle,
+    hello: &Hello,
+) -> Result<(), String> {
+    let (read, mut write) = stream.into_split();
+    let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_CLIENT_LINE));
+    send(&mut write, &ServerMsg::Hello(hello.clone())).await?;
+    let theirs = match tokio::time::timeout(HELLO_TIMEOUT, lines.next()).await {
+        Ok(Some(Ok(text))) => match serde_json::from_str::<ClientMsg>(&text) {
+            Ok(ClientMsg::Hello { protocol }) => protocol,
+            _ => return Err("the first line was not a hello".into()),
+        },
+        _ => return Err("no hello".into()),
+    };
+    if theirs != PROTOCOL {
+        let message = mismatch(PROTOCOL, theirs);
+        send(&mut write, &ServerMsg::Error { message }).await?;
+        return Err(format!("protocol {theirs}"));
+    }
+    // Subscribed before the history is read, so nothing falls in between.
+    let mut events = handle.events();
+    let mut snapshots = handle.snapshot();
+    let snapshot = Box::new(snapshots.borrow_and_update().as_ref().clone());
+    send(&mut write, &ServerMsg::Snapshot { snapshot }).await?;
+    let entries = handle.history().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "could not read the action log for an attached console");
+        Vec::new()
+    });
+    let mut seen: HashSet<String> = entries
+        .iter()
+        .rev()
+        .take(DEDUP_TAIL)
+        .map(|e| Value::Object(e.clone()).to_string())
+        .collect();
+    send(&mut write, &ServerMsg::History { entries }).await?;
+
+    // Requests are read and carried out one at a time, in a task of their
+    // own, so a slow verdict never holds up the stream to this client.
+    let (verdicts_tx, mut verdicts) = mpsc::channel::<ServerMsg>(1);
+    let requests = tokio::spawn(read_requests(lines, peer, handle, verdicts_tx));
+    let outcome = loop {
+        let msg = tokio::select! {
+            changed = snapshots.changed() => match changed {
+                Ok(()) => {
+                    let snapshot = Box::new(snapshots.borrow_and_update().as_ref().clone());
+                    ServerMsg::Snapshot { snapshot }
+                }
+                Err(_) => break Ok(()),
+            },
+            event = events.recv() => match event {
+                Ok(Event::ActionLog(entry)) if !seen.is_empty()
+                    && seen.remove(&Value::Object(entry.clone()).to_string()) => continue,
+                Ok(event) => ServerMsg::Event { event },
+                Err(broadcast::error::RecvError::Lagged(skipped)) => ServerMsg::Lagged { skipped },
+                Err(broadcast::error::RecvError::Closed) => break Ok(()),
+            },
+            verdict = verdicts.recv() => match verdict {
+                Some(msg) => msg,
+                // The client hung up (or sent something unreadable).
+                None => break Ok(()),
+            },
+        };
+        if let Err(e) = send(&mut write, &msg).await {
+            break Err(e);
+        }
+    };
+    requests.abort();
+    outcome
+}
+
+/// Reads requests until the client hangs up; each verdict goes out through
+/// `verdicts` before the next request is read.
+async fn read_requests(
+    mut lines: FramedRead<tokio::net::unix::OwnedReadHalf, LinesCodec>,
+    peer: Peer,
+    handle: EngineHandle,
+    verdicts: mpsc::Sender<ServerMsg>,
+) {
+    while let Some(text) = lines.next().await {
+        let text = match text {
+            Ok(text) => text,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "an unreadable line from an attached console; disconnecting it");
+                return;
+            }
+        };
+        match serde_json::from_str::<ClientMsg>(&text) {
+            Ok(ClientMsg::Request { id, op }) => {
+                let result = handle.request(op, Via::Attach(peer)).await;
+                if verdicts
+                    .send(ServerMsg::Verdict { id, result })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Ok(ClientMsg::Hello { .. }) => {}
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "ignored an unknown message from an attached console");
+            }
+        }
+    }
+}
+
+async fn send(write: &mut OwnedWriteHalf, msg: &ServerMsg) -> Result<(), String> {
+    match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(line(msg).as_bytes())).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("took no line for {WRITE_TIMEOUT:?}")),
+    }
+}
