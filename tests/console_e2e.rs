@@ -5,93 +5,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use common::tmux::Tmux;
 use common::*;
-
-/// A tmux server of the test's own, killed on drop.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn start(name: &str, script: &Path, width: u16, height: u16) -> Tmux {
-        let socket = format!("mewld-test-{name}-{}", std::process::id());
-        let status = Command::new("tmux")
-            .args([
-                "-L",
-                &socket,
-                "new-session",
-                "-d",
-                "-s",
-                "t",
-                "-x",
-                &width.to_string(),
-                "-y",
-                &height.to_string(),
-            ])
-            .arg(script)
-            .status()
-            .unwrap_or_else(|e| {
-                panic!("cannot run tmux ({e}); install it with `apt-get install tmux`")
-            });
-        assert!(status.success(), "tmux new-session failed");
-        Tmux { socket }
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        for k in keys {
-            let status = Command::new("tmux")
-                .args(["-L", &self.socket, "send-keys", "-t", "t", k])
-                .status()
-                .expect("tmux send-keys");
-            assert!(status.success());
-        }
-    }
-
-    fn screen(&self) -> String {
-        let out = Command::new("tmux")
-            .args(["-L", &self.socket, "capture-pane", "-p", "-t", "t"])
-            .output()
-            .expect("tmux capture-pane");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn wait_screen(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        wait_for(what, DEADLINE, || {
-            let s = self.screen();
-            pred(&s).then_some(s)
-        })
-    }
-
-    /// Waits for the program in the session to end and returns the exit
-    /// status its script recorded in `status_file`.
-    fn wait_exit_status(&self, status_file: &Path) -> String {
-        wait_for("the console to exit", DEADLINE, || {
-            (!self.session_alive()).then_some(())
-        });
-        std::fs::read_to_string(status_file)
-            .expect("exit status")
-            .trim()
-            .to_string()
-    }
-
-    fn session_alive(&self) -> bool {
-        Command::new("tmux")
-            .args(["-L", &self.socket, "has-session", "-t", "t"])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
-            .output();
-    }
-}
 
 /// A script that runs the console with the fake bots' settings and records
 /// its exit status (tmux does not keep it).

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)] // Each test file uses its own part of the harness.
 
+pub mod tmux;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::os::unix::net::UnixStream;

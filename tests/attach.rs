@@ -1,0 +1,230 @@
+//! `mewld attach` and the control socket, with real parts: a daemon on a
+//! real redis-server with fake-bot clusters, the attached console in tmux,
+//! and the socket itself (permissions, a second daemon, other versions).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::tmux::Tmux;
+use common::*;
+use serde_json::{json, Value};
+
+/// A private directory for the socket, and the config line that puts it there.
+fn socket_dir() -> (tempfile::TempDir, PathBuf, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("mewld.ctl");
+    let line = format!("control_socket: '{}'\n", socket.display());
+    (dir, socket, line)
+}
+
+/// A script that runs `mewld attach <args>` and records its exit status.
+fn attach_script(dir: &Path, args: &str) -> (PathBuf, PathBuf) {
+    let script = dir.join("attach.sh");
+    let status = dir.join("attach-status");
+    write_executable(
+        &script,
+        &format!(
+            "#!/bin/sh\nexport TERM=xterm-256color\ncd '{}'\n'{MEWLD}' attach {args} --log-file '{}'\necho $? > '{}'\n",
+            dir.display(),
+            dir.join("attach.log").display(),
+            status.display()
+        ),
+    );
+    (script, status)
+}
+
+fn statuses(f: &Fixture) -> Value {
+    ask(&f.redis, &f.listener, &f.ch, "statuses", json!({}))
+}
+
+#[test]
+fn an_attached_console_operates_the_daemon_detaches_and_reconnects() {
+    let f = Fixture::new("attach", vec![Answer::gateway(6, 900, 0)]);
+    let (dir, socket, line) = socket_dir();
+    let config = f.config(&format!("names: [Pika, Eevee, Bulbasaur]\n{line}"));
+    let mut daemon = Manager::start(&config, &f.redis, &f.bot);
+    daemon.wait_launched(&f.listener);
+    let mode = std::fs::metadata(&socket)
+        .expect("the control socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "owner-only: {mode:o}");
+
+    let (script, status) = attach_script(
+        dir.path(),
+        &format!("--config '{}'", daemon.config_path.display()),
+    );
+    let tmux = Tmux::start("attach", &script, 160, 40);
+    tmux.wait_screen("the attached console with every cluster", |s| {
+        s.contains(&format!("attached to {}", socket.display())) && s.contains("3/3 running")
+    });
+    // The history came first: entries from before the attach are shown.
+    tmux.wait_screen("the action log's history", |s| {
+        s.contains("all_clusters_launched")
+    });
+
+    // Stop cluster 1 from the attached console: the daemon does it.
+    let first = f.bot.pids()[1];
+    tmux.keys(&["j", "x"]);
+    tmux.wait_screen("the stop dialog", |s| s.contains("Stop cluster 1 (Eevee)?"));
+    tmux.keys(&["y"]);
+    wait_for("cluster 1's process to end", DEADLINE, || {
+        (!alive(first)).then_some(())
+    });
+    wait_for("statuses to show cluster 1 stopped", DEADLINE, || {
+        (statuses(&f)["output"]["1"]["active"] == false).then_some(())
+    });
+    let stop = f
+        .redis
+        .action_log(&f.ch)
+        .into_iter()
+        .find(|e| e["event"] == "operator_action" && e["action"] == "stop")
+        .expect("the stop in the action log");
+    assert_eq!(stop["via"], "attach", "{stop}");
+    assert!(stop["peer_pid"].as_u64().is_some(), "{stop}");
+    tmux.wait_screen("cluster 1 shown stopped", |s| {
+        s.lines()
+            .any(|l| l.contains("Eevee") && l.contains("stopped"))
+    });
+
+    // Detach: the dialog says so, the console exits 0, the clusters stay.
+    let running: Vec<u32> = f.bot.pids().into_iter().filter(|p| alive(*p)).collect();
+    assert_eq!(running.len(), 2);
+    tmux.keys(&["q"]);
+    tmux.wait_screen("the detach dialog", |s| {
+        s.contains("Every cluster keeps running")
+    });
+    tmux.keys(&["y"]);
+    assert_eq!(tmux.wait_exit_status(&status), "0");
+    assert!(
+        running.iter().all(|p| alive(*p)),
+        "detaching stopped a cluster"
+    );
+    assert_eq!(statuses(&f)["output"]["0"]["active"], true);
+
+    // Attach again; then the daemon dies and a new one takes its place: the
+    // console says the engine is gone, then shows the new one.
+    let tmux = Tmux::start("reattach", &script, 160, 40);
+    tmux.wait_screen("attached again", |s| s.contains("attached to"));
+    daemon.signal(nix::sys::signal::Signal::SIGKILL);
+    daemon.wait_exit();
+    tmux.wait_screen("the engine shown gone", |s| s.contains("ENGINE GONE"));
+    let mut second = Manager::start(&config, &f.redis, &f.bot);
+    second.wait_launched(&f.listener);
+    tmux.wait_screen("the new engine, attached", |s| {
+        !s.contains("ENGINE GONE") && s.contains("attached again") && s.contains("3/3 running")
+    });
+    tmux.keys(&["q", "y"]);
+    assert_eq!(tmux.wait_exit_status(&status), "0");
+}
+
+#[test]
+fn a_second_daemon_on_the_same_config_refuses_to_start() {
+    let f = Fixture::new("second", vec![Answer::gateway(2, 900, 0)]);
+    let (_dir, socket, line) = socket_dir();
+    let config = f.config(&line);
+    let mut first = Manager::start(&config, &f.redis, &f.bot);
+    first.wait_launched(&f.listener);
+    let mut second = Manager::start(&config, &f.redis, &f.bot);
+    assert_eq!(second.wait_exit(), Some(2));
+    let said = second.stderr().join("\n");
+    assert!(
+        said.contains(&socket.display().to_string())
+            && said.contains("another mewld runs with this config"),
+        "{said}"
+    );
+    // The first is untouched: still answering, its one cluster started once.
+    assert_eq!(statuses(&f)["output"]["0"]["active"], true);
+    assert_eq!(f.bot.records().len(), 1);
+    assert!(std::fs::metadata(&socket).is_ok_and(|m| m.file_type().is_socket()));
+}
+
+#[test]
+fn a_control_socket_in_a_world_writable_directory_is_refused() {
+    let f = Fixture::new("worldwritable", vec![Answer::gateway(2, 900, 0)]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let socket = dir.path().join("mewld.ctl");
+    let config = f.config(&format!("control_socket: '{}'\n", socket.display()));
+    let mut manager = Manager::start(&config, &f.redis, &f.bot);
+    assert_eq!(manager.wait_exit(), Some(2));
+    let said = manager.stderr().join("\n");
+    assert!(said.contains("writable by every user"), "{said}");
+    assert!(f.bot.records().is_empty(), "no cluster started");
+}
+
+/// A daemon of another protocol version: `mewld attach` says so and exits,
+/// instead of drawing what it cannot read.
+#[test]
+fn attach_to_another_protocol_version_is_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("other.ctl");
+    let listener = UnixListener::bind(&socket).expect("bind");
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let hello = json!({"type": "hello", "protocol": 99, "version": "9.0.0", "pid": 1, "embedded": false, "config": "/x"});
+            let _ = writeln!(stream, "{hello}");
+            let mut line = String::new();
+            let _ = BufReader::new(&stream).read_line(&mut line);
+        }
+    });
+    let out = Command::new(MEWLD)
+        .args(["attach", "--control-socket"])
+        .arg(&socket)
+        .arg("--log-file")
+        .arg(dir.path().join("attach.log"))
+        .output()
+        .expect("run mewld attach");
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("control protocol mismatch") && said.contains("99"),
+        "{said}"
+    );
+
+    // And nobody there at all.
+    let gone = dir.path().join("gone.ctl");
+    let out = Command::new(MEWLD)
+        .args(["attach", "--control-socket"])
+        .arg(&gone)
+        .arg("--log-file")
+        .arg(dir.path().join("attach.log"))
+        .output()
+        .expect("run mewld attach");
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("is the daemon running?"), "{said}");
+}
+
+/// A client of another protocol version gets an error line from the daemon,
+/// and the daemon carries on.
+#[test]
+fn the_daemon_refuses_a_client_of_another_version() {
+    let f = Fixture::new("oldclient", vec![Answer::gateway(2, 900, 0)]);
+    let (_dir, socket, line) = socket_dir();
+    let mut daemon = Manager::start(&f.config(&line), &f.redis, &f.bot);
+    daemon.wait_launched(&f.listener);
+    let stream = UnixStream::connect(&socket).expect("connect");
+    let mut lines = BufReader::new(stream.try_clone().expect("clone")).lines();
+    let hello: Value =
+        serde_json::from_str(&lines.next().expect("hello").expect("read")).expect("json");
+    assert_eq!(hello["type"], "hello");
+    assert_eq!(hello["protocol"], 1);
+    assert_eq!(hello["embedded"], false);
+    writeln!(&stream, "{}", json!({"type": "hello", "protocol": 99})).expect("write");
+    let error: Value =
+        serde_json::from_str(&lines.next().expect("error").expect("read")).expect("json");
+    assert_eq!(error["type"], "error");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("mismatch")),
+        "{error}"
+    );
+    assert_eq!(statuses(&f)["output"]["0"]["active"], true);
+}
