@@ -50,6 +50,9 @@ async fn report(path: &Path, out: &mut String) -> Vec<String> {
     }
     settings(&config, env.vars.len(), out);
     problems.extend(preflight::check_files(&config, &env.vars));
+    if let Err(e) = mewld::socket_file::check_private_dir(&config.control_socket) {
+        problems.push(format!("control socket: {e}"));
+    }
 
     let shard_count = match shard_count(&config, out).await {
         Ok(Some(n)) => n,
@@ -109,6 +112,7 @@ fn settings(config: &Config, env_vars: usize, out: &mut String) {
         Ipc::Redis { url } => line(out, "redis", &redacted_url(url)),
         Ipc::Unix { path } => line(out, "unix socket", &path.display()),
     }
+    line(out, "control socket", &config.control_socket.display());
     line(out, "redis_channel", &config.channel);
     line(out, "action log key", &config.action_log_key());
     line(out, "per_cluster", &config.per_cluster);
