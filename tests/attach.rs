@@ -188,17 +188,22 @@ fn attach_to_another_protocol_version_is_a_clear_error() {
     );
 
     // And nobody there at all.
-    let gone = dir.path().join("gone.ctl");
+    let said = attach_fails(&dir.path().join("gone.ctl"), dir.path());
+    assert!(said.contains("is the daemon running?"), "{said}");
+}
+
+/// Runs `mewld attach` on `socket`, which must fail to start (exit 2);
+/// returns what it said.
+fn attach_fails(socket: &Path, dir: &Path) -> String {
     let out = Command::new(MEWLD)
         .args(["attach", "--control-socket"])
-        .arg(&gone)
+        .arg(socket)
         .arg("--log-file")
-        .arg(dir.path().join("attach.log"))
+        .arg(dir.join("attach.log"))
         .output()
         .expect("run mewld attach");
     assert_eq!(out.status.code(), Some(2));
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(said.contains("is the daemon running?"), "{said}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// A client of another protocol version gets an error line from the daemon,

@@ -78,11 +78,8 @@ async fn accept(listener: UnixListener, handle: EngineHandle, hello: Arc<Hello>)
                 continue;
             }
         };
-        let peer = match stream.peer_cred() {
-            Ok(cred) => Peer {
-                pid: cred.pid(),
-                uid: cred.uid(),
-            },
+        let peer = match Peer::of(&stream) {
+            Ok(peer) => peer,
             Err(e) => {
                 tracing::warn!(error = %e, "closed a control client whose credentials are unknown");
                 continue;

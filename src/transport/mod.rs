@@ -160,6 +160,17 @@ pub struct Peer {
     pub uid: u32,
 }
 
+impl Peer {
+    /// The process at the other end of `stream`.
+    pub fn of(stream: &tokio::net::UnixStream) -> std::io::Result<Peer> {
+        let cred = stream.peer_cred()?;
+        Ok(Peer {
+            pid: cred.pid(),
+            uid: cred.uid(),
+        })
+    }
+}
+
 impl std::fmt::Display for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.pid {

@@ -147,11 +147,8 @@ async fn accept(listener: UnixListener, path: PathBuf, hub: mpsc::Sender<HubInpu
         if let Some((refused, over)) = refusing.end() {
             tracing::info!(refused, over = ?over, "admitting socket clients again");
         }
-        let peer = match stream.peer_cred() {
-            Ok(cred) => Peer {
-                pid: cred.pid(),
-                uid: cred.uid(),
-            },
+        let peer = match Peer::of(&stream) {
+            Ok(peer) => peer,
             Err(e) => {
                 tracing::warn!(error = %e, "closed a socket client whose credentials are unknown");
                 continue;
