@@ -63,9 +63,13 @@ fn an_attached_console_operates_the_daemon_detaches_and_reconnects() {
     tmux.wait_screen("the attached console with every cluster", |s| {
         s.contains(&format!("attached to {}", socket.display())) && s.contains("3/3 running")
     });
-    // The history came first: entries from before the attach are shown.
+    // What happened before the attach is there: the action log's history,
+    // and the selected cluster's output.
     tmux.wait_screen("the action log's history", |s| {
         s.contains("all_clusters_launched")
+    });
+    tmux.wait_screen("cluster 0's output from before the attach", |s| {
+        s.contains("fake bot: cluster 0 launched")
     });
 
     // Stop cluster 1 from the attached console: the daemon does it.

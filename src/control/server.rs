@@ -1,6 +1,7 @@
 //! The engine's end of the control socket: every client gets the snapshot,
-//! the stored action log, then live snapshots and events, and may ask for
-//! operations (logged `via: attach` with its pid and uid).
+//! the stored action log, each cluster's latest output lines, then live
+//! snapshots and events, and may ask for operations (logged `via: attach`
+//! with its pid and uid).
 //!
 //! What a client can make the server hold is bounded: clients
 //! ([`MAX_CLIENTS`]), a request line ([`super::MAX_CLIENT_LINE`]), requests
@@ -9,9 +10,9 @@
 //! in the engine's bounded broadcast and are skipped past with a `lagged`
 //! notice; a client that takes no line for [`WRITE_TIMEOUT`] is dropped).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -23,6 +24,7 @@ use tokio::sync::{broadcast, mpsc, Semaphore};
 use tokio_util::codec::{FramedRead, LinesCodec};
 
 use super::{line, mismatch, ClientMsg, Hello, ServerMsg, MAX_CLIENT_LINE, PROTOCOL};
+use crate::cluster_map::ClusterId;
 use crate::engine::{EngineHandle, Event, Via};
 use crate::socket_file;
 use crate::transport::Peer;
@@ -36,6 +38,12 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// History entries remembered to drop their live copies (an entry written
 /// while the history was read arrives both ways).
 const DEDUP_TAIL: usize = 1000;
+/// Output lines kept per cluster for consoles that attach later (an
+/// embedded console has every line from the start); older ones are dropped.
+const BACKLOG_LINES: usize = 200;
+
+/// The latest output lines of each cluster.
+type Backlog = Arc<Mutex<HashMap<ClusterId, VecDeque<Event>>>>;
 
 /// The control socket, claimed before anything starts, so a second
 /// manager on the same config refuses to start instead of fighting the
@@ -62,11 +70,39 @@ impl Control {
 
     /// Serves `handle` to every client until the process ends.
     pub fn serve(self, handle: EngineHandle, hello: Hello) {
-        tokio::spawn(accept(self.listener, handle, Arc::new(hello)));
+        let backlog = Backlog::default();
+        tokio::spawn(keep_backlog(handle.events(), backlog.clone()));
+        tokio::spawn(accept(self.listener, handle, Arc::new(hello), backlog));
     }
 }
 
-async fn accept(listener: UnixListener, handle: EngineHandle, hello: Arc<Hello>) {
+/// Keeps the last [`BACKLOG_LINES`] output lines of every cluster.
+async fn keep_backlog(mut events: broadcast::Receiver<Event>, backlog: Backlog) {
+    loop {
+        match events.recv().await {
+            Ok(event @ Event::Output { id, .. }) => {
+                let Ok(mut lines) = backlog.lock() else {
+                    return;
+                };
+                let lines = lines.entry(id).or_default();
+                if lines.len() == BACKLOG_LINES {
+                    lines.pop_front();
+                }
+                lines.push_back(event);
+            }
+            Ok(Event::ActionLog(_)) => {}
+            Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                tracing::warn!(
+                    skipped,
+                    "output came faster than the attach backlog kept it"
+                );
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+async fn accept(listener: UnixListener, handle: EngineHandle, hello: Arc<Hello>, backlog: Backlog) {
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
     loop {
         let stream = match listener.accept().await {
@@ -94,10 +130,10 @@ async fn accept(listener: UnixListener, handle: EngineHandle, hello: Arc<Hello>)
                 .await;
             continue;
         };
-        let (handle, hello) = (handle.clone(), hello.clone());
+        let (handle, hello, backlog) = (handle.clone(), hello.clone(), backlog.clone());
         tokio::spawn(async move {
             tracing::info!(%peer, "a console attached");
-            match serve_client(stream, peer, handle, &hello).await {
+            match serve_client(stream, peer, handle, &hello, &backlog).await {
                 Ok(()) => tracing::info!(%peer, "a console detached"),
                 Err(why) => tracing::info!(%peer, %why, "a console was disconnected"),
             }
@@ -112,6 +148,7 @@ async fn serve_client(
     peer: Peer,
     handle: EngineHandle,
     hello: &Hello,
+    backlog: &Backlog,
 ) -> Result<(), String> {
     let (read, mut write) = stream.into_split();
     let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_CLIENT_LINE));
@@ -128,8 +165,12 @@ async fn serve_client(
         send(&mut write, &ServerMsg::Error { message }).await?;
         return Err(format!("protocol {theirs}"));
     }
-    // Subscribed before the history is read, so nothing falls in between.
-    let mut events = handle.events();
+    // Subscribed before the history is read, and with the output backlog
+    // held still, so nothing falls in between.
+    let (mut events, output) = match backlog.lock() {
+        Ok(lines) => (handle.events(), lines.values().flatten().cloned().collect()),
+        Err(_) => (handle.events(), Vec::new()),
+    };
     let mut snapshots = handle.snapshot();
     let snapshot = Box::new(snapshots.borrow_and_update().as_ref().clone());
     send(&mut write, &ServerMsg::Snapshot { snapshot }).await?;
@@ -144,6 +185,9 @@ async fn serve_client(
         .map(|e| Value::Object(e.clone()).to_string())
         .collect();
     send(&mut write, &ServerMsg::History { entries }).await?;
+    for event in output {
+        send(&mut write, &ServerMsg::Event { event }).await?;
+    }
 
     // Requests are read and carried out one at a time, in a task of their
     // own, so a slow verdict never holds up the stream to this client.
