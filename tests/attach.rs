@@ -237,3 +237,82 @@ fn the_daemon_refuses_a_client_of_another_version() {
     );
     assert_eq!(statuses(&f)["output"]["0"]["active"], true);
 }
+
+/// A control-socket client speaking the protocol by hand.
+struct RawClient {
+    stream: UnixStream,
+    lines: std::io::Lines<BufReader<UnixStream>>,
+}
+
+impl RawClient {
+    /// Connects and exchanges hellos.
+    fn attach(socket: &Path) -> RawClient {
+        let stream = UnixStream::connect(socket).expect("connect");
+        let lines = BufReader::new(stream.try_clone().expect("clone")).lines();
+        let mut client = RawClient { stream, lines };
+        assert_eq!(client.next()["type"], "hello");
+        client.send(&json!({"type": "hello", "protocol": 1}));
+        client
+    }
+
+    fn send(&mut self, msg: &Value) {
+        writeln!(self.stream, "{msg}").expect("write");
+    }
+
+    fn next(&mut self) -> Value {
+        let line = self.lines.next().expect("a line").expect("read");
+        serde_json::from_str(&line).expect("json")
+    }
+
+    /// Reads until a message matches.
+    fn wait(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..100_000 {
+            let msg = self.next();
+            if pred(&msg) {
+                return msg;
+            }
+        }
+        panic!("no {what}");
+    }
+}
+
+/// Several consoles at once: each gets the snapshot and the history first,
+/// one's operation is answered to it, and every one sees the result.
+#[test]
+fn several_clients_attach_at_once_and_see_each_others_operations() {
+    let f = Fixture::new("rawclients", vec![Answer::gateway(4, 900, 0)]);
+    let (_dir, socket, line) = socket_dir();
+    let mut daemon = Manager::start(&f.config(&line), &f.redis, &f.bot);
+    daemon.wait_launched(&f.listener);
+    let mut a = RawClient::attach(&socket);
+    let mut b = RawClient::attach(&socket);
+    for c in [&mut a, &mut b] {
+        let snapshot = c.next();
+        assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+        assert_eq!(
+            snapshot["snapshot"]["clusters"].as_array().map(Vec::len),
+            Some(2)
+        );
+        let history = c.next();
+        assert_eq!(history["type"], "history", "{history}");
+        assert!(history["entries"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["event"] == "all_clusters_launched")));
+    }
+    a.send(&json!({"type": "request", "id": 7, "op": {"stop": 1}}));
+    let verdict = a.wait("a verdict", |m| m["type"] == "verdict");
+    assert_eq!(
+        verdict,
+        json!({"type": "verdict", "id": 7, "result": {"Ok": null}})
+    );
+    b.wait("cluster 1 stopped in b's snapshots", |m| {
+        m["type"] == "snapshot" && m["snapshot"]["clusters"][1]["state"] == "stopped"
+    });
+    // A refusal names its reason as data.
+    b.send(&json!({"type": "request", "id": 8, "op": {"stop": 1}}));
+    let verdict = b.wait("a verdict", |m| m["type"] == "verdict");
+    assert_eq!(
+        verdict["result"]["Err"]["not_running"]["id"], 1,
+        "{verdict}"
+    );
+}
