@@ -51,6 +51,14 @@ fn operator_stops_starts_rolls_and_quits_from_the_console() {
     tmux.wait_screen("the console fully up", |s| {
         s.contains("fully up") && s.contains("3/3 running")
     });
+    // The console serves its engine on the control socket beside the
+    // config, for `mewld attach`.
+    let ctl = std::os::unix::net::UnixStream::connect(dir.path().join("mewld.ctl"))
+        .expect("the console's control socket");
+    let mut hello = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(ctl), &mut hello).expect("hello");
+    let hello: serde_json::Value = serde_json::from_str(&hello).expect("json");
+    assert_eq!(hello["embedded"], true, "{hello}");
     assert!(
         !dir.path()
             .join("mewld.log")
