@@ -123,6 +123,16 @@ fn an_attached_console_operates_the_daemon_detaches_and_reconnects() {
     tmux.wait_screen("the new engine, attached", |s| {
         !s.contains("ENGINE GONE") && s.contains("attached again") && s.contains("3/3 running")
     });
+    // `S` still shuts the engine down, after confirmation; the console stays.
+    let pids = f.bot.pids();
+    tmux.keys(&["S"]);
+    tmux.wait_screen("the shutdown dialog", |s| {
+        s.contains("Stop every cluster and exit mewld")
+    });
+    tmux.keys(&["y"]);
+    assert_eq!(second.wait_exit(), Some(0));
+    assert_all_dead(&pids);
+    tmux.wait_screen("the engine shown gone", |s| s.contains("ENGINE GONE"));
     tmux.keys(&["q", "y"]);
     assert_eq!(tmux.wait_exit_status(&status), "0");
 }
