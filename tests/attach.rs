@@ -326,3 +326,75 @@ fn several_clients_attach_at_once_and_see_each_others_operations() {
         "{verdict}"
     );
 }
+
+/// A real flood: chatty clusters print megabytes while one client never
+/// reads. That client is dropped; the daemon's memory stays bounded, and
+/// another client, reading, is served all along.
+#[test]
+fn a_client_that_never_reads_is_dropped_and_holds_up_nobody() {
+    let f = Fixture::new("flood", vec![Answer::gateway(6, 900, 0)]);
+    chatty_bot(&f.bot, true);
+    let (_dir, socket, line) = socket_dir();
+    let config = f
+        .config(&line)
+        .replace("module: bot.sh\n", "module: chatty.sh\n");
+    let mut daemon = Manager::start(&config, &f.redis, &f.bot);
+    daemon.wait_launched(&f.listener);
+    let _stuck = RawClient::attach(&socket);
+    let reader = RawClient::attach(&socket);
+    let mut requests = reader.stream.try_clone().expect("clone");
+    // The reader reads everything, in a thread of its own.
+    let (tx, messages) = std::sync::mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        let mut reader = reader;
+        while let Some(Ok(line)) = reader.lines.next() {
+            let Ok(msg) = serde_json::from_str(&line) else {
+                return;
+            };
+            if tx.send(msg).is_err() {
+                return;
+            }
+        }
+    });
+    start_chatter(&f.bot);
+    wait_for("every cluster's chatter to be read", DEADLINE, || {
+        (chatter_done(&f.bot) == 3).then_some(())
+    });
+    wait_for("the stuck client to be dropped", DEADLINE, || {
+        daemon
+            .stderr()
+            .iter()
+            .any(|l| l.contains("a console was disconnected") && l.contains("took no line"))
+            .then_some(())
+    });
+    let rss_kib = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid()))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .expect("the daemon's RSS");
+    assert!(rss_kib < 200 * 1024, "the daemon holds {rss_kib} KiB");
+    writeln!(
+        requests,
+        "{}",
+        json!({"type": "request", "id": 1, "op": {"diagnose": 0}})
+    )
+    .expect("write");
+    let mut outputs = 0;
+    let verdict = wait_for("the reader's verdict", DEADLINE, || loop {
+        let msg = messages
+            .recv_timeout(std::time::Duration::from_millis(100))
+            .ok()?;
+        if msg["event"]["Output"].is_object() {
+            outputs += 1;
+        }
+        if msg["type"] == "verdict" {
+            return Some(msg);
+        }
+    });
+    assert_eq!(verdict["result"], json!({"Ok": null}), "{verdict}");
+    assert!(outputs > 1000, "the reader got {outputs} output lines");
+    eprintln!("flood: the reader got {outputs} output lines; the daemon held {rss_kib} KiB");
+}

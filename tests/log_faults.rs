@@ -92,34 +92,10 @@ fn stdout_and_stderr_on_pipes_whose_reader_is_gone() {
     assert_clean_shutdown(&f, &mut manager);
 }
 
-/// Each cluster prints this many lines of about 100 bytes (several MiB in
-/// all, far beyond a pipe's 64 KiB), then leaves a `chatter-done-<pid>` mark.
-const CHATTER_LINES: u32 = 20_000;
-
-/// A bot entry point that chatters on stdout in the background, then
-/// becomes the fake bot (the chatter is in the cluster's process group, so
-/// it is stopped with the cluster).
-fn chatty_bot(bot: &BotDir) {
-    write_executable(
-        &bot.path().join("chatty.sh"),
-        &format!(
-            "#!/bin/sh\n( i=0; while [ $i -lt {CHATTER_LINES} ]; do echo \"chatter $i: lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor\"; i=$((i+1)); done; touch \"$FAKEBOT_RECORD/chatter-done-$$\" ) &\nexec /bin/sh \"$(dirname \"$0\")/bot.sh\" \"$@\"\n"
-        ),
-    );
-}
-
-fn chatter_done(bot: &BotDir) -> usize {
-    std::fs::read_dir(bot.records_dir())
-        .expect("records dir")
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("chatter-done-"))
-        .count()
-}
-
 #[test]
 fn stdout_and_stderr_nobody_reads_do_not_freeze_the_engine() {
     let f = Fixture::new("stuck_pipes", vec![Answer::gateway(5, 900, 0)]);
-    chatty_bot(&f.bot);
+    chatty_bot(&f.bot, false);
     let (out_read, out_write) = pipe();
     let (err_read, err_write) = pipe();
     // Fill stderr's pipe up front, so that the log is stuck from the start

@@ -32,7 +32,7 @@ use crate::transport::Peer;
 /// Consoles attached at once; more are told so and closed.
 const MAX_CLIENTS: usize = 64;
 /// A client that takes no line for this long is dropped.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// History entries remembered to drop their live copies (an entry written

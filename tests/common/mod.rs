@@ -772,3 +772,38 @@ impl Redis {
             .expect("signal redis-server");
     }
 }
+
+/// Each cluster prints this many lines of about 100 bytes (several MiB in
+/// all, far beyond a pipe's 64 KiB), then leaves a `chatter-done-<pid>` mark.
+pub const CHATTER_LINES: u32 = 20_000;
+
+/// A bot entry point that chatters on stdout in the background, then
+/// becomes the fake bot (the chatter is in the cluster's process group, so
+/// it is stopped with the cluster). With `gated`, the chatter waits for
+/// [`start_chatter`].
+pub fn chatty_bot(bot: &BotDir, gated: bool) {
+    let wait = if gated {
+        "while [ ! -e \"$FAKEBOT_RECORD/chatter-go\" ]; do sleep 0.1; done; "
+    } else {
+        ""
+    };
+    write_executable(
+        &bot.path().join("chatty.sh"),
+        &format!(
+            "#!/bin/sh\n( {wait}i=0; while [ $i -lt {CHATTER_LINES} ]; do echo \"chatter $i: lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor\"; i=$((i+1)); done; touch \"$FAKEBOT_RECORD/chatter-done-$$\" ) &\nexec /bin/sh \"$(dirname \"$0\")/bot.sh\" \"$@\"\n"
+        ),
+    );
+}
+
+/// Lets gated chatty bots start their chatter.
+pub fn start_chatter(bot: &BotDir) {
+    std::fs::write(bot.records_dir().join("chatter-go"), "").expect("write the chatter gate");
+}
+
+pub fn chatter_done(bot: &BotDir) -> usize {
+    std::fs::read_dir(bot.records_dir())
+        .expect("records dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("chatter-done-"))
+        .count()
+}
