@@ -17,6 +17,27 @@ mod panes;
 pub use overlays::question;
 
 const WIDE: u16 = 140;
+/// Rows the detail pane wants beside the table on a wide screen: its
+/// header, a few shards and some output.
+const DETAIL_ROWS: u16 = 16;
+
+/// The cluster table (or the detail) takes the rows it needs, at most
+/// 70 % of the screen; the action log gets the rest, and at least 3 rows.
+fn body_height(app: &App, area: Rect) -> u16 {
+    let free = area.height.saturating_sub(3);
+    let most = (free * 7 / 10).max(4).min(free.saturating_sub(3));
+    let clusters = u16::try_from(app.snapshot.clusters.len()).unwrap_or(u16::MAX);
+    // Borders and the column titles.
+    let table = clusters.saturating_add(3);
+    let needed = if area.width >= WIDE {
+        table.max(DETAIL_ROWS)
+    } else if app.detail {
+        most
+    } else {
+        table
+    };
+    needed.clamp(4.min(most), most)
+}
 
 pub fn draw(frame: &mut Frame, app: &App) {
     let area = frame.area();
@@ -29,8 +50,8 @@ pub fn draw(frame: &mut Frame, app: &App) {
     }
     let [header, body, log, message, footer] = Layout::vertical([
         Constraint::Length(1),
-        Constraint::Min(4),
-        Constraint::Percentage(30),
+        Constraint::Length(body_height(app, area)),
+        Constraint::Min(3),
         Constraint::Length(1),
         Constraint::Length(1),
     ])
