@@ -210,6 +210,8 @@ fn crash_backoff_outage_and_rolling_restart_in_the_header() {
 #[test]
 fn filtered_paused_action_log() {
     let mut app = app_with(snapshot(&[Running; 3]));
+    // `/` filters the focused pane: the log, reached with Shift-Tab.
+    key(&mut app, KeyCode::BackTab);
     key(&mut app, KeyCode::Char('/'));
     for c in "exited".chars() {
         key(&mut app, KeyCode::Char(c));
@@ -389,6 +391,7 @@ fn a_dialog_takes_only_yes_and_no() {
 #[test]
 fn the_filter_eats_letters_that_are_keys_elsewhere() {
     let mut app = app_with(snapshot(&[Running; 3]));
+    key(&mut app, KeyCode::BackTab);
     key(&mut app, KeyCode::Char('/'));
     assert_eq!(app.mode, Mode::Filter);
     // q would quit, x stop, S shut down, ? open the help: here they are text.
@@ -410,6 +413,7 @@ fn the_filter_eats_letters_that_are_keys_elsewhere() {
 #[test]
 fn esc_and_a_key_read_as_alt_are_the_two_keys() {
     let mut app = app_with(snapshot(&[Running; 3]));
+    key(&mut app, KeyCode::BackTab);
     key(&mut app, KeyCode::Char('/'));
     key(&mut app, KeyCode::Char('e'));
     // Esc then `/` typed quickly arrives as Alt-/: the filter is cleared,
@@ -419,4 +423,51 @@ fn esc_and_a_key_read_as_alt_are_the_two_keys() {
         KeyModifiers::ALT,
     )));
     assert_eq!((app.mode.clone(), app.filter.as_str()), (Mode::Filter, ""));
+}
+
+/// A big bot: `/` on the clusters keeps only the matches, `o` sorts (trouble
+/// first), and the selection stays on its cluster while rows move.
+#[test]
+fn clusters_filtered_and_sorted_keep_the_selection_on_its_cluster() {
+    let mut states = vec![Running; 120];
+    states[7] = Crashed;
+    states[42] = Failed;
+    states[99] = Stopped;
+    let mut app = app_with(snapshot(&states));
+    for _ in 0..42 {
+        key(&mut app, KeyCode::Char('j'));
+    }
+    assert_eq!(app.selected_cluster().map(|c| c.id), Some(42));
+    // Sorted by state: the failed cluster goes to the top, still selected.
+    key(&mut app, KeyCode::Char('o'));
+    key(&mut app, KeyCode::Char('o'));
+    assert_eq!(app.selected_cluster().map(|c| c.id), Some(42));
+    assert_eq!(app.selected, 0);
+    let order: Vec<u32> = app
+        .rows()
+        .iter()
+        .take(4)
+        .map(|i| app.snapshot.clusters[*i].id)
+        .collect();
+    assert_eq!(order, vec![42, 7, 99, 0]);
+    insta::assert_snapshot!(
+        "clusters_sorted_by_state_120_at_100x30",
+        render(&app, 100, 30).backend()
+    );
+    // Filtered by state: only the crashed one; Esc clears the filter.
+    key(&mut app, KeyCode::Char('/'));
+    for c in "crash".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.rows().len(), 1);
+    assert_eq!(app.selected_cluster().map(|c| c.id), Some(7));
+    insta::assert_snapshot!("clusters_filtered_at_80x24", render(&app, 80, 24).backend());
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.rows().len(), 120);
+    assert_eq!(
+        app.selected_cluster().map(|c| c.id),
+        Some(7),
+        "the selection stayed"
+    );
 }

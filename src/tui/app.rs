@@ -10,11 +10,12 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use serde_json::{Map, Value};
 
 use crate::cluster_map::ClusterId;
-use crate::engine::process::Stream;
 use crate::engine::state::{ClusterView, Snapshot};
 use crate::engine::{Event, Operation};
 
+use super::clusters::TableView;
 use super::keys::{self, Action, ModeKind};
+pub use super::lines::{LogLine, OutputLine};
 
 /// Action-log entries kept in memory; the oldest go first.
 pub const LOG_CAP: usize = 100_000;
@@ -40,64 +41,6 @@ impl Pane {
     }
 }
 
-/// One action-log entry, formatted once when it arrives.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LogLine {
-    /// Microseconds since the epoch.
-    pub ts: i64,
-    pub event: String,
-    pub cluster: Option<u64>,
-    /// The other fields, `key=value`.
-    pub fields: String,
-    /// Lower-cased text the filter searches.
-    search: String,
-}
-
-impl LogLine {
-    pub fn from_entry(entry: &Map<String, Value>) -> LogLine {
-        let ts = entry.get("ts").and_then(Value::as_i64).unwrap_or(0);
-        let event = entry
-            .get("event")
-            .and_then(Value::as_str)
-            .unwrap_or("(no event)")
-            .to_string();
-        let cluster = ["id", "cluster"]
-            .iter()
-            .find_map(|k| entry.get(*k).and_then(Value::as_u64));
-        let fields: Vec<String> = entry
-            .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "ts" | "event" | "id" | "cluster"))
-            .map(|(k, v)| match v {
-                Value::String(s) => format!("{k}={}", crate::protocol::truncate(s, 120)),
-                other => format!("{k}={}", crate::protocol::truncate(&other.to_string(), 120)),
-            })
-            .collect();
-        let fields = fields.join(" ");
-        let search = format!(
-            "{event} {} {fields}",
-            cluster.map(|c| format!("cluster {c}")).unwrap_or_default()
-        )
-        .to_lowercase();
-        LogLine {
-            ts,
-            event,
-            cluster,
-            fields,
-            search,
-        }
-    }
-
-    pub fn matches(&self, filter_lower: &str) -> bool {
-        filter_lower.is_empty() || self.search.contains(filter_lower)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutputLine {
-    pub stream: Stream,
-    pub text: String,
-}
-
 /// What a confirmation dialog will do if the operator says yes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Confirmable {
@@ -119,7 +62,8 @@ pub struct Target {
 pub enum Mode {
     Normal,
     Help,
-    /// Typing into the action-log filter.
+    /// Typing into the filter of the focused pane (the clusters, or the
+    /// action log).
     Filter,
     Confirm {
         action: Confirmable,
@@ -170,8 +114,12 @@ pub enum Effect {
 pub struct App {
     pub snapshot: Arc<Snapshot>,
     pub now: SystemTime,
-    /// Index into `snapshot.clusters`.
+    /// Position of the selection among the rows shown ([`App::rows`]).
     pub selected: usize,
+    /// The cluster selected: the selection follows it when rows move.
+    selected_id: Option<ClusterId>,
+    /// The table's filter and sort.
+    pub table: TableView,
     pub focus: Pane,
     /// The detail view is open (on narrow screens it replaces the table).
     pub detail: bool,
@@ -210,6 +158,8 @@ impl App {
             snapshot: Arc::new(Snapshot::default()),
             now,
             selected: 0,
+            selected_id: None,
+            table: TableView::default(),
             focus: Pane::Clusters,
             detail: false,
             log: VecDeque::new(),
@@ -226,8 +176,26 @@ impl App {
         }
     }
 
+    /// The clusters shown, in table order: indices into the snapshot.
+    pub fn rows(&self) -> Vec<usize> {
+        self.table.rows(&self.snapshot.clusters)
+    }
+
     pub fn selected_cluster(&self) -> Option<&ClusterView> {
-        self.snapshot.clusters.get(self.selected)
+        let index = *self.rows().get(self.selected)?;
+        self.snapshot.clusters.get(index)
+    }
+
+    /// After the rows changed (a snapshot, the filter, the sort): the
+    /// selection stays on its cluster if it is still shown.
+    fn keep_selection(&mut self) {
+        let rows = self.rows();
+        let clusters = &self.snapshot.clusters;
+        let kept = self
+            .selected_id
+            .and_then(|id| rows.iter().position(|i| clusters[*i].id == id));
+        self.selected = kept.unwrap_or(self.selected.min(rows.len().saturating_sub(1)));
+        self.selected_id = rows.get(self.selected).map(|i| clusters[*i].id);
     }
 
     pub fn update(&mut self, msg: Msg) -> Option<Effect> {
@@ -235,9 +203,7 @@ impl App {
             Msg::Key(key) => return self.on_key(key),
             Msg::Snapshot(s) => {
                 self.snapshot = s;
-                self.selected = self
-                    .selected
-                    .min(self.snapshot.clusters.len().saturating_sub(1));
+                self.keep_selection();
             }
             Msg::Engine(Event::ActionLog(entry)) => self.push_log(LogLine::from_entry(&entry)),
             Msg::Engine(Event::Output {
@@ -361,33 +327,57 @@ impl App {
             Action::Back if !self.filter.is_empty() && self.focus == Pane::Log => {
                 self.filter.clear();
             }
+            Action::Back if !self.table.filter.is_empty() && self.focus == Pane::Clusters => {
+                self.table.filter.clear();
+                self.keep_selection();
+            }
             Action::Back => {
                 self.detail = false;
                 self.focus = Pane::Clusters;
             }
             Action::Filter => {
-                self.focus = Pane::Log;
+                if self.focus != Pane::Clusters {
+                    self.focus = Pane::Log;
+                }
                 self.mode = Mode::Filter;
             }
             Action::Type => {
                 if let KeyCode::Char(c) = code {
-                    self.filter.push(c);
-                    self.log_scroll = 0;
+                    self.edit_filter(|f| f.push(c));
                 }
             }
-            Action::DeleteChar => {
-                self.filter.pop();
-                self.log_scroll = 0;
-            }
+            Action::DeleteChar => self.edit_filter(|f| {
+                f.pop();
+            }),
             Action::KeepFilter => self.mode = Mode::Normal,
             Action::ClearFilter => {
                 self.mode = Mode::Normal;
-                self.filter.clear();
-                self.log_scroll = 0;
+                self.edit_filter(String::clear);
+            }
+            Action::Sort => {
+                self.table.sort = self.table.sort.next();
+                self.keep_selection();
+                self.say(format!("sorted by {}", self.table.sort.title()), false);
+            }
+            Action::Reverse => {
+                self.table.reverse = !self.table.reverse;
+                self.keep_selection();
             }
             Action::Follow => self.toggle_follow(),
         }
         None
+    }
+
+    /// Changes the filter of the pane being filtered: the clusters', or
+    /// the action log's.
+    fn edit_filter(&mut self, edit: impl FnOnce(&mut String)) {
+        if self.focus == Pane::Clusters {
+            edit(&mut self.table.filter);
+            self.keep_selection();
+        } else {
+            edit(&mut self.filter);
+            self.log_scroll = 0;
+        }
     }
 
     fn toggle_follow(&mut self) {
@@ -446,8 +436,12 @@ impl App {
     fn scroll(&mut self, by: isize) {
         match self.focus {
             Pane::Clusters => {
-                let last = self.snapshot.clusters.len().saturating_sub(1);
+                let rows = self.rows();
+                let last = rows.len().saturating_sub(1);
                 self.selected = self.selected.saturating_add_signed(by).min(last);
+                self.selected_id = rows
+                    .get(self.selected)
+                    .map(|i| self.snapshot.clusters[*i].id);
                 self.output_scroll = 0;
             }
             Pane::Output => {

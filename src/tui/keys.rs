@@ -84,6 +84,10 @@ pub enum Action {
     Shutdown,
     RestartProcess,
     Filter,
+    /// Sort the clusters by the next column.
+    Sort,
+    /// Reverse the clusters' order.
+    Reverse,
     Follow,
     CloseHelp,
     /// The typed character goes into the filter.
@@ -245,8 +249,14 @@ pub const BINDINGS: &[Binding] = &[
     Binding {
         keys: &[(ch('/'), Action::Filter)],
         modes: NORMAL,
-        hint: hint(1, "filter", &[Pane::Log]),
-        help: Some("filter the action log"),
+        hint: hint(1, "filter", &[Pane::Clusters, Pane::Log]),
+        help: Some("filter the focused pane (clusters: id, name or state)"),
+    },
+    Binding {
+        keys: &[(ch('o'), Action::Sort), (ch('O'), Action::Reverse)],
+        modes: NORMAL,
+        hint: hint(1, "sort", &[Pane::Clusters]),
+        help: Some("sort the clusters by the next column / reverse the order"),
     },
     Binding {
         keys: &[(ch('f'), Action::Follow)],

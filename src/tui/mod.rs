@@ -5,7 +5,9 @@
 //! tasks of their own and come back as messages.
 
 pub mod app;
+pub mod clusters;
 pub mod keys;
+pub mod lines;
 pub mod view;
 
 use std::path::PathBuf;

@@ -26,7 +26,7 @@ const DETAIL_ROWS: u16 = 16;
 fn body_height(app: &App, area: Rect) -> u16 {
     let free = area.height.saturating_sub(3);
     let most = (free * 7 / 10).max(4).min(free.saturating_sub(3));
-    let clusters = u16::try_from(app.snapshot.clusters.len()).unwrap_or(u16::MAX);
+    let clusters = u16::try_from(app.rows().len()).unwrap_or(u16::MAX);
     // Borders and the column titles.
     let table = clusters.saturating_add(3);
     let needed = if area.width >= WIDE {

@@ -14,6 +14,7 @@ use crate::engine::actlog::Tone;
 use crate::engine::process::Stream;
 use crate::engine::state::{ClusterState, ClusterView};
 use crate::tui::app::{age, clock, App, Mode, Pane};
+use crate::tui::clusters::SortBy;
 use crate::tui::keys::{Action, ModeKind};
 
 fn state_color(state: ClusterState) -> Color {
@@ -140,22 +141,35 @@ const COLUMNS: &[Column] = &[
 
 pub(super) fn draw_table(frame: &mut Frame, app: &App, area: Rect) {
     let s = &app.snapshot;
-    let block = pane_block(
-        app,
-        Pane::Clusters,
-        format!("Clusters ({})", s.clusters.len()),
-    );
+    let rows = app.rows();
+    let mut title = if rows.len() == s.clusters.len() {
+        format!("Clusters ({})", s.clusters.len())
+    } else {
+        format!("Clusters ({} of {})", rows.len(), s.clusters.len())
+    };
+    let typing = app.mode == Mode::Filter && app.focus == Pane::Clusters;
+    if let Some(note) = app.table.describe().filter(|_| !typing) {
+        title.push_str(&format!(" · {note}"));
+    }
+    if typing {
+        let sort = app.table.describe().filter(|_| app.table.filter.is_empty());
+        title.push_str(&format!(" · filter: {}▏", app.table.filter));
+        if let Some(sort) = sort {
+            title.push_str(&format!(" · {sort}"));
+        }
+    }
+    let block = pane_block(app, Pane::Clusters, title);
     let inner_height = area.height.saturating_sub(3) as usize; // borders + header row
     let wide = area.width >= 100;
     let columns: Vec<&Column> = COLUMNS.iter().filter(|c| wide || !c.wide_only).collect();
     // Only the rows in view are built.
     let first = app.selected.saturating_sub(inner_height.saturating_sub(1));
-    let rows: Vec<Row> = s
-        .clusters
+    let rows: Vec<Row> = rows
         .iter()
         .enumerate()
         .skip(first)
         .take(inner_height.max(1))
+        .filter_map(|(i, index)| Some((i, s.clusters.get(*index)?)))
         .map(|(i, c)| {
             let selected = i == app.selected;
             let cells = columns.iter().enumerate().map(|(n, col)| {
@@ -174,8 +188,17 @@ pub(super) fn draw_table(frame: &mut Frame, app: &App, area: Rect) {
             Row::new(cells).style(row_style)
         })
         .collect();
-    let header = Row::new(columns.iter().map(|c| c.title))
-        .style(Style::default().add_modifier(Modifier::BOLD));
+    // The sorted-by column is marked in its title.
+    let t = &app.table;
+    let sorted = (t.sort != SortBy::Id || t.reverse).then(|| t.sort.title());
+    let header = Row::new(columns.iter().map(|c| {
+        if Some(c.title) == sorted {
+            format!("{}{}", c.title, if app.table.reverse { "▲" } else { "▼" })
+        } else {
+            c.title.to_string()
+        }
+    }))
+    .style(Style::default().add_modifier(Modifier::BOLD));
     let table = Table::new(rows, columns.iter().map(|c| c.width))
         .header(header)
         .block(block);

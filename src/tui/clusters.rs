@@ -1,0 +1,190 @@
+//! The cluster table's rows: the clusters the `/` filter lets through, in
+//! the order the operator sorted them. Pure, so a big bot's table is
+//! tested without a terminal.
+
+use std::cmp::Ordering;
+
+use crate::engine::state::{ClusterState, ClusterView};
+
+/// A column the table can be sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortBy {
+    #[default]
+    Id,
+    Name,
+    /// Trouble first: failed, crashed, stopped, then the rest.
+    State,
+    /// The most recently started first.
+    Uptime,
+    /// The most restarted first.
+    Restarts,
+    /// The slowest first.
+    Latency,
+}
+
+impl SortBy {
+    /// The next column, for the key that cycles them.
+    pub fn next(self) -> SortBy {
+        match self {
+            SortBy::Id => SortBy::Name,
+            SortBy::Name => SortBy::State,
+            SortBy::State => SortBy::Uptime,
+            SortBy::Uptime => SortBy::Restarts,
+            SortBy::Restarts => SortBy::Latency,
+            SortBy::Latency => SortBy::Id,
+        }
+    }
+
+    /// The title of the column it sorts by.
+    pub fn title(self) -> &'static str {
+        match self {
+            SortBy::Id => "ID",
+            SortBy::Name => "NAME",
+            SortBy::State => "STATE",
+            SortBy::Uptime => "UPTIME",
+            SortBy::Restarts => "RST",
+            SortBy::Latency => "LAT",
+        }
+    }
+
+    fn compare(self, a: &ClusterView, b: &ClusterView) -> Ordering {
+        let latency = |c: &ClusterView| c.health.as_ref().and_then(|h| h.mean_latency());
+        let by = match self {
+            SortBy::Id => Ordering::Equal,
+            SortBy::Name => a.name.cmp(&b.name),
+            SortBy::State => trouble(a.state).cmp(&trouble(b.state)),
+            SortBy::Uptime => b.started_at.cmp(&a.started_at),
+            SortBy::Restarts => b.restarts.cmp(&a.restarts),
+            SortBy::Latency => latency(b)
+                .partial_cmp(&latency(a))
+                .unwrap_or(Ordering::Equal),
+        };
+        by.then(a.id.cmp(&b.id))
+    }
+}
+
+/// States that need an operator come first.
+fn trouble(state: ClusterState) -> u8 {
+    match state {
+        ClusterState::Failed => 0,
+        ClusterState::Crashed => 1,
+        ClusterState::Stopped => 2,
+        ClusterState::Stopping => 3,
+        ClusterState::Starting => 4,
+        ClusterState::Pending => 5,
+        ClusterState::Running => 6,
+    }
+}
+
+/// How the table is filtered and sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableView {
+    /// Matches a cluster's id, name or state, ignoring case.
+    pub filter: String,
+    pub sort: SortBy,
+    pub reverse: bool,
+}
+
+impl TableView {
+    pub fn matches(&self, c: &ClusterView) -> bool {
+        let f = self.filter.trim().to_lowercase();
+        f.is_empty()
+            || c.id.to_string() == f
+            || c.name.to_lowercase().contains(&f)
+            || c.state.as_str().contains(&f)
+    }
+
+    /// Indices into `clusters` of the rows shown, in order.
+    pub fn rows(&self, clusters: &[ClusterView]) -> Vec<usize> {
+        let mut rows: Vec<usize> = (0..clusters.len())
+            .filter(|i| self.matches(&clusters[*i]))
+            .collect();
+        if self.sort != SortBy::Id || self.reverse {
+            rows.sort_by(|a, b| {
+                let order = self.sort.compare(&clusters[*a], &clusters[*b]);
+                if self.reverse {
+                    order.reverse()
+                } else {
+                    order
+                }
+            });
+        }
+        rows
+    }
+
+    /// "sorted by RST ↓ · filter: crash": the title's note, if any.
+    pub fn describe(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if self.sort != SortBy::Id || self.reverse {
+            let arrow = if self.reverse { " (reversed)" } else { "" };
+            parts.push(format!("sorted by {}{arrow}", self.sort.title()));
+        }
+        if !self.filter.is_empty() {
+            parts.push(format!("filter: {}", self.filter));
+        }
+        (!parts.is_empty()).then(|| parts.join(" · "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn views(specs: &[(&str, ClusterState, u32)]) -> Vec<ClusterView> {
+        specs
+            .iter()
+            .zip(0..)
+            .map(|((name, state, restarts), id)| ClusterView {
+                id,
+                name: (*name).to_string(),
+                shards: vec![id],
+                state: *state,
+                pid: None,
+                started_at: None,
+                restarts: *restarts,
+                quick_failures: 0,
+                next_restart_at: None,
+                last_exit: None,
+                health: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_filter_matches_id_name_or_state() {
+        let clusters = views(&[
+            ("Pika", ClusterState::Running, 0),
+            ("Eevee", ClusterState::Crashed, 2),
+            ("Lugia", ClusterState::Running, 0),
+            ("pikachu", ClusterState::Stopped, 0),
+        ]);
+        let view = |f: &str| TableView {
+            filter: f.into(),
+            ..TableView::default()
+        };
+        assert_eq!(view("").rows(&clusters), vec![0, 1, 2, 3]);
+        assert_eq!(view("PIKA").rows(&clusters), vec![0, 3]);
+        assert_eq!(view("crash").rows(&clusters), vec![1]);
+        assert_eq!(view("2").rows(&clusters), vec![2], "an id matches whole");
+    }
+
+    #[test]
+    fn sorting_puts_trouble_first_and_ties_go_by_id() {
+        let clusters = views(&[
+            ("a", ClusterState::Running, 1),
+            ("b", ClusterState::Failed, 5),
+            ("c", ClusterState::Crashed, 5),
+            ("d", ClusterState::Running, 0),
+        ]);
+        let mut view = TableView {
+            sort: SortBy::State,
+            ..TableView::default()
+        };
+        assert_eq!(view.rows(&clusters), vec![1, 2, 0, 3]);
+        view.sort = SortBy::Restarts;
+        assert_eq!(view.rows(&clusters), vec![1, 2, 0, 3]);
+        view.reverse = true;
+        assert_eq!(view.rows(&clusters), vec![3, 0, 2, 1]);
+        assert_eq!(view.describe().as_deref(), Some("sorted by RST (reversed)"));
+    }
+}
