@@ -201,6 +201,7 @@ async fn run_attach(config: &Path, socket: Option<PathBuf>, log_file: &Path) -> 
     let face = tui::Face::Attached {
         socket,
         status: attached.status,
+        events: attached.events,
     };
     tui::run(face, attached.handle, log).await
 }

@@ -41,6 +41,9 @@ pub struct Attached {
     pub handle: EngineHandle,
     pub hello: Hello,
     pub status: mpsc::Receiver<LinkStatus>,
+    /// Subscribed before the link starts, so the output backlog the engine
+    /// sends at once is not missed by a console that subscribes later.
+    pub events: broadcast::Receiver<Event>,
 }
 
 /// Connects to the engine on `path`: an error says why not (nobody there,
@@ -49,7 +52,7 @@ pub async fn attach(path: &Path) -> Result<Attached, String> {
     let session = Session::connect(path).await?;
     let hello = session.hello.clone();
     let (requests_tx, requests) = mpsc::channel(REQUESTS);
-    let (events, _) = broadcast::channel(EVENTS);
+    let (events, events_rx) = broadcast::channel(EVENTS);
     let (snapshot, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
     let (status, status_rx) = mpsc::channel(REQUESTS);
     let handle = EngineHandle::remote(requests_tx, events.clone(), snapshot_rx);
@@ -67,6 +70,7 @@ pub async fn attach(path: &Path) -> Result<Attached, String> {
         handle,
         hello,
         status: status_rx,
+        events: events_rx,
     })
 }
 

@@ -48,33 +48,39 @@ pub enum Face {
     Attached {
         socket: PathBuf,
         status: mpsc::Receiver<LinkStatus>,
+        /// Subscribed before the link started (see `control::client`).
+        events: broadcast::Receiver<Event>,
     },
 }
 
 /// Runs the console: embedded, until the engine has stopped every cluster
 /// (returns its exit code); attached, until the operator detaches (0).
 pub async fn run(face: Face, handle: EngineHandle, log: ConsoleLog) -> color_eyre::Result<u8> {
-    let mut events = handle.events();
     let mut snapshots = handle.snapshot();
-    let mut app = App::new(color_wanted(), SystemTime::now());
-    app.log_file = Some(log.path.clone());
-    let (mut engine_task, mut link) = match face {
+    let (mut engine_task, mut link, mut events, face) = match face {
         Face::Embedded {
             engine,
             transport_rx,
-        } => (Some(tokio::spawn((*engine).run(transport_rx))), None),
-        Face::Attached { socket, status } => {
+        } => (
+            Some(tokio::spawn((*engine).run(transport_rx))),
+            None,
+            handle.events(),
+            FaceView::Embedded,
+        ),
+        Face::Attached {
+            socket,
+            status,
+            events,
+        } => {
             let socket = socket.display().to_string();
-            app.face = FaceView::Attached { socket, lost: None };
-            (None, Some(status))
+            let face = FaceView::Attached { socket, lost: None };
+            (None, Some(status), events, face)
         }
     };
-    // A log file that cannot be written is said once, in the message line;
-    // the screen is the console's, never the log's.
-    let mut log_problem_shown = false;
     // Verdicts and the history, from tasks that may wait: bounded.
     let (msg_tx, mut msg_rx) = mpsc::channel::<Msg>(MESSAGES);
-    load_history(&handle, &msg_tx);
+    let mut console = Console::new(handle, log, face, msg_tx);
+    console.load_history();
 
     // A closed tmux window (SIGHUP) or a service stop (SIGTERM) stops the
     // clusters cleanly, as quitting does (an attached console just ends).
@@ -86,72 +92,29 @@ pub async fn run(face: Face, handle: EngineHandle, log: ConsoleLog) -> color_eyr
     let mut keys = EventStream::new();
     let mut frame = tokio::time::interval(FRAME);
     let mut tick = tokio::time::interval(TICK);
-    let mut dirty = true;
-    let mut quitting = false;
     // The engine's end (embedded), or none when an attached console detaches.
     let ended = loop {
-        tokio::select! {
+        let flow = tokio::select! {
             Some(result) = async { Some(engine_task.as_mut()?.await) }, if engine_task.is_some() => {
                 break Some(result);
             }
             Some(status) = async { link.as_mut()?.recv().await }, if link.is_some() => {
-                if matches!(status, LinkStatus::Connected(_)) {
-                    load_history(&handle, &msg_tx);
-                }
-                app.update(Msg::Link(match status {
-                    LinkStatus::Connected(_) => None,
-                    LinkStatus::Lost(why) => Some(why),
-                }));
-                dirty = true;
+                console.on_link(status)
             }
-            Some(Ok(ev)) = keys.next() => {
-                if let TermEvent::Key(key) = ev {
-                    if let Some(effect) = app.update(Msg::Key(key)) {
-                        if effect == Effect::Quit && link.is_some() {
-                            break None;
-                        }
-                        carry_out(effect, &mut app, &mut quitting, &handle, &msg_tx);
-                    }
-                }
-                dirty = true;
-            }
-            _ = hangup.recv() => {
-                if link.is_some() { break None; }
-                stop_on_signal("SIGHUP", &handle, &msg_tx);
-            }
-            _ = terminate.recv() => {
-                if link.is_some() { break None; }
-                stop_on_signal("SIGTERM", &handle, &msg_tx);
-            }
+            Some(Ok(ev)) = keys.next() => console.on_terminal(ev),
+            _ = hangup.recv() => console.on_signal("SIGHUP"),
+            _ = terminate.recv() => console.on_signal("SIGTERM"),
             Ok(()) = snapshots.changed() => {
                 let snapshot = snapshots.borrow_and_update().clone();
-                app.update(Msg::Snapshot(snapshot));
-                dirty = true;
+                console.update(Msg::Snapshot(snapshot))
             }
-            event = events.recv() => {
-                on_engine_event(&mut app, event);
-                dirty = true;
-            }
-            Some(msg) = msg_rx.recv() => {
-                app.update(msg);
-                dirty = true;
-            }
-            _ = tick.tick() => {
-                app.update(Msg::Tick(SystemTime::now()));
-                if let Some(problem) = log.problem().filter(|_| !log_problem_shown) {
-                    app.say(problem, true);
-                    log_problem_shown = true;
-                }
-                dirty = true;
-            }
-            _ = frame.tick() => {
-                if dirty {
-                    dirty = false;
-                    if let Err(e) = terminal.draw(|f| view::draw(f, &app)) {
-                        tracing::error!(error = %e, "drawing failed");
-                    }
-                }
-            }
+            event = events.recv() => console.on_engine_event(event),
+            Some(msg) = msg_rx.recv() => console.update(msg),
+            _ = tick.tick() => console.on_tick(),
+            _ = frame.tick() => console.draw(&mut terminal),
+        };
+        if flow == Flow::Detach {
+            break None;
         }
     };
     ratatui::restore();
@@ -161,53 +124,143 @@ pub async fn run(face: Face, handle: EngineHandle, log: ConsoleLog) -> color_eyr
     }
 }
 
-/// Reads the stored action log in a task of its own; it arrives as a message.
-fn load_history(handle: &EngineHandle, tx: &mpsc::Sender<Msg>) {
-    let handle = handle.clone();
-    let tx = tx.clone();
-    tokio::spawn(async move {
-        let msg = match handle.history().await {
-            Ok(entries) => Msg::History(entries),
-            Err(e) => Msg::Outcome(Err(format!("could not read the action log: {e}"))),
+/// Whether the loop goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    /// An attached console leaves; the engine runs on.
+    Detach,
+}
+
+/// The console's state and what it needs to act, between loop turns.
+struct Console {
+    app: App,
+    handle: EngineHandle,
+    log: ConsoleLog,
+    /// A log file that cannot be written is said once, in the message
+    /// line; the screen is the console's, never the log's.
+    log_problem_shown: bool,
+    msg_tx: mpsc::Sender<Msg>,
+    /// Something changed since the last frame.
+    dirty: bool,
+    /// A shutdown was asked by quitting (asked once).
+    quitting: bool,
+}
+
+impl Console {
+    fn new(
+        handle: EngineHandle,
+        log: ConsoleLog,
+        face: FaceView,
+        msg_tx: mpsc::Sender<Msg>,
+    ) -> Self {
+        let mut app = App::new(color_wanted(), SystemTime::now());
+        app.log_file = Some(log.path.clone());
+        app.face = face;
+        Console {
+            app,
+            handle,
+            log,
+            log_problem_shown: false,
+            msg_tx,
+            dirty: true,
+            quitting: false,
+        }
+    }
+
+    fn attached(&self) -> bool {
+        matches!(self.app.face, FaceView::Attached { .. })
+    }
+
+    fn update(&mut self, msg: Msg) -> Flow {
+        self.app.update(msg);
+        self.dirty = true;
+        Flow::Continue
+    }
+
+    /// Reads the stored action log in a task of its own; it arrives as a message.
+    fn load_history(&self) {
+        let handle = self.handle.clone();
+        let tx = self.msg_tx.clone();
+        tokio::spawn(async move {
+            let msg = match handle.history().await {
+                Ok(entries) => Msg::History(entries),
+                Err(e) => Msg::Outcome(Err(format!("could not read the action log: {e}"))),
+            };
+            let _ = tx.send(msg).await;
+        });
+    }
+
+    fn on_link(&mut self, status: LinkStatus) -> Flow {
+        let lost = match status {
+            LinkStatus::Connected(_) => {
+                self.load_history();
+                None
+            }
+            LinkStatus::Lost(why) => Some(why),
         };
-        let _ = tx.send(msg).await;
-    });
-}
-
-fn on_engine_event(app: &mut App, event: Result<Event, broadcast::error::RecvError>) {
-    match event {
-        Ok(event) => {
-            app.update(Msg::Engine(event));
-        }
-        Err(broadcast::error::RecvError::Lagged(n)) => {
-            tracing::warn!(skipped = n, "the console fell behind the engine's events");
-        }
-        Err(broadcast::error::RecvError::Closed) => {}
+        self.update(Msg::Link(lost))
     }
-}
 
-/// Does what a key asked for. Quitting stops every cluster first, once.
-fn carry_out(
-    effect: Effect,
-    app: &mut App,
-    quitting: &mut bool,
-    handle: &EngineHandle,
-    tx: &mpsc::Sender<Msg>,
-) {
-    match effect {
-        Effect::Request(op) => request(handle, op, tx),
-        Effect::Quit if !*quitting => {
-            *quitting = true;
-            app.say("stopping every cluster, then quitting…", false);
-            request(handle, Operation::Shutdown, tx);
+    /// A key does what the table says. Quitting stops every cluster first
+    /// (once), or detaches an attached console.
+    fn on_terminal(&mut self, ev: TermEvent) -> Flow {
+        self.dirty = true;
+        let TermEvent::Key(key) = ev else {
+            return Flow::Continue;
+        };
+        match self.app.update(Msg::Key(key)) {
+            Some(Effect::Request(op)) => request(&self.handle, op, &self.msg_tx),
+            Some(Effect::Quit) if self.attached() => return Flow::Detach,
+            Some(Effect::Quit) if !self.quitting => {
+                self.quitting = true;
+                self.app
+                    .say("stopping every cluster, then quitting…", false);
+                request(&self.handle, Operation::Shutdown, &self.msg_tx);
+            }
+            Some(Effect::Quit) | None => {}
         }
-        Effect::Quit => {}
+        Flow::Continue
     }
-}
 
-fn stop_on_signal(name: &str, handle: &EngineHandle, tx: &mpsc::Sender<Msg>) {
-    tracing::info!("{name}: stopping every cluster, then exiting");
-    request(handle, Operation::Shutdown, tx);
+    fn on_signal(&mut self, name: &str) -> Flow {
+        if self.attached() {
+            return Flow::Detach;
+        }
+        tracing::info!("{name}: stopping every cluster, then exiting");
+        request(&self.handle, Operation::Shutdown, &self.msg_tx);
+        Flow::Continue
+    }
+
+    fn on_engine_event(&mut self, event: Result<Event, broadcast::error::RecvError>) -> Flow {
+        match event {
+            Ok(event) => return self.update(Msg::Engine(event)),
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(skipped = n, "the console fell behind the engine's events");
+            }
+            Err(broadcast::error::RecvError::Closed) => {}
+        }
+        Flow::Continue
+    }
+
+    fn on_tick(&mut self) -> Flow {
+        self.app.update(Msg::Tick(SystemTime::now()));
+        if let Some(problem) = self.log.problem().filter(|_| !self.log_problem_shown) {
+            self.app.say(problem, true);
+            self.log_problem_shown = true;
+        }
+        self.dirty = true;
+        Flow::Continue
+    }
+
+    fn draw(&mut self, terminal: &mut ratatui::DefaultTerminal) -> Flow {
+        if std::mem::take(&mut self.dirty) {
+            if let Err(e) = terminal.draw(|f| view::draw(f, &self.app)) {
+                tracing::error!(error = %e, "drawing failed");
+            }
+        }
+        Flow::Continue
+    }
 }
 
 /// Sends `op` to the engine; the verdict comes back as a message.
