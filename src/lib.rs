@@ -15,5 +15,6 @@ pub mod preflight;
 pub mod protocol;
 pub mod socket_file;
 pub mod startup;
+pub mod systemd;
 pub mod transport;
 pub mod tui;

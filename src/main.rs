@@ -11,7 +11,7 @@ use mewld::control::server::Control;
 use mewld::control::Hello;
 use mewld::engine::{Engine, Setup};
 use mewld::startup;
-use mewld::{daemon, demo, fake_bot, guardian, logging, transport, tui};
+use mewld::{daemon, demo, fake_bot, guardian, logging, systemd, transport, tui};
 
 mod check_config;
 
@@ -220,6 +220,7 @@ async fn run_daemon(config: &Path, socket: Option<PathBuf>) -> Result<u8> {
     let hello = Hello::of_this_process(false, setup.config.path.clone());
     let (engine, handle) = Engine::new(setup, transport);
     control.serve(handle.clone(), hello);
+    systemd::start(handle.clone());
     let exit = daemon::run(engine, handle, transport_rx).await?;
     tracing::info!(code = exit.code(), "every cluster has stopped; exiting");
     Ok(u8::try_from(exit.code()).unwrap_or(1))

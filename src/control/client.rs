@@ -148,6 +148,8 @@ impl Link {
                             break e;
                         }
                     }
+                    // Only the daemon's own watchdog asks this.
+                    Some(FaceRequest::Alive(_)) => {}
                     Some(FaceRequest::History(reply)) => match &self.history {
                         Some(entries) => {
                             let _ = reply.send(Ok(entries.clone()));
@@ -207,6 +209,7 @@ fn refuse(request: FaceRequest) {
         FaceRequest::History(reply) => {
             let _ = reply.send(Err(Refused::NotConnected.to_string()));
         }
+        FaceRequest::Alive(_) => {}
     }
 }
 

@@ -218,6 +218,9 @@ pub enum FaceRequest {
     },
     /// The action log as stored, oldest first.
     History(oneshot::Sender<Result<Vec<Map<String, Value>>, String>>),
+    /// Answered by the engine's loop itself: proof that it turns (for the
+    /// systemd watchdog).
+    Alive(oneshot::Sender<()>),
 }
 
 /// A face's end of the engine. Cheap to clone.
@@ -262,6 +265,13 @@ impl EngineHandle {
         }
         rx.await
             .unwrap_or_else(|_| Err("the engine has stopped".into()))
+    }
+
+    /// Whether the engine's loop answers a request (at once, unless it is
+    /// wedged).
+    pub async fn alive(&self) -> bool {
+        let (tx, rx) = oneshot::channel();
+        self.requests.send(FaceRequest::Alive(tx)).await.is_ok() && rx.await.is_ok()
     }
 
     pub fn events(&self) -> broadcast::Receiver<Event> {

@@ -156,6 +156,10 @@ fn command(cmd: &CommandLine, env: &[(String, String)]) -> tokio::process::Comma
         // Inherited by everything the cluster starts, so the guardian can
         // find descendants that left the process group.
         .env(guardian::TAG_VAR, guardian::tag())
+        // systemd's notification socket is the manager's, not the bot's.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

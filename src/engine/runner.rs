@@ -120,6 +120,9 @@ impl Engine {
     fn on_request(&mut self, request: FaceRequest) {
         match request {
             FaceRequest::Op { op, via, reply } => self.feed(Input::Op { op, via }, Some(reply)),
+            FaceRequest::Alive(reply) => {
+                let _ = reply.send(());
+            }
             FaceRequest::History(reply) => {
                 let transport = self.transport.clone();
                 tokio::spawn(async move {
