@@ -113,6 +113,12 @@ fn settings(config: &Config, env_vars: usize, out: &mut String) {
         Ipc::Unix { path } => line(out, "unix socket", &path.display()),
     }
     line(out, "control socket", &config.control_socket.display());
+    let metrics = config.metrics_addr.map(|a| format!("http://{a}/metrics"));
+    line(
+        out,
+        "metrics",
+        &metrics.as_deref().unwrap_or("off (metrics_addr)"),
+    );
     line(out, "redis_channel", &config.channel);
     line(out, "action log key", &config.action_log_key());
     line(out, "per_cluster", &config.per_cluster);

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod fake_bot;
 pub mod guardian;
 pub mod logging;
+pub mod metrics;
 pub mod preflight;
 pub mod protocol;
 pub mod socket_file;

@@ -11,7 +11,8 @@ use mewld::control::server::Control;
 use mewld::control::Hello;
 use mewld::engine::{Engine, Setup};
 use mewld::startup;
-use mewld::{daemon, demo, fake_bot, guardian, logging, systemd, transport, tui};
+use mewld::{daemon, demo, fake_bot, guardian, logging, metrics, systemd, transport, tui};
+use tokio::net::TcpListener;
 
 mod check_config;
 
@@ -155,9 +156,10 @@ async fn run_console(config: &Path, socket: Option<PathBuf>, log_file: &Path) ->
     }
     let control = Control::bind(&socket.unwrap_or(prepared.config.control_socket.clone()))
         .map_err(|e| eyre!(e))?;
+    let metrics = bind_metrics(&prepared.config).await?;
     logging::to_stderr("mewld: asking Discord for the shard count…");
     let setup = startup::prepare(prepared).await?;
-    run_embedded(setup, control, log).await
+    run_embedded(setup, control, metrics, log).await
 }
 
 async fn run_demo(log_file: &Path) -> Result<u8> {
@@ -173,16 +175,24 @@ async fn run_demo(log_file: &Path) -> Result<u8> {
     let (log, _flush_log) = logging::init_console(&log_file);
     let setup = demo::setup(dir.path())?;
     let control = Control::bind(&setup.config.control_socket).map_err(|e| eyre!(e))?;
-    run_embedded(setup, control, log).await
+    run_embedded(setup, control, None, log).await
 }
 
 /// The console with the engine in this process, attachable on `control`.
-async fn run_embedded(setup: Setup, control: Control, log: logging::ConsoleLog) -> Result<u8> {
+async fn run_embedded(
+    setup: Setup,
+    control: Control,
+    metrics: Option<TcpListener>,
+    log: logging::ConsoleLog,
+) -> Result<u8> {
     let (transport, transport_rx) = transport::start(&setup.config)?;
     guardian::start();
     let hello = Hello::of_this_process(true, setup.config.path.clone());
     let (engine, handle) = Engine::new(setup, transport);
     control.serve(handle.clone(), hello);
+    if let Some(listener) = metrics {
+        metrics::serve(listener, handle.clone());
+    }
     let face = tui::Face::Embedded {
         engine: Box::new(engine),
         transport_rx,
@@ -206,6 +216,15 @@ async fn run_attach(config: &Path, socket: Option<PathBuf>, log_file: &Path) -> 
     tui::run(face, attached.handle, log).await
 }
 
+/// The metrics listener, if `metrics_addr` is set: bound before anything
+/// starts, so a taken port stops the start.
+async fn bind_metrics(config: &mewld::config::Config) -> Result<Option<TcpListener>> {
+    match config.metrics_addr {
+        Some(addr) => Ok(Some(metrics::bind(addr).await.map_err(|e| eyre!(e))?)),
+        None => Ok(None),
+    }
+}
+
 async fn run_daemon(config: &Path, socket: Option<PathBuf>) -> Result<u8> {
     let _flush_log = logging::init_daemon();
     let prepared = startup::load_config(config)?;
@@ -214,6 +233,7 @@ async fn run_daemon(config: &Path, socket: Option<PathBuf>) -> Result<u8> {
     }
     let control = Control::bind(&socket.unwrap_or(prepared.config.control_socket.clone()))
         .map_err(|e| eyre!(e))?;
+    let metrics = bind_metrics(&prepared.config).await?;
     let setup = startup::prepare(prepared).await?;
     let (transport, transport_rx) = transport::start(&setup.config)?;
     guardian::start();
@@ -221,6 +241,9 @@ async fn run_daemon(config: &Path, socket: Option<PathBuf>) -> Result<u8> {
     let (engine, handle) = Engine::new(setup, transport);
     control.serve(handle.clone(), hello);
     systemd::start(handle.clone());
+    if let Some(listener) = metrics {
+        metrics::serve(listener, handle.clone());
+    }
     let exit = daemon::run(engine, handle, transport_rx).await?;
     tracing::info!(code = exit.code(), "every cluster has stopped; exiting");
     Ok(u8::try_from(exit.code()).unwrap_or(1))

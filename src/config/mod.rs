@@ -133,6 +133,8 @@ pub struct Config {
     /// Where the daemon and the console listen for `mewld attach`
     /// (relative paths are relative to the config file's directory).
     pub control_socket: PathBuf,
+    /// Where Prometheus metrics are served; off when `None`.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// What loading a file found wrong, located as precisely as possible.

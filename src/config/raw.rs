@@ -47,6 +47,7 @@ pub(super) struct RawConfig {
     pub(super) rolling_restart_timeout: Option<u64>,
     pub(super) launch_timeout: Option<u64>,
     pub(super) control_socket: Option<String>,
+    pub(super) metrics_addr: Option<String>,
 }
 
 /// Deepest `[`/`{` nesting accepted. libyaml's time grows with the square

@@ -2,6 +2,7 @@
 //! validation, one concern per function. Checks run in a fixed order, so
 //! the first problem reported for a file never changes.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -47,19 +48,11 @@ pub(super) fn resolve(
         .clone()
         .or(non_empty(raw.token.take()))
         .map(Token::new);
-    let module = non_empty(raw.module.take()).ok_or_else(|| {
-        at.err(
-            "module",
-            "missing: the program to run for each cluster is required".into(),
-        )
-    })?;
-    let ipc = ipc(
-        raw.ipc.take(),
-        raw.redis.take(),
-        raw.ipc_socket.take(),
-        ov,
-        &at,
-    )?;
+    let missing_module = "missing: the program to run for each cluster is required";
+    let module =
+        non_empty(raw.module.take()).ok_or_else(|| at.err("module", missing_module.into()))?;
+    let (kind, redis, socket) = (raw.ipc.take(), raw.redis.take(), raw.ipc_socket.take());
+    let ipc = ipc(kind, redis, socket, ov, &at)?;
     let channel = channel(raw.redis_channel.take(), &ipc, &at)?;
     let per_cluster = per_cluster(raw.per_cluster, ov, &at)?;
     let Timings {
@@ -72,6 +65,7 @@ pub(super) fn resolve(
         rolling_restart_timeout,
     } = timings(&raw, &at)?;
     let (action_log_max_len, fixed_shard_count) = sizes(&raw, per_cluster, &at)?;
+    let metrics_addr = metrics_addr(raw.metrics_addr.take(), &at)?;
     let args = args_template(raw.args, &at)?;
     let bot_dir = bot_dir(
         raw.override_dir,
@@ -112,6 +106,20 @@ pub(super) fn resolve(
         rolling_restart_timeout,
         launch_timeout,
         control_socket: control_socket(raw.control_socket, path),
+        metrics_addr,
+    })
+}
+
+/// `metrics_addr`: an address and port to listen on, or absent (off).
+fn metrics_addr(value: Option<String>, at: &At) -> Result<Option<SocketAddr>, ConfigError> {
+    let Some(text) = non_empty(value) else {
+        return Ok(None);
+    };
+    text.parse().map(Some).map_err(|_| {
+        at.err(
+            "metrics_addr",
+            format!("{text:?} is not an address and port (e.g. 127.0.0.1:9464)"),
+        )
     })
 }
 
