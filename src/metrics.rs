@@ -390,22 +390,64 @@ mod tests {
         }
     }
 
+    /// A snapshot of one running cluster with health from one shard.
+    fn healthy() -> Snapshot {
+        let spec = crate::cluster_map::build(1, 1, &[]).remove(0);
+        let shard = crate::protocol::ShardHealth {
+            shard_id: 0,
+            up: true,
+            latency: Some(42.0),
+            guilds: Some(7),
+            users: None,
+        };
+        Snapshot {
+            clusters: vec![crate::engine::state::ClusterView {
+                id: spec.id,
+                name: spec.name,
+                shards: spec.shards,
+                state: ClusterState::Running,
+                pid: Some(1),
+                started_at: None,
+                restarts: 0,
+                quick_failures: 0,
+                next_restart_at: None,
+                last_exit: None,
+                health: Some(crate::engine::health::Health {
+                    at: SystemTime::UNIX_EPOCH,
+                    round_trip_ms: 3,
+                    shards: vec![shard],
+                }),
+            }],
+            ..Snapshot::default()
+        }
+    }
+
     #[test]
-    fn the_text_format_has_every_series() {
+    fn the_text_format_has_every_series_the_dashboard_queries() {
         let (series, registry) = Series::registered();
         series.on_entry(&entry(json!({"event": "ping_failure", "id": 1})));
-        series.on_snapshot(&Snapshot::default(), &mut HashMap::new());
+        series.on_snapshot(&healthy(), &mut HashMap::new());
         let mut text = String::new();
         encode(&mut text, &registry).expect("encode");
         for name in [
-            "mewld_clusters{state=\"running\"} 0",
+            "mewld_clusters{state=\"running\"} 1",
             "mewld_ping_failures_total{cluster=\"1\"} 1",
             "mewld_cluster_restarts_total{cluster=\"1\",reason=\"ping_failure\"} 1",
             "mewld_action_log_entries_total{event=\"ping_failure\"} 1",
             "mewld_redis_connected 0",
-            "mewld_diag_round_trip_seconds_count 0",
+            "mewld_diag_round_trip_seconds_count 1",
+            "mewld_shard_latency_seconds{cluster=\"0\",shard=\"0\"} 0.042",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
+        }
+        let dashboard = include_str!("../contrib/grafana-dashboard.json");
+        for name in dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if name.starts_with("mewld_") {
+                assert!(
+                    text.lines().any(|l| l.starts_with(name)),
+                    "contrib/grafana-dashboard.json queries {name}, which is not served"
+                );
+            }
         }
     }
 }
