@@ -6,8 +6,10 @@
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{broadcast, mpsc};
 
+use crate::cluster_map::ClusterId;
+use crate::engine::process::Stream;
 use crate::engine::{Engine, EngineHandle, Event, Exit, Operation, Via};
-use crate::logging::LossyLines;
+use crate::logging::{LogFormat, LossyLines};
 use crate::transport::TransportEvent;
 
 /// Runs the engine until it exits; SIGINT, SIGTERM and SIGHUP shut it down
@@ -17,6 +19,7 @@ pub async fn run(
     engine: Engine,
     handle: EngineHandle,
     transport_rx: mpsc::Receiver<TransportEvent>,
+    format: LogFormat,
 ) -> std::io::Result<Exit> {
     let mut events = handle.events();
     // A stalled or closed stdout costs lines (counted and reported in the
@@ -26,9 +29,12 @@ pub async fn run(
     let printer = tokio::spawn(async move {
         loop {
             match events.recv().await {
-                Ok(Event::Output { id, name, line, .. }) => {
-                    out.send(format!("[cluster {id} {name}] {line}\n").into_bytes());
-                }
+                Ok(Event::Output {
+                    id,
+                    name,
+                    stream,
+                    line,
+                }) => out.send(output_line(format, id, &name, stream, &line)),
                 Ok(Event::ActionLog(_)) => {}
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(
@@ -65,4 +71,55 @@ pub async fn run(
     let flush = move || stdout.flush_within(std::time::Duration::from_secs(2));
     let _ = tokio::task::spawn_blocking(flush).await;
     Ok(exit)
+}
+
+/// One line a cluster printed, as stdout gets it: `[cluster <id> <name>]
+/// line`, or a JSON object with the time, the cluster and the stream.
+fn output_line(
+    format: LogFormat,
+    id: ClusterId,
+    name: &str,
+    stream: Stream,
+    line: &str,
+) -> Vec<u8> {
+    let mut text = match format {
+        LogFormat::Text => format!("[cluster {id} {name}] {line}"),
+        LogFormat::Json => {
+            let now = time::OffsetDateTime::now_utc();
+            let timestamp = now
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default();
+            serde_json::json!({
+                "timestamp": timestamp,
+                "cluster": id,
+                "name": name,
+                "stream": stream,
+                "line": line,
+            })
+            .to_string()
+        }
+    };
+    text.push('\n');
+    text.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_lines_in_both_formats() {
+        let text = output_line(LogFormat::Text, 2, "Eevee", Stream::Stderr, "hi \"there\"");
+        assert_eq!(text, b"[cluster 2 Eevee] hi \"there\"\n");
+        let json = output_line(LogFormat::Json, 2, "Eevee", Stream::Stderr, "hi \"there\"");
+        let v: serde_json::Value = serde_json::from_slice(&json).expect("one JSON object");
+        assert_eq!(v["cluster"], 2);
+        assert_eq!(v["name"], "Eevee");
+        assert_eq!(v["stream"], "stderr");
+        assert_eq!(v["line"], "hi \"there\"");
+        assert!(
+            v["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')),
+            "{v}"
+        );
+    }
 }

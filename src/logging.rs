@@ -208,28 +208,49 @@ fn filter() -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For people: time, level, target, message and fields.
+    #[default]
+    Text,
+    /// For log shippers: one JSON object per line (`timestamp`, `level`,
+    /// `target`, `message` and the fields).
+    Json,
+}
+
+/// Installs the global subscriber writing to `writer`. Internal errors of
+/// the subscriber are not printed: on a broken stderr that print aborted.
+fn install<W>(writer: W, ansi: bool, format: LogFormat)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter())
+        .log_internal_errors(false)
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => builder.with_ansi(ansi).init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
 /// The daemon's log: stderr, through a lossy queue, so a full disk, a closed
 /// pipe or a stalled reader never stops the engine.
-pub fn init_daemon() -> LogGuard {
+pub fn init_daemon(format: LogFormat) -> LogGuard {
     let stderr = LossyLines::start("log lines on stderr", std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter())
-        .with_ansi(ansi_for(&std::io::stderr()))
-        .log_internal_errors(false)
-        .with_writer(stderr.clone())
-        .init();
+    install(stderr.clone(), ansi_for(&std::io::stderr()), format);
     LogGuard(stderr)
 }
 
 /// A cluster's log (the fake bot's): straight to stderr, as a bot's would
 /// be, without a thread of its own, but never panicking on a write error.
 pub fn init_cluster() {
-    tracing_subscriber::fmt()
-        .with_env_filter(filter())
-        .with_ansi(ansi_for(&std::io::stderr()))
-        .log_internal_errors(false)
-        .with_writer(std::io::stderr)
-        .init();
+    install(
+        std::io::stderr,
+        ansi_for(&std::io::stderr()),
+        LogFormat::Text,
+    );
 }
 
 /// The console's log file and how writing it goes, for the status line.
@@ -264,7 +285,7 @@ impl ConsoleLog {
 /// In console mode the log goes to a file: the screen belongs to the
 /// console. A file that cannot be opened or written is not an error: the
 /// console runs without a log and says so in its status line.
-pub fn init_console(path: &Path) -> (ConsoleLog, Option<LogGuard>) {
+pub fn init_console(path: &Path, format: LogFormat) -> (ConsoleLog, Option<LogGuard>) {
     let shown = std::path::absolute(path)
         .unwrap_or_else(|_| path.to_path_buf())
         .display()
@@ -276,12 +297,7 @@ pub fn init_console(path: &Path) -> (ConsoleLog, Option<LogGuard>) {
     match file {
         Ok(file) => {
             let lines = LossyLines::start("log lines to the log file", file);
-            tracing_subscriber::fmt()
-                .with_env_filter(filter())
-                .with_ansi(false)
-                .log_internal_errors(false)
-                .with_writer(lines.clone())
-                .init();
+            install(lines.clone(), false, format);
             let log = ConsoleLog {
                 path: shown,
                 open_error: None,
@@ -393,7 +409,7 @@ mod tests {
     #[test]
     fn an_unopenable_log_file_is_a_problem_to_show_not_an_error() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (log, guard) = init_console(&dir.path().join("missing/dir/mewld.log"));
+        let (log, guard) = init_console(&dir.path().join("missing/dir/mewld.log"), LogFormat::Text);
         assert!(guard.is_none());
         let problem = log.problem().expect("a problem");
         assert!(

@@ -10,6 +10,7 @@ use mewld::control::client;
 use mewld::control::server::Control;
 use mewld::control::Hello;
 use mewld::engine::{Engine, Setup};
+use mewld::logging::LogFormat;
 use mewld::startup;
 use mewld::{daemon, demo, fake_bot, guardian, logging, metrics, systemd, transport, tui};
 use tokio::net::TcpListener;
@@ -45,6 +46,17 @@ struct Cli {
     /// `control_socket` in the config, else mewld.ctl beside the config).
     #[arg(long, global = true, value_name = "PATH")]
     control_socket: Option<PathBuf>,
+
+    /// How the manager's log is written: `text`, or `json` (one object per
+    /// line, for log shippers; the daemon's cluster output too).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        value_name = "FORMAT"
+    )]
+    log_format: LogFormat,
 
     /// Where the console writes its own log (the screen is for the console).
     #[arg(long, global = true, default_value = "mewld.log", value_name = "PATH")]
@@ -137,17 +149,26 @@ async fn run(cli: Cli) -> Result<u8> {
             let code = fake_bot::run(args).await?;
             Ok(u8::try_from(code).unwrap_or(1))
         }
-        Some(Command::Demo) => run_demo(&cli.log_file).await,
-        Some(Command::Attach) => run_attach(&cli.config, cli.control_socket, &cli.log_file).await,
+        Some(Command::Demo) => run_demo(&cli.log_file, cli.log_format).await,
+        Some(Command::Attach) => {
+            let log = logging::init_console(&cli.log_file, cli.log_format);
+            run_attach(&cli.config, cli.control_socket, log).await
+        }
         // Normally handled in `main`, before any runtime exists.
         Some(Command::Guardian { tag, groups }) => Ok(guardian::run(&tag, &groups)),
-        None if cli.daemon => run_daemon(&cli.config, cli.control_socket).await,
-        None => run_console(&cli.config, cli.control_socket, &cli.log_file).await,
+        None if cli.daemon => run_daemon(&cli.config, cli.control_socket, cli.log_format).await,
+        None => {
+            let log = logging::init_console(&cli.log_file, cli.log_format);
+            run_console(&cli.config, cli.control_socket, log).await
+        }
     }
 }
 
-async fn run_console(config: &Path, socket: Option<PathBuf>, log_file: &Path) -> Result<u8> {
-    let (log, _flush_log) = logging::init_console(log_file);
+/// The console's log and the guard that flushes it at exit.
+type ConsoleLogging = (logging::ConsoleLog, Option<logging::LogGuard>);
+
+async fn run_console(config: &Path, socket: Option<PathBuf>, log: ConsoleLogging) -> Result<u8> {
+    let (log, _flush_log) = log;
     // Start-up problems are printed before the screen is taken.
     let prepared = startup::load_config(config)?;
     for w in &prepared.warnings {
@@ -162,7 +183,7 @@ async fn run_console(config: &Path, socket: Option<PathBuf>, log_file: &Path) ->
     run_embedded(setup, control, metrics, log).await
 }
 
-async fn run_demo(log_file: &Path) -> Result<u8> {
+async fn run_demo(log_file: &Path, format: LogFormat) -> Result<u8> {
     let dir = tempfile::Builder::new()
         .prefix("mewld-demo-")
         .tempdir()
@@ -172,7 +193,7 @@ async fn run_demo(log_file: &Path) -> Result<u8> {
     } else {
         log_file.to_path_buf()
     };
-    let (log, _flush_log) = logging::init_console(&log_file);
+    let (log, _flush_log) = logging::init_console(&log_file, format);
     let setup = demo::setup(dir.path())?;
     let control = Control::bind(&setup.config.control_socket).map_err(|e| eyre!(e))?;
     run_embedded(setup, control, None, log).await
@@ -200,8 +221,8 @@ async fn run_embedded(
     tui::run(face, handle, log).await
 }
 
-async fn run_attach(config: &Path, socket: Option<PathBuf>, log_file: &Path) -> Result<u8> {
-    let (log, _flush_log) = logging::init_console(log_file);
+async fn run_attach(config: &Path, socket: Option<PathBuf>, log: ConsoleLogging) -> Result<u8> {
+    let (log, _flush_log) = log;
     let socket = match socket {
         Some(path) => path,
         None => startup::load_config(config)?.config.control_socket,
@@ -225,8 +246,8 @@ async fn bind_metrics(config: &mewld::config::Config) -> Result<Option<TcpListen
     }
 }
 
-async fn run_daemon(config: &Path, socket: Option<PathBuf>) -> Result<u8> {
-    let _flush_log = logging::init_daemon();
+async fn run_daemon(config: &Path, socket: Option<PathBuf>, format: LogFormat) -> Result<u8> {
+    let _flush_log = logging::init_daemon(format);
     let prepared = startup::load_config(config)?;
     for w in &prepared.warnings {
         tracing::warn!("{w}");
@@ -244,7 +265,7 @@ async fn run_daemon(config: &Path, socket: Option<PathBuf>) -> Result<u8> {
     if let Some(listener) = metrics {
         metrics::serve(listener, handle.clone());
     }
-    let exit = daemon::run(engine, handle, transport_rx).await?;
+    let exit = daemon::run(engine, handle, transport_rx, format).await?;
     tracing::info!(code = exit.code(), "every cluster has stopped; exiting");
     Ok(u8::try_from(exit.code()).unwrap_or(1))
 }

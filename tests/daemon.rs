@@ -481,3 +481,57 @@ fn a_rediss_url_talks_to_redis_over_tls() {
     assert_eq!(st["output"]["0"]["status"], "running");
     assert!(!events(&redis.action_log(&ch), "cluster_started").is_empty());
 }
+
+/// `--log-format json`: every line the daemon writes, on stdout and
+/// stderr, is one JSON object; cluster output names its cluster; the
+/// manager's lines carry level, target and fields; the token is in none.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let f = Fixture::new("jsonlogs", vec![Answer::gateway(4, 900, 0)]);
+    let args = ["--daemon", "--log-format", "json"];
+    let mut manager = Manager::start_with(&f.config(""), &args, Some(&f.redis), &f.bot, &[]);
+    manager.wait_launched(&f.listener);
+    ask(&f.redis, &f.listener, &f.ch, "stop", json!({"id": 1}));
+    f.redis
+        .publish(&f.ch, &json!({"scope": "launcher", "action": "shutdown"}));
+    assert_eq!(manager.wait_exit(), Some(0));
+    let parse = |lines: Vec<String>, what: &str| -> Vec<serde_json::Value> {
+        assert!(!lines.is_empty(), "nothing on {what}");
+        lines
+            .iter()
+            .map(|l| {
+                assert!(!l.contains(TOKEN), "the token on {what}");
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("{what}: {e}: {l}"))
+            })
+            .collect()
+    };
+    let out = parse(manager.stdout(), "stdout");
+    let launched = out
+        .iter()
+        .find(|v| {
+            v["line"]
+                .as_str()
+                .is_some_and(|l| l.contains("cluster 1 launched"))
+        })
+        .expect("cluster 1's output as an object");
+    assert_eq!(launched["cluster"], 1, "{launched}");
+    assert_eq!(launched["name"], "cluster-1");
+    assert_eq!(launched["stream"], "stdout");
+    let err = parse(manager.stderr(), "stderr");
+    let stop = err
+        .iter()
+        .find(|v| {
+            v["target"] == "mewld::actlog"
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("operator_action"))
+        })
+        .expect("the action log's stop as a log object");
+    assert_eq!(stop["level"], "INFO", "{stop}");
+    assert!(stop["timestamp"].as_str().is_some(), "{stop}");
+    assert!(
+        err.iter()
+            .any(|v| v["level"] == "INFO" && v.as_object().is_some_and(|o| o.len() > 4)),
+        "a line with fields of its own"
+    );
+}
