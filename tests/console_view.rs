@@ -210,8 +210,9 @@ fn crash_backoff_outage_and_rolling_restart_in_the_header() {
 #[test]
 fn filtered_paused_action_log() {
     let mut app = app_with(snapshot(&[Running; 3]));
-    // `/` filters the focused pane: the log, reached with Shift-Tab.
-    key(&mut app, KeyCode::BackTab);
+    // `/` filters the focused pane: the log, two Tabs away.
+    key(&mut app, KeyCode::Tab);
+    key(&mut app, KeyCode::Tab);
     key(&mut app, KeyCode::Char('/'));
     for c in "exited".chars() {
         key(&mut app, KeyCode::Char(c));
@@ -391,7 +392,8 @@ fn a_dialog_takes_only_yes_and_no() {
 #[test]
 fn the_filter_eats_letters_that_are_keys_elsewhere() {
     let mut app = app_with(snapshot(&[Running; 3]));
-    key(&mut app, KeyCode::BackTab);
+    key(&mut app, KeyCode::Tab);
+    key(&mut app, KeyCode::Tab);
     key(&mut app, KeyCode::Char('/'));
     assert_eq!(app.mode, Mode::Filter);
     // q would quit, x stop, S shut down, ? open the help: here they are text.
@@ -413,7 +415,8 @@ fn the_filter_eats_letters_that_are_keys_elsewhere() {
 #[test]
 fn esc_and_a_key_read_as_alt_are_the_two_keys() {
     let mut app = app_with(snapshot(&[Running; 3]));
-    key(&mut app, KeyCode::BackTab);
+    key(&mut app, KeyCode::Tab);
+    key(&mut app, KeyCode::Tab);
     key(&mut app, KeyCode::Char('/'));
     key(&mut app, KeyCode::Char('e'));
     // Esc then `/` typed quickly arrives as Alt-/: the filter is cleared,
@@ -470,4 +473,60 @@ fn clusters_filtered_and_sorted_keep_the_selection_on_its_cluster() {
         Some(7),
         "the selection stayed"
     );
+}
+
+/// Ten rounds of answers, latency rising and guilds growing each round.
+fn with_rounds(app: &mut App, states: &[ClusterState]) {
+    for round in 1..=10u32 {
+        let mut s = snapshot(states);
+        for c in &mut s.clusters {
+            if let Some(h) = &mut c.health {
+                h.at = at(100 - u64::from(round) * 5);
+                for sh in &mut h.shards {
+                    sh.latency = Some(40.0 + f64::from(round * 5 + sh.shard_id));
+                    sh.guilds = Some(1000 + u64::from(round * 10));
+                }
+            }
+        }
+        app.update(Msg::Snapshot(Arc::new(s)));
+    }
+}
+
+/// The diagnostics pane streams every answer (filterable by cluster), and
+/// the detail draws the recent latency and guilds as trend lines.
+#[test]
+fn diagnostics_pane_and_the_detail_trends() {
+    let mut app = app_with(snapshot(&[Running; 6]));
+    with_rounds(&mut app, &[Running; 6]);
+    assert_eq!(app.diagnostics.answers.len(), 6 * 11);
+    // Shift-Tab from the clusters: the diagnostics, in place of the log.
+    key(&mut app, KeyCode::BackTab);
+    insta::assert_snapshot!("diagnostics_pane_at_80x24", render(&app, 80, 24).backend());
+    key(&mut app, KeyCode::Char('/'));
+    key(&mut app, KeyCode::Char('1'));
+    key(&mut app, KeyCode::Enter);
+    let screen = format!("{:?}", render(&app, 80, 24).backend());
+    assert!(
+        screen.contains("#1 ") && !screen.contains("#2 "),
+        "{screen}"
+    );
+    // The detail of cluster 1 with its trend lines.
+    key(&mut app, KeyCode::Tab);
+    key(&mut app, KeyCode::Char('j'));
+    key(&mut app, KeyCode::Enter);
+    insta::assert_snapshot!(
+        "detail_with_trends_at_80x30",
+        render(&app, 80, 30).backend()
+    );
+}
+
+/// A big bot on a big screen: 120 clusters, the detail with trends beside
+/// the table, the log and the diagnostics side by side below.
+#[test]
+fn a_hundred_and_twenty_clusters_at_200x50() {
+    let states = vec![Running; 120];
+    let mut app = app_with(snapshot(&states));
+    with_rounds(&mut app, &states);
+    key(&mut app, KeyCode::Char('j'));
+    insta::assert_snapshot!(render(&app, 200, 50).backend());
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use serde_json::{Map, Value};
@@ -14,8 +14,9 @@ use crate::engine::state::{ClusterView, Snapshot};
 use crate::engine::{Event, Operation};
 
 use super::clusters::TableView;
+use super::diagnostics::Diagnostics;
 use super::keys::{self, Action, ModeKind};
-pub use super::lines::{LogLine, OutputLine};
+pub use super::lines::{age, clock, LogLine, OutputLine};
 
 /// Action-log entries kept in memory; the oldest go first.
 pub const LOG_CAP: usize = 100_000;
@@ -29,15 +30,17 @@ pub enum Pane {
     Clusters,
     Output,
     Log,
+    /// Diagnostic answers as they arrive.
+    Diagnostics,
 }
 
 impl Pane {
-    fn next(self) -> Pane {
-        match self {
-            Pane::Clusters => Pane::Output,
-            Pane::Output => Pane::Log,
-            Pane::Log => Pane::Clusters,
-        }
+    /// The Tab order.
+    const ORDER: [Pane; 4] = [Pane::Clusters, Pane::Output, Pane::Log, Pane::Diagnostics];
+
+    fn step(self, by: usize) -> Pane {
+        let at = Pane::ORDER.iter().position(|p| *p == self).unwrap_or(0);
+        Pane::ORDER[(at + by) % Pane::ORDER.len()]
     }
 }
 
@@ -120,6 +123,12 @@ pub struct App {
     selected_id: Option<ClusterId>,
     /// The table's filter and sort.
     pub table: TableView,
+    /// Diagnostic answers and each cluster's recent samples.
+    pub diagnostics: Diagnostics,
+    /// The diagnostics pane's filter: a cluster id or part of a name.
+    pub diag_filter: String,
+    /// Answers scrolled up from the newest; 0 follows them.
+    pub diag_scroll: usize,
     pub focus: Pane,
     /// The detail view is open (on narrow screens it replaces the table).
     pub detail: bool,
@@ -160,6 +169,9 @@ impl App {
             selected: 0,
             selected_id: None,
             table: TableView::default(),
+            diagnostics: Diagnostics::default(),
+            diag_filter: String::new(),
+            diag_scroll: 0,
             focus: Pane::Clusters,
             detail: false,
             log: VecDeque::new(),
@@ -202,6 +214,7 @@ impl App {
         match msg {
             Msg::Key(key) => return self.on_key(key),
             Msg::Snapshot(s) => {
+                self.diagnostics.observe(&s);
                 self.snapshot = s;
                 self.keep_selection();
             }
@@ -317,8 +330,8 @@ impl App {
             Action::Move(by) => self.scroll(by),
             Action::Top => self.scroll(isize::MIN / 2),
             Action::Bottom => self.scroll(isize::MAX / 2),
-            Action::NextPane => self.focus = self.focus.next(),
-            Action::PrevPane => self.focus = self.focus.next().next(),
+            Action::NextPane => self.focus = self.focus.step(1),
+            Action::PrevPane => self.focus = self.focus.step(Pane::ORDER.len() - 1),
             Action::Detail => {
                 self.detail = true;
                 self.focus = Pane::Output;
@@ -326,6 +339,9 @@ impl App {
             }
             Action::Back if !self.filter.is_empty() && self.focus == Pane::Log => {
                 self.filter.clear();
+            }
+            Action::Back if !self.diag_filter.is_empty() && self.focus == Pane::Diagnostics => {
+                self.diag_filter.clear();
             }
             Action::Back if !self.table.filter.is_empty() && self.focus == Pane::Clusters => {
                 self.table.filter.clear();
@@ -336,7 +352,7 @@ impl App {
                 self.focus = Pane::Clusters;
             }
             Action::Filter => {
-                if self.focus != Pane::Clusters {
+                if self.focus == Pane::Output {
                     self.focus = Pane::Log;
                 }
                 self.mode = Mode::Filter;
@@ -371,12 +387,19 @@ impl App {
     /// Changes the filter of the pane being filtered: the clusters', or
     /// the action log's.
     fn edit_filter(&mut self, edit: impl FnOnce(&mut String)) {
-        if self.focus == Pane::Clusters {
-            edit(&mut self.table.filter);
-            self.keep_selection();
-        } else {
-            edit(&mut self.filter);
-            self.log_scroll = 0;
+        match self.focus {
+            Pane::Clusters => {
+                edit(&mut self.table.filter);
+                self.keep_selection();
+            }
+            Pane::Diagnostics => {
+                edit(&mut self.diag_filter);
+                self.diag_scroll = 0;
+            }
+            Pane::Output | Pane::Log => {
+                edit(&mut self.filter);
+                self.log_scroll = 0;
+            }
         }
     }
 
@@ -451,6 +474,10 @@ impl App {
                     .map_or(0, VecDeque::len);
                 self.output_scroll = self.output_scroll.saturating_add_signed(-by).min(len);
             }
+            Pane::Diagnostics => {
+                let len = self.diagnostics.answers.len();
+                self.diag_scroll = self.diag_scroll.saturating_add_signed(-by).min(len);
+            }
             Pane::Log => {
                 self.log_scroll = self
                     .log_scroll
@@ -460,27 +487,4 @@ impl App {
             }
         }
     }
-}
-
-/// "3h04m", "12m05s", "42s": how long since `then`.
-pub fn age(now: SystemTime, then: SystemTime) -> String {
-    let secs = now.duration_since(then).unwrap_or_default().as_secs();
-    match secs {
-        0..=59 => format!("{secs}s"),
-        60..=3599 => format!("{}m{:02}s", secs / 60, secs % 60),
-        3600..=86_399 => format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60),
-        _ => format!("{}d{:02}h", secs / 86_400, (secs % 86_400) / 3600),
-    }
-}
-
-/// "14:03:27" (UTC) for a microsecond timestamp.
-pub fn clock(ts_micros: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_micros(u64::try_from(ts_micros).unwrap_or(0));
-    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    format!(
-        "{:02}:{:02}:{:02}",
-        (secs / 3600) % 24,
-        (secs / 60) % 60,
-        secs % 60
-    )
 }

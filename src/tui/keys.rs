@@ -137,7 +137,7 @@ const fn code(c: KeyCode) -> Key {
     Key::Code(c)
 }
 
-const ALL_PANES: &[Pane] = &[Pane::Clusters, Pane::Output, Pane::Log];
+const ALL_PANES: &[Pane] = &[Pane::Clusters, Pane::Output, Pane::Log, Pane::Diagnostics];
 const CLUSTER_PANES: &[Pane] = &[Pane::Clusters, Pane::Output];
 const NORMAL: &[ModeKind] = &[ModeKind::Normal];
 
@@ -189,7 +189,7 @@ pub const BINDINGS: &[Binding] = &[
             (code(KeyCode::End), Action::Bottom),
         ],
         modes: NORMAL,
-        hint: hint(2, "top/end", &[Pane::Output, Pane::Log]),
+        hint: hint(2, "top/end", &[Pane::Output, Pane::Log, Pane::Diagnostics]),
         help: Some("to the top / to the end"),
     },
     Binding {
@@ -201,7 +201,7 @@ pub const BINDINGS: &[Binding] = &[
     Binding {
         keys: &[(code(KeyCode::Esc), Action::Back)],
         modes: NORMAL,
-        hint: hint(1, "back", &[Pane::Output, Pane::Log]),
+        hint: hint(1, "back", &[Pane::Output, Pane::Log, Pane::Diagnostics]),
         help: Some("back; in the action log, clear the filter"),
     },
     Binding {
@@ -249,7 +249,7 @@ pub const BINDINGS: &[Binding] = &[
     Binding {
         keys: &[(ch('/'), Action::Filter)],
         modes: NORMAL,
-        hint: hint(1, "filter", &[Pane::Clusters, Pane::Log]),
+        hint: hint(1, "filter", &[Pane::Clusters, Pane::Log, Pane::Diagnostics]),
         help: Some("filter the focused pane (clusters: id, name or state)"),
     },
     Binding {
@@ -271,7 +271,7 @@ pub const BINDINGS: &[Binding] = &[
         ],
         modes: NORMAL,
         hint: hint(1, "pane", ALL_PANES),
-        help: Some("next / previous pane (clusters, output, action log)"),
+        help: Some("next / previous pane (clusters, output, log, diagnostics)"),
     },
     // The help overlay.
     Binding {

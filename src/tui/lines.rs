@@ -1,6 +1,8 @@
 //! The lines the panes show: action-log entries, formatted once when they
 //! arrive, and the clusters' output.
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use serde_json::{Map, Value};
 
 use crate::engine::process::Stream;
@@ -61,4 +63,27 @@ impl LogLine {
 pub struct OutputLine {
     pub stream: Stream,
     pub text: String,
+}
+
+/// "3h04m", "12m05s", "42s": how long since `then`.
+pub fn age(now: SystemTime, then: SystemTime) -> String {
+    let secs = now.duration_since(then).unwrap_or_default().as_secs();
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m{:02}s", secs / 60, secs % 60),
+        3600..=86_399 => format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60),
+        _ => format!("{}d{:02}h", secs / 86_400, (secs % 86_400) / 3600),
+    }
+}
+
+/// "14:03:27" (UTC) for a microsecond timestamp.
+pub fn clock(ts_micros: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_micros(u64::try_from(ts_micros).unwrap_or(0));
+    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    format!(
+        "{:02}:{:02}:{:02}",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60
+    )
 }

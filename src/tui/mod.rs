@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod clusters;
+pub mod diagnostics;
 pub mod keys;
 pub mod lines;
 pub mod view;

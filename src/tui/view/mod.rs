@@ -11,6 +11,7 @@ use ratatui::Frame;
 use super::app::{age, App, FaceView, Mode, Pane};
 use crate::engine::state::ClusterState;
 
+mod diagnostics;
 mod overlays;
 mod panes;
 
@@ -68,7 +69,18 @@ pub fn draw(frame: &mut Frame, app: &App) {
     } else {
         panes::draw_table(frame, app, body);
     }
-    panes::draw_log(frame, app, log);
+    // The diagnostics share the bottom with the log on a wide screen, and
+    // take its place on a narrow one while they have the focus.
+    if area.width >= WIDE {
+        let [left, right] =
+            Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(log);
+        panes::draw_log(frame, app, left);
+        diagnostics::draw_pane(frame, app, right);
+    } else if app.focus == Pane::Diagnostics {
+        diagnostics::draw_pane(frame, app, log);
+    } else {
+        panes::draw_log(frame, app, log);
+    }
     draw_message(frame, app, message);
     overlays::draw_footer(frame, app, footer);
     match &app.mode {

@@ -267,15 +267,22 @@ pub(super) fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let mut lines = status_lines(app, c);
-    // Shards first; the cluster's own output keeps at least four lines.
+    // Shards first, then the trends if they fit; the cluster's own output
+    // keeps at least four lines.
     let shard_lines = lines.len().min((inner.height as usize).saturating_sub(5));
     lines.truncate(shard_lines.max(1));
-    let [top, bottom] = Layout::vertical([
-        Constraint::Length(lines.len() as u16 + 1),
+    let trends = super::diagnostics::trend_rows(app, c)
+        .min(inner.height.saturating_sub(lines.len() as u16 + 6));
+    let [top, trend_area, bottom] = Layout::vertical([
+        Constraint::Length(lines.len() as u16),
+        Constraint::Length(trends + 1),
         Constraint::Min(1),
     ])
     .areas(inner);
     frame.render_widget(Paragraph::new(lines), top);
+    if trends == 2 {
+        super::diagnostics::draw_trends(frame, app, c, trend_area);
+    }
 
     let height = bottom.height.saturating_sub(1) as usize;
     let empty = Default::default();
@@ -309,7 +316,7 @@ pub(super) fn draw_log(frame: &mut Frame, app: &App, area: Rect) {
         "paused"
     };
     let mut title = format!("Action log · {} entries · {mode}", app.log.len());
-    let typing = app.mode == Mode::Filter;
+    let typing = app.mode == Mode::Filter && app.focus == Pane::Log;
     if typing || !app.filter.is_empty() {
         let cursor = if typing { "▏" } else { "" };
         title.push_str(&format!(" · filter: {}{cursor}", app.filter));

@@ -1,0 +1,127 @@
+//! The diagnostics pane (every answer as it arrives) and the detail's trend
+//! lines (a cluster's recent latency and guilds, as sparklines).
+
+use std::time::UNIX_EPOCH;
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Style};
+use ratatui::text::Line;
+use ratatui::widgets::{Paragraph, Sparkline};
+use ratatui::Frame;
+
+use super::{pane_block, style};
+use crate::engine::state::ClusterView;
+use crate::tui::app::{clock, App, Mode, Pane};
+
+pub(super) fn draw_pane(frame: &mut Frame, app: &App, area: Rect) {
+    let answers = &app.diagnostics.answers;
+    let mut title = format!("Diagnostics · {} answers", answers.len());
+    if app.diag_scroll > 0 {
+        title.push_str(&format!(" · scrolled up {}", app.diag_scroll));
+    }
+    let typing = app.mode == Mode::Filter && app.focus == Pane::Diagnostics;
+    if typing || !app.diag_filter.is_empty() {
+        let cursor = if typing { "▏" } else { "" };
+        title.push_str(&format!(" · filter: {}{cursor}", app.diag_filter));
+    }
+    let block = pane_block(app, Pane::Diagnostics, title);
+    let height = area.height.saturating_sub(2) as usize;
+    // Walk back from the newest matching answer; only what fits is built.
+    let mut lines: Vec<Line> = answers
+        .iter()
+        .rev()
+        .filter(|a| a.matches(&app.diag_filter))
+        .skip(app.diag_scroll)
+        .take(height)
+        .map(|a| {
+            let micros =
+                a.at.duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_micros();
+            let latency = a.latency_ms.map_or("-".into(), |l| format!("{l:.0}ms"));
+            let text = format!(
+                "{} #{:<4} {:<8} {:>2}/{:<2} up {:>5} rt {}ms {} guilds",
+                clock(i64::try_from(micros).unwrap_or(0)),
+                a.id,
+                a.name.chars().take(8).collect::<String>(),
+                a.shards_up,
+                a.shards,
+                latency,
+                a.round_trip_ms,
+                a.guilds,
+            );
+            let color = if a.shards_up < a.shards {
+                Color::LightRed
+            } else {
+                Color::Reset
+            };
+            Line::styled(text, style(app, Style::default().fg(color)))
+        })
+        .collect();
+    lines.reverse();
+    frame.render_widget(Paragraph::new(lines).block(block), area);
+}
+
+/// Rows the trend lines take in the detail, when there is history to show.
+pub(super) fn trend_rows(app: &App, c: &ClusterView) -> u16 {
+    match app.diagnostics.samples(c.id) {
+        Some(s) if s.len() >= 2 => 2,
+        _ => 0,
+    }
+}
+
+/// The cluster's latency and guilds over its recent answers, newest right.
+pub(super) fn draw_trends(frame: &mut Frame, app: &App, c: &ClusterView, area: Rect) {
+    let Some(samples) = app.diagnostics.samples(c.id) else {
+        return;
+    };
+    let [latency_row, guilds_row] =
+        Layout::vertical([Constraint::Length(1), Constraint::Length(1)]).areas(area);
+    // Only the newest samples that fit the width.
+    let width = usize::from(area.width.saturating_sub(LABEL));
+    let recent = samples.iter().skip(samples.len().saturating_sub(width));
+    let latency: Vec<u64> = recent
+        .clone()
+        .map(|s| s.latency_ms.map_or(0, |l| l.max(0.0).round() as u64))
+        .collect();
+    let guilds: Vec<u64> = recent.map(|s| s.guilds).collect();
+    let last_latency = samples.back().and_then(|s| s.latency_ms);
+    let last_guilds = samples.back().map_or(0, |s| s.guilds);
+    let latency_label = format!(
+        "latency {:>6}",
+        last_latency.map_or("-".into(), |l| format!("{l:.0}ms"))
+    );
+    trend(
+        frame,
+        app,
+        latency_row,
+        latency_label,
+        &latency,
+        Color::Cyan,
+    );
+    trend(
+        frame,
+        app,
+        guilds_row,
+        format!("guilds {last_guilds:>7}"),
+        &guilds,
+        Color::Green,
+    );
+}
+
+/// Width of a trend line's label.
+const LABEL: u16 = 16;
+
+fn trend(frame: &mut Frame, app: &App, area: Rect, label: String, data: &[u64], color: Color) {
+    let [label_area, spark] =
+        Layout::horizontal([Constraint::Length(LABEL), Constraint::Min(1)]).areas(area);
+    frame.render_widget(Paragraph::new(label), label_area);
+    // Drawn above the window's lowest value, so a change of a few guilds
+    // out of thousands still shows.
+    let floor = data.iter().min().copied().unwrap_or(0).saturating_sub(1);
+    let data: Vec<u64> = data.iter().map(|v| v - floor).collect();
+    let sparkline = Sparkline::default()
+        .data(&data)
+        .style(style(app, Style::default().fg(color)));
+    frame.render_widget(sparkline, spark);
+}
