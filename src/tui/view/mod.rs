@@ -19,8 +19,8 @@ pub use overlays::question;
 
 const WIDE: u16 = 140;
 /// Rows the detail pane wants beside the table on a wide screen: its
-/// header, a few shards and some output.
-const DETAIL_ROWS: u16 = 16;
+/// header, a few shards, the trend lines and some output.
+const DETAIL_ROWS: u16 = 20;
 
 /// The cluster table (or the detail) takes the rows it needs, at most
 /// 70 % of the screen; the action log gets the rest, and at least 3 rows.
