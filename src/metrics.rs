@@ -26,7 +26,7 @@ use tokio::sync::{broadcast, Semaphore};
 
 use crate::cluster_map::ClusterId;
 use crate::engine::state::{ClusterState, Snapshot};
-use crate::engine::{EngineHandle, Event};
+use crate::engine::{next_snapshot, EngineHandle, Event};
 
 /// Scrapes served at once; more wait for a slot.
 const CONNECTIONS: usize = 16;
@@ -248,13 +248,10 @@ async fn follow(handle: EngineHandle, series: Series) {
     series.on_snapshot(&snapshots.borrow_and_update(), &mut last_diag);
     loop {
         tokio::select! {
-            changed = snapshots.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let s = snapshots.borrow_and_update().clone();
-                series.on_snapshot(&s, &mut last_diag);
-            }
+            s = next_snapshot(&mut snapshots) => match s {
+                Some(s) => series.on_snapshot(&s, &mut last_diag),
+                None => return,
+            },
             event = events.recv() => match event {
                 Ok(Event::ActionLog(entry)) => series.on_entry(&entry),
                 Ok(Event::Output { .. }) => {}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 
 use crate::engine::state::{ClusterState, Snapshot};
-use crate::engine::EngineHandle;
+use crate::engine::{next_snapshot, EngineHandle};
 
 /// `STATUS=` goes out at most this often (the latest one wins).
 const STATUS_EVERY: Duration = Duration::from_millis(500);
@@ -35,11 +35,8 @@ async fn notify_loop(handle: EngineHandle, watchdog: Option<Duration>) {
     let (mut wanted, mut sent) = (String::new(), String::new());
     loop {
         tokio::select! {
-            changed = snapshots.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let s = snapshots.borrow_and_update().clone();
+            s = next_snapshot(&mut snapshots) => {
+                let Some(s) = s else { return };
                 wanted = summary(&s);
                 if s.fully_up && !ready {
                     ready = true;

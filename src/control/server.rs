@@ -25,7 +25,7 @@ use tokio_util::codec::{FramedRead, LinesCodec};
 
 use super::{line, mismatch, ClientMsg, Hello, ServerMsg, MAX_CLIENT_LINE, PROTOCOL};
 use crate::cluster_map::ClusterId;
-use crate::engine::{EngineHandle, Event, Via};
+use crate::engine::{next_snapshot, EngineHandle, Event, Via};
 use crate::socket_file;
 use crate::transport::Peer;
 
@@ -195,12 +195,9 @@ async fn serve_client(
     let requests = tokio::spawn(read_requests(lines, peer, handle, verdicts_tx));
     let outcome = loop {
         let msg = tokio::select! {
-            changed = snapshots.changed() => match changed {
-                Ok(()) => {
-                    let snapshot = Box::new(snapshots.borrow_and_update().as_ref().clone());
-                    ServerMsg::Snapshot { snapshot }
-                }
-                Err(_) => break Ok(()),
+            s = next_snapshot(&mut snapshots) => match s {
+                Some(s) => ServerMsg::Snapshot { snapshot: Box::new(s.as_ref().clone()) },
+                None => break Ok(()),
             },
             event = events.recv() => match event {
                 Ok(Event::ActionLog(entry)) if !seen.is_empty()

@@ -207,6 +207,12 @@ pub struct Setup {
     pub sessions_remaining: Option<u32>,
 }
 
+/// Waits for the engine's next snapshot; `None` once the engine is gone.
+pub async fn next_snapshot(rx: &mut watch::Receiver<Arc<Snapshot>>) -> Option<Arc<Snapshot>> {
+    rx.changed().await.ok()?;
+    Some(rx.borrow_and_update().clone())
+}
+
 /// What a face asks of the engine, with where the answer goes. A console
 /// attached over the control socket sends these to its own end, which
 /// carries them to the daemon's engine.
