@@ -229,6 +229,8 @@ fn the_daemon_refuses_a_client_of_another_version() {
     let mut daemon = Manager::start(&f.config(&line), &f.redis, &f.bot);
     daemon.wait_launched(&f.listener);
     let stream = UnixStream::connect(&socket).expect("connect");
+    // A daemon that says nothing fails the test instead of hanging it.
+    stream.set_read_timeout(Some(DEADLINE)).expect("read timeout");
     let mut lines = BufReader::new(stream.try_clone().expect("clone")).lines();
     let hello: Value =
         serde_json::from_str(&lines.next().expect("hello").expect("read")).expect("json");
@@ -258,6 +260,8 @@ impl RawClient {
     /// Connects and exchanges hellos.
     fn attach(socket: &Path) -> RawClient {
         let stream = UnixStream::connect(socket).expect("connect");
+        // A daemon that says nothing fails the test instead of hanging it.
+        stream.set_read_timeout(Some(DEADLINE)).expect("read timeout");
         let lines = BufReader::new(stream.try_clone().expect("clone")).lines();
         let mut client = RawClient { stream, lines };
         assert_eq!(client.next()["type"], "hello");
