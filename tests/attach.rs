@@ -230,7 +230,9 @@ fn the_daemon_refuses_a_client_of_another_version() {
     daemon.wait_launched(&f.listener);
     let stream = UnixStream::connect(&socket).expect("connect");
     // A daemon that says nothing fails the test instead of hanging it.
-    stream.set_read_timeout(Some(DEADLINE)).expect("read timeout");
+    stream
+        .set_read_timeout(Some(DEADLINE))
+        .expect("read timeout");
     let mut lines = BufReader::new(stream.try_clone().expect("clone")).lines();
     let hello: Value =
         serde_json::from_str(&lines.next().expect("hello").expect("read")).expect("json");
@@ -261,7 +263,9 @@ impl RawClient {
     fn attach(socket: &Path) -> RawClient {
         let stream = UnixStream::connect(socket).expect("connect");
         // A daemon that says nothing fails the test instead of hanging it.
-        stream.set_read_timeout(Some(DEADLINE)).expect("read timeout");
+        stream
+            .set_read_timeout(Some(DEADLINE))
+            .expect("read timeout");
         let lines = BufReader::new(stream.try_clone().expect("clone")).lines();
         let mut client = RawClient { stream, lines };
         assert_eq!(client.next()["type"], "hello");
