@@ -202,7 +202,7 @@ pub const BINDINGS: &[Binding] = &[
         keys: &[(code(KeyCode::Esc), Action::Back)],
         modes: NORMAL,
         hint: hint(1, "back", &[Pane::Output, Pane::Log, Pane::Diagnostics]),
-        help: Some("back; in the action log, clear the filter"),
+        help: Some("back; clear the focused pane's filter"),
     },
     Binding {
         keys: &[(ch('s'), Action::Start)],
