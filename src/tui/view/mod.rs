@@ -192,6 +192,11 @@ fn face_span(app: &App, narrow: bool) -> Span<'static> {
 /// Whether the transport (Redis or the socket) is up, or when it retries.
 fn link_span(app: &App, narrow: bool) -> Span<'static> {
     let s = &app.snapshot;
+    // The last snapshot of an engine out of reach says nothing about now.
+    if let FaceView::Attached { lost: Some(_), .. } = app.face {
+        let text = if narrow { "ipc ?" } else { "ipc ? unknown" };
+        return Span::styled(text, style(app, Style::default().fg(Color::DarkGray)));
+    }
     if s.transport_connected {
         let text = if narrow {
             "ipc ●"

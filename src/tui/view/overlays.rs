@@ -16,12 +16,18 @@ use crate::tui::keys::{self, Action, ModeKind};
 /// first, so a narrow screen cuts the least useful ones).
 fn footer_text(app: &App) -> String {
     let mode = app.mode.kind();
+    let attached = matches!(app.face, FaceView::Attached { .. });
     let hints: Vec<String> = keys::bindings(mode)
         .filter_map(|b| b.hint.as_ref().map(|h| (b, h)))
         .filter(|(_, h)| mode != ModeKind::Normal || h.panes.contains(&app.focus))
-        .map(|(b, h)| match h.keys {
-            0 => h.text.to_string(),
-            n => format!("{} {}", b.names(n, "/"), h.text),
+        .map(|(b, h)| {
+            // An attached console's quit detaches: the footer says so.
+            let quits = b.keys.first().is_some_and(|(_, a)| *a == Action::Quit);
+            let text = if attached && quits { "detach" } else { h.text };
+            match h.keys {
+                0 => text.to_string(),
+                n => format!("{} {text}", b.names(n, "/")),
+            }
         })
         .collect();
     hints.join(" · ")
