@@ -30,6 +30,8 @@ use crate::engine::{next_snapshot, EngineHandle, Event};
 
 /// Scrapes served at once; more wait for a slot.
 const CONNECTIONS: usize = 16;
+/// How long `/healthz` waits for the engine's loop to answer.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// A connection is closed after this long, whatever it is doing.
 const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -135,7 +137,8 @@ impl Series {
             let labels = vec![("state", state.as_str().to_string())];
             self.clusters.get_or_create(&labels).set(n as i64);
         }
-        // Shards move between clusters on a reshard: start afresh.
+        // Clusters and shards come and go on a reshard: start afresh.
+        self.cluster_up.clear();
         self.shard_up.clear();
         self.shard_latency.clear();
         self.shard_guilds.clear();
@@ -237,8 +240,8 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
 /// Serves the metrics of `handle` on `listener` until the process ends.
 pub fn serve(listener: TcpListener, handle: EngineHandle) {
     let (series, registry) = Series::registered();
-    tokio::spawn(follow(handle, series));
-    tokio::spawn(accept(listener, Arc::new(registry)));
+    tokio::spawn(follow(handle.clone(), series));
+    tokio::spawn(accept(listener, Arc::new(registry), handle.clone()));
 }
 
 async fn follow(handle: EngineHandle, series: Series) {
@@ -264,7 +267,7 @@ async fn follow(handle: EngineHandle, series: Series) {
     }
 }
 
-async fn accept(listener: TcpListener, registry: Arc<Registry>) {
+async fn accept(listener: TcpListener, registry: Arc<Registry>, handle: EngineHandle) {
     let slots = Arc::new(Semaphore::new(CONNECTIONS));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -278,9 +281,11 @@ async fn accept(listener: TcpListener, registry: Arc<Registry>) {
                 continue;
             }
         };
-        let registry = registry.clone();
+        let (registry, handle) = (registry.clone(), handle.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| answer(req, registry.clone()));
+            let service = hyper::service::service_fn(move |req| {
+                answer(req, registry.clone(), handle.clone())
+            });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(5))
@@ -294,11 +299,29 @@ async fn accept(listener: TcpListener, registry: Arc<Registry>) {
 async fn answer(
     req: Request<Incoming>,
     registry: Arc<Registry>,
+    handle: EngineHandle,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (status, kind, body) = match req.uri().path() {
+    let (status, kind, body) = route(req.uri().path(), &registry, &handle).await;
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = hyper::header::HeaderValue::from_str(kind) {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
+    }
+    Ok(response)
+}
+
+/// What a request for `path` gets: status, content type and body.
+async fn route(
+    path: &str,
+    registry: &Registry,
+    handle: &EngineHandle,
+) -> (StatusCode, &'static str, String) {
+    match path {
         "/metrics" => {
             let mut text = String::new();
-            match encode(&mut text, &registry) {
+            match encode(&mut text, registry) {
                 Ok(()) => (
                     StatusCode::OK,
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -311,21 +334,22 @@ async fn answer(
                 ),
             }
         }
-        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        // 200 only while the engine's loop answers: a wedged or ended
+        // engine is unhealthy even if this server still runs.
+        "/healthz" => match tokio::time::timeout(HEALTH_TIMEOUT, handle.alive()).await {
+            Ok(true) => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+            _ => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "the engine does not answer\n".to_string(),
+            ),
+        },
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",
             "try /metrics or /healthz\n".to_string(),
         ),
-    };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    if let Ok(value) = hyper::header::HeaderValue::from_str(kind) {
-        response
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, value);
     }
-    Ok(response)
 }
 
 #[cfg(test)]
@@ -417,6 +441,50 @@ mod tests {
             }],
             ..Snapshot::default()
         }
+    }
+
+    /// `/healthz` asks the engine's loop; an engine that does not answer
+    /// (here: gone) is a 503, while `/metrics` still serves.
+    #[tokio::test]
+    async fn healthz_is_200_only_while_the_engine_answers() {
+        let (requests, mut inbox) = tokio::sync::mpsc::channel(4);
+        let (events, _) = broadcast::channel(4);
+        let (_snapshot, snapshots) = tokio::sync::watch::channel(Arc::new(Snapshot::default()));
+        let handle = EngineHandle::remote(requests, events, snapshots);
+        let engine = tokio::spawn(async move {
+            // Answers one request, then is gone.
+            if let Some(crate::engine::FaceRequest::Alive(reply)) = inbox.recv().await {
+                let _ = reply.send(());
+            }
+        });
+        let (_, registry) = Series::registered();
+        assert_eq!(
+            route("/healthz", &registry, &handle).await.0,
+            StatusCode::OK
+        );
+        engine.await.expect("the fake engine");
+        let gone = route("/healthz", &registry, &handle).await;
+        assert_eq!(gone.0, StatusCode::SERVICE_UNAVAILABLE, "{gone:?}");
+        assert_eq!(
+            route("/metrics", &registry, &handle).await.0,
+            StatusCode::OK
+        );
+        assert_eq!(
+            route("/x", &registry, &handle).await.0,
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[test]
+    fn a_cluster_gone_after_a_reshard_leaves_no_series() {
+        let (series, registry) = Series::registered();
+        let mut seen = HashMap::new();
+        series.on_snapshot(&healthy(), &mut seen);
+        series.on_snapshot(&Snapshot::default(), &mut seen);
+        let mut text = String::new();
+        encode(&mut text, &registry).expect("encode");
+        assert!(!text.contains("mewld_cluster_up{"), "{text}");
+        assert!(!text.contains("mewld_shard_up{"), "{text}");
     }
 
     #[test]

@@ -189,7 +189,7 @@ fn check_config_prints_settings_and_the_cluster_map() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(dir.path().join("bot")).expect("bot dir");
     std::fs::write(dir.path().join("bot/bot.py"), "").expect("module");
-    let config = "token: x\ninterp: sh\nmodule: bot.py\nredis: 127.0.0.1:1\nredis_channel: chan\nper_cluster: 10\nuse_current_directory: true\ndir: bot\nfixed_shard_count: 25\nnames: [Pika]\nmystery: 1\n";
+    let config = "token: x\ninterp: sh\nmodule: bot.py\nredis: 127.0.0.1:1\nredis_channel: chan\nper_cluster: 10\nuse_current_directory: true\ndir: bot\nfixed_shard_count: 25\nnames: [Pika]\nmystery: 1\nmetrics_addr: 127.0.0.1:9464\n";
     std::fs::write(dir.path().join("config.yaml"), config).expect("write");
     let out = run_in(dir.path(), &["check-config"], &[]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -209,6 +209,8 @@ fn check_config_prints_settings_and_the_cluster_map() {
         assert!(text.contains(line), "missing {line:?} in {text}");
     }
     assert!(text.contains("token:             set (hidden)") && !text.contains("token: x"));
+    assert!(text.contains("http://127.0.0.1:9464/metrics"), "{text}");
+    assert!(text.contains("control socket:"), "{text}");
 }
 
 #[test]
