@@ -123,12 +123,9 @@ pub struct App {
     selected_id: Option<ClusterId>,
     /// The table's filter and sort.
     pub table: TableView,
-    /// Diagnostic answers and each cluster's recent samples.
+    /// Diagnostic answers, each cluster's recent samples, and the pane's
+    /// filter and scroll.
     pub diagnostics: Diagnostics,
-    /// The diagnostics pane's filter: a cluster id or part of a name.
-    pub diag_filter: String,
-    /// Answers scrolled up from the newest; 0 follows them.
-    pub diag_scroll: usize,
     pub focus: Pane,
     /// The detail view is open (on narrow screens it replaces the table).
     pub detail: bool,
@@ -170,8 +167,6 @@ impl App {
             selected_id: None,
             table: TableView::default(),
             diagnostics: Diagnostics::default(),
-            diag_filter: String::new(),
-            diag_scroll: 0,
             focus: Pane::Clusters,
             detail: false,
             log: VecDeque::new(),
@@ -218,7 +213,13 @@ impl App {
                 self.snapshot = s;
                 self.keep_selection();
             }
-            Msg::Engine(Event::ActionLog(entry)) => self.push_log(LogLine::from_entry(&entry)),
+            Msg::Engine(Event::ActionLog(entry)) => {
+                let line = LogLine::from_entry(&entry);
+                if let Some(id) = line.missed_ping() {
+                    self.diagnostics.missed(line.at(), id, &self.snapshot);
+                }
+                self.push_log(line);
+            }
             Msg::Engine(Event::Output {
                 id, stream, line, ..
             }) => {
@@ -340,8 +341,10 @@ impl App {
             Action::Back if !self.filter.is_empty() && self.focus == Pane::Log => {
                 self.filter.clear();
             }
-            Action::Back if !self.diag_filter.is_empty() && self.focus == Pane::Diagnostics => {
-                self.diag_filter.clear();
+            Action::Back
+                if !self.diagnostics.filter.is_empty() && self.focus == Pane::Diagnostics =>
+            {
+                self.diagnostics.filter.clear();
             }
             Action::Back if !self.table.filter.is_empty() && self.focus == Pane::Clusters => {
                 self.table.filter.clear();
@@ -393,8 +396,8 @@ impl App {
                 self.keep_selection();
             }
             Pane::Diagnostics => {
-                edit(&mut self.diag_filter);
-                self.diag_scroll = 0;
+                edit(&mut self.diagnostics.filter);
+                self.diagnostics.scroll = 0;
             }
             Pane::Output | Pane::Log => {
                 edit(&mut self.filter);
@@ -474,10 +477,7 @@ impl App {
                     .map_or(0, VecDeque::len);
                 self.output_scroll = self.output_scroll.saturating_add_signed(-by).min(len);
             }
-            Pane::Diagnostics => {
-                let len = self.diagnostics.answers.len();
-                self.diag_scroll = self.diag_scroll.saturating_add_signed(-by).min(len);
-            }
+            Pane::Diagnostics => self.diagnostics.scroll_by(by),
             Pane::Log => {
                 self.log_scroll = self
                     .log_scroll

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
+use crate::cluster_map::ClusterId;
 use crate::engine::process::Stream;
 
 /// One action-log entry, formatted once when it arrives.
@@ -52,6 +53,17 @@ impl LogLine {
             fields,
             search,
         }
+    }
+
+    /// The cluster a `ping_failure` entry names: a ping it left unanswered.
+    pub fn missed_ping(&self) -> Option<ClusterId> {
+        let id = self.cluster.filter(|_| self.event == "ping_failure")?;
+        ClusterId::try_from(id).ok()
+    }
+
+    /// When the entry was written.
+    pub fn at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_micros(u64::try_from(self.ts).unwrap_or(0))
     }
 
     pub fn matches(&self, filter_lower: &str) -> bool {

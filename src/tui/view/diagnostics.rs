@@ -1,10 +1,11 @@
-//! The diagnostics pane (every answer as it arrives) and the detail's trend
+//! The diagnostics pane (every answer as it arrives, and every ping left
+//! unanswered) and the detail's trend
 //! lines (a cluster's recent latency and guilds, as sparklines).
 
 use std::time::UNIX_EPOCH;
 
 use ratatui::layout::{Constraint, Layout, Rect};
-use ratatui::style::{Color, Style};
+use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Line;
 use ratatui::widgets::{Paragraph, Sparkline};
 use ratatui::Frame;
@@ -12,54 +13,75 @@ use ratatui::Frame;
 use super::{pane_block, style};
 use crate::engine::state::ClusterView;
 use crate::tui::app::{clock, App, Mode, Pane};
+use crate::tui::diagnostics::Answer;
 
 pub(super) fn draw_pane(frame: &mut Frame, app: &App, area: Rect) {
-    let answers = &app.diagnostics.answers;
-    let mut title = format!("Diagnostics · {} answers", answers.len());
-    if app.diag_scroll > 0 {
-        title.push_str(&format!(" · scrolled up {}", app.diag_scroll));
+    let d = &app.diagnostics;
+    let mut title = format!("Diagnostics · {} answers", d.answers.len());
+    let unanswered = d.answers.iter().filter(|a| a.reply.is_none()).count();
+    if unanswered > 0 {
+        title.push_str(&format!(" · {unanswered} unanswered"));
+    }
+    if d.scroll > 0 {
+        title.push_str(&format!(" · scrolled up {}", d.scroll));
     }
     let typing = app.mode == Mode::Filter && app.focus == Pane::Diagnostics;
-    if typing || !app.diag_filter.is_empty() {
+    if typing || !d.filter.is_empty() {
         let cursor = if typing { "▏" } else { "" };
-        title.push_str(&format!(" · filter: {}{cursor}", app.diag_filter));
+        title.push_str(&format!(" · filter: {}{cursor}", d.filter));
     }
     let block = pane_block(app, Pane::Diagnostics, title);
     let height = area.height.saturating_sub(2) as usize;
     // Walk back from the newest matching answer; only what fits is built.
-    let mut lines: Vec<Line> = answers
+    let mut lines: Vec<Line> = d
+        .answers
         .iter()
         .rev()
-        .filter(|a| a.matches(&app.diag_filter))
-        .skip(app.diag_scroll)
+        .filter(|a| a.matches(&d.filter))
+        .skip(d.scroll)
         .take(height)
-        .map(|a| {
-            let micros =
-                a.at.duration_since(UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_micros();
-            let latency = a.latency_ms.map_or("-".into(), |l| format!("{l:.0}ms"));
-            let text = format!(
-                "{} #{:<4} {:<8} {:>2}/{:<2} up {:>5} rt {}ms {} guilds",
-                clock(i64::try_from(micros).unwrap_or(0)),
-                a.id,
-                a.name.chars().take(8).collect::<String>(),
-                a.shards_up,
-                a.shards,
-                latency,
-                a.round_trip_ms,
-                a.guilds,
-            );
-            let color = if a.shards_up < a.shards {
-                Color::LightRed
-            } else {
-                Color::Reset
-            };
-            Line::styled(text, style(app, Style::default().fg(color)))
-        })
+        .map(|a| answer_line(app, a))
         .collect();
     lines.reverse();
     frame.render_widget(Paragraph::new(lines).block(block), area);
+}
+
+/// One answer. A flag column after the time says which stand out (no
+/// answer, shards down, late), so they do without colour and in a narrow
+/// pane; colour and bold add to it.
+fn answer_line(app: &App, a: &Answer) -> Line<'static> {
+    let micros =
+        a.at.duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros();
+    let time = clock(i64::try_from(micros).unwrap_or(0));
+    let (flag, s) = match &a.reply {
+        None => ("MISS", trouble(app, Color::Red)),
+        Some(r) if r.shards_up < r.shards => ("DOWN", trouble(app, Color::LightRed)),
+        Some(r) if r.late() => ("LATE", trouble(app, Color::Yellow)),
+        Some(_) => ("", Style::default()),
+    };
+    let head = format!(
+        "{time} {flag:<4} #{:<4} {:<8}",
+        a.id,
+        a.name.chars().take(8).collect::<String>(),
+    );
+    let text = match &a.reply {
+        None => format!("{head}  no answer (ping failure)"),
+        Some(r) => format!(
+            "{head} {:>2}/{:<2} up {:>5} rt {}ms {} guilds",
+            r.shards_up,
+            r.shards,
+            r.latency_ms.map_or("-".into(), |l| format!("{l:.0}ms")),
+            r.round_trip_ms,
+            r.guilds,
+        ),
+    };
+    Line::styled(text, s)
+}
+
+fn trouble(app: &App, color: Color) -> Style {
+    style(app, Style::default().fg(color).add_modifier(Modifier::BOLD))
 }
 
 /// Rows the trend lines take in the detail, when there is history to show.
