@@ -15,6 +15,7 @@ use mewld::engine::state::{ClusterState, ClusterView, Snapshot};
 use mewld::engine::Event;
 use mewld::protocol::ShardHealth;
 use mewld::tui::app::{App, Msg, LOG_CAP};
+use mewld::tui::diagnostics::{ANSWERS_CAP, SAMPLES_CAP};
 use mewld::tui::view;
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
@@ -86,6 +87,61 @@ fn time_frames(app: &App, frames: usize) -> (Duration, Duration) {
     (mean, times[frames * 99 / 100])
 }
 
+/// A new round of answers: every cluster's `health.at` moves on, and its
+/// latency wobbles so the trend lines have something to draw.
+fn next_round(snapshot: &mut Snapshot, round: u64) {
+    for c in &mut snapshot.clusters {
+        if let Some(h) = &mut c.health {
+            h.at += Duration::from_secs(5);
+            for sh in &mut h.shards {
+                sh.latency = Some(40.0 + ((round + u64::from(c.id)) % 17) as f64);
+            }
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn report(what: &str, app: &App) {
+    let (mean, p99) = time_frames(app, 100);
+    println!(
+        "  {what}: frame mean {:.2} ms, p99 {:.2} ms",
+        ms(mean),
+        ms(p99)
+    );
+}
+
+fn key(app: &mut App, c: char) {
+    app.update(Msg::Key(KeyEvent::new(
+        KeyCode::Char(c),
+        KeyModifiers::NONE,
+    )));
+}
+
+/// Feeds `rounds` snapshots in which every cluster answered; returns the
+/// mean time the console took to take one in.
+fn ingest(app: &mut App, snapshot: &mut Snapshot, rounds: u64) -> Duration {
+    let mut took = Duration::ZERO;
+    for round in 0..rounds {
+        next_round(snapshot, round);
+        let s = Arc::new(snapshot.clone());
+        let t = Instant::now();
+        app.update(Msg::Snapshot(s));
+        took += t.elapsed();
+    }
+    took / rounds as u32
+}
+
+/// `/`, the text, Enter: filters the focused pane.
+fn type_filter(app: &mut App, text: &str) {
+    for c in std::iter::once('/').chain(text.chars()) {
+        key(app, c);
+    }
+    app.update(Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)));
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
@@ -93,7 +149,8 @@ fn main() {
     let now = SystemTime::now();
     let before = rss_kib();
     let mut app = App::new(true, now);
-    app.update(Msg::Snapshot(Arc::new(big_snapshot(now))));
+    let mut snapshot = big_snapshot(now);
+    app.update(Msg::Snapshot(Arc::new(snapshot.clone())));
     for i in 0..(LOG_CAP + 20_000) {
         let entry = json!({"event": "cluster_started", "id": i % 1000, "pid": 10_000 + i, "ts": 1_795_867_200_000_000i64 + i as i64});
         if let serde_json::Value::Object(m) = entry {
@@ -108,27 +165,44 @@ fn main() {
             line: format!("line {i} of output"),
         }));
     }
+    // Enough rounds to fill every ring: the pane's answers and each
+    // cluster's samples. Each round is a snapshot where all 1000 answered.
+    let rounds = SAMPLES_CAP as u64 + 10;
+    let took = ingest(&mut app, &mut snapshot, rounds);
     let held = rss_kib().saturating_sub(before);
     // Select a cluster in the middle, as an operator scrolling would.
     for _ in 0..500 {
-        app.update(Msg::Key(KeyEvent::new(
-            KeyCode::Char('j'),
-            KeyModifiers::NONE,
-        )));
+        key(&mut app, 'j');
     }
     let (mean, p99) = time_frames(&app, 300);
     println!(
-        "1000 clusters, {} action-log entries (cap {LOG_CAP}), 200x50: frame mean {:.2} ms, p99 {:.2} ms; state held {:.1} MiB",
+        "1000 clusters, {} action-log entries (cap {LOG_CAP}), {} diagnostic answers (cap {ANSWERS_CAP}), {SAMPLES_CAP} samples a cluster, 200x50: frame mean {:.2} ms, p99 {:.2} ms; state held {:.1} MiB",
         app.log.len(),
-        mean.as_secs_f64() * 1000.0,
-        p99.as_secs_f64() * 1000.0,
+        app.diagnostics.answers.len(),
+        ms(mean),
+        ms(p99),
         held as f64 / 1024.0
     );
-    app.filter = "cluster 999".into();
-    let (mean, p99) = time_frames(&app, 100);
     println!(
-        "  with a log filter matching 1 in 1000: frame mean {:.2} ms, p99 {:.2} ms",
-        mean.as_secs_f64() * 1000.0,
-        p99.as_secs_f64() * 1000.0
+        "  a snapshot in which all 1000 answered, taken in: mean {:.2} ms",
+        ms(took)
     );
+    app.filter = "cluster 999".into();
+    report("with a log filter matching 1 in 1000", &app);
+    app.filter.clear();
+    for _ in 0..5 {
+        key(&mut app, 'o');
+    }
+    report("clusters sorted by latency", &app);
+    println!(
+        "  sorted by latency, a snapshot taken in: mean {:.2} ms",
+        ms(ingest(&mut app, &mut snapshot, 20))
+    );
+    type_filter(&mut app, "cluster-9");
+    app.update(Msg::Key(KeyEvent::new(
+        KeyCode::BackTab,
+        KeyModifiers::NONE,
+    )));
+    type_filter(&mut app, "cluster-99");
+    report("and filtered (111 of 1000), diagnostics filtered", &app);
 }

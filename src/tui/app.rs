@@ -122,7 +122,11 @@ pub struct App {
     /// The cluster selected: the selection follows it when rows move.
     selected_id: Option<ClusterId>,
     /// The table's filter and sort.
-    pub table: TableView,
+    table: TableView,
+    /// The clusters shown, in table order: indices into the snapshot.
+    /// Worked out when the snapshot, the filter or the sort changes, not
+    /// on every frame (sorting 1000 clusters is not free).
+    rows: Vec<usize>,
     /// Diagnostic answers, each cluster's recent samples, and the pane's
     /// filter and scroll.
     pub diagnostics: Diagnostics,
@@ -166,6 +170,7 @@ impl App {
             selected: 0,
             selected_id: None,
             table: TableView::default(),
+            rows: Vec::new(),
             diagnostics: Diagnostics::default(),
             focus: Pane::Clusters,
             detail: false,
@@ -184,25 +189,30 @@ impl App {
     }
 
     /// The clusters shown, in table order: indices into the snapshot.
-    pub fn rows(&self) -> Vec<usize> {
-        self.table.rows(&self.snapshot.clusters)
+    pub fn rows(&self) -> &[usize] {
+        &self.rows
+    }
+
+    /// How the table is filtered and sorted.
+    pub fn table(&self) -> &TableView {
+        &self.table
     }
 
     pub fn selected_cluster(&self) -> Option<&ClusterView> {
-        let index = *self.rows().get(self.selected)?;
+        let index = *self.rows.get(self.selected)?;
         self.snapshot.clusters.get(index)
     }
 
-    /// After the rows changed (a snapshot, the filter, the sort): the
-    /// selection stays on its cluster if it is still shown.
-    fn keep_selection(&mut self) {
-        let rows = self.rows();
+    /// After the snapshot, the filter or the sort changed: the rows again,
+    /// and the selection stays on its cluster if it is still shown.
+    fn refresh_rows(&mut self) {
+        self.rows = self.table.rows(&self.snapshot.clusters);
         let clusters = &self.snapshot.clusters;
         let kept = self
             .selected_id
-            .and_then(|id| rows.iter().position(|i| clusters[*i].id == id));
-        self.selected = kept.unwrap_or(self.selected.min(rows.len().saturating_sub(1)));
-        self.selected_id = rows.get(self.selected).map(|i| clusters[*i].id);
+            .and_then(|id| self.rows.iter().position(|i| clusters[*i].id == id));
+        self.selected = kept.unwrap_or(self.selected.min(self.rows.len().saturating_sub(1)));
+        self.selected_id = self.rows.get(self.selected).map(|i| clusters[*i].id);
     }
 
     pub fn update(&mut self, msg: Msg) -> Option<Effect> {
@@ -211,7 +221,7 @@ impl App {
             Msg::Snapshot(s) => {
                 self.diagnostics.observe(&s);
                 self.snapshot = s;
-                self.keep_selection();
+                self.refresh_rows();
             }
             Msg::Engine(Event::ActionLog(entry)) => {
                 let line = LogLine::from_entry(&entry);
@@ -348,7 +358,7 @@ impl App {
             }
             Action::Back if !self.table.filter.is_empty() && self.focus == Pane::Clusters => {
                 self.table.filter.clear();
-                self.keep_selection();
+                self.refresh_rows();
             }
             Action::Back => {
                 self.detail = false;
@@ -375,12 +385,12 @@ impl App {
             }
             Action::Sort => {
                 self.table.sort = self.table.sort.next();
-                self.keep_selection();
+                self.refresh_rows();
                 self.say(format!("sorted by {}", self.table.sort.title()), false);
             }
             Action::Reverse => {
                 self.table.reverse = !self.table.reverse;
-                self.keep_selection();
+                self.refresh_rows();
             }
             Action::Follow => self.toggle_follow(),
         }
@@ -393,7 +403,7 @@ impl App {
         match self.focus {
             Pane::Clusters => {
                 edit(&mut self.table.filter);
-                self.keep_selection();
+                self.refresh_rows();
             }
             Pane::Diagnostics => {
                 edit(&mut self.diagnostics.filter);
@@ -462,10 +472,10 @@ impl App {
     fn scroll(&mut self, by: isize) {
         match self.focus {
             Pane::Clusters => {
-                let rows = self.rows();
-                let last = rows.len().saturating_sub(1);
+                let last = self.rows.len().saturating_sub(1);
                 self.selected = self.selected.saturating_add_signed(by).min(last);
-                self.selected_id = rows
+                self.selected_id = self
+                    .rows
                     .get(self.selected)
                     .map(|i| self.snapshot.clusters[*i].id);
                 self.output_scroll = 0;

@@ -47,19 +47,27 @@ impl SortBy {
         }
     }
 
-    fn compare(self, a: &ClusterView, b: &ClusterView) -> Ordering {
-        let latency = |c: &ClusterView| c.health.as_ref().and_then(|h| h.mean_latency());
+    /// Orders rows `a` and `b`; `latency` holds each cluster's mean
+    /// latency when sorting by it, worked out once rather than per compare.
+    fn compare(
+        self,
+        clusters: &[ClusterView],
+        latency: &[Option<f64>],
+        a: usize,
+        b: usize,
+    ) -> Ordering {
+        let (ca, cb) = (&clusters[a], &clusters[b]);
         let by = match self {
             SortBy::Id => Ordering::Equal,
-            SortBy::Name => a.name.cmp(&b.name),
-            SortBy::State => trouble(a.state).cmp(&trouble(b.state)),
-            SortBy::Uptime => b.started_at.cmp(&a.started_at),
-            SortBy::Restarts => b.restarts.cmp(&a.restarts),
-            SortBy::Latency => latency(b)
-                .partial_cmp(&latency(a))
+            SortBy::Name => ca.name.cmp(&cb.name),
+            SortBy::State => trouble(ca.state).cmp(&trouble(cb.state)),
+            SortBy::Uptime => cb.started_at.cmp(&ca.started_at),
+            SortBy::Restarts => cb.restarts.cmp(&ca.restarts),
+            SortBy::Latency => latency[b]
+                .partial_cmp(&latency[a])
                 .unwrap_or(Ordering::Equal),
         };
-        by.then(a.id.cmp(&b.id))
+        by.then(ca.id.cmp(&cb.id))
     }
 }
 
@@ -100,8 +108,15 @@ impl TableView {
             .filter(|i| self.matches(&clusters[*i]))
             .collect();
         if self.sort != SortBy::Id || self.reverse {
+            let latency: Vec<Option<f64>> = match self.sort {
+                SortBy::Latency => clusters
+                    .iter()
+                    .map(|c| c.health.as_ref().and_then(|h| h.mean_latency()))
+                    .collect(),
+                _ => Vec::new(),
+            };
             rows.sort_by(|a, b| {
-                let order = self.sort.compare(&clusters[*a], &clusters[*b]);
+                let order = self.sort.compare(clusters, &latency, *a, *b);
                 if self.reverse {
                     order.reverse()
                 } else {

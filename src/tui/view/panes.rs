@@ -148,12 +148,15 @@ pub(super) fn draw_table(frame: &mut Frame, app: &App, area: Rect) {
         format!("Clusters ({} of {})", rows.len(), s.clusters.len())
     };
     let typing = app.mode == Mode::Filter && app.focus == Pane::Clusters;
-    if let Some(note) = app.table.describe().filter(|_| !typing) {
+    if let Some(note) = app.table().describe().filter(|_| !typing) {
         title.push_str(&format!(" · {note}"));
     }
     if typing {
-        let sort = app.table.describe().filter(|_| app.table.filter.is_empty());
-        title.push_str(&format!(" · filter: {}▏", app.table.filter));
+        let sort = app
+            .table()
+            .describe()
+            .filter(|_| app.table().filter.is_empty());
+        title.push_str(&format!(" · filter: {}▏", app.table().filter));
         if let Some(sort) = sort {
             title.push_str(&format!(" · {sort}"));
         }
@@ -189,11 +192,11 @@ pub(super) fn draw_table(frame: &mut Frame, app: &App, area: Rect) {
         })
         .collect();
     // The sorted-by column is marked in its title.
-    let t = &app.table;
+    let t = app.table();
     let sorted = (t.sort != SortBy::Id || t.reverse).then(|| t.sort.title());
     let header = Row::new(columns.iter().map(|c| {
         if Some(c.title) == sorted {
-            format!("{}{}", c.title, if app.table.reverse { "▲" } else { "▼" })
+            format!("{}{}", c.title, if app.table().reverse { "▲" } else { "▼" })
         } else {
             c.title.to_string()
         }
