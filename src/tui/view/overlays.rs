@@ -13,11 +13,12 @@ use crate::tui::app::{App, Confirmable, FaceView, Target};
 use crate::tui::keys::{self, Action, ModeKind};
 
 /// The hints of the rows that apply now, in table order (most needed
-/// first, so a narrow screen cuts the least useful ones).
-fn footer_text(app: &App) -> String {
+/// first), as many whole ones as fit in `width`: a hint cut in half reads
+/// as a wrong key.
+fn footer_text(app: &App, width: usize) -> String {
     let mode = app.mode.kind();
     let attached = matches!(app.face, FaceView::Attached { .. });
-    let hints: Vec<String> = keys::bindings(mode)
+    let hints = keys::bindings(mode)
         .filter_map(|b| b.hint.as_ref().map(|h| (b, h)))
         .filter(|(_, h)| mode != ModeKind::Normal || h.panes.contains(&app.focus))
         .map(|(b, h)| {
@@ -28,15 +29,24 @@ fn footer_text(app: &App) -> String {
                 0 => text.to_string(),
                 n => format!("{} {text}", b.names(n, "/")),
             }
-        })
-        .collect();
-    hints.join(" · ")
+        });
+    let mut text = String::new();
+    for hint in hints {
+        let sep = if text.is_empty() { "" } else { " · " };
+        let wanted = text.chars().count() + sep.chars().count() + hint.chars().count();
+        if wanted > width {
+            break;
+        }
+        text.push_str(sep);
+        text.push_str(&hint);
+    }
+    text
 }
 
 pub(super) fn draw_footer(frame: &mut Frame, app: &App, area: Rect) {
     frame.render_widget(
         Paragraph::new(Span::styled(
-            footer_text(app),
+            footer_text(app, usize::from(area.width)),
             style(app, Style::default().fg(Color::DarkGray)),
         )),
         area,
