@@ -8,25 +8,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossterm::event::KeyCode;
+use mewld::engine::actlog::LogEvent;
 use mewld::engine::state::ClusterState;
 use mewld::engine::Event;
 use mewld::tui::app::{App, Msg, Pane};
 use mewld::tui::diagnostics::{ANSWERS_CAP, SAMPLES_CAP};
 use ratatui::style::Modifier;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use console_fixture::*;
 use ClusterState::*;
 
-/// The action log's entry for a ping cluster `id` left unanswered.
+/// The engine's own action-log entry for a ping cluster `id` left
+/// unanswered, with its time fixed for the snapshot.
 fn ping_failure(app: &mut App, id: u32, secs_before: u64) {
+    let mut entry = LogEvent::PingFailure { id }.entry();
     let ts = at(secs_before)
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_micros() as i64;
-    if let Value::Object(m) = json!({"event": "ping_failure", "id": id, "ts": ts}) {
-        app.update(Msg::Engine(Event::ActionLog(m)));
-    }
+    entry.insert("ts".into(), json!(ts));
+    app.update(Msg::Engine(Event::ActionLog(entry)));
 }
 
 /// One more round of answers: cluster 3's comes back after 2.5 s.
