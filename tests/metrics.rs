@@ -6,6 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::process::Command;
 
 use common::*;
 use serde_json::json;
@@ -18,6 +19,8 @@ fn free_port() -> u16 {
 /// `GET path` over HTTP/1.0: the status code and the body.
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    // A server that never answers fails the test instead of hanging it.
+    stream.set_read_timeout(Some(DEADLINE)).ok()?;
     write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
@@ -70,6 +73,11 @@ fn metrics_follow_the_clusters() {
         1.0
     );
 
+    // Scrapers that connect and never ask take every slot; the engine goes
+    // on, and a real scrape gets through once their deadline passes.
+    let idle: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
     let reply = ask(&f.redis, &f.listener, &f.ch, "stop", json!({"id": 1}));
     assert_eq!(reply["output"], "ok", "{reply}");
     wait_for("cluster 1 down in the metrics", DEADLINE, || {
@@ -79,13 +87,27 @@ fn metrics_follow_the_clusters() {
             && m["mewld_clusters{state=\"running\"}"] == 2.0)
             .then_some(())
     });
-    // A restart over Redis is counted with its reason.
+    drop(idle);
+    // A restart over Redis is counted once, with its reason.
     ask(&f.redis, &f.listener, &f.ch, "restart", json!({"id": 0}));
-    wait_for("the restart counted", DEADLINE, || {
+    let m = wait_for("the restart counted", DEADLINE, || {
         let m = scrape(port);
-        (m.get("mewld_cluster_restarts_total{cluster=\"0\",reason=\"operator\"}") == Some(&1.0))
-            .then_some(())
+        let started = "mewld_action_log_entries_total{event=\"cluster_started\"}";
+        (m.get(started) == Some(&4.0)).then_some(m)
     });
+    let restarts: Vec<_> = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("mewld_cluster_restarts_total{"))
+        .collect();
+    assert_eq!(
+        restarts,
+        [(
+            &"mewld_cluster_restarts_total{cluster=\"0\",reason=\"operator\"}".to_string(),
+            &1.0
+        )],
+        "{m:?}"
+    );
+    assert_eq!(get(port, "/healthz").map(|(s, _)| s), Some(200));
     assert_eq!(get(port, "/nothing").map(|(s, _)| s), Some(404));
 }
 
@@ -115,4 +137,34 @@ fn a_bad_or_taken_metrics_addr_stops_the_start() {
         "{said}"
     );
     assert!(f.bot.records().is_empty(), "no cluster started");
+}
+
+#[test]
+fn check_config_says_metrics_are_off_or_the_address_is_bad() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("bot")).expect("bot dir");
+    std::fs::write(dir.path().join("bot/bot.py"), "").expect("module");
+    let base = "token: x\ninterp: sh\nmodule: bot.py\nredis: 127.0.0.1:1\nredis_channel: chan\nuse_current_directory: true\ndir: bot\nfixed_shard_count: 2\nper_cluster: 1\n";
+    let check = |extra: &str| {
+        let text = format!("{base}{extra}");
+        std::fs::write(dir.path().join("config.yaml"), text).expect("write");
+        let out = Command::new(MEWLD)
+            .arg("check-config")
+            .current_dir(dir.path())
+            .env_remove("MTOKEN")
+            .output()
+            .expect("run mewld");
+        let said = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), said)
+    };
+    let (code, said) = check("");
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("off (metrics_addr)"), "{said}");
+    let (code, said) = check("metrics_addr: localhost\n");
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains("config.yaml:10: key `metrics_addr`"),
+        "{said}"
+    );
 }

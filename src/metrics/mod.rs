@@ -1,0 +1,225 @@
+//! Prometheus metrics (opt-in: `metrics_addr`): `/metrics` in the text
+//! format, built with `prometheus-client`, and `/healthz`. The figures come
+//! from the engine's snapshots and events, like any face's, in a task of
+//! their own; a scraper never holds up the engine. What is served is
+//! bounded: a few connections at once, each with a deadline and a small
+//! buffer.
+
+mod series;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, Semaphore};
+
+use crate::engine::{next_snapshot, EngineHandle, Event};
+use series::Series;
+
+/// Scrapes served at once; more wait for a slot.
+const CONNECTIONS: usize = 16;
+/// A connection is closed after this long, whatever it is doing.
+const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
+/// Time to send a request's head.
+const HEADER_DEADLINE: Duration = Duration::from_secs(5);
+/// A request's head must fit (hyper's smallest allowed buffer).
+const READ_BUFFER: usize = 8192;
+/// How often `/healthz` asks the engine whether its loop answers, and how
+/// long an answer may take.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+const PROBE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Binds `addr` before anything starts, so a taken port is a start-up error.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("metrics_addr {addr}: {e}"))
+}
+
+/// Serves the metrics of `handle` on `listener` until the process ends.
+pub fn serve(listener: TcpListener, handle: EngineHandle) {
+    let (series, registry) = Series::registered();
+    let engine_answers = Arc::new(AtomicBool::new(false));
+    tokio::spawn(follow(handle.clone(), series));
+    tokio::spawn(probe(handle, engine_answers.clone(), PROBE_EVERY));
+    tokio::spawn(accept(listener, Arc::new(registry), engine_answers));
+}
+
+async fn follow(handle: EngineHandle, mut series: Series) {
+    let mut snapshots = handle.snapshot();
+    let mut events = handle.events();
+    let first = snapshots.borrow_and_update().clone();
+    series.on_snapshot(&first);
+    loop {
+        tokio::select! {
+            s = next_snapshot(&mut snapshots) => match s {
+                Some(s) => series.on_snapshot(&s),
+                None => return,
+            },
+            event = events.recv() => match event {
+                Ok(Event::ActionLog(entry)) => series.on_entry(&entry),
+                Ok(Event::Output { .. }) => {}
+                // The receiver skips to the oldest entry still buffered:
+                // nothing is counted twice, the skipped are not counted.
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(skipped = n, "metrics fell behind the engine's events; counters miss some");
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        }
+    }
+}
+
+/// Keeps `answers` saying whether the engine's loop answers, for
+/// `/healthz`: asked at a fixed pace, not per request, so however often
+/// health checks come the engine hears of them once per `every`.
+async fn probe(handle: EngineHandle, answers: Arc<AtomicBool>, every: Duration) {
+    loop {
+        let alive = tokio::time::timeout(PROBE_DEADLINE, handle.alive()).await;
+        answers.store(alive == Ok(true), Ordering::Relaxed);
+        tokio::time::sleep(every).await;
+    }
+}
+
+async fn accept(listener: TcpListener, registry: Arc<Registry>, engine_answers: Arc<AtomicBool>) {
+    let slots = Arc::new(Semaphore::new(CONNECTIONS));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot accept a metrics connection; retrying in 1s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let registry = registry.clone();
+        let engine_answers = engine_answers.clone();
+        tokio::spawn(async move {
+            // The body of a request is never read.
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let answers = engine_answers.load(Ordering::Relaxed);
+                std::future::ready(answer(req.uri().path(), &registry, answers))
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_DEADLINE)
+                .max_buf_size(READ_BUFFER)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_DEADLINE, conn).await;
+            drop(slot);
+        });
+    }
+}
+
+fn answer(
+    path: &str,
+    registry: &Registry,
+    engine_answers: bool,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (status, kind, body) = route(path, registry, engine_answers);
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(kind),
+    );
+    Ok(response)
+}
+
+/// What a request for `path` gets: status, content type and body.
+fn route(
+    path: &str,
+    registry: &Registry,
+    engine_answers: bool,
+) -> (StatusCode, &'static str, String) {
+    match path {
+        "/metrics" => {
+            let mut text = String::new();
+            match encode(&mut text, registry) {
+                Ok(()) => (
+                    StatusCode::OK,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    text,
+                ),
+                Err(e) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    e.to_string(),
+                ),
+            }
+        }
+        "/healthz" if engine_answers => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        "/healthz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "the engine does not answer\n".to_string(),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "try /metrics or /healthz\n".to_string(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::state::Snapshot;
+    use crate::engine::FaceRequest;
+
+    /// Waits until `flag` is `want`, failing after a generous deadline.
+    async fn until(flag: &AtomicBool, want: bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while flag.load(Ordering::Relaxed) != want {
+            assert!(tokio::time::Instant::now() < deadline, "never {want}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The probe follows a fake engine that answers once, then is gone.
+    #[tokio::test]
+    async fn the_probe_says_whether_the_engine_answers() {
+        let (requests, mut inbox) = tokio::sync::mpsc::channel(4);
+        let (events, _) = broadcast::channel(4);
+        let (_snapshot, snapshots) = tokio::sync::watch::channel(Arc::new(Snapshot::default()));
+        let handle = EngineHandle::remote(requests, events, snapshots);
+        let (go, gone) = tokio::sync::oneshot::channel::<()>();
+        let engine = tokio::spawn(async move {
+            if let Some(FaceRequest::Alive(reply)) = inbox.recv().await {
+                let _ = reply.send(());
+            }
+            let _ = gone.await;
+        });
+        let answers = Arc::new(AtomicBool::new(false));
+        tokio::spawn(probe(handle, answers.clone(), Duration::from_millis(10)));
+        until(&answers, true).await;
+        let _ = go.send(());
+        engine.await.expect("the fake engine");
+        until(&answers, false).await;
+    }
+
+    #[test]
+    fn healthz_is_200_only_while_the_engine_answers() {
+        let (_, registry) = Series::registered();
+        assert_eq!(route("/healthz", &registry, true).0, StatusCode::OK);
+        assert_eq!(
+            route("/healthz", &registry, false).0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(route("/metrics", &registry, false).0, StatusCode::OK);
+        assert_eq!(route("/x", &registry, true).0, StatusCode::NOT_FOUND);
+    }
+}
