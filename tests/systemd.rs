@@ -112,3 +112,30 @@ fn clusters_do_not_inherit_the_notify_socket() {
         assert!(!environ.contains(var), "the cluster inherited {var}");
     }
 }
+
+/// systemd stops a service with SIGTERM: mewld says STOPPING=1, stops its
+/// clusters and exits 0.
+#[test]
+fn sigterm_says_stopping_before_the_clusters_are_stopped() {
+    let f = Fixture::new("notifyterm", vec![Answer::gateway(4, 900, 0)]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("notify.sock");
+    let got = receive_all(UnixDatagram::bind(&path).expect("bind the notify socket"));
+    let notify = path.display().to_string();
+    let env = [("NOTIFY_SOCKET", notify.as_str())];
+    let mut daemon =
+        Manager::start_with(&f.config(""), &["--daemon"], Some(&f.redis), &f.bot, &env);
+    daemon.wait_launched(&f.listener);
+    let pids = f.bot.pids();
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(), Some(0));
+    assert_all_dead(&pids);
+    // The datagram was sent before the exit; the reader may not have it yet.
+    wait_for("STOPPING=1", DEADLINE, || {
+        let messages = got.lock().expect("lock").clone();
+        messages
+            .iter()
+            .any(|(_, m)| m.lines().any(|l| l == "STOPPING=1"))
+            .then_some(())
+    });
+}
