@@ -107,7 +107,7 @@ impl TableView {
         let mut rows: Vec<usize> = (0..clusters.len())
             .filter(|i| self.matches(&clusters[*i]))
             .collect();
-        if self.sort != SortBy::Id || self.reverse {
+        if self.is_sorted() {
             let latency: Vec<Option<f64>> = match self.sort {
                 SortBy::Latency => clusters
                     .iter()
@@ -127,17 +127,16 @@ impl TableView {
         rows
     }
 
-    /// "sorted by RST ↓ · filter: crash": the title's note, if any.
-    pub fn describe(&self) -> Option<String> {
-        let mut parts = Vec::new();
-        if self.sort != SortBy::Id || self.reverse {
-            let arrow = if self.reverse { " (reversed)" } else { "" };
-            parts.push(format!("sorted by {}{arrow}", self.sort.title()));
-        }
-        if !self.filter.is_empty() {
-            parts.push(format!("filter: {}", self.filter));
-        }
-        (!parts.is_empty()).then(|| parts.join(" · "))
+    /// Whether the order is other than by id.
+    pub fn is_sorted(&self) -> bool {
+        self.sort != SortBy::Id || self.reverse
+    }
+
+    /// "sorted by RST (reversed)": the title's note, when sorted.
+    pub fn sort_note(&self) -> Option<String> {
+        let arrow = if self.reverse { " (reversed)" } else { "" };
+        self.is_sorted()
+            .then(|| format!("sorted by {}{arrow}", self.sort.title()))
     }
 }
 
@@ -200,6 +199,9 @@ mod tests {
         assert_eq!(view.rows(&clusters), vec![1, 2, 0, 3]);
         view.reverse = true;
         assert_eq!(view.rows(&clusters), vec![3, 0, 2, 1]);
-        assert_eq!(view.describe().as_deref(), Some("sorted by RST (reversed)"));
+        assert_eq!(
+            view.sort_note().as_deref(),
+            Some("sorted by RST (reversed)")
+        );
     }
 }

@@ -10,9 +10,9 @@ use ratatui::text::Line;
 use ratatui::widgets::{Paragraph, Sparkline};
 use ratatui::Frame;
 
-use super::{pane_block, style};
+use super::{filter_note, pane_block, style};
 use crate::engine::state::ClusterView;
-use crate::tui::app::{clock, App, Mode, Pane};
+use crate::tui::app::{clock, App, Pane};
 use crate::tui::diagnostics::Answer;
 
 pub(super) fn draw_pane(frame: &mut Frame, app: &App, area: Rect) {
@@ -25,11 +25,7 @@ pub(super) fn draw_pane(frame: &mut Frame, app: &App, area: Rect) {
     if d.scroll > 0 {
         title.push_str(&format!(" · scrolled up {}", d.scroll));
     }
-    let typing = app.mode == Mode::Filter && app.focus == Pane::Diagnostics;
-    if typing || !d.filter.is_empty() {
-        let cursor = if typing { "▏" } else { "" };
-        title.push_str(&format!(" · filter: {}{cursor}", d.filter));
-    }
+    title.push_str(&filter_note(app, Pane::Diagnostics, &d.filter));
     let block = pane_block(app, Pane::Diagnostics, title);
     let height = area.height.saturating_sub(2) as usize;
     // Walk back from the newest matching answer; only what fits is built.

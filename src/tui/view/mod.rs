@@ -227,6 +227,17 @@ fn link_span(app: &App, narrow: bool) -> Span<'static> {
     }
 }
 
+/// A pane title's " · filter: text", with a cursor while it is being
+/// typed; empty when the pane has no filter.
+fn filter_note(app: &App, pane: Pane, filter: &str) -> String {
+    let typing = app.mode == Mode::Filter && app.focus == pane;
+    if !typing && filter.is_empty() {
+        return String::new();
+    }
+    let cursor = if typing { "▏" } else { "" };
+    format!(" · filter: {filter}{cursor}")
+}
+
 fn pane_block(app: &App, pane: Pane, title: String) -> Block<'static> {
     let focused = app.focus == pane;
     let border = if focused {

@@ -8,13 +8,12 @@ use ratatui::widgets::{Paragraph, Row, Table};
 use ratatui::Frame;
 
 use super::overlays::first_key;
-use super::{pane_block, style};
+use super::{filter_note, pane_block, style};
 use crate::cluster_map::shard_range;
 use crate::engine::actlog::Tone;
 use crate::engine::process::Stream;
 use crate::engine::state::{ClusterState, ClusterView};
-use crate::tui::app::{age, clock, App, Mode, Pane};
-use crate::tui::clusters::SortBy;
+use crate::tui::app::{age, clock, App, Pane};
 use crate::tui::keys::{Action, ModeKind};
 
 fn state_color(state: ClusterState) -> Color {
@@ -147,20 +146,10 @@ pub(super) fn draw_table(frame: &mut Frame, app: &App, area: Rect) {
     } else {
         format!("Clusters ({} of {})", rows.len(), s.clusters.len())
     };
-    let typing = app.mode == Mode::Filter && app.focus == Pane::Clusters;
-    if let Some(note) = app.table().describe().filter(|_| !typing) {
+    if let Some(note) = app.table().sort_note() {
         title.push_str(&format!(" · {note}"));
     }
-    if typing {
-        let sort = app
-            .table()
-            .describe()
-            .filter(|_| app.table().filter.is_empty());
-        title.push_str(&format!(" · filter: {}▏", app.table().filter));
-        if let Some(sort) = sort {
-            title.push_str(&format!(" · {sort}"));
-        }
-    }
+    title.push_str(&filter_note(app, Pane::Clusters, &app.table().filter));
     let block = pane_block(app, Pane::Clusters, title);
     let inner_height = area.height.saturating_sub(3) as usize; // borders + header row
     let wide = area.width >= 100;
@@ -193,7 +182,7 @@ pub(super) fn draw_table(frame: &mut Frame, app: &App, area: Rect) {
         .collect();
     // The sorted-by column is marked in its title.
     let t = app.table();
-    let sorted = (t.sort != SortBy::Id || t.reverse).then(|| t.sort.title());
+    let sorted = t.is_sorted().then(|| t.sort.title());
     let header = Row::new(columns.iter().map(|c| {
         if Some(c.title) == sorted {
             format!("{}{}", c.title, if app.table().reverse { "▲" } else { "▼" })
@@ -319,11 +308,7 @@ pub(super) fn draw_log(frame: &mut Frame, app: &App, area: Rect) {
         "paused"
     };
     let mut title = format!("Action log · {} entries · {mode}", app.log.len());
-    let typing = app.mode == Mode::Filter && app.focus == Pane::Log;
-    if typing || !app.filter.is_empty() {
-        let cursor = if typing { "▏" } else { "" };
-        title.push_str(&format!(" · filter: {}{cursor}", app.filter));
-    }
+    title.push_str(&filter_note(app, Pane::Log, &app.filter));
     let block = pane_block(app, Pane::Log, title);
     let height = area.height.saturating_sub(2) as usize;
     // Walk back from the newest matching entry; only what fits is formatted.
