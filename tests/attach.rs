@@ -10,7 +10,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::tmux::Tmux;
+use common::tmux::{mewld_script, Tmux};
 use common::*;
 use serde_json::{json, Value};
 
@@ -24,18 +24,9 @@ fn socket_dir() -> (tempfile::TempDir, PathBuf, String) {
 
 /// A script that runs `mewld attach <args>` and records its exit status.
 fn attach_script(dir: &Path, args: &str) -> (PathBuf, PathBuf) {
-    let script = dir.join("attach.sh");
-    let status = dir.join("attach-status");
-    write_executable(
-        &script,
-        &format!(
-            "#!/bin/sh\nexport TERM=xterm-256color\ncd '{}'\n'{MEWLD}' attach {args} --log-file '{}'\necho $? > '{}'\n",
-            dir.display(),
-            dir.join("attach.log").display(),
-            status.display()
-        ),
-    );
-    (script, status)
+    let log = dir.join("attach.log");
+    let args = format!("attach {args} --log-file '{}'", log.display());
+    mewld_script(dir, "attach", "", &args)
 }
 
 fn statuses(f: &Fixture) -> Value {

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::tmux::Tmux;
+use common::tmux::{mewld_script, Tmux};
 use common::*;
 
 /// A script that runs the console with the fake bots' settings and records
@@ -14,21 +14,18 @@ use common::*;
 fn console_script(dir: &Path, config: &str, redis: &Redis, bot: &BotDir) -> (PathBuf, PathBuf) {
     let config_path = dir.join("config.yaml");
     std::fs::write(&config_path, config).expect("write config");
-    let status = dir.join("exit-status");
-    let script = dir.join("run.sh");
-    write_executable(
-        &script,
-        &format!(
-            "#!/bin/sh\nexport FAKEBOT_REDIS='{}' FAKEBOT_RECORD='{}' TERM=xterm-256color\nunset MTOKEN PER_CLUSTER\ncd '{}'\n'{MEWLD}' --config '{}' --log-file '{}'\necho $? > '{}'\n",
-            redis.url(),
-            bot.records_dir().display(),
-            dir.display(),
-            config_path.display(),
-            dir.join("mewld.log").display(),
-            status.display(),
-        ),
+    let setup = format!(
+        "export FAKEBOT_REDIS='{}' FAKEBOT_RECORD='{}'\nunset MTOKEN PER_CLUSTER",
+        redis.url(),
+        bot.records_dir().display(),
     );
-    (script, status)
+    let log = dir.join("mewld.log");
+    let args = format!(
+        "--config '{}' --log-file '{}'",
+        config_path.display(),
+        log.display()
+    );
+    mewld_script(dir, "run", &setup, &args)
 }
 
 fn pid_of(bot: &BotDir, cluster: u64, nth: usize) -> u32 {
@@ -140,17 +137,8 @@ fn operator_stops_starts_rolls_and_quits_from_the_console() {
 /// and writes its exit status; returns the script and the status file.
 /// `env` is exported first (`NAME='value' ...`, or empty).
 fn demo_script(dir: &Path, env: &str, args: &str) -> (PathBuf, PathBuf) {
-    let script = dir.join("demo.sh");
-    let status = dir.join("exit-status");
-    write_executable(
-        &script,
-        &format!(
-            "#!/bin/sh\nunset MTOKEN FAKEBOT_REDIS\nexport TERM=xterm-256color {env}\ncd '{}'\n'{MEWLD}' demo {args}\necho $? > '{}'\n",
-            dir.display(),
-            status.display()
-        ),
-    );
-    (script, status)
+    let setup = format!("unset MTOKEN FAKEBOT_REDIS\nexport TERM=xterm-256color {env}");
+    mewld_script(dir, "demo", &setup, &format!("demo {args}"))
 }
 
 #[test]

@@ -1,9 +1,26 @@
 //! The console in a real terminal: a tmux server of a test's own.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{wait_for, DEADLINE};
+use super::{wait_for, write_executable, DEADLINE, MEWLD};
+
+/// A script that runs `mewld <args>` in `dir` (after the shell lines of
+/// `setup`) and records its exit status, which tmux does not keep. Returns
+/// the script and the status file; both are named after `name`.
+pub fn mewld_script(dir: &Path, name: &str, setup: &str, args: &str) -> (PathBuf, PathBuf) {
+    let script = dir.join(format!("{name}.sh"));
+    let status = dir.join(format!("{name}-status"));
+    write_executable(
+        &script,
+        &format!(
+            "#!/bin/sh\nexport TERM=xterm-256color\n{setup}\ncd '{}'\n'{MEWLD}' {args}\necho $? > '{}'\n",
+            dir.display(),
+            status.display()
+        ),
+    );
+    (script, status)
+}
 
 /// A tmux server of the test's own, killed on drop.
 pub struct Tmux {
