@@ -20,8 +20,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, Semaphore};
+use tokio::sync::{broadcast, watch, Semaphore};
 
+use crate::engine::state::Snapshot;
 use crate::engine::{next_snapshot, EngineHandle, Event};
 use series::Series;
 
@@ -49,14 +50,18 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
 pub fn serve(listener: TcpListener, handle: EngineHandle) {
     let (series, registry) = Series::registered();
     let engine_answers = Arc::new(AtomicBool::new(false));
-    tokio::spawn(follow(handle.clone(), series));
+    // Subscribed here, not in the task: the engine may step before the
+    // task first runs, and an entry written then would never be counted.
+    tokio::spawn(follow(handle.snapshot(), handle.events(), series));
     tokio::spawn(probe(handle, engine_answers.clone(), PROBE_EVERY));
     tokio::spawn(accept(listener, Arc::new(registry), engine_answers));
 }
 
-async fn follow(handle: EngineHandle, mut series: Series) {
-    let mut snapshots = handle.snapshot();
-    let mut events = handle.events();
+async fn follow(
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    mut events: broadcast::Receiver<Event>,
+    mut series: Series,
+) {
     let first = snapshots.borrow_and_update().clone();
     series.on_snapshot(&first);
     loop {
@@ -177,7 +182,6 @@ fn route(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::state::Snapshot;
     use crate::engine::FaceRequest;
 
     /// Waits until `flag` is `want`, failing after a generous deadline.
@@ -209,6 +213,43 @@ mod tests {
         let _ = go.send(());
         engine.await.expect("the fake engine");
         until(&answers, false).await;
+    }
+
+    /// An entry the engine writes right after `serve` returns, before any
+    /// task of the server ran, is counted (the engine steps at once).
+    #[tokio::test(flavor = "current_thread")]
+    async fn entries_written_before_the_server_runs_are_counted() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (requests, _inbox) = tokio::sync::mpsc::channel(4);
+        let (events, _) = broadcast::channel(4);
+        let (_snapshot, snapshots) = watch::channel(Arc::new(Snapshot::default()));
+        let handle = EngineHandle::remote(requests, events.clone(), snapshots);
+        let listener = bind("127.0.0.1:0".parse().expect("an address"))
+            .await
+            .expect("a free port");
+        let addr = listener.local_addr().expect("its address");
+        serve(listener, handle);
+        let mut entry = serde_json::Map::new();
+        entry.insert("event".into(), "cluster_started".into());
+        events
+            .send(Event::ActionLog(entry))
+            .expect("the server subscribed");
+        let want = "mewld_action_log_entries_total{event=\"cluster_started\"} 1";
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            stream
+                .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+                .await
+                .expect("ask");
+            let mut text = String::new();
+            stream.read_to_string(&mut text).await.expect("an answer");
+            if text.contains(want) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{text}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     #[test]
