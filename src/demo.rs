@@ -2,8 +2,9 @@
 //! install. No Discord (a fixed shard count), no Redis (the Unix-socket
 //! transport in a temporary directory), and clusters that are real child
 //! processes of this binary (the fake bot in demo mode) speaking the
-//! protocol: they take a moment to identify, answer diagnostics with
-//! plausible numbers, and one of them crashes now and then.
+//! protocol: they identify through the identify queue (Discord is
+//! pretended to allow 16 at a time), answer diagnostics with plausible
+//! numbers, and one of them crashes now and then.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,9 +13,17 @@ use color_eyre::eyre::{Result, WrapErr};
 
 use crate::cluster_map;
 use crate::config::{self, Overrides};
+use crate::discord::SessionStartLimit;
 use crate::engine::Setup;
 
 const SHARDS: u32 = 24;
+/// What the demo pretends Get Gateway Bot said: a large bot's limits.
+const PRETEND_LIMIT: SessionStartLimit = SessionStartLimit {
+    total: 1000,
+    remaining: 1000,
+    reset_after: 24 * 3600 * 1000,
+    max_concurrency: 16,
+};
 
 /// The demo's config, as a user would write it.
 fn config_text(dir: &Path, exe: &Path) -> String {
@@ -34,6 +43,8 @@ ping_timeout: 15
 cluster_start_next_delay: 1
 stop_grace_period: 3
 restart_backoff_base: 2
+identify_queue: 127.0.0.1:0
+launch: concurrent
 "#,
         dir = dir.display(),
         exe = exe.display(),
@@ -56,7 +67,7 @@ pub fn setup(dir: &Path) -> Result<Setup> {
         env_vars: vec![("FAKEBOT_DEMO".into(), "1".into())],
         shard_count: SHARDS,
         clusters,
-        sessions_remaining: None,
+        session_limit: Some(PRETEND_LIMIT),
     })
 }
 

@@ -9,6 +9,11 @@
 //! - `FAKEBOT_RECORD`: a directory; each start writes `<cluster_id>-<pid>.json`
 //!   with its arguments, working directory and environment of interest.
 //! - `FAKEBOT_LAUNCH_DELAY_MS`: time before `launch_next` (default 100).
+//! - `MEWLD_IDENTIFY_URL` (set by the manager with `identify_queue`): each
+//!   shard asks the queue for its turn, all at once, and takes
+//!   `FAKEBOT_IDENTIFY_MS` (default 50) to identify once granted; the
+//!   launch delay starts after the last. With `FAKEBOT_RECORD`, each grant
+//!   is written as `<shard>-<pid>-<n>.grant` (shard, bucket, unix µs).
 //! - `FAKEBOT_IGNORE_SIGTERM=1`: survive SIGTERM (to test the SIGKILL).
 //! - `FAKEBOT_EXIT_AT_START=<code>`: exit at once with that code.
 //! - `FAKEBOT_DIAG_STYLE`: how diagnostics are answered: the original's
@@ -117,7 +122,14 @@ impl Bot {
             } else {
                 100
             });
-        let launch = tokio::time::sleep(Duration::from_millis(delay));
+        let args = self.args.clone();
+        let launch = async move {
+            if let Ok(url) = std::env::var("MEWLD_IDENTIFY_URL") {
+                identify_all(&url, &args).await?;
+            }
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            Ok::<(), color_eyre::Report>(())
+        };
         tokio::pin!(launch);
         // Demo mode: chatter now and then, and cluster 3 crashes after a while.
         let chatter_every = Duration::from_millis(if self.demo { 700 } else { 3_600_000 });
@@ -130,7 +142,8 @@ impl Bot {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
             tokio::select! {
-                _ = &mut launch, if !launched => {
+                identified = &mut launch, if !launched => {
+                    identified?;
                     launched = true;
                     let say = json!({"scope": "launcher", "action": "launch_next", "args": {"id": id}});
                     self.link.send(say).await;
@@ -317,6 +330,65 @@ async fn redis_connect(
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     Ok((conn, pubsub.into_on_message()))
+}
+
+/// Asks the identify queue for every shard's turn at once, as a bot whose
+/// shards connect in parallel does; returns when all have identified.
+async fn identify_all(url: &str, args: &BotArgs) -> Result<()> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build()?;
+    let identify_ms: u64 = std::env::var("FAKEBOT_IDENTIFY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let record = std::env::var("FAKEBOT_RECORD").ok().map(PathBuf::from);
+    let shards = args.shards.iter().map(|&shard| {
+        let (client, record) = (client.clone(), record.clone());
+        async move {
+            let grant = wait_turn(&client, url, shard).await?;
+            if let Some(dir) = record {
+                let at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros());
+                let entry = json!({"shard": shard, "bucket": grant["bucket"], "at_us": at});
+                let n = rand::random::<u32>();
+                let path = dir.join(format!("{shard}-{}-{n}.grant", std::process::id()));
+                std::fs::write(&path, entry.to_string())
+                    .wrap_err_with(|| format!("writing {}", path.display()))?;
+            }
+            println!(
+                "shard {shard}: identify granted (bucket {})",
+                grant["bucket"]
+            );
+            tokio::time::sleep(Duration::from_millis(identify_ms)).await;
+            Ok::<(), color_eyre::Report>(())
+        }
+    });
+    for outcome in futures_util::future::join_all(shards).await {
+        outcome?;
+    }
+    Ok(())
+}
+
+/// One shard's turn: retried while mewld is unreachable or full, an error
+/// when the queue refuses the shard.
+async fn wait_turn(client: &reqwest::Client, url: &str, shard: u32) -> Result<Value> {
+    loop {
+        match client.get(format!("{url}/?shard={shard}")).send().await {
+            Ok(r) if r.status().is_success() => return Ok(r.json().await?),
+            Ok(r) if r.status().is_client_error() => {
+                let status = r.status();
+                return Err(eyre!(
+                    "the identify queue refused shard {shard}: {status} {}",
+                    r.text().await.unwrap_or_default()
+                ));
+            }
+            Ok(r) => eprintln!("fake bot: identify queue answered {}; retrying", r.status()),
+            Err(e) => eprintln!("fake bot: identify queue unreachable ({e}); retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// The answer to a diagnostic: a JSON string, in the shape

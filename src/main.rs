@@ -12,7 +12,9 @@ use mewld::control::Hello;
 use mewld::engine::{Engine, Setup};
 use mewld::logging::LogFormat;
 use mewld::startup;
-use mewld::{daemon, demo, fake_bot, guardian, logging, metrics, systemd, transport, tui};
+use mewld::{
+    daemon, demo, fake_bot, guardian, identify, logging, metrics, systemd, transport, tui,
+};
 use tokio::net::TcpListener;
 
 mod check_config;
@@ -177,10 +179,10 @@ async fn run_console(config: &Path, socket: Option<PathBuf>, log: ConsoleLogging
     }
     let control = Control::bind(&socket.unwrap_or(prepared.config.control_socket.clone()))
         .map_err(|e| eyre!(e))?;
-    let metrics = bind_metrics(&prepared.config).await?;
+    let listeners = Listeners::bind(&prepared.config).await?;
     logging::to_stderr("mewld: asking Discord for the shard count…");
     let setup = startup::prepare(prepared).await?;
-    run_embedded(setup, control, metrics, log).await
+    run_embedded(setup, control, listeners, log).await
 }
 
 async fn run_demo(log_file: &Path, format: LogFormat) -> Result<u8> {
@@ -196,24 +198,22 @@ async fn run_demo(log_file: &Path, format: LogFormat) -> Result<u8> {
     let (log, _flush_log) = logging::init_console(&log_file, format);
     let setup = demo::setup(dir.path())?;
     let control = Control::bind(&setup.config.control_socket).map_err(|e| eyre!(e))?;
-    run_embedded(setup, control, None, log).await
+    let listeners = Listeners::bind(&setup.config).await?;
+    run_embedded(setup, control, listeners, log).await
 }
 
 /// The console with the engine in this process, attachable on `control`.
 async fn run_embedded(
     setup: Setup,
     control: Control,
-    metrics: Option<TcpListener>,
+    listeners: Listeners,
     log: logging::ConsoleLog,
 ) -> Result<u8> {
     let (transport, transport_rx) = transport::start(&setup.config)?;
     guardian::start();
     let hello = Hello::of_this_process(true, setup.config.path.clone());
-    let (engine, handle) = Engine::new(setup, transport);
+    let (engine, handle) = listeners.start_engine(setup, transport);
     control.serve(handle.clone(), hello);
-    if let Some(listener) = metrics {
-        metrics::serve(listener, handle.clone());
-    }
     let face = tui::Face::Embedded {
         engine: Box::new(engine),
         transport_rx,
@@ -237,12 +237,49 @@ async fn run_attach(config: &Path, socket: Option<PathBuf>, log: ConsoleLogging)
     tui::run(face, attached.handle, log).await
 }
 
-/// The metrics listener, if `metrics_addr` is set: bound before anything
-/// starts, so a taken port stops the start.
-async fn bind_metrics(config: &mewld::config::Config) -> Result<Option<TcpListener>> {
-    match config.metrics_addr {
-        Some(addr) => Ok(Some(metrics::bind(addr).await.map_err(|e| eyre!(e))?)),
-        None => Ok(None),
+/// The TCP listeners the config asks for (metrics, identify queue): bound
+/// before anything starts, so a taken port stops the start.
+struct Listeners {
+    metrics: Option<TcpListener>,
+    identify: Option<identify::Server>,
+}
+
+impl Listeners {
+    async fn bind(config: &mewld::config::Config) -> Result<Listeners> {
+        let metrics = match config.metrics_addr {
+            Some(addr) => Some(metrics::bind(addr).await.map_err(|e| eyre!(e))?),
+            None => None,
+        };
+        let identify = match config.identify_queue {
+            Some(addr) => Some(identify::Server::bind(addr).await.map_err(|e| eyre!(e))?),
+            None => None,
+        };
+        Ok(Listeners { metrics, identify })
+    }
+
+    /// The engine, with the identify queue (whose URL its clusters get) and
+    /// the metrics served beside it.
+    fn start_engine(
+        self,
+        mut setup: Setup,
+        transport: transport::Transport,
+    ) -> (Engine, mewld::engine::EngineHandle) {
+        let identify = self.identify.map(|server| {
+            setup
+                .env_vars
+                .push(("MEWLD_IDENTIFY_URL".into(), server.url()));
+            let (config, shards) = (setup.config.clone(), setup.shard_count);
+            (server, config, shards, setup.session_limit.clone())
+        });
+        let (mut engine, handle) = Engine::new(setup, transport);
+        if let Some((server, config, shards, limit)) = identify {
+            let link = server.serve(&config, shards, limit.as_ref(), handle.snapshot());
+            engine.follow_identify(link);
+        }
+        if let Some(listener) = self.metrics {
+            metrics::serve(listener, handle.clone());
+        }
+        (engine, handle)
     }
 }
 
@@ -254,17 +291,14 @@ async fn run_daemon(config: &Path, socket: Option<PathBuf>, format: LogFormat) -
     }
     let control = Control::bind(&socket.unwrap_or(prepared.config.control_socket.clone()))
         .map_err(|e| eyre!(e))?;
-    let metrics = bind_metrics(&prepared.config).await?;
+    let listeners = Listeners::bind(&prepared.config).await?;
     let setup = startup::prepare(prepared).await?;
     let (transport, transport_rx) = transport::start(&setup.config)?;
     guardian::start();
     let hello = Hello::of_this_process(false, setup.config.path.clone());
-    let (engine, handle) = Engine::new(setup, transport);
+    let (engine, handle) = listeners.start_engine(setup, transport);
     control.serve(handle.clone(), hello);
     systemd::start(handle.clone());
-    if let Some(listener) = metrics {
-        metrics::serve(listener, handle.clone());
-    }
     let exit = daemon::run(engine, handle, transport_rx, format).await?;
     tracing::info!(code = exit.code(), "every cluster has stopped; exiting");
     Ok(u8::try_from(exit.code()).unwrap_or(1))

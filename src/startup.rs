@@ -119,7 +119,7 @@ pub async fn prepare(prepared: Prepared) -> Result<Setup> {
         }
     }
     Ok(Setup {
-        sessions_remaining: gateway.map(|g| g.session_start_limit.remaining),
+        session_limit: gateway.map(|g| g.session_start_limit),
         config: Arc::new(config),
         env_vars: env.vars,
         shard_count,

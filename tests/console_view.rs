@@ -8,6 +8,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use mewld::engine::process::ExitInfo;
 use mewld::engine::state::{ClusterState, RollingView};
 use mewld::engine::Operation;
+use mewld::identify::rules::Status as IdentifyStatus;
 use mewld::tui::app::{App, Confirmable, Effect, FaceView, Mode, Msg};
 use mewld::tui::view;
 use ratatui::style::Modifier;
@@ -91,6 +92,42 @@ fn crash_backoff_outage_and_rolling_restart_in_the_header() {
     });
     let app = app_with(s);
     insta::assert_snapshot!(render(&app, 100, 20).backend());
+}
+
+/// The identify queue in the header: who waits, this window's grants, the
+/// budget; held in red when the budget is down to the reserve.
+#[test]
+fn identify_queue_in_the_header() {
+    let mut s = snapshot(&[Running, Starting, Starting, Pending]);
+    s.identify = Some(IdentifyStatus {
+        waiting: 7,
+        granted_in_window: 4,
+        granted_total: 20,
+        max_concurrency: 4,
+        budget_remaining: Some(980),
+        held: false,
+    });
+    let app = app_with(s.clone());
+    let header = first_line(&render(&app, 160, 20));
+    assert!(
+        header.contains("identify 7 waiting, 4/4 per 5s · sessions left 980"),
+        "{header}"
+    );
+    let narrow = first_line(&render(&app, 100, 20));
+    assert!(narrow.contains("idq 7w 4/4 sess 980"), "{narrow}");
+    if let Some(q) = s.identify.as_mut() {
+        q.held = true;
+        q.budget_remaining = Some(5);
+    }
+    let header = first_line(&render(&app_with(s), 160, 20));
+    assert!(header.contains("HELD (budget low)"), "{header}");
+}
+
+fn first_line(t: &ratatui::Terminal<ratatui::backend::TestBackend>) -> String {
+    let buf = t.backend().buffer();
+    (0..buf.area.width)
+        .map(|x| buf[(x, 0)].symbol().to_string())
+        .collect()
 }
 
 #[test]

@@ -97,6 +97,18 @@ pub struct RestartPolicy {
     pub stable_after: Duration,
 }
 
+/// How the launch starts clusters (docs/protocol.md §6, launch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaunchPolicy {
+    /// The original's: one cluster at a time, the next after the previous
+    /// one's `launch_next` and `cluster_start_next_delay`.
+    Sequential,
+    /// Several clusters at once, their identifies spaced by the identify
+    /// queue; `at_once` clusters may be starting at the same time (`None`:
+    /// derived from `max_concurrency` and `per_cluster` once Discord told).
+    Concurrent { at_once: Option<u32> },
+}
+
 /// The resolved, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -135,6 +147,11 @@ pub struct Config {
     pub control_socket: PathBuf,
     /// Where Prometheus metrics are served; off when `None`.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Where the identify queue listens; off when `None`.
+    pub identify_queue: Option<std::net::SocketAddr>,
+    /// Added to Discord's 5 s between two identifies of a bucket.
+    pub identify_margin: Duration,
+    pub launch: LaunchPolicy,
 }
 
 /// What loading a file found wrong, located as precisely as possible.

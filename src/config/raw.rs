@@ -48,6 +48,10 @@ pub(super) struct RawConfig {
     pub(super) launch_timeout: Option<u64>,
     pub(super) control_socket: Option<String>,
     pub(super) metrics_addr: Option<String>,
+    pub(super) identify_queue: Option<String>,
+    pub(super) identify_margin_ms: Option<u64>,
+    pub(super) launch: Option<String>,
+    pub(super) launch_concurrency: Option<u32>,
 }
 
 /// Deepest `[`/`{` nesting accepted. libyaml's time grows with the square

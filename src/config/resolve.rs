@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{line_of_key, line_of_text_after, RawConfig};
-use super::{redis_url, Config, ConfigError, Ipc, Overrides, RestartPolicy, Token};
+use super::{redis_url, Config, ConfigError, Ipc, LaunchPolicy, Overrides, RestartPolicy, Token};
 use crate::cluster_map;
 use crate::engine::argv;
 
@@ -65,7 +65,15 @@ pub(super) fn resolve(
         rolling_restart_timeout,
     } = timings(&raw, &at)?;
     let (action_log_max_len, fixed_shard_count) = sizes(&raw, per_cluster, &at)?;
-    let metrics_addr = metrics_addr(raw.metrics_addr.take(), &at)?;
+    let metrics_addr = listen_addr("metrics_addr", raw.metrics_addr.take(), 9464, &at)?;
+    let identify_queue = listen_addr("identify_queue", raw.identify_queue.take(), 5000, &at)?;
+    let launch = launch(
+        raw.launch.take(),
+        raw.launch_concurrency,
+        identify_queue,
+        &at,
+    )?;
+    let identify_margin = identify_margin(raw.identify_margin_ms, &at)?;
     let args = args_template(raw.args, &at)?;
     let bot_dir = bot_dir(
         raw.override_dir,
@@ -107,20 +115,67 @@ pub(super) fn resolve(
         launch_timeout,
         control_socket: control_socket(raw.control_socket, path),
         metrics_addr,
+        identify_queue,
+        identify_margin,
+        launch,
     })
 }
 
-/// `metrics_addr`: an address and port to listen on, or absent (off).
-fn metrics_addr(value: Option<String>, at: &At) -> Result<Option<SocketAddr>, ConfigError> {
+/// `metrics_addr`, `identify_queue`: an address and port to listen on, or
+/// absent (off).
+fn listen_addr(
+    key: &str,
+    value: Option<String>,
+    example_port: u16,
+    at: &At,
+) -> Result<Option<SocketAddr>, ConfigError> {
     let Some(text) = non_empty(value) else {
         return Ok(None);
     };
     text.parse().map(Some).map_err(|_| {
         at.err(
-            "metrics_addr",
-            format!("{text:?} is not an address and port (e.g. 127.0.0.1:9464)"),
+            key,
+            format!("{text:?} is not an address and port (e.g. 127.0.0.1:{example_port})"),
         )
     })
+}
+
+/// `launch` and `launch_concurrency`. Concurrent launches are only safe
+/// when the clusters identify through the queue, which spaces them.
+fn launch(
+    value: Option<String>,
+    at_once: Option<u32>,
+    identify_queue: Option<SocketAddr>,
+    at: &At,
+) -> Result<LaunchPolicy, ConfigError> {
+    if at_once == Some(0) {
+        return Err(at.err("launch_concurrency", "must be at least 1".into()));
+    }
+    match non_empty(value).as_deref() {
+        None | Some("sequential") => Ok(LaunchPolicy::Sequential),
+        Some("concurrent") if identify_queue.is_none() => Err(at.err(
+            "launch",
+            "`concurrent` needs `identify_queue`: without the queue nothing would keep \
+             the clusters' identifies within Discord's rate limit"
+                .into(),
+        )),
+        Some("concurrent") => Ok(LaunchPolicy::Concurrent { at_once }),
+        Some(other) => Err(at.err(
+            "launch",
+            format!("{other:?} is not a launch policy (sequential or concurrent)"),
+        )),
+    }
+}
+
+/// `identify_margin_ms`: 250 ms by default, at most a second.
+fn identify_margin(ms: Option<u64>, at: &At) -> Result<Duration, ConfigError> {
+    match ms.unwrap_or(250) {
+        ms @ 0..=1000 => Ok(Duration::from_millis(ms)),
+        ms => Err(at.err(
+            "identify_margin_ms",
+            format!("{ms} ms is more than a second; the margin is for network jitter"),
+        )),
+    }
 }
 
 /// `control_socket`, by default `mewld.ctl` beside the config file.
@@ -385,6 +440,48 @@ mod tests {
         assert_eq!(c.fixed_shard_count, None);
         assert_eq!(c.args, argv::DEFAULT_ARGS.map(String::from).to_vec());
         assert_eq!(c.bot_dir, PathBuf::from("/home/bot"));
+    }
+
+    #[test]
+    fn launch_policy_and_identify_queue() {
+        let c = parse_ok(MIN, &ov()).config;
+        assert_eq!(c.launch, LaunchPolicy::Sequential, "the original's");
+        assert_eq!(c.identify_queue, None);
+        assert_eq!(c.identify_margin, Duration::from_millis(250));
+        let q = "identify_queue: 127.0.0.1:5000\n";
+        let c = parse_ok(&format!("{MIN}{q}launch: concurrent\n"), &ov()).config;
+        assert_eq!(c.launch, LaunchPolicy::Concurrent { at_once: None });
+        assert_eq!(
+            c.identify_queue,
+            Some("127.0.0.1:5000".parse().expect("addr"))
+        );
+        let text = format!("{MIN}{q}launch: concurrent\nlaunch_concurrency: 3\n");
+        let c = parse_ok(&text, &ov()).config;
+        assert_eq!(c.launch, LaunchPolicy::Concurrent { at_once: Some(3) });
+        for (text, key, says) in [
+            ("launch: concurrent\n", "launch", "needs `identify_queue`"),
+            ("launch: fast\n", "launch", "not a launch policy"),
+            (
+                "identify_queue: 5000\n",
+                "identify_queue",
+                "e.g. 127.0.0.1:5000",
+            ),
+            (
+                "launch_concurrency: 0\n",
+                "launch_concurrency",
+                "at least 1",
+            ),
+            (
+                "identify_margin_ms: 5000\n",
+                "identify_margin_ms",
+                "more than a second",
+            ),
+        ] {
+            let e = parse_err(&format!("{MIN}{text}"));
+            assert_eq!(e.key.as_deref(), Some(key), "{e}");
+            assert!(e.to_string().contains(says), "{e}");
+            assert!(e.line.is_some(), "{e}");
+        }
     }
 
     #[test]

@@ -111,6 +111,17 @@ pub enum LogEvent {
         error: String,
     },
     ReshardRestartsDone {},
+    /// The identify queue holds every grant: the session-start budget is
+    /// down to `minimum_safe_sessions_remaining`.
+    IdentifyBudgetLow {
+        remaining: u32,
+        reserve: u32,
+        resets_in_secs: u64,
+    },
+    /// The budget reset; the identify queue grants again.
+    IdentifyBudgetReset {
+        remaining: u32,
+    },
     OperatorAction {
         action: &'static str,
         via: &'static str,
@@ -147,7 +158,8 @@ impl Tone {
             | "reshard_failed"
             | "launch_timeout"
             | "rolling_restart_timeout"
-            | "channel_stall" => Tone::Trouble,
+            | "channel_stall"
+            | "identify_budget_low" => Tone::Trouble,
             "cluster_started"
             | "cluster_launched"
             | "cluster_restarted"
@@ -155,7 +167,8 @@ impl Tone {
             | "channel_recovered"
             | "reshard_success"
             | "rolling_restart_done"
-            | "reshard_restarts_done" => Tone::Progress,
+            | "reshard_restarts_done"
+            | "identify_budget_reset" => Tone::Progress,
             _ => Tone::Plain,
         }
     }
@@ -195,6 +208,24 @@ pub enum RestartVia {
     RollingRestart,
     Start,
     Restart,
+}
+
+impl From<crate::identify::rules::Notice> for LogEvent {
+    fn from(notice: crate::identify::rules::Notice) -> LogEvent {
+        use crate::identify::rules::Notice;
+        match notice {
+            Notice::BudgetLow {
+                remaining,
+                reserve,
+                resets_in,
+            } => LogEvent::IdentifyBudgetLow {
+                remaining,
+                reserve,
+                resets_in_secs: resets_in.as_secs(),
+            },
+            Notice::BudgetReset { remaining } => LogEvent::IdentifyBudgetReset { remaining },
+        }
+    }
 }
 
 impl LogEvent {
@@ -319,6 +350,12 @@ mod tests {
                 waited_secs: 1,
                 error,
             },
+            LogEvent::IdentifyBudgetLow {
+                remaining: 5,
+                reserve: 5,
+                resets_in_secs: 1,
+            },
+            LogEvent::IdentifyBudgetReset { remaining: 1 },
             LogEvent::ClusterStarted { id, pid: 1 },
             LogEvent::ClusterLaunched { id },
             LogEvent::ClusterRestarted { id, restarts: 1 },
@@ -338,7 +375,7 @@ mod tests {
             .iter()
             .map(|e| Tone::of(e.entry()["event"].as_str().unwrap_or_default()))
             .partition(|t| *t == Tone::Trouble);
-        assert_eq!(trouble.len(), 9);
+        assert_eq!(trouble.len(), 10);
         assert!(progress.iter().all(|t| *t == Tone::Progress));
         assert_eq!(Tone::of("shards_launched"), Tone::Plain);
     }

@@ -30,6 +30,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::cluster_map::{ClusterId, ClusterSpec};
 use crate::config::Config;
+use crate::discord::SessionStartLimit;
 use crate::transport::{Origin, Peer};
 use process::Stream;
 use state::Snapshot;
@@ -204,7 +205,8 @@ pub struct Setup {
     pub env_vars: Vec<(String, String)>,
     pub shard_count: u32,
     pub clusters: Vec<ClusterSpec>,
-    pub sessions_remaining: Option<u32>,
+    /// Discord's session-start limit, when it was asked.
+    pub session_limit: Option<SessionStartLimit>,
 }
 
 /// Waits for the engine's next snapshot; `None` once the engine is gone.

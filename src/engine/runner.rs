@@ -12,13 +12,15 @@ use serde_json::{Map, Value};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::time::{delay_queue, DelayQueue};
 
+use super::actlog::{self, LogEvent};
 use super::core::{Command, Core, Input, Now, Timer};
 use super::process::{self, ExitInfo, ProcHandle};
 use super::state::Snapshot;
-use super::{actlog, EngineHandle, Event, Exit, FaceRequest, Refused, Setup};
+use super::{EngineHandle, Event, Exit, FaceRequest, Refused, Setup};
 use crate::cluster_map::ClusterId;
 use crate::config::{Config, Ipc};
 use crate::discord::{self, GatewayBot};
+use crate::identify::{self, rules::Notice};
 use crate::protocol;
 use crate::transport::{Transport, TransportEvent};
 
@@ -55,6 +57,8 @@ pub struct Engine {
     procs: HashMap<ClusterId, (u64, ProcHandle)>,
     timers: DelayQueue<Timer>,
     timer_keys: HashMap<Timer, delay_queue::Key>,
+    /// The identify queue's reports, when it runs.
+    identify: Option<identify::Link>,
 }
 
 impl Engine {
@@ -70,7 +74,7 @@ impl Engine {
             setup.config,
             setup.shard_count,
             setup.clusters,
-            setup.sessions_remaining,
+            setup.session_limit.as_ref(),
             Now::read(),
         );
         let engine = Engine {
@@ -85,6 +89,7 @@ impl Engine {
             procs: HashMap::new(),
             timers: DelayQueue::new(),
             timer_keys: HashMap::new(),
+            identify: None,
         };
         let handle = EngineHandle {
             requests: requests_tx,
@@ -92,6 +97,12 @@ impl Engine {
             snapshot: snapshot_rx,
         };
         (engine, handle)
+    }
+
+    /// Shows the identify queue's status in the snapshot and writes its
+    /// notices to the action log.
+    pub fn follow_identify(&mut self, link: identify::Link) {
+        self.identify = Some(link);
     }
 
     /// Runs until a shutdown or process restart has stopped every cluster.
@@ -107,6 +118,12 @@ impl Engine {
                     let timer = expired.into_inner();
                     self.timer_keys.remove(&timer);
                     self.feed(Input::Timer(timer), None);
+                }
+                // A new status needs nothing more: the snapshot below takes it.
+                Some(notice) = identify_report(&mut self.identify) => {
+                    if let Some(notice) = notice {
+                        self.write_log(LogEvent::from(notice).entry());
+                    }
                 }
             }
             self.publish_snapshot();
@@ -305,7 +322,8 @@ impl Engine {
     }
 
     fn publish_snapshot(&self) {
-        let snapshot = self.core.snapshot();
+        let mut snapshot = self.core.snapshot();
+        snapshot.identify = self.identify.as_ref().map(|l| l.status.borrow().clone());
         self.snapshot_tx.send_if_modified(|current| {
             if **current == snapshot {
                 false
@@ -314,6 +332,22 @@ impl Engine {
                 true
             }
         });
+    }
+}
+
+/// The identify queue's next report: `Some(Some(notice))`, or
+/// `Some(None)` when its status changed; never, without the queue.
+async fn identify_report(link: &mut Option<identify::Link>) -> Option<Option<Notice>> {
+    let Some(link) = link else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        Some(notice) = link.notices.recv() => Some(Some(notice)),
+        Ok(()) = link.status.changed() => {
+            link.status.mark_unchanged();
+            Some(None)
+        }
+        else => std::future::pending().await,
     }
 }
 

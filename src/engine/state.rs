@@ -191,4 +191,7 @@ pub struct Snapshot {
     pub exiting: bool,
     pub rolling: Option<RollingView>,
     pub resharding: bool,
+    /// The identify queue, when it runs.
+    #[serde(default)]
+    pub identify: Option<crate::identify::rules::Status>,
 }

@@ -228,7 +228,10 @@ impl App {
                 if let Some(id) = line.missed_ping() {
                     self.diagnostics.missed(line.at(), id, &self.snapshot);
                 }
-                self.push_log(line);
+                // The history read may already have brought it.
+                if !self.has_recent(&line) {
+                    self.push_log(line);
+                }
             }
             Msg::Engine(Event::Output {
                 id, stream, line, ..
@@ -242,22 +245,15 @@ impl App {
             Msg::History(entries) => {
                 // Live entries may already be here; keep those the history lacks.
                 let live: Vec<LogLine> = self.log.drain(..).collect();
-                let mut merged: VecDeque<LogLine> =
-                    entries.iter().map(LogLine::from_entry).collect();
+                self.log = entries.iter().map(LogLine::from_entry).collect();
                 for line in live {
-                    if !merged
-                        .iter()
-                        .rev()
-                        .take(1000)
-                        .any(|h| h.ts == line.ts && h.event == line.event)
-                    {
-                        merged.push_back(line);
+                    if !self.has_recent(&line) {
+                        self.log.push_back(line);
                     }
                 }
-                while merged.len() > LOG_CAP {
-                    merged.pop_front();
+                while self.log.len() > LOG_CAP {
+                    self.log.pop_front();
                 }
-                self.log = merged;
             }
             Msg::Link(lost) => {
                 if let FaceView::Attached { lost: was, .. } = &mut self.face {
@@ -284,6 +280,16 @@ impl App {
             }
         }
         None
+    }
+
+    /// Whether `line` is among the last entries shown (the history and
+    /// the live events overlap by what was written while both were read).
+    fn has_recent(&self, line: &LogLine) -> bool {
+        self.log
+            .iter()
+            .rev()
+            .take(1000)
+            .any(|h| h.ts == line.ts && h.event == line.event && h.cluster == line.cluster)
     }
 
     fn push_log(&mut self, line: LogLine) {

@@ -82,6 +82,7 @@ pub fn snapshot(states: &[ClusterState]) -> Snapshot {
         exiting: false,
         rolling: None,
         resharding: false,
+        identify: None,
     }
 }
 

@@ -11,21 +11,28 @@ use crate::engine::Refused;
 use crate::protocol;
 
 impl Core {
-    /// Starts the launch's next cluster, or announces that all are up.
+    /// Starts the launch's next clusters (as many as the launch policy
+    /// allows now), or announces that all are up.
     pub(super) fn start_next(&mut self) {
         if self.exiting.is_some() || self.rolling.is_some() {
             return;
         }
+        let mut started = false;
+        while let Some(idx) = self
+            .launcher
+            .next_to_start(self.clusters.iter().map(|c| c.state))
+        {
+            self.launcher.started(self.clusters[idx].spec.id);
+            self.spawn(idx, Purpose::Launch);
+            started = true;
+        }
         let states = self.clusters.iter().map(|c| c.state);
-        match self.launcher.next_to_start(states) {
-            Some(idx) => {
-                self.launcher.started(self.clusters[idx].spec.id);
-                self.spawn(idx, Purpose::Launch);
-            }
-            None if self.launcher.waiting_on().is_none() && !self.launcher.fully_up() => {
-                self.announce_all_launched();
-            }
-            None => {}
+        if !started
+            && self.launcher.is_idle()
+            && !self.launcher.any_left(states)
+            && !self.launcher.fully_up()
+        {
+            self.announce_all_launched();
         }
     }
 
@@ -62,11 +69,12 @@ impl Core {
                 .launcher
                 .any_left(self.clusters.iter().map(|c| c.state))
             {
-                self.set_timer(Timer::StartNext, self.config.cluster_start_next_delay);
+                let gap = self.launcher.gap(self.config.cluster_start_next_delay);
+                self.set_timer(Timer::StartNext, gap);
             } else {
                 self.start_next();
             }
-        } else if self.launcher.fully_up() && self.launcher.waiting_on().is_none() {
+        } else if self.launcher.fully_up() && self.launcher.is_idle() {
             // A cluster came back (after a crash, a restart, a ping failure):
             // the original announced the whole bot up again, and a restarted
             // cluster may wait for that to finish its own start.
@@ -84,7 +92,7 @@ impl Core {
 
     pub(super) fn on_launch_timeout(&mut self, id: ClusterId, generation: u64) {
         let current = self.index(id).ok().map(|i| self.clusters[i].generation);
-        if self.launcher.waiting_on() == Some(id) && current == Some(generation) {
+        if self.launcher.is_waiting_on(id) && current == Some(generation) {
             self.log(LogEvent::LaunchTimeout {
                 id,
                 waited_secs: self.config.launch_timeout.as_secs(),
@@ -97,7 +105,8 @@ impl Core {
     /// was stopped, or took too long): go on with the next one.
     pub(super) fn launch_moved_on(&mut self, id: ClusterId) {
         if self.launcher.release(id) {
-            self.set_timer(Timer::StartNext, self.config.cluster_start_next_delay);
+            let gap = self.launcher.gap(self.config.cluster_start_next_delay);
+            self.set_timer(Timer::StartNext, gap);
         }
     }
 

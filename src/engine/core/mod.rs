@@ -31,7 +31,7 @@ use super::state::{Cluster, Snapshot};
 use super::{Exit, Label, Operation, Refused, Via};
 use crate::cluster_map::{ClusterId, ClusterSpec};
 use crate::config::Config;
-use crate::discord::GatewayBot;
+use crate::discord::{GatewayBot, SessionStartLimit};
 use crate::protocol::Request;
 
 /// The time, as the runner read it: monotonic for timers, wall for people.
@@ -194,14 +194,15 @@ impl Core {
         config: Arc<Config>,
         shard_count: u32,
         clusters: Vec<ClusterSpec>,
-        sessions_remaining: Option<u32>,
+        session_limit: Option<&SessionStartLimit>,
         now: Now,
     ) -> Core {
+        let max_concurrency = session_limit.map_or(1, |l| l.max_concurrency);
         Core {
+            launcher: Launcher::new(config.launch, max_concurrency, config.per_cluster),
             config,
             shard_count,
             clusters: clusters.into_iter().map(Cluster::new).collect(),
-            launcher: Launcher::default(),
             transport_connected: false,
             transport_retry_at: None,
             connection: 0,
@@ -210,7 +211,7 @@ impl Core {
             resharding: false,
             exiting: None,
             started_at: now.wall,
-            sessions_remaining,
+            sessions_remaining: session_limit.map(|l| l.remaining),
             out: Vec::new(),
             due: VecDeque::new(),
         }
@@ -306,6 +307,8 @@ impl Core {
             exiting: self.exiting.is_some(),
             rolling: self.rolling.as_ref().map(Rolling::view),
             resharding: self.resharding,
+            // The runner adds the identify queue's, which runs beside the core.
+            identify: None,
         }
     }
 

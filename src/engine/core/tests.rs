@@ -48,7 +48,13 @@ impl Sim {
             at: Instant::now(),
             wall: SystemTime::UNIX_EPOCH + SECS(1_800_000_000),
         };
-        let core = Core::new(Arc::new(config), shards, map, Some(1000), now);
+        let limit = SessionStartLimit {
+            total: 1000,
+            remaining: 1000,
+            reset_after: 3_600_000,
+            max_concurrency: 4,
+        };
+        let core = Core::new(Arc::new(config), shards, map, Some(&limit), now);
         let mut sim = Sim {
             core,
             now,
@@ -371,6 +377,50 @@ fn with_no_start_delay_the_next_cluster_starts_on_launch_next_itself() {
         "{:?}",
         sim.since_mark()
     );
+}
+
+const CONCURRENT: &str = "identify_queue: 127.0.0.1:5000\nlaunch: concurrent\n";
+
+/// `launch: concurrent`: with `max_concurrency` 4 and 2 shards a cluster,
+/// 4 clusters start at once; each `launch_next` lets the next one start at
+/// once, whatever `cluster_start_next_delay` says; the bot is announced
+/// once, after the last.
+#[test]
+fn a_concurrent_launch_keeps_its_bound_of_clusters_starting() {
+    let mut sim = Sim::new(20, &format!("{CONCURRENT}cluster_start_next_delay: 5\n"));
+    sim.input(Input::TransportUp);
+    assert_eq!(sim.spawned(), vec![0, 1, 2, 3]);
+    sim.launch_next(2);
+    assert_eq!(sim.spawned(), vec![0, 1, 2, 3, 4], "no delay");
+    sim.advance(SECS(60));
+    assert_eq!(sim.spawned().len(), 5, "still four starting");
+    for id in [0, 1, 3, 4, 5, 6, 7, 8] {
+        sim.launch_next(id);
+    }
+    assert_eq!(sim.spawned(), (0..10).collect::<Vec<_>>());
+    assert_eq!(sim.announcements(), 0, "cluster 9 is still starting");
+    sim.launch_next(9);
+    assert_eq!(sim.announcements(), 1);
+    assert!(sim.core.snapshot().fully_up);
+}
+
+/// A cluster of a concurrent launch that crashes is restarted and still
+/// counted as starting: the launch neither waits on it for ever nor starts
+/// a fifth; its `launch_next` after the restart releases its place.
+#[test]
+fn a_crash_during_a_concurrent_launch_keeps_its_place() {
+    let mut sim = Sim::new(12, &format!("{CONCURRENT}restart_backoff_base: 1\n"));
+    sim.input(Input::TransportUp);
+    assert_eq!(sim.spawned(), vec![0, 1, 2, 3]);
+    sim.exit(1, 1);
+    sim.advance(SECS(1));
+    assert_eq!(sim.spawned(), vec![0, 1, 2, 3, 1], "restarted, no fifth");
+    sim.launch_next(1);
+    assert_eq!(sim.spawned(), vec![0, 1, 2, 3, 1, 4]);
+    for id in [0, 2, 3, 4, 5] {
+        sim.launch_next(id);
+    }
+    assert_eq!(sim.announcements(), 1);
 }
 
 #[test]

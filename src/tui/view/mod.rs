@@ -10,6 +10,7 @@ use ratatui::Frame;
 
 use super::app::{age, App, FaceView, Mode, Pane};
 use crate::engine::state::ClusterState;
+use crate::identify::rules::Status as IdentifyStatus;
 
 mod diagnostics;
 mod overlays;
@@ -150,9 +151,14 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
         Span::raw(" · "),
         link,
     ];
-    if let Some(rem) = s.sessions_remaining {
-        let label = if narrow { "sess" } else { "sessions left" };
-        spans.push(Span::raw(format!(" · {label} {rem}")));
+    match &s.identify {
+        Some(q) => spans.push(identify_span(app, q, narrow)),
+        None => {
+            if let Some(rem) = s.sessions_remaining {
+                let label = if narrow { "sess" } else { "sessions left" };
+                spans.push(Span::raw(format!(" · {label} {rem}")));
+            }
+        }
     }
     if let Some(started) = s.started_at {
         spans.push(Span::raw(format!(" · up {}", age(app.now, started))));
@@ -163,6 +169,31 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
         FaceView::Attached { .. } => spans.insert(1, face_span(app, narrow)),
     }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// The identify queue: who waits, the grants of this window against
+/// Discord's `max_concurrency`, and the session starts left (live).
+fn identify_span(app: &App, q: &IdentifyStatus, narrow: bool) -> Span<'static> {
+    let budget = q
+        .budget_remaining
+        .map_or_else(|| "?".to_string(), |b| b.to_string());
+    let text = if narrow {
+        format!(
+            " · idq {}w {}/{} sess {budget}",
+            q.waiting, q.granted_in_window, q.max_concurrency
+        )
+    } else {
+        format!(
+            " · identify {} waiting, {}/{} per 5s · sessions left {budget}",
+            q.waiting, q.granted_in_window, q.max_concurrency
+        )
+    };
+    if q.held {
+        let held = format!("{text} HELD (budget low)");
+        Span::styled(held, style(app, Style::default().fg(Color::Red)))
+    } else {
+        Span::raw(text)
+    }
 }
 
 /// Whether the engine runs in this console or this console is attached to

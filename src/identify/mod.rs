@@ -1,0 +1,253 @@
+//! The identify queue (opt-in: `identify_queue`): clusters ask it over
+//! HTTP before each shard identifies, `GET /?shard=<id>` as twilight's
+//! gateway-queue does, and get the answer when Discord's rate limit allows
+//! (docs/protocol.md §9). The rules are [`rules::Queue`]; this module is
+//! the task that owns it: it takes requests from the HTTP side, grants on
+//! time, keeps the budget fresh, and reports to the engine (a status for
+//! the snapshot, notices for the action log).
+
+pub mod rules;
+mod server;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::Config;
+use crate::discord::{self, SessionStartLimit};
+use crate::engine::state::Snapshot;
+use rules::{Budget, Grant, Notice, Queue, Refusal, Rules, Status, Ticket};
+
+/// Most requests waiting at once; more get 503 (each is a connection and a
+/// few hundred bytes here).
+pub const CAPACITY: usize = 16_384;
+/// Messages from connections waiting for the queue's task.
+const INBOX: usize = 1024;
+/// Notices waiting for the engine; more are dropped (and logged here).
+const NOTICES: usize = 64;
+/// How often the status shown to faces is brought up to date.
+const STATUS_EVERY: Duration = Duration::from_millis(250);
+
+/// What connections tell the queue's task.
+enum Message {
+    Wait {
+        ticket: Ticket,
+        shard: Option<u64>,
+        answer: oneshot::Sender<Result<Grant, Refusal>>,
+    },
+    /// The client hung up before its grant.
+    Cancel(Ticket),
+}
+
+/// The engine's end: the queue's status and its notices.
+pub struct Link {
+    pub status: watch::Receiver<Status>,
+    pub notices: mpsc::Receiver<Notice>,
+}
+
+/// The listener, bound before anything starts so a taken port stops the start.
+pub struct Server {
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+impl Server {
+    pub async fn bind(addr: SocketAddr) -> Result<Server, String> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("identify_queue {addr}: {e}"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| format!("identify_queue {addr}: {e}"))?;
+        Ok(Server { listener, addr })
+    }
+
+    /// The base URL clusters get as `MEWLD_IDENTIFY_URL`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Serves the queue for a bot of `shard_count` shards (kept up to date
+    /// from the engine's `snapshots`) with Discord's `limit`, if known.
+    pub fn serve(
+        self,
+        config: &Config,
+        shard_count: u32,
+        limit: Option<&SessionStartLimit>,
+        snapshots: watch::Receiver<Arc<Snapshot>>,
+    ) -> Link {
+        let now = Instant::now();
+        let rules = Rules {
+            max_concurrency: limit.map_or(1, |l| l.max_concurrency),
+            margin: config.identify_margin,
+            reserve: config.minimum_safe_sessions_remaining,
+            capacity: CAPACITY,
+        };
+        let budget = limit.map(|l| Budget {
+            remaining: l.remaining,
+            total: l.total,
+            resets_at: now + Duration::from_millis(l.reset_after),
+        });
+        let queue = Queue::new(rules, shard_count, budget);
+        let (inbox_tx, inbox) = mpsc::channel(INBOX);
+        let (status_tx, status) = watch::channel(queue.status(now));
+        let (notices_tx, notices) = mpsc::channel(NOTICES);
+        tracing::info!(
+            url = %self.url(),
+            max_concurrency = rules.max_concurrency,
+            "identify queue listening"
+        );
+        let refresh = config
+            .token
+            .clone()
+            .map(|token| (config.proxy.clone(), token));
+        let task = Task {
+            queue,
+            answers: HashMap::new(),
+            status: status_tx,
+            notices: notices_tx,
+            refresh,
+        };
+        tokio::spawn(task.run(inbox, snapshots));
+        tokio::spawn(server::accept(self.listener, inbox_tx));
+        Link { status, notices }
+    }
+}
+
+/// The task that owns the queue.
+struct Task {
+    queue: Queue,
+    /// Where each waiting request's answer goes.
+    answers: HashMap<Ticket, oneshot::Sender<Result<Grant, Refusal>>>,
+    status: watch::Sender<Status>,
+    notices: mpsc::Sender<Notice>,
+    /// Discord's proxy and the token, to ask for the budget after a reset.
+    refresh: Option<(Option<String>, crate::config::Token)>,
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<Message>,
+        mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    ) {
+        let (budget_tx, mut budgets) = mpsc::channel::<Budget>(1);
+        let mut status_every = tokio::time::interval(STATUS_EVERY);
+        status_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut wake_at: Option<Instant> = None;
+        loop {
+            // Without a wake-up time the sleep is never polled.
+            let sleep = tokio::time::sleep_until(wake_at.unwrap_or_else(Instant::now).into());
+            tokio::select! {
+                message = inbox.recv() => match message {
+                    Some(message) => self.on_message(message),
+                    None => return,
+                },
+                () = sleep, if wake_at.is_some() => {}
+                _ = status_every.tick() => self.publish_status(),
+                Ok(()) = snapshots.changed() => {
+                    let shard_count = snapshots.borrow_and_update().shard_count;
+                    if shard_count > 0 {
+                        self.queue.set_shard_count(shard_count);
+                    }
+                }
+                Some(budget) = budgets.recv() => self.queue.set_budget(budget),
+            }
+            wake_at = self.grant(&budget_tx);
+        }
+    }
+
+    fn on_message(&mut self, message: Message) {
+        match message {
+            Message::Wait {
+                ticket,
+                shard,
+                answer,
+            } => match self.queue.enqueue(ticket, shard) {
+                Ok(()) => {
+                    self.answers.insert(ticket, answer);
+                }
+                Err(refusal) => {
+                    let _ = answer.send(Err(refusal));
+                }
+            },
+            Message::Cancel(ticket) => {
+                self.queue.cancel(ticket);
+                self.answers.remove(&ticket);
+            }
+        }
+    }
+
+    /// Grants what may identify now; returns when to look again.
+    fn grant(&mut self, budget_tx: &mpsc::Sender<Budget>) -> Option<Instant> {
+        let now = Instant::now();
+        // A client gone before its turn must not spend the turn.
+        loop {
+            let gone: Vec<Ticket> = self
+                .queue
+                .due_heads(now)
+                .into_iter()
+                .filter(|t| self.answers.get(t).is_none_or(|a| a.is_closed()))
+                .collect();
+            if gone.is_empty() {
+                break;
+            }
+            for ticket in gone {
+                self.queue.cancel(ticket);
+                self.answers.remove(&ticket);
+            }
+        }
+        let poll = self.queue.poll(now);
+        for grant in poll.grants {
+            if let Some(answer) = self.answers.remove(&grant.ticket) {
+                let _ = answer.send(Ok(grant));
+            }
+        }
+        for notice in poll.notices {
+            if matches!(notice, Notice::BudgetReset { .. }) {
+                self.ask_discord(budget_tx.clone());
+            }
+            if let Err(e) = self.notices.try_send(notice) {
+                tracing::warn!(notice = ?e.into_inner(), "the engine is behind; an identify-queue notice is dropped");
+            }
+        }
+        self.queue.prune(now);
+        poll.wake_at
+    }
+
+    fn publish_status(&self) {
+        let status = self.queue.status(Instant::now());
+        self.status.send_if_modified(|current| {
+            let changed = *current != status;
+            *current = status;
+            changed
+        });
+    }
+
+    /// After a reset, Discord's own count replaces the local guess (other
+    /// programs with the same token may have identified too).
+    fn ask_discord(&self, budget_tx: mpsc::Sender<Budget>) {
+        let Some((proxy, token)) = self.refresh.clone() else {
+            return;
+        };
+        tokio::spawn(async move {
+            match discord::get_gateway_bot(proxy.as_deref(), &token).await {
+                Ok(g) => {
+                    let l = g.session_start_limit;
+                    let _ = budget_tx.try_send(Budget {
+                        remaining: l.remaining,
+                        total: l.total,
+                        resets_at: Instant::now() + Duration::from_millis(l.reset_after),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not ask Discord for the new session budget; counting from the full budget")
+                }
+            }
+        });
+    }
+}

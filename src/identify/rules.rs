@@ -1,0 +1,503 @@
+//! The identify queue's rules as plain data, with time passed in: which
+//! waiting shard may identify now, and when to look again. Discord lets
+//! `max_concurrency` shards identify per 5 seconds, one per bucket
+//! (`shard_id % max_concurrency`); every identify spends one session start
+//! of a daily budget (docs/protocol.md §9).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// Discord's identify window for one bucket.
+pub const WINDOW: Duration = Duration::from_secs(5);
+/// How long a session-start budget lasts once reset (Discord's day).
+pub const BUDGET_PERIOD: Duration = Duration::from_secs(24 * 3600);
+
+/// A waiting request, named by whoever holds its answer.
+pub type Ticket = u64;
+
+/// Why a request was not queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("shard {shard} is not a shard of this bot (it has {shard_count})")]
+    NoSuchShard { shard: u64, shard_count: u32 },
+    #[error("{waiting} requests are already waiting; try again later")]
+    Full { waiting: usize },
+}
+
+/// The session-start budget, as Discord last told it and as spent since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub remaining: u32,
+    pub total: u32,
+    /// When Discord gives the full `total` back.
+    pub resets_at: Instant,
+}
+
+/// Fixed for the life of the queue.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    pub max_concurrency: u32,
+    /// Added to [`WINDOW`] between two grants of a bucket: the identify
+    /// reaches Discord a little after its grant, not always equally late.
+    pub margin: Duration,
+    /// Session starts never spent: at this many left the queue holds every
+    /// request until the budget resets (`minimum_safe_sessions_remaining`).
+    pub reserve: u32,
+    /// Most requests waiting at once; more are refused.
+    pub capacity: usize,
+}
+
+/// One shard's leave to identify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub ticket: Ticket,
+    pub shard: u32,
+    pub bucket: u32,
+}
+
+/// What the queue has to say besides grants, for the action log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Grants stop until the budget resets.
+    BudgetLow {
+        remaining: u32,
+        reserve: u32,
+        resets_in: Duration,
+    },
+    /// The budget is whole again.
+    BudgetReset { remaining: u32 },
+}
+
+/// The outcome of [`Queue::poll`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Poll {
+    pub grants: Vec<Grant>,
+    pub notices: Vec<Notice>,
+    /// When to poll again if nothing else happens.
+    pub wake_at: Option<Instant>,
+}
+
+/// The queue as the console header and the metrics show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub waiting: usize,
+    /// Grants in the last [`WINDOW`].
+    pub granted_in_window: u32,
+    pub granted_total: u64,
+    pub max_concurrency: u32,
+    /// Session starts left; `None` when Discord was not asked.
+    pub budget_remaining: Option<u32>,
+    /// Grants are held until the budget resets.
+    pub held: bool,
+}
+
+#[derive(Debug, Default)]
+struct Bucket {
+    last_grant: Option<Instant>,
+    waiting: VecDeque<(Ticket, u32)>,
+}
+
+#[derive(Debug)]
+pub struct Queue {
+    rules: Rules,
+    shard_count: u32,
+    buckets: Vec<Bucket>,
+    budget: Option<Budget>,
+    held: bool,
+    /// Times of the grants of the last [`WINDOW`] (at most one per bucket).
+    recent: VecDeque<Instant>,
+    granted_total: u64,
+}
+
+impl Queue {
+    pub fn new(rules: Rules, shard_count: u32, budget: Option<Budget>) -> Queue {
+        let rules = Rules {
+            max_concurrency: rules.max_concurrency.max(1),
+            ..rules
+        };
+        Queue {
+            buckets: (0..rules.max_concurrency)
+                .map(|_| Bucket::default())
+                .collect(),
+            rules,
+            shard_count,
+            budget,
+            held: false,
+            recent: VecDeque::new(),
+            granted_total: 0,
+        }
+    }
+
+    /// A reshard changed the number of shards requests may name.
+    pub fn set_shard_count(&mut self, shard_count: u32) {
+        self.shard_count = shard_count;
+    }
+
+    /// Discord's latest word on the budget (a fresh Get Gateway Bot).
+    pub fn set_budget(&mut self, budget: Budget) {
+        self.budget = Some(budget);
+    }
+
+    pub fn bucket_of(&self, shard: u32) -> u32 {
+        shard % self.rules.max_concurrency
+    }
+
+    /// Queues a request for `shard` (`None`: a bot that names no shard,
+    /// bucket 0) behind those already waiting in its bucket.
+    pub fn enqueue(&mut self, ticket: Ticket, shard: Option<u64>) -> Result<(), Refusal> {
+        let shard = match shard {
+            None => 0,
+            Some(s) => u32::try_from(s)
+                .ok()
+                .filter(|s| *s < self.shard_count)
+                .ok_or(Refusal::NoSuchShard {
+                    shard: s,
+                    shard_count: self.shard_count,
+                })?,
+        };
+        let waiting = self.waiting();
+        if waiting >= self.rules.capacity {
+            return Err(Refusal::Full { waiting });
+        }
+        let bucket = self.bucket_of(shard) as usize;
+        self.buckets[bucket].waiting.push_back((ticket, shard));
+        Ok(())
+    }
+
+    /// The request gave up (its client hung up): it leaves the queue
+    /// without spending anything. False if it was not waiting.
+    pub fn cancel(&mut self, ticket: Ticket) -> bool {
+        for b in &mut self.buckets {
+            if let Some(i) = b.waiting.iter().position(|(t, _)| *t == ticket) {
+                b.waiting.remove(i);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The requests next in line in buckets free at `now`: before a poll,
+    /// the caller cancels those whose client is gone, so no grant is spent
+    /// on a client that can no longer identify.
+    pub fn due_heads(&self, now: Instant) -> Vec<Ticket> {
+        let spacing = WINDOW + self.rules.margin;
+        self.buckets
+            .iter()
+            .filter(|b| b.last_grant.is_none_or(|t| t + spacing <= now))
+            .filter_map(|b| b.waiting.front().map(|(t, _)| *t))
+            .collect()
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.buckets.iter().map(|b| b.waiting.len()).sum()
+    }
+
+    /// Grants what may identify at `now`: the head of each bucket whose
+    /// last grant is a window (plus margin) old, while the budget allows.
+    pub fn poll(&mut self, now: Instant) -> Poll {
+        let mut poll = Poll::default();
+        self.reset_budget_if_due(now, &mut poll);
+        let spacing = WINDOW + self.rules.margin;
+        for (bucket, b) in self.buckets.iter_mut().enumerate() {
+            if b.waiting.is_empty() {
+                continue;
+            }
+            if let Some(free_at) = b.last_grant.map(|t| t + spacing).filter(|t| *t > now) {
+                poll.wake_at = earliest(poll.wake_at, free_at);
+                continue;
+            }
+            if let Some(budget) = self.budget.as_mut() {
+                if budget.remaining <= self.rules.reserve {
+                    if !self.held {
+                        self.held = true;
+                        poll.notices.push(Notice::BudgetLow {
+                            remaining: budget.remaining,
+                            reserve: self.rules.reserve,
+                            resets_in: budget.resets_at.saturating_duration_since(now),
+                        });
+                    }
+                    poll.wake_at = earliest(poll.wake_at, budget.resets_at);
+                    break;
+                }
+                budget.remaining -= 1;
+            }
+            let Some((ticket, shard)) = b.waiting.pop_front() else {
+                continue;
+            };
+            b.last_grant = Some(now);
+            self.recent.push_back(now);
+            self.granted_total += 1;
+            poll.grants.push(Grant {
+                ticket,
+                shard,
+                bucket: bucket as u32,
+            });
+            if !b.waiting.is_empty() {
+                poll.wake_at = earliest(poll.wake_at, now + spacing);
+            }
+        }
+        poll
+    }
+
+    fn reset_budget_if_due(&mut self, now: Instant, poll: &mut Poll) {
+        let Some(budget) = self.budget.as_mut() else {
+            return;
+        };
+        if now < budget.resets_at {
+            return;
+        }
+        budget.remaining = budget.total;
+        // Discord's reset comes a day after it is first spent; until asked
+        // again, assume the next one is a day away.
+        budget.resets_at = now + BUDGET_PERIOD;
+        self.held = false;
+        poll.notices.push(Notice::BudgetReset {
+            remaining: budget.remaining,
+        });
+    }
+
+    pub fn status(&self, now: Instant) -> Status {
+        let since = now.checked_sub(WINDOW);
+        Status {
+            waiting: self.waiting(),
+            granted_in_window: self
+                .recent
+                .iter()
+                .filter(|t| since.is_none_or(|s| **t > s))
+                .count() as u32,
+            granted_total: self.granted_total,
+            max_concurrency: self.rules.max_concurrency,
+            budget_remaining: self.budget.map(|b| b.remaining),
+            held: self.held,
+        }
+    }
+
+    /// Forgets grants older than a window (they only feed [`Status`]).
+    pub fn prune(&mut self, now: Instant) {
+        while self.recent.front().is_some_and(|t| *t + WINDOW <= now) {
+            self.recent.pop_front();
+        }
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Instant) -> Option<Instant> {
+    Some(a.map_or(b, |a| a.min(b)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MARGIN: Duration = Duration::from_millis(250);
+
+    fn rules(max_concurrency: u32) -> Rules {
+        Rules {
+            max_concurrency,
+            margin: MARGIN,
+            reserve: 5,
+            capacity: 100,
+        }
+    }
+
+    fn tickets(p: &Poll) -> Vec<Ticket> {
+        p.grants.iter().map(|g| g.ticket).collect()
+    }
+
+    #[test]
+    fn one_grant_per_bucket_per_window() {
+        let t0 = Instant::now();
+        let mut q = Queue::new(rules(4), 16, None);
+        // Shards 0, 4, 8 share bucket 0; 1 and 5 bucket 1.
+        for (ticket, shard) in [(1, 0), (2, 4), (3, 8), (4, 1), (5, 5)] {
+            q.enqueue(ticket, Some(shard)).expect("queued");
+        }
+        let p = q.poll(t0);
+        assert_eq!(tickets(&p), [1, 4]);
+        assert_eq!(p.grants[1].bucket, 1);
+        assert_eq!(p.wake_at, Some(t0 + WINDOW + MARGIN));
+        // Nothing more until the window and margin have passed.
+        assert!(q.poll(t0 + WINDOW).grants.is_empty());
+        assert_eq!(tickets(&q.poll(t0 + WINDOW + MARGIN)), [2, 5]);
+        assert_eq!(q.status(t0 + WINDOW + MARGIN).granted_in_window, 2);
+        let p = q.poll(t0 + (WINDOW + MARGIN) * 2);
+        assert_eq!(tickets(&p), [3]);
+        assert_eq!(p.wake_at, None, "nothing left waiting");
+        assert_eq!(q.status(t0).granted_total, 5);
+    }
+
+    #[test]
+    fn first_come_first_served_within_a_bucket() {
+        let t0 = Instant::now();
+        let mut q = Queue::new(rules(1), 8, None);
+        for ticket in [7, 3, 9] {
+            q.enqueue(ticket, Some(ticket % 8)).expect("queued");
+        }
+        let mut order = Vec::new();
+        for i in 0..3 {
+            order.extend(tickets(&q.poll(t0 + (WINDOW + MARGIN) * i)));
+        }
+        assert_eq!(order, [7, 3, 9]);
+    }
+
+    #[test]
+    fn a_bucket_idle_for_a_window_grants_at_once() {
+        let t0 = Instant::now();
+        let mut q = Queue::new(rules(2), 4, None);
+        q.enqueue(1, Some(0)).expect("queued");
+        assert_eq!(tickets(&q.poll(t0)), [1]);
+        q.enqueue(2, Some(2)).expect("queued");
+        let p = q.poll(t0 + Duration::from_secs(1));
+        assert!(p.grants.is_empty(), "bucket 0 granted a second ago");
+        assert_eq!(p.wake_at, Some(t0 + WINDOW + MARGIN));
+        q.enqueue(3, Some(1)).expect("queued");
+        assert_eq!(
+            tickets(&q.poll(t0 + Duration::from_secs(2))),
+            [3],
+            "bucket 1 is free"
+        );
+        assert_eq!(tickets(&q.poll(t0 + Duration::from_secs(60))), [2]);
+    }
+
+    #[test]
+    fn a_cancelled_request_spends_nothing() {
+        let t0 = Instant::now();
+        let mut q = Queue::new(
+            rules(1),
+            4,
+            Some(Budget {
+                remaining: 100,
+                total: 1000,
+                resets_at: t0 + BUDGET_PERIOD,
+            }),
+        );
+        q.enqueue(1, Some(0)).expect("queued");
+        q.enqueue(2, Some(1)).expect("queued");
+        assert!(q.cancel(1));
+        assert!(!q.cancel(1), "already gone");
+        assert_eq!(q.waiting(), 1);
+        assert_eq!(tickets(&q.poll(t0)), [2], "its place went to the next");
+        assert_eq!(q.status(t0).budget_remaining, Some(99));
+    }
+
+    #[test]
+    fn bad_shards_and_a_full_queue_are_refused() {
+        let mut q = Queue::new(
+            Rules {
+                capacity: 2,
+                ..rules(1)
+            },
+            4,
+            None,
+        );
+        assert_eq!(
+            q.enqueue(1, Some(4)),
+            Err(Refusal::NoSuchShard {
+                shard: 4,
+                shard_count: 4
+            })
+        );
+        assert!(q.enqueue(1, Some(u64::MAX)).is_err());
+        q.enqueue(1, None).expect("no shard: bucket 0");
+        q.enqueue(2, Some(3)).expect("queued");
+        assert_eq!(q.enqueue(3, Some(1)), Err(Refusal::Full { waiting: 2 }));
+        q.set_shard_count(8);
+        assert!(q.cancel(2));
+        q.enqueue(4, Some(7)).expect("a reshard added shard 7");
+    }
+
+    #[test]
+    fn the_budget_holds_at_the_reserve_until_it_resets() {
+        let t0 = Instant::now();
+        let resets_at = t0 + Duration::from_secs(3600);
+        let mut q = Queue::new(
+            rules(2),
+            8,
+            Some(Budget {
+                remaining: 7,
+                total: 1000,
+                resets_at,
+            }),
+        );
+        for ticket in 0..4 {
+            q.enqueue(ticket, Some(ticket)).expect("queued");
+        }
+        // Two left above the reserve of 5: buckets 0 and 1 take them.
+        assert_eq!(tickets(&q.poll(t0)), [0, 1]);
+        let later = t0 + Duration::from_secs(10);
+        let p = q.poll(later);
+        assert!(p.grants.is_empty(), "the last 5 are kept");
+        assert_eq!(
+            p.notices,
+            [Notice::BudgetLow {
+                remaining: 5,
+                reserve: 5,
+                resets_in: Duration::from_secs(3590)
+            }]
+        );
+        assert_eq!(p.wake_at, Some(resets_at));
+        assert!(q.status(later).held);
+        assert!(q.poll(later).notices.is_empty(), "said once");
+        let p = q.poll(resets_at);
+        assert_eq!(p.notices, [Notice::BudgetReset { remaining: 1000 }]);
+        assert_eq!(tickets(&p), [2, 3]);
+        assert_eq!(q.status(resets_at).budget_remaining, Some(998));
+        assert!(!q.status(resets_at).held);
+    }
+
+    #[test]
+    fn grants_in_the_window_are_counted_and_forgotten() {
+        let t0 = Instant::now();
+        let mut q = Queue::new(rules(3), 3, None);
+        for s in 0..3 {
+            q.enqueue(s, Some(s)).expect("queued");
+        }
+        q.poll(t0);
+        assert_eq!(q.status(t0).granted_in_window, 3);
+        q.prune(t0 + WINDOW);
+        assert_eq!(q.status(t0 + WINDOW).granted_in_window, 0);
+        assert_eq!(q.status(t0 + WINDOW).granted_total, 3);
+    }
+
+    /// Any arrival order, any cancellations: no bucket is granted twice
+    /// within a window, and every request is granted exactly once.
+    #[test]
+    fn random_arrivals_never_break_the_window() {
+        use proptest::prelude::*;
+        proptest!(|(arrivals in proptest::collection::vec((0u64..32, 0u64..20_000, any::<bool>()), 1..80))| {
+            let t0 = Instant::now();
+            let mut q = Queue::new(Rules { capacity: 1000, ..rules(4) }, 32, None);
+            let mut events: Vec<_> = arrivals.iter().enumerate().collect();
+            events.sort_by_key(|(_, (_, at, _))| *at);
+            let mut granted: Vec<Grant> = Vec::new();
+            let mut times: Vec<(u32, Instant)> = Vec::new();
+            let mut cancelled = 0;
+            // Step time in 250 ms ticks, enqueuing arrivals as they come,
+            // long enough for 80 requests in one bucket.
+            let mut next = 0;
+            for tick in 0..2000u64 {
+                let now = t0 + Duration::from_millis(tick * 250);
+                while next < events.len() && events[next].1 .1 <= tick * 250 {
+                    let (ticket, (shard, _, cancel)) = events[next];
+                    q.enqueue(ticket as u64, Some(*shard)).expect("room");
+                    if *cancel && q.cancel(ticket as u64) {
+                        cancelled += 1;
+                    }
+                    next += 1;
+                }
+                for g in q.poll(now).grants {
+                    times.push((g.bucket, now));
+                    granted.push(g);
+                }
+            }
+            prop_assert_eq!(granted.len() + cancelled, arrivals.len());
+            for bucket in 0..4 {
+                let t: Vec<_> = times.iter().filter(|(b, _)| *b == bucket).map(|(_, t)| *t).collect();
+                for pair in t.windows(2) {
+                    prop_assert!(pair[1] - pair[0] >= WINDOW + MARGIN);
+                }
+            }
+        });
+    }
+}
