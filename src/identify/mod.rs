@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::Config;
@@ -25,6 +25,8 @@ use rules::{Budget, Grant, Notice, Queue, Refusal, Rules, Status, Ticket};
 /// Most requests waiting at once; more get 503 (each is a connection and a
 /// few hundred bytes here).
 pub const CAPACITY: usize = 16_384;
+/// Connections the kernel may hold before they are accepted.
+const BACKLOG: u32 = 4096;
 /// Messages from connections waiting for the queue's task.
 const INBOX: usize = 1024;
 /// Notices waiting for the engine; more are dropped (and logged here).
@@ -57,9 +59,17 @@ pub struct Server {
 
 impl Server {
     pub async fn bind(addr: SocketAddr) -> Result<Server, String> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("identify_queue {addr}: {e}"))?;
+        let err = |e: std::io::Error| format!("identify_queue {addr}: {e}");
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(err)?;
+        socket.set_reuseaddr(true).map_err(err)?;
+        socket.bind(addr).map_err(err)?;
+        // Every shard of a big bot may ask at once (a restart of all).
+        let listener = socket.listen(BACKLOG).map_err(err)?;
         let addr = listener
             .local_addr()
             .map_err(|e| format!("identify_queue {addr}: {e}"))?;
@@ -203,6 +213,12 @@ impl Task {
         }
         let poll = self.queue.poll(now);
         for grant in poll.grants {
+            tracing::debug!(
+                shard = grant.shard,
+                bucket = grant.bucket,
+                ticket = grant.ticket,
+                "identify granted"
+            );
             if let Some(answer) = self.answers.remove(&grant.ticket) {
                 let _ = answer.send(Ok(grant));
             }

@@ -53,6 +53,12 @@ pub(super) struct Series {
     log_entries: Family<Labels, Counter>,
     /// Without labels: a family so that it is served only once known.
     sessions_remaining: Family<Labels, Gauge>,
+    /// The identify queue's (families: served only while it runs).
+    identify_waiting: Family<Labels, Gauge>,
+    identify_grants: Family<Labels, Counter>,
+    identify_held: Family<Labels, Gauge>,
+    /// Grants already counted, to add the difference.
+    identify_granted: u64,
     /// When each cluster's last diagnostic answer arrived (observed once).
     last_diag: HashMap<ClusterId, SystemTime>,
     /// The cluster and shard series set by the last snapshot.
@@ -77,6 +83,10 @@ impl Series {
             redis_connected: Gauge::default(),
             log_entries: Family::default(),
             sessions_remaining: Family::default(),
+            identify_waiting: Family::default(),
+            identify_grants: Family::default(),
+            identify_held: Family::default(),
+            identify_granted: 0,
             last_diag: HashMap::new(),
             clusters_up: HashSet::new(),
             shards: HashSet::new(),
@@ -135,6 +145,21 @@ impl Series {
             "Discord's session-start budget left when the map was built",
             c.sessions_remaining.clone(),
         );
+        r.register(
+            "identify_waiting",
+            "Identify requests waiting for their turn",
+            c.identify_waiting.clone(),
+        );
+        r.register(
+            "identify_grants",
+            "Identifies the queue granted",
+            c.identify_grants.clone(),
+        );
+        r.register(
+            "identify_held",
+            "1 while the queue holds every grant (session budget low)",
+            c.identify_held.clone(),
+        );
         (s, r)
     }
 
@@ -187,12 +212,33 @@ impl Series {
         }
         (self.clusters_up, self.shards) = (clusters_up, shards);
         self.redis_connected.set(i64::from(s.transport_connected));
+        // The queue's count is live; the snapshot's is the start-up's.
+        let remaining = s
+            .identify
+            .as_ref()
+            .and_then(|q| q.budget_remaining)
+            .or(s.sessions_remaining);
+        if let Some(q) = &s.identify {
+            self.on_identify(q);
+        }
         // Unknown (not asked, or before the engine's first snapshot): no sample.
-        if let Some(n) = s.sessions_remaining {
+        if let Some(n) = remaining {
             self.sessions_remaining
                 .get_or_create(&Vec::new())
                 .set(i64::from(n));
         }
+    }
+
+    fn on_identify(&mut self, q: &crate::identify::rules::Status) {
+        let none = Vec::new();
+        let waiting = i64::try_from(q.waiting).unwrap_or(i64::MAX);
+        self.identify_waiting.get_or_create(&none).set(waiting);
+        self.identify_held
+            .get_or_create(&none)
+            .set(i64::from(q.held));
+        let new = q.granted_total.saturating_sub(self.identify_granted);
+        self.identify_grants.get_or_create(&none).inc_by(new);
+        self.identify_granted = q.granted_total;
     }
 
     /// Counters from the action log, each entry counted once.
@@ -383,6 +429,41 @@ mod tests {
             text.contains("\nmewld_session_starts_remaining 900\n"),
             "{text}"
         );
+    }
+
+    /// The queue's figures are served only while it runs; its budget is
+    /// the live one, and its grants count up by what is new.
+    #[test]
+    fn the_identify_queue_is_served_while_it_runs() {
+        let (mut series, registry) = Series::registered();
+        series.on_snapshot(&Snapshot::default());
+        assert!(!text(&registry).contains("mewld_identify"));
+        let mut status = crate::identify::rules::Status {
+            waiting: 3,
+            granted_total: 4,
+            max_concurrency: 4,
+            budget_remaining: Some(996),
+            ..Default::default()
+        };
+        let with = |status: &crate::identify::rules::Status| Snapshot {
+            sessions_remaining: Some(1000),
+            identify: Some(status.clone()),
+            ..Snapshot::default()
+        };
+        series.on_snapshot(&with(&status));
+        status.granted_total = 6;
+        status.held = true;
+        series.on_snapshot(&with(&status));
+        series.on_snapshot(&with(&status));
+        let text = text(&registry);
+        for sample in [
+            "\nmewld_identify_waiting 3\n",
+            "\nmewld_identify_grants_total 6\n",
+            "\nmewld_identify_held 1\n",
+            "\nmewld_session_starts_remaining 996\n",
+        ] {
+            assert!(text.contains(sample), "{sample} missing from:\n{text}");
+        }
     }
 
     /// A snapshot of one running cluster with health from `shards`.

@@ -232,12 +232,23 @@ pub struct Answer {
 
 impl Answer {
     pub fn gateway(shards: u32, remaining: u32, reset_after_ms: u64) -> Answer {
+        Answer::gateway_with(shards, remaining, reset_after_ms, 1)
+    }
+
+    /// Get Gateway Bot for a bot whose shards may identify `max_concurrency`
+    /// at a time.
+    pub fn gateway_with(
+        shards: u32,
+        remaining: u32,
+        reset_after_ms: u64,
+        max_concurrency: u32,
+    ) -> Answer {
         Answer {
             status: 200,
             body: json!({
                 "url": "wss://gateway.discord.gg",
                 "shards": shards,
-                "session_start_limit": {"total": 1000, "remaining": remaining, "reset_after": reset_after_ms, "max_concurrency": 1}
+                "session_start_limit": {"total": 1000, "remaining": remaining, "reset_after": reset_after_ms, "max_concurrency": max_concurrency}
             })
             .to_string(),
             retry_after: None,
@@ -355,6 +366,19 @@ impl BotDir {
             .collect();
         out.sort_by_key(|(t, _)| *t);
         out.into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// Every identify grant the fake bots recorded (`shard`, `bucket`,
+    /// `at_us`), oldest first.
+    pub fn grants(&self) -> Vec<Value> {
+        let mut out: Vec<Value> = std::fs::read_dir(self.records_dir())
+            .expect("read records")
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "grant"))
+            .filter_map(|e| serde_json::from_str(&std::fs::read_to_string(e.path()).ok()?).ok())
+            .collect();
+        out.sort_by_key(|g| g["at_us"].as_u64());
+        out
     }
 
     /// The argv the script recorded for the fake bot with process id `pid`

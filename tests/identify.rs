@@ -1,0 +1,259 @@
+//! The identify queue end to end: a real `mewld --daemon`, real fake-bot
+//! clusters identifying through it over HTTP, the fake Discord saying how
+//! many may identify at once, and the grants the bots recorded checked
+//! against Discord's rule (one per bucket per 5 s).
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+
+use common::*;
+use serde_json::{json, Value};
+
+const WINDOW_US: u64 = 5_000_000;
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// Sends `GET path` (HTTP/1.0) and returns the open stream.
+fn ask_queue(port: u16, path: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the queue");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("send");
+    stream
+}
+
+/// The status code and body of the answer on `stream`.
+fn answer(mut stream: TcpStream) -> (u16, Value) {
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("an answer");
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (
+        status,
+        serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body:?}")),
+    )
+}
+
+/// One sample of the metrics text, by its series name.
+fn metric(port: u16, series: &str) -> Option<f64> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(stream, "GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Checks every recorded grant against Discord's rule: the bucket is the
+/// shard's, and two grants of a bucket are at least 5 s apart.
+fn assert_within_rate_limit(grants: &[Value], max_concurrency: u64) {
+    let mut by_bucket: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for g in grants {
+        let shard = g["shard"].as_u64().expect("shard");
+        assert_eq!(g["bucket"].as_u64(), Some(shard % max_concurrency), "{g}");
+        let at = g["at_us"].as_u64().expect("at_us");
+        by_bucket
+            .entry(shard % max_concurrency)
+            .or_default()
+            .push(at);
+    }
+    for (bucket, mut times) in by_bucket {
+        times.sort();
+        for pair in times.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= WINDOW_US,
+                "bucket {bucket} granted {} ms apart: {grants:?}",
+                (pair[1] - pair[0]) / 1000
+            );
+        }
+    }
+}
+
+/// 32 shards, `max_concurrency` 4, 4 shards a cluster, `launch:
+/// concurrent`: every identify keeps to the rate limit, no more clusters
+/// start at once than the policy allows (2 × ⌈4/4⌉), the bot is announced
+/// once, and a cluster that crashes mid-launch identifies again through
+/// the queue, in its turn.
+#[test]
+fn a_concurrent_launch_keeps_to_discords_rate_limit_and_a_crash_waits_its_turn() {
+    let f = Fixture::new(
+        "idq_launch",
+        vec![Answer::gateway_with(32, 900, 3_600_000, 4)],
+    );
+    let extra = "identify_queue: 127.0.0.1:0\nlaunch: concurrent\nrestart_backoff_base: 1\n";
+    let env = [("PER_CLUSTER", "4"), ("FAKEBOT_IDENTIFY_MS", "20")];
+    let mut m = Manager::start_with(
+        &f.config(extra),
+        &["--daemon"],
+        Some(&f.redis),
+        &f.bot,
+        &env,
+    );
+    let said_launch_next =
+        |id: u64| move |v: &Value| v["action"] == "launch_next" && v["args"]["id"] == id;
+    f.listener.wait("cluster 0 launched", said_launch_next(0));
+    f.redis.publish(
+        &f.ch,
+        &json!({"scope": "fakebot", "action": "crash", "args": {"id": 0}}),
+    );
+    // Eight rounds of 5 s: well within twice the deadline.
+    m.wait_launched_within(&f.listener, DEADLINE * 2);
+    wait_for("cluster 0 back and identified", DEADLINE, || {
+        (f.bot.starts_of(0) == 2 && f.bot.grants().len() == 36).then_some(())
+    });
+    wait_for("cluster 0 launched again", DEADLINE, || {
+        let said = f
+            .listener
+            .all()
+            .iter()
+            .filter(|v| said_launch_next(0)(v))
+            .count();
+        (said == 2).then_some(())
+    });
+    let grants = f.bot.grants();
+    assert_within_rate_limit(&grants, 4);
+    for shard in 0..32u64 {
+        let n = grants.iter().filter(|g| g["shard"] == shard).count();
+        assert_eq!(
+            n,
+            if shard < 4 { 2 } else { 1 },
+            "shard {shard}: {grants:?}"
+        );
+    }
+    let log = f.redis.action_log(&f.ch);
+    assert_eq!(events(&log, "all_clusters_launched").len(), 1, "{log:?}");
+    // At most 2 clusters of the launch were starting at any time.
+    let (mut starting, mut launched, mut most) = (HashSet::new(), HashSet::new(), 0);
+    for e in &log {
+        let id = e["id"].as_u64();
+        match e["event"].as_str() {
+            Some("cluster_started") if !launched.contains(&id) => {
+                starting.insert(id);
+            }
+            Some("cluster_launched") => {
+                starting.remove(&id);
+                launched.insert(id);
+            }
+            _ => {}
+        }
+        most = most.max(starting.len());
+    }
+    assert_eq!(most, 2, "{log:?}");
+    assert_eq!(launched.len(), 8);
+}
+
+/// The HTTP side: bad requests get 400 with the reason; a client that hangs
+/// up loses its place and spends nothing; 10,000 waiting requests are held
+/// with bounded memory, and the engine goes on answering meanwhile.
+#[test]
+fn the_queue_refuses_bad_shards_frees_hung_up_places_and_holds_ten_thousand() {
+    let (queue, metrics) = (free_port(), free_port());
+    // 64 at a time: the bots' 4 shards identify at once, in buckets 0-3.
+    let f = Fixture::new(
+        "idq_http",
+        vec![Answer::gateway_with(4, 900, 3_600_000, 64)],
+    );
+    let extra = format!("identify_queue: 127.0.0.1:{queue}\nmetrics_addr: 127.0.0.1:{metrics}\n");
+    let mut m = Manager::start_with(
+        &f.config(&extra),
+        &["--daemon"],
+        Some(&f.redis),
+        &f.bot,
+        &[],
+    );
+    m.wait_launched(&f.listener);
+
+    for (path, says) in [
+        ("/?shard=-1", "whole number"),
+        ("/?shard=abc", "whole number"),
+        ("/?shard=4", "not a shard of this bot (it has 4)"),
+    ] {
+        let (status, body) = answer(ask_queue(queue, path));
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains(says)),
+            "{path}: {body}"
+        );
+    }
+    assert_eq!(answer(ask_queue(queue, "/elsewhere")).0, 404);
+
+    // Bucket 0: A is granted, then B and C wait for the window; B hangs up.
+    let (status, body) = answer(ask_queue(queue, "/?shard=0"));
+    assert_eq!((status, &body["bucket"]), (200, &json!(0)), "{body}");
+    let b = ask_queue(queue, "/?shard=0");
+    let c = ask_queue(queue, "/?shard=0");
+    let waiting =
+        |n: f64| move || (metric(metrics, "mewld_identify_waiting") == Some(n)).then_some(());
+    wait_for("B and C waiting", DEADLINE, waiting(2.0));
+    drop(b);
+    wait_for("B gone from the queue", DEADLINE, waiting(1.0));
+    let (status, body) = answer(c);
+    assert_eq!(status, 200, "{body}");
+    // The bots' 4, A and C: B spent nothing.
+    wait_for("the grants counted", DEADLINE, || {
+        (metric(metrics, "mewld_identify_grants_total") == Some(6.0)).then_some(())
+    });
+
+    // Ten thousand requests wait in bucket 1.
+    let started = std::time::Instant::now();
+    let many: Vec<TcpStream> = (0..10_000).map(|_| ask_queue(queue, "/?shard=1")).collect();
+    // Bucket 1 grants one every 5 s meanwhile: those were held too.
+    wait_for("10,000 held", DEADLINE * 2, || {
+        let waiting = metric(metrics, "mewld_identify_waiting")?;
+        let granted = metric(metrics, "mewld_identify_grants_total")? - 6.0;
+        (waiting + granted == 10_000.0).then_some(())
+    });
+    eprintln!("10,000 requests held after {:?}", started.elapsed());
+    let rss_kib = std::fs::read_to_string(format!("/proc/{}/status", m.pid()))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .expect("VmRSS");
+    eprintln!(
+        "mewld holds 10,000 waiting identify requests in {} MiB",
+        rss_kib / 1024
+    );
+    assert!(rss_kib < 256 * 1024, "{rss_kib} KiB");
+    let reply = ask(&f.redis, &f.listener, &f.ch, "statuses", json!({}));
+    assert_eq!(
+        reply["output"].as_object().map(|o| o.len()),
+        Some(2),
+        "{reply}"
+    );
+    drop(many);
+    wait_for("every waiter gone", DEADLINE, waiting(0.0));
+}
+
+/// At `minimum_safe_sessions_remaining` the queue holds every grant, says
+/// so in the action log, and grants again once Discord's reset came.
+#[test]
+fn a_low_session_budget_holds_identifies_until_the_reset() {
+    // 7 left, 5 kept: two of the four shards identify, two wait 4 s.
+    let f = Fixture::new("idq_budget", vec![Answer::gateway_with(4, 7, 4_000, 64)]);
+    let extra = "identify_queue: 127.0.0.1:0\nminimum_safe_sessions_remaining: 5\n";
+    let mut m = Manager::start_with(&f.config(extra), &["--daemon"], Some(&f.redis), &f.bot, &[]);
+    m.wait_launched(&f.listener);
+    let log = f.redis.action_log(&f.ch);
+    let low = events(&log, "identify_budget_low");
+    assert_eq!(low.len(), 1, "{log:?}");
+    assert_eq!(
+        (&low[0]["remaining"], &low[0]["reserve"]),
+        (&json!(5), &json!(5))
+    );
+    assert!(!events(&log, "identify_budget_reset").is_empty(), "{log:?}");
+    let position = |event: &str| log.iter().position(|e| e["event"] == event);
+    assert!(position("identify_budget_reset") < position("all_clusters_launched"));
+    assert_eq!(f.bot.grants().len(), 4);
+}
