@@ -9,7 +9,7 @@ use std::io::Write as _;
 use std::path::Path;
 
 use mewld::cluster_map::{self, shard_range};
-use mewld::config::{redacted_url, Config, Ipc};
+use mewld::config::{redacted_url, Config, Ipc, LaunchPolicy};
 use mewld::preflight;
 use mewld::startup::{self, Prepared};
 
@@ -119,6 +119,22 @@ fn settings(config: &Config, env_vars: usize, out: &mut String) {
         "metrics",
         &metrics.as_deref().unwrap_or("off (metrics_addr)"),
     );
+    let identify = config
+        .identify_queue
+        .map(|a| format!("http://{a}/?shard=<id>"));
+    line(
+        out,
+        "identify queue",
+        &identify.as_deref().unwrap_or("off (identify_queue)"),
+    );
+    let launch = match config.launch {
+        LaunchPolicy::Sequential => "sequential".to_string(),
+        LaunchPolicy::Concurrent { at_once: Some(n) } => format!("concurrent, {n} at once"),
+        LaunchPolicy::Concurrent { at_once: None } => {
+            "concurrent, 2 × ⌈max_concurrency / per_cluster⌉ at once".to_string()
+        }
+    };
+    line(out, "launch", &launch);
     line(out, "redis_channel", &config.channel);
     line(out, "action log key", &config.action_log_key());
     line(out, "per_cluster", &config.per_cluster);

@@ -236,6 +236,26 @@ fn the_queue_refuses_bad_shards_frees_hung_up_places_and_holds_ten_thousand() {
     wait_for("every waiter gone", DEADLINE, waiting(0.0));
 }
 
+#[test]
+fn check_config_shows_the_queue_and_the_launch_policy_or_what_is_wrong() {
+    let (code, said) = check_config_with("");
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains("off (identify_queue)") && said.contains("sequential"),
+        "{said}"
+    );
+    let (code, said) = check_config_with(
+        "identify_queue: 127.0.0.1:5000\nlaunch: concurrent\nlaunch_concurrency: 6\n",
+    );
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("http://127.0.0.1:5000/?shard=<id>"), "{said}");
+    assert!(said.contains("concurrent, 6 at once"), "{said}");
+    let (code, said) = check_config_with("launch: concurrent\n");
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("config.yaml:10: key `launch`"), "{said}");
+    assert!(said.contains("needs `identify_queue`"), "{said}");
+}
+
 /// At `minimum_safe_sessions_remaining` the queue holds every grant, says
 /// so in the action log, and grants again once Discord's reset came.
 #[test]

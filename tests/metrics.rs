@@ -6,7 +6,6 @@ mod common;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Command;
 
 use common::*;
 use serde_json::json;
@@ -141,27 +140,10 @@ fn a_bad_or_taken_metrics_addr_stops_the_start() {
 
 #[test]
 fn check_config_says_metrics_are_off_or_the_address_is_bad() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir(dir.path().join("bot")).expect("bot dir");
-    std::fs::write(dir.path().join("bot/bot.py"), "").expect("module");
-    let base = "token: x\ninterp: sh\nmodule: bot.py\nredis: 127.0.0.1:1\nredis_channel: chan\nuse_current_directory: true\ndir: bot\nfixed_shard_count: 2\nper_cluster: 1\n";
-    let check = |extra: &str| {
-        let text = format!("{base}{extra}");
-        std::fs::write(dir.path().join("config.yaml"), text).expect("write");
-        let out = Command::new(MEWLD)
-            .arg("check-config")
-            .current_dir(dir.path())
-            .env_remove("MTOKEN")
-            .output()
-            .expect("run mewld");
-        let said = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.code(), said)
-    };
-    let (code, said) = check("");
+    let (code, said) = check_config_with("");
     assert_eq!(code, Some(0), "{said}");
     assert!(said.contains("off (metrics_addr)"), "{said}");
-    let (code, said) = check("metrics_addr: localhost\n");
+    let (code, said) = check_config_with("metrics_addr: localhost\n");
     assert_eq!(code, Some(1), "{said}");
     assert!(
         said.contains("config.yaml:10: key `metrics_addr`"),

@@ -448,6 +448,26 @@ pub fn launched(test: &str, shards: u32, extra: &str, env: &[(&str, &str)]) -> (
     (f, manager)
 }
 
+/// `mewld check-config` on a small valid config (fixed shard count, a
+/// module that exists) with `extra` lines from line 10 on: its exit code
+/// and everything it said.
+pub fn check_config_with(extra: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("bot")).expect("bot dir");
+    std::fs::write(dir.path().join("bot/bot.py"), "").expect("module");
+    let base = "token: x\ninterp: sh\nmodule: bot.py\nredis: 127.0.0.1:1\nredis_channel: chan\nuse_current_directory: true\ndir: bot\nfixed_shard_count: 2\nper_cluster: 1\n";
+    std::fs::write(dir.path().join("config.yaml"), format!("{base}{extra}")).expect("write");
+    let out = Command::new(MEWLD)
+        .arg("check-config")
+        .current_dir(dir.path())
+        .env_remove("MTOKEN")
+        .output()
+        .expect("run mewld");
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), said)
+}
+
 /// Writes a script and makes it executable.
 pub fn write_executable(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write script");
