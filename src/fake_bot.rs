@@ -94,7 +94,12 @@ pub async fn run(raw_args: Vec<String>) -> Result<i32> {
         demo: env_flag("FAKEBOT_DEMO"),
         ignore_sigterm: env_flag("FAKEBOT_IGNORE_SIGTERM"),
         muted: false,
-        identified: 0,
+        // Through the queue, the grants are the demo's identify lines.
+        identified: if std::env::var_os("MEWLD_IDENTIFY_URL").is_some() {
+            usize::MAX
+        } else {
+            0
+        },
     };
     bot.serve().await
 }

@@ -10,6 +10,7 @@ pub mod discord;
 pub mod engine;
 pub mod fake_bot;
 pub mod guardian;
+pub mod http;
 pub mod identify;
 pub mod logging;
 pub mod metrics;

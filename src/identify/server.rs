@@ -3,62 +3,32 @@
 //! that hangs up while it waits leaves the queue: hyper drops the request's
 //! future, and with it a guard that cancels the ticket.
 
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 use super::rules::{Refusal, Ticket};
 use super::{Message, CAPACITY};
+use crate::http;
 
 /// Connections served at once: every waiting request, and some room to
 /// refuse the ones past the queue's capacity.
 const CONNECTIONS: usize = CAPACITY + 256;
-/// Time to send a request's head.
-const HEADER_DEADLINE: Duration = Duration::from_secs(5);
-/// A request's head must fit (hyper's smallest allowed buffer).
-const READ_BUFFER: usize = 8192;
 
 pub(super) async fn accept(listener: TcpListener, inbox: mpsc::Sender<Message>) {
-    let slots = Arc::new(Semaphore::new(CONNECTIONS));
     let tickets = Arc::new(AtomicU64::new(0));
-    loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Out of file descriptors, most likely: the waiting go on.
-                tracing::warn!(error = %e, "cannot accept an identify-queue connection; retrying in 1s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let inbox = inbox.clone();
-        let tickets = tickets.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let ticket = tickets.fetch_add(1, Ordering::Relaxed);
-                answer(req, ticket, inbox.clone())
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_DEADLINE)
-                .max_buf_size(READ_BUFFER)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            drop(slot);
-        });
-    }
+    let handle = move |req: Request<Incoming>| {
+        let ticket = tickets.fetch_add(1, Ordering::Relaxed);
+        answer(req, ticket, inbox.clone())
+    };
+    // No deadline: a request waits as long as its turn takes.
+    http::serve(listener, "identify-queue", CONNECTIONS, None, handle).await;
 }
 
 /// Cancels its ticket when dropped before [`Waiting::granted`].
@@ -82,22 +52,19 @@ async fn answer(
     req: Request<Incoming>,
     ticket: Ticket,
     inbox: mpsc::Sender<Message>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Response<Full<Bytes>> {
     if req.uri().path() != "/" {
-        return Ok(reply(
+        return reply(
             StatusCode::NOT_FOUND,
             json!({"error": "the identify queue is GET /?shard=<id>"}),
-        ));
+        );
     }
     if req.method() != Method::GET {
-        return Ok(reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            json!({"error": "only GET"}),
-        ));
+        return reply(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "only GET"}));
     }
     let shard = match shard_of(req.uri().query()) {
         Ok(shard) => shard,
-        Err(reason) => return Ok(reply(StatusCode::BAD_REQUEST, json!({"error": reason}))),
+        Err(reason) => return reply(StatusCode::BAD_REQUEST, json!({"error": reason})),
     };
     let (tx, rx) = oneshot::channel();
     let mut waiting = Waiting {
@@ -111,14 +78,14 @@ async fn answer(
         answer: tx,
     };
     if inbox.send(wait).await.is_err() {
-        return Ok(reply(
+        return reply(
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"error": "mewld is shutting down"}),
-        ));
+        );
     }
     let outcome = rx.await;
     waiting.granted = true;
-    Ok(match outcome {
+    match outcome {
         Ok(Ok(grant)) => reply(
             StatusCode::OK,
             json!({"shard": grant.shard, "bucket": grant.bucket}),
@@ -135,7 +102,7 @@ async fn answer(
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"error": "mewld is shutting down"}),
         ),
-    })
+    }
 }
 
 /// The `shard` of a query string: absent is `None` (bucket 0); anything
@@ -157,13 +124,7 @@ fn shard_of(query: Option<&str>) -> Result<Option<u64>, String> {
 }
 
 fn reply(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    response
+    http::response(status, "application/json", body.to_string())
 }
 
 #[cfg(test)]

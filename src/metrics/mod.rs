@@ -7,7 +7,6 @@
 
 mod series;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,24 +15,20 @@ use std::time::Duration;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, watch, Semaphore};
+use tokio::sync::{broadcast, watch};
 
 use crate::engine::state::Snapshot;
 use crate::engine::{next_snapshot, EngineHandle, Event};
+use crate::http;
 use series::Series;
 
 /// Scrapes served at once; more wait for a slot.
 const CONNECTIONS: usize = 16;
 /// A connection is closed after this long, whatever it is doing.
 const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
-/// Time to send a request's head.
-const HEADER_DEADLINE: Duration = Duration::from_secs(5);
-/// A request's head must fit (hyper's smallest allowed buffer).
-const READ_BUFFER: usize = 8192;
 /// How often `/healthz` asks the engine whether its loop answers, and how
 /// long an answer may take.
 const PROBE_EVERY: Duration = Duration::from_secs(2);
@@ -54,7 +49,19 @@ pub fn serve(listener: TcpListener, handle: EngineHandle) {
     // task first runs, and an entry written then would never be counted.
     tokio::spawn(follow(handle.snapshot(), handle.events(), series));
     tokio::spawn(probe(handle, engine_answers.clone(), PROBE_EVERY));
-    tokio::spawn(accept(listener, Arc::new(registry), engine_answers));
+    let registry = Arc::new(registry);
+    // The body of a request is never read.
+    let handle = move |req: Request<Incoming>| {
+        let answers = engine_answers.load(Ordering::Relaxed);
+        std::future::ready(answer(req.uri().path(), &registry, answers))
+    };
+    tokio::spawn(http::serve(
+        listener,
+        "metrics",
+        CONNECTIONS,
+        Some(CONNECTION_DEADLINE),
+        handle,
+    ));
 }
 
 async fn follow(
@@ -95,52 +102,9 @@ async fn probe(handle: EngineHandle, answers: Arc<AtomicBool>, every: Duration) 
     }
 }
 
-async fn accept(listener: TcpListener, registry: Arc<Registry>, engine_answers: Arc<AtomicBool>) {
-    let slots = Arc::new(Semaphore::new(CONNECTIONS));
-    loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot accept a metrics connection; retrying in 1s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        let registry = registry.clone();
-        let engine_answers = engine_answers.clone();
-        tokio::spawn(async move {
-            // The body of a request is never read.
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let answers = engine_answers.load(Ordering::Relaxed);
-                std::future::ready(answer(req.uri().path(), &registry, answers))
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_DEADLINE)
-                .max_buf_size(READ_BUFFER)
-                .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(CONNECTION_DEADLINE, conn).await;
-            drop(slot);
-        });
-    }
-}
-
-fn answer(
-    path: &str,
-    registry: &Registry,
-    engine_answers: bool,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+fn answer(path: &str, registry: &Registry, engine_answers: bool) -> Response<Full<Bytes>> {
     let (status, kind, body) = route(path, registry, engine_answers);
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static(kind),
-    );
-    Ok(response)
+    http::response(status, kind, body)
 }
 
 /// What a request for `path` gets: status, content type and body.

@@ -1,0 +1,87 @@
+//! The small HTTP/1 servers mewld runs beside the engine (metrics, the
+//! identify queue): a bounded number of connections, a deadline for each
+//! request's head and a small buffer, so no client can hold up the engine
+//! or fill the memory.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Time to send a request's head.
+const HEADER_DEADLINE: Duration = Duration::from_secs(5);
+/// A request's head must fit (hyper's smallest allowed buffer).
+const READ_BUFFER: usize = 8192;
+
+/// Serves `handle` on `listener`: at most `connections` at once (more wait
+/// in the kernel's backlog), each closed after `deadline` if one is given.
+/// Runs until the process ends.
+pub async fn serve<F, Fut>(
+    listener: TcpListener,
+    what: &'static str,
+    connections: usize,
+    deadline: Option<Duration>,
+    handle: F,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(connections));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, most likely: the open ones go on.
+                tracing::warn!(error = %e, "cannot accept a {what} connection; retrying in 1s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let answer = handle(req);
+                async move { Ok::<_, Infallible>(answer.await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_DEADLINE)
+                .max_buf_size(READ_BUFFER)
+                .serve_connection(TokioIo::new(stream), service);
+            match deadline {
+                Some(deadline) => {
+                    let _ = tokio::time::timeout(deadline, conn).await;
+                }
+                None => {
+                    let _ = conn.await;
+                }
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// A response with `body` of type `content_type`.
+pub fn response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    response
+}
