@@ -428,6 +428,10 @@ fn record(dir: &std::path::Path, raw: &[String], args: &BotArgs) -> Result<()> {
         "cwd": std::env::current_dir()?.display().to_string(),
         "pid": std::process::id(),
         "cluster_id": args.cluster_id,
+        // The open-file limit the cluster was given (mewld raises its own).
+        "nofile_soft": nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .ok()
+            .map(|(soft, _)| soft),
         "env": {
             "MEWLD_CHANNEL": var("MEWLD_CHANNEL"),
             "MTOKEN": var("MTOKEN"),

@@ -156,6 +156,14 @@ fn a_concurrent_launch_keeps_to_discords_rate_limit_and_a_crash_waits_its_turn()
 /// with bounded memory, and the engine goes on answering meanwhile.
 #[test]
 fn the_queue_refuses_bad_shards_frees_hung_up_places_and_holds_ten_thousand() {
+    // This test holds 10,000 connections open, and so does mewld.
+    use nix::sys::resource::{getrlimit, setrlimit, Resource::RLIMIT_NOFILE};
+    let (_, hard) = getrlimit(RLIMIT_NOFILE).expect("getrlimit");
+    assert!(
+        hard >= 10_500,
+        "this test needs 10,500 open files and the hard limit is {hard}: raise it (ulimit -Hn)"
+    );
+    setrlimit(RLIMIT_NOFILE, hard, hard).expect("setrlimit");
     let (queue, metrics) = (free_port(), free_port());
     // 64 at a time: the bots' 4 shards identify at once, in buckets 0-3.
     let f = Fixture::new(
@@ -263,8 +271,32 @@ fn a_low_session_budget_holds_identifies_until_the_reset() {
     // 7 left, 5 kept: two of the four shards identify, two wait 4 s.
     let f = Fixture::new("idq_budget", vec![Answer::gateway_with(4, 7, 4_000, 64)]);
     let extra = "identify_queue: 127.0.0.1:0\nminimum_safe_sessions_remaining: 5\n";
-    let mut m = Manager::start_with(&f.config(extra), &["--daemon"], Some(&f.redis), &f.bot, &[]);
+    // Started with a low open-file limit, which the queue raises for
+    // mewld alone: the clusters get the limit mewld was given.
+    let cmd = mewld_under_sh("ulimit -Sn 1000");
+    let mut m = Manager::start_program(
+        cmd,
+        &f.config(extra),
+        &["--daemon"],
+        Some(&f.redis),
+        &f.bot,
+        &[],
+    );
     m.wait_launched(&f.listener);
+    let records = f.bot.records();
+    assert!(
+        records.iter().all(|r| r["nofile_soft"] == 1000),
+        "{records:?}"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", m.pid())).expect("limits");
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a line");
+    assert!(
+        !open_files.contains(" 1000 "),
+        "mewld kept the low limit: {open_files}"
+    );
     let log = f.redis.action_log(&f.ch);
     let low = events(&log, "identify_budget_low");
     assert_eq!(low.len(), 1, "{log:?}");

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::{getpgid, Pid};
 use serde::{Deserialize, Serialize};
@@ -267,8 +268,9 @@ fn signal_group(pid: u32, signal: Signal) {
 #[cfg(target_os = "linux")]
 fn die_with_parent(command: &mut tokio::process::Command) {
     let parent = nix::unistd::getpid();
+    let open_files = OPEN_FILES.get().copied();
     // SAFETY: the closure runs in the forked child before exec and only
-    // makes async-signal-safe system calls (prctl, getppid).
+    // makes async-signal-safe system calls (prctl, getppid, setrlimit).
     unsafe {
         command.pre_exec(move || {
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
@@ -276,8 +278,31 @@ fn die_with_parent(command: &mut tokio::process::Command) {
             if nix::unistd::getppid() != parent {
                 return Err(std::io::Error::other("the manager exited during spawn"));
             }
+            // A cluster gets the limit mewld was given, not the raised one
+            // (programs that still use select() break above 1024).
+            if let Some((soft, hard)) = open_files {
+                let _ = setrlimit(Resource::RLIMIT_NOFILE, soft, hard);
+            }
             Ok(())
         });
+    }
+}
+
+/// The open-file limit mewld was started with, once it raised its own.
+static OPEN_FILES: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+
+/// Raises this process's open-file limit to the hard limit (as Go programs
+/// do), for servers that hold one connection per waiting client; clusters
+/// started afterwards still get the original limit.
+pub fn raise_open_file_limit() {
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard && OPEN_FILES.set((soft, hard)).is_ok() {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => tracing::warn!(error = %e, soft, hard, "could not raise the open-file limit"),
+        }
     }
 }
 
