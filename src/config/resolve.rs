@@ -66,14 +66,7 @@ pub(super) fn resolve(
     } = timings(&raw, &at)?;
     let (action_log_max_len, fixed_shard_count) = sizes(&raw, per_cluster, &at)?;
     let metrics_addr = listen_addr("metrics_addr", raw.metrics_addr.take(), 9464, &at)?;
-    let identify_queue = listen_addr("identify_queue", raw.identify_queue.take(), 5000, &at)?;
-    let launch = launch(
-        raw.launch.take(),
-        raw.launch_concurrency,
-        identify_queue,
-        &at,
-    )?;
-    let identify_margin = identify_margin(raw.identify_margin_ms, &at)?;
+    let (identify_queue, identify_margin, launch) = identify_and_launch(&mut raw, &at)?;
     let args = args_template(raw.args, &at)?;
     let bot_dir = bot_dir(
         raw.override_dir,
@@ -138,6 +131,18 @@ fn listen_addr(
             format!("{text:?} is not an address and port (e.g. 127.0.0.1:{example_port})"),
         )
     })
+}
+
+/// `identify_queue`, `identify_margin_ms`, and the launch policy that may
+/// rely on them.
+fn identify_and_launch(
+    raw: &mut RawConfig,
+    at: &At,
+) -> Result<(Option<SocketAddr>, Duration, LaunchPolicy), ConfigError> {
+    let queue = listen_addr("identify_queue", raw.identify_queue.take(), 5000, at)?;
+    let margin = identify_margin(raw.identify_margin_ms, at)?;
+    let launch = launch(raw.launch.take(), raw.launch_concurrency, queue, at)?;
+    Ok((queue, margin, launch))
 }
 
 /// `launch` and `launch_concurrency`. Concurrent launches are only safe

@@ -145,22 +145,26 @@ impl Series {
             "Discord's session-start budget left when the map was built",
             c.sessions_remaining.clone(),
         );
+        s.register_identify(&mut r);
+        (s, r)
+    }
+
+    fn register_identify(&self, r: &mut Registry) {
         r.register(
             "identify_waiting",
             "Identify requests waiting for their turn",
-            c.identify_waiting.clone(),
+            self.identify_waiting.clone(),
         );
         r.register(
             "identify_grants",
             "Identifies the queue granted",
-            c.identify_grants.clone(),
+            self.identify_grants.clone(),
         );
         r.register(
             "identify_held",
             "1 while the queue holds every grant (session budget low)",
-            c.identify_held.clone(),
+            self.identify_held.clone(),
         );
-        (s, r)
     }
 
     /// Gauges from the engine's state.
