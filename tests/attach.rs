@@ -366,14 +366,7 @@ fn a_client_that_never_reads_is_dropped_and_holds_up_nobody() {
             .any(|l| l.contains("a console was disconnected") && l.contains("took no line"))
             .then_some(())
     });
-    let rss_kib = std::fs::read_to_string(format!("/proc/{}/status", daemon.pid()))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        })
-        .expect("the daemon's RSS");
+    let rss_kib = rss_kib(daemon.pid());
     assert!(rss_kib < 200 * 1024, "the daemon holds {rss_kib} KiB");
     writeln!(
         requests,

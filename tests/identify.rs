@@ -221,14 +221,7 @@ fn the_queue_refuses_bad_shards_frees_hung_up_places_and_holds_ten_thousand() {
         (waiting + granted == 10_000.0).then_some(())
     });
     eprintln!("10,000 requests held after {:?}", started.elapsed());
-    let rss_kib = std::fs::read_to_string(format!("/proc/{}/status", m.pid()))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        })
-        .expect("VmRSS");
+    let rss_kib = rss_kib(m.pid());
     eprintln!(
         "mewld holds 10,000 waiting identify requests in {} MiB",
         rss_kib / 1024

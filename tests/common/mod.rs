@@ -476,6 +476,18 @@ pub fn write_executable(path: &Path, text: &str) {
     std::fs::set_permissions(path, perms).expect("chmod");
 }
 
+/// The resident memory of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no VmRSS for process {pid}"))
+}
+
 /// Is `pid` a live process (not gone, not a zombie)?
 pub fn alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
