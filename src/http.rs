@@ -1,7 +1,7 @@
 //! The small HTTP/1 servers mewld runs beside the engine (metrics, the
-//! identify queue): a bounded number of connections, a deadline for each
-//! request's head and a small buffer, so no client can hold up the engine
-//! or fill the memory.
+//! identify queue): a bounded number of connections, each in a task of its
+//! own, a deadline for each request's head and a small buffer, so no
+//! client can hold up the engine or fill the memory.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -12,26 +12,25 @@ use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 /// Time to send a request's head.
-const HEADER_DEADLINE: Duration = Duration::from_secs(5);
+pub const HEADER_DEADLINE: Duration = Duration::from_secs(5);
 /// A request's head must fit (hyper's smallest allowed buffer).
-const READ_BUFFER: usize = 8192;
+pub const READ_BUFFER: usize = 8192;
 
-/// Serves `handle` on `listener`: at most `connections` at once (more wait
-/// in the kernel's backlog), each closed after `deadline` if one is given.
-/// Runs until the process ends.
-pub async fn serve<F, Fut>(
+/// Accepts connections on `listener`, at most `connections` at once (more
+/// wait in the kernel's backlog), each handled by `handle` in a task of its
+/// own. Runs until the process ends.
+pub async fn accept<F, Fut>(
     listener: TcpListener,
     what: &'static str,
     connections: usize,
-    deadline: Option<Duration>,
     handle: F,
 ) where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    F: Fn(TcpStream) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(connections));
     loop {
@@ -47,28 +46,31 @@ pub async fn serve<F, Fut>(
                 continue;
             }
         };
-        let handle = handle.clone();
+        let served = handle(stream);
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let answer = handle(req);
-                async move { Ok::<_, Infallible>(answer.await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_DEADLINE)
-                .max_buf_size(READ_BUFFER)
-                .serve_connection(TokioIo::new(stream), service);
-            match deadline {
-                Some(deadline) => {
-                    let _ = tokio::time::timeout(deadline, conn).await;
-                }
-                None => {
-                    let _ = conn.await;
-                }
-            }
+            served.await;
             drop(slot);
         });
     }
+}
+
+/// Serves HTTP/1 on `stream` with hyper, closing it after `deadline`
+/// whatever it is doing.
+pub async fn serve_hyper<F, Fut>(stream: TcpStream, deadline: Duration, handle: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let answer = handle(req);
+        async move { Ok::<_, Infallible>(answer.await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_DEADLINE)
+        .max_buf_size(READ_BUFFER)
+        .serve_connection(TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(deadline, conn).await;
 }
 
 /// A response with `body` of type `content_type`.

@@ -1,34 +1,40 @@
 //! The queue's HTTP side: `GET /?shard=<id>` is held open until the grant
-//! (200), or answered at once when it cannot be queued (400, 503). A client
-//! that hangs up while it waits leaves the queue: hyper drops the request's
-//! future, and with it a guard that cancels the ticket.
+//! (200), or answered at once when it cannot be queued (400, 503). Each
+//! request has its own connection, closed after the answer.
+//!
+//! Written on `httparse` rather than hyper: a request waits for minutes
+//! with its connection open, and thousands may wait at once, so what a
+//! waiting connection holds matters (here: no buffer, a few hundred bytes;
+//! with hyper, 16 KiB). While it waits, the connection is read for its
+//! end: a client that hangs up leaves the queue and spends nothing.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::{Method, Request, Response, StatusCode};
-use serde_json::json;
-use tokio::net::TcpListener;
+use hyper::StatusCode;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::rules::{Refusal, Ticket};
 use super::{Message, CAPACITY};
-use crate::http;
+use crate::http::{self, HEADER_DEADLINE, READ_BUFFER};
 
 /// Connections served at once: every waiting request, and some room to
 /// refuse the ones past the queue's capacity.
 const CONNECTIONS: usize = CAPACITY + 256;
+/// Time to take an answer: it is small, a client that does not read it is gone.
+const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 
 pub(super) async fn accept(listener: TcpListener, inbox: mpsc::Sender<Message>) {
     let tickets = Arc::new(AtomicU64::new(0));
-    let handle = move |req: Request<Incoming>| {
+    http::accept(listener, "identify-queue", CONNECTIONS, move |stream| {
         let ticket = tickets.fetch_add(1, Ordering::Relaxed);
-        answer(req, ticket, inbox.clone())
-    };
-    // No deadline: a request waits as long as its turn takes.
-    http::serve(listener, "identify-queue", CONNECTIONS, None, handle).await;
+        serve(stream, ticket, inbox.clone())
+    })
+    .await;
 }
 
 /// Cancels its ticket when dropped before [`Waiting::granted`].
@@ -48,24 +54,84 @@ impl Drop for Waiting {
     }
 }
 
-async fn answer(
-    req: Request<Incoming>,
-    ticket: Ticket,
-    inbox: mpsc::Sender<Message>,
-) -> Response<Full<Bytes>> {
-    if req.uri().path() != "/" {
-        return reply(
-            StatusCode::NOT_FOUND,
-            json!({"error": "the identify queue is GET /?shard=<id>"}),
-        );
-    }
-    if req.method() != Method::GET {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "only GET"}));
-    }
-    let shard = match shard_of(req.uri().query()) {
-        Ok(shard) => shard,
-        Err(reason) => return reply(StatusCode::BAD_REQUEST, json!({"error": reason})),
+/// One connection: its request, the wait, the answer.
+async fn serve(mut stream: TcpStream, ticket: Ticket, inbox: mpsc::Sender<Message>) {
+    // Boxed: its buffers are freed once the head is read, not kept in
+    // this future for the whole wait.
+    let read = Box::pin(read_request(&mut stream));
+    let target = match tokio::time::timeout(HEADER_DEADLINE, read).await {
+        Ok(Ok(target)) => target,
+        Ok(Err((status, reason))) => {
+            return send(&mut stream, status, json!({"error": reason})).await
+        }
+        // Too slow to ask, or gone: nothing to answer.
+        Err(_) => return,
     };
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    if path != "/" {
+        let error = "the identify queue is GET /?shard=<id>";
+        return send(&mut stream, StatusCode::NOT_FOUND, json!({"error": error})).await;
+    }
+    let shard = match shard_of(Some(query)) {
+        Ok(shard) => shard,
+        Err(reason) => {
+            return send(
+                &mut stream,
+                StatusCode::BAD_REQUEST,
+                json!({"error": reason}),
+            )
+            .await
+        }
+    };
+    if let Some((status, body)) = wait_turn(&mut stream, ticket, shard, inbox).await {
+        send(&mut stream, status, body).await;
+    }
+}
+
+/// Reads a request's head and returns its target (path and query); a
+/// refusal's status and reason for anything but a `GET` that fits.
+async fn read_request(stream: &mut TcpStream) -> Result<String, (StatusCode, &'static str)> {
+    let mut head = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    loop {
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .map_err(|_| (StatusCode::BAD_REQUEST, "unreadable request"))?;
+        if n == 0 {
+            return Err((StatusCode::BAD_REQUEST, "the request ended early"));
+        }
+        head.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(&head) {
+            Ok(httparse::Status::Complete(_)) => {
+                if request.method != Some("GET") {
+                    return Err((StatusCode::METHOD_NOT_ALLOWED, "only GET"));
+                }
+                return Ok(request.path.unwrap_or("/").to_string());
+            }
+            Ok(httparse::Status::Partial) if head.len() < READ_BUFFER => {}
+            Ok(httparse::Status::Partial) => {
+                return Err((
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "the request's head is over 8 KiB",
+                ))
+            }
+            Err(_) => return Err((StatusCode::BAD_REQUEST, "not an HTTP request")),
+        }
+    }
+}
+
+/// Queues the request and waits for its turn; `None` when the client hung
+/// up first (the guard takes it out of the queue).
+async fn wait_turn(
+    stream: &mut TcpStream,
+    ticket: Ticket,
+    shard: Option<u64>,
+    inbox: mpsc::Sender<Message>,
+) -> Option<(StatusCode, Value)> {
+    let gone = json!({"error": "mewld is shutting down"});
     let (tx, rx) = oneshot::channel();
     let mut waiting = Waiting {
         ticket,
@@ -78,31 +144,55 @@ async fn answer(
         answer: tx,
     };
     if inbox.send(wait).await.is_err() {
-        return reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"error": "mewld is shutting down"}),
-        );
+        return Some((StatusCode::SERVICE_UNAVAILABLE, gone));
     }
-    let outcome = rx.await;
+    let outcome = tokio::select! {
+        outcome = rx => outcome,
+        () = hang_up(stream) => return None,
+    };
     waiting.granted = true;
-    match outcome {
-        Ok(Ok(grant)) => reply(
+    Some(match outcome {
+        Ok(Ok(grant)) => (
             StatusCode::OK,
             json!({"shard": grant.shard, "bucket": grant.bucket}),
         ),
-        Ok(Err(refusal @ Refusal::NoSuchShard { .. })) => reply(
+        Ok(Err(refusal @ Refusal::NoSuchShard { .. })) => (
             StatusCode::BAD_REQUEST,
             json!({"error": refusal.to_string()}),
         ),
-        Ok(Err(refusal @ Refusal::Full { .. })) => reply(
+        Ok(Err(refusal @ Refusal::Full { .. })) => (
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"error": refusal.to_string()}),
         ),
-        Err(_) => reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"error": "mewld is shutting down"}),
-        ),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, gone),
+    })
+}
+
+/// Returns once the client has closed its end (what it sends meanwhile is
+/// ignored).
+async fn hang_up(stream: &mut TcpStream) {
+    let mut scratch = [0u8; 64];
+    while let Ok(n) = stream.read(&mut scratch).await {
+        if n == 0 {
+            return;
+        }
     }
+}
+
+/// Writes the answer and closes; a client that hung up gets nothing.
+async fn send(stream: &mut TcpStream, status: StatusCode, body: Value) {
+    let body = body.to_string();
+    let text = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len(),
+    );
+    let write = async {
+        stream.write_all(text.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(WRITE_DEADLINE, write).await;
 }
 
 /// The `shard` of a query string: absent is `None` (bucket 0); anything
@@ -121,10 +211,6 @@ fn shard_of(query: Option<&str>) -> Result<Option<u64>, String> {
             crate::protocol::truncate(value, 40)
         )
     })
-}
-
-fn reply(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
-    http::response(status, "application/json", body.to_string())
 }
 
 #[cfg(test)]

@@ -55,12 +55,11 @@ pub fn serve(listener: TcpListener, handle: EngineHandle) {
         let answers = engine_answers.load(Ordering::Relaxed);
         std::future::ready(answer(req.uri().path(), &registry, answers))
     };
-    tokio::spawn(http::serve(
+    tokio::spawn(http::accept(
         listener,
         "metrics",
         CONNECTIONS,
-        Some(CONNECTION_DEADLINE),
-        handle,
+        move |stream| http::serve_hyper(stream, CONNECTION_DEADLINE, handle.clone()),
     ));
 }
 
