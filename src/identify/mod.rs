@@ -123,8 +123,9 @@ impl Server {
             status: status_tx,
             notices: notices_tx,
             refresh,
+            snapshots,
         };
-        tokio::spawn(task.run(inbox, snapshots));
+        tokio::spawn(task.run(inbox));
         tokio::spawn(server::accept(self.listener, inbox_tx));
         Link { status, notices }
     }
@@ -139,14 +140,12 @@ struct Task {
     notices: mpsc::Sender<Notice>,
     /// Discord's proxy and the token, to ask for the budget after a reset.
     refresh: Option<(Option<String>, crate::config::Token)>,
+    /// The engine's state, for the shard count (a reshard changes it).
+    snapshots: watch::Receiver<Arc<Snapshot>>,
 }
 
 impl Task {
-    async fn run(
-        mut self,
-        mut inbox: mpsc::Receiver<Message>,
-        mut snapshots: watch::Receiver<Arc<Snapshot>>,
-    ) {
+    async fn run(mut self, mut inbox: mpsc::Receiver<Message>) {
         let (budget_tx, mut budgets) = mpsc::channel::<Budget>(1);
         let mut status_every = tokio::time::interval(STATUS_EVERY);
         status_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -161,12 +160,6 @@ impl Task {
                 },
                 () = sleep, if wake_at.is_some() => {}
                 _ = status_every.tick() => self.publish_status(),
-                Ok(()) = snapshots.changed() => {
-                    let shard_count = snapshots.borrow_and_update().shard_count;
-                    if shard_count > 0 {
-                        self.queue.set_shard_count(shard_count);
-                    }
-                }
                 Some(budget) = budgets.recv() => self.queue.set_budget(budget),
             }
             wake_at = self.grant(&budget_tx);
@@ -179,17 +172,34 @@ impl Task {
                 ticket,
                 shard,
                 answer,
-            } => match self.queue.enqueue(ticket, shard) {
-                Ok(()) => {
-                    self.answers.insert(ticket, answer);
+            } => {
+                // The newest count, even if published a moment ago: a
+                // cluster a reshard just started asks for its new shards.
+                let shard_count = self.snapshots.borrow().shard_count;
+                if shard_count > 0 {
+                    self.queue.set_shard_count(shard_count);
                 }
-                Err(refusal) => {
-                    let _ = answer.send(Err(refusal));
-                }
-            },
+                self.enqueue(ticket, shard, answer);
+            }
             Message::Cancel(ticket) => {
                 self.queue.cancel(ticket);
                 self.answers.remove(&ticket);
+            }
+        }
+    }
+
+    fn enqueue(
+        &mut self,
+        ticket: Ticket,
+        shard: Option<u64>,
+        answer: oneshot::Sender<Result<Grant, Refusal>>,
+    ) {
+        match self.queue.enqueue(ticket, shard) {
+            Ok(()) => {
+                self.answers.insert(ticket, answer);
+            }
+            Err(refusal) => {
+                let _ = answer.send(Err(refusal));
             }
         }
     }
