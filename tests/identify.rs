@@ -246,6 +246,47 @@ fn the_queue_refuses_bad_shards_frees_hung_up_places_and_holds_ten_thousand() {
     wait_for("every waiter gone", DEADLINE, waiting(0.0));
 }
 
+/// A reshard's restarts and its new clusters identify through the queue
+/// too: the new shards are known to it at once, and the restarted ones
+/// wait for their buckets' windows.
+#[test]
+fn a_reshard_identifies_through_the_queue() {
+    let f = Fixture::new(
+        "idq_reshard",
+        vec![
+            Answer::gateway_with(4, 900, 3_600_000, 16),
+            Answer::gateway_with(6, 900, 3_600_000, 16),
+        ],
+    );
+    let extra = "identify_queue: 127.0.0.1:0\nlaunch: concurrent\nexperimental_features: [reshard]\nreshard_all: true\n";
+    let mut m = Manager::start_with(&f.config(extra), &["--daemon"], Some(&f.redis), &f.bot, &[]);
+    m.wait_launched(&f.listener);
+    assert_eq!(
+        ask(&f.redis, &f.listener, &f.ch, "reshard", json!({}))["output"],
+        "ok"
+    );
+    wait_for("the reshard done and the bot up again", DEADLINE, || {
+        let up = f
+            .listener
+            .all()
+            .iter()
+            .filter(|v| v["action"] == "all_clusters_launched")
+            .count();
+        (up == 2).then_some(())
+    });
+    let grants = f.bot.grants();
+    assert_within_rate_limit(&grants, 16);
+    // 0-3 at the launch and again after their restart, 4 and 5 once.
+    for shard in 0..6u64 {
+        let n = grants.iter().filter(|g| g["shard"] == shard).count();
+        assert_eq!(
+            n,
+            if shard < 4 { 2 } else { 1 },
+            "shard {shard}: {grants:?}"
+        );
+    }
+}
+
 #[test]
 fn check_config_shows_the_queue_and_the_launch_policy_or_what_is_wrong() {
     let (code, said) = check_config_with("");
