@@ -78,6 +78,21 @@ fn assert_within_rate_limit(grants: &[Value], max_concurrency: u64) {
     }
 }
 
+/// Checks that each of `shards` shards was granted once, or twice below
+/// `twice_below` (the shards of clusters that were started again).
+fn assert_granted(grants: &[Value], shards: u64, twice_below: u64) {
+    for shard in 0..shards {
+        let n = grants.iter().filter(|g| g["shard"] == shard).count();
+        let want = if shard < twice_below { 2 } else { 1 };
+        assert_eq!(n, want, "shard {shard}: {grants:?}");
+    }
+}
+
+/// How many messages on the channel so far match `pred`.
+fn said(listener: &Listener, pred: impl Fn(&Value) -> bool) -> usize {
+    listener.all().iter().filter(|v| pred(v)).count()
+}
+
 /// 32 shards, `max_concurrency` 4, 4 shards a cluster, `launch:
 /// concurrent`: every identify keeps to the rate limit, no more clusters
 /// start at once than the policy allows (2 × ⌈4/4⌉), the bot is announced
@@ -111,24 +126,11 @@ fn a_concurrent_launch_keeps_to_discords_rate_limit_and_a_crash_waits_its_turn()
         (f.bot.starts_of(0) == 2 && f.bot.grants().len() == 36).then_some(())
     });
     wait_for("cluster 0 launched again", DEADLINE, || {
-        let said = f
-            .listener
-            .all()
-            .iter()
-            .filter(|v| said_launch_next(0)(v))
-            .count();
-        (said == 2).then_some(())
+        (said(&f.listener, said_launch_next(0)) == 2).then_some(())
     });
     let grants = f.bot.grants();
     assert_within_rate_limit(&grants, 4);
-    for shard in 0..32u64 {
-        let n = grants.iter().filter(|g| g["shard"] == shard).count();
-        assert_eq!(
-            n,
-            if shard < 4 { 2 } else { 1 },
-            "shard {shard}: {grants:?}"
-        );
-    }
+    assert_granted(&grants, 32, 4);
     let log = f.redis.action_log(&f.ch);
     assert_eq!(events(&log, "all_clusters_launched").len(), 1, "{log:?}");
     // At most 2 clusters of the launch were starting at any time.
@@ -266,25 +268,13 @@ fn a_reshard_identifies_through_the_queue() {
         "ok"
     );
     wait_for("the reshard done and the bot up again", DEADLINE, || {
-        let up = f
-            .listener
-            .all()
-            .iter()
-            .filter(|v| v["action"] == "all_clusters_launched")
-            .count();
+        let up = said(&f.listener, |v| v["action"] == "all_clusters_launched");
         (up == 2).then_some(())
     });
     let grants = f.bot.grants();
     assert_within_rate_limit(&grants, 16);
     // 0-3 at the launch and again after their restart, 4 and 5 once.
-    for shard in 0..6u64 {
-        let n = grants.iter().filter(|g| g["shard"] == shard).count();
-        assert_eq!(
-            n,
-            if shard < 4 { 2 } else { 1 },
-            "shard {shard}: {grants:?}"
-        );
-    }
+    assert_granted(&grants, 6, 4);
 }
 
 #[test]
