@@ -115,7 +115,16 @@ fn a_concurrent_launch_keeps_to_discords_rate_limit_and_a_crash_waits_its_turn()
     );
     let said_launch_next =
         |id: u64| move |v: &Value| v["action"] == "launch_next" && v["args"]["id"] == id;
-    f.listener.wait("cluster 0 launched", said_launch_next(0));
+    // Crash it once the engine has taken its launch_next: otherwise its
+    // exit may overtake the message, and the engine moves the launch on
+    // from a launch_next of a process already gone.
+    wait_for("cluster 0 launched", DEADLINE, || {
+        let log = f.redis.action_log(&f.ch);
+        events(&log, "cluster_launched")
+            .iter()
+            .any(|e| e["id"] == 0)
+            .then_some(())
+    });
     f.redis.publish(
         &f.ch,
         &json!({"scope": "fakebot", "action": "crash", "args": {"id": 0}}),
