@@ -118,7 +118,7 @@ pub enum LogEvent {
         reserve: u32,
         resets_in_secs: u64,
     },
-    /// The budget reset; the identify queue grants again.
+    /// A budget reset ended a hold; the identify queue grants again.
     IdentifyBudgetReset {
         remaining: u32,
     },

@@ -31,6 +31,8 @@ const BACKLOG: u32 = 4096;
 const INBOX: usize = 1024;
 /// Notices waiting for the engine; more are dropped (and logged here).
 const NOTICES: usize = 64;
+/// Least time between two questions to Discord about the budget.
+const ASK_DISCORD_EVERY: Duration = Duration::from_secs(60);
 /// How often the status shown to faces is brought up to date.
 const STATUS_EVERY: Duration = Duration::from_millis(250);
 
@@ -99,11 +101,7 @@ impl Server {
             reserve: config.minimum_safe_sessions_remaining,
             capacity: CAPACITY,
         };
-        let budget = limit.map(|l| Budget {
-            remaining: l.remaining,
-            total: l.total,
-            resets_at: now + Duration::from_millis(l.reset_after),
-        });
+        let budget = limit.map(|l| Budget::from_discord(l, now));
         let queue = Queue::new(rules, shard_count, budget);
         let (inbox_tx, inbox) = mpsc::channel(INBOX);
         let (status_tx, status) = watch::channel(queue.status(now));
@@ -124,6 +122,7 @@ impl Server {
             notices: notices_tx,
             refresh,
             snapshots,
+            asked_at: None,
         };
         tokio::spawn(task.run(inbox));
         tokio::spawn(server::accept(self.listener, inbox_tx));
@@ -142,6 +141,8 @@ struct Task {
     refresh: Option<(Option<String>, crate::config::Token)>,
     /// The engine's state, for the shard count (a reshard changes it).
     snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// When Discord was last asked for the budget.
+    asked_at: Option<Instant>,
 }
 
 impl Task {
@@ -258,19 +259,23 @@ impl Task {
 
     /// After a reset, Discord's own count replaces the local guess (other
     /// programs with the same token may have identified too).
-    fn ask_discord(&self, budget_tx: mpsc::Sender<Budget>) {
+    fn ask_discord(&mut self, budget_tx: mpsc::Sender<Budget>) {
         let Some((proxy, token)) = self.refresh.clone() else {
             return;
         };
+        // However Discord's numbers fall, it is asked at most this often.
+        if self
+            .asked_at
+            .is_some_and(|t| t.elapsed() < ASK_DISCORD_EVERY)
+        {
+            return;
+        }
+        self.asked_at = Some(Instant::now());
         tokio::spawn(async move {
             match discord::get_gateway_bot(proxy.as_deref(), &token).await {
                 Ok(g) => {
                     let l = g.session_start_limit;
-                    let _ = budget_tx.try_send(Budget {
-                        remaining: l.remaining,
-                        total: l.total,
-                        resets_at: Instant::now() + Duration::from_millis(l.reset_after),
-                    });
+                    let _ = budget_tx.try_send(Budget::from_discord(&l, Instant::now()));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "could not ask Discord for the new session budget; counting from the full budget")

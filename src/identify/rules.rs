@@ -35,6 +35,23 @@ pub struct Budget {
     pub resets_at: Instant,
 }
 
+impl Budget {
+    /// The budget Get Gateway Bot describes, as of `now`. A `reset_after`
+    /// of 0 (nothing spent yet) means the next reset is a day after the
+    /// first session start: a day away at most.
+    pub fn from_discord(limit: &crate::discord::SessionStartLimit, now: Instant) -> Budget {
+        let reset_after = match limit.reset_after {
+            0 => BUDGET_PERIOD,
+            ms => Duration::from_millis(ms),
+        };
+        Budget {
+            remaining: limit.remaining,
+            total: limit.total,
+            resets_at: now + reset_after,
+        }
+    }
+}
+
 /// Fixed for the life of the queue.
 #[derive(Debug, Clone, Copy)]
 pub struct Rules {
@@ -259,10 +276,13 @@ impl Queue {
         // Discord's reset comes a day after it is first spent; until asked
         // again, assume the next one is a day away.
         budget.resets_at = now + BUDGET_PERIOD;
-        self.held = false;
-        poll.notices.push(Notice::BudgetReset {
-            remaining: budget.remaining,
-        });
+        // Said only when it ends a hold: a reset nobody waited for is news
+        // to nobody.
+        if std::mem::replace(&mut self.held, false) {
+            poll.notices.push(Notice::BudgetReset {
+                remaining: budget.remaining,
+            });
+        }
     }
 
     pub fn status(&self, now: Instant) -> Status {

@@ -158,6 +158,29 @@ fn the_budget_holds_at_the_reserve_until_it_resets() {
     assert!(!q.status(resets_at).held);
 }
 
+/// Discord says `reset_after: 0` while nothing is spent: the reset is
+/// taken to be a day away, not now (which would reset at every poll).
+#[test]
+fn a_reset_after_of_zero_is_a_day_away_and_a_quiet_reset_says_nothing() {
+    let t0 = Instant::now();
+    let limit = crate::discord::SessionStartLimit {
+        total: 1000,
+        remaining: 1000,
+        reset_after: 0,
+        max_concurrency: 1,
+    };
+    let budget = Budget::from_discord(&limit, t0);
+    assert_eq!(budget.resets_at, t0 + BUDGET_PERIOD);
+    let mut q = Queue::new(rules(1), 2, Some(budget));
+    assert_eq!(q.poll(t0), Poll::default());
+    // A reset that ends no hold gives the budget back without a word.
+    q.enqueue(1, Some(0)).expect("queued");
+    let p = q.poll(t0 + BUDGET_PERIOD);
+    assert_eq!(tickets(&p), [1]);
+    assert!(p.notices.is_empty(), "{:?}", p.notices);
+    assert_eq!(q.status(t0).budget_remaining, Some(999));
+}
+
 /// A fresh word from Discord that there is budget enough ends a hold
 /// before the reset time the queue was waiting for.
 #[test]
