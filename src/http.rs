@@ -39,10 +39,15 @@ pub async fn accept<F, Fut>(
         };
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
-            Err(e) => {
-                // Out of file descriptors, most likely: the open ones go on.
+            // Out of file descriptors or memory: the open ones go on, and
+            // accepting waits a moment. Other errors concern one client.
+            Err(e) if out_of_resources(&e) => {
                 tracing::warn!(error = %e, "cannot accept a {what} connection; retrying in 1s");
                 tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "a {what} connection failed as it was accepted");
                 continue;
             }
         };
@@ -52,6 +57,14 @@ pub async fn accept<F, Fut>(
             drop(slot);
         });
     }
+}
+
+fn out_of_resources(e: &std::io::Error) -> bool {
+    use nix::errno::Errno;
+    e.raw_os_error().is_some_and(|code| {
+        [Errno::EMFILE, Errno::ENFILE, Errno::ENOBUFS, Errno::ENOMEM]
+            .contains(&Errno::from_raw(code))
+    })
 }
 
 /// Serves HTTP/1 on `stream` with hyper, closing it after `deadline`

@@ -100,24 +100,10 @@ pub async fn prepare(prepared: Prepared) -> Result<Setup> {
         per_cluster = config.per_cluster,
         "built the cluster map"
     );
-    if let Some(limit) = gateway.as_ref().map(|g| &g.session_start_limit) {
-        tracing::info!(
-            remaining = limit.remaining,
-            total = limit.total,
-            max_concurrency = limit.max_concurrency,
-            "session starts"
-        );
-        if limit.remaining < config.minimum_safe_sessions_remaining {
-            let wait = Duration::from_millis(limit.reset_after);
-            tracing::warn!(
-                remaining = limit.remaining,
-                minimum = config.minimum_safe_sessions_remaining,
-                wait_secs = wait.as_secs(),
-                "few session starts left; waiting for Discord's reset before starting clusters"
-            );
-            tokio::time::sleep(wait).await;
-        }
-    }
+    let gateway = match gateway {
+        Some(g) => Some(wait_for_budget(&config, g).await),
+        None => None,
+    };
     Ok(Setup {
         session_limit: gateway.map(|g| g.session_start_limit),
         config: Arc::new(config),
@@ -125,6 +111,41 @@ pub async fn prepare(prepared: Prepared) -> Result<Setup> {
         shard_count,
         clusters,
     })
+}
+
+/// Waits for Discord's reset when fewer than
+/// `minimum_safe_sessions_remaining` session starts are left, then returns
+/// the budget as it is after the wait (asked again; the whole budget if
+/// Discord cannot be asked), not as it was before.
+async fn wait_for_budget(config: &Config, gateway: GatewayBot) -> GatewayBot {
+    let limit = &gateway.session_start_limit;
+    tracing::info!(
+        remaining = limit.remaining,
+        total = limit.total,
+        max_concurrency = limit.max_concurrency,
+        "session starts"
+    );
+    if limit.remaining >= config.minimum_safe_sessions_remaining {
+        return gateway;
+    }
+    let wait = Duration::from_millis(limit.reset_after);
+    tracing::warn!(
+        remaining = limit.remaining,
+        minimum = config.minimum_safe_sessions_remaining,
+        wait_secs = wait.as_secs(),
+        "few session starts left; waiting for Discord's reset before starting clusters"
+    );
+    tokio::time::sleep(wait).await;
+    match fetch_gateway(config).await {
+        Ok(after) => after,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "could not ask Discord again after the reset; counting the whole budget");
+            let mut after = gateway;
+            after.session_start_limit.remaining = after.session_start_limit.total;
+            after.session_start_limit.reset_after = 0;
+            after
+        }
+    }
 }
 
 /// Fails with every problem listed, if there are any.

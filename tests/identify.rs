@@ -306,6 +306,27 @@ fn check_config_shows_the_queue_and_the_launch_policy_or_what_is_wrong() {
     assert!(said.contains("needs `identify_queue`"), "{said}");
 }
 
+/// With too few session starts at start-up, mewld waits for Discord's
+/// reset, then asks again: the queue starts from the budget after the wait,
+/// not the low one from before (which would hold every identify again).
+#[test]
+fn after_waiting_for_the_reset_the_queue_starts_from_the_new_budget() {
+    let f = Fixture::new(
+        "idq_startup_wait",
+        vec![
+            Answer::gateway_with(4, 2, 1_500, 64),
+            Answer::gateway_with(4, 1000, 0, 64),
+        ],
+    );
+    let extra = "identify_queue: 127.0.0.1:0\nminimum_safe_sessions_remaining: 5\n";
+    let mut m = Manager::start_with(&f.config(extra), &["--daemon"], Some(&f.redis), &f.bot, &[]);
+    m.wait_launched(&f.listener);
+    assert_eq!(f.discord.requests().len(), 2, "asked again after the wait");
+    let log = f.redis.action_log(&f.ch);
+    assert!(events(&log, "identify_budget_low").is_empty(), "{log:?}");
+    assert_eq!(f.bot.grants().len(), 4);
+}
+
 /// At `minimum_safe_sessions_remaining` the queue holds every grant, says
 /// so in the action log, and grants again once Discord's reset came.
 #[test]

@@ -223,7 +223,7 @@ impl From<crate::identify::rules::Notice> for LogEvent {
                 reserve,
                 resets_in_secs: resets_in.as_secs(),
             },
-            Notice::BudgetReset { remaining } => LogEvent::IdentifyBudgetReset { remaining },
+            Notice::BudgetReset { remaining, .. } => LogEvent::IdentifyBudgetReset { remaining },
         }
     }
 }

@@ -237,8 +237,14 @@ impl Task {
             }
         }
         for notice in poll.notices {
-            if matches!(notice, Notice::BudgetReset { .. }) {
+            if let Notice::BudgetReset { ended_hold, .. } = notice {
+                // Discord's own count corrects the queue's (other programs
+                // may identify with the token too).
                 self.ask_discord(budget_tx.clone());
+                // A reset nobody waited for is news to nobody.
+                if !ended_hold {
+                    continue;
+                }
             }
             if let Err(e) = self.notices.try_send(notice) {
                 tracing::warn!(notice = ?e.into_inner(), "the engine is behind; an identify-queue notice is dropped");

@@ -31,23 +31,20 @@ pub enum Refusal {
 pub struct Budget {
     pub remaining: u32,
     pub total: u32,
-    /// When Discord gives the full `total` back.
-    pub resets_at: Instant,
+    /// When Discord gives the full `total` back; `None` while nothing is
+    /// spent: Discord's day starts with the first session start.
+    pub resets_at: Option<Instant>,
 }
 
 impl Budget {
-    /// The budget Get Gateway Bot describes, as of `now`. A `reset_after`
-    /// of 0 (nothing spent yet) means the next reset is a day after the
-    /// first session start: a day away at most.
+    /// The budget Get Gateway Bot describes, as of `now` (`reset_after` 0:
+    /// nothing spent yet, no reset running).
     pub fn from_discord(limit: &crate::discord::SessionStartLimit, now: Instant) -> Budget {
-        let reset_after = match limit.reset_after {
-            0 => BUDGET_PERIOD,
-            ms => Duration::from_millis(ms),
-        };
         Budget {
             remaining: limit.remaining,
             total: limit.total,
-            resets_at: now + reset_after,
+            resets_at: (limit.reset_after > 0)
+                .then(|| now + Duration::from_millis(limit.reset_after)),
         }
     }
 }
@@ -83,8 +80,9 @@ pub enum Notice {
         reserve: u32,
         resets_in: Duration,
     },
-    /// The budget is whole again.
-    BudgetReset { remaining: u32 },
+    /// The budget is whole again (by the queue's count: Discord is to be
+    /// asked); `ended_hold` when requests were held for it.
+    BudgetReset { remaining: u32, ended_hold: bool },
 }
 
 /// The outcome of [`Queue::poll`].
@@ -234,18 +232,23 @@ impl Queue {
             }
             if let Some(budget) = self.budget.as_mut() {
                 if budget.remaining <= self.rules.reserve {
+                    // No reset running (Discord said so): look again in a
+                    // day, or when Discord's word changes the budget.
+                    let resets_at = budget.resets_at.unwrap_or(now + BUDGET_PERIOD);
                     if !self.held {
                         self.held = true;
                         poll.notices.push(Notice::BudgetLow {
                             remaining: budget.remaining,
                             reserve: self.rules.reserve,
-                            resets_in: budget.resets_at.saturating_duration_since(now),
+                            resets_in: resets_at.saturating_duration_since(now),
                         });
                     }
-                    poll.wake_at = earliest(poll.wake_at, budget.resets_at);
+                    poll.wake_at = earliest(poll.wake_at, resets_at);
                     break;
                 }
                 budget.remaining -= 1;
+                // The first session start after a reset starts Discord's day.
+                budget.resets_at.get_or_insert(now + BUDGET_PERIOD);
             }
             let Some((ticket, shard)) = b.waiting.pop_front() else {
                 continue;
@@ -269,20 +272,16 @@ impl Queue {
         let Some(budget) = self.budget.as_mut() else {
             return;
         };
-        if now < budget.resets_at {
+        if budget.resets_at.is_none_or(|at| now < at) {
             return;
         }
         budget.remaining = budget.total;
-        // Discord's reset comes a day after it is first spent; until asked
-        // again, assume the next one is a day away.
-        budget.resets_at = now + BUDGET_PERIOD;
-        // Said only when it ends a hold: a reset nobody waited for is news
-        // to nobody.
-        if std::mem::replace(&mut self.held, false) {
-            poll.notices.push(Notice::BudgetReset {
-                remaining: budget.remaining,
-            });
-        }
+        // The next day starts with the next session start.
+        budget.resets_at = None;
+        poll.notices.push(Notice::BudgetReset {
+            remaining: budget.remaining,
+            ended_hold: std::mem::replace(&mut self.held, false),
+        });
     }
 
     pub fn status(&self, now: Instant) -> Status {

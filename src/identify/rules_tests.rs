@@ -81,7 +81,7 @@ fn a_cancelled_request_spends_nothing() {
         Some(Budget {
             remaining: 100,
             total: 1000,
-            resets_at: t0 + BUDGET_PERIOD,
+            resets_at: Some(t0 + BUDGET_PERIOD),
         }),
     );
     q.enqueue(1, Some(0)).expect("queued");
@@ -129,7 +129,7 @@ fn the_budget_holds_at_the_reserve_until_it_resets() {
         Some(Budget {
             remaining: 7,
             total: 1000,
-            resets_at,
+            resets_at: Some(resets_at),
         }),
     );
     for ticket in 0..4 {
@@ -152,33 +152,49 @@ fn the_budget_holds_at_the_reserve_until_it_resets() {
     assert!(q.status(later).held);
     assert!(q.poll(later).notices.is_empty(), "said once");
     let p = q.poll(resets_at);
-    assert_eq!(p.notices, [Notice::BudgetReset { remaining: 1000 }]);
+    assert_eq!(
+        p.notices,
+        [Notice::BudgetReset {
+            remaining: 1000,
+            ended_hold: true
+        }]
+    );
     assert_eq!(tickets(&p), [2, 3]);
     assert_eq!(q.status(resets_at).budget_remaining, Some(998));
     assert!(!q.status(resets_at).held);
 }
 
-/// Discord says `reset_after: 0` while nothing is spent: the reset is
-/// taken to be a day away, not now (which would reset at every poll).
+/// Discord says `reset_after: 0` while nothing is spent: no reset runs
+/// until the first session start, whose day it starts (the queue's reset
+/// then comes no earlier than Discord's). A reset is said to the action
+/// log only when it ends a hold, but always reported (Discord is asked).
 #[test]
-fn a_reset_after_of_zero_is_a_day_away_and_a_quiet_reset_says_nothing() {
+fn discords_day_starts_with_the_first_session_start() {
     let t0 = Instant::now();
     let limit = crate::discord::SessionStartLimit {
-        total: 1000,
-        remaining: 1000,
+        total: 10,
+        remaining: 10,
         reset_after: 0,
         max_concurrency: 1,
     };
     let budget = Budget::from_discord(&limit, t0);
-    assert_eq!(budget.resets_at, t0 + BUDGET_PERIOD);
+    assert_eq!(budget.resets_at, None);
     let mut q = Queue::new(rules(1), 2, Some(budget));
-    assert_eq!(q.poll(t0), Poll::default());
-    // A reset that ends no hold gives the budget back without a word.
+    assert_eq!(q.poll(t0), Poll::default(), "nothing to reset");
+    let first = t0 + Duration::from_secs(10 * 3600);
     q.enqueue(1, Some(0)).expect("queued");
-    let p = q.poll(t0 + BUDGET_PERIOD);
-    assert_eq!(tickets(&p), [1]);
-    assert!(p.notices.is_empty(), "{:?}", p.notices);
-    assert_eq!(q.status(t0).budget_remaining, Some(999));
+    assert_eq!(tickets(&q.poll(first)), [1]);
+    // Not a day after the start: a day after the first grant.
+    assert!(q.poll(t0 + BUDGET_PERIOD).notices.is_empty());
+    let p = q.poll(first + BUDGET_PERIOD);
+    assert_eq!(
+        p.notices,
+        [Notice::BudgetReset {
+            remaining: 10,
+            ended_hold: false
+        }]
+    );
+    assert_eq!(q.status(first).budget_remaining, Some(10));
 }
 
 /// A fresh word from Discord that there is budget enough ends a hold
@@ -189,7 +205,7 @@ fn discords_count_can_end_a_hold() {
     let low = Budget {
         remaining: 5,
         total: 1000,
-        resets_at: t0 + Duration::from_secs(3600),
+        resets_at: Some(t0 + Duration::from_secs(3600)),
     };
     let mut q = Queue::new(rules(1), 2, Some(low));
     q.enqueue(1, Some(0)).expect("queued");

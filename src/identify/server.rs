@@ -147,6 +147,8 @@ async fn wait_turn(
         return Some((StatusCode::SERVICE_UNAVAILABLE, gone));
     }
     let outcome = tokio::select! {
+        // A grant that came is answered, even if the client is leaving.
+        biased;
         outcome = rx => outcome,
         () = hang_up(stream) => return None,
     };
