@@ -145,26 +145,7 @@ impl Core {
             return;
         };
         match result {
-            Ok(pid) => {
-                let c = &mut self.clusters[idx];
-                c.pid = Some(pid);
-                c.started_at = Some(now.wall);
-                self.log(LogEvent::ClusterStarted { id, pid });
-                match purpose {
-                    Purpose::Launch => self.set_timer(
-                        Timer::LaunchTimeout { id, generation },
-                        self.config.launch_timeout,
-                    ),
-                    Purpose::Start { asker } => {
-                        self.finish_op(crate::engine::Operation::Start(id), asker, Ok(()))
-                    }
-                    Purpose::CrashRestart => {
-                        let restarts = self.clusters[idx].crash_restarts;
-                        self.log(LogEvent::ClusterRestarted { id, restarts });
-                    }
-                    Purpose::AfterStop(_) => {}
-                }
-            }
+            Ok(pid) => self.on_started(now, idx, generation, pid, purpose),
             Err(error) => {
                 self.clusters[idx].state = ClusterState::Failed;
                 tracing::error!(id, %error, "could not start cluster");
@@ -205,6 +186,32 @@ impl Core {
                     }
                 }
             }
+        }
+    }
+
+    /// Cluster `idx`'s process `pid` started, for `purpose`.
+    fn on_started(&mut self, now: Now, idx: usize, generation: u64, pid: u32, purpose: Purpose) {
+        let c = &mut self.clusters[idx];
+        c.pid = Some(pid);
+        c.started_at = Some(now.wall);
+        let id = c.spec.id;
+        self.log(LogEvent::ClusterStarted { id, pid });
+        let launch_timeout = Timer::LaunchTimeout { id, generation };
+        match purpose {
+            Purpose::Launch => self.set_timer(launch_timeout, self.config.launch_timeout),
+            Purpose::Start { asker } => {
+                self.finish_op(crate::engine::Operation::Start(id), asker, Ok(()))
+            }
+            Purpose::CrashRestart => {
+                let restarts = self.clusters[idx].crash_restarts;
+                self.log(LogEvent::ClusterRestarted { id, restarts });
+                // Crashed before its launch_next: the launch still waits on
+                // it, and must not wait for ever.
+                if self.launcher.is_waiting_on(id) {
+                    self.set_timer(launch_timeout, self.config.launch_timeout);
+                }
+            }
+            Purpose::AfterStop(_) => {}
         }
     }
 

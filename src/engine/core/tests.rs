@@ -442,6 +442,34 @@ fn a_cluster_that_never_says_launch_next_is_given_up_on_after_launch_timeout() {
     assert_eq!(sim.spawned(), vec![0, 1]);
 }
 
+/// A cluster that crashes before its `launch_next` is restarted; if the
+/// restarted one never says it either, the launch moves on after
+/// `launch_timeout` all the same.
+#[test]
+fn a_cluster_restarted_before_its_launch_next_is_given_up_on_too() {
+    let mut sim = Sim::new(
+        4,
+        "launch_timeout: 30\ncluster_start_next_delay: 1\nrestart_backoff_base: 1\n",
+    );
+    sim.input(Input::TransportUp);
+    sim.advance(SECS(10));
+    sim.exit(0, 1);
+    sim.advance(SECS(1));
+    assert_eq!(sim.spawned(), vec![0, 0], "restarted");
+    sim.advance(SECS(29));
+    assert_eq!(
+        sim.spawned(),
+        vec![0, 0],
+        "its own timeout runs from its restart"
+    );
+    sim.advance(SECS(2));
+    assert!(sim.logged().contains(&&LogEvent::LaunchTimeout {
+        id: 0,
+        waited_secs: 30
+    }));
+    assert_eq!(sim.spawned(), vec![0, 0, 1]);
+}
+
 #[test]
 fn a_cluster_that_cannot_start_does_not_hold_up_the_rest() {
     let mut sim = Sim::new(6, "");
