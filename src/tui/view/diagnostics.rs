@@ -10,7 +10,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Paragraph, Sparkline};
 use ratatui::Frame;
 
-use super::{filter_note, pane_block, style};
+use super::{filter_note, newest_that_fit, pane_block, style};
 use crate::engine::state::ClusterView;
 use crate::tui::app::{clock, App, Pane};
 use crate::tui::diagnostics::Answer;
@@ -28,17 +28,12 @@ pub(super) fn draw_pane(frame: &mut Frame, app: &App, area: Rect) {
     title.push_str(&filter_note(app, Pane::Diagnostics, &d.filter));
     let block = pane_block(app, Pane::Diagnostics, title);
     let height = area.height.saturating_sub(2) as usize;
-    // Walk back from the newest matching answer; only what fits is built.
-    let mut lines: Vec<Line> = d
-        .answers
-        .iter()
-        .rev()
-        .filter(|a| a.matches(&d.filter))
-        .skip(d.scroll)
-        .take(height)
-        .map(|a| answer_line(app, a))
-        .collect();
-    lines.reverse();
+    let lines = newest_that_fit(
+        d.answers.iter().filter(|a| a.matches(&d.filter)),
+        d.scroll,
+        height,
+        |a| answer_line(app, a),
+    );
     frame.render_widget(Paragraph::new(lines).block(block), area);
 }
 

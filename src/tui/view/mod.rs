@@ -258,6 +258,20 @@ fn link_span(app: &App, narrow: bool) -> Span<'static> {
     }
 }
 
+/// The lines of a scrolling pane's newest `items` (oldest first in, as
+/// stored): `scroll` back from the newest, as many as `height` holds,
+/// oldest first out. Only those are built, however many items there are.
+fn newest_that_fit<'a, T: 'a>(
+    items: impl DoubleEndedIterator<Item = &'a T>,
+    scroll: usize,
+    height: usize,
+    line: impl FnMut(&'a T) -> Line<'static>,
+) -> Vec<Line<'static>> {
+    let mut lines: Vec<Line<'static>> = items.rev().skip(scroll).take(height).map(line).collect();
+    lines.reverse();
+    lines
+}
+
 /// A pane title's " · filter: text", with a cursor while it is being
 /// typed; empty when the pane has no filter.
 fn filter_note(app: &App, pane: Pane, filter: &str) -> String {

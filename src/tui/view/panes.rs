@@ -8,7 +8,7 @@ use ratatui::widgets::{Paragraph, Row, Table};
 use ratatui::Frame;
 
 use super::overlays::first_key;
-use super::{filter_note, pane_block, style};
+use super::{filter_note, newest_that_fit, pane_block, style};
 use crate::cluster_map::shard_range;
 use crate::engine::actlog::Tone;
 use crate::engine::process::Stream;
@@ -311,15 +311,11 @@ pub(super) fn draw_log(frame: &mut Frame, app: &App, area: Rect) {
     title.push_str(&filter_note(app, Pane::Log, &app.filter));
     let block = pane_block(app, Pane::Log, title);
     let height = area.height.saturating_sub(2) as usize;
-    // Walk back from the newest matching entry; only what fits is formatted.
-    let mut visible: Vec<Line> = app
-        .log
-        .iter()
-        .rev()
-        .filter(|l| l.matches(&filter))
-        .skip(app.log_scroll)
-        .take(height)
-        .map(|l| {
+    let visible = newest_that_fit(
+        app.log.iter().filter(|l| l.matches(&filter)),
+        app.log_scroll,
+        height,
+        |l| {
             let cluster = l.cluster.map(|c| format!("#{c}")).unwrap_or_default();
             let color = match Tone::of(&l.event) {
                 Tone::Trouble => Color::LightRed,
@@ -338,8 +334,7 @@ pub(super) fn draw_log(frame: &mut Frame, app: &App, area: Rect) {
                 ),
                 Span::raw(format!("{cluster:<5} {}", l.fields)),
             ])
-        })
-        .collect();
-    visible.reverse();
+        },
+    );
     frame.render_widget(Paragraph::new(visible).block(block), area);
 }
