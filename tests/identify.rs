@@ -78,6 +78,14 @@ fn assert_within_rate_limit(grants: &[Value], max_concurrency: u64) {
     }
 }
 
+/// `mewld --daemon` on `f` with the config's `extra` lines, once every
+/// cluster has launched.
+fn launched_daemon(f: &Fixture, extra: &str) -> Manager {
+    let mut m = Manager::start_with(&f.config(extra), &["--daemon"], Some(&f.redis), &f.bot, &[]);
+    m.wait_launched(&f.listener);
+    m
+}
+
 /// Checks that each of `shards` shards was granted once, or twice below
 /// `twice_below` (the shards of clusters that were started again).
 fn assert_granted(grants: &[Value], shards: u64, twice_below: u64) {
@@ -182,14 +190,7 @@ fn the_queue_refuses_bad_shards_frees_hung_up_places_and_holds_ten_thousand() {
         vec![Answer::gateway_with(4, 900, 3_600_000, 64)],
     );
     let extra = format!("identify_queue: 127.0.0.1:{queue}\nmetrics_addr: 127.0.0.1:{metrics}\n");
-    let mut m = Manager::start_with(
-        &f.config(&extra),
-        &["--daemon"],
-        Some(&f.redis),
-        &f.bot,
-        &[],
-    );
-    m.wait_launched(&f.listener);
+    let m = launched_daemon(&f, &extra);
 
     for (path, says) in [
         ("/?shard=-1", "whole number"),
@@ -270,8 +271,7 @@ fn a_reshard_identifies_through_the_queue() {
         ],
     );
     let extra = "identify_queue: 127.0.0.1:0\nlaunch: concurrent\nexperimental_features: [reshard]\nreshard_all: true\n";
-    let mut m = Manager::start_with(&f.config(extra), &["--daemon"], Some(&f.redis), &f.bot, &[]);
-    m.wait_launched(&f.listener);
+    let _daemon = launched_daemon(&f, extra);
     assert_eq!(
         ask(&f.redis, &f.listener, &f.ch, "reshard", json!({}))["output"],
         "ok"
@@ -319,8 +319,7 @@ fn after_waiting_for_the_reset_the_queue_starts_from_the_new_budget() {
         ],
     );
     let extra = "identify_queue: 127.0.0.1:0\nminimum_safe_sessions_remaining: 5\n";
-    let mut m = Manager::start_with(&f.config(extra), &["--daemon"], Some(&f.redis), &f.bot, &[]);
-    m.wait_launched(&f.listener);
+    let _daemon = launched_daemon(&f, extra);
     assert_eq!(f.discord.requests().len(), 2, "asked again after the wait");
     let log = f.redis.action_log(&f.ch);
     assert!(events(&log, "identify_budget_low").is_empty(), "{log:?}");
