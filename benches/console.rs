@@ -60,6 +60,7 @@ fn big_snapshot(now: SystemTime) -> Snapshot {
                 quick_failures: 0,
                 next_restart_at: None,
                 last_exit: None,
+                host: None,
             }
         })
         .collect();

@@ -68,6 +68,7 @@ pub fn setup(dir: &Path) -> Result<Setup> {
         shard_count: SHARDS,
         clusters,
         session_limit: Some(PRETEND_LIMIT),
+        fleet: None,
     })
 }
 

@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod demo;
 pub mod discord;
 pub mod engine;
+pub mod fleet;
 pub mod fake_bot;
 pub mod guardian;
 pub mod http;

@@ -9,7 +9,9 @@ use color_eyre::eyre::{eyre, Result, WrapErr};
 use mewld::control::client;
 use mewld::control::server::Control;
 use mewld::control::Hello;
-use mewld::engine::{Engine, Setup};
+use mewld::engine::{Engine, EngineHandle, Setup};
+use mewld::fleet::slice::SliceSpec;
+use mewld::fleet::{self, Fleet, Membership};
 use mewld::logging::LogFormat;
 use mewld::startup;
 use mewld::{
@@ -70,8 +72,46 @@ struct Cli {
     #[arg(long)]
     daemon: bool,
 
+    #[command(flatten)]
+    fleet: FleetArgs,
+
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// Running one slice of the cluster map, as one host of a fleet of
+/// managers sharing one Redis (README, "Several hosts").
+#[derive(Debug, clap::Args)]
+struct FleetArgs {
+    /// This host's index in the fleet (0-based): it runs the index-th of
+    /// `--host-count` contiguous slices of the clusters, in id order.
+    #[arg(long, env = "MEWLD_HOST_INDEX", requires = "host_count", value_name = "I")]
+    host_index: Option<u32>,
+
+    /// How many hosts share the clusters (with `--host-index`).
+    #[arg(long, env = "MEWLD_HOST_COUNT", requires = "host_index", value_name = "N")]
+    host_count: Option<u32>,
+
+    /// The clusters this host runs, as ids and ranges: `0-9,20-29`.
+    #[arg(long, value_name = "IDS", conflicts_with_all = ["host_index", "host_count"])]
+    clusters: Option<String>,
+
+    /// This host's name in the fleet (default: the machine's host name).
+    #[arg(long, env = "MEWLD_HOST_NAME", value_name = "NAME")]
+    host_name: Option<String>,
+}
+
+impl FleetArgs {
+    /// The slice asked for, if any: without one, this manager runs every
+    /// cluster alone, as the original did.
+    fn slice(&self) -> Result<Option<SliceSpec>> {
+        let spec = match (self.host_index, self.host_count, &self.clusters) {
+            (Some(index), Some(count), _) => SliceSpec::index(index, count)?,
+            (_, _, Some(list)) => SliceSpec::parse_list(list)?,
+            _ => return Ok(None),
+        };
+        Ok(Some(spec))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,10 +198,12 @@ async fn run(cli: Cli) -> Result<u8> {
         }
         // Normally handled in `main`, before any runtime exists.
         Some(Command::Guardian { tag, groups }) => Ok(guardian::run(&tag, &groups)),
-        None if cli.daemon => run_daemon(&cli.config, cli.control_socket, cli.log_format).await,
+        None if cli.daemon => {
+            run_daemon(&cli.config, cli.control_socket, &cli.fleet, cli.log_format).await
+        }
         None => {
             let log = logging::init_console(&cli.log_file, cli.log_format);
-            run_console(&cli.config, cli.control_socket, log).await
+            run_console(&cli.config, cli.control_socket, &cli.fleet, log).await
         }
     }
 }
@@ -169,8 +211,14 @@ async fn run(cli: Cli) -> Result<u8> {
 /// The console's log and the guard that flushes it at exit.
 type ConsoleLogging = (logging::ConsoleLog, Option<logging::LogGuard>);
 
-async fn run_console(config: &Path, socket: Option<PathBuf>, log: ConsoleLogging) -> Result<u8> {
+async fn run_console(
+    config: &Path,
+    socket: Option<PathBuf>,
+    fleet: &FleetArgs,
+    log: ConsoleLogging,
+) -> Result<u8> {
     let (log, _flush_log) = log;
+    let slice = fleet.slice()?;
     // Start-up problems are printed before the screen is taken.
     let prepared = startup::load_config(config)?;
     for w in &prepared.warnings {
@@ -181,7 +229,8 @@ async fn run_console(config: &Path, socket: Option<PathBuf>, log: ConsoleLogging
         .map_err(|e| eyre!(e))?;
     let listeners = Listeners::bind(&prepared.config).await?;
     logging::to_stderr("mewld: asking Discord for the shard count…");
-    let setup = startup::prepare(prepared).await?;
+    let mut setup = startup::prepare(prepared).await?;
+    setup.fleet = membership(&setup, slice.as_ref(), fleet.host_name.as_deref())?;
     run_embedded(setup, control, listeners, log).await
 }
 
@@ -210,15 +259,64 @@ async fn run_embedded(
     log: logging::ConsoleLog,
 ) -> Result<u8> {
     let (transport, transport_rx) = transport::start(&setup.config)?;
-    guardian::start();
     let hello = Hello::of_this_process(true, setup.config.path.clone());
-    let (engine, handle) = listeners.start_engine(setup, transport);
+    let (mut engine, handle) = listeners.start_engine(setup, transport);
+    let fleet = join_fleet(&mut engine, &handle).await?;
+    guardian::start();
     control.serve(handle.clone(), hello);
     let face = tui::Face::Embedded {
         engine: Box::new(engine),
         transport_rx,
     };
-    tui::run(face, handle, log).await
+    let code = tui::run(face, handle, log).await;
+    if let Some(fleet) = fleet {
+        fleet.leave().await;
+    }
+    code
+}
+
+/// This host's membership of a fleet, when a slice was asked for.
+fn membership(
+    setup: &Setup,
+    slice: Option<&SliceSpec>,
+    name: Option<&str>,
+) -> Result<Option<Membership>> {
+    let Some(slice) = slice else {
+        return Ok(None);
+    };
+    if !matches!(setup.config.ipc, mewld::config::Ipc::Redis { .. }) {
+        return Err(eyre!(
+            "{}: several hosts share their clusters through Redis; `ipc: unix` runs on one host only",
+            setup.config.path.display()
+        ));
+    }
+    let owned = slice
+        .resolve(setup.clusters.len() as u32)
+        .wrap_err_with(|| format!("{}: cannot take this host's slice", setup.config.path.display()))?;
+    let name = fleet::host_name(name);
+    Ok(Some(Membership {
+        id: format!("{name}:{}", std::process::id()),
+        name,
+        owned,
+    }))
+}
+
+/// Joins the fleet the engine's setup names (if any), before anything
+/// starts: a refused claim stops the start.
+async fn join_fleet(engine: &mut Engine, handle: &EngineHandle) -> Result<Option<Fleet>> {
+    let Some(me) = engine.membership() else {
+        return Ok(None);
+    };
+    let config = engine.config();
+    let mewld::config::Ipc::Redis { url } = &config.ipc else {
+        return Ok(None);
+    };
+    let (shards, clusters) = engine.map_size();
+    let fleet = fleet::join(url, &config.channel, me, shards, clusters, handle.snapshot())
+    .await
+    .map_err(|e| eyre!("cannot join the fleet: {e}"))?;
+    engine.follow_fleet(fleet.view.clone());
+    Ok(Some(fleet))
 }
 
 async fn run_attach(config: &Path, socket: Option<PathBuf>, log: ConsoleLogging) -> Result<u8> {
@@ -283,8 +381,14 @@ impl Listeners {
     }
 }
 
-async fn run_daemon(config: &Path, socket: Option<PathBuf>, format: LogFormat) -> Result<u8> {
+async fn run_daemon(
+    config: &Path,
+    socket: Option<PathBuf>,
+    fleet: &FleetArgs,
+    format: LogFormat,
+) -> Result<u8> {
     let _flush_log = logging::init_daemon(format);
+    let slice = fleet.slice()?;
     let prepared = startup::load_config(config)?;
     for w in &prepared.warnings {
         tracing::warn!("{w}");
@@ -292,14 +396,19 @@ async fn run_daemon(config: &Path, socket: Option<PathBuf>, format: LogFormat) -
     let control = Control::bind(&socket.unwrap_or(prepared.config.control_socket.clone()))
         .map_err(|e| eyre!(e))?;
     let listeners = Listeners::bind(&prepared.config).await?;
-    let setup = startup::prepare(prepared).await?;
+    let mut setup = startup::prepare(prepared).await?;
+    setup.fleet = membership(&setup, slice.as_ref(), fleet.host_name.as_deref())?;
     let (transport, transport_rx) = transport::start(&setup.config)?;
-    guardian::start();
     let hello = Hello::of_this_process(false, setup.config.path.clone());
-    let (engine, handle) = listeners.start_engine(setup, transport);
+    let (mut engine, handle) = listeners.start_engine(setup, transport);
+    let fleet = join_fleet(&mut engine, &handle).await?;
+    guardian::start();
     control.serve(handle.clone(), hello);
     systemd::start(handle.clone());
     let exit = daemon::run(engine, handle, transport_rx, format).await?;
+    if let Some(fleet) = fleet {
+        fleet.leave().await;
+    }
     tracing::info!(code = exit.code(), "every cluster has stopped; exiting");
     Ok(u8::try_from(exit.code()).unwrap_or(1))
 }

@@ -31,11 +31,30 @@ pub enum Action {
     ActionLogs(Map<String, Value>),
     /// The manager's own channel probe coming back (see [`echo`]).
     Echo(String),
+    /// An operation one host of a fleet hands to another (see [`fleet_op`]).
+    FleetOp(FleetOp),
+}
+
+/// An operation asked on one host of a fleet, for the host that carries
+/// it out: a cluster's owner, or the leader for a rolling restart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetOp {
+    /// `start`, `stop`, `restart` or `rollingrestart`.
+    pub op: String,
+    pub id: Option<ClusterId>,
+    /// How the operator asked (`console`, `attach`, …), for the action log.
+    pub via: String,
+    /// The host the operator asked on.
+    pub host: String,
+    /// A step of the leader's rolling restart, not an operator's restart.
+    pub rolling: bool,
 }
 
 /// The action of the manager's channel probe. It travels with the launcher's
 /// scope, which bots already see from each other and leave alone.
 const ECHO_ACTION: &str = "mewld_echo";
+/// The action of an operation handed from one host of a fleet to another.
+const FLEET_OP_ACTION: &str = "mewld_op";
 
 /// A cluster's answer to a diagnostic.
 #[derive(Debug, Clone, PartialEq)]
@@ -168,6 +187,12 @@ pub fn parse(payload: &[u8]) -> Result<Option<Request>, ParseError> {
             Some(Value::String(nonce)) => Action::Echo(nonce.clone()),
             _ => return Ok(None),
         },
+        FLEET_OP_ACTION => Action::FleetOp(fleet_op_of(&obj).map_err(|problem| {
+            ParseError::BadArgs {
+                action: FLEET_OP_ACTION,
+                problem,
+            }
+        })?),
         _ => return Err(ParseError::UnknownAction(truncate(action, 64))),
     };
     Ok(Some(Request { action, command_id }))
@@ -198,6 +223,28 @@ fn cluster_id(args: Option<&Value>) -> Result<ClusterId, String> {
                 truncate(&id.to_string(), 64)
             )
         })
+}
+
+fn fleet_op_of(obj: &Map<String, Value>) -> Result<FleetOp, String> {
+    let text = |key: &str| match get_ci(obj, key) {
+        Some(Value::String(s)) => Ok(truncate(s, 64)),
+        _ => Err(format!("`{key}` is missing or not a string")),
+    };
+    let id = match get_ci(obj, "id") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .and_then(|n| ClusterId::try_from(n).ok())
+                .ok_or("`id` is not a cluster id")?,
+        ),
+    };
+    Ok(FleetOp {
+        op: text("op")?,
+        id,
+        via: text("via")?,
+        host: text("host")?,
+        rolling: get_ci(obj, "rolling").and_then(Value::as_bool) == Some(true),
+    })
 }
 
 /// The diagnostic answer travels as a string holding JSON (the original's
@@ -315,6 +362,21 @@ pub fn echo(nonce: &str) -> String {
     serde_json::json!({"scope": "launcher", "action": ECHO_ACTION, "nonce": nonce}).to_string()
 }
 
+/// An operation for another host of the fleet. It travels in the
+/// launcher's scope with an action of mewld's own, which bots leave alone.
+pub fn fleet_op(op: &FleetOp) -> String {
+    serde_json::json!({
+        "scope": "launcher",
+        "action": FLEET_OP_ACTION,
+        "op": op.op,
+        "id": op.id,
+        "via": op.via,
+        "host": op.host,
+        "rolling": op.rolling,
+    })
+    .to_string()
+}
+
 /// A random id for messages the manager starts itself.
 pub fn random_id() -> String {
     use rand::distr::{Alphanumeric, SampleString};
@@ -342,6 +404,22 @@ mod tests {
         );
         assert_eq!(r.action, Action::Stop(2));
         assert_eq!(r.command_id.as_deref(), Some("c1"));
+    }
+
+    #[test]
+    fn fleet_ops_round_trip_and_bad_ones_say_why() {
+        let op = FleetOp {
+            op: "stop".into(),
+            id: Some(7),
+            via: "console".into(),
+            host: "box-a".into(),
+            rolling: false,
+        };
+        let r = req(serde_json::from_str(&fleet_op(&op)).expect("json"));
+        assert_eq!(r.action, Action::FleetOp(op));
+        let bad = json!({"scope": "launcher", "action": "mewld_op", "op": "stop", "id": -1, "via": "x", "host": "h"});
+        let e = parse(bad.to_string().as_bytes()).expect_err("bad id");
+        assert!(e.to_string().contains("`id`"), "{e}");
     }
 
     #[test]

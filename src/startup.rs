@@ -106,6 +106,7 @@ pub async fn prepare(prepared: Prepared) -> Result<Setup> {
     };
     Ok(Setup {
         session_limit: gateway.map(|g| g.session_start_limit),
+        fleet: None,
         config: Arc::new(config),
         env_vars: env.vars,
         shard_count,

@@ -146,6 +146,7 @@ mod tests {
                     next_restart_at: None,
                     last_exit: None,
                     health: None,
+                    host: None,
                 })
                 .collect(),
             transport_connected: true,

@@ -122,9 +122,29 @@ pub enum LogEvent {
     IdentifyBudgetReset {
         remaining: u32,
     },
+    /// A host of the fleet began heartbeating.
+    HostJoined {
+        host: String,
+        pid: u32,
+        clusters: String,
+    },
+    /// A host of the fleet stopped heartbeating: its clusters are lost.
+    HostLost {
+        host: String,
+        clusters: String,
+    },
+    /// This host leads the fleet now (answers `statuses`, announces the
+    /// launch, walks rolling restarts); `epoch` is its fencing token.
+    LeaderElected {
+        host: String,
+        epoch: u64,
+    },
     OperatorAction {
         action: &'static str,
         via: &'static str,
+        /// The host the operator asked on, in a fleet.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<ClusterId>,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -159,7 +179,8 @@ impl Tone {
             | "launch_timeout"
             | "rolling_restart_timeout"
             | "channel_stall"
-            | "identify_budget_low" => Tone::Trouble,
+            | "identify_budget_low"
+            | "host_lost" => Tone::Trouble,
             "cluster_started"
             | "cluster_launched"
             | "cluster_restarted"
@@ -168,7 +189,9 @@ impl Tone {
             | "reshard_success"
             | "rolling_restart_done"
             | "reshard_restarts_done"
-            | "identify_budget_reset" => Tone::Progress,
+            | "identify_budget_reset"
+            | "host_joined"
+            | "leader_elected" => Tone::Progress,
             _ => Tone::Plain,
         }
     }
@@ -297,6 +320,7 @@ mod tests {
         );
         assert_eq!(
             without_ts(LogEvent::OperatorAction {
+                host: None,
                 action: "stop",
                 via: "redis",
                 id: Some(99),
@@ -355,7 +379,20 @@ mod tests {
                 reserve: 5,
                 resets_in_secs: 1,
             },
+            LogEvent::HostLost {
+                host: "b".into(),
+                clusters: "3-5".into(),
+            },
             LogEvent::IdentifyBudgetReset { remaining: 1 },
+            LogEvent::HostJoined {
+                host: "b".into(),
+                pid: 1,
+                clusters: "3-5".into(),
+            },
+            LogEvent::LeaderElected {
+                host: "a".into(),
+                epoch: 1,
+            },
             LogEvent::ClusterStarted { id, pid: 1 },
             LogEvent::ClusterLaunched { id },
             LogEvent::ClusterRestarted { id, restarts: 1 },
@@ -375,7 +412,7 @@ mod tests {
             .iter()
             .map(|e| Tone::of(e.entry()["event"].as_str().unwrap_or_default()))
             .partition(|t| *t == Tone::Trouble);
-        assert_eq!(trouble.len(), 10);
+        assert_eq!(trouble.len(), 11);
         assert!(progress.iter().all(|t| *t == Tone::Progress));
         assert_eq!(Tone::of("shards_launched"), Tone::Plain);
     }

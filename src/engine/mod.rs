@@ -96,6 +96,49 @@ pub enum Via {
     /// A request the manager published itself: transports give the manager
     /// its own messages back. It publishes none today.
     Manager,
+    /// Asked on another host of the fleet, which handed it here; the
+    /// action log names that host too.
+    Fleet(FleetVia),
+}
+
+/// How an operation handed over by another host was asked there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FleetVia {
+    Console,
+    Attach,
+    Redis,
+    Unix,
+    Daemon,
+    /// A step of the leader's rolling restart.
+    Rolling,
+    Other,
+}
+
+impl FleetVia {
+    pub fn parse(s: &str) -> FleetVia {
+        match s {
+            "console" => FleetVia::Console,
+            "attach" => FleetVia::Attach,
+            "redis" => FleetVia::Redis,
+            "unix" => FleetVia::Unix,
+            "daemon" => FleetVia::Daemon,
+            "rolling" => FleetVia::Rolling,
+            _ => FleetVia::Other,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FleetVia::Console => "console",
+            FleetVia::Attach => "attach",
+            FleetVia::Redis => "redis",
+            FleetVia::Unix => "unix",
+            FleetVia::Daemon => "daemon",
+            FleetVia::Rolling => "rolling",
+            FleetVia::Other => "fleet",
+        }
+    }
 }
 
 impl Via {
@@ -107,6 +150,7 @@ impl Via {
             Via::Attach(_) => "attach",
             Via::Daemon => "daemon",
             Via::Manager => "manager",
+            Via::Fleet(via) => via.as_str(),
         }
     }
 }
@@ -183,6 +227,12 @@ pub enum Refused {
     ReshardUnderWay,
     #[error("not every cluster has launched yet; wait until the bot is fully up")]
     NotFullyUp,
+    #[error("{label} runs on host {host}; its own manager answers for it")]
+    OnAnotherHost { label: Label, host: String },
+    #[error("{0} is on a host that stopped heartbeating; nothing can reach it")]
+    HostLost(Label),
+    #[error("{0} is not supported across several hosts yet")]
+    NotInFleet(String),
 }
 
 /// A cluster as people name it: id and name.
@@ -207,6 +257,8 @@ pub struct Setup {
     pub clusters: Vec<ClusterSpec>,
     /// Discord's session-start limit, when it was asked.
     pub session_limit: Option<SessionStartLimit>,
+    /// This host's place in a fleet; `None`: it runs every cluster alone.
+    pub fleet: Option<crate::fleet::Membership>,
 }
 
 /// Waits for the engine's next snapshot; `None` once the engine is gone.

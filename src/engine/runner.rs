@@ -59,6 +59,8 @@ pub struct Engine {
     timer_keys: HashMap<Timer, delay_queue::Key>,
     /// The identify queue's reports, when it runs.
     identify: Option<identify::Link>,
+    /// The fleet task's views, in a fleet.
+    fleet: Option<watch::Receiver<Option<crate::fleet::FleetView>>>,
 }
 
 impl Engine {
@@ -75,6 +77,7 @@ impl Engine {
             setup.shard_count,
             setup.clusters,
             setup.session_limit.as_ref(),
+            setup.fleet,
             Now::read(),
         );
         let engine = Engine {
@@ -90,6 +93,7 @@ impl Engine {
             timers: DelayQueue::new(),
             timer_keys: HashMap::new(),
             identify: None,
+            fleet: None,
         };
         let handle = EngineHandle {
             requests: requests_tx,
@@ -103,6 +107,25 @@ impl Engine {
     /// notices to the action log.
     pub fn follow_identify(&mut self, link: identify::Link) {
         self.identify = Some(link);
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.core.config_arc()
+    }
+
+    /// This host's place in the fleet, if it runs in one.
+    pub fn membership(&self) -> Option<crate::fleet::Membership> {
+        self.core.membership()
+    }
+
+    /// The shard count and the number of clusters of the whole map.
+    pub fn map_size(&self) -> (u32, u32) {
+        self.core.map_size()
+    }
+
+    /// Learns the other hosts of the fleet from the fleet task's views.
+    pub fn follow_fleet(&mut self, view: watch::Receiver<Option<crate::fleet::FleetView>>) {
+        self.fleet = Some(view);
     }
 
     /// Runs until a shutdown or process restart has stopped every cluster.
@@ -125,6 +148,7 @@ impl Engine {
                         self.write_log(LogEvent::from(notice).entry());
                     }
                 }
+                Some(view) = fleet_view(&mut self.fleet) => self.feed(Input::Fleet(view), None),
             }
             self.publish_snapshot();
             if let Some(exit) = self.core.finished() {
@@ -349,6 +373,21 @@ async fn identify_report(link: &mut Option<identify::Link>) -> Option<Option<Not
         }
         else => std::future::pending().await,
     }
+}
+
+/// The fleet task's next view; never, outside a fleet (or once the task
+/// has ended).
+async fn fleet_view(
+    rx: &mut Option<watch::Receiver<Option<crate::fleet::FleetView>>>,
+) -> Option<crate::fleet::FleetView> {
+    let Some(watch) = rx else {
+        return std::future::pending().await;
+    };
+    if watch.changed().await.is_err() {
+        *rx = None;
+        return std::future::pending().await;
+    }
+    watch.borrow_and_update().clone()
 }
 
 /// What every cluster gets in its environment besides the manager's own

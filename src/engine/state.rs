@@ -30,6 +30,9 @@ pub enum ClusterState {
     /// Could not be started, or kept crashing; left stopped until an
     /// operator starts it.
     Failed,
+    /// Run by another host of the fleet that stopped heartbeating: its
+    /// state is unknown (its manager's death took its processes along).
+    Lost,
 }
 
 impl ClusterState {
@@ -42,6 +45,7 @@ impl ClusterState {
             ClusterState::Stopped => "stopped",
             ClusterState::Crashed => "crashed",
             ClusterState::Failed => "failed",
+            ClusterState::Lost => "lost",
         }
     }
 }
@@ -143,6 +147,7 @@ impl Cluster {
             next_restart_at: self.next_restart_at,
             last_exit: self.last_exit,
             health: self.health.clone(),
+            host: None,
         }
     }
 }
@@ -163,6 +168,9 @@ pub struct ClusterView {
     pub last_exit: Option<ExitInfo>,
     /// The latest answer to a diagnostic from the current process.
     pub health: Option<Health>,
+    /// In a fleet: the name of the host that runs it.
+    #[serde(default)]
+    pub host: Option<String>,
 }
 
 /// A rolling restart under way.
@@ -194,4 +202,29 @@ pub struct Snapshot {
     /// The identify queue, when it runs.
     #[serde(default)]
     pub identify: Option<crate::identify::rules::Status>,
+    /// The fleet this host belongs to, when it runs in one.
+    #[serde(default)]
+    pub fleet: Option<FleetSummary>,
+}
+
+/// The fleet as one host sees it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FleetSummary {
+    /// This host's name.
+    pub me: String,
+    /// The leader's name and fencing token, when one is known.
+    pub leader: Option<(String, u64)>,
+    /// Whether this host leads now.
+    pub leading: bool,
+    /// Every host, this one first, then the others by name.
+    pub hosts: Vec<HostSummary>,
+}
+
+/// One host of the fleet, for the console's header.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostSummary {
+    pub name: String,
+    pub pid: u32,
+    pub clusters: usize,
+    pub running: usize,
 }

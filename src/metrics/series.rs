@@ -328,6 +328,7 @@ mod tests {
 
     fn operator(action: &'static str, refused: Option<&str>) -> LogEvent {
         LogEvent::OperatorAction {
+            host: None,
             action,
             via: "redis",
             id: Some(3),
@@ -495,6 +496,7 @@ mod tests {
                 quick_failures: 0,
                 next_restart_at: None,
                 last_exit: None,
+                host: None,
                 health: Some(crate::engine::health::Health {
                     at: SystemTime::UNIX_EPOCH,
                     round_trip_ms: 3,

@@ -74,7 +74,7 @@ impl SortBy {
 /// States that need an operator come first.
 fn trouble(state: ClusterState) -> u8 {
     match state {
-        ClusterState::Failed => 0,
+        ClusterState::Failed | ClusterState::Lost => 0,
         ClusterState::Crashed => 1,
         ClusterState::Stopped => 2,
         ClusterState::Stopping => 3,
@@ -160,6 +160,7 @@ mod tests {
                 next_restart_at: None,
                 last_exit: None,
                 health: None,
+                host: None,
             })
             .collect()
     }

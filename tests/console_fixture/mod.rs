@@ -62,6 +62,7 @@ pub fn cluster(id: u32, name: &str, state: ClusterState) -> ClusterView {
         quick_failures: 0,
         next_restart_at: None,
         last_exit: None,
+        host: None,
     }
 }
 
@@ -83,6 +84,7 @@ pub fn snapshot(states: &[ClusterState]) -> Snapshot {
         rolling: None,
         resharding: false,
         identify: None,
+        fleet: None,
     }
 }
 

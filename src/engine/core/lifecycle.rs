@@ -14,29 +14,32 @@ impl Core {
     /// Starts the launch's next clusters (as many as the launch policy
     /// allows now), or announces that all are up.
     pub(super) fn start_next(&mut self) {
-        if self.exiting.is_some() || self.rolling.is_some() {
+        if self.exiting.is_some() || self.rolling.is_some() || !self.launcher.begun() {
             return;
         }
-        let mut started = false;
-        while let Some(idx) = self
-            .launcher
-            .next_to_start(self.clusters.iter().map(|c| c.state))
-        {
+        loop {
+            let window = self.launcher.window(self.turns());
+            // Another host's cluster is waited for, but not for ever.
+            for id in window.remote {
+                if self.launcher.await_remote(id) {
+                    self.set_timer(Timer::RemoteLaunch(id), self.config.launch_timeout);
+                }
+            }
+            let Some(idx) = window.start else {
+                if window.empty && !self.launcher.fully_up() {
+                    self.announce_all_launched();
+                }
+                return;
+            };
             self.launcher.started(self.clusters[idx].spec.id);
             self.spawn(idx, Purpose::Launch);
-            started = true;
-        }
-        let states = self.clusters.iter().map(|c| c.state);
-        if !started
-            && self.launcher.is_idle()
-            && !self.launcher.any_left(states)
-            && !self.launcher.fully_up()
-        {
-            self.announce_all_launched();
         }
     }
 
     pub(super) fn on_launch_next(&mut self, id: ClusterId) {
+        if self.is_remote(id) {
+            return self.on_remote_launch_next(id);
+        }
         let Ok(idx) = self.index(id) else {
             tracing::warn!(id, "launch_next from an unknown cluster; ignored");
             return;
@@ -46,17 +49,7 @@ impl Core {
             c.state = ClusterState::Running;
             self.log(LogEvent::ClusterLaunched { id });
         }
-        if let Some(rolling) = self.rolling.as_mut() {
-            if rolling.current() == Some(id) {
-                // Released: its timeout no longer applies.
-                let old = rolling.step;
-                let step = rolling.release();
-                self.emit(Command::CancelTimer(Timer::RollingTimeout(old)));
-                self.set_timer(
-                    Timer::RollingNext(step),
-                    self.config.cluster_start_next_delay,
-                );
-            }
+        if self.rolling_released(id) {
             return;
         }
         if self.launcher.release(id) {
@@ -65,10 +58,7 @@ impl Core {
                 id,
                 generation,
             }));
-            if self
-                .launcher
-                .any_left(self.clusters.iter().map(|c| c.state))
-            {
+            if self.launcher.any_left(self.turns()) {
                 let gap = self.launcher.gap(self.config.cluster_start_next_delay);
                 self.set_timer(Timer::StartNext, gap);
             } else {
@@ -82,12 +72,34 @@ impl Core {
         }
     }
 
+    /// While a rolling restart is under way: true if it was waiting for
+    /// `id`'s `launch_next`, and now goes on.
+    pub(super) fn rolling_released(&mut self, id: ClusterId) -> bool {
+        let Some(rolling) = self.rolling.as_mut() else {
+            return false;
+        };
+        if rolling.current() == Some(id) {
+            // Released: its timeout no longer applies.
+            let old = rolling.step;
+            let step = rolling.release();
+            self.emit(Command::CancelTimer(Timer::RollingTimeout(old)));
+            self.set_timer(
+                Timer::RollingNext(step),
+                self.config.cluster_start_next_delay,
+            );
+        }
+        true
+    }
+
+    /// The bot is up. In a fleet every host knows it; only the leader says it.
     pub(super) fn announce_all_launched(&mut self) {
         self.launcher.set_fully_up(true);
+        if !self.leads() {
+            return;
+        }
         self.publish(protocol::all_clusters_launched(&protocol::random_id()));
-        self.log(LogEvent::AllClustersLaunched {
-            clusters: self.clusters.len(),
-        });
+        let clusters = self.clusters.len() + self.fleet.as_ref().map_or(0, |f| f.len());
+        self.log(LogEvent::AllClustersLaunched { clusters });
     }
 
     pub(super) fn on_launch_timeout(&mut self, id: ClusterId, generation: u64) {

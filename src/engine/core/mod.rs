@@ -10,6 +10,7 @@
 //! [`Launcher`](super::launch::Launcher).
 
 mod diag;
+mod fleet;
 mod lifecycle;
 mod ops;
 mod rolling;
@@ -27,7 +28,7 @@ use super::health::Pings;
 use super::launch::Launcher;
 use super::process::{CommandLine, ExitInfo};
 use super::rolling::Rolling;
-use super::state::{Cluster, Snapshot};
+use super::state::{Cluster, ClusterView, Snapshot};
 use super::{Exit, Label, Operation, Refused, Via};
 use crate::cluster_map::{ClusterId, ClusterSpec};
 use crate::config::Config;
@@ -84,6 +85,8 @@ pub enum Input {
     Timer(Timer),
     /// The outcome of a [`Command::FetchGateway`].
     GatewayFetched(Result<GatewayBot, String>),
+    /// What the fleet task learnt at its last heartbeat.
+    Fleet(crate::fleet::FleetView),
 }
 
 /// Everything the engine does.
@@ -132,6 +135,8 @@ pub enum Timer {
     LaunchTimeout { id: ClusterId, generation: u64 },
     /// Start a crashed cluster again.
     CrashRestart { id: ClusterId, generation: u64 },
+    /// The launch has waited long enough for another host's cluster.
+    RemoteLaunch(ClusterId),
     /// The rolling restart has waited long enough for this step's cluster.
     RollingTimeout(u64),
     /// The rolling restart goes on to its next cluster.
@@ -143,6 +148,8 @@ pub enum Timer {
 pub(crate) struct Asker {
     via: Via,
     answer: Answer,
+    /// The host the operator asked on, when another host handed it here.
+    host: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -187,6 +194,10 @@ pub struct Core {
     out: Vec<Command>,
     /// Timers set with no delay, fired before the step returns.
     due: VecDeque<Timer>,
+    /// The time of the step under way (for the leader's lease).
+    clock: Instant,
+    /// The other hosts and their clusters, in a fleet.
+    fleet: Option<fleet::Fleet>,
 }
 
 impl Core {
@@ -195,9 +206,18 @@ impl Core {
         shard_count: u32,
         clusters: Vec<ClusterSpec>,
         session_limit: Option<&SessionStartLimit>,
+        membership: Option<crate::fleet::Membership>,
         now: Now,
     ) -> Core {
         let max_concurrency = session_limit.map_or(1, |l| l.max_concurrency);
+        // In a fleet, this host runs its slice; the rest is mirrored.
+        let (fleet, clusters) = match membership {
+            Some(me) => {
+                let (fleet, mine) = fleet::Fleet::new(me, clusters);
+                (Some(fleet), mine)
+            }
+            None => (None, clusters),
+        };
         Core {
             launcher: Launcher::new(config.launch, max_concurrency, config.per_cluster),
             config,
@@ -214,6 +234,8 @@ impl Core {
             sessions_remaining: session_limit.map(|l| l.remaining),
             out: Vec::new(),
             due: VecDeque::new(),
+            clock: now.at,
+            fleet,
         }
     }
 
@@ -221,8 +243,24 @@ impl Core {
         &self.config
     }
 
+    pub fn config_arc(&self) -> Arc<Config> {
+        self.config.clone()
+    }
+
+    pub fn membership(&self) -> Option<crate::fleet::Membership> {
+        self.fleet.as_ref().map(|f| f.me.clone())
+    }
+
+    /// The shard count and the number of clusters of the whole map (every
+    /// host's, in a fleet).
+    pub fn map_size(&self) -> (u32, u32) {
+        let remote = self.fleet.as_ref().map_or(0, fleet::Fleet::len);
+        (self.shard_count, (self.clusters.len() + remote) as u32)
+    }
+
     /// Handles one input; returns what to do, in order.
     pub fn step(&mut self, now: Now, input: Input) -> Vec<Command> {
+        self.clock = now.at;
         match input {
             Input::Begin => self.set_timer(Timer::PingRound, self.config.ping_interval),
             Input::Op { op, via } => self.operate(
@@ -231,6 +269,7 @@ impl Core {
                 Asker {
                     via,
                     answer: Answer::Verdict,
+                    host: None,
                 },
             ),
             Input::Request { request, via } => self.on_request(now, request, via),
@@ -252,6 +291,7 @@ impl Core {
             } => self.on_exit(now, id, generation, exit),
             Input::Timer(timer) => self.on_timer(now, timer),
             Input::GatewayFetched(result) => self.on_gateway_fetched(result),
+            Input::Fleet(view) => self.on_fleet(view),
         }
         while let Some(timer) = self.due.pop_front() {
             self.on_timer(now, timer);
@@ -269,6 +309,7 @@ impl Core {
             Timer::StartNext => self.start_next(),
             Timer::LaunchTimeout { id, generation } => self.on_launch_timeout(id, generation),
             Timer::CrashRestart { id, generation } => self.crash_restart(id, generation),
+            Timer::RemoteLaunch(id) => self.on_remote_launch_timeout(id),
             Timer::RollingTimeout(step) => self.on_rolling_timeout(step),
             Timer::RollingNext(step) => {
                 if self.rolling.as_ref().is_some_and(|r| r.step == step) {
@@ -284,9 +325,7 @@ impl Core {
         self.connection += 1;
         // The launch waits for the subscription: a `launch_next` said
         // before it exists would be lost and stall the launch.
-        if self.launcher.begin() {
-            self.start_next();
-        }
+        self.maybe_begin();
     }
 
     /// Set once a shutdown or restartproc has stopped every cluster.
@@ -296,9 +335,22 @@ impl Core {
     }
 
     pub fn snapshot(&self) -> Snapshot {
+        let host = self.fleet.as_ref().map(|f| f.me.name.clone());
+        let mut clusters: Vec<_> = self
+            .clusters
+            .iter()
+            .map(|c| ClusterView {
+                host: host.clone(),
+                ..c.view()
+            })
+            .collect();
+        if self.fleet.is_some() {
+            clusters.extend(self.remote_views());
+            clusters.sort_by_key(|c| c.id);
+        }
         Snapshot {
             shard_count: self.shard_count,
-            clusters: self.clusters.iter().map(Cluster::view).collect(),
+            clusters,
             fully_up: self.launcher.fully_up(),
             transport_connected: self.transport_connected,
             transport_retry_at: self.transport_retry_at,
@@ -309,6 +361,7 @@ impl Core {
             resharding: self.resharding,
             // The runner adds the identify queue's, which runs beside the core.
             identify: None,
+            fleet: self.fleet_summary(),
         }
     }
 

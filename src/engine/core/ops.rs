@@ -17,12 +17,16 @@ impl Core {
             Action::ActionLogs(data) => return self.emit(Command::ClusterLog(data)),
             Action::Diag(answer) => return self.on_diag(now, answer),
             Action::Echo(nonce) => return self.on_echo(now, &nonce),
+            Action::FleetOp(op) => return self.on_fleet_op(now, op),
+            // In a fleet, only the leader answers for the whole fleet.
+            Action::Statuses | Action::NumProcesses if !self.leads() => return,
             Action::Statuses => {
                 let output = self.statuses();
                 return self.publish(protocol::reply(command_id.as_deref(), &output));
             }
             Action::NumProcesses => {
-                let output = json!({"clusters": self.clusters.len(), "shards": self.shard_count});
+                let clusters = self.snapshot_len();
+                let output = json!({"clusters": clusters, "shards": self.shard_count});
                 return self.publish(protocol::reply(command_id.as_deref(), &output));
             }
             Action::Start(id) => Operation::Start(id),
@@ -35,31 +39,96 @@ impl Core {
         };
         let answer = match op {
             // Acked before acting, so the asker hears back even though the
-            // manager exits.
+            // manager exits. In a fleet every host acts; the leader acks.
             Operation::Shutdown | Operation::RestartProcess => {
-                self.publish(protocol::reply(command_id.as_deref(), &json!("ok")));
+                if self.leads() {
+                    self.publish(protocol::reply(command_id.as_deref(), &json!("ok")));
+                }
                 Answer::Acked
             }
             _ => Answer::Reply(command_id),
         };
-        self.operate(now, op, Asker { via, answer });
+        let asker = Asker {
+            via,
+            answer,
+            host: None,
+        };
+        if let Some(id) = op.cluster() {
+            if self.is_remote(id) {
+                // Its owner acts and answers; if no host runs it, the leader
+                // says so.
+                if let Some(refused) = self.remote_refusal(id) {
+                    self.finish_op(op, asker, Err(refused));
+                }
+                return;
+            }
+            if self.index(id).is_err() && !self.leads() {
+                return;
+            }
+        }
+        if matches!(op, Operation::RollingRestart | Operation::Reshard) && !self.leads() {
+            return;
+        }
+        self.operate(now, op, asker);
     }
 
-    /// `statuses`: keyed by cluster id as a string, in the original's shape.
+    /// An operation another host of the fleet handed here.
+    fn on_fleet_op(&mut self, now: Now, fleet_op: protocol::FleetOp) {
+        let op = match (fleet_op.op.as_str(), fleet_op.id) {
+            ("start", Some(id)) => Operation::Start(id),
+            ("stop", Some(id)) => Operation::Stop(id),
+            ("restart", Some(id)) => Operation::Restart(id),
+            ("rollingrestart", None) => Operation::RollingRestart,
+            _ => {
+                tracing::warn!(op = %fleet_op.op, id = ?fleet_op.id, "ignored a fleet operation mewld does not know");
+                return;
+            }
+        };
+        let ours = match op.cluster() {
+            Some(id) => self.index(id).is_ok(),
+            None => self.leads(),
+        };
+        if !ours || self.fleet.is_none() {
+            return;
+        }
+        if let (true, Some(id)) = (fleet_op.rolling, op.cluster()) {
+            // A step of the leader's rolling restart: restart it if it is up.
+            if let Ok(idx) = self.index(id) {
+                if self.clusters[idx].is_up() && self.exiting.is_none() {
+                    self.stop(idx, Some(RestartCause::RollingRestart));
+                }
+            }
+            return;
+        }
+        let asker = Asker {
+            via: Via::Fleet(crate::engine::FleetVia::parse(&fleet_op.via)),
+            answer: Answer::Acked,
+            host: Some(fleet_op.host),
+        };
+        self.operate(now, op, asker);
+    }
+
+    /// How many clusters the fleet (or this manager alone) runs.
+    fn snapshot_len(&self) -> usize {
+        self.clusters.len() + self.remote_views().len()
+    }
+
+    /// `statuses`: keyed by cluster id as a string, in the original's
+    /// shape; in a fleet, every host's clusters.
     fn statuses(&self) -> Value {
-        let map: Map<String, Value> = self
-            .clusters
-            .iter()
+        let local = self.clusters.iter().map(|c| c.view());
+        let map: Map<String, Value> = local
+            .chain(self.remote_views())
             .map(|c| {
                 let started_at = c.started_at.map(actlog::unix_secs).unwrap_or(0);
                 (
-                    c.spec.id.to_string(),
+                    c.id.to_string(),
                     json!({
-                        "active": c.is_alive(),
+                        "active": c.pid.is_some(),
                         "status": c.state.as_str(),
-                        "name": c.spec.name,
+                        "name": c.name,
                         "started_at": started_at,
-                        "shard_list": c.spec.shards,
+                        "shard_list": c.shards,
                     }),
                 )
             })
@@ -85,9 +154,14 @@ impl Core {
             Via::Unix(peer) | Via::Attach(peer) => Some(peer),
             _ => None,
         };
+        let host = asker
+            .host
+            .clone()
+            .or_else(|| self.fleet.as_ref().map(|f| f.me.name.clone()));
         self.log(LogEvent::OperatorAction {
             action: op.name(),
             via: asker.via.as_str(),
+            host,
             id: op.cluster(),
             peer_pid: peer.and_then(|p| p.pid),
             peer_uid: peer.map(|p| p.uid),
@@ -113,6 +187,15 @@ impl Core {
 
     /// Carries out `op`. `None`: answered later (a start waits for its spawn).
     fn apply(&mut self, now: Now, op: Operation, asker: &Asker) -> Option<Result<(), Refused>> {
+        // A face asked here for another host's cluster, or for the
+        // leader's rolling restart: hand it over.
+        let elsewhere = match op.cluster() {
+            Some(id) => self.is_remote(id),
+            None => op == Operation::RollingRestart && self.fleet.is_some() && !self.leads(),
+        };
+        if elsewhere {
+            return Some(self.forward(op, asker));
+        }
         let result = match op {
             Operation::Start(id) => return self.start(id, asker),
             Operation::Stop(id) => self.stop_op(id),
@@ -134,12 +217,15 @@ impl Core {
                 Ok(())
             }),
             Operation::RollingRestart => self.may_restart_all().map(|()| {
-                let order: Vec<_> = self
+                // The whole fleet in id order: the leader walks it.
+                let mut order: Vec<_> = self
                     .clusters
                     .iter()
                     .filter(|c| c.is_up())
                     .map(|c| c.spec.id)
+                    .chain(self.remote_up())
                     .collect();
+                order.sort_unstable();
                 self.log(LogEvent::RollingRestart {
                     clusters: order.clone(),
                 });
@@ -190,7 +276,8 @@ impl Core {
                 c.next_restart_at = None;
                 Ok(())
             }
-            ClusterState::Stopped | ClusterState::Failed => {
+            // (Lost is only ever another host's.)
+            ClusterState::Stopped | ClusterState::Failed | ClusterState::Lost => {
                 Err(Refused::NotRunning(self.label(idx)))
             }
         }

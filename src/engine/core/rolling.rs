@@ -28,10 +28,7 @@ impl Core {
                 self.rolling = None;
                 self.log(done);
                 self.resharding = false;
-                if self
-                    .launcher
-                    .any_left(self.clusters.iter().map(|c| c.state))
-                {
+                if self.launcher.any_left(self.turns()) {
                     // A reshard added clusters: launch them; the launch
                     // announces the bot up when the last one is.
                     self.start_next();
@@ -42,6 +39,18 @@ impl Core {
                 return;
             };
             let step = rolling.step;
+            if self.is_remote(id) {
+                // Another host's: its owner restarts it; wait for its
+                // launch_next as for one of ours.
+                if self.rolling_restart_remote(id) {
+                    self.set_timer(
+                        Timer::RollingTimeout(step),
+                        self.config.rolling_restart_timeout,
+                    );
+                    return;
+                }
+                continue;
+            }
             let Ok(idx) = self.index(id) else { continue };
             if !self.clusters[idx].is_up() {
                 // Stopped (or being stopped) or failed since the restart
@@ -85,6 +94,9 @@ impl Core {
     pub(super) fn reshard(&mut self) -> Result<(), Refused> {
         if !self.config.feature_enabled("reshard") {
             return Err(Refused::ReshardDisabled);
+        }
+        if self.fleet.is_some() {
+            return Err(Refused::NotInFleet("resharding".into()));
         }
         self.may_restart_all()?;
         self.resharding = true;
@@ -139,10 +151,7 @@ impl Core {
             }
         }
         self.shard_count = new_count;
-        if self
-            .launcher
-            .any_left(self.clusters.iter().map(|c| c.state))
-        {
+        if self.launcher.any_left(self.turns()) {
             // all_clusters_launched is announced again once the new ones are up.
             self.launcher.set_fully_up(false);
         }

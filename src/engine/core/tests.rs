@@ -54,7 +54,7 @@ impl Sim {
             reset_after: 3_600_000,
             max_concurrency: 4,
         };
-        let core = Core::new(Arc::new(config), shards, map, Some(&limit), now);
+        let core = Core::new(Arc::new(config), shards, map, Some(&limit), None, now);
         let mut sim = Sim {
             core,
             now,
@@ -309,6 +309,7 @@ fn is_refusal(e: &LogEvent) -> bool {
     matches!(
         e,
         LogEvent::OperatorAction {
+            host: None,
             refused: Some(_),
             ..
         }
@@ -538,6 +539,7 @@ fn over_the_channel_a_refusal_is_acked_ok_but_a_failed_start_says_so() {
         matches!(
             refusal,
             Some(LogEvent::OperatorAction {
+                host: None,
                 action: "start",
                 via: "redis",
                 id: Some(1),
@@ -574,6 +576,7 @@ fn operations_over_the_socket_name_the_peer() {
         via: Via::Unix(peer),
     });
     assert!(sim.logged().contains(&&LogEvent::OperatorAction {
+        host: None,
         action: "stop",
         via: "unix",
         id: Some(0),

@@ -22,7 +22,7 @@ fn state_color(state: ClusterState) -> Color {
         ClusterState::Starting | ClusterState::Pending => Color::Yellow,
         ClusterState::Stopping | ClusterState::Stopped => Color::Gray,
         ClusterState::Crashed => Color::LightRed,
-        ClusterState::Failed => Color::Red,
+        ClusterState::Failed | ClusterState::Lost => Color::Red,
     }
 }
 

@@ -1,0 +1,56 @@
+//! What each host of a fleet keeps in Redis about itself, renewed every
+//! heartbeat under a TTL, and what the engine learns from the others'.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster_map::ClusterId;
+use crate::engine::state::ClusterView;
+
+/// One host's record (`<channel>/fleet/host/<id>`), JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostRecord {
+    /// `<name>:<pid>`, unique while the host runs.
+    pub id: String,
+    /// `--host-name`, else the machine's host name.
+    pub name: String,
+    pub pid: u32,
+    pub version: String,
+    /// The ids it runs.
+    pub owned: BTreeSet<ClusterId>,
+    /// The map it was built with, which every host must share.
+    pub shard_count: u32,
+    pub cluster_count: u32,
+    /// Unix seconds.
+    pub started_at: u64,
+    /// Its own clusters as it sees them.
+    pub clusters: Vec<ClusterView>,
+}
+
+/// What the fleet task tells the engine after each heartbeat.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FleetView {
+    /// The other hosts whose records are alive, by id.
+    pub hosts: Vec<HostRecord>,
+    /// The leader's host id and fencing token, as Redis holds it.
+    pub leader: Option<Leader>,
+    /// This host leads until then (its lease, less a safety margin).
+    pub lease_until: Option<Instant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leader {
+    pub host: String,
+    /// Incremented at every election: a newer leader has a larger one.
+    pub epoch: u64,
+}
+
+/// This host's place in the fleet, known before the engine starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub id: String,
+    pub name: String,
+    pub owned: BTreeSet<ClusterId>,
+}
