@@ -8,6 +8,7 @@
 //!   otherwise `FAKEBOT_REDIS`: the Redis URL (real bots have their own config).
 //! - `FAKEBOT_RECORD`: a directory; each start writes `<cluster_id>-<pid>.json`
 //!   with its arguments, working directory and environment of interest.
+//!   Each `launch_next` is recorded too, as `<cluster_id>-<pid>.launched`.
 //! - `FAKEBOT_LAUNCH_DELAY_MS`: time before `launch_next` (default 100).
 //! - `MEWLD_IDENTIFY_URL` (set by the manager with `identify_queue`): each
 //!   shard asks the queue for its turn, all at once, and takes
@@ -151,6 +152,7 @@ impl Bot {
                     identified?;
                     launched = true;
                     let say = json!({"scope": "launcher", "action": "launch_next", "args": {"id": id}});
+                    record_launch(id)?;
                     self.link.send(say).await;
                     println!("fake bot: cluster {id} launched");
                 }
@@ -353,10 +355,8 @@ async fn identify_all(url: &str, args: &BotArgs) -> Result<()> {
         async move {
             let grant = wait_turn(&client, url, shard).await?;
             if let Some(dir) = record {
-                let at = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_micros());
-                let entry = json!({"shard": shard, "bucket": grant["bucket"], "at_us": at});
+                let entry =
+                    json!({"shard": shard, "bucket": grant["bucket"], "at_us": unix_micros()});
                 let n = rand::random::<u32>();
                 let path = dir.join(format!("{shard}-{}-{n}.grant", std::process::id()));
                 std::fs::write(&path, entry.to_string())
@@ -421,9 +421,28 @@ fn diag_answer(args: &BotArgs, nonce: &str) -> String {
     .to_string()
 }
 
+fn unix_micros() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros())
+}
+
+/// With `FAKEBOT_RECORD`: `<cluster_id>-<pid>.launched`, written just
+/// before `launch_next` is said (cluster_id, pid, unix µs).
+fn record_launch(id: u32) -> Result<()> {
+    let Ok(dir) = std::env::var("FAKEBOT_RECORD") else {
+        return Ok(());
+    };
+    let pid = std::process::id();
+    let path = PathBuf::from(dir).join(format!("{id}-{pid}.launched"));
+    let entry = json!({"cluster_id": id, "pid": pid, "at_us": unix_micros()});
+    std::fs::write(&path, entry.to_string()).wrap_err_with(|| format!("writing {}", path.display()))
+}
+
 fn record(dir: &std::path::Path, raw: &[String], args: &BotArgs) -> Result<()> {
     let var = |k: &str| std::env::var(k).ok();
     let entry = json!({
+        "started_us": unix_micros(),
         "argv": raw,
         "cwd": std::env::current_dir()?.display().to_string(),
         "pid": std::process::id(),

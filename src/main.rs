@@ -85,11 +85,21 @@ struct Cli {
 struct FleetArgs {
     /// This host's index in the fleet (0-based): it runs the index-th of
     /// `--host-count` contiguous slices of the clusters, in id order.
-    #[arg(long, env = "MEWLD_HOST_INDEX", requires = "host_count", value_name = "I")]
+    #[arg(
+        long,
+        env = "MEWLD_HOST_INDEX",
+        requires = "host_count",
+        value_name = "I"
+    )]
     host_index: Option<u32>,
 
     /// How many hosts share the clusters (with `--host-index`).
-    #[arg(long, env = "MEWLD_HOST_COUNT", requires = "host_index", value_name = "N")]
+    #[arg(
+        long,
+        env = "MEWLD_HOST_COUNT",
+        requires = "host_index",
+        value_name = "N"
+    )]
     host_count: Option<u32>,
 
     /// The clusters this host runs, as ids and ranges: `0-9,20-29`.
@@ -292,7 +302,12 @@ fn membership(
     }
     let owned = slice
         .resolve(setup.clusters.len() as u32)
-        .wrap_err_with(|| format!("{}: cannot take this host's slice", setup.config.path.display()))?;
+        .wrap_err_with(|| {
+            format!(
+                "{}: cannot take this host's slice",
+                setup.config.path.display()
+            )
+        })?;
     let name = fleet::host_name(name);
     Ok(Some(Membership {
         id: format!("{name}:{}", std::process::id()),
@@ -312,7 +327,14 @@ async fn join_fleet(engine: &mut Engine, handle: &EngineHandle) -> Result<Option
         return Ok(None);
     };
     let (shards, clusters) = engine.map_size();
-    let fleet = fleet::join(url, &config.channel, me, shards, clusters, handle.snapshot())
+    let fleet = fleet::join(
+        url,
+        &config.channel,
+        me,
+        shards,
+        clusters,
+        handle.snapshot(),
+    )
     .await
     .map_err(|e| eyre!("cannot join the fleet: {e}"))?;
     engine.follow_fleet(fleet.view.clone());

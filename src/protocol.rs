@@ -33,6 +33,9 @@ pub enum Action {
     Echo(String),
     /// An operation one host of a fleet hands to another (see [`fleet_op`]).
     FleetOp(FleetOp),
+    /// A reply to `command_id` went out (from this manager or another host
+    /// of its fleet): the question is answered.
+    Answered,
 }
 
 /// An operation asked on one host of a fleet, for the host that carries
@@ -142,8 +145,10 @@ pub fn parse(payload: &[u8]) -> Result<Option<Request>, ParseError> {
     let Value::Object(obj) = value else {
         return Err(ParseError::NotObject);
     };
-    if get_ci(&obj, "scope").and_then(Value::as_str) != Some("launcher") {
-        return Ok(None);
+    match get_ci(&obj, "scope").and_then(Value::as_str) {
+        Some("launcher") => {}
+        Some("bot") => return Ok(answered(&obj)),
+        _ => return Ok(None),
     }
     let action = match get_ci(&obj, "action") {
         Some(Value::String(a)) => a.as_str(),
@@ -187,12 +192,12 @@ pub fn parse(payload: &[u8]) -> Result<Option<Request>, ParseError> {
             Some(Value::String(nonce)) => Action::Echo(nonce.clone()),
             _ => return Ok(None),
         },
-        FLEET_OP_ACTION => Action::FleetOp(fleet_op_of(&obj).map_err(|problem| {
-            ParseError::BadArgs {
+        FLEET_OP_ACTION => {
+            Action::FleetOp(fleet_op_of(&obj).map_err(|problem| ParseError::BadArgs {
                 action: FLEET_OP_ACTION,
                 problem,
-            }
-        })?),
+            })?)
+        }
         _ => return Err(ParseError::UnknownAction(truncate(action, 64))),
     };
     Ok(Some(Request { action, command_id }))
@@ -223,6 +228,19 @@ fn cluster_id(args: Option<&Value>) -> Result<ClusterId, String> {
                 truncate(&id.to_string(), 64)
             )
         })
+}
+
+/// A reply ([`reply`]'s shape: scope `bot`, an empty action) as the
+/// answer to its `command_id`.
+fn answered(obj: &Map<String, Value>) -> Option<Request> {
+    let action = get_ci(obj, "action").and_then(Value::as_str);
+    match get_ci(obj, "command_id") {
+        Some(Value::String(id)) if action == Some("") && !id.is_empty() => Some(Request {
+            action: Action::Answered,
+            command_id: Some(id.clone()),
+        }),
+        _ => None,
+    }
 }
 
 fn fleet_op_of(obj: &Map<String, Value>) -> Result<FleetOp, String> {
@@ -424,8 +442,14 @@ mod tests {
 
     #[test]
     fn other_scopes_and_our_own_messages_are_not_for_us() {
+        let r = req(serde_json::from_str(&reply(Some("c9"), &json!("ok"))).expect("json"));
+        assert_eq!(
+            (r.action, r.command_id.as_deref()),
+            (Action::Answered, Some("c9"))
+        );
         for v in [
             json!({"scope": "bot", "action": "x"}),
+            json!({"scope": "bot", "action": "", "command_id": ""}),
             json!({"id": 1, "nonce": "n", "diag": true}),
             json!({"scope": 5}),
         ] {

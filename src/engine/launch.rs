@@ -204,7 +204,10 @@ mod tests {
     #[test]
     fn first_startable_in_id_order() {
         let l = Launcher::default();
-        assert_eq!(l.window([Launched, Startable(1), Startable(2)]).start, Some(1));
+        assert_eq!(
+            l.window([Launched, Startable(1), Startable(2)]).start,
+            Some(1)
+        );
         // An operator may have started or stopped a later one out of turn.
         assert_eq!(
             l.window([Launched, Launched, Launched, Startable(3)]).start,
@@ -258,6 +261,9 @@ mod tests {
             None,
             "three starting"
         );
-        assert_eq!(l.window([Starting, Launched, Starting, Startable(3)]).start, Some(3));
+        assert_eq!(
+            l.window([Starting, Launched, Starting, Startable(3)]).start,
+            Some(3)
+        );
     }
 }

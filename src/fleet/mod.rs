@@ -24,8 +24,12 @@ use crate::engine::state::Snapshot;
 pub use record::{FleetView, HostRecord, Leader, Membership};
 use slice::Ranges;
 
-/// How often a host renews its record and reads the others'.
+/// How often a host renews its record (sooner when its clusters change).
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How often a host reads the others' records and takes part in the
+/// election: what it shows of another host lags by at most this much
+/// behind that host's own record.
+pub const READ_INTERVAL: Duration = Duration::from_millis(250);
 /// A record not renewed for this long is gone: its host is lost.
 pub const HOST_TTL: Duration = Duration::from_secs(5);
 /// The leader's lease in Redis.
@@ -251,8 +255,7 @@ impl Member {
     /// (a manager killed on this machine leaves its record for a TTL).
     async fn claim(&self, conn: &mut MultiplexedConnection) -> Result<(), JoinError> {
         for other in self.read_hosts(conn).await? {
-            if other.shard_count != self.shard_count || other.cluster_count != self.cluster_count
-            {
+            if other.shard_count != self.shard_count || other.cluster_count != self.cluster_count {
                 return Err(JoinError::DifferentMap {
                     host: other.id,
                     their_shards: other.shard_count,
@@ -289,8 +292,8 @@ impl Member {
             tracing::info!(host = %self.me.id, clusters = %Ranges(&self.me.owned), "joined the fleet");
             return Ok(());
         };
-        let other: HostRecord = serde_json::from_str(&conflict)
-            .map_err(|e| JoinError::BadRecord(e.to_string()))?;
+        let other: HostRecord =
+            serde_json::from_str(&conflict).map_err(|e| JoinError::BadRecord(e.to_string()))?;
         let overlap: BTreeSet<ClusterId> =
             other.owned.intersection(&self.me.owned).copied().collect();
         Err(JoinError::Claimed {
@@ -306,7 +309,12 @@ impl Member {
         &self,
         conn: &mut MultiplexedConnection,
     ) -> redis::RedisResult<Vec<HostRecord>> {
-        let ids: Vec<String> = within(redis::cmd("SMEMBERS").arg(&self.keys.hosts).query_async(conn)).await?;
+        let ids: Vec<String> = within(
+            redis::cmd("SMEMBERS")
+                .arg(&self.keys.hosts)
+                .query_async(conn),
+        )
+        .await?;
         let ids: Vec<String> = ids.into_iter().filter(|id| *id != self.me.id).collect();
         if ids.is_empty() {
             return Ok(Vec::new());
@@ -319,7 +327,9 @@ impl Member {
             let Some(text) = text else { continue };
             match serde_json::from_str::<HostRecord>(&text) {
                 Ok(r) => records.push(r),
-                Err(e) => tracing::warn!(host = %id, error = %e, "ignored a host record that cannot be read"),
+                Err(e) => {
+                    tracing::warn!(host = %id, error = %e, "ignored a host record that cannot be read")
+                }
             }
         }
         Ok(records)
@@ -332,7 +342,8 @@ impl Member {
         view: watch::Sender<Option<FleetView>>,
         mut leave: oneshot::Receiver<oneshot::Sender<()>>,
     ) {
-        let mut tick = tokio::time::interval(HEARTBEAT);
+        let mut tick = tokio::time::interval(READ_INTERVAL);
+        let mut written: Option<(Instant, String)> = None;
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -349,7 +360,7 @@ impl Member {
                 conn = connect(&client).await.ok();
             }
             let Some(c) = conn.as_mut() else { continue };
-            match self.heartbeat(c).await {
+            match self.heartbeat(c, &mut written).await {
                 Ok(Some(fresh)) => {
                     view.send_replace(Some(fresh));
                 }
@@ -368,35 +379,53 @@ impl Member {
         }
     }
 
-    /// Renews the record (claiming again if it lapsed), reads the others',
-    /// and takes part in the election. `None`: the claim was refused.
+    /// Renews the record when it changed or a heartbeat is due (claiming
+    /// again if it lapsed), reads the others', and takes part in the
+    /// election. `None`: the claim was refused.
     async fn heartbeat(
         &self,
         conn: &mut MultiplexedConnection,
+        written: &mut Option<(Instant, String)>,
     ) -> redis::RedisResult<Option<FleetView>> {
         let sent_at = Instant::now();
         let record = serde_json::to_string(&self.record()).unwrap_or_default();
-        let renewed: Option<String> = within(
-            redis::cmd("SET")
-                .arg(self.keys.host(&self.me.id))
-                .arg(record)
-                .arg("PX")
-                .arg(HOST_TTL.as_millis() as u64)
-                .arg("XX")
-                .query_async(conn),
-        )
-        .await?;
-        if renewed.is_none() {
-            // Our record lapsed (Redis was away, or this host was paused).
-            match self.claim(conn).await {
-                Ok(()) => {}
-                Err(JoinError::Redis(e)) => return Err(e),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot join the fleet again");
-                    return Ok(None);
+        let due = written
+            .as_ref()
+            .is_none_or(|(at, last)| *last != record || sent_at.duration_since(*at) >= HEARTBEAT);
+        if due {
+            let renewed: Option<String> = within(
+                redis::cmd("SET")
+                    .arg(self.keys.host(&self.me.id))
+                    .arg(&record)
+                    .arg("PX")
+                    .arg(HOST_TTL.as_millis() as u64)
+                    .arg("XX")
+                    .query_async(conn),
+            )
+            .await?;
+            *written = Some((sent_at, record));
+            // None: our record lapsed (Redis was away, or this host was
+            // paused); claim the clusters again.
+            if renewed.is_none() {
+                match self.claim(conn).await {
+                    Ok(()) => {}
+                    Err(JoinError::Redis(e)) => return Err(e),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot join the fleet again");
+                        return Ok(None);
+                    }
                 }
             }
         }
+        self.read_and_elect(conn, sent_at).await.map(Some)
+    }
+
+    /// Reads the other hosts' records and renews or takes the lease.
+    async fn read_and_elect(
+        &self,
+        conn: &mut MultiplexedConnection,
+        sent_at: Instant,
+    ) -> redis::RedisResult<FleetView> {
         let hosts = self.read_hosts(conn).await?;
         let holder: String = within(
             redis::Script::new(ELECT)
@@ -412,11 +441,11 @@ impl Member {
             .as_ref()
             .filter(|l| l.host == self.me.id)
             .map(|_| sent_at + LEASE - LEASE_MARGIN);
-        Ok(Some(FleetView {
+        Ok(FleetView {
             hosts,
             leader,
             lease_until,
-        }))
+        })
     }
 
     async fn resign(&self, conn: &mut MultiplexedConnection) {
@@ -439,7 +468,9 @@ impl Member {
         .await;
         match result {
             Ok(()) => tracing::info!(host = %self.me.id, "left the fleet"),
-            Err(e) => tracing::warn!(error = %e, "could not leave the fleet cleanly; the record lapses in {HOST_TTL:?}"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not leave the fleet cleanly; the record lapses in {HOST_TTL:?}")
+            }
         }
     }
 }
@@ -478,7 +509,13 @@ pub fn host_name(given: Option<&str>) -> String {
             .unwrap_or_else(|| "host".into()),
     };
     name.chars()
-        .map(|c| if c.is_whitespace() || c.is_control() { '_' } else { c })
+        .map(|c| {
+            if c.is_whitespace() || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect()
 }
 

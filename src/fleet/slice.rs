@@ -24,7 +24,11 @@ pub enum SliceError {
     #[error("--clusters {spec:?}: {problem}")]
     BadList { spec: String, problem: String },
     #[error("host {index} of {count} gets no cluster: the map has only {clusters}")]
-    Empty { index: u32, count: u32, clusters: u32 },
+    Empty {
+        index: u32,
+        count: u32,
+        clusters: u32,
+    },
     #[error("--clusters names {0}, beyond the cluster map (clusters 0-{1})")]
     Beyond(String, u32),
 }

@@ -371,14 +371,25 @@ impl BotDir {
     /// Every identify grant the fake bots recorded (`shard`, `bucket`,
     /// `at_us`), oldest first.
     pub fn grants(&self) -> Vec<Value> {
+        self.read_all("grant")
+    }
+
+    /// The records with this extension, by their `at_us`.
+    fn read_all(&self, extension: &str) -> Vec<Value> {
         let mut out: Vec<Value> = std::fs::read_dir(self.records_dir())
             .expect("read records")
             .filter_map(|e| e.ok())
-            .filter(|e| e.path().extension().is_some_and(|x| x == "grant"))
+            .filter(|e| e.path().extension().is_some_and(|x| x == extension))
             .filter_map(|e| serde_json::from_str(&std::fs::read_to_string(e.path()).ok()?).ok())
             .collect();
         out.sort_by_key(|g| g["at_us"].as_u64());
         out
+    }
+
+    /// Every `launch_next` the fake bots said (`cluster_id`, `pid`,
+    /// `at_us`), oldest first.
+    pub fn launches(&self) -> Vec<Value> {
+        self.read_all("launched")
     }
 
     /// The argv the script recorded for the fake bot with process id `pid`

@@ -4,7 +4,7 @@
 //! The facts come from the fleet task (`src/fleet`) as [`FleetView`]s.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{Asker, Core, Timer};
 use crate::cluster_map::{ClusterId, ClusterSpec};
@@ -18,6 +18,26 @@ use crate::protocol::{self, FleetOp};
 
 /// Most host events held for a leader that is not elected yet.
 const PENDING_EVENTS: usize = 32;
+/// Most questions a host that does not lead holds for a missing leader.
+const HELD_QUESTIONS: usize = 256;
+/// How long a held question is worth answering: a leader is elected
+/// within a lease of the last one's death.
+const QUESTION_TTL: Duration = Duration::from_secs(10);
+
+/// A question only the leader answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Question {
+    Statuses,
+    NumProcesses,
+}
+
+/// A question this host heard while another led, kept until its answer
+/// goes by: if the leader died before answering, the next one does.
+struct Held {
+    question: Question,
+    command_id: String,
+    at: Instant,
+}
 
 /// This host's knowledge of the fleet.
 pub(crate) struct Fleet {
@@ -35,6 +55,8 @@ pub(crate) struct Fleet {
     /// Host events seen while no leader could log them: the leader's own
     /// loss, logged by whoever leads next.
     pending: VecDeque<LogEvent>,
+    /// Questions not answered yet, oldest first.
+    held: VecDeque<Held>,
 }
 
 /// Another host's cluster, as that host last said.
@@ -82,6 +104,7 @@ impl Fleet {
             led: false,
             seen: false,
             pending: VecDeque::new(),
+            held: VecDeque::new(),
         };
         (fleet, mine)
     }
@@ -125,7 +148,58 @@ impl Core {
     }
 
     pub(super) fn is_remote(&self, id: ClusterId) -> bool {
-        self.fleet.as_ref().is_some_and(|f| f.remote.contains_key(&id))
+        self.fleet
+            .as_ref()
+            .is_some_and(|f| f.remote.contains_key(&id))
+    }
+
+    /// `statuses` or `num_processes` was asked: answered here if this host
+    /// leads, else held until its answer is seen.
+    pub(super) fn ask(&mut self, question: Question, command_id: Option<String>) {
+        if self.leads() {
+            return self.answer(question, command_id.as_deref());
+        }
+        let (Some(fleet), Some(command_id)) = (self.fleet.as_mut(), command_id) else {
+            return;
+        };
+        let now = self.clock;
+        while fleet
+            .held
+            .front()
+            .is_some_and(|h| now.duration_since(h.at) > QUESTION_TTL)
+        {
+            fleet.held.pop_front();
+        }
+        if fleet.held.len() == HELD_QUESTIONS {
+            tracing::warn!("too many unanswered questions held for the leader; dropped the oldest");
+            fleet.held.pop_front();
+        }
+        fleet.held.push_back(Held {
+            question,
+            command_id,
+            at: now,
+        });
+    }
+
+    /// A reply went out: its question needs no other answer.
+    pub(super) fn on_answered(&mut self, command_id: Option<String>) {
+        if let (Some(fleet), Some(id)) = (self.fleet.as_mut(), command_id) {
+            fleet.held.retain(|h| h.command_id != id);
+        }
+    }
+
+    /// Just elected: answer what the last leader left unanswered.
+    fn answer_held(&mut self) {
+        let Some(fleet) = self.fleet.as_mut() else {
+            return;
+        };
+        let now = self.clock;
+        let held: Vec<Held> = fleet.held.drain(..).collect();
+        for h in held {
+            if now.duration_since(h.at) <= QUESTION_TTL {
+                self.answer(h.question, Some(&h.command_id));
+            }
+        }
     }
 
     /// The fleet task's news after a heartbeat.
@@ -139,13 +213,17 @@ impl Core {
         fleet.leader = view.leader;
         fleet.lease_until = view.lease_until;
         let leading = fleet.leads(self.clock);
-        if leading && !fleet.led {
+        let elected = leading && !fleet.led;
+        if elected {
             let epoch = fleet.leader.as_ref().map_or(0, |l| l.epoch);
             let host = fleet.me.name.clone();
             self.log(LogEvent::LeaderElected { host, epoch });
         }
         self.host_events(&before, old_leader.as_deref(), leading);
         self.mirror();
+        if elected {
+            self.answer_held();
+        }
         let fleet = self.fleet.as_mut().expect("checked above");
         fleet.led = leading;
         let first = !std::mem::replace(&mut fleet.seen, true);
@@ -271,7 +349,10 @@ impl Core {
         let Some(fleet) = &self.fleet else {
             return local.map(|(_, t)| t).collect();
         };
-        let remote = fleet.remote.iter().map(|(&id, r)| (id, self.remote_turn(id, r)));
+        let remote = fleet
+            .remote
+            .iter()
+            .map(|(&id, r)| (id, self.remote_turn(id, r)));
         let mut all: Vec<(ClusterId, Turn)> = local.chain(remote).collect();
         all.sort_unstable_by_key(|(id, _)| *id);
         all.into_iter().map(|(_, t)| t).collect()
@@ -303,7 +384,10 @@ impl Core {
         }
         if self.launcher.release_remote(id) {
             self.emit(super::Command::CancelTimer(Timer::RemoteLaunch(id)));
-            self.set_timer(Timer::StartNext, self.launcher.gap(self.config.cluster_start_next_delay));
+            self.set_timer(
+                Timer::StartNext,
+                self.launcher.gap(self.config.cluster_start_next_delay),
+            );
         } else if self.launcher.fully_up() {
             // As for a cluster of this host coming back: the bot is whole again.
             self.announce_all_launched();
@@ -329,7 +413,10 @@ impl Core {
             self.emit(super::Command::CancelTimer(Timer::RemoteLaunch(*id)));
         }
         if !done.is_empty() {
-            self.set_timer(Timer::StartNext, self.launcher.gap(self.config.cluster_start_next_delay));
+            self.set_timer(
+                Timer::StartNext,
+                self.launcher.gap(self.config.cluster_start_next_delay),
+            );
         }
     }
 
@@ -362,7 +449,10 @@ impl Core {
             }
             self.launcher.skip(other);
         }
-        self.set_timer(Timer::StartNext, self.launcher.gap(self.config.cluster_start_next_delay));
+        self.set_timer(
+            Timer::StartNext,
+            self.launcher.gap(self.config.cluster_start_next_delay),
+        );
     }
 
     /// An operation a face asked here on another host's cluster (or, for a

@@ -3,6 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::fleet::Question;
 use super::{Answer, Asker, Command, Core, Now, Purpose};
 use crate::engine::actlog::{self, LogEvent};
 use crate::engine::state::{ClusterState, RestartCause};
@@ -18,17 +19,11 @@ impl Core {
             Action::Diag(answer) => return self.on_diag(now, answer),
             Action::Echo(nonce) => return self.on_echo(now, &nonce),
             Action::FleetOp(op) => return self.on_fleet_op(now, op),
-            // In a fleet, only the leader answers for the whole fleet.
-            Action::Statuses | Action::NumProcesses if !self.leads() => return,
-            Action::Statuses => {
-                let output = self.statuses();
-                return self.publish(protocol::reply(command_id.as_deref(), &output));
-            }
-            Action::NumProcesses => {
-                let clusters = self.snapshot_len();
-                let output = json!({"clusters": clusters, "shards": self.shard_count});
-                return self.publish(protocol::reply(command_id.as_deref(), &output));
-            }
+            Action::Answered => return self.on_answered(command_id),
+            // In a fleet, only the leader answers for the whole fleet; the
+            // others hold the question in case the leader is gone.
+            Action::Statuses => return self.ask(Question::Statuses, command_id),
+            Action::NumProcesses => return self.ask(Question::NumProcesses, command_id),
             Action::Start(id) => Operation::Start(id),
             Action::Stop(id) => Operation::Stop(id),
             Action::Restart(id) => Operation::Restart(id),
@@ -108,9 +103,16 @@ impl Core {
         self.operate(now, op, asker);
     }
 
-    /// How many clusters the fleet (or this manager alone) runs.
-    fn snapshot_len(&self) -> usize {
-        self.clusters.len() + self.remote_views().len()
+    /// Publishes the answer to `question`.
+    pub(super) fn answer(&mut self, question: Question, command_id: Option<&str>) {
+        let output = match question {
+            Question::Statuses => self.statuses(),
+            Question::NumProcesses => {
+                let (shards, clusters) = self.map_size();
+                json!({"clusters": clusters, "shards": shards})
+            }
+        };
+        self.publish(protocol::reply(command_id, &output));
     }
 
     /// `statuses`: keyed by cluster id as a string, in the original's

@@ -1,0 +1,303 @@
+//! Several `mewld --daemon` managers on one real redis-server, each running
+//! a slice of the clusters with real fake-bot processes, acting as one.
+
+mod common;
+
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// `mewld --daemon` as host `name`, with the slice arguments `slice`.
+fn host(f: &Fixture, config: &str, name: &str, slice: &[&str]) -> Manager {
+    let mut args = vec!["--daemon", "--host-name", name];
+    args.extend_from_slice(slice);
+    Manager::start_with(config, &args, Some(&f.redis), &f.bot, &[])
+}
+
+/// Host `index` of `count`.
+fn nth(f: &Fixture, config: &str, name: &str, index: u32, count: u32) -> Manager {
+    let (i, n) = (index.to_string(), count.to_string());
+    host(f, config, name, &["--host-index", &i, "--host-count", &n])
+}
+
+/// Every reply to `command_id` seen so far.
+fn replies(f: &Fixture, command_id: &str) -> Vec<Value> {
+    f.listener
+        .all()
+        .into_iter()
+        .filter(|m| m["scope"] == "bot" && m["command_id"] == command_id)
+        .collect()
+}
+
+/// Asks `action` and waits for its reply, then long enough for a second
+/// host's reply to arrive too: returns every reply.
+fn ask_all(f: &Fixture, action: &str, args: Value) -> Vec<Value> {
+    let command_id = format!("{action}-{}", std::process::id() ^ rand_id());
+    f.redis.publish(
+        &f.ch,
+        &json!({"scope": "launcher", "action": action, "args": args, "command_id": command_id}),
+    );
+    f.listener.reply(&command_id);
+    // Every host hears a request within a heartbeat; a second answer would be here by now.
+    thread::sleep(Duration::from_secs(2));
+    replies(f, &command_id)
+}
+
+fn rand_id() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+}
+
+/// The `statuses` answer once `check` holds for it.
+fn statuses_when(f: &Fixture, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    wait_for(what, DEADLINE, || {
+        let reply = ask(&f.redis, &f.listener, &f.ch, "statuses", json!({}));
+        let output = reply["output"].clone();
+        if check(&output) {
+            Some(output)
+        } else {
+            thread::sleep(Duration::from_millis(500));
+            None
+        }
+    })
+}
+
+fn status_of(statuses: &Value, id: u32) -> &str {
+    statuses[id.to_string()]["status"].as_str().unwrap_or("?")
+}
+
+/// The parent of process `pid`, from /proc.
+fn parent_of(pid: u64) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    after_name.split(' ').nth(1)?.parse().ok()
+}
+
+/// The fake bot processes of cluster `id` recorded so far, oldest first.
+fn pids_of(f: &Fixture, id: u64) -> Vec<u64> {
+    f.bot
+        .records()
+        .iter()
+        .filter(|r| r["cluster_id"] == id)
+        .filter_map(|r| r["pid"].as_u64())
+        .collect()
+}
+
+fn all_launched_count(f: &Fixture) -> usize {
+    f.listener
+        .all()
+        .iter()
+        .filter(|m| m["action"] == "all_clusters_launched")
+        .count()
+}
+
+#[test]
+fn two_hosts_launch_in_one_order_and_answer_once() {
+    let f = Fixture::new("fleet-order", vec![Answer::gateway(8, 900, 0)]);
+    let config = f.config("");
+    // Host b first: its clusters (2, 3) must still wait for a's (0, 1).
+    let mut b = nth(&f, &config, "b", 1, 2);
+    thread::sleep(Duration::from_millis(1500));
+    assert!(
+        f.bot.records().is_empty(),
+        "host b started a cluster before cluster 0 and 1 launched"
+    );
+    let a = nth(&f, &config, "a", 0, 2);
+    b.wait_launched(&f.listener);
+
+    // One order over both hosts: each cluster started after the one before
+    // it said launch_next, wherever that one ran.
+    let records = f.bot.records();
+    let launches = f.bot.launches();
+    for id in 1..4u64 {
+        let started = records
+            .iter()
+            .find(|r| r["cluster_id"] == id)
+            .expect("started");
+        let before = launches
+            .iter()
+            .find(|l| l["cluster_id"] == id - 1)
+            .expect("launched");
+        assert!(
+            started["started_us"].as_u64() >= before["at_us"].as_u64(),
+            "cluster {id} started before cluster {} said launch_next",
+            id - 1
+        );
+    }
+    // Each host ran its own slice.
+    for (id, manager) in [(0, &a), (1, &a), (2, &b), (3, &b)] {
+        let pid = pids_of(&f, id)[0];
+        assert_eq!(parent_of(pid), Some(manager.pid()), "cluster {id}'s parent");
+    }
+
+    // One answer to each question, covering the whole fleet (another
+    // host's state reaches the leader within a heartbeat).
+    statuses_when(&f, "every cluster running in statuses", |s| {
+        (0..4).all(|id| status_of(s, id) == "running" && s[id.to_string()]["active"] == true)
+    });
+    let answers = ask_all(&f, "statuses", json!({}));
+    assert_eq!(answers.len(), 1, "statuses answered {answers:?}");
+    let answers = ask_all(&f, "num_processes", json!({}));
+    assert_eq!(answers.len(), 1, "num_processes answered {answers:?}");
+    assert_eq!(answers[0]["output"], json!({"clusters": 4, "shards": 8}));
+    assert_eq!(all_launched_count(&f), 1, "all_clusters_launched once");
+
+    // A stop for host b's cluster is done by host b, and acked once.
+    let victim = pids_of(&f, 3)[0];
+    let answers = ask_all(&f, "stop", json!({"id": 3}));
+    assert_eq!(answers.len(), 1, "stop answered {answers:?}");
+    wait_for("cluster 3 to stop", DEADLINE, || {
+        (!alive(victim as u32)).then_some(())
+    });
+    let log = f.redis.action_log(&f.ch);
+    let stops: Vec<Value> = events(&log, "operator_action")
+        .into_iter()
+        .filter(|e| e["action"] == "stop")
+        .collect();
+    assert_eq!(stops.len(), 1, "{stops:?}");
+    assert_eq!(stops[0]["host"], "b", "done by the host that runs it");
+    statuses_when(&f, "cluster 3 stopped in statuses", |s| {
+        status_of(s, 3) == "stopped" && status_of(s, 2) == "running"
+    });
+}
+
+#[test]
+fn a_killed_host_is_lost_and_comes_back() {
+    let f = Fixture::new("fleet-loss", vec![Answer::gateway(12, 900, 0)]);
+    let config = f.config("");
+    let mut hosts: Vec<Manager> = ["a", "b", "c"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| nth(&f, &config, name, i as u32, 3))
+        .collect();
+    hosts[0].wait_launched(&f.listener);
+    let leader = wait_for("a leader", DEADLINE, || {
+        let log = f.redis.action_log(&f.ch);
+        events(&log, "leader_elected")
+            .last()
+            .and_then(|e| e["host"].as_str().map(String::from))
+    });
+    let names = ["a", "b", "c"];
+    let index = names
+        .iter()
+        .position(|n| *n == leader)
+        .expect("a known host");
+    // The leader's slice of 6 clusters: two of them.
+    let slice = [2 * index as u64, 2 * index as u64 + 1];
+    let victims: Vec<u64> = slice.iter().map(|&id| pids_of(&f, id)[0]).collect();
+
+    hosts[index].signal(nix::sys::signal::Signal::SIGKILL);
+    hosts[index].wait_exit();
+    for &pid in &victims {
+        wait_for(
+            "the killed host's clusters to die with it",
+            DEADLINE,
+            || (!alive(pid as u32)).then_some(()),
+        );
+    }
+    let statuses = statuses_when(&f, "the lost host's clusters in statuses", |s| {
+        slice.iter().all(|&id| status_of(s, id as u32) == "lost")
+    });
+    for id in 0..6u32 {
+        let lost = slice.contains(&u64::from(id));
+        assert_eq!(statuses[id.to_string()]["active"], !lost, "{statuses}");
+    }
+    let log = f.redis.action_log(&f.ch);
+    let lost = events(&log, "host_lost");
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert_eq!(lost[0]["host"], leader.as_str());
+    let elected = events(&log, "leader_elected");
+    assert!(
+        elected.last().is_some_and(|e| e["host"] != leader.as_str()),
+        "the leadership moved: {elected:?}"
+    );
+
+    // The same host, started again, takes its clusters back.
+    hosts[index] = nth(&f, &config, leader.as_str(), index as u32, 3);
+    statuses_when(&f, "the host's clusters running again", |s| {
+        (0..6).all(|id| status_of(s, id) == "running")
+    });
+    let log = f.redis.action_log(&f.ch);
+    assert!(
+        events(&log, "host_joined")
+            .iter()
+            .any(|e| e["host"] == leader.as_str()),
+        "host_joined logged"
+    );
+}
+
+#[test]
+fn a_second_manager_for_the_same_clusters_refuses_to_start() {
+    let f = Fixture::new("fleet-claim", vec![Answer::gateway(8, 900, 0)]);
+    let config = f.config("");
+    let a = nth(&f, &config, "a", 0, 2);
+    wait_for("host a's clusters to launch", DEADLINE, || {
+        (f.bot.launches().len() == 2).then_some(())
+    });
+    let mut intruder = host(&f, &config, "z", &["--clusters", "1-2"]);
+    assert_eq!(intruder.wait_exit(), Some(2));
+    let said = intruder.stderr().join("\n");
+    assert!(
+        said.contains("clusters 1 are already run by host a:"),
+        "the refusal names the overlap and the host: {said}"
+    );
+    drop(a);
+}
+
+#[test]
+fn shutdown_over_redis_stops_every_host() {
+    let f = Fixture::new("fleet-shutdown", vec![Answer::gateway(8, 900, 0)]);
+    let config = f.config("");
+    let mut a = nth(&f, &config, "a", 0, 2);
+    let mut b = nth(&f, &config, "b", 1, 2);
+    a.wait_launched(&f.listener);
+    let pids = f.bot.pids();
+    let answers = ask_all(&f, "shutdown", json!({}));
+    assert_eq!(answers.len(), 1, "shutdown acked once: {answers:?}");
+    assert_eq!(a.wait_exit(), Some(0));
+    assert_eq!(b.wait_exit(), Some(0));
+    assert_all_dead(&pids);
+}
+
+#[test]
+fn a_rolling_restart_walks_the_fleet_in_id_order() {
+    let f = Fixture::new("fleet-rolling", vec![Answer::gateway(8, 900, 0)]);
+    let config = f.config("");
+    let mut a = nth(&f, &config, "a", 0, 2);
+    let _b = nth(&f, &config, "b", 1, 2);
+    a.wait_launched(&f.listener);
+    statuses_when(&f, "every cluster running in statuses", |s| {
+        (0..4).all(|id| status_of(s, id) == "running")
+    });
+    let answers = ask_all(&f, "rollingrestart", json!({}));
+    assert_eq!(answers.len(), 1, "acked once: {answers:?}");
+    wait_for("the rolling restart to finish", DEADLINE, || {
+        let log = f.redis.action_log(&f.ch);
+        (!events(&log, "rolling_restart_done").is_empty()).then_some(())
+    });
+    let second_starts: Vec<(u64, u64)> = (0..4u64)
+        .map(|id| {
+            let starts: Vec<u64> = f
+                .bot
+                .records()
+                .iter()
+                .filter(|r| r["cluster_id"] == id)
+                .filter_map(|r| r["started_us"].as_u64())
+                .collect();
+            assert_eq!(starts.len(), 2, "cluster {id} restarted once");
+            (id, starts[1])
+        })
+        .collect();
+    for pair in second_starts.windows(2) {
+        assert!(
+            pair[0].1 < pair[1].1,
+            "restarted in id order: {second_starts:?}"
+        );
+    }
+    let log = f.redis.action_log(&f.ch);
+    assert_eq!(events(&log, "rolling_restart").len(), 1);
+    assert_eq!(events(&log, "rolling_restart_done").len(), 1);
+}
