@@ -384,10 +384,7 @@ impl Core {
         }
         if self.launcher.release_remote(id) {
             self.emit(super::Command::CancelTimer(Timer::RemoteLaunch(id)));
-            self.set_timer(
-                Timer::StartNext,
-                self.launcher.gap(self.config.cluster_start_next_delay),
-            );
+            self.launch_goes_on();
         } else if self.launcher.fully_up() {
             // As for a cluster of this host coming back: the bot is whole again.
             self.announce_all_launched();
@@ -413,10 +410,7 @@ impl Core {
             self.emit(super::Command::CancelTimer(Timer::RemoteLaunch(*id)));
         }
         if !done.is_empty() {
-            self.set_timer(
-                Timer::StartNext,
-                self.launcher.gap(self.config.cluster_start_next_delay),
-            );
+            self.launch_goes_on();
         }
     }
 

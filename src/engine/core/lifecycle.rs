@@ -58,17 +58,23 @@ impl Core {
                 id,
                 generation,
             }));
-            if self.launcher.any_left(self.turns()) {
-                let gap = self.launcher.gap(self.config.cluster_start_next_delay);
-                self.set_timer(Timer::StartNext, gap);
-            } else {
-                self.start_next();
-            }
+            self.launch_goes_on();
         } else if self.launcher.fully_up() && self.launcher.is_idle() {
             // A cluster came back (after a crash, a restart, a ping failure):
             // the original announced the whole bot up again, and a restarted
             // cluster may wait for that to finish its own start.
             self.announce_all_launched();
+        }
+    }
+
+    /// A cluster the launch waited for launched: the next starts after
+    /// the gap; if none is left, the bot is up now.
+    pub(super) fn launch_goes_on(&mut self) {
+        if self.launcher.any_left(self.turns()) {
+            let gap = self.launcher.gap(self.config.cluster_start_next_delay);
+            self.set_timer(Timer::StartNext, gap);
+        } else {
+            self.start_next();
         }
     }
 

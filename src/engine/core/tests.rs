@@ -39,6 +39,34 @@ const SECS: fn(u64) -> Duration = Duration::from_secs;
 impl Sim {
     /// A bot of `shards` shards, two per cluster, with `extra` config lines.
     fn new(shards: u32, extra: &str) -> Sim {
+        Sim::with_fleet(shards, extra, None)
+    }
+
+    /// Host "b" of a fleet, running the clusters `owned`.
+    fn host(shards: u32, owned: &[ClusterId]) -> Sim {
+        let me = crate::fleet::Membership {
+            id: "b:2".into(),
+            name: "b".into(),
+            owned: owned.iter().copied().collect(),
+        };
+        Sim::with_fleet(shards, "", Some(me))
+    }
+
+    /// The fleet task reports `hosts` (the others) and whether we lead.
+    fn view(&mut self, hosts: Vec<crate::fleet::HostRecord>, lead: bool) {
+        let view = crate::fleet::FleetView {
+            hosts,
+            leader: Some(crate::fleet::Leader {
+                host: if lead { "b:2".into() } else { "a:1".into() },
+                epoch: 3,
+            }),
+            // The fleet task renews it every heartbeat.
+            lease_until: lead.then(|| self.now.at + SECS(3600)),
+        };
+        self.input(Input::Fleet(view));
+    }
+
+    fn with_fleet(shards: u32, extra: &str, fleet: Option<crate::fleet::Membership>) -> Sim {
         let text = format!(
             "token: t\nmodule: bot.py\nredis: h:1\nredis_channel: c\nper_cluster: 2\noverride_dir: /srv/bot\n{extra}"
         );
@@ -54,7 +82,7 @@ impl Sim {
             reset_after: 3_600_000,
             max_concurrency: 4,
         };
-        let core = Core::new(Arc::new(config), shards, map, Some(&limit), None, now);
+        let core = Core::new(Arc::new(config), shards, map, Some(&limit), fleet, now);
         let mut sim = Sim {
             core,
             now,
@@ -890,4 +918,196 @@ fn shutdown_stops_every_cluster_then_exits_0_and_restartproc_exits_1() {
         assert!(sim.spawned().is_empty());
         assert_eq!(sim.op(Operation::Start(0)), Err(Refused::ShuttingDown));
     }
+}
+
+/// Host "a"'s record: it runs `states` (id, state).
+fn host_a(states: &[(ClusterId, ClusterState)]) -> crate::fleet::HostRecord {
+    crate::fleet::HostRecord {
+        id: "a:1".into(),
+        name: "a".into(),
+        pid: 1,
+        version: "test".into(),
+        owned: states.iter().map(|(id, _)| *id).collect(),
+        shard_count: 6,
+        cluster_count: 3,
+        started_at: 0,
+        clusters: states
+            .iter()
+            .map(|&(id, state)| crate::engine::state::ClusterView {
+                id,
+                name: format!("cluster-{id}"),
+                shards: vec![2 * id, 2 * id + 1],
+                state,
+                pid: matches!(state, ClusterState::Starting | ClusterState::Running)
+                    .then_some(500 + id),
+                started_at: None,
+                restarts: 0,
+                quick_failures: 0,
+                next_restart_at: None,
+                last_exit: None,
+                health: None,
+                host: None,
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn a_host_starts_its_cluster_after_the_one_before_it_on_another_host() {
+    use ClusterState::*;
+    let mut sim = Sim::host(6, &[1]);
+    sim.input(Input::TransportUp);
+    assert!(
+        sim.spawned().is_empty(),
+        "nothing before the fleet is known"
+    );
+    sim.view(vec![host_a(&[(0, Starting), (2, Pending)])], false);
+    assert!(sim.spawned().is_empty(), "cluster 0 has not launched");
+    sim.launch_next(0);
+    sim.advance(sim.core.config.cluster_start_next_delay);
+    assert_eq!(sim.spawned(), vec![1]);
+    sim.mark();
+    sim.launch_next(1);
+    sim.advance(SECS(10));
+    assert!(
+        !sim.core.launcher.fully_up(),
+        "cluster 2 is still to launch"
+    );
+    sim.launch_next(2);
+    assert!(sim.core.launcher.fully_up());
+    assert_eq!(sim.announcements(), 0, "only the leader announces");
+}
+
+#[test]
+fn a_missing_host_holds_the_launch_for_launch_timeout_only() {
+    let mut sim = Sim::host(6, &[1]);
+    sim.input(Input::TransportUp);
+    sim.view(vec![], true);
+    sim.mark();
+    sim.advance(sim.core.config.launch_timeout - SECS(1));
+    assert!(sim.spawned().is_empty());
+    sim.advance(SECS(2) + sim.core.config.cluster_start_next_delay);
+    assert_eq!(sim.spawned(), vec![1]);
+    assert!(sim
+        .logged()
+        .iter()
+        .any(|e| matches!(e, LogEvent::LaunchTimeout { id: 0, .. })));
+    sim.mark();
+    sim.launch_next(1);
+    // Cluster 2 has no host either: not waited for a second time.
+    assert!(sim.core.launcher.fully_up());
+    assert_eq!(sim.announcements(), 1);
+    assert!(sim
+        .logged()
+        .contains(&&LogEvent::AllClustersLaunched { clusters: 3 }));
+    let snapshot = sim.core.snapshot();
+    assert_eq!(snapshot.clusters.len(), 3);
+    assert_eq!(snapshot.clusters[0].state, ClusterState::Lost);
+    assert_eq!(snapshot.clusters[1].host.as_deref(), Some("b"));
+}
+
+#[test]
+fn only_the_leader_answers_and_the_next_answers_what_the_last_left() {
+    use ClusterState::*;
+    let mut sim = Sim::host(6, &[1]);
+    sim.input(Input::TransportUp);
+    sim.view(vec![host_a(&[(0, Running), (2, Running)])], false);
+    sim.mark();
+    sim.request(Action::Statuses, "q1");
+    sim.request(Action::NumProcesses, "q2");
+    assert!(sim.published().is_empty(), "another host leads");
+    // The leader answered q1, then died.
+    sim.request(Action::Answered, "q1");
+    sim.view(vec![host_a(&[(0, Running), (2, Running)])], true);
+    let published: Vec<Value> = sim
+        .published()
+        .into_iter()
+        .filter(|m| m["scope"] == "bot")
+        .collect();
+    assert_eq!(published.len(), 1, "{published:?}");
+    assert_eq!(published[0]["command_id"], "q2");
+    assert_eq!(published[0]["output"], json!({"clusters": 3, "shards": 6}));
+    assert!(sim.logged().contains(&&LogEvent::LeaderElected {
+        host: "b".into(),
+        epoch: 3
+    }));
+    sim.mark();
+    sim.request(Action::Statuses, "q3");
+    let statuses = sim.reply("q3");
+    assert_eq!(statuses["0"]["status"], "running");
+    assert_eq!(statuses["1"]["status"], "starting", "its turn came: 0 runs");
+}
+
+#[test]
+fn operations_are_carried_out_by_the_host_that_runs_the_cluster() {
+    use ClusterState::*;
+    let mut sim = Sim::host(6, &[1]);
+    sim.input(Input::TransportUp);
+    sim.view(vec![host_a(&[(0, Running), (2, Running)])], true);
+    sim.launch_next(1);
+    sim.mark();
+    // Over the channel, host a acts and answers for its own cluster.
+    sim.request(Action::Stop(0), "s0");
+    assert!(sim.published().is_empty() && sim.stopped().is_empty());
+    // From this host's console, it is handed to host a.
+    assert_eq!(sim.op(Operation::Stop(0)), Ok(()));
+    let handed = sim.published();
+    assert_eq!(handed[0]["action"], "mewld_op");
+    assert_eq!(
+        (handed[0]["op"].as_str(), handed[0]["id"].as_u64()),
+        (Some("stop"), Some(0))
+    );
+    assert!(matches!(
+        sim.op(Operation::Diagnose(2)),
+        Err(Refused::OnAnotherHost { .. })
+    ));
+    // What host a hands here is done here, and logged with a's name.
+    sim.mark();
+    sim.request(
+        Action::FleetOp(protocol::FleetOp {
+            op: "stop".into(),
+            id: Some(1),
+            via: "attach".into(),
+            host: "a".into(),
+            rolling: false,
+        }),
+        "",
+    );
+    assert_eq!(sim.stopped(), vec![1]);
+    assert!(
+        sim.logged().iter().any(|e| matches!(e,
+        LogEvent::OperatorAction { action: "stop", via: "attach", host: Some(h), .. } if h == "a"))
+    );
+}
+
+#[test]
+fn a_host_that_stops_heartbeating_is_lost_until_it_comes_back() {
+    use ClusterState::*;
+    let mut sim = Sim::host(6, &[1]);
+    sim.input(Input::TransportUp);
+    sim.view(vec![host_a(&[(0, Running), (2, Running)])], true);
+    sim.mark();
+    sim.view(vec![], true);
+    assert!(sim.logged().contains(&&LogEvent::HostLost {
+        host: "a".into(),
+        clusters: "0,2".into()
+    }));
+    let states: Vec<_> = sim
+        .core
+        .snapshot()
+        .clusters
+        .iter()
+        .map(|c| c.state)
+        .collect();
+    assert_eq!(states[0], Lost);
+    assert_eq!(states[2], Lost);
+    sim.request(Action::Stop(2), "s2");
+    assert_eq!(sim.reply("s2"), "ok", "the leader answers for a lost host");
+    sim.mark();
+    sim.view(vec![host_a(&[(0, Running), (2, Starting)])], true);
+    assert!(sim
+        .logged()
+        .iter()
+        .any(|e| matches!(e, LogEvent::HostJoined { host, .. } if host == "a")));
+    assert_eq!(sim.core.snapshot().clusters[2].state, Starting);
 }
