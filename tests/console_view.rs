@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use mewld::engine::process::ExitInfo;
-use mewld::engine::state::{ClusterState, RollingView};
+use mewld::engine::state::{ClusterState, FleetSummary, HostSummary, RollingView};
 use mewld::engine::Operation;
 use mewld::identify::rules::Status as IdentifyStatus;
 use mewld::tui::app::{App, Confirmable, Effect, FaceView, Mode, Msg};
@@ -121,6 +121,40 @@ fn identify_queue_in_the_header() {
     }
     let header = first_line(&render(&app_with(s), 160, 20));
     assert!(header.contains("HELD (budget low)"), "{header}");
+}
+
+/// One host of a fleet: a HOST column, each host's running clusters in
+/// the header with the leader starred, and a lost host's clusters in red.
+#[test]
+fn a_fleet_shows_its_hosts() {
+    let mut s = snapshot(&[Running, Running, Lost, Lost, Running, Starting]);
+    for (c, host) in s.clusters.iter_mut().zip(["a", "a", "", "", "c", "c"]) {
+        c.host = (!host.is_empty()).then(|| host.to_string());
+    }
+    s.fleet = Some(FleetSummary {
+        me: "a".into(),
+        leader: Some(("c".into(), 4)),
+        leading: false,
+        hosts: vec![
+            HostSummary {
+                name: "a".into(),
+                pid: 10,
+                clusters: 2,
+                running: 2,
+            },
+            HostSummary {
+                name: "c".into(),
+                pid: 12,
+                clusters: 2,
+                running: 1,
+            },
+        ],
+    });
+    let app = app_with(s);
+    let terminal = render(&app, 160, 20);
+    let header = first_line(&terminal);
+    assert!(header.contains("hosts a 2/2, c★ 1/2 · 2 lost"), "{header}");
+    insta::assert_snapshot!(terminal.backend());
 }
 
 fn first_line(t: &ratatui::Terminal<ratatui::backend::TestBackend>) -> String {

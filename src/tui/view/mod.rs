@@ -10,6 +10,7 @@ use ratatui::Frame;
 
 use super::app::{age, App, FaceView, Mode, Pane};
 use crate::engine::state::ClusterState;
+use crate::engine::state::FleetSummary;
 use crate::identify::rules::Status as IdentifyStatus;
 
 mod diagnostics;
@@ -151,6 +152,9 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
         Span::raw(" · "),
         link,
     ];
+    if let Some(fleet) = &s.fleet {
+        spans.push(fleet_span(app, fleet, &s.clusters, narrow));
+    }
     match &s.identify {
         Some(q) => spans.push(identify_span(app, q, narrow)),
         None => {
@@ -169,6 +173,36 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
         FaceView::Attached { .. } => spans.insert(1, face_span(app, narrow)),
     }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// The fleet: each host with its running clusters (the leader starred),
+/// and the clusters of lost hosts, in red.
+fn fleet_span(
+    app: &App,
+    fleet: &FleetSummary,
+    clusters: &[crate::engine::state::ClusterView],
+    narrow: bool,
+) -> Span<'static> {
+    let leader = fleet.leader.as_ref().map(|(name, _)| name.as_str());
+    let hosts: Vec<String> = fleet
+        .hosts
+        .iter()
+        .map(|h| {
+            let star = if Some(h.name.as_str()) == leader { "★" } else { "" };
+            format!("{}{star} {}/{}", h.name, h.running, h.clusters)
+        })
+        .collect();
+    let lost = clusters
+        .iter()
+        .filter(|c| c.state == ClusterState::Lost)
+        .count();
+    let label = if narrow { "" } else { "hosts " };
+    let mut text = format!(" · {label}{}", hosts.join(", "));
+    if lost == 0 {
+        return Span::raw(text);
+    }
+    text.push_str(&format!(" · {lost} lost"));
+    Span::styled(text, style(app, Style::default().fg(Color::Red)))
 }
 
 /// The identify queue: who waits, the grants of this window against

@@ -38,14 +38,23 @@ fn state_text(app: &App, c: &ClusterView) -> String {
     }
 }
 
-/// One column of the cluster table: its title, width, whether it needs a
-/// wide screen, and how a cell is written. Titles, widths and cells all
-/// come from this one list.
+/// One column of the cluster table: its title, width, when it is shown,
+/// and how a cell is written. Titles, widths and cells all come from this
+/// one list.
 struct Column {
     title: &'static str,
     width: Constraint,
-    wide_only: bool,
+    shown: Shown,
     cell: fn(&App, &ClusterView) -> String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shown {
+    Always,
+    /// On a screen 100 columns wide or more.
+    Wide,
+    /// When the manager is one host of a fleet.
+    Fleet,
 }
 
 fn dash() -> String {
@@ -56,37 +65,43 @@ const COLUMNS: &[Column] = &[
     Column {
         title: "ID",
         width: Constraint::Length(5),
-        wide_only: false,
+        shown: Shown::Always,
         cell: |_, c| c.id.to_string(),
+    },
+    Column {
+        title: "HOST",
+        width: Constraint::Length(10),
+        shown: Shown::Fleet,
+        cell: |_, c| c.host.clone().unwrap_or_else(dash),
     },
     Column {
         title: "NAME",
         width: Constraint::Min(8),
-        wide_only: false,
+        shown: Shown::Always,
         cell: |_, c| c.name.clone(),
     },
     Column {
         title: "SHARDS",
         width: Constraint::Length(9),
-        wide_only: false,
+        shown: Shown::Always,
         cell: |_, c| shard_range(&c.shards),
     },
     Column {
         title: "STATE",
         width: Constraint::Length(11),
-        wide_only: false,
+        shown: Shown::Always,
         cell: state_text,
     },
     Column {
         title: "PID",
         width: Constraint::Length(8),
-        wide_only: true,
+        shown: Shown::Wide,
         cell: |_, c| c.pid.map_or_else(dash, |p| p.to_string()),
     },
     Column {
         title: "UPTIME",
         width: Constraint::Length(7),
-        wide_only: false,
+        shown: Shown::Always,
         cell: |app, c| {
             c.started_at
                 .filter(|_| c.pid.is_some())
@@ -96,13 +111,13 @@ const COLUMNS: &[Column] = &[
     Column {
         title: "RST",
         width: Constraint::Length(3),
-        wide_only: false,
+        shown: Shown::Always,
         cell: |_, c| c.restarts.to_string(),
     },
     Column {
         title: "UP",
         width: Constraint::Length(5),
-        wide_only: false,
+        shown: Shown::Always,
         cell: |_, c| {
             c.health
                 .as_ref()
@@ -112,7 +127,7 @@ const COLUMNS: &[Column] = &[
     Column {
         title: "LAT",
         width: Constraint::Length(6),
-        wide_only: false,
+        shown: Shown::Always,
         cell: |_, c| {
             c.health
                 .as_ref()
@@ -123,7 +138,7 @@ const COLUMNS: &[Column] = &[
     Column {
         title: "GUILDS",
         width: Constraint::Length(8),
-        wide_only: true,
+        shown: Shown::Wide,
         cell: |_, c| {
             c.health
                 .as_ref()
@@ -133,7 +148,7 @@ const COLUMNS: &[Column] = &[
     Column {
         title: "AGE",
         width: Constraint::Length(6),
-        wide_only: false,
+        shown: Shown::Always,
         cell: |app, c| c.health.as_ref().map_or_else(dash, |h| age(app.now, h.at)),
     },
 ];
@@ -153,7 +168,15 @@ pub(super) fn draw_table(frame: &mut Frame, app: &App, area: Rect) {
     let block = pane_block(app, Pane::Clusters, title);
     let inner_height = area.height.saturating_sub(3) as usize; // borders + header row
     let wide = area.width >= 100;
-    let columns: Vec<&Column> = COLUMNS.iter().filter(|c| wide || !c.wide_only).collect();
+    let fleet = s.fleet.is_some();
+    let columns: Vec<&Column> = COLUMNS
+        .iter()
+        .filter(|c| match c.shown {
+            Shown::Always => true,
+            Shown::Wide => wide,
+            Shown::Fleet => fleet,
+        })
+        .collect();
     // Only the rows in view are built.
     let first = app.selected.saturating_sub(inner_height.saturating_sub(1));
     let rows: Vec<Row> = rows
