@@ -134,7 +134,12 @@ enum Command {
     /// The console, on an engine that runs elsewhere (`mewld --daemon`, or
     /// another console) through its control socket. `q` detaches and leaves
     /// every cluster running.
-    Attach,
+    Attach {
+        /// The whole fleet through its Redis instead (every host's
+        /// clusters; operations go to the host that runs the cluster).
+        #[arg(long)]
+        redis: bool,
+    },
     /// The protocol-speaking fake bot used by the tests (see src/fake_bot.rs).
     #[command(hide = true)]
     FakeBot {
@@ -202,9 +207,13 @@ async fn run(cli: Cli) -> Result<u8> {
             Ok(u8::try_from(code).unwrap_or(1))
         }
         Some(Command::Demo) => run_demo(&cli.log_file, cli.log_format).await,
-        Some(Command::Attach) => {
+        Some(Command::Attach { redis }) => {
             let log = logging::init_console(&cli.log_file, cli.log_format);
-            run_attach(&cli.config, cli.control_socket, log).await
+            if redis {
+                run_attach_fleet(&cli.config, log).await
+            } else {
+                run_attach(&cli.config, cli.control_socket, log).await
+            }
         }
         // Normally handled in `main`, before any runtime exists.
         Some(Command::Guardian { tag, groups }) => Ok(guardian::run(&tag, &groups)),
@@ -351,6 +360,20 @@ async fn run_attach(config: &Path, socket: Option<PathBuf>, log: ConsoleLogging)
     tracing::info!(socket = %socket.display(), pid = attached.hello.pid, "attached");
     let face = tui::Face::Attached {
         socket,
+        status: attached.status,
+        events: attached.events,
+    };
+    tui::run(face, attached.handle, log).await
+}
+
+/// The console on a whole fleet, through its Redis.
+async fn run_attach_fleet(config: &Path, log: ConsoleLogging) -> Result<u8> {
+    let (log, _flush_log) = log;
+    let config = startup::load_config(config)?.config;
+    let attached = fleet::attach::attach(&config).await.map_err(|e| eyre!(e))?;
+    tracing::info!(channel = %config.channel, "attached to the fleet");
+    let face = tui::Face::Attached {
+        socket: PathBuf::from(format!("the fleet on {}", config.channel)),
         status: attached.status,
         events: attached.events,
     };

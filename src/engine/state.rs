@@ -173,6 +173,26 @@ pub struct ClusterView {
     pub host: Option<String>,
 }
 
+impl ClusterView {
+    /// A cluster of a host that stopped heartbeating: nothing is known of it.
+    pub fn lost(spec: &ClusterSpec) -> ClusterView {
+        ClusterView {
+            id: spec.id,
+            name: spec.name.clone(),
+            shards: spec.shards.clone(),
+            state: ClusterState::Lost,
+            pid: None,
+            started_at: None,
+            restarts: 0,
+            quick_failures: 0,
+            next_restart_at: None,
+            last_exit: None,
+            health: None,
+            host: None,
+        }
+    }
+}
+
 /// A rolling restart under way.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RollingView {

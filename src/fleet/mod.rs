@@ -8,6 +8,7 @@
 //! core's. Redis being down is a state here too: the record lapses, the
 //! lease with it, and the task keeps trying.
 
+pub mod attach;
 pub mod record;
 pub mod slice;
 
@@ -303,36 +304,12 @@ impl Member {
         })
     }
 
-    /// Every live host's record but ours. Records that cannot be read are
-    /// skipped, with a warning.
+    /// Every live host's record but ours.
     async fn read_hosts(
         &self,
         conn: &mut MultiplexedConnection,
     ) -> redis::RedisResult<Vec<HostRecord>> {
-        let ids: Vec<String> = within(
-            redis::cmd("SMEMBERS")
-                .arg(&self.keys.hosts)
-                .query_async(conn),
-        )
-        .await?;
-        let ids: Vec<String> = ids.into_iter().filter(|id| *id != self.me.id).collect();
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<String> = ids.iter().map(|id| self.keys.host(id)).collect();
-        let texts: Vec<Option<String>> =
-            within(redis::cmd("MGET").arg(&keys).query_async(conn)).await?;
-        let mut records = Vec::new();
-        for (id, text) in ids.iter().zip(texts) {
-            let Some(text) = text else { continue };
-            match serde_json::from_str::<HostRecord>(&text) {
-                Ok(r) => records.push(r),
-                Err(e) => {
-                    tracing::warn!(host = %id, error = %e, "ignored a host record that cannot be read")
-                }
-            }
-        }
-        Ok(records)
+        read_hosts(conn, &self.keys, Some(&self.me.id)).await
     }
 
     async fn run(
@@ -473,6 +450,38 @@ impl Member {
             }
         }
     }
+}
+
+/// Every live host's record (but `except`'s). Records that cannot be read
+/// are skipped, with a warning.
+async fn read_hosts(
+    conn: &mut MultiplexedConnection,
+    keys: &Keys,
+    except: Option<&str>,
+) -> redis::RedisResult<Vec<HostRecord>> {
+    let ids: Vec<String> =
+        within(redis::cmd("SMEMBERS").arg(&keys.hosts).query_async(conn)).await?;
+    let ids: Vec<String> = ids
+        .into_iter()
+        .filter(|id| Some(id.as_str()) != except)
+        .collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let host_keys: Vec<String> = ids.iter().map(|id| keys.host(id)).collect();
+    let texts: Vec<Option<String>> =
+        within(redis::cmd("MGET").arg(&host_keys).query_async(conn)).await?;
+    let mut records = Vec::new();
+    for (id, text) in ids.iter().zip(texts) {
+        let Some(text) = text else { continue };
+        match serde_json::from_str::<HostRecord>(&text) {
+            Ok(r) => records.push(r),
+            Err(e) => {
+                tracing::warn!(host = %id, error = %e, "ignored a host record that cannot be read")
+            }
+        }
+    }
+    Ok(records)
 }
 
 /// `<host> <epoch>`, as the election stores it.

@@ -123,20 +123,10 @@ impl Fleet {
 
     /// A remote cluster as faces see it: the owner's view, or lost.
     fn view_of(remote: &Remote) -> ClusterView {
-        remote.view.clone().unwrap_or_else(|| ClusterView {
-            id: remote.spec.id,
-            name: remote.spec.name.clone(),
-            shards: remote.spec.shards.clone(),
-            state: ClusterState::Lost,
-            pid: None,
-            started_at: None,
-            restarts: 0,
-            quick_failures: 0,
-            next_restart_at: None,
-            last_exit: None,
-            health: None,
-            host: None,
-        })
+        remote
+            .view
+            .clone()
+            .unwrap_or_else(|| ClusterView::lost(&remote.spec))
     }
 }
 

@@ -1,0 +1,282 @@
+//! `mewld attach --redis`: the console on a whole fleet, from anywhere that
+//! reaches its Redis. The hosts' records give the clusters (a host column,
+//! lost hosts' clusters as `lost`), the action log gives the history and
+//! the live entries, and operations are handed to the host that runs the
+//! cluster, as another host's console would. Cluster output stays on each
+//! host (attach to its control socket for that).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use redis::aio::MultiplexedConnection;
+use serde_json::{Map, Value};
+use tokio::sync::{broadcast, mpsc, watch};
+
+use super::{connect, parse_leader, read_hosts, within, Keys, HostRecord};
+use crate::cluster_map;
+use crate::config::{Config, Ipc};
+use crate::control::client::{Attached, LinkStatus};
+use crate::control::Hello;
+use crate::engine::state::{ClusterState, ClusterView, FleetSummary, HostSummary, Snapshot};
+use crate::engine::{EngineHandle, Event, FaceRequest, Operation, Refused};
+use crate::protocol::{self, FleetOp};
+
+/// How often the fleet is read.
+const POLL: Duration = Duration::from_millis(500);
+/// The newest action-log entries read at each poll.
+const LOG_TAIL: isize = 200;
+const REQUESTS: usize = 64;
+const EVENTS: usize = 4096;
+
+/// Reads the fleet `config` names (its Redis and channel) and serves it to
+/// a console. Fails at once if Redis cannot be reached; later outages are
+/// shown and retried.
+pub async fn attach(config: &Config) -> Result<Attached, String> {
+    let Ipc::Redis { url } = &config.ipc else {
+        return Err(format!(
+            "{}: --redis needs `ipc: redis` (a fleet shares one Redis)",
+            config.path.display()
+        ));
+    };
+    let client = redis::Client::open(url.as_str()).map_err(|e| format!("Redis URL: {e}"))?;
+    let conn = connect(&client)
+        .await
+        .map_err(|e| format!("cannot reach the fleet's Redis: {e}"))?;
+    let (requests_tx, requests) = mpsc::channel(REQUESTS);
+    let (events, events_rx) = broadcast::channel(EVENTS);
+    let (snapshot, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
+    let (status, status_rx) = mpsc::channel(REQUESTS);
+    let hello = Hello::of_this_process(false, config.path.clone());
+    let reader = Reader {
+        client,
+        conn: Some(conn),
+        keys: Keys::new(&config.channel),
+        log_key: config.action_log_key(),
+        channel: config.channel.clone(),
+        per_cluster: config.per_cluster,
+        names: config.names.clone(),
+        me: super::host_name(None),
+        last_ts: None,
+        connected: true,
+    };
+    tokio::spawn(reader.run(requests, events.clone(), snapshot, status, hello.clone()));
+    Ok(Attached {
+        handle: EngineHandle::remote(requests_tx, events, snapshot_rx),
+        hello,
+        status: status_rx,
+        events: events_rx,
+    })
+}
+
+struct Reader {
+    client: redis::Client,
+    conn: Option<MultiplexedConnection>,
+    keys: Keys,
+    log_key: String,
+    channel: String,
+    per_cluster: u32,
+    names: Vec<String>,
+    /// This machine's name, logged with the operations asked here.
+    me: String,
+    /// The newest action-log entry shown.
+    last_ts: Option<i64>,
+    connected: bool,
+}
+
+impl Reader {
+    async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<FaceRequest>,
+        events: broadcast::Sender<Event>,
+        snapshot: watch::Sender<Arc<Snapshot>>,
+        status: mpsc::Sender<LinkStatus>,
+        hello: Hello,
+    ) {
+        let mut poll = tokio::time::interval(POLL);
+        loop {
+            tokio::select! {
+                request = requests.recv() => match request {
+                    Some(request) => self.on_request(request).await,
+                    None => return,
+                },
+                _ = poll.tick() => {}
+            }
+            let result = self.read(&events).await;
+            let news = match (&result, self.connected) {
+                (Ok(_), false) => Some(LinkStatus::Connected(hello.clone())),
+                (Err(e), true) => Some(LinkStatus::Lost(format!("Redis: {e}"))),
+                _ => None,
+            };
+            self.connected = result.is_ok();
+            if let Some(news) = news {
+                let _ = status.try_send(news);
+            }
+            match result {
+                Ok(fresh) => {
+                    snapshot.send_if_modified(|s| {
+                        let changed = **s != fresh;
+                        if changed {
+                            *s = Arc::new(fresh);
+                        }
+                        changed
+                    });
+                }
+                Err(_) => self.conn = None,
+            }
+        }
+    }
+
+    async fn conn(&mut self) -> redis::RedisResult<&mut MultiplexedConnection> {
+        if self.conn.is_none() {
+            self.conn = Some(connect(&self.client).await?);
+        }
+        self.conn.as_mut().ok_or_else(super::timed_out)
+    }
+
+    /// The fleet as its records say, and the action log's new entries as
+    /// events.
+    async fn read(&mut self, events: &broadcast::Sender<Event>) -> redis::RedisResult<Snapshot> {
+        let keys = self.keys.clone();
+        let log_key = self.log_key.clone();
+        let conn = self.conn().await?;
+        let hosts = read_hosts(conn, &keys, None).await?;
+        let holder: Option<String> = within(redis::cmd("GET").arg(&keys.leader).query_async(conn)).await?;
+        let tail: Vec<String> = within(
+            redis::cmd("LRANGE")
+                .arg(&log_key)
+                .arg(-LOG_TAIL)
+                .arg(-1)
+                .query_async(conn),
+        )
+        .await?;
+        for entry in tail.iter().filter_map(|t| serde_json::from_str::<Map<String, Value>>(t).ok()) {
+            let ts = entry.get("ts").and_then(Value::as_i64);
+            // The first read only sets the mark: the history has the rest.
+            if self.last_ts.is_some() && ts > self.last_ts {
+                let _ = events.send(Event::ActionLog(entry));
+            }
+            self.last_ts = self.last_ts.max(ts);
+        }
+        Ok(self.snapshot(&hosts, holder.as_deref().and_then(parse_leader)))
+    }
+
+    fn snapshot(&self, hosts: &[HostRecord], leader: Option<super::Leader>) -> Snapshot {
+        let shard_count = hosts.iter().map(|h| h.shard_count).max().unwrap_or(0);
+        let mut views: BTreeMap<u32, ClusterView> = BTreeMap::new();
+        for host in hosts {
+            for view in &host.clusters {
+                let mut view = view.clone();
+                view.host = Some(host.name.clone());
+                views.insert(view.id, view);
+            }
+        }
+        let clusters: Vec<ClusterView> =
+            cluster_map::build(shard_count, self.per_cluster, &self.names)
+                .iter()
+                .map(|spec| views.remove(&spec.id).unwrap_or_else(|| ClusterView::lost(spec)))
+                .collect();
+        let mut summaries: Vec<HostSummary> = hosts
+            .iter()
+            .map(|h| HostSummary {
+                name: h.name.clone(),
+                pid: h.pid,
+                clusters: h.owned.len(),
+                running: h
+                    .clusters
+                    .iter()
+                    .filter(|c| c.state == ClusterState::Running)
+                    .count(),
+            })
+            .collect();
+        summaries.sort_by(|a, b| a.name.cmp(&b.name));
+        let leader = leader.map(|l| {
+            let name = hosts
+                .iter()
+                .find(|h| h.id == l.host)
+                .map_or(l.host, |h| h.name.clone());
+            (name, l.epoch)
+        });
+        let settled = |c: &ClusterView| {
+            !matches!(c.state, ClusterState::Pending | ClusterState::Starting)
+        };
+        Snapshot {
+            shard_count,
+            fully_up: !clusters.is_empty() && clusters.iter().all(settled),
+            clusters,
+            transport_connected: true,
+            transport_retry_at: None,
+            started_at: hosts
+                .iter()
+                .map(|h| SystemTime::UNIX_EPOCH + Duration::from_secs(h.started_at))
+                .min(),
+            sessions_remaining: None,
+            exiting: false,
+            rolling: None,
+            resharding: false,
+            identify: None,
+            fleet: Some(FleetSummary {
+                me: self.me.clone(),
+                leader,
+                leading: false,
+                hosts: summaries,
+            }),
+        }
+    }
+
+    async fn on_request(&mut self, request: FaceRequest) {
+        match request {
+            FaceRequest::Op { op, reply, .. } => {
+                let result = self.hand_over(op).await;
+                let _ = reply.send(result);
+            }
+            FaceRequest::History(reply) => {
+                let log_key = self.log_key.clone();
+                let entries = match self.conn().await {
+                    Ok(conn) => within(redis::cmd("LRANGE").arg(&log_key).arg(0).arg(-1).query_async::<Vec<String>>(conn))
+                        .await
+                        .map(|raw| {
+                            raw.iter()
+                                .filter_map(|s| serde_json::from_str(s).ok())
+                                .collect()
+                        })
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = reply.send(entries);
+            }
+            FaceRequest::Alive(reply) => {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    /// Publishes `op` for the fleet: a cluster's to its host, a rolling
+    /// restart to the leader, shutdown and restartproc to every host.
+    async fn hand_over(&mut self, op: Operation) -> Result<(), Refused> {
+        let payload = match op {
+            Operation::Shutdown | Operation::RestartProcess => serde_json::json!({
+                "scope": "launcher",
+                "action": op.name(),
+                "command_id": protocol::random_id(),
+            })
+            .to_string(),
+            Operation::Diagnose(_) | Operation::Reshard => {
+                return Err(Refused::NotInFleet(format!("{} from a fleet console", op.name())))
+            }
+            _ => protocol::fleet_op(&FleetOp {
+                op: op.name().to_string(),
+                id: op.cluster(),
+                via: "attach".into(),
+                host: self.me.clone(),
+                rolling: false,
+            }),
+        };
+        let channel = self.channel.clone();
+        let conn = self.conn().await.map_err(|_| Refused::NotConnected)?;
+        within(redis::cmd("PUBLISH").arg(&channel).arg(payload).query_async::<i64>(conn))
+            .await
+            .map(|_| ())
+            .map_err(|_| Refused::NotConnected)
+    }
+}
