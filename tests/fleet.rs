@@ -6,6 +6,7 @@ mod common;
 use std::thread;
 use std::time::Duration;
 
+use common::tmux::{mewld_script, Tmux};
 use common::*;
 use serde_json::{json, Value};
 
@@ -300,4 +301,66 @@ fn a_rolling_restart_walks_the_fleet_in_id_order() {
     let log = f.redis.action_log(&f.ch);
     assert_eq!(events(&log, "rolling_restart").len(), 1);
     assert_eq!(events(&log, "rolling_restart_done").len(), 1);
+}
+
+#[test]
+fn the_fleet_console_sees_every_host_and_hands_operations_over() {
+    let f = Fixture::new("fleet-attach", vec![Answer::gateway(8, 900, 0)]);
+    let config = f.config("");
+    let mut a = nth(&f, &config, "a", 0, 2);
+    let mut b = nth(&f, &config, "b", 1, 2);
+    a.wait_launched(&f.listener);
+
+    // Attached through Redis alone, with the same config, from elsewhere.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("config.yaml"), &config).expect("config");
+    let args = format!(
+        "attach --redis --config '{}' --log-file '{}'",
+        dir.path().join("config.yaml").display(),
+        dir.path().join("attach.log").display()
+    );
+    let (script, status) = mewld_script(dir.path(), "attach", "", &args);
+    let tmux = Tmux::start("fleet-attach", &script, 160, 30);
+    tmux.wait_screen("every host's clusters, with their host", |s| {
+        s.contains("4/4 running")
+            && s.contains("hosts a")
+            && s.lines().any(|l| l.contains(" 3 ") && l.contains(" b "))
+    });
+
+    // Stop cluster 3 from here: host b does it.
+    let victim = pids_of(&f, 3)[0];
+    tmux.keys(&["j", "j", "j", "x"]);
+    tmux.wait_screen("the stop dialog", |s| s.contains("Stop cluster 3"));
+    tmux.keys(&["y"]);
+    wait_for("cluster 3 to stop", DEADLINE, || {
+        (!alive(victim as u32)).then_some(())
+    });
+    let stop = events(&f.redis.action_log(&f.ch), "operator_action")
+        .into_iter()
+        .find(|e| e["action"] == "stop")
+        .expect("the stop in the action log");
+    assert_eq!(stop["via"], "attach", "{stop}");
+    assert!(
+        stop["host"].as_str().is_some_and(|h| !h.is_empty()),
+        "{stop}"
+    );
+    tmux.wait_screen("cluster 3 stopped, live", |s| {
+        s.lines()
+            .any(|l| l.contains("cluster-3") && l.contains("stopped"))
+            && s.contains("cluster_stopped")
+    });
+
+    // A host that dies shows as lost, in the table and the header.
+    b.signal(nix::sys::signal::Signal::SIGKILL);
+    b.wait_exit();
+    tmux.wait_screen("host b's clusters lost", |s| {
+        s.contains("2 lost") && s.contains("host_lost")
+    });
+    tmux.keys(&["q"]);
+    tmux.wait_screen("the detach dialog", |s| {
+        s.contains("Every cluster keeps running")
+    });
+    tmux.keys(&["y"]);
+    assert_eq!(tmux.wait_exit_status(&status), "0");
+    drop(a);
 }

@@ -13,7 +13,7 @@ use redis::aio::MultiplexedConnection;
 use serde_json::{Map, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 
-use super::{connect, parse_leader, read_hosts, within, Keys, HostRecord};
+use super::{connect, parse_leader, read_hosts, within, HostRecord, Keys};
 use crate::cluster_map;
 use crate::config::{Config, Ipc};
 use crate::control::client::{Attached, LinkStatus};
@@ -141,7 +141,8 @@ impl Reader {
         let log_key = self.log_key.clone();
         let conn = self.conn().await?;
         let hosts = read_hosts(conn, &keys, None).await?;
-        let holder: Option<String> = within(redis::cmd("GET").arg(&keys.leader).query_async(conn)).await?;
+        let holder: Option<String> =
+            within(redis::cmd("GET").arg(&keys.leader).query_async(conn)).await?;
         let tail: Vec<String> = within(
             redis::cmd("LRANGE")
                 .arg(&log_key)
@@ -150,7 +151,10 @@ impl Reader {
                 .query_async(conn),
         )
         .await?;
-        for entry in tail.iter().filter_map(|t| serde_json::from_str::<Map<String, Value>>(t).ok()) {
+        for entry in tail
+            .iter()
+            .filter_map(|t| serde_json::from_str::<Map<String, Value>>(t).ok())
+        {
             let ts = entry.get("ts").and_then(Value::as_i64);
             // The first read only sets the mark: the history has the rest.
             if self.last_ts.is_some() && ts > self.last_ts {
@@ -174,7 +178,11 @@ impl Reader {
         let clusters: Vec<ClusterView> =
             cluster_map::build(shard_count, self.per_cluster, &self.names)
                 .iter()
-                .map(|spec| views.remove(&spec.id).unwrap_or_else(|| ClusterView::lost(spec)))
+                .map(|spec| {
+                    views
+                        .remove(&spec.id)
+                        .unwrap_or_else(|| ClusterView::lost(spec))
+                })
                 .collect();
         let mut summaries: Vec<HostSummary> = hosts
             .iter()
@@ -197,9 +205,8 @@ impl Reader {
                 .map_or(l.host, |h| h.name.clone());
             (name, l.epoch)
         });
-        let settled = |c: &ClusterView| {
-            !matches!(c.state, ClusterState::Pending | ClusterState::Starting)
-        };
+        let settled =
+            |c: &ClusterView| !matches!(c.state, ClusterState::Pending | ClusterState::Starting);
         Snapshot {
             shard_count,
             fully_up: !clusters.is_empty() && clusters.iter().all(settled),
@@ -233,14 +240,20 @@ impl Reader {
             FaceRequest::History(reply) => {
                 let log_key = self.log_key.clone();
                 let entries = match self.conn().await {
-                    Ok(conn) => within(redis::cmd("LRANGE").arg(&log_key).arg(0).arg(-1).query_async::<Vec<String>>(conn))
-                        .await
-                        .map(|raw| {
-                            raw.iter()
-                                .filter_map(|s| serde_json::from_str(s).ok())
-                                .collect()
-                        })
-                        .map_err(|e| e.to_string()),
+                    Ok(conn) => within(
+                        redis::cmd("LRANGE")
+                            .arg(&log_key)
+                            .arg(0)
+                            .arg(-1)
+                            .query_async::<Vec<String>>(conn),
+                    )
+                    .await
+                    .map(|raw| {
+                        raw.iter()
+                            .filter_map(|s| serde_json::from_str(s).ok())
+                            .collect()
+                    })
+                    .map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 };
                 let _ = reply.send(entries);
@@ -262,7 +275,10 @@ impl Reader {
             })
             .to_string(),
             Operation::Diagnose(_) | Operation::Reshard => {
-                return Err(Refused::NotInFleet(format!("{} from a fleet console", op.name())))
+                return Err(Refused::NotInFleet(format!(
+                    "{} from a fleet console",
+                    op.name()
+                )))
             }
             _ => protocol::fleet_op(&FleetOp {
                 op: op.name().to_string(),
@@ -274,9 +290,14 @@ impl Reader {
         };
         let channel = self.channel.clone();
         let conn = self.conn().await.map_err(|_| Refused::NotConnected)?;
-        within(redis::cmd("PUBLISH").arg(&channel).arg(payload).query_async::<i64>(conn))
-            .await
-            .map(|_| ())
-            .map_err(|_| Refused::NotConnected)
+        within(
+            redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(payload)
+                .query_async::<i64>(conn),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|_| Refused::NotConnected)
     }
 }

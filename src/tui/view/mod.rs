@@ -188,7 +188,11 @@ fn fleet_span(
         .hosts
         .iter()
         .map(|h| {
-            let star = if Some(h.name.as_str()) == leader { "★" } else { "" };
+            let star = if Some(h.name.as_str()) == leader {
+                "★"
+            } else {
+                ""
+            };
             format!("{}{star} {}/{}", h.name, h.running, h.clusters)
         })
         .collect();
