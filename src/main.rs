@@ -309,6 +309,13 @@ fn membership(
             setup.config.path.display()
         ));
     }
+    if setup.config.identify_queue.is_some() {
+        return Err(eyre!(
+            "{}: the identify queue is not shared across several hosts yet (each host's queue \
+             would grant the same buckets): run a fleet without `identify_queue`",
+            setup.config.path.display()
+        ));
+    }
     let owned = slice
         .resolve(setup.clusters.len() as u32)
         .wrap_err_with(|| {

@@ -13,7 +13,7 @@ use prometheus_client::registry::Registry;
 use serde_json::{Map, Value};
 
 use crate::cluster_map::ClusterId;
-use crate::engine::state::{ClusterState, Snapshot};
+use crate::engine::state::{ClusterState, ClusterView, Snapshot};
 
 type Labels = Vec<(&'static str, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -24,7 +24,7 @@ const EVENT_NAMES: usize = 64;
 /// Longer event names are counted as `other`.
 const EVENT_NAME_LEN: usize = 64;
 
-const STATES: [ClusterState; 7] = [
+const STATES: [ClusterState; 8] = [
     ClusterState::Pending,
     ClusterState::Starting,
     ClusterState::Running,
@@ -32,6 +32,7 @@ const STATES: [ClusterState; 7] = [
     ClusterState::Stopped,
     ClusterState::Crashed,
     ClusterState::Failed,
+    ClusterState::Lost,
 ];
 
 const ROUND_TRIP_BUCKETS: [f64; 12] = [
@@ -169,13 +170,28 @@ impl Series {
 
     /// Gauges from the engine's state.
     pub(super) fn on_snapshot(&mut self, s: &Snapshot) {
+        // In a fleet, each host's metrics are its own clusters', and the
+        // leader's also the lost hosts' (`lost`): summed over the hosts,
+        // nothing is counted twice.
+        let counted = |c: &&ClusterView| match &s.fleet {
+            Some(f) => {
+                c.host.as_deref() == Some(f.me.as_str())
+                    || (f.leading && c.state == ClusterState::Lost)
+            }
+            None => true,
+        };
         for state in STATES {
-            let n = s.clusters.iter().filter(|c| c.state == state).count();
+            let n = s
+                .clusters
+                .iter()
+                .filter(counted)
+                .filter(|c| c.state == state)
+                .count();
             let labels = vec![("state", state.as_str().to_string())];
             self.clusters.get_or_create(&labels).set(n as i64);
         }
         let (mut clusters_up, mut shards) = (HashSet::new(), HashSet::new());
-        for c in &s.clusters {
+        for c in s.clusters.iter().filter(counted) {
             let cluster = c.id.to_string();
             let labels = vec![("cluster", cluster.clone()), ("name", c.name.clone())];
             self.cluster_up
