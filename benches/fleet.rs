@@ -110,7 +110,8 @@ fn run(hosts: u32, clusters: u32) {
         "  Redis: {commands:.0} commands/s; channel: {messages:.0} messages/s ({:.2} per cluster per second)",
         messages / f64::from(clusters)
     );
-    f.redis.publish(&f.ch, &json!({"scope": "launcher", "action": "shutdown"}));
+    f.redis
+        .publish(&f.ch, &json!({"scope": "launcher", "action": "shutdown"}));
     for m in &mut managers {
         m.wait_exit();
     }

@@ -279,7 +279,7 @@ async fn run_embedded(
 ) -> Result<u8> {
     let (transport, transport_rx) = transport::start(&setup.config)?;
     let hello = Hello::of_this_process(true, setup.config.path.clone());
-    let (mut engine, handle) = listeners.start_engine(setup, transport);
+    let (mut engine, handle) = listeners.start_engine(setup, transport)?;
     let fleet = join_fleet(&mut engine, &handle).await?;
     guardian::start();
     control.serve(handle.clone(), hello);
@@ -306,13 +306,6 @@ fn membership(
     if !matches!(setup.config.ipc, mewld::config::Ipc::Redis { .. }) {
         return Err(eyre!(
             "{}: several hosts share their clusters through Redis; `ipc: unix` runs on one host only",
-            setup.config.path.display()
-        ));
-    }
-    if setup.config.identify_queue.is_some() {
-        return Err(eyre!(
-            "{}: the identify queue is not shared across several hosts yet (each host's queue \
-             would grant the same buckets): run a fleet without `identify_queue`",
             setup.config.path.display()
         ));
     }
@@ -413,7 +406,15 @@ impl Listeners {
         self,
         mut setup: Setup,
         transport: transport::Transport,
-    ) -> (Engine, mewld::engine::EngineHandle) {
+    ) -> Result<(Engine, mewld::engine::EngineHandle)> {
+        // In a fleet, the queue shares Discord's limits with the other hosts.
+        let gate = match (&setup.fleet, &setup.config.ipc, &self.identify) {
+            (Some(me), mewld::config::Ipc::Redis { url }, Some(_)) => Some(
+                identify::FleetGate::new(url, &setup.config.channel, &me.id)
+                    .wrap_err("the `redis` setting is not a usable Redis URL")?,
+            ),
+            _ => None,
+        };
         let identify = self.identify.map(|server| {
             setup
                 .env_vars
@@ -423,13 +424,13 @@ impl Listeners {
         });
         let (mut engine, handle) = Engine::new(setup, transport);
         if let Some((server, config, shards, limit)) = identify {
-            let link = server.serve(&config, shards, limit.as_ref(), handle.snapshot());
+            let link = server.serve(&config, shards, limit.as_ref(), handle.snapshot(), gate);
             engine.follow_identify(link);
         }
         if let Some(listener) = self.metrics {
             metrics::serve(listener, handle.clone());
         }
-        (engine, handle)
+        Ok((engine, handle))
     }
 }
 
@@ -452,7 +453,7 @@ async fn run_daemon(
     setup.fleet = membership(&setup, slice.as_ref(), fleet.host_name.as_deref())?;
     let (transport, transport_rx) = transport::start(&setup.config)?;
     let hello = Hello::of_this_process(false, setup.config.path.clone());
-    let (mut engine, handle) = listeners.start_engine(setup, transport);
+    let (mut engine, handle) = listeners.start_engine(setup, transport)?;
     let fleet = join_fleet(&mut engine, &handle).await?;
     guardian::start();
     control.serve(handle.clone(), hello);

@@ -364,3 +364,37 @@ fn the_fleet_console_sees_every_host_and_hands_operations_over() {
     assert_eq!(tmux.wait_exit_status(&status), "0");
     drop(a);
 }
+
+#[test]
+fn hosts_share_the_identify_buckets_and_the_session_budget() {
+    // Discord allows 4 at a time; each host runs its own queue for its own
+    // clusters, and between them no bucket is granted twice in 5 s.
+    let f = Fixture::new(
+        "fleet-identify",
+        vec![Answer::gateway_with(32, 1000, 3_600_000, 4)],
+    );
+    let config = f
+        .config("identify_queue: 127.0.0.1:0\nlaunch: concurrent\nper_cluster: 4\n")
+        .replace("per_cluster: 2\n", "");
+    let mut a = nth(&f, &config, "a", 0, 2);
+    let _b = nth(&f, &config, "b", 1, 2);
+    a.wait_launched(&f.listener);
+    let grants = f.bot.grants();
+    let mut shards: Vec<u64> = grants.iter().filter_map(|g| g["shard"].as_u64()).collect();
+    shards.sort_unstable();
+    assert_eq!(
+        shards,
+        (0..32).collect::<Vec<u64>>(),
+        "each shard granted once"
+    );
+    assert_within_rate_limit(&grants, 4);
+    let budget: u32 = redis::cmd("GET")
+        .arg(format!("{}/fleet/identify/budget", f.ch))
+        .query(&mut f.redis.conn())
+        .expect("the shared budget");
+    assert_eq!(
+        budget,
+        1000 - 32,
+        "every host's grants spend the one budget"
+    );
+}

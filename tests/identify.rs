@@ -5,14 +5,12 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 
 use common::*;
 use serde_json::{json, Value};
-
-const WINDOW_US: u64 = 5_000_000;
 
 fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -51,31 +49,6 @@ fn metric(port: u16, series: &str) -> Option<f64> {
     stream.read_to_string(&mut text).ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
-/// Checks every recorded grant against Discord's rule: the bucket is the
-/// shard's, and two grants of a bucket are at least 5 s apart.
-fn assert_within_rate_limit(grants: &[Value], max_concurrency: u64) {
-    let mut by_bucket: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-    for g in grants {
-        let shard = g["shard"].as_u64().expect("shard");
-        assert_eq!(g["bucket"].as_u64(), Some(shard % max_concurrency), "{g}");
-        let at = g["at_us"].as_u64().expect("at_us");
-        by_bucket
-            .entry(shard % max_concurrency)
-            .or_default()
-            .push(at);
-    }
-    for (bucket, mut times) in by_bucket {
-        times.sort();
-        for pair in times.windows(2) {
-            assert!(
-                pair[1] - pair[0] >= WINDOW_US,
-                "bucket {bucket} granted {} ms apart: {grants:?}",
-                (pair[1] - pair[0]) / 1000
-            );
-        }
-    }
 }
 
 /// `mewld --daemon` on `f` with the config's `extra` lines, once every

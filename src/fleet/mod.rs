@@ -215,7 +215,7 @@ async fn connect(client: &redis::Client) -> redis::RedisResult<MultiplexedConnec
     }
 }
 
-fn timed_out() -> redis::RedisError {
+pub(crate) fn timed_out() -> redis::RedisError {
     redis::RedisError::from(std::io::Error::new(
         std::io::ErrorKind::TimedOut,
         "Redis did not answer in time",
@@ -223,7 +223,7 @@ fn timed_out() -> redis::RedisError {
 }
 
 /// Runs one Redis exchange within [`COMMAND_TIMEOUT`].
-async fn within<T>(
+pub(crate) async fn within<T>(
     fut: impl std::future::Future<Output = redis::RedisResult<T>>,
 ) -> redis::RedisResult<T> {
     tokio::time::timeout(COMMAND_TIMEOUT, fut)

@@ -6,6 +6,7 @@
 //! time, keeps the budget fresh, and reports to the engine (a status for
 //! the snapshot, notices for the action log).
 
+mod fleet_gate;
 pub mod rules;
 mod server;
 
@@ -20,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::config::Config;
 use crate::discord::{self, SessionStartLimit};
 use crate::engine::state::Snapshot;
+pub use fleet_gate::FleetGate;
 use rules::{Budget, Grant, Notice, Queue, Refusal, Rules, Status, Ticket};
 
 /// Most requests waiting at once; more get 503 (each is a connection and a
@@ -86,13 +88,15 @@ impl Server {
     }
 
     /// Serves the queue for a bot of `shard_count` shards (kept up to date
-    /// from the engine's `snapshots`) with Discord's `limit`, if known.
+    /// from the engine's `snapshots`) with Discord's `limit`, if known; in
+    /// a fleet, through its `gate`.
     pub fn serve(
         self,
         config: &Config,
         shard_count: u32,
         limit: Option<&SessionStartLimit>,
         snapshots: watch::Receiver<Arc<Snapshot>>,
+        gate: Option<FleetGate>,
     ) -> Link {
         let now = Instant::now();
         let rules = Rules {
@@ -123,6 +127,7 @@ impl Server {
             refresh,
             snapshots,
             asked_at: None,
+            gate,
         };
         tokio::spawn(task.run(inbox));
         tokio::spawn(server::accept(self.listener, inbox_tx));
@@ -143,6 +148,8 @@ struct Task {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     /// When Discord was last asked for the budget.
     asked_at: Option<Instant>,
+    /// In a fleet: the buckets and the budget shared with the other hosts.
+    gate: Option<FleetGate>,
 }
 
 impl Task {
@@ -163,7 +170,7 @@ impl Task {
                 _ = status_every.tick() => self.publish_status(),
                 Some(budget) = budgets.recv() => self.queue.set_budget(budget),
             }
-            wake_at = self.grant(&budget_tx);
+            wake_at = self.grant(&budget_tx).await;
         }
     }
 
@@ -206,7 +213,7 @@ impl Task {
     }
 
     /// Grants what may identify now; returns when to look again.
-    fn grant(&mut self, budget_tx: &mpsc::Sender<Budget>) -> Option<Instant> {
+    async fn grant(&mut self, budget_tx: &mpsc::Sender<Budget>) -> Option<Instant> {
         let now = Instant::now();
         // A client gone before its turn must not spend the turn.
         loop {
@@ -224,7 +231,10 @@ impl Task {
                 self.answers.remove(&ticket);
             }
         }
-        let poll = self.queue.poll(now);
+        let (poll, retry_at) = match self.gate.is_some() {
+            true => self.poll_through_gate(now).await,
+            false => (self.queue.poll(now), None),
+        };
         for grant in poll.grants {
             tracing::debug!(
                 shard = grant.shard,
@@ -251,7 +261,51 @@ impl Task {
             }
         }
         self.queue.prune(now);
-        poll.wake_at
+        match (poll.wake_at, retry_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// In a fleet: grants only in the buckets whose window this host took
+    /// in Redis, spending the shared budget. Also returns when another
+    /// host's window (or Redis, after a failure) is worth asking again.
+    async fn poll_through_gate(&mut self, now: Instant) -> (rules::Poll, Option<Instant>) {
+        let ready = self.queue.ready_buckets(now);
+        let Some(gate) = self.gate.as_mut() else {
+            return (self.queue.poll(now), None);
+        };
+        if ready.is_empty() {
+            return (self.queue.poll_where(now, |_| false), None);
+        }
+        let rules = self.queue.rules();
+        let remaining = self.queue.budget().map(|b| b.remaining);
+        let spacing = rules::WINDOW + rules.margin;
+        match gate
+            .acquire(
+                &ready,
+                spacing,
+                remaining,
+                rules.reserve,
+                rules::BUDGET_PERIOD,
+            )
+            .await
+        {
+            Ok(allowed) => {
+                if let Some(shared) = allowed.remaining {
+                    // poll spends one per grant again, locally.
+                    self.queue
+                        .set_remaining(shared + allowed.buckets.len() as u32);
+                }
+                let poll = self.queue.poll_where(now, |b| allowed.buckets.contains(&b));
+                (poll, allowed.retry_at)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach Redis to share the identify queue with the fleet; granting nothing until it is back");
+                let poll = self.queue.poll_where(now, |_| false);
+                (poll, Some(Instant::now() + fleet_gate::RETRY))
+            }
+        }
     }
 
     fn publish_status(&self) {

@@ -155,6 +155,33 @@ impl Queue {
         self.budget = Some(budget);
     }
 
+    /// The budget's count as the fleet shares it (other hosts spend it too).
+    pub fn set_remaining(&mut self, remaining: u32) {
+        if let Some(budget) = self.budget.as_mut() {
+            budget.remaining = remaining;
+        }
+    }
+
+    pub fn rules(&self) -> Rules {
+        self.rules
+    }
+
+    pub fn budget(&self) -> Option<Budget> {
+        self.budget
+    }
+
+    /// Buckets that have a request waiting and are free here at `now`:
+    /// what a fleet asks Redis for before granting.
+    pub fn ready_buckets(&self, now: Instant) -> Vec<u32> {
+        let spacing = WINDOW + self.rules.margin;
+        (0..self.buckets.len() as u32)
+            .filter(|&i| {
+                let b = &self.buckets[i as usize];
+                !b.waiting.is_empty() && b.last_grant.is_none_or(|t| t + spacing <= now)
+            })
+            .collect()
+    }
+
     pub fn bucket_of(&self, shard: u32) -> u32 {
         shard % self.rules.max_concurrency
     }
@@ -212,6 +239,12 @@ impl Queue {
     /// Grants what may identify at `now`: the head of each bucket whose
     /// last grant is a window (plus margin) old, while the budget allows.
     pub fn poll(&mut self, now: Instant) -> Poll {
+        self.poll_where(now, |_| true)
+    }
+
+    /// As [`Queue::poll`], granting only in the buckets `allowed` lets
+    /// (in a fleet, those this host holds in Redis for this window).
+    pub fn poll_where(&mut self, now: Instant, allowed: impl Fn(u32) -> bool) -> Poll {
         let mut poll = Poll::default();
         self.reset_budget_if_due(now, &mut poll);
         // Discord may have said there is more left than counted here.
@@ -246,6 +279,11 @@ impl Queue {
                     poll.wake_at = earliest(poll.wake_at, resets_at);
                     break;
                 }
+            }
+            if !allowed(bucket as u32) {
+                continue;
+            }
+            if let Some(budget) = self.budget.as_mut() {
                 budget.remaining -= 1;
                 // The first session start after a reset starts Discord's day.
                 budget.resets_at.get_or_insert(now + BUDGET_PERIOD);

@@ -273,3 +273,37 @@ fn random_arrivals_never_break_the_window() {
         }
     });
 }
+
+/// In a fleet, the queue grants only where Redis gave this host the
+/// bucket's window, and holds when the shared budget is down to the reserve.
+#[test]
+fn a_fleet_grants_only_in_the_buckets_it_holds() {
+    let t0 = Instant::now();
+    let budget = Budget {
+        remaining: 100,
+        total: 1000,
+        resets_at: None,
+    };
+    let mut q = Queue::new(rules(4), 16, Some(budget));
+    for (ticket, shard) in [(1, 0), (2, 1), (3, 5)] {
+        q.enqueue(ticket, Some(shard)).expect("queued");
+    }
+    assert_eq!(q.ready_buckets(t0), [0, 1]);
+    // Another host holds bucket 0's window.
+    let p = q.poll_where(t0, |b| b == 1);
+    assert_eq!(tickets(&p), [2]);
+    assert_eq!(
+        q.ready_buckets(t0),
+        [0],
+        "bucket 1 is spent here for a window"
+    );
+    assert_eq!(q.budget().map(|b| b.remaining), Some(99));
+    // The fleet has spent the rest: held, whatever Redis allows.
+    q.set_remaining(5);
+    let p = q.poll_where(t0 + WINDOW + MARGIN, |_| true);
+    assert!(p.grants.is_empty());
+    assert!(matches!(
+        p.notices[..],
+        [Notice::BudgetLow { remaining: 5, .. }]
+    ));
+}

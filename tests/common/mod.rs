@@ -6,6 +6,7 @@
 
 pub mod tmux;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
@@ -873,4 +874,32 @@ pub fn chatter_done(bot: &BotDir) -> usize {
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().starts_with("chatter-done-"))
         .count()
+}
+
+/// Discord's identify window for one bucket, in µs.
+pub const WINDOW_US: u64 = 5_000_000;
+
+/// Checks every recorded grant against Discord's rule: the bucket is the
+/// shard's, and two grants of a bucket are at least 5 s apart.
+pub fn assert_within_rate_limit(grants: &[Value], max_concurrency: u64) {
+    let mut by_bucket: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for g in grants {
+        let shard = g["shard"].as_u64().expect("shard");
+        assert_eq!(g["bucket"].as_u64(), Some(shard % max_concurrency), "{g}");
+        let at = g["at_us"].as_u64().expect("at_us");
+        by_bucket
+            .entry(shard % max_concurrency)
+            .or_default()
+            .push(at);
+    }
+    for (bucket, mut times) in by_bucket {
+        times.sort();
+        for pair in times.windows(2) {
+            assert!(
+                pair[1] - pair[0] >= WINDOW_US,
+                "bucket {bucket} granted {} ms apart: {grants:?}",
+                (pair[1] - pair[0]) / 1000
+            );
+        }
+    }
 }
