@@ -52,10 +52,21 @@ fn rand_id() -> u32 {
         .map_or(0, |d| d.subsec_nanos())
 }
 
-/// The `statuses` answer once `check` holds for it.
+/// The `statuses` answer once `check` holds for it. A question nobody
+/// answers in 10 s (asked while no manager was subscribed: Redis keeps no
+/// message for later) is asked again.
 fn statuses_when(f: &Fixture, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    wait_for(what, DEADLINE, || {
-        let reply = ask(&f.redis, &f.listener, &f.ch, "statuses", json!({}));
+    let mut asked = 0;
+    wait_for(what, DEADLINE * 2, || {
+        asked += 1;
+        let command_id = format!("st-{}-{asked}", rand_id());
+        f.redis.publish(
+            &f.ch,
+            &json!({"scope": "launcher", "action": "statuses", "command_id": command_id}),
+        );
+        let reply = wait_for_opt(Duration::from_secs(10), || {
+            replies(f, &command_id).into_iter().next()
+        })?;
         let output = reply["output"].clone();
         if check(&output) {
             Some(output)
@@ -64,6 +75,18 @@ fn statuses_when(f: &Fixture, what: &str, check: impl Fn(&Value) -> bool) -> Val
             None
         }
     })
+}
+
+/// `check`'s first `Some` within `deadline`, if any.
+fn wait_for_opt<T>(deadline: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < deadline {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    None
 }
 
 fn status_of(statuses: &Value, id: u32) -> &str {
@@ -397,4 +420,93 @@ fn hosts_share_the_identify_buckets_and_the_session_budget() {
         1000 - 32,
         "every host's grants spend the one budget"
     );
+}
+
+/// No command id got more than one reply, over everything the channel saw.
+fn assert_one_reply_each(f: &Fixture) {
+    let mut seen = std::collections::HashMap::new();
+    for m in f.listener.all() {
+        if m["scope"] == "bot" && m["action"] == "" {
+            if let Some(id) = m["command_id"].as_str().filter(|id| !id.is_empty()) {
+                *seen.entry(id.to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "answered more than once: {twice:?}");
+}
+
+#[test]
+fn a_paused_leader_is_replaced_and_stays_silent_when_it_wakes() {
+    use nix::sys::signal::Signal::{SIGCONT, SIGSTOP};
+    let f = Fixture::new("fleet-pause", vec![Answer::gateway(8, 900, 0)]);
+    let config = f.config("");
+    let mut hosts = [nth(&f, &config, "a", 0, 2), nth(&f, &config, "b", 1, 2)];
+    hosts[0].wait_launched(&f.listener);
+    statuses_when(&f, "every cluster running", |s| {
+        (0..4).all(|id| status_of(s, id) == "running")
+    });
+    let leader = wait_for("a leader", DEADLINE, || {
+        events(&f.redis.action_log(&f.ch), "leader_elected")
+            .last()
+            .and_then(|e| e["host"].as_str().map(String::from))
+    });
+    let (paused, other) = if leader == "a" { (0, 1) } else { (1, 0) };
+    let slice = [2 * paused as u32, 2 * paused as u32 + 1];
+    hosts[paused].signal(SIGSTOP);
+    // Asked while the leader sleeps: answered once, by the next leader,
+    // with the sleeping host's clusters lost (its processes run on).
+    let statuses = statuses_when(&f, "the sleeping host's clusters lost", |s| {
+        slice.iter().all(|&id| status_of(s, id) == "lost")
+    });
+    assert_eq!(status_of(&statuses, 2 * other as u32), "running");
+    hosts[paused].signal(SIGCONT);
+    statuses_when(&f, "the woken host's clusters back", |s| {
+        (0..4).all(|id| status_of(s, id) == "running")
+    });
+    let answers = ask_all(&f, "statuses", json!({}));
+    assert_eq!(answers.len(), 1, "one leader after the wake: {answers:?}");
+    assert_one_reply_each(&f);
+    let log = f.redis.action_log(&f.ch);
+    let names = ["a", "b"];
+    assert!(events(&log, "host_lost")
+        .iter()
+        .any(|e| e["host"] == names[paused]));
+    assert!(events(&log, "host_joined")
+        .iter()
+        .any(|e| e["host"] == names[paused]));
+}
+
+#[test]
+fn the_fleet_rides_out_a_redis_restart() {
+    let mut f = Fixture::new("fleet-redis", vec![Answer::gateway(8, 900, 0)]);
+    let config = f.config("");
+    let mut a = nth(&f, &config, "a", 0, 2);
+    let mut b = nth(&f, &config, "b", 1, 2);
+    a.wait_launched(&f.listener);
+    let pids = f.bot.pids();
+    // Redis dies and comes back empty on the same port: every record, the
+    // lease and the subscriptions are gone.
+    let port = f.redis.port;
+    f.redis.kill();
+    thread::sleep(Duration::from_secs(2));
+    f.redis = Redis::start_on(port);
+    f.listener = f.redis.listen(&f.ch);
+    statuses_when(
+        &f,
+        "every cluster running again, per the hosts' records",
+        |s| (0..4).all(|id| status_of(s, id) == "running"),
+    );
+    let answers = ask_all(&f, "statuses", json!({}));
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert!(
+        a.child.try_wait().expect("wait").is_none(),
+        "host a runs on"
+    );
+    assert!(
+        b.child.try_wait().expect("wait").is_none(),
+        "host b runs on"
+    );
+    assert_eq!(f.bot.pids(), pids, "no cluster was restarted");
+    assert!(pids.iter().all(|p| alive(*p)));
 }
