@@ -311,7 +311,12 @@ fn a_rolling_restart_walks_the_fleet_in_id_order() {
                 .filter(|r| r["cluster_id"] == id)
                 .filter_map(|r| r["started_us"].as_u64())
                 .collect();
-            assert_eq!(starts.len(), 2, "cluster {id} restarted once");
+            assert_eq!(
+                starts.len(),
+                2,
+                "cluster {id} restarted once: {:#?}",
+                f.redis.action_log(&f.ch)
+            );
             (id, starts[1])
         })
         .collect();

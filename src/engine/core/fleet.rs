@@ -66,11 +66,47 @@ struct Remote {
     owner: Option<(String, String)>,
     /// Its state from the owner's record; `None` while the owner is lost.
     view: Option<ClusterView>,
-    /// Its `launch_next` was seen on the channel.
+    /// Its `launch_next` was seen on the channel (in this launch).
     launched: bool,
+    /// Which process said `launch_next` last: the channel is faster than
+    /// the owner's record, which may still say `starting` (or `pending`)
+    /// for a while after; that process is shown running meanwhile.
+    said_launch_next: Said,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Said {
+    Nothing,
+    /// Said before its record named a process: the next one it names.
+    Unresolved,
+    Pid(u32),
 }
 
 impl Remote {
+    /// The owner's record, corrected by a `launch_next` it has not caught
+    /// up with.
+    fn set_view(&mut self, view: Option<ClusterView>) {
+        if view.is_none() && self.view.is_some() {
+            // Its host is lost, and the process with it.
+            self.said_launch_next = Said::Nothing;
+        }
+        self.view = view;
+        let Some(v) = self.view.as_mut() else { return };
+        if self.said_launch_next == Said::Unresolved {
+            if let Some(pid) = v.pid {
+                self.said_launch_next = Said::Pid(pid);
+            }
+        }
+        let said = match self.said_launch_next {
+            Said::Nothing => false,
+            Said::Unresolved => true,
+            Said::Pid(pid) => v.pid == Some(pid),
+        };
+        if said && matches!(v.state, ClusterState::Pending | ClusterState::Starting) {
+            v.state = ClusterState::Running;
+        }
+    }
+
     fn is_up(&self) -> bool {
         self.view
             .as_ref()
@@ -91,6 +127,7 @@ impl Fleet {
                     owner: None,
                     view: None,
                     launched: false,
+                    said_launch_next: Said::Nothing,
                 };
                 (remote.spec.id, remote)
             })
@@ -305,7 +342,8 @@ impl Core {
         for (id, remote) in &mut fleet.remote {
             remote.owner = owners.remove(id);
             let was_up = remote.is_up();
-            remote.view = remote.owner.as_ref().and_then(|_| views.remove(id));
+            let view = remote.owner.as_ref().and_then(|_| views.remove(id));
+            remote.set_view(view);
             if was_up && remote.view.is_none() {
                 now_lost.push(*id);
             }
@@ -365,9 +403,9 @@ impl Core {
     pub(super) fn on_remote_launch_next(&mut self, id: ClusterId) {
         if let Some(remote) = self.fleet.as_mut().and_then(|f| f.remote.get_mut(&id)) {
             remote.launched = true;
-            if let Some(view) = remote.view.as_mut() {
-                view.state = ClusterState::Running;
-            }
+            remote.said_launch_next = Said::Unresolved;
+            let view = remote.view.take();
+            remote.set_view(view);
         }
         if self.rolling_released(id) {
             return;

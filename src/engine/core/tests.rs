@@ -1111,3 +1111,20 @@ fn a_host_that_stops_heartbeating_is_lost_until_it_comes_back() {
         .any(|e| matches!(e, LogEvent::HostJoined { host, .. } if host == "a")));
     assert_eq!(sim.core.snapshot().clusters[2].state, Starting);
 }
+
+#[test]
+fn a_launch_next_outruns_its_hosts_record_but_not_a_new_process() {
+    use ClusterState::*;
+    let mut sim = Sim::host(6, &[1]);
+    sim.input(Input::TransportUp);
+    sim.view(vec![host_a(&[(0, Starting), (2, Running)])], true);
+    sim.launch_next(0);
+    // Host a's record still says starting (it is written every 250 ms).
+    sim.view(vec![host_a(&[(0, Starting), (2, Running)])], true);
+    assert_eq!(sim.core.snapshot().clusters[0].state, Running);
+    // Another process of cluster 0 (a restart): its record is the truth.
+    let mut record = host_a(&[(0, Starting), (2, Running)]);
+    record.clusters[0].pid = Some(900);
+    sim.view(vec![record], true);
+    assert_eq!(sim.core.snapshot().clusters[0].state, Starting);
+}
