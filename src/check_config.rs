@@ -10,12 +10,14 @@ use std::path::Path;
 
 use mewld::cluster_map::{self, shard_range};
 use mewld::config::{redacted_url, Config, Ipc, LaunchPolicy};
+use mewld::fleet::slice::{Ranges, SliceSpec};
 use mewld::preflight;
 use mewld::startup::{self, Prepared};
 
-pub async fn run(path: &Path) -> u8 {
+/// Checks `path`; with `slice`, for one host of a fleet.
+pub async fn run(path: &Path, slice: Option<&SliceSpec>) -> u8 {
     let mut out = String::new();
-    let problems = report(path, &mut out).await;
+    let problems = report(path, slice, &mut out).await;
     if problems.is_empty() {
         out.push_str("ok\n");
     }
@@ -32,7 +34,7 @@ pub async fn run(path: &Path) -> u8 {
 }
 
 /// Writes the settings to `out` and returns the problems found.
-async fn report(path: &Path, out: &mut String) -> Vec<String> {
+async fn report(path: &Path, slice: Option<&SliceSpec>, out: &mut String) -> Vec<String> {
     let Prepared {
         config,
         env,
@@ -76,6 +78,20 @@ async fn report(path: &Path, out: &mut String) -> Vec<String> {
             mewld::protocol::truncate(&c.name, 40),
             shard_range(&c.shards)
         );
+    }
+    if let Some(slice) = slice {
+        match (slice.resolve(map.len() as u32), &config.ipc) {
+            (_, Ipc::Unix { .. }) => problems.push(
+                "several hosts share their clusters through Redis; `ipc: unix` runs on one host only"
+                    .into(),
+            ),
+            (Ok(owned), _) => line(
+                out,
+                "this host runs",
+                &format!("{} ({} of {} clusters)", Ranges(&owned), owned.len(), map.len()),
+            ),
+            (Err(e), _) => problems.push(e.to_string()),
+        }
     }
     problems.extend(preflight::check_command_lines(&config, &map, shard_count));
     problems

@@ -88,6 +88,7 @@ struct FleetArgs {
     #[arg(
         long,
         env = "MEWLD_HOST_INDEX",
+        global = true,
         requires = "host_count",
         value_name = "I"
     )]
@@ -97,17 +98,23 @@ struct FleetArgs {
     #[arg(
         long,
         env = "MEWLD_HOST_COUNT",
+        global = true,
         requires = "host_index",
         value_name = "N"
     )]
     host_count: Option<u32>,
 
     /// The clusters this host runs, as ids and ranges: `0-9,20-29`.
-    #[arg(long, value_name = "IDS", conflicts_with_all = ["host_index", "host_count"])]
+    #[arg(
+        long,
+        global = true,
+        value_name = "IDS",
+        conflicts_with_all = ["host_index", "host_count"]
+    )]
     clusters: Option<String>,
 
     /// This host's name in the fleet (default: the machine's host name).
-    #[arg(long, env = "MEWLD_HOST_NAME", value_name = "NAME")]
+    #[arg(long, env = "MEWLD_HOST_NAME", global = true, value_name = "NAME")]
     host_name: Option<String>,
 }
 
@@ -200,7 +207,10 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
-        Some(Command::CheckConfig) => Ok(check_config::run(&cli.config).await),
+        Some(Command::CheckConfig) => {
+            let slice = cli.fleet.slice()?;
+            Ok(check_config::run(&cli.config, slice.as_ref()).await)
+        }
         Some(Command::FakeBot { args }) => {
             logging::init_cluster();
             let code = fake_bot::run(args).await?;

@@ -135,18 +135,8 @@ mod tests {
                 .into_iter()
                 .zip(states)
                 .map(|(spec, state)| ClusterView {
-                    id: spec.id,
-                    name: spec.name,
-                    shards: spec.shards,
                     state: *state,
-                    pid: None,
-                    started_at: None,
-                    restarts: 0,
-                    quick_failures: 0,
-                    next_restart_at: None,
-                    last_exit: None,
-                    health: None,
-                    host: None,
+                    ..ClusterView::lost(&spec)
                 })
                 .collect(),
             transport_connected: true,

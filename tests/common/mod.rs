@@ -464,6 +464,11 @@ pub fn launched(test: &str, shards: u32, extra: &str, env: &[(&str, &str)]) -> (
 /// module that exists) with `extra` lines from line 10 on: its exit code
 /// and everything it said.
 pub fn check_config_with(extra: &str) -> (Option<i32>, String) {
+    check_config_args(extra, &[])
+}
+
+/// As [`check_config_with`], with more arguments after `check-config`.
+pub fn check_config_args(extra: &str, args: &[&str]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(dir.path().join("bot")).expect("bot dir");
     std::fs::write(dir.path().join("bot/bot.py"), "").expect("module");
@@ -471,6 +476,7 @@ pub fn check_config_with(extra: &str) -> (Option<i32>, String) {
     std::fs::write(dir.path().join("config.yaml"), format!("{base}{extra}")).expect("write");
     let out = Command::new(MEWLD)
         .arg("check-config")
+        .args(args)
         .current_dir(dir.path())
         .env_remove("MTOKEN")
         .output()

@@ -933,20 +933,18 @@ fn host_a(states: &[(ClusterId, ClusterState)]) -> crate::fleet::HostRecord {
         started_at: 0,
         clusters: states
             .iter()
-            .map(|&(id, state)| crate::engine::state::ClusterView {
-                id,
-                name: format!("cluster-{id}"),
-                shards: vec![2 * id, 2 * id + 1],
-                state,
-                pid: matches!(state, ClusterState::Starting | ClusterState::Running)
-                    .then_some(500 + id),
-                started_at: None,
-                restarts: 0,
-                quick_failures: 0,
-                next_restart_at: None,
-                last_exit: None,
-                health: None,
-                host: None,
+            .map(|&(id, state)| {
+                let spec = crate::cluster_map::ClusterSpec {
+                    id,
+                    name: format!("cluster-{id}"),
+                    shards: vec![2 * id, 2 * id + 1],
+                };
+                crate::engine::state::ClusterView {
+                    state,
+                    pid: matches!(state, ClusterState::Starting | ClusterState::Running)
+                        .then_some(500 + id),
+                    ..crate::engine::state::ClusterView::lost(&spec)
+                }
             })
             .collect(),
     }
