@@ -521,11 +521,20 @@ fn check_config_shows_a_hosts_slice_and_what_is_wrong_with_it() {
     // The base config makes 2 clusters.
     let (code, said) = check_config_args("", &["--host-index", "1", "--host-count", "2"]);
     assert_eq!(code, Some(0), "{said}");
-    assert!(said.contains("this host runs:    1 (1 of 2 clusters)"), "{said}");
+    assert!(
+        said.contains("this host runs:    1 (1 of 2 clusters)"),
+        "{said}"
+    );
     let (code, said) = check_config_args("", &["--clusters", "1-3"]);
     assert_eq!(code, Some(1), "{said}");
-    assert!(said.contains("--clusters names 2, beyond the cluster map (clusters 0-1)"), "{said}");
+    assert!(
+        said.contains("--clusters names 2, beyond the cluster map (clusters 0-1)"),
+        "{said}"
+    );
     let (code, said) = check_config_args("", &["--host-index", "2", "--host-count", "2"]);
     assert_eq!(code, Some(2), "{said}");
-    assert!(said.contains("--host-index 2 is not below --host-count 2"), "{said}");
+    assert!(
+        said.contains("--host-index 2 is not below --host-count 2"),
+        "{said}"
+    );
 }

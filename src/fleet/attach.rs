@@ -13,7 +13,7 @@ use redis::aio::MultiplexedConnection;
 use serde_json::{Map, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 
-use super::{connect, parse_leader, read_hosts, within, HostRecord, Keys};
+use super::{connect, parse_leader, within, HostCache, HostRecord, Keys};
 use crate::cluster_map;
 use crate::config::{Config, Ipc};
 use crate::control::client::{Attached, LinkStatus};
@@ -59,6 +59,7 @@ pub async fn attach(config: &Config) -> Result<Attached, String> {
         me: super::host_name(None),
         last_ts: None,
         connected: true,
+        hosts: HostCache::default(),
     };
     tokio::spawn(reader.run(requests, events.clone(), snapshot, status, hello.clone()));
     Ok(Attached {
@@ -82,6 +83,7 @@ struct Reader {
     /// The newest action-log entry shown.
     last_ts: Option<i64>,
     connected: bool,
+    hosts: HostCache,
 }
 
 impl Reader {
@@ -139,8 +141,9 @@ impl Reader {
     async fn read(&mut self, events: &broadcast::Sender<Event>) -> redis::RedisResult<Snapshot> {
         let keys = self.keys.clone();
         let log_key = self.log_key.clone();
-        let conn = self.conn().await?;
-        let hosts = read_hosts(conn, &keys, None).await?;
+        // A multiplexed connection's clone is the same connection.
+        let conn = &mut self.conn().await?.clone();
+        let hosts = self.hosts.refresh(conn, &keys, None).await?;
         let holder: Option<String> =
             within(redis::cmd("GET").arg(&keys.leader).query_async(conn)).await?;
         let tail: Vec<String> = within(

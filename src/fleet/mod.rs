@@ -12,7 +12,7 @@ pub mod attach;
 pub mod record;
 pub mod slice;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -91,6 +91,7 @@ return 0
 struct Keys {
     hosts: String,
     host_prefix: String,
+    version_prefix: String,
     leader: String,
     epoch: String,
 }
@@ -100,6 +101,7 @@ impl Keys {
         Keys {
             hosts: format!("{channel}/fleet/hosts"),
             host_prefix: format!("{channel}/fleet/host/"),
+            version_prefix: format!("{channel}/fleet/version/"),
             leader: format!("{channel}/fleet/leader"),
             epoch: format!("{channel}/fleet/epoch"),
         }
@@ -107,6 +109,12 @@ impl Keys {
 
     fn host(&self, id: &str) -> String {
         format!("{}{id}", self.host_prefix)
+    }
+
+    /// A counter beside each record, bumped when the record changes: the
+    /// others read the small counters and fetch only the records that moved.
+    fn version(&self, id: &str) -> String {
+        format!("{}{id}", self.version_prefix)
     }
 }
 
@@ -255,7 +263,10 @@ impl Member {
     /// Registers this host, after dropping what a previous run of it left
     /// (a manager killed on this machine leaves its record for a TTL).
     async fn claim(&self, conn: &mut MultiplexedConnection) -> Result<(), JoinError> {
-        for other in self.read_hosts(conn).await? {
+        let others = HostCache::default()
+            .refresh(conn, &self.keys, Some(&self.me.id))
+            .await?;
+        for other in others {
             if other.shard_count != self.shard_count || other.cluster_count != self.cluster_count {
                 return Err(JoinError::DifferentMap {
                     host: other.id,
@@ -304,14 +315,6 @@ impl Member {
         })
     }
 
-    /// Every live host's record but ours.
-    async fn read_hosts(
-        &self,
-        conn: &mut MultiplexedConnection,
-    ) -> redis::RedisResult<Vec<HostRecord>> {
-        read_hosts(conn, &self.keys, Some(&self.me.id)).await
-    }
-
     async fn run(
         self,
         client: redis::Client,
@@ -320,7 +323,7 @@ impl Member {
         mut leave: oneshot::Receiver<oneshot::Sender<()>>,
     ) {
         let mut tick = tokio::time::interval(READ_INTERVAL);
-        let mut written: Option<(Instant, String)> = None;
+        let mut state = Beat::default();
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -337,7 +340,7 @@ impl Member {
                 conn = connect(&client).await.ok();
             }
             let Some(c) = conn.as_mut() else { continue };
-            match self.heartbeat(c, &mut written).await {
+            match self.heartbeat(c, &mut state).await {
                 Ok(Some(fresh)) => {
                     view.send_replace(Some(fresh));
                 }
@@ -362,28 +365,51 @@ impl Member {
     async fn heartbeat(
         &self,
         conn: &mut MultiplexedConnection,
-        written: &mut Option<(Instant, String)>,
+        beat: &mut Beat,
     ) -> redis::RedisResult<Option<FleetView>> {
         let sent_at = Instant::now();
         let record = serde_json::to_string(&self.record()).unwrap_or_default();
-        let due = written
-            .as_ref()
-            .is_none_or(|(at, last)| *last != record || sent_at.duration_since(*at) >= HEARTBEAT);
-        if due {
-            let renewed: Option<String> = within(
-                redis::cmd("SET")
-                    .arg(self.keys.host(&self.me.id))
-                    .arg(&record)
-                    .arg("PX")
-                    .arg(HOST_TTL.as_millis() as u64)
-                    .arg("XX")
-                    .query_async(conn),
-            )
-            .await?;
-            *written = Some((sent_at, record));
-            // None: our record lapsed (Redis was away, or this host was
-            // paused); claim the clusters again.
-            if renewed.is_none() {
+        let changed = beat.written.as_ref() != Some(&record);
+        let due = beat
+            .renewed_at
+            .is_none_or(|at| sent_at.duration_since(at) >= HEARTBEAT);
+        if changed || due {
+            let (host, version) = (self.keys.host(&self.me.id), self.keys.version(&self.me.id));
+            let ttl = HOST_TTL.as_millis() as u64;
+            let renewed = if changed {
+                beat.version += 1;
+                let (set, _): (Option<String>, ()) = within(
+                    redis::pipe()
+                        .cmd("SET")
+                        .arg(&host)
+                        .arg(&record)
+                        .arg("PX")
+                        .arg(ttl)
+                        .arg("XX")
+                        .cmd("SET")
+                        .arg(&version)
+                        .arg(beat.version)
+                        .arg("PX")
+                        .arg(ttl)
+                        .query_async(conn),
+                )
+                .await?;
+                set.is_some()
+            } else {
+                let (kept, _): (bool, bool) = within(
+                    redis::pipe()
+                        .pexpire(&host, ttl as i64)
+                        .pexpire(&version, ttl as i64)
+                        .query_async(conn),
+                )
+                .await?;
+                kept
+            };
+            beat.written = Some(record);
+            beat.renewed_at = Some(sent_at);
+            // Our record lapsed (Redis was away, or this host was paused):
+            // claim the clusters again.
+            if !renewed {
                 match self.claim(conn).await {
                     Ok(()) => {}
                     Err(JoinError::Redis(e)) => return Err(e),
@@ -392,9 +418,21 @@ impl Member {
                         return Ok(None);
                     }
                 }
+                beat.version += 1;
+                let _: () = within(
+                    redis::cmd("SET")
+                        .arg(&version)
+                        .arg(beat.version)
+                        .arg("PX")
+                        .arg(ttl)
+                        .query_async(conn),
+                )
+                .await?;
             }
         }
-        self.read_and_elect(conn, sent_at).await.map(Some)
+        self.read_and_elect(conn, sent_at, &mut beat.others)
+            .await
+            .map(Some)
     }
 
     /// Reads the other hosts' records and renews or takes the lease.
@@ -402,8 +440,9 @@ impl Member {
         &self,
         conn: &mut MultiplexedConnection,
         sent_at: Instant,
+        others: &mut HostCache,
     ) -> redis::RedisResult<FleetView> {
-        let hosts = self.read_hosts(conn).await?;
+        let hosts = others.refresh(conn, &self.keys, Some(&self.me.id)).await?;
         let holder: String = within(
             redis::Script::new(ELECT)
                 .key(&self.keys.leader)
@@ -437,6 +476,7 @@ impl Member {
             within(
                 redis::pipe()
                     .del(self.keys.host(&self.me.id))
+                    .del(self.keys.version(&self.me.id))
                     .srem(&self.keys.hosts, &self.me.id)
                     .query_async(conn),
             )
@@ -452,36 +492,76 @@ impl Member {
     }
 }
 
-/// Every live host's record (but `except`'s). Records that cannot be read
-/// are skipped, with a warning.
-async fn read_hosts(
-    conn: &mut MultiplexedConnection,
-    keys: &Keys,
-    except: Option<&str>,
-) -> redis::RedisResult<Vec<HostRecord>> {
-    let ids: Vec<String> =
-        within(redis::cmd("SMEMBERS").arg(&keys.hosts).query_async(conn)).await?;
-    let ids: Vec<String> = ids
-        .into_iter()
-        .filter(|id| Some(id.as_str()) != except)
-        .collect();
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let host_keys: Vec<String> = ids.iter().map(|id| keys.host(id)).collect();
-    let texts: Vec<Option<String>> =
-        within(redis::cmd("MGET").arg(&host_keys).query_async(conn)).await?;
-    let mut records = Vec::new();
-    for (id, text) in ids.iter().zip(texts) {
-        let Some(text) = text else { continue };
-        match serde_json::from_str::<HostRecord>(&text) {
-            Ok(r) => records.push(r),
-            Err(e) => {
-                tracing::warn!(host = %id, error = %e, "ignored a host record that cannot be read")
+/// What the heartbeat keeps between rounds.
+#[derive(Default)]
+struct Beat {
+    /// The record as last written, and when it was last renewed.
+    written: Option<String>,
+    renewed_at: Option<Instant>,
+    /// Bumped at each write of the record.
+    version: u64,
+    /// The other hosts' records as last fetched.
+    others: HostCache,
+}
+
+/// The hosts' records as last fetched, with their versions: a refresh
+/// reads every version (a few bytes each) and fetches only the records
+/// whose version moved, so a fleet of big hosts costs little to watch.
+#[derive(Default)]
+struct HostCache {
+    records: HashMap<String, (u64, HostRecord)>,
+}
+
+impl HostCache {
+    /// Every live host's record (but `except`'s). A record that cannot be
+    /// read is skipped, with a warning.
+    async fn refresh(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        keys: &Keys,
+        except: Option<&str>,
+    ) -> redis::RedisResult<Vec<HostRecord>> {
+        let ids: Vec<String> =
+            within(redis::cmd("SMEMBERS").arg(&keys.hosts).query_async(conn)).await?;
+        let ids: Vec<String> = ids
+            .into_iter()
+            .filter(|id| Some(id.as_str()) != except)
+            .collect();
+        let live: Vec<(String, u64)> = if ids.is_empty() {
+            Vec::new()
+        } else {
+            let version_keys: Vec<String> = ids.iter().map(|id| keys.version(id)).collect();
+            let versions: Vec<Option<u64>> =
+                within(redis::cmd("MGET").arg(&version_keys).query_async(conn)).await?;
+            ids.into_iter()
+                .zip(versions)
+                .filter_map(|(id, v)| Some((id, v?)))
+                .collect()
+        };
+        self.records
+            .retain(|id, (v, _)| live.iter().any(|(l, lv)| l == id && lv == v));
+        let stale: Vec<&(String, u64)> = live
+            .iter()
+            .filter(|(id, _)| !self.records.contains_key(id))
+            .collect();
+        if !stale.is_empty() {
+            let host_keys: Vec<String> = stale.iter().map(|(id, _)| keys.host(id)).collect();
+            let texts: Vec<Option<String>> =
+                within(redis::cmd("MGET").arg(&host_keys).query_async(conn)).await?;
+            for ((id, version), text) in stale.into_iter().zip(texts) {
+                let Some(text) = text else { continue };
+                match serde_json::from_str::<HostRecord>(&text) {
+                    Ok(r) => {
+                        self.records.insert(id.clone(), (*version, r));
+                    }
+                    Err(e) => {
+                        tracing::warn!(host = %id, error = %e, "ignored a host record that cannot be read")
+                    }
+                }
             }
         }
+        Ok(self.records.values().map(|(_, r)| r.clone()).collect())
     }
-    Ok(records)
 }
 
 /// `<host> <epoch>`, as the election stores it.
