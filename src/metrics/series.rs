@@ -58,6 +58,9 @@ pub(super) struct Series {
     identify_waiting: Family<Labels, Gauge>,
     identify_grants: Family<Labels, Counter>,
     identify_held: Family<Labels, Gauge>,
+    /// The fleet's (families: served only in a fleet).
+    fleet_hosts: Family<Labels, Gauge>,
+    fleet_leader: Family<Labels, Gauge>,
     /// Grants already counted, to add the difference.
     identify_granted: u64,
     /// When each cluster's last diagnostic answer arrived (observed once).
@@ -87,6 +90,8 @@ impl Series {
             identify_waiting: Family::default(),
             identify_grants: Family::default(),
             identify_held: Family::default(),
+            fleet_hosts: Family::default(),
+            fleet_leader: Family::default(),
             identify_granted: 0,
             last_diag: HashMap::new(),
             clusters_up: HashSet::new(),
@@ -166,6 +171,16 @@ impl Series {
             "1 while the queue holds every grant (session budget low)",
             self.identify_held.clone(),
         );
+        r.register(
+            "fleet_hosts",
+            "Hosts of the fleet heartbeating, this one included",
+            self.fleet_hosts.clone(),
+        );
+        r.register(
+            "fleet_leader",
+            "1 while this host leads the fleet",
+            self.fleet_leader.clone(),
+        );
     }
 
     /// Gauges from the engine's state.
@@ -241,12 +256,24 @@ impl Series {
         if let Some(q) = &s.identify {
             self.on_identify(q);
         }
+        if let Some(f) = &s.fleet {
+            self.on_fleet(f);
+        }
         // Unknown (not asked, or before the engine's first snapshot): no sample.
         if let Some(n) = remaining {
             self.sessions_remaining
                 .get_or_create(&Vec::new())
                 .set(i64::from(n));
         }
+    }
+
+    fn on_fleet(&mut self, f: &crate::engine::state::FleetSummary) {
+        let none = Vec::new();
+        let hosts = i64::try_from(f.hosts.len()).unwrap_or(i64::MAX);
+        self.fleet_hosts.get_or_create(&none).set(hosts);
+        self.fleet_leader
+            .get_or_create(&none)
+            .set(i64::from(f.leading));
     }
 
     fn on_identify(&mut self, q: &crate::identify::rules::Status) {
@@ -434,6 +461,54 @@ mod tests {
             text.contains("mewld_action_log_entries_total{event=\"other\"} 11"),
             "{text}"
         );
+    }
+
+    /// In a fleet, a host counts its own clusters, and the leader the lost
+    /// ones: summed over the hosts, each cluster once.
+    #[test]
+    fn a_fleet_host_counts_its_own_clusters() {
+        use crate::engine::state::{ClusterView, FleetSummary};
+        let view = |id, state, host: Option<&str>| ClusterView {
+            state,
+            host: host.map(String::from),
+            ..ClusterView::lost(&crate::cluster_map::build(3, 1, &[])[id as usize])
+        };
+        let mut snapshot = Snapshot {
+            clusters: vec![
+                view(0, ClusterState::Running, Some("a")),
+                view(1, ClusterState::Running, Some("b")),
+                view(2, ClusterState::Lost, None),
+            ],
+            fleet: Some(FleetSummary {
+                me: "a".into(),
+                leader: Some(("b".into(), 2)),
+                leading: false,
+                hosts: Vec::new(),
+            }),
+            ..Snapshot::default()
+        };
+        let (mut series, registry) = Series::registered();
+        series.on_snapshot(&snapshot);
+        let text = text(&registry);
+        assert!(
+            text.contains("mewld_clusters{state=\"running\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mewld_clusters{state=\"lost\"} 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("mewld_fleet_leader 0\n"), "{text}");
+        if let Some(f) = snapshot.fleet.as_mut() {
+            f.leading = true;
+        }
+        series.on_snapshot(&snapshot);
+        let text = self::text(&registry);
+        assert!(
+            text.contains("mewld_clusters{state=\"lost\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("mewld_fleet_leader 1\n"), "{text}");
     }
 
     #[test]
