@@ -175,6 +175,7 @@ struct Member {
     shard_count: u32,
     cluster_count: u32,
     started_at: u64,
+    boot_id: String,
     snapshot: watch::Receiver<Arc<Snapshot>>,
 }
 
@@ -197,6 +198,7 @@ pub async fn join(
         shard_count,
         cluster_count,
         started_at: unix_secs(std::time::SystemTime::now()),
+        boot_id: boot_id(),
         snapshot,
     };
     let mut conn = None;
@@ -251,6 +253,7 @@ impl Member {
             shard_count: self.shard_count,
             cluster_count: self.cluster_count,
             started_at: self.started_at,
+            boot_id: self.boot_id.clone(),
             clusters: snapshot
                 .clusters
                 .iter()
@@ -276,7 +279,7 @@ impl Member {
                     our_clusters: self.cluster_count,
                 });
             }
-            if other.name == self.me.name && is_gone(other.pid) {
+            if other.name == self.me.name && is_previous_run(&other) {
                 tracing::info!(host = %other.id, "dropping the record of this host's previous run");
                 let _: () = within(
                     redis::pipe()
@@ -573,14 +576,27 @@ fn parse_leader(holder: &str) -> Option<Leader> {
     })
 }
 
-/// Whether process `pid` on this machine is gone (or is this very process,
-/// which cannot be the other: a restarted container reuses its pid).
-fn is_gone(pid: u32) -> bool {
-    if pid == std::process::id() {
+/// This machine's boot id (empty where the kernel does not say).
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Whether `other` (a record of this host's name) was left by a previous
+/// run on this machine: same boot, and its process gone (or it is this
+/// very process's pid, which a restarted container reuses). Anything else
+/// is left to lapse.
+fn is_previous_run(other: &HostRecord) -> bool {
+    let boot = boot_id();
+    if boot.is_empty() || other.boot_id != boot {
+        return false;
+    }
+    if other.pid == std::process::id() {
         return true;
     }
-    let Ok(pid) = i32::try_from(pid) else {
-        return true;
+    let Ok(pid) = i32::try_from(other.pid) else {
+        return false;
     };
     matches!(
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),

@@ -25,6 +25,10 @@ pub struct HostRecord {
     pub cluster_count: u32,
     /// Unix seconds.
     pub started_at: u64,
+    /// The machine's boot id: a record of this host name from the same
+    /// boot whose pid is gone is a previous run's, safe to replace.
+    #[serde(default)]
+    pub boot_id: String,
     /// Its own clusters as it sees them.
     pub clusters: Vec<ClusterView>,
 }

@@ -931,6 +931,7 @@ fn host_a(states: &[(ClusterId, ClusterState)]) -> crate::fleet::HostRecord {
         shard_count: 6,
         cluster_count: 3,
         started_at: 0,
+        boot_id: String::new(),
         clusters: states
             .iter()
             .map(|&(id, state)| {
