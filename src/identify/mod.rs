@@ -279,16 +279,18 @@ impl Task {
             return (self.queue.poll_where(now, |_| false), None);
         }
         let rules = self.queue.rules();
-        let remaining = self.queue.budget().map(|b| b.remaining);
+        let budget = self.queue.budget();
+        let remaining = budget.map(|b| b.remaining);
+        // A counter the fleet makes now lasts until Discord's reset as
+        // this host knows it (a day once the first start opens one).
+        let day = budget
+            .and_then(|b| b.resets_at)
+            .map(|t| t.saturating_duration_since(now))
+            .filter(|d| !d.is_zero())
+            .unwrap_or(rules::BUDGET_PERIOD);
         let spacing = rules::WINDOW + rules.margin;
         match gate
-            .acquire(
-                &ready,
-                spacing,
-                remaining,
-                rules.reserve,
-                rules::BUDGET_PERIOD,
-            )
+            .acquire(&ready, spacing, remaining, rules.reserve, day)
             .await
         {
             Ok(allowed) => {
