@@ -329,7 +329,8 @@ fn membership(
         })?;
     let name = fleet::host_name(name);
     Ok(Some(Membership {
-        id: format!("{name}:{}", std::process::id()),
+        // The pid alone is not unique: in a container it is always 1.
+        id: format!("{name}:{}:{}", std::process::id(), fleet::run_token()),
         name,
         owned,
     }))

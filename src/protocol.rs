@@ -51,6 +51,9 @@ pub struct FleetOp {
     pub host: String,
     /// A step of the leader's rolling restart, not an operator's restart.
     pub rolling: bool,
+    /// The sending leader's fencing token (rolling steps): an owner ignores
+    /// a step from a leader older than the one it knows.
+    pub epoch: Option<u64>,
 }
 
 /// The action of the manager's channel probe. It travels with the launcher's
@@ -262,6 +265,7 @@ fn fleet_op_of(obj: &Map<String, Value>) -> Result<FleetOp, String> {
         via: text("via")?,
         host: text("host")?,
         rolling: get_ci(obj, "rolling").and_then(Value::as_bool) == Some(true),
+        epoch: get_ci(obj, "epoch").and_then(Value::as_u64),
     })
 }
 
@@ -391,6 +395,7 @@ pub fn fleet_op(op: &FleetOp) -> String {
         "via": op.via,
         "host": op.host,
         "rolling": op.rolling,
+        "epoch": op.epoch,
     })
     .to_string()
 }
@@ -432,6 +437,7 @@ mod tests {
             via: "console".into(),
             host: "box-a".into(),
             rolling: false,
+            epoch: None,
         };
         let r = req(serde_json::from_str(&fleet_op(&op)).expect("json"));
         assert_eq!(r.action, Action::FleetOp(op));

@@ -133,6 +133,18 @@ pub enum LogEvent {
         host: String,
         clusters: String,
     },
+    /// This host's record lapsed and another host has claimed its clusters
+    /// since: it stops them and exits.
+    HostDisplaced {
+        host: String,
+        error: String,
+    },
+    /// The leader lost its lease during a rolling restart: it stops walking
+    /// (the next leader does not resume it).
+    RollingRestartStopped {
+        done: usize,
+        total: usize,
+    },
     /// This host leads the fleet now (answers `statuses`, announces the
     /// launch, walks rolling restarts); `epoch` is its fencing token.
     LeaderElected {
@@ -180,7 +192,9 @@ impl Tone {
             | "rolling_restart_timeout"
             | "channel_stall"
             | "identify_budget_low"
-            | "host_lost" => Tone::Trouble,
+            | "host_lost"
+            | "host_displaced"
+            | "rolling_restart_stopped" => Tone::Trouble,
             "cluster_started"
             | "cluster_launched"
             | "cluster_restarted"

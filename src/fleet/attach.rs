@@ -169,7 +169,13 @@ impl Reader {
     }
 
     fn snapshot(&self, hosts: &[HostRecord], leader: Option<super::Leader>) -> Snapshot {
-        let shard_count = hosts.iter().map(|h| h.shard_count).max().unwrap_or(0);
+        // A record's map size is outside data: within the map's caps only.
+        let shard_count = hosts
+            .iter()
+            .map(|h| h.shard_count)
+            .filter(|&n| cluster_map::check_size(n, self.per_cluster).is_ok())
+            .max()
+            .unwrap_or(0);
         let mut views: BTreeMap<u32, ClusterView> = BTreeMap::new();
         for host in hosts {
             for view in &host.clusters {
@@ -289,6 +295,7 @@ impl Reader {
                 via: "attach".into(),
                 host: self.me.clone(),
                 rolling: false,
+                epoch: None,
             }),
         };
         let channel = self.channel.clone();

@@ -53,8 +53,12 @@ for _, h in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     if not rec then
       redis.call('SREM', KEYS[1], h)
     else
-      for _, id in ipairs(cjson.decode(rec).owned) do
-        if mine[id] then return rec end
+      -- A record that cannot be read claims nothing (the hosts skip it too).
+      local ok, decoded = pcall(cjson.decode, rec)
+      if ok and type(decoded) == 'table' and type(decoded.owned) == 'table' then
+        for _, id in ipairs(decoded.owned) do
+          if mine[id] then return rec end
+        end
       end
     end
   end
@@ -344,10 +348,9 @@ impl Member {
             }
             let Some(c) = conn.as_mut() else { continue };
             match self.heartbeat(c, &mut state).await {
-                Ok(Some(fresh)) => {
+                Ok(fresh) => {
                     view.send_replace(Some(fresh));
                 }
-                Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "fleet heartbeat failed; retrying");
                     conn = None;
@@ -364,12 +367,12 @@ impl Member {
 
     /// Renews the record when it changed or a heartbeat is due (claiming
     /// again if it lapsed), reads the others', and takes part in the
-    /// election. `None`: the claim was refused.
+    /// election; or says why this host may not run its clusters any more.
     async fn heartbeat(
         &self,
         conn: &mut MultiplexedConnection,
         beat: &mut Beat,
-    ) -> redis::RedisResult<Option<FleetView>> {
+    ) -> redis::RedisResult<FleetView> {
         let sent_at = Instant::now();
         let record = serde_json::to_string(&self.record()).unwrap_or_default();
         let changed = beat.written.as_ref() != Some(&record);
@@ -418,7 +421,10 @@ impl Member {
                     Err(JoinError::Redis(e)) => return Err(e),
                     Err(e) => {
                         tracing::error!(error = %e, "cannot join the fleet again");
-                        return Ok(None);
+                        return Ok(FleetView {
+                            displaced: Some(e.to_string()),
+                            ..FleetView::default()
+                        });
                     }
                 }
                 beat.version += 1;
@@ -433,9 +439,7 @@ impl Member {
                 .await?;
             }
         }
-        self.read_and_elect(conn, sent_at, &mut beat.others)
-            .await
-            .map(Some)
+        self.read_and_elect(conn, sent_at, &mut beat.others).await
     }
 
     /// Reads the other hosts' records and renews or takes the lease.
@@ -464,6 +468,7 @@ impl Member {
             hosts,
             leader,
             lease_until,
+            displaced: None,
         })
     }
 
@@ -534,11 +539,12 @@ impl HostCache {
             Vec::new()
         } else {
             let version_keys: Vec<String> = ids.iter().map(|id| keys.version(id)).collect();
-            let versions: Vec<Option<u64>> =
+            // Read as text: a value that is not a number is skipped, not fatal.
+            let versions: Vec<Option<String>> =
                 within(redis::cmd("MGET").arg(&version_keys).query_async(conn)).await?;
             ids.into_iter()
                 .zip(versions)
-                .filter_map(|(id, v)| Some((id, v?)))
+                .filter_map(|(id, v)| Some((id, v?.parse().ok()?)))
                 .collect()
         };
         self.records
@@ -602,6 +608,11 @@ fn is_previous_run(other: &HostRecord) -> bool {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
         Err(nix::errno::Errno::ESRCH)
     )
+}
+
+/// A random token that makes a host id unique to this run.
+pub fn run_token() -> String {
+    crate::protocol::random_id()[..8].to_string()
 }
 
 /// This host's name: the machine's, unless given; made safe for a key.

@@ -42,6 +42,9 @@ pub struct FleetView {
     pub leader: Option<Leader>,
     /// This host leads until then (its lease, less a safety margin).
     pub lease_until: Option<Instant>,
+    /// This host's record lapsed and another live host has claimed its
+    /// clusters since: why it must stop them.
+    pub displaced: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

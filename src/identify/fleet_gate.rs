@@ -15,7 +15,7 @@ use crate::fleet::{timed_out, within};
 /// For each bucket asked (`ARGV[7..]`), in order: if the shared budget is
 /// down to the reserve, held (-1); else take the bucket's window (`SET NX
 /// PX`) and spend one session start (0), or say when the window frees
-/// (its PTTL, at least 1 ms). The budget key is made at the first spend after it lapsed,
+/// (its PTTL, at least 1 ms; a window with no TTL: after a window). The budget key is made at the first spend after it lapsed,
 /// from this host's count, and lives for Discord's day. Returns the
 /// budget left (-1: not counted), then one answer per bucket.
 const ACQUIRE: &str = r"
@@ -33,8 +33,11 @@ for i = 7, #ARGV do
     spent = spent + 1
     if counted then remaining = remaining - 1 end
   else
-    -- At least 1: 0 means taken, and a window about to lapse reads 0.
-    table.insert(out, math.max(redis.call('PTTL', key), 1))
+    -- 0 means taken, and a window about to lapse reads 0: say 1. A key
+    -- with no TTL (not ours) is asked about again after a window.
+    local ttl = redis.call('PTTL', key)
+    if ttl == 0 then ttl = 1 elseif ttl < 0 then ttl = tonumber(ARGV[3]) end
+    table.insert(out, ttl)
   end
 end
 if counted and spent > 0 then
@@ -130,8 +133,8 @@ impl FleetGate {
                     let at = asked_at + Duration::from_millis(ms as u64);
                     allowed.retry_at = Some(allowed.retry_at.map_or(at, |t| t.min(at)));
                 }
-                // Held for the budget, or a window with no TTL (not ours to
-                // judge): the local queue decides when to look again.
+                // Held for the budget: the local queue holds too, and says
+                // when to look again.
                 _ => {}
             }
         }

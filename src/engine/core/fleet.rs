@@ -57,6 +57,8 @@ pub(crate) struct Fleet {
     pending: VecDeque<LogEvent>,
     /// Questions not answered yet, oldest first.
     held: VecDeque<Held>,
+    /// The bot came up while this host did not lead: nobody announced it.
+    pub unannounced: bool,
 }
 
 /// Another host's cluster, as that host last said.
@@ -142,6 +144,7 @@ impl Fleet {
             seen: false,
             pending: VecDeque::new(),
             held: VecDeque::new(),
+            unannounced: false,
         };
         (fleet, mine)
     }
@@ -234,6 +237,13 @@ impl Core {
         let Some(fleet) = self.fleet.as_mut() else {
             return;
         };
+        if let Some(error) = view.displaced {
+            // Another manager runs this slice now: ours must not run too.
+            let host = fleet.me.name.clone();
+            self.log(LogEvent::HostDisplaced { host, error });
+            let _ = self.exit(crate::engine::Exit::Shutdown);
+            return;
+        }
         let before = std::mem::take(&mut fleet.hosts);
         let old_leader = fleet.leader.as_ref().map(|l| l.host.clone());
         fleet.hosts = view.hosts.into_iter().map(|h| (h.id.clone(), h)).collect();
@@ -241,6 +251,8 @@ impl Core {
         fleet.lease_until = view.lease_until;
         let leading = fleet.leads(self.clock);
         let elected = leading && !fleet.led;
+        let lost_lease = fleet.led && !leading;
+        fleet.led = leading;
         if elected {
             let epoch = fleet.leader.as_ref().map_or(0, |l| l.epoch);
             let host = fleet.me.name.clone();
@@ -248,16 +260,41 @@ impl Core {
         }
         self.host_events(&before, old_leader.as_deref(), leading);
         self.mirror();
-        if elected {
+        if leading {
+            // Questions held while no lease was valid, this host's included.
             self.answer_held();
         }
-        let fleet = self.fleet.as_mut().expect("checked above");
-        fleet.led = leading;
-        let first = !std::mem::replace(&mut fleet.seen, true);
+        if elected && self.fleet.as_ref().is_some_and(|f| f.unannounced) {
+            self.announce_all_launched();
+        }
+        if lost_lease {
+            self.stop_walking();
+        }
+        let first = self
+            .fleet
+            .as_mut()
+            .is_some_and(|f| !std::mem::replace(&mut f.seen, true));
         if first {
             self.maybe_begin();
         }
         self.release_launched_remotes();
+    }
+
+    /// The lease is lost: a rolling restart this host walked stops here
+    /// (the step under way finishes; the next leader does not resume it).
+    fn stop_walking(&mut self) {
+        if let Some(rolling) = self.rolling.take() {
+            let view = rolling.view();
+            self.log(LogEvent::RollingRestartStopped {
+                done: view.done,
+                total: view.total,
+            });
+        }
+    }
+
+    /// The fencing token of the leader this host knows (0: none yet).
+    pub(super) fn leader_epoch(&self) -> Option<u64> {
+        self.fleet.as_ref()?.leader.as_ref().map(|l| l.epoch)
     }
 
     /// Logs hosts that came and went since `before`. Only the leader logs
@@ -508,6 +545,7 @@ impl Core {
             via: asker.via.as_str().to_string(),
             host: fleet.me.name.clone(),
             rolling: false,
+            epoch: None,
         };
         self.publish(protocol::fleet_op(&message));
         Ok(())
@@ -528,6 +566,7 @@ impl Core {
             via: "rolling".into(),
             host: fleet.me.name.clone(),
             rolling: true,
+            epoch: fleet.leader.as_ref().map(|l| l.epoch),
         };
         self.publish(protocol::fleet_op(&message));
         true

@@ -100,7 +100,12 @@ impl Core {
     /// The bot is up. In a fleet every host knows it; only the leader says it.
     pub(super) fn announce_all_launched(&mut self) {
         self.launcher.set_fully_up(true);
-        if !self.leads() {
+        let leads = self.leads();
+        if let Some(fleet) = self.fleet.as_mut() {
+            // Said by whoever leads next, if nobody leads now.
+            fleet.unannounced = !leads;
+        }
+        if !leads {
             return;
         }
         self.publish(protocol::all_clusters_launched(&protocol::random_id()));

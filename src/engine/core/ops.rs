@@ -86,6 +86,10 @@ impl Core {
         if !ours || self.fleet.is_none() {
             return;
         }
+        if fleet_op.rolling && fleet_op.epoch < self.leader_epoch() {
+            tracing::warn!(epoch = ?fleet_op.epoch, "ignored a rolling-restart step from a leader that has been replaced");
+            return;
+        }
         if let (true, Some(id)) = (fleet_op.rolling, op.cluster()) {
             // A step of the leader's rolling restart: restart it if it is up.
             if let Ok(idx) = self.index(id) {
@@ -196,7 +200,13 @@ impl Core {
             None => op == Operation::RollingRestart && self.fleet.is_some() && !self.leads(),
         };
         if elsewhere {
-            return Some(self.forward(op, asker));
+            let result = self.forward(op, asker);
+            if result.is_ok() && asker.answer == Answer::Verdict {
+                // The host that carries it out logs it.
+                self.emit(Command::Verdict(Ok(())));
+                return None;
+            }
+            return Some(result);
         }
         let result = match op {
             Operation::Start(id) => return self.start(id, asker),
@@ -300,7 +310,7 @@ impl Core {
     }
 
     /// Stops every cluster; the runner exits once they have all stopped.
-    fn exit(&mut self, exit: Exit) -> Result<(), Refused> {
+    pub(super) fn exit(&mut self, exit: Exit) -> Result<(), Refused> {
         self.exiting = Some(exit);
         self.rolling = None;
         for idx in 0..self.clusters.len() {

@@ -62,6 +62,7 @@ impl Sim {
             }),
             // The fleet task renews it every heartbeat.
             lease_until: lead.then(|| self.now.at + SECS(3600)),
+            displaced: None,
         };
         self.input(Input::Fleet(view));
     }
@@ -1069,6 +1070,7 @@ fn operations_are_carried_out_by_the_host_that_runs_the_cluster() {
             via: "attach".into(),
             host: "a".into(),
             rolling: false,
+            epoch: None,
         }),
         "",
     );
@@ -1126,4 +1128,53 @@ fn a_launch_next_outruns_its_hosts_record_but_not_a_new_process() {
     record.clusters[0].pid = Some(900);
     sim.view(vec![record], true);
     assert_eq!(sim.core.snapshot().clusters[0].state, Starting);
+}
+
+#[test]
+fn a_launch_finished_while_nobody_led_is_announced_by_the_next_leader() {
+    use ClusterState::*;
+    let mut sim = Sim::host(6, &[1]);
+    sim.input(Input::TransportUp);
+    sim.view(vec![host_a(&[(0, Starting), (2, Pending)])], false);
+    for id in 0..3 {
+        sim.launch_next(id);
+        sim.advance(sim.core.config.cluster_start_next_delay);
+    }
+    assert!(sim.core.launcher.fully_up());
+    assert_eq!(sim.announcements(), 0, "another host leads");
+    // That leader died before it said so; this host is elected.
+    sim.view(vec![host_a(&[(0, Running), (2, Running)])], true);
+    assert_eq!(sim.announcements(), 1);
+    sim.view(vec![host_a(&[(0, Running), (2, Running)])], true);
+    assert_eq!(sim.announcements(), 1, "once");
+}
+
+#[test]
+fn a_displaced_host_stops_its_clusters_and_exits() {
+    use ClusterState::*;
+    let mut sim = Sim::host(6, &[1]);
+    sim.input(Input::TransportUp);
+    sim.view(vec![host_a(&[(0, Running), (2, Running)])], true);
+    sim.launch_next(1);
+    sim.mark();
+    sim.input(Input::Fleet(crate::fleet::FleetView {
+        displaced: Some("clusters 1 are already run by host z".into()),
+        ..crate::fleet::FleetView::default()
+    }));
+    assert_eq!(sim.stopped(), vec![1]);
+    assert!(sim
+        .logged()
+        .iter()
+        .any(|e| matches!(e, LogEvent::HostDisplaced { .. })));
+    // Cluster 1 is this host's only one: index 0 here.
+    let generation = sim.core.clusters[0].generation;
+    sim.input(Input::Exited {
+        id: 1,
+        generation,
+        exit: ExitInfo {
+            code: Some(0),
+            signal: None,
+        },
+    });
+    assert_eq!(sim.core.finished(), Some(Exit::Shutdown));
 }
