@@ -57,7 +57,7 @@ pub async fn attach(config: &Config) -> Result<Attached, String> {
         per_cluster: config.per_cluster,
         names: config.names.clone(),
         me: super::host_name(None),
-        last_ts: None,
+        last_entry: None,
         connected: true,
         hosts: HostCache::default(),
     };
@@ -80,8 +80,9 @@ struct Reader {
     names: Vec<String>,
     /// This machine's name, logged with the operations asked here.
     me: String,
-    /// The newest action-log entry shown.
-    last_ts: Option<i64>,
+    /// The newest action-log entry shown, as stored (`Some(None)`: the
+    /// log was empty; `None`: not read yet).
+    last_entry: Option<Option<String>>,
     connected: bool,
     hosts: HostCache,
 }
@@ -154,17 +155,24 @@ impl Reader {
                 .query_async(conn),
         )
         .await?;
-        for entry in tail
-            .iter()
-            .filter_map(|t| serde_json::from_str::<Map<String, Value>>(t).ok())
-        {
-            let ts = entry.get("ts").and_then(Value::as_i64);
-            // The first read only sets the mark: the history has the rest.
-            if self.last_ts.is_some() && ts > self.last_ts {
+        // New entries are those after the last one shown. By position,
+        // not by `ts`: each host stamps its own clock. The first read only
+        // sets the mark: the history has the rest.
+        if let Some(last) = &self.last_entry {
+            let after = last
+                .as_ref()
+                .and_then(|l| tail.iter().rposition(|t| t == l));
+            // Not found: more than the tail's worth came, or the list was
+            // empty or cut.
+            let new = after.map_or(&tail[..], |i| &tail[i + 1..]);
+            for entry in new
+                .iter()
+                .filter_map(|t| serde_json::from_str::<Map<String, Value>>(t).ok())
+            {
                 let _ = events.send(Event::ActionLog(entry));
             }
-            self.last_ts = self.last_ts.max(ts);
         }
+        self.last_entry = Some(tail.last().cloned());
         Ok(self.snapshot(&hosts, holder.as_deref().and_then(parse_leader)))
     }
 
