@@ -392,11 +392,7 @@ impl Member {
                         .arg("PX")
                         .arg(ttl)
                         .arg("XX")
-                        .cmd("SET")
-                        .arg(&version)
-                        .arg(beat.version)
-                        .arg("PX")
-                        .arg(ttl)
+                        .add_command(set_version(&version, beat.version, ttl))
                         .query_async(conn),
                 )
                 .await?;
@@ -428,15 +424,8 @@ impl Member {
                     }
                 }
                 beat.version += 1;
-                let _: () = within(
-                    redis::cmd("SET")
-                        .arg(&version)
-                        .arg(beat.version)
-                        .arg("PX")
-                        .arg(ttl)
-                        .query_async(conn),
-                )
-                .await?;
+                let _: () =
+                    within(set_version(&version, beat.version, ttl).query_async(conn)).await?;
             }
         }
         self.read_and_elect(conn, sent_at, &mut beat.others).await
@@ -498,6 +487,13 @@ impl Member {
             }
         }
     }
+}
+
+/// Sets a record's version, with the record's TTL.
+fn set_version(key: &str, version: u64, ttl_ms: u64) -> redis::Cmd {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(key).arg(version).arg("PX").arg(ttl_ms);
+    cmd
 }
 
 /// What the heartbeat keeps between rounds.
