@@ -30,7 +30,9 @@ mod check_config;
     version,
     after_help = "Examples:\n  \
     mewld --daemon --config /srv/bot/config.yaml   run headless (systemd)\n  \
-    mewld check-config                            validate config.yaml, show the cluster map\n\n\
+    mewld check-config                            validate config.yaml, show the cluster map\n  \
+    mewld --daemon --host-index 0 --host-count 3  one of three hosts sharing the clusters (a fleet)\n  \
+    mewld attach --redis                          the console on the whole fleet\n\n\
 Environment: MTOKEN (bot token, wins over `token`), PER_CLUSTER (wins over\n\
 `per_cluster`), RUST_LOG (log filter, default info). See README.md."
 )]
