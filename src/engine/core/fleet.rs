@@ -292,7 +292,7 @@ impl Core {
         }
     }
 
-    /// The fencing token of the leader this host knows (0: none yet).
+    /// The fencing token of the leader this host knows, if any.
     pub(super) fn leader_epoch(&self) -> Option<u64> {
         self.fleet.as_ref()?.leader.as_ref().map(|l| l.epoch)
     }
