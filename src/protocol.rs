@@ -36,6 +36,8 @@ pub enum Action {
     /// A reply to `command_id` went out (from this manager or another host
     /// of its fleet): the question is answered.
     Answered,
+    /// `all_clusters_launched` went out (from this manager or another host).
+    Announced,
 }
 
 /// An operation asked on one host of a fleet, for the host that carries
@@ -150,7 +152,7 @@ pub fn parse(payload: &[u8]) -> Result<Option<Request>, ParseError> {
     };
     match get_ci(&obj, "scope").and_then(Value::as_str) {
         Some("launcher") => {}
-        Some("bot") => return Ok(answered(&obj)),
+        Some("bot") => return Ok(from_a_manager(&obj)),
         _ => return Ok(None),
     }
     let action = match get_ci(&obj, "action") {
@@ -233,10 +235,17 @@ fn cluster_id(args: Option<&Value>) -> Result<ClusterId, String> {
         })
 }
 
-/// A reply ([`reply`]'s shape: scope `bot`, an empty action) as the
-/// answer to its `command_id`.
-fn answered(obj: &Map<String, Value>) -> Option<Request> {
+/// What a manager (this one, or another host of its fleet) said in the
+/// bots' scope: a reply ([`reply`]'s shape: an empty action) answers its
+/// `command_id`; `all_clusters_launched` announces the bot up.
+fn from_a_manager(obj: &Map<String, Value>) -> Option<Request> {
     let action = get_ci(obj, "action").and_then(Value::as_str);
+    if action == Some("all_clusters_launched") {
+        return Some(Request {
+            action: Action::Announced,
+            command_id: None,
+        });
+    }
     match get_ci(obj, "command_id") {
         Some(Value::String(id)) if action == Some("") && !id.is_empty() => Some(Request {
             action: Action::Answered,
@@ -448,6 +457,8 @@ mod tests {
 
     #[test]
     fn other_scopes_and_our_own_messages_are_not_for_us() {
+        let r = req(serde_json::from_str(&all_clusters_launched("x")).expect("json"));
+        assert_eq!(r.action, Action::Announced);
         let r = req(serde_json::from_str(&reply(Some("c9"), &json!("ok"))).expect("json"));
         assert_eq!(
             (r.action, r.command_id.as_deref()),

@@ -218,6 +218,14 @@ impl Core {
         }
     }
 
+    /// `all_clusters_launched` went by: whoever said it, the bot is
+    /// announced up (a new leader does not say it again).
+    pub(super) fn on_announced(&mut self) {
+        if let Some(fleet) = self.fleet.as_mut() {
+            fleet.unannounced = false;
+        }
+    }
+
     /// Just elected: answer what the last leader left unanswered.
     fn answer_held(&mut self) {
         let Some(fleet) = self.fleet.as_mut() else {

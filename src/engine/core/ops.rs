@@ -20,6 +20,7 @@ impl Core {
             Action::Echo(nonce) => return self.on_echo(now, &nonce),
             Action::FleetOp(op) => return self.on_fleet_op(now, op),
             Action::Answered => return self.on_answered(command_id),
+            Action::Announced => return self.on_announced(),
             // In a fleet, only the leader answers for the whole fleet; the
             // others hold the question in case the leader is gone.
             Action::Statuses => return self.ask(Question::Statuses, command_id),

@@ -1178,3 +1178,19 @@ fn a_displaced_host_stops_its_clusters_and_exits() {
     });
     assert_eq!(sim.core.finished(), Some(Exit::Shutdown));
 }
+
+#[test]
+fn a_launch_the_leader_announced_is_not_announced_again_by_the_next() {
+    use ClusterState::*;
+    let mut sim = Sim::host(6, &[1]);
+    sim.input(Input::TransportUp);
+    sim.view(vec![host_a(&[(0, Starting), (2, Pending)])], false);
+    for id in 0..3 {
+        sim.launch_next(id);
+        sim.advance(sim.core.config.cluster_start_next_delay);
+    }
+    // Host a, the leader, said it; then it died and this host is elected.
+    sim.request(Action::Announced, "");
+    sim.view(vec![host_a(&[(0, Running), (2, Running)])], true);
+    assert_eq!(sim.announcements(), 0);
+}
