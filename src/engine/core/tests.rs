@@ -52,6 +52,23 @@ impl Sim {
         Sim::with_fleet(shards, "", Some(me))
     }
 
+    /// Host "b" (cluster 1 of 3), its channel up, told that host "a" runs
+    /// clusters 0 and 2 as `a` says, and whether "b" leads.
+    fn beside_a(a: &[(ClusterId, ClusterState)], lead: bool) -> Sim {
+        let mut sim = Sim::host(6, &[1]);
+        sim.input(Input::TransportUp);
+        sim.view(vec![host_a(a)], lead);
+        sim
+    }
+
+    /// Each of `ids` says `launch_next` in turn, the start delay after each.
+    fn launch_in_order(&mut self, ids: std::ops::Range<ClusterId>) {
+        for id in ids {
+            self.launch_next(id);
+            self.advance(self.core.config.cluster_start_next_delay);
+        }
+    }
+
     /// The fleet task reports `hosts` (the others) and whether we lead.
     fn view(&mut self, hosts: Vec<crate::fleet::HostRecord>, lead: bool) {
         let view = crate::fleet::FleetView {
@@ -102,10 +119,7 @@ impl Sim {
         let mut sim = Sim::new(shards, extra);
         sim.input(Input::TransportUp);
         let clusters = sim.core.clusters.len() as ClusterId;
-        for id in 0..clusters {
-            sim.launch_next(id);
-            sim.advance(sim.core.config.cluster_start_next_delay);
-        }
+        sim.launch_in_order(0..clusters);
         assert!(sim.core.launcher.fully_up());
         // Healthy: whatever diagnostics went out meanwhile were answered.
         sim.mark = 0;
@@ -1009,9 +1023,7 @@ fn a_missing_host_holds_the_launch_for_launch_timeout_only() {
 #[test]
 fn only_the_leader_answers_and_the_next_answers_what_the_last_left() {
     use ClusterState::*;
-    let mut sim = Sim::host(6, &[1]);
-    sim.input(Input::TransportUp);
-    sim.view(vec![host_a(&[(0, Running), (2, Running)])], false);
+    let mut sim = Sim::beside_a(&[(0, Running), (2, Running)], false);
     sim.mark();
     sim.request(Action::Statuses, "q1");
     sim.request(Action::NumProcesses, "q2");
@@ -1041,9 +1053,7 @@ fn only_the_leader_answers_and_the_next_answers_what_the_last_left() {
 #[test]
 fn operations_are_carried_out_by_the_host_that_runs_the_cluster() {
     use ClusterState::*;
-    let mut sim = Sim::host(6, &[1]);
-    sim.input(Input::TransportUp);
-    sim.view(vec![host_a(&[(0, Running), (2, Running)])], true);
+    let mut sim = Sim::beside_a(&[(0, Running), (2, Running)], true);
     sim.launch_next(1);
     sim.mark();
     // Over the channel, host a acts and answers for its own cluster.
@@ -1084,9 +1094,7 @@ fn operations_are_carried_out_by_the_host_that_runs_the_cluster() {
 #[test]
 fn a_host_that_stops_heartbeating_is_lost_until_it_comes_back() {
     use ClusterState::*;
-    let mut sim = Sim::host(6, &[1]);
-    sim.input(Input::TransportUp);
-    sim.view(vec![host_a(&[(0, Running), (2, Running)])], true);
+    let mut sim = Sim::beside_a(&[(0, Running), (2, Running)], true);
     sim.mark();
     sim.view(vec![], true);
     assert!(sim.logged().contains(&&LogEvent::HostLost {
@@ -1116,9 +1124,7 @@ fn a_host_that_stops_heartbeating_is_lost_until_it_comes_back() {
 #[test]
 fn a_launch_next_outruns_its_hosts_record_but_not_a_new_process() {
     use ClusterState::*;
-    let mut sim = Sim::host(6, &[1]);
-    sim.input(Input::TransportUp);
-    sim.view(vec![host_a(&[(0, Starting), (2, Running)])], true);
+    let mut sim = Sim::beside_a(&[(0, Starting), (2, Running)], true);
     sim.launch_next(0);
     // Host a's record still says starting (it is written every 250 ms).
     sim.view(vec![host_a(&[(0, Starting), (2, Running)])], true);
@@ -1133,13 +1139,8 @@ fn a_launch_next_outruns_its_hosts_record_but_not_a_new_process() {
 #[test]
 fn a_launch_finished_while_nobody_led_is_announced_by_the_next_leader() {
     use ClusterState::*;
-    let mut sim = Sim::host(6, &[1]);
-    sim.input(Input::TransportUp);
-    sim.view(vec![host_a(&[(0, Starting), (2, Pending)])], false);
-    for id in 0..3 {
-        sim.launch_next(id);
-        sim.advance(sim.core.config.cluster_start_next_delay);
-    }
+    let mut sim = Sim::beside_a(&[(0, Starting), (2, Pending)], false);
+    sim.launch_in_order(0..3);
     assert!(sim.core.launcher.fully_up());
     assert_eq!(sim.announcements(), 0, "another host leads");
     // That leader died before it said so; this host is elected.
@@ -1152,9 +1153,7 @@ fn a_launch_finished_while_nobody_led_is_announced_by_the_next_leader() {
 #[test]
 fn a_displaced_host_stops_its_clusters_and_exits() {
     use ClusterState::*;
-    let mut sim = Sim::host(6, &[1]);
-    sim.input(Input::TransportUp);
-    sim.view(vec![host_a(&[(0, Running), (2, Running)])], true);
+    let mut sim = Sim::beside_a(&[(0, Running), (2, Running)], true);
     sim.launch_next(1);
     sim.mark();
     sim.input(Input::Fleet(crate::fleet::FleetView {
@@ -1182,13 +1181,8 @@ fn a_displaced_host_stops_its_clusters_and_exits() {
 #[test]
 fn a_launch_the_leader_announced_is_not_announced_again_by_the_next() {
     use ClusterState::*;
-    let mut sim = Sim::host(6, &[1]);
-    sim.input(Input::TransportUp);
-    sim.view(vec![host_a(&[(0, Starting), (2, Pending)])], false);
-    for id in 0..3 {
-        sim.launch_next(id);
-        sim.advance(sim.core.config.cluster_start_next_delay);
-    }
+    let mut sim = Sim::beside_a(&[(0, Starting), (2, Pending)], false);
+    sim.launch_in_order(0..3);
     // Host a, the leader, said it; then it died and this host is elected.
     sim.request(Action::Announced, "");
     sim.view(vec![host_a(&[(0, Running), (2, Running)])], true);
