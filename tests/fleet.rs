@@ -494,7 +494,16 @@ fn the_fleet_rides_out_a_redis_restart() {
     // lease and the subscriptions are gone.
     let port = f.redis.port;
     f.redis.kill();
-    thread::sleep(Duration::from_secs(2));
+    wait_for("both hosts to see Redis gone", DEADLINE, || {
+        [&a, &b]
+            .iter()
+            .all(|m| {
+                m.stderr()
+                    .iter()
+                    .any(|l| l.contains("fleet heartbeat failed"))
+            })
+            .then_some(())
+    });
     f.redis = Redis::start_on(port);
     f.listener = f.redis.listen(&f.ch);
     statuses_when(
@@ -536,5 +545,72 @@ fn check_config_shows_a_hosts_slice_and_what_is_wrong_with_it() {
     assert!(
         said.contains("--host-index 2 is not below --host-count 2"),
         "{said}"
+    );
+}
+
+#[test]
+fn a_host_whose_clusters_were_claimed_while_it_slept_stops_them_and_exits() {
+    use nix::sys::signal::Signal::{SIGCONT, SIGSTOP};
+    let f = Fixture::new("fleet-displaced", vec![Answer::gateway(8, 900, 0)]);
+    let config = f.config("");
+    let mut a = nth(&f, &config, "a", 0, 2);
+    let _b = nth(&f, &config, "b", 1, 2);
+    a.wait_launched(&f.listener);
+    let old: Vec<u64> = [0, 1].iter().map(|&id| pids_of(&f, id)[0]).collect();
+    a.signal(SIGSTOP);
+    statuses_when(&f, "host a's record lapsed", |s| {
+        status_of(s, 0) == "lost" && status_of(s, 1) == "lost"
+    });
+    // Meanwhile another manager takes a's slice, as it may once a is gone.
+    let _z = host(&f, &config, "z", &["--clusters", "0-1"]);
+    wait_for("z's own clusters 0 and 1", DEADLINE, || {
+        [0, 1]
+            .iter()
+            .all(|&id| pids_of(&f, id).len() == 2)
+            .then_some(())
+    });
+    let new: Vec<u64> = [0, 1].iter().map(|&id| pids_of(&f, id)[1]).collect();
+    a.signal(SIGCONT);
+    assert_eq!(a.wait_exit(), Some(0), "a stops and leaves the slice to z");
+    for pid in old {
+        wait_for("a's clusters to stop", DEADLINE, || {
+            (!alive(pid as u32)).then_some(())
+        });
+    }
+    assert!(new.iter().all(|p| alive(*p as u32)), "z's clusters run on");
+    let displaced = events(&f.redis.action_log(&f.ch), "host_displaced");
+    assert_eq!(displaced.len(), 1, "{displaced:?}");
+    assert_eq!(displaced[0]["host"], "a");
+    statuses_when(&f, "z's clusters running", |s| {
+        (0..4).all(|id| status_of(s, id) == "running")
+    });
+}
+
+#[test]
+fn garbage_in_the_fleets_keys_is_skipped() {
+    let f = Fixture::new("fleet-garbage", vec![Answer::gateway(8, 900, 0)]);
+    // What another program (or a broken version) might leave behind: a
+    // record that is not JSON, a version that is not a number.
+    let mut conn = f.redis.conn();
+    for (id, record, version) in [("junk:1:x", "not json", "7"), ("junk:2:y", "{}", "NaN")] {
+        let _: () = redis::pipe()
+            .sadd(format!("{}/fleet/hosts", f.ch), id)
+            .set_ex(format!("{}/fleet/host/{id}", f.ch), record, 600)
+            .set_ex(format!("{}/fleet/version/{id}", f.ch), version, 600)
+            .query(&mut conn)
+            .expect("write garbage");
+    }
+    let config = f.config("");
+    let mut a = nth(&f, &config, "a", 0, 2);
+    let _b = nth(&f, &config, "b", 1, 2);
+    a.wait_launched(&f.listener);
+    statuses_when(&f, "every cluster running", |s| {
+        (0..4).all(|id| status_of(s, id) == "running")
+    });
+    assert!(
+        a.stderr()
+            .iter()
+            .any(|l| l.contains("ignored a host record that cannot be read")),
+        "the bad record is reported"
     );
 }
