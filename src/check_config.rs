@@ -55,6 +55,14 @@ async fn report(path: &Path, slice: Option<&SliceSpec>, out: &mut String) -> Vec
     if let Err(e) = mewld::socket_file::check_private_dir(&config.control_socket) {
         problems.push(format!("control socket: {e}"));
     }
+    if let Err(e) = mewld::socket_file::check_length(&config.control_socket) {
+        problems.push(format!("control_socket {}: {e}", config.control_socket.display()));
+    }
+    if let mewld::config::Ipc::Unix { path } = &config.ipc {
+        if let Err(e) = mewld::socket_file::check_length(path) {
+            problems.push(format!("ipc_socket {}: {e}", path.display()));
+        }
+    }
 
     let shard_count = match shard_count(&config, out).await {
         Ok(Some(n)) => n,

@@ -104,6 +104,98 @@ pub fn shard_range(shards: &[ShardId]) -> String {
     }
 }
 
+/// What every manager sharing one channel must agree on: the whole map.
+/// Managers compare prints before they run clusters (docs/protocol.md §10):
+/// two maps with the same number of clusters can still give one shard to
+/// two clusters (100 shards at 10 or 11 per cluster both make 10).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapPrint {
+    pub shards: u32,
+    pub clusters: u32,
+    /// The largest cluster's shard count: `per_cluster`, as the map came out.
+    pub per_cluster: u32,
+    /// A digest of every cluster's name, in id order.
+    pub names: String,
+    /// A digest of the whole map: shard count, and every cluster's id,
+    /// name and shard list.
+    pub digest: String,
+}
+
+impl MapPrint {
+    pub fn of(shard_count: u32, clusters: &[ClusterSpec]) -> MapPrint {
+        let mut names = Fnv::default();
+        let mut all = Fnv::default();
+        all.write(&shard_count.to_le_bytes());
+        for c in clusters {
+            names.write(c.name.as_bytes());
+            names.write(&[0]);
+            all.write(&c.id.to_le_bytes());
+            all.write(c.name.as_bytes());
+            all.write(&[0]);
+            all.write(&(c.shards.len() as u32).to_le_bytes());
+            for s in &c.shards {
+                all.write(&s.to_le_bytes());
+            }
+        }
+        MapPrint {
+            shards: shard_count,
+            clusters: clusters.len() as u32,
+            per_cluster: clusters.iter().map(|c| c.shards.len() as u32).max().unwrap_or(0),
+            names: names.hex(),
+            digest: all.hex(),
+        }
+    }
+
+    /// How `theirs` differs from this map, for people to read; `None` when
+    /// they are the same map.
+    pub fn difference(&self, theirs: &MapPrint) -> Option<String> {
+        if self.digest == theirs.digest {
+            return None;
+        }
+        let what = if self.shards != theirs.shards {
+            format!("{} shards, where this config makes {}", theirs.shards, self.shards)
+        } else if self.clusters != theirs.clusters {
+            format!(
+                "{} clusters, where this config makes {}",
+                theirs.clusters, self.clusters
+            )
+        } else if self.per_cluster != theirs.per_cluster {
+            format!(
+                "{} shards per cluster, where this config puts {}",
+                theirs.per_cluster, self.per_cluster
+            )
+        } else if self.names != theirs.names {
+            "other cluster names (`names`)".to_string()
+        } else {
+            "other shard lists".to_string()
+        };
+        Some(what)
+    }
+}
+
+/// FNV-1a, 64 bits: stable across builds and machines (the standard
+/// library's hasher is not), which a print compared between hosts needs.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn hex(&self) -> String {
+        format!("{:016x}", self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +258,31 @@ mod tests {
     fn shard_range_text() {
         assert_eq!(shard_range(&[0, 1, 2]), "0-2");
         assert_eq!(shard_range(&[4]), "4");
+    }
+
+    #[test]
+    fn prints_tell_maps_apart_that_counts_do_not() {
+        // 100 shards at 11 or 10 per cluster: ten clusters either way.
+        let a = MapPrint::of(100, &build(100, 11, &[]));
+        let b = MapPrint::of(100, &build(100, 10, &[]));
+        assert_eq!((a.clusters, b.clusters), (10, 10));
+        assert_eq!(
+            a.difference(&b).as_deref(),
+            Some("10 shards per cluster, where this config puts 11")
+        );
+        assert_eq!(a.difference(&a.clone()), None);
+        let named = MapPrint::of(100, &build(100, 10, &["Pika".to_string()]));
+        assert_eq!(
+            b.difference(&named).as_deref(),
+            Some("other cluster names (`names`)")
+        );
+        let more = MapPrint::of(101, &build(101, 10, &[]));
+        assert_eq!(
+            b.difference(&more).as_deref(),
+            Some("101 shards, where this config makes 100")
+        );
+        // Pinned: hosts of different builds compare prints, so a change
+        // to how they are made must be a deliberate one.
+        assert_eq!(MapPrint::of(25, &build(25, 10, &[])).digest, "c643dc812d2a01fc");
     }
 }

@@ -11,6 +11,7 @@ use mewld::control::server::Control;
 use mewld::control::Hello;
 use mewld::engine::{Engine, EngineHandle, Setup};
 use mewld::fleet::slice::SliceSpec;
+use mewld::cluster_map::MapPrint;
 use mewld::fleet::{self, Fleet, Membership};
 use mewld::logging::LogFormat;
 use mewld::startup;
@@ -291,8 +292,9 @@ async fn run_embedded(
 ) -> Result<u8> {
     let (transport, transport_rx) = transport::start(&setup.config)?;
     let hello = Hello::of_this_process(true, setup.config.path.clone());
+    let (me, map) = (setup.fleet.clone(), setup.map_print());
     let (mut engine, handle) = listeners.start_engine(setup, transport)?;
-    let fleet = join_fleet(&mut engine, &handle).await?;
+    let fleet = join_fleet(&mut engine, &handle, me, map).await?;
     guardian::start();
     control.serve(handle.clone(), hello);
     let face = tui::Face::Embedded {
@@ -306,59 +308,72 @@ async fn run_embedded(
     code
 }
 
-/// This host's membership of a fleet, when a slice was asked for.
+/// This manager's claim in Redis: its slice of the fleet when one was
+/// asked for, else every cluster (alone). `None` with `ipc: unix`, where
+/// the socket file keeps two managers apart.
 fn membership(
     setup: &Setup,
     slice: Option<&SliceSpec>,
     name: Option<&str>,
 ) -> Result<Option<Membership>> {
-    let Some(slice) = slice else {
-        return Ok(None);
-    };
-    if !matches!(setup.config.ipc, mewld::config::Ipc::Redis { .. }) {
-        return Err(eyre!(
-            "{}: several hosts share their clusters through Redis; `ipc: unix` runs on one host only",
-            setup.config.path.display()
-        ));
-    }
-    let owned = slice
-        .resolve(setup.clusters.len() as u32)
-        .wrap_err_with(|| {
-            format!(
-                "{}: cannot take this host's slice",
+    let redis = matches!(setup.config.ipc, mewld::config::Ipc::Redis { .. });
+    let (owned, host_count, solo) = match slice {
+        None if !redis => return Ok(None),
+        None => (setup.clusters.iter().map(|c| c.id).collect(), None, true),
+        Some(_) if !redis => {
+            return Err(eyre!(
+                "{}: several hosts share their clusters through Redis; `ipc: unix` runs on one host only",
                 setup.config.path.display()
-            )
-        })?;
+            ))
+        }
+        Some(slice) => {
+            let owned = slice
+                .resolve(setup.clusters.len() as u32)
+                .wrap_err_with(|| {
+                    format!(
+                        "{}: cannot take this host's slice",
+                        setup.config.path.display()
+                    )
+                })?;
+            (owned, slice.host_count(), false)
+        }
+    };
     let name = fleet::host_name(name);
     Ok(Some(Membership {
         // The pid alone is not unique: in a container it is always 1.
         id: format!("{name}:{}:{}", std::process::id(), fleet::run_token()),
         name,
         owned,
+        host_count,
+        solo,
     }))
 }
 
-/// Joins the fleet the engine's setup names (if any), before anything
-/// starts: a refused claim stops the start.
-async fn join_fleet(engine: &mut Engine, handle: &EngineHandle) -> Result<Option<Fleet>> {
-    let Some(me) = engine.membership() else {
+/// Claims this manager's clusters in Redis (joining the fleet, in one),
+/// before anything starts: a refused claim stops the start.
+async fn join_fleet(
+    engine: &mut Engine,
+    handle: &EngineHandle,
+    me: Option<Membership>,
+    map: MapPrint,
+) -> Result<Option<Fleet>> {
+    let Some(me) = me else {
         return Ok(None);
     };
     let config = engine.config();
     let mewld::config::Ipc::Redis { url } = &config.ipc else {
         return Ok(None);
     };
-    let (shards, clusters) = engine.map_size();
-    let fleet = fleet::join(
-        url,
-        &config.channel,
-        me,
-        shards,
-        clusters,
-        handle.snapshot(),
-    )
-    .await
-    .map_err(|e| eyre!("cannot join the fleet: {e}"))?;
+    let solo = me.solo;
+    let fleet = fleet::join(url, &config.channel, me, map, handle.snapshot())
+        .await
+        .map_err(|e| {
+            if solo {
+                eyre!("cannot claim the clusters in Redis: {e}")
+            } else {
+                eyre!("cannot join the fleet: {e}")
+            }
+        })?;
     engine.follow_fleet(fleet.view.clone());
     Ok(Some(fleet))
 }
@@ -422,7 +437,7 @@ impl Listeners {
     ) -> Result<(Engine, mewld::engine::EngineHandle)> {
         // In a fleet, the queue shares Discord's limits with the other hosts.
         let gate = match (&setup.fleet, &setup.config.ipc, &self.identify) {
-            (Some(me), mewld::config::Ipc::Redis { url }, Some(_)) => Some(
+            (Some(me), mewld::config::Ipc::Redis { url }, Some(_)) if !me.solo => Some(
                 identify::FleetGate::new(url, &setup.config.channel, &me.id)
                     .wrap_err("the `redis` setting is not a usable Redis URL")?,
             ),
@@ -466,8 +481,9 @@ async fn run_daemon(
     setup.fleet = membership(&setup, slice.as_ref(), fleet.host_name.as_deref())?;
     let (transport, transport_rx) = transport::start(&setup.config)?;
     let hello = Hello::of_this_process(false, setup.config.path.clone());
+    let (me, map) = (setup.fleet.clone(), setup.map_print());
     let (mut engine, handle) = listeners.start_engine(setup, transport)?;
-    let fleet = join_fleet(&mut engine, &handle).await?;
+    let fleet = join_fleet(&mut engine, &handle, me, map).await?;
     guardian::start();
     control.serve(handle.clone(), hello);
     systemd::start(handle.clone());

@@ -24,6 +24,7 @@ pub fn remove_all() {
 /// two managers cannot share it and no file is deleted by mistake. The
 /// file is removed by [`remove_all`].
 pub fn claim(path: &Path) -> std::io::Result<UnixListener> {
+    check_length(path)?;
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
             return Err(std::io::Error::new(
@@ -31,17 +32,49 @@ pub fn claim(path: &Path) -> std::io::Result<UnixListener> {
                 "a file that is not a socket is in the way",
             ));
         }
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                "another process is listening on it",
-            ));
+        match std::os::unix::net::UnixStream::connect(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+            // Anything but a refusal may be a live manager that could not
+            // be reached: never delete its socket.
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot tell whether another process listens on it: {e}"),
+                ))
+            }
+            Ok(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another process is listening on it",
+                ))
+            }
         }
         std::fs::remove_file(path)?;
     }
     let listener = bind_owner_only(path)?;
     let _ = SOCKETS.lock().map(|mut s| s.push(path.to_path_buf()));
     Ok(listener)
+}
+
+/// The longest socket path the OS can bind and connect to: `sun_path` is
+/// 108 bytes on Linux, with a NUL at the end.
+pub const MAX_PATH: usize = 107;
+
+/// Refuses a path nobody could connect to. (Bound through a short staging
+/// path and renamed, a longer one would be listened on yet unreachable: a
+/// second manager would take it for stale and run every cluster again.)
+pub fn check_length(path: &Path) -> std::io::Result<()> {
+    let len = path.as_os_str().len();
+    if len > MAX_PATH {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "the path is {len} bytes, over the {MAX_PATH} a Unix socket's path may have; \
+                 choose a shorter one"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Binds the socket with mode 0600 whatever the umask: whoever can connect

@@ -58,10 +58,14 @@ impl Control {
     pub fn bind(path: &Path) -> Result<Control, String> {
         socket_file::check_private_dir(path).map_err(|e| format!("control socket: {e}"))?;
         let listener = socket_file::claim(path).map_err(|e| {
-            let who = if e.kind() == std::io::ErrorKind::AddrInUse {
-                " (another mewld runs with this config; `mewld attach` reaches it)"
-            } else {
-                ""
+            let who = match e.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    " (another mewld runs with this config; `mewld attach` reaches it)"
+                }
+                std::io::ErrorKind::InvalidInput => {
+                    " (set by `control_socket` in the config, or --control-socket)"
+                }
+                _ => "",
             };
             format!("control socket {}: {e}{who}", path.display())
         })?;

@@ -257,8 +257,17 @@ pub struct Setup {
     pub clusters: Vec<ClusterSpec>,
     /// Discord's session-start limit, when it was asked.
     pub session_limit: Option<SessionStartLimit>,
-    /// This host's place in a fleet; `None`: it runs every cluster alone.
+    /// This manager's claim in Redis: its place in a fleet, or every
+    /// cluster alone (`solo`); `None` without Redis (`ipc: unix`).
     pub fleet: Option<crate::fleet::Membership>,
+}
+
+impl Setup {
+    /// The print of the whole map, which every manager on the channel
+    /// must share.
+    pub fn map_print(&self) -> crate::cluster_map::MapPrint {
+        crate::cluster_map::MapPrint::of(self.shard_count, &self.clusters)
+    }
 }
 
 /// Waits for the engine's next snapshot; `None` once the engine is gone.

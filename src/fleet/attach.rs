@@ -144,7 +144,8 @@ impl Reader {
         let log_key = self.log_key.clone();
         // A multiplexed connection's clone is the same connection.
         let conn = &mut self.conn().await?.clone();
-        let hosts = self.hosts.refresh(conn, &keys, None).await?;
+        let ids = super::members(conn, &keys).await?;
+        let hosts = self.hosts.refresh(conn, &keys, ids).await?;
         let holder: Option<String> =
             within(redis::cmd("GET").arg(&keys.leader).query_async(conn)).await?;
         let tail: Vec<String> = within(

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{oneshot, watch};
 
-use crate::cluster_map::ClusterId;
+use crate::cluster_map::{ClusterId, MapPrint};
 use crate::engine::actlog::unix_secs;
 use crate::engine::state::Snapshot;
 pub use record::{FleetView, HostRecord, Leader, Membership};
@@ -41,25 +41,45 @@ const LEASE_MARGIN: Duration = Duration::from_millis(1500);
 /// Each Redis round trip gets this long.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Atomically: unless a live record claims one of `owned`, register ours.
-/// Returns the conflicting record, or nil. Records that lapsed are
-/// dropped from the set on the way.
+/// Atomically: unless a live record conflicts with ours, register ours.
+/// A record conflicts when it claims one of `owned`, was made from
+/// another map, or counts another number of hosts. Returns the conflicting
+/// record, or nil. Hosts are looked for in the set and among the ids
+/// found by scanning for records (so that a set deleted or evicted hides
+/// nobody); records that lapsed are dropped from the set on the way; a
+/// set key of the wrong type is replaced.
 const CLAIM: &str = r"
 local mine = {}
 for _, id in ipairs(cjson.decode(ARGV[4])) do mine[id] = true end
-for _, h in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'set' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
+local function conflicts(d)
+  if type(d.map) == 'table' and type(d.map.digest) == 'string' and d.map.digest ~= '' then
+    if d.map.digest ~= ARGV[6] then return true end
+  elseif d.shard_count ~= tonumber(ARGV[7]) or d.cluster_count ~= tonumber(ARGV[8]) then
+    return true
+  end
+  if ARGV[9] ~= '' and type(d.host_count) == 'number' and d.host_count ~= tonumber(ARGV[9]) then
+    return true
+  end
+  if type(d.owned) == 'table' then
+    for _, id in ipairs(d.owned) do
+      if mine[id] then return true end
+    end
+  end
+  return false
+end
+local ids = redis.call('SMEMBERS', KEYS[1])
+for _, h in ipairs(cjson.decode(ARGV[10])) do table.insert(ids, h) end
+for _, h in ipairs(ids) do
   if h ~= ARGV[1] then
-    local rec = redis.call('GET', ARGV[5] .. h)
-    if not rec then
+    local rec = redis.pcall('GET', ARGV[5] .. h)
+    if type(rec) ~= 'string' then
       redis.call('SREM', KEYS[1], h)
     else
       -- A record that cannot be read claims nothing (the hosts skip it too).
       local ok, decoded = pcall(cjson.decode, rec)
-      if ok and type(decoded) == 'table' and type(decoded.owned) == 'table' then
-        for _, id in ipairs(decoded.owned) do
-          if mine[id] then return rec end
-        end
-      end
+      if ok and type(decoded) == 'table' and conflicts(decoded) then return rec end
     end
   end
 end
@@ -68,23 +88,74 @@ redis.call('SET', ARGV[5] .. ARGV[1], ARGV[2], 'PX', ARGV[3])
 return false
 ";
 
+/// A heartbeat: the record renewed (rewritten when it changed), only if it
+/// is still there; its version set; and this host put back in the set, in
+/// case the set was deleted or evicted (a set key of the wrong type is
+/// replaced). Returns `{renewed, repaired, added}`.
+const RENEW: &str = r"
+local repaired = 0
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'set' and kind ~= 'none' then
+  redis.call('DEL', KEYS[1])
+  repaired = 1
+end
+local alive
+if ARGV[2] ~= '' then
+  alive = redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3], 'XX')
+else
+  alive = redis.call('PEXPIRE', KEYS[2], ARGV[3]) == 1
+end
+if not alive then return {0, repaired, 0} end
+redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[3])
+return {1, repaired, redis.call('SADD', KEYS[1], ARGV[1])}
+";
+
 /// The election: take the lease if nobody holds it (with the next fencing
-/// token), renew it if we do. Returns the holder as `<host> <epoch>`.
+/// token, above every one seen: `ARGV[3]` is the highest any host's record
+/// holds, so a Redis that lost its counter cannot hand out an old one),
+/// renew it if we do. A leader key without a TTL, of the wrong type or
+/// that cannot be read, and an epoch that is not a number, are replaced.
+/// Returns `{holder, what was repaired or ''}`, the holder as
+/// `<host> <epoch>`.
 const ELECT: &str = r"
+local repaired = ''
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'string' and kind ~= 'none' then
+  redis.call('DEL', KEYS[1])
+  repaired = 'the leader key was a ' .. kind
+elseif kind == 'string' then
+  local cur = redis.call('GET', KEYS[1])
+  if not string.match(cur, '^.+ %d+$') then
+    redis.call('DEL', KEYS[1])
+    repaired = 'the leader key held ' .. string.sub(cur, 1, 40)
+  elseif redis.call('PTTL', KEYS[1]) < 0 then
+    redis.call('DEL', KEYS[1])
+    repaired = 'the leader key had no TTL'
+  end
+end
 local cur = redis.call('GET', KEYS[1])
 if not cur then
-  cur = ARGV[1] .. ' ' .. redis.call('INCR', KEYS[2])
+  local raw = redis.pcall('GET', KEYS[2])
+  local stored = tonumber(raw)
+  if type(raw) == 'table' then
+    repaired = 'the epoch key was not a string'
+  elseif raw and not stored then
+    repaired = 'the epoch key held ' .. string.sub(raw, 1, 40)
+  end
+  local epoch = string.format('%d', math.max(stored or 0, tonumber(ARGV[3]) or 0) + 1)
+  redis.call('SET', KEYS[2], epoch)
+  cur = ARGV[1] .. ' ' .. epoch
   redis.call('SET', KEYS[1], cur, 'PX', ARGV[2])
 elseif string.sub(cur, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
-return cur
+return {cur, repaired}
 ";
 
 /// Gives the lease up, if it is still ours.
 const RESIGN: &str = r"
-local cur = redis.call('GET', KEYS[1])
-if cur and string.sub(cur, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then
+local cur = redis.pcall('GET', KEYS[1])
+if type(cur) == 'string' and string.sub(cur, 1, #ARGV[1] + 1) == ARGV[1] .. ' ' then
   redis.call('DEL', KEYS[1])
 end
 return 0
@@ -136,16 +207,20 @@ pub enum JoinError {
         pid: u32,
     },
     #[error(
-        "host {host} runs a different cluster map ({their_shards} shards in {their_clusters} \
-         clusters; this config makes {our_shards} in {our_clusters}): every host must load \
-         the same config (shard count, per_cluster)"
+        "host {host} (pid {pid}) runs a different cluster map on this channel: {how}. \
+         Every manager on one channel must load the same config (shard count, per_cluster, \
+         names); stop the other one first to change the map"
     )]
-    DifferentMap {
+    DifferentMap { host: String, pid: u32, how: String },
+    #[error(
+        "host {host} (pid {pid}) was started as one of {theirs} hosts, this one as one of \
+         {ours}: every host must be given the same --host-count"
+    )]
+    HostCount {
         host: String,
-        their_shards: u32,
-        their_clusters: u32,
-        our_shards: u32,
-        our_clusters: u32,
+        pid: u32,
+        theirs: u32,
+        ours: u32,
     },
     #[error("a live host's record in Redis cannot be read ({0}); is another program using the fleet's keys?")]
     BadRecord(String),
@@ -176,31 +251,29 @@ impl Fleet {
 struct Member {
     keys: Keys,
     me: Membership,
-    shard_count: u32,
-    cluster_count: u32,
+    map: MapPrint,
     started_at: u64,
     boot_id: String,
     snapshot: watch::Receiver<Arc<Snapshot>>,
 }
 
-/// Joins the fleet on `url`: refuses (with the reason) if a live host
-/// claims one of our clusters or runs another map; if Redis cannot be
-/// reached, goes on and keeps trying in the background (the engine holds
-/// the launch until the first view).
+/// Joins the fleet on `url` (alone, `me.solo`: claims every cluster):
+/// refuses (with the reason) if a live manager claims one of our clusters,
+/// runs another map or counts other hosts; if Redis cannot be reached,
+/// goes on and keeps trying in the background (the engine holds the
+/// launch until the first view).
 pub async fn join(
     url: &str,
     channel: &str,
     me: Membership,
-    shard_count: u32,
-    cluster_count: u32,
+    map: MapPrint,
     snapshot: watch::Receiver<Arc<Snapshot>>,
 ) -> Result<Fleet, JoinError> {
     let client = redis::Client::open(url)?;
     let member = Member {
         keys: Keys::new(channel),
         me,
-        shard_count,
-        cluster_count,
+        map,
         started_at: unix_secs(std::time::SystemTime::now()),
         boot_id: boot_id(),
         snapshot,
@@ -208,7 +281,7 @@ pub async fn join(
     let mut conn = None;
     match connect(&client).await {
         Ok(mut c) => {
-            member.claim(&mut c).await?;
+            member.claim(&mut c, 0).await?;
             conn = Some(c);
         }
         Err(e) => tracing::warn!(error = %e, "cannot reach Redis to join the fleet; retrying"),
@@ -246,43 +319,55 @@ pub(crate) async fn within<T>(
 }
 
 impl Member {
-    fn record(&self) -> HostRecord {
-        let snapshot = self.snapshot.borrow().clone();
+    fn record(&self, epoch_seen: u64) -> HostRecord {
+        // Alone, the record is a claim: the clusters' states are not shared.
+        let clusters = if self.me.solo {
+            Vec::new()
+        } else {
+            let snapshot = self.snapshot.borrow().clone();
+            snapshot
+                .clusters
+                .iter()
+                .filter(|c| self.me.owned.contains(&c.id))
+                .cloned()
+                .collect()
+        };
         HostRecord {
             id: self.me.id.clone(),
             name: self.me.name.clone(),
             pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             owned: self.me.owned.clone(),
-            shard_count: self.shard_count,
-            cluster_count: self.cluster_count,
+            shard_count: self.map.shards,
+            cluster_count: self.map.clusters,
+            map: self.map.clone(),
+            host_count: self.me.host_count,
+            solo: self.me.solo,
+            epoch_seen,
             started_at: self.started_at,
             boot_id: self.boot_id.clone(),
-            clusters: snapshot
-                .clusters
-                .iter()
-                .filter(|c| self.me.owned.contains(&c.id))
-                .cloned()
-                .collect(),
+            clusters,
         }
     }
 
     /// Registers this host, after dropping what a previous run of it left
     /// (a manager killed on this machine leaves its record for a TTL).
-    async fn claim(&self, conn: &mut MultiplexedConnection) -> Result<(), JoinError> {
+    async fn claim(
+        &self,
+        conn: &mut MultiplexedConnection,
+        epoch_seen: u64,
+    ) -> Result<(), JoinError> {
+        let mut ids = members(conn, &self.keys).await?;
+        for id in scan_ids(conn, &self.keys).await? {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids.retain(|id| *id != self.me.id);
         let others = HostCache::default()
-            .refresh(conn, &self.keys, Some(&self.me.id))
+            .refresh(conn, &self.keys, ids.clone())
             .await?;
         for other in others {
-            if other.shard_count != self.shard_count || other.cluster_count != self.cluster_count {
-                return Err(JoinError::DifferentMap {
-                    host: other.id,
-                    their_shards: other.shard_count,
-                    their_clusters: other.cluster_count,
-                    our_shards: self.shard_count,
-                    our_clusters: self.cluster_count,
-                });
-            }
             if other.name == self.me.name && is_previous_run(&other) {
                 tracing::info!(host = %other.id, "dropping the record of this host's previous run");
                 let _: () = within(
@@ -295,7 +380,7 @@ impl Member {
             }
         }
         let owned: Vec<ClusterId> = self.me.owned.iter().copied().collect();
-        let record = serde_json::to_string(&self.record()).unwrap_or_default();
+        let record = serde_json::to_string(&self.record(epoch_seen)).unwrap_or_default();
         let conflict: Option<String> = within(
             redis::Script::new(CLAIM)
                 .key(&self.keys.hosts)
@@ -304,22 +389,61 @@ impl Member {
                 .arg(HOST_TTL.as_millis() as u64)
                 .arg(serde_json::to_string(&owned).unwrap_or_default())
                 .arg(&self.keys.host_prefix)
+                .arg(&self.map.digest)
+                .arg(self.map.shards)
+                .arg(self.map.clusters)
+                .arg(self.me.host_count.map(|n| n.to_string()).unwrap_or_default())
+                .arg(serde_json::to_string(&ids).unwrap_or_default())
                 .invoke_async(conn),
         )
         .await?;
         let Some(conflict) = conflict else {
-            tracing::info!(host = %self.me.id, clusters = %Ranges(&self.me.owned), "joined the fleet");
+            tracing::info!(host = %self.me.id, clusters = %Ranges(&self.me.owned), "claimed the clusters in Redis");
             return Ok(());
         };
         let other: HostRecord =
             serde_json::from_str(&conflict).map_err(|e| JoinError::BadRecord(e.to_string()))?;
+        Err(self.refusal(other))
+    }
+
+    /// Why a live record that conflicts with ours stops this host.
+    fn refusal(&self, other: HostRecord) -> JoinError {
+        // Older builds wrote only the map's size: the rest is taken as ours.
+        let theirs = if other.map.digest.is_empty() {
+            let same = (other.shard_count, other.cluster_count) == (self.map.shards, self.map.clusters);
+            MapPrint {
+                shards: other.shard_count,
+                clusters: other.cluster_count,
+                digest: if same { self.map.digest.clone() } else { String::new() },
+                ..self.map.clone()
+            }
+        } else {
+            other.map.clone()
+        };
+        if let Some(how) = self.map.difference(&theirs) {
+            return JoinError::DifferentMap {
+                host: other.id,
+                pid: other.pid,
+                how,
+            };
+        }
+        if let (Some(theirs), Some(ours)) = (other.host_count, self.me.host_count) {
+            if theirs != ours {
+                return JoinError::HostCount {
+                    host: other.id,
+                    pid: other.pid,
+                    theirs,
+                    ours,
+                };
+            }
+        }
         let overlap: BTreeSet<ClusterId> =
             other.owned.intersection(&self.me.owned).copied().collect();
-        Err(JoinError::Claimed {
+        JoinError::Claimed {
             overlap: Ranges(&overlap).to_string(),
             host: other.id,
             pid: other.pid,
-        })
+        }
     }
 
     async fn run(
@@ -374,61 +498,80 @@ impl Member {
         beat: &mut Beat,
     ) -> redis::RedisResult<FleetView> {
         let sent_at = Instant::now();
-        let record = serde_json::to_string(&self.record()).unwrap_or_default();
+        let record = serde_json::to_string(&self.record(beat.epoch_seen)).unwrap_or_default();
         let changed = beat.written.as_ref() != Some(&record);
         let due = beat
             .renewed_at
             .is_none_or(|at| sent_at.duration_since(at) >= HEARTBEAT);
         if changed || due {
-            let (host, version) = (self.keys.host(&self.me.id), self.keys.version(&self.me.id));
-            let ttl = HOST_TTL.as_millis() as u64;
-            let renewed = if changed {
+            if changed {
                 beat.version += 1;
-                let (set, _): (Option<String>, ()) = within(
-                    redis::pipe()
-                        .cmd("SET")
-                        .arg(&host)
-                        .arg(&record)
-                        .arg("PX")
-                        .arg(ttl)
-                        .arg("XX")
-                        .add_command(set_version(&version, beat.version, ttl))
-                        .query_async(conn),
-                )
-                .await?;
-                set.is_some()
-            } else {
-                let (kept, _): (bool, bool) = within(
-                    redis::pipe()
-                        .pexpire(&host, ttl as i64)
-                        .pexpire(&version, ttl as i64)
-                        .query_async(conn),
-                )
-                .await?;
-                kept
-            };
+            }
+            let (renewed, repaired, added): (i64, i64, i64) = within(
+                redis::Script::new(RENEW)
+                    .key(&self.keys.hosts)
+                    .key(self.keys.host(&self.me.id))
+                    .key(self.keys.version(&self.me.id))
+                    .arg(&self.me.id)
+                    .arg(if changed { record.as_str() } else { "" })
+                    .arg(HOST_TTL.as_millis() as u64)
+                    .arg(beat.version)
+                    .invoke_async(conn),
+            )
+            .await?;
+            if repaired == 1 {
+                tracing::warn!(key = %self.keys.hosts, "the fleet's host set was not a set; replaced it");
+            }
+            if added == 1 {
+                tracing::warn!(key = %self.keys.hosts, "this host was missing from the fleet's host set (deleted or evicted?); added it back");
+            }
             beat.written = Some(record);
             beat.renewed_at = Some(sent_at);
             // Our record lapsed (Redis was away, or this host was paused):
             // claim the clusters again.
-            if !renewed {
-                match self.claim(conn).await {
-                    Ok(()) => {}
-                    Err(JoinError::Redis(e)) => return Err(e),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot join the fleet again");
-                        return Ok(FleetView {
-                            displaced: Some(e.to_string()),
-                            ..FleetView::default()
-                        });
-                    }
+            if renewed == 0 {
+                if let Some(displaced) = self.claim_again(conn, beat).await? {
+                    return Ok(displaced);
                 }
-                beat.version += 1;
-                let _: () =
-                    within(set_version(&version, beat.version, ttl).query_async(conn)).await?;
             }
         }
-        self.read_and_elect(conn, sent_at, &mut beat.others).await
+        if self.me.solo {
+            return Ok(self.view());
+        }
+        self.read_and_elect(conn, sent_at, beat).await
+    }
+
+    /// Claims the clusters again after the record lapsed: `Some` view if
+    /// another manager has claimed them since.
+    async fn claim_again(
+        &self,
+        conn: &mut MultiplexedConnection,
+        beat: &mut Beat,
+    ) -> redis::RedisResult<Option<FleetView>> {
+        match self.claim(conn, beat.epoch_seen).await {
+            Ok(()) => {}
+            Err(JoinError::Redis(e)) => return Err(e),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot claim the clusters again");
+                return Ok(Some(FleetView {
+                    displaced: Some(e.to_string()),
+                    ..self.view()
+                }));
+            }
+        }
+        beat.version += 1;
+        let ttl = HOST_TTL.as_millis() as u64;
+        let version = self.keys.version(&self.me.id);
+        let _: () = within(set_version(&version, beat.version, ttl).query_async(conn)).await?;
+        Ok(None)
+    }
+
+    /// A view with nothing known yet but who this host is.
+    fn view(&self) -> FleetView {
+        FleetView {
+            me: self.me.name.clone(),
+            ..FleetView::default()
+        }
     }
 
     /// Reads the other hosts' records and renews or takes the lease.
@@ -436,19 +579,29 @@ impl Member {
         &self,
         conn: &mut MultiplexedConnection,
         sent_at: Instant,
-        others: &mut HostCache,
+        beat: &mut Beat,
     ) -> redis::RedisResult<FleetView> {
-        let hosts = others.refresh(conn, &self.keys, Some(&self.me.id)).await?;
-        let holder: String = within(
+        let ids = members(conn, &self.keys).await?;
+        let hosts = beat.others.refresh(conn, &self.keys, ids).await?;
+        let seen = hosts
+            .iter()
+            .map(|h| h.epoch_seen)
+            .fold(beat.epoch_seen, u64::max);
+        let (holder, repaired): (String, String) = within(
             redis::Script::new(ELECT)
                 .key(&self.keys.leader)
                 .key(&self.keys.epoch)
                 .arg(&self.me.id)
                 .arg(LEASE.as_millis() as u64)
+                .arg(seen)
                 .invoke_async(conn),
         )
         .await?;
+        if !repaired.is_empty() {
+            tracing::warn!(what = %repaired, "replaced a fleet key that could not be used");
+        }
         let leader = parse_leader(&holder);
+        beat.epoch_seen = leader.as_ref().map_or(seen, |l| l.epoch.max(seen));
         let lease_until = leader
             .as_ref()
             .filter(|l| l.host == self.me.id)
@@ -457,7 +610,7 @@ impl Member {
             hosts,
             leader,
             lease_until,
-            displaced: None,
+            ..self.view()
         })
     }
 
@@ -504,6 +657,8 @@ struct Beat {
     renewed_at: Option<Instant>,
     /// Bumped at each write of the record.
     version: u64,
+    /// The highest leader epoch seen, this host's or in others' records.
+    epoch_seen: u64,
     /// The other hosts' records as last fetched.
     others: HostCache,
 }
@@ -517,20 +672,14 @@ struct HostCache {
 }
 
 impl HostCache {
-    /// Every live host's record (but `except`'s). A record that cannot be
-    /// read is skipped, with a warning.
+    /// The records of the hosts `ids` that are alive. A record that cannot
+    /// be read is skipped, with a warning.
     async fn refresh(
         &mut self,
         conn: &mut MultiplexedConnection,
         keys: &Keys,
-        except: Option<&str>,
+        ids: Vec<String>,
     ) -> redis::RedisResult<Vec<HostRecord>> {
-        let ids: Vec<String> =
-            within(redis::cmd("SMEMBERS").arg(&keys.hosts).query_async(conn)).await?;
-        let ids: Vec<String> = ids
-            .into_iter()
-            .filter(|id| Some(id.as_str()) != except)
-            .collect();
         let live: Vec<(String, u64)> = if ids.is_empty() {
             Vec::new()
         } else {
@@ -567,6 +716,55 @@ impl HostCache {
         }
         Ok(self.records.values().map(|(_, r)| r.clone()).collect())
     }
+}
+
+/// The host ids in the fleet's set, but this host's. A set key of the
+/// wrong type reads as empty until the next heartbeat replaces it.
+async fn members(conn: &mut MultiplexedConnection, keys: &Keys) -> redis::RedisResult<Vec<String>> {
+    match within(redis::cmd("SMEMBERS").arg(&keys.hosts).query_async(conn)).await {
+        Err(e) if e.code() == Some("WRONGTYPE") => Ok(Vec::new()),
+        other => other,
+    }
+}
+
+/// The ids of every host record in Redis, whether or not the set names it.
+async fn scan_ids(conn: &mut MultiplexedConnection, keys: &Keys) -> redis::RedisResult<Vec<String>> {
+    let pattern = format!("{}*", glob_escape(&keys.host_prefix));
+    let mut ids = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, found): (u64, Vec<String>) = within(
+            redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(conn),
+        )
+        .await?;
+        ids.extend(
+            found
+                .iter()
+                .filter_map(|k| k.strip_prefix(&keys.host_prefix).map(str::to_string)),
+        );
+        if next == 0 {
+            return Ok(ids);
+        }
+        cursor = next;
+    }
+}
+
+/// `text` as a Redis glob that matches only itself.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// `<host> <epoch>`, as the election stores it.

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cluster_map::ClusterId;
+use crate::cluster_map::{ClusterId, MapPrint};
 use crate::engine::state::ClusterView;
 
 /// One host's record (`<channel>/fleet/host/<id>`), JSON.
@@ -20,9 +20,23 @@ pub struct HostRecord {
     pub version: String,
     /// The ids it runs.
     pub owned: BTreeSet<ClusterId>,
-    /// The map it was built with, which every host must share.
+    /// The map it was built with, which every host must share: its size
+    /// (all that older builds wrote) and its print.
     pub shard_count: u32,
     pub cluster_count: u32,
+    #[serde(default)]
+    pub map: MapPrint,
+    /// `--host-count`, when its slice was given as an index of a count.
+    #[serde(default)]
+    pub host_count: Option<u32>,
+    /// It runs alone, every cluster (no slice was given): its record is a
+    /// claim, not a fleet member's.
+    #[serde(default)]
+    pub solo: bool,
+    /// The highest leader epoch it has seen: a new leader's is higher
+    /// still, even after Redis lost its counter.
+    #[serde(default)]
+    pub epoch_seen: u64,
     /// Unix seconds.
     pub started_at: u64,
     /// The machine's boot id: a record of this host name from the same
@@ -42,9 +56,11 @@ pub struct FleetView {
     pub leader: Option<Leader>,
     /// This host leads until then (its lease, less a safety margin).
     pub lease_until: Option<Instant>,
-    /// This host's record lapsed and another live host has claimed its
+    /// This host's record lapsed and another live manager has claimed its
     /// clusters since: why it must stop them.
     pub displaced: Option<String>,
+    /// This host's name, for the log.
+    pub me: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,4 +76,9 @@ pub struct Membership {
     pub id: String,
     pub name: String,
     pub owned: BTreeSet<ClusterId>,
+    /// `--host-count`, when the slice was given as an index of a count.
+    pub host_count: Option<u32>,
+    /// No slice was given: this manager runs every cluster alone, and
+    /// claims them all so that no other manager can.
+    pub solo: bool,
 }

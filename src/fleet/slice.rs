@@ -44,6 +44,14 @@ impl SliceSpec {
         Ok(SliceSpec::Index { index, count })
     }
 
+    /// How many hosts share the clusters, when the slice says.
+    pub fn host_count(&self) -> Option<u32> {
+        match self {
+            SliceSpec::Index { count, .. } => Some(*count),
+            SliceSpec::Ids(_) => None,
+        }
+    }
+
     /// Parses `0-9,20-29,31`.
     pub fn parse_list(spec: &str) -> Result<SliceSpec, SliceError> {
         let bad = |problem: String| SliceError::BadList {

@@ -242,16 +242,20 @@ impl Core {
 
     /// The fleet task's news after a heartbeat.
     pub(super) fn on_fleet(&mut self, view: FleetView) {
-        let Some(fleet) = self.fleet.as_mut() else {
-            return;
-        };
         if let Some(error) = view.displaced {
-            // Another manager runs this slice now: ours must not run too.
-            let host = fleet.me.name.clone();
+            // Another manager runs these clusters now: ours must not run too.
+            let host = view.me;
             self.log(LogEvent::HostDisplaced { host, error });
             let _ = self.exit(crate::engine::Exit::Shutdown);
             return;
         }
+        if std::mem::take(&mut self.claim_pending) {
+            // Alone: the claim is in Redis, the launch may start.
+            self.maybe_begin();
+        }
+        let Some(fleet) = self.fleet.as_mut() else {
+            return;
+        };
         let before = std::mem::take(&mut fleet.hosts);
         let old_leader = fleet.leader.as_ref().map(|l| l.host.clone());
         fleet.hosts = view.hosts.into_iter().map(|h| (h.id.clone(), h)).collect();
@@ -398,10 +402,12 @@ impl Core {
         }
     }
 
-    /// Starts the launch once the channel is up and, in a fleet, the
-    /// other hosts are known.
+    /// Starts the launch once the channel is up and this manager's claim is
+    /// in Redis (in a fleet: the other hosts are known).
     pub(super) fn maybe_begin(&mut self) {
-        let ready = self.transport_connected && self.fleet.as_ref().is_none_or(Fleet::seen);
+        let ready = self.transport_connected
+            && !self.claim_pending
+            && self.fleet.as_ref().is_none_or(Fleet::seen);
         if ready && self.launcher.begin() {
             self.start_next();
         }

@@ -198,6 +198,9 @@ pub struct Core {
     clock: Instant,
     /// The other hosts and their clusters, in a fleet.
     fleet: Option<fleet::Fleet>,
+    /// Alone on Redis: no cluster starts before this manager's claim on
+    /// them all is in Redis (the first view from the fleet task).
+    claim_pending: bool,
 }
 
 impl Core {
@@ -211,12 +214,13 @@ impl Core {
     ) -> Core {
         let max_concurrency = session_limit.map_or(1, |l| l.max_concurrency);
         // In a fleet, this host runs its slice; the rest is mirrored.
+        let claim_pending = membership.as_ref().is_some_and(|me| me.solo);
         let (fleet, clusters) = match membership {
-            Some(me) => {
+            Some(me) if !me.solo => {
                 let (fleet, mine) = fleet::Fleet::new(me, clusters);
                 (Some(fleet), mine)
             }
-            None => (None, clusters),
+            _ => (None, clusters),
         };
         Core {
             launcher: Launcher::new(config.launch, max_concurrency, config.per_cluster),
@@ -236,6 +240,7 @@ impl Core {
             due: VecDeque::new(),
             clock: now.at,
             fleet,
+            claim_pending,
         }
     }
 

@@ -48,6 +48,8 @@ impl Sim {
             id: "b:2".into(),
             name: "b".into(),
             owned: owned.iter().copied().collect(),
+            host_count: None,
+            solo: false,
         };
         Sim::with_fleet(shards, "", Some(me))
     }
@@ -80,6 +82,7 @@ impl Sim {
             // The fleet task renews it every heartbeat.
             lease_until: lead.then(|| self.now.at + SECS(3600)),
             displaced: None,
+            me: "b".into(),
         };
         self.input(Input::Fleet(view));
     }
@@ -945,6 +948,10 @@ fn host_a(states: &[(ClusterId, ClusterState)]) -> crate::fleet::HostRecord {
         owned: states.iter().map(|(id, _)| *id).collect(),
         shard_count: 6,
         cluster_count: 3,
+        map: crate::cluster_map::MapPrint::default(),
+        host_count: None,
+        solo: false,
+        epoch_seen: 0,
         started_at: 0,
         boot_id: String::new(),
         clusters: states
@@ -1187,4 +1194,54 @@ fn a_launch_the_leader_announced_is_not_announced_again_by_the_next() {
     sim.request(Action::Announced, "");
     sim.view(vec![host_a(&[(0, Running), (2, Running)])], true);
     assert_eq!(sim.announcements(), 0);
+}
+
+/// A manager alone on Redis: `shards` shards, its claim on every cluster
+/// made by the fleet task (or not yet).
+fn alone(shards: u32) -> Sim {
+    let me = crate::fleet::Membership {
+        id: "b:2".into(),
+        name: "b".into(),
+        owned: (0..shards.div_ceil(2)).collect(),
+        host_count: None,
+        solo: true,
+    };
+    Sim::with_fleet(shards, "", Some(me))
+}
+
+#[test]
+fn alone_on_redis_nothing_starts_before_the_claim_is_in_redis() {
+    let mut sim = alone(4);
+    sim.input(Input::TransportUp);
+    assert!(sim.spawned().is_empty(), "started before the claim");
+    sim.input(Input::Fleet(crate::fleet::FleetView {
+        me: "b".into(),
+        ..crate::fleet::FleetView::default()
+    }));
+    assert_eq!(sim.spawned(), vec![0]);
+    // Alone, it answers for itself: no lease, no other host.
+    assert!(sim.core.leads());
+    assert_eq!(sim.core.map_size(), (4, 2));
+}
+
+#[test]
+fn alone_a_manager_whose_claim_was_taken_stops_its_clusters() {
+    let mut sim = alone(4);
+    sim.input(Input::TransportUp);
+    sim.input(Input::Fleet(crate::fleet::FleetView::default()));
+    sim.launch_next(0);
+    sim.mark();
+    sim.input(Input::Fleet(crate::fleet::FleetView {
+        displaced: Some("clusters 0-1 are already run by host z".into()),
+        me: "b".into(),
+        ..crate::fleet::FleetView::default()
+    }));
+    // Cluster 1 was not started yet, and never will be.
+    assert_eq!(sim.stopped(), vec![0]);
+    sim.advance(SECS(3600));
+    assert!(sim.spawned().is_empty(), "{:?}", sim.spawned());
+    assert!(sim
+        .logged()
+        .iter()
+        .any(|e| matches!(e, LogEvent::HostDisplaced { host, .. } if host == "b")));
 }
