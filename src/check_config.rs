@@ -56,7 +56,10 @@ async fn report(path: &Path, slice: Option<&SliceSpec>, out: &mut String) -> Vec
         problems.push(format!("control socket: {e}"));
     }
     if let Err(e) = mewld::socket_file::check_length(&config.control_socket) {
-        problems.push(format!("control_socket {}: {e}", config.control_socket.display()));
+        problems.push(format!(
+            "control_socket {}: {e}",
+            config.control_socket.display()
+        ));
     }
     if let mewld::config::Ipc::Unix { path } = &config.ipc {
         if let Err(e) = mewld::socket_file::check_length(path) {

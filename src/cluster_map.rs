@@ -140,7 +140,11 @@ impl MapPrint {
         MapPrint {
             shards: shard_count,
             clusters: clusters.len() as u32,
-            per_cluster: clusters.iter().map(|c| c.shards.len() as u32).max().unwrap_or(0),
+            per_cluster: clusters
+                .iter()
+                .map(|c| c.shards.len() as u32)
+                .max()
+                .unwrap_or(0),
             names: names.hex(),
             digest: all.hex(),
         }
@@ -153,7 +157,10 @@ impl MapPrint {
             return None;
         }
         let what = if self.shards != theirs.shards {
-            format!("{} shards, where this config makes {}", theirs.shards, self.shards)
+            format!(
+                "{} shards, where this config makes {}",
+                theirs.shards, self.shards
+            )
         } else if self.clusters != theirs.clusters {
             format!(
                 "{} clusters, where this config makes {}",
@@ -283,6 +290,9 @@ mod tests {
         );
         // Pinned: hosts of different builds compare prints, so a change
         // to how they are made must be a deliberate one.
-        assert_eq!(MapPrint::of(25, &build(25, 10, &[])).digest, "c643dc812d2a01fc");
+        assert_eq!(
+            MapPrint::of(25, &build(25, 10, &[])).digest,
+            "c643dc812d2a01fc"
+        );
     }
 }

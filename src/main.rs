@@ -6,12 +6,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use color_eyre::eyre::{eyre, Result, WrapErr};
 
+use mewld::cluster_map::MapPrint;
 use mewld::control::client;
 use mewld::control::server::Control;
 use mewld::control::Hello;
 use mewld::engine::{Engine, EngineHandle, Setup};
 use mewld::fleet::slice::SliceSpec;
-use mewld::cluster_map::MapPrint;
 use mewld::fleet::{self, Fleet, Membership};
 use mewld::logging::LogFormat;
 use mewld::startup;

@@ -613,4 +613,134 @@ fn garbage_in_the_fleets_keys_is_skipped() {
             .any(|l| l.contains("ignored a host record that cannot be read")),
         "the bad record is reported"
     );
+    // Nobody left: no host is reported lost (a host never sees itself as another).
+    let lost = events(&f.redis.action_log(&f.ch), "host_lost");
+    assert!(lost.is_empty(), "{lost:?}");
+}
+
+/// The fleet's host set deleted (or evicted): every host puts itself back
+/// within a heartbeat, and a manager for clusters already run is refused
+/// whether the set names their host or not.
+#[test]
+fn a_deleted_host_set_hides_nobody() {
+    let f = Fixture::new("fleet-set-deleted", vec![Answer::gateway(8, 900, 0)]);
+    let config = f.config("");
+    let mut a = nth(&f, &config, "a", 0, 2);
+    let _b = nth(&f, &config, "b", 1, 2);
+    a.wait_launched(&f.listener);
+    let mut conn = f.redis.conn();
+    let set = format!("{}/fleet/hosts", f.ch);
+    let _: () = redis::cmd("DEL").arg(&set).query(&mut conn).expect("DEL");
+    let mut intruder = nth(&f, &config, "z", 0, 2);
+    assert_eq!(intruder.wait_exit(), Some(2));
+    let said = intruder.stderr().join("\n");
+    assert!(
+        said.contains("clusters 0-1 are already run by host a:"),
+        "refused: {said}"
+    );
+    wait_for("both hosts back in the set", DEADLINE, || {
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&set)
+            .query(&mut conn)
+            .expect("SMEMBERS");
+        (members.len() == 2).then_some(())
+    });
+    assert_eq!(f.bot.starts_of(0), 1, "{:?}", f.bot.records());
+}
+
+/// Two configs that make the same number of clusters from other shard
+/// lists: the second host is refused, told how the maps differ.
+#[test]
+fn hosts_with_different_maps_are_refused() {
+    // 6 shards: 4 per cluster makes 2 clusters (0-3, 4-5), 3 per cluster
+    // makes 2 too (0-2, 3-5): shard 3 would run in both.
+    let f = Fixture::new("fleet-maps", vec![Answer::gateway(6, 900, 0)]);
+    let a_config = f.config("").replace("per_cluster: 2", "per_cluster: 4");
+    let b_config = f.config("").replace("per_cluster: 2", "per_cluster: 3");
+    let _a = nth(&f, &a_config, "a", 0, 2);
+    wait_for("host a's cluster to launch", DEADLINE, || {
+        (f.bot.launches().len() == 1).then_some(())
+    });
+    let mut b = nth(&f, &b_config, "b", 1, 2);
+    assert_eq!(b.wait_exit(), Some(2));
+    let said = b.stderr().join("\n");
+    assert!(
+        said.contains("different cluster map")
+            && said.contains("4 shards per cluster, where this config puts 3"),
+        "the refusal says how the maps differ: {said}"
+    );
+    assert!(f.bot.starts_of(1) == 0, "{:?}", f.bot.records());
+}
+
+/// A host started as one of three beside hosts started as one of two would
+/// leave a cluster run by nobody: refused, naming both counts.
+#[test]
+fn hosts_counting_other_numbers_of_hosts_are_refused() {
+    let f = Fixture::new("fleet-counts", vec![Answer::gateway(8, 900, 0)]);
+    let config = f.config("");
+    let _a = nth(&f, &config, "a", 0, 2);
+    wait_for("host a's clusters to launch", DEADLINE, || {
+        (f.bot.launches().len() == 2).then_some(())
+    });
+    let mut c = nth(&f, &config, "c", 2, 3);
+    assert_eq!(c.wait_exit(), Some(2));
+    let said = c.stderr().join("\n");
+    assert!(
+        said.contains("one of 2 hosts, this one as one of 3"),
+        "both counts named: {said}"
+    );
+}
+
+/// Keys another program broke: a leader key with no TTL, an epoch that is
+/// not a number, a host set that is a string. Each is replaced (and said
+/// once), the fleet goes on answering, and the fencing epoch only grows,
+/// even across a FLUSHALL.
+#[test]
+fn broken_fleet_keys_are_replaced_and_the_epoch_never_goes_back() {
+    let f = Fixture::new("fleet-broken-keys", vec![Answer::gateway(8, 900, 0)]);
+    let config = f.config("");
+    let mut a = nth(&f, &config, "a", 0, 2);
+    let b = nth(&f, &config, "b", 1, 2);
+    a.wait_launched(&f.listener);
+    let mut conn = f.redis.conn();
+    let key = |k: &str| format!("{}/fleet/{k}", f.ch);
+    let epoch_of = |conn: &mut redis::Connection| -> Option<u64> {
+        let holder: Option<String> = redis::cmd("GET").arg(key("leader")).query(conn).ok()?;
+        holder?.rsplit_once(' ')?.1.parse().ok()
+    };
+    let _: () = redis::pipe()
+        .set(key("leader"), "squatter 40")
+        .set(key("epoch"), "NaN")
+        .del(key("hosts"))
+        .set(key("hosts"), "not a set")
+        .query(&mut conn)
+        .expect("break the keys");
+    let elected = wait_for("a host to lead again", DEADLINE, || {
+        epoch_of(&mut conn).filter(|&e| e > 40)
+    });
+    statuses_when(&f, "every cluster running", |s| {
+        (0..4).all(|id| status_of(s, id) == "running")
+    });
+    // FLUSHALL takes the counter and the records: the next epoch is still higher.
+    let _: () = redis::cmd("FLUSHALL").query(&mut conn).expect("FLUSHALL");
+    let after = wait_for("a leader after FLUSHALL", DEADLINE, || epoch_of(&mut conn));
+    assert!(
+        after > elected,
+        "the epoch went from {elected} to {after} across FLUSHALL"
+    );
+    let replaced: Vec<String> = [a.stderr(), b.stderr()]
+        .concat()
+        .into_iter()
+        .filter(|l| l.contains("replaced a fleet key") || l.contains("host set was not a set"))
+        .collect();
+    assert!(
+        (1..=4).contains(&replaced.len()),
+        "each broken key said once, not at every read: {replaced:#?}"
+    );
+    statuses_when(&f, "every cluster running after FLUSHALL", |s| {
+        (0..4).all(|id| status_of(s, id) == "running")
+    });
+    for id in 0..4 {
+        assert_eq!(f.bot.starts_of(id), 1, "{:?}", f.bot.records());
+    }
 }

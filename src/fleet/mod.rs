@@ -56,7 +56,8 @@ if kind ~= 'set' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
 local function conflicts(d)
   if type(d.map) == 'table' and type(d.map.digest) == 'string' and d.map.digest ~= '' then
     if d.map.digest ~= ARGV[6] then return true end
-  elseif d.shard_count ~= tonumber(ARGV[7]) or d.cluster_count ~= tonumber(ARGV[8]) then
+  elseif type(d.shard_count) == 'number'
+    and (d.shard_count ~= tonumber(ARGV[7]) or d.cluster_count ~= tonumber(ARGV[8])) then
     return true
   end
   if ARGV[9] ~= '' and type(d.host_count) == 'number' and d.host_count ~= tonumber(ARGV[9]) then
@@ -119,6 +120,7 @@ return {1, repaired, redis.call('SADD', KEYS[1], ARGV[1])}
 /// `<host> <epoch>`.
 const ELECT: &str = r"
 local repaired = ''
+local floor = tonumber(ARGV[3]) or 0
 local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind ~= 'string' and kind ~= 'none' then
   redis.call('DEL', KEYS[1])
@@ -131,18 +133,22 @@ elseif kind == 'string' then
   elseif redis.call('PTTL', KEYS[1]) < 0 then
     redis.call('DEL', KEYS[1])
     repaired = 'the leader key had no TTL'
+    -- Its token may have been handed out: the next one is above it.
+    floor = math.max(floor, tonumber(string.match(cur, ' (%d+)$')) or 0)
   end
 end
 local cur = redis.call('GET', KEYS[1])
 if not cur then
   local raw = redis.pcall('GET', KEYS[2])
-  local stored = tonumber(raw)
-  if type(raw) == 'table' then
+  local stored = nil
+  if type(raw) == 'string' and string.match(raw, '^%d+$') then
+    stored = tonumber(raw)
+  elseif type(raw) == 'table' then
     repaired = 'the epoch key was not a string'
-  elseif raw and not stored then
+  elseif raw then
     repaired = 'the epoch key held ' .. string.sub(raw, 1, 40)
   end
-  local epoch = string.format('%d', math.max(stored or 0, tonumber(ARGV[3]) or 0) + 1)
+  local epoch = string.format('%d', math.max(stored or 0, floor) + 1)
   redis.call('SET', KEYS[2], epoch)
   cur = ARGV[1] .. ' ' .. epoch
   redis.call('SET', KEYS[1], cur, 'PX', ARGV[2])
@@ -392,7 +398,12 @@ impl Member {
                 .arg(&self.map.digest)
                 .arg(self.map.shards)
                 .arg(self.map.clusters)
-                .arg(self.me.host_count.map(|n| n.to_string()).unwrap_or_default())
+                .arg(
+                    self.me
+                        .host_count
+                        .map(|n| n.to_string())
+                        .unwrap_or_default(),
+                )
                 .arg(serde_json::to_string(&ids).unwrap_or_default())
                 .invoke_async(conn),
         )
@@ -410,11 +421,16 @@ impl Member {
     fn refusal(&self, other: HostRecord) -> JoinError {
         // Older builds wrote only the map's size: the rest is taken as ours.
         let theirs = if other.map.digest.is_empty() {
-            let same = (other.shard_count, other.cluster_count) == (self.map.shards, self.map.clusters);
+            let same =
+                (other.shard_count, other.cluster_count) == (self.map.shards, self.map.clusters);
             MapPrint {
                 shards: other.shard_count,
                 clusters: other.cluster_count,
-                digest: if same { self.map.digest.clone() } else { String::new() },
+                digest: if same {
+                    self.map.digest.clone()
+                } else {
+                    String::new()
+                },
                 ..self.map.clone()
             }
         } else {
@@ -581,7 +597,8 @@ impl Member {
         sent_at: Instant,
         beat: &mut Beat,
     ) -> redis::RedisResult<FleetView> {
-        let ids = members(conn, &self.keys).await?;
+        let mut ids = members(conn, &self.keys).await?;
+        ids.retain(|id| *id != self.me.id);
         let hosts = beat.others.refresh(conn, &self.keys, ids).await?;
         let seen = hosts
             .iter()
@@ -728,7 +745,10 @@ async fn members(conn: &mut MultiplexedConnection, keys: &Keys) -> redis::RedisR
 }
 
 /// The ids of every host record in Redis, whether or not the set names it.
-async fn scan_ids(conn: &mut MultiplexedConnection, keys: &Keys) -> redis::RedisResult<Vec<String>> {
+async fn scan_ids(
+    conn: &mut MultiplexedConnection,
+    keys: &Keys,
+) -> redis::RedisResult<Vec<String>> {
     let pattern = format!("{}*", glob_escape(&keys.host_prefix));
     let mut ids = Vec::new();
     let mut cursor = 0u64;

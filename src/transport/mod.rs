@@ -36,13 +36,12 @@ pub fn start(config: &Config) -> Result<(Transport, mpsc::Receiver<TransportEven
             config.action_log_max_len,
         )
         .wrap_err("the `redis` setting is not a usable Redis URL"),
-        Ipc::Unix { path } => unix::start(path, config.action_log_max_len)
-            .wrap_err_with(|| {
-                format!(
-                    "cannot listen on the socket {} (`ipc_socket` in the config)",
-                    path.display()
-                )
-            }),
+        Ipc::Unix { path } => unix::start(path, config.action_log_max_len).wrap_err_with(|| {
+            format!(
+                "cannot listen on the socket {} (`ipc_socket` in the config)",
+                path.display()
+            )
+        }),
     }
 }
 
