@@ -149,6 +149,7 @@ fn a_fleet_shows_its_hosts() {
                 running: 1,
             },
         ],
+        exit_order: None,
     });
     let app = app_with(s);
     let terminal = render(&app, 160, 20);

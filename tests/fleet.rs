@@ -744,3 +744,65 @@ fn broken_fleet_keys_are_replaced_and_the_epoch_never_goes_back() {
         assert_eq!(f.bot.starts_of(id), 1, "{:?}", f.bot.records());
     }
 }
+
+/// The ids of the Redis connections subscribed to something now.
+fn subscribers(conn: &mut redis::Connection) -> Vec<String> {
+    // Ids, as CLIENT LIST gives them.
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(conn)
+        .expect("CLIENT LIST");
+    list.lines()
+        .filter_map(|l| l.split(' ').find_map(|kv| kv.strip_prefix("id=")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A host whose subscription was cut just as `shutdown` went by never
+/// hears it: it stops all the same, from the leader's order in Redis.
+#[test]
+fn a_host_that_missed_shutdown_stops_all_the_same() {
+    let f = Fixture::new("fleet-missed-shutdown", vec![Answer::gateway(8, 900, 0)]);
+    let config = f.config("");
+    let mut conn = f.redis.conn();
+    let mut a = nth(&f, &config, "a", 0, 2);
+    wait_for("host a's clusters to launch", DEADLINE, || {
+        (f.bot.launches().len() == 2).then_some(())
+    });
+    let before = subscribers(&mut conn);
+    let mut b = nth(&f, &config, "b", 1, 2);
+    a.wait_launched(&f.listener);
+    // b subscribes before it starts its clusters (which subscribe too):
+    // the oldest new subscription is b's.
+    let b_sub = subscribers(&mut conn)
+        .into_iter()
+        .filter(|id| !before.contains(id))
+        .filter_map(|id| id.parse::<u64>().ok())
+        .min()
+        .expect("host b's subscription");
+    // Cut b's subscription and publish in one transaction: b cannot have
+    // subscribed again in between.
+    let shutdown = json!({"scope": "launcher", "action": "shutdown", "command_id": "sd-missed"});
+    let _: () = redis::pipe()
+        .atomic()
+        .cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(b_sub)
+        .ignore()
+        .publish(&f.ch, shutdown.to_string())
+        .ignore()
+        .query(&mut conn)
+        .expect("kill and publish");
+    assert_eq!(a.wait_exit(), Some(0), "{}", a.stderr().join("\n"));
+    assert_eq!(b.wait_exit(), Some(0), "{}", b.stderr().join("\n"));
+    assert!(
+        b.stderr()
+            .iter()
+            .any(|l| l.contains("ordered every host to stop")),
+        "b stopped on the order, not the message: {}",
+        b.stderr().join("\n")
+    );
+}

@@ -238,6 +238,17 @@ pub struct FleetSummary {
     pub leading: bool,
     /// Every host, this one first, then the others by name.
     pub hosts: Vec<HostSummary>,
+    /// This host, leading, ordered every host to stop: the fleet task
+    /// keeps the order in Redis for a host that missed the message.
+    #[serde(default)]
+    pub exit_order: Option<ExitOrder>,
+}
+
+/// `shutdown` or `restartproc` for the whole fleet, by the leader of `epoch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitOrder {
+    pub restart: bool,
+    pub epoch: u64,
 }
 
 /// One host of the fleet, for the console's header.

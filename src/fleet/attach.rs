@@ -245,6 +245,7 @@ impl Reader {
                 leader,
                 leading: false,
                 hosts: summaries,
+                exit_order: None,
             }),
         }
     }

@@ -21,7 +21,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::cluster_map::{ClusterId, MapPrint};
 use crate::engine::actlog::unix_secs;
-use crate::engine::state::Snapshot;
+use crate::engine::state::{ExitOrder, Snapshot};
 pub use record::{FleetView, HostRecord, Leader, Membership};
 use slice::Ranges;
 
@@ -38,6 +38,9 @@ pub const LEASE: Duration = Duration::from_secs(5);
 /// A leader stops acting as one this long before its lease ends in Redis,
 /// so that a paused or cut-off leader is silent before another is elected.
 const LEASE_MARGIN: Duration = Duration::from_millis(1500);
+/// How long the leader's order to stop stays in Redis for hosts that
+/// missed the message: longer than any stall a host lives through.
+const EXIT_ORDER_TTL: Duration = Duration::from_secs(600);
 /// Each Redis round trip gets this long.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -175,6 +178,7 @@ struct Keys {
     version_prefix: String,
     leader: String,
     epoch: String,
+    exit: String,
 }
 
 impl Keys {
@@ -185,6 +189,7 @@ impl Keys {
             version_prefix: format!("{channel}/fleet/version/"),
             leader: format!("{channel}/fleet/leader"),
             epoch: format!("{channel}/fleet/epoch"),
+            exit: format!("{channel}/fleet/exit"),
         }
     }
 
@@ -285,16 +290,19 @@ pub async fn join(
         snapshot,
     };
     let mut conn = None;
+    let mut beat = Beat::default();
     match connect(&client).await {
         Ok(mut c) => {
             member.claim(&mut c, 0).await?;
+            beat.old_order =
+                within(redis::cmd("GET").arg(&member.keys.exit).query_async(&mut c)).await?;
             conn = Some(c);
         }
         Err(e) => tracing::warn!(error = %e, "cannot reach Redis to join the fleet; retrying"),
     }
     let (view_tx, view) = watch::channel(None);
     let (leave, leave_rx) = oneshot::channel();
-    tokio::spawn(member.run(client, conn, view_tx, leave_rx));
+    tokio::spawn(member.run(client, conn, beat, view_tx, leave_rx));
     Ok(Fleet {
         view,
         leave: Some(leave),
@@ -466,11 +474,11 @@ impl Member {
         self,
         client: redis::Client,
         mut conn: Option<MultiplexedConnection>,
+        mut state: Beat,
         view: watch::Sender<Option<FleetView>>,
         mut leave: oneshot::Receiver<oneshot::Sender<()>>,
     ) {
         let mut tick = tokio::time::interval(READ_INTERVAL);
-        let mut state = Beat::default();
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -619,6 +627,7 @@ impl Member {
         }
         let leader = parse_leader(&holder);
         beat.epoch_seen = leader.as_ref().map_or(seen, |l| l.epoch.max(seen));
+        let exit_order = self.exit_order(conn, beat).await?;
         let lease_until = leader
             .as_ref()
             .filter(|l| l.host == self.me.id)
@@ -627,8 +636,55 @@ impl Member {
             hosts,
             leader,
             lease_until,
+            exit_order,
             ..self.view()
         })
+    }
+
+    /// Keeps this host's order to stop in Redis, once it gave one; reads
+    /// an order this host may have missed (one given since it joined).
+    async fn exit_order(
+        &self,
+        conn: &mut MultiplexedConnection,
+        beat: &mut Beat,
+    ) -> redis::RedisResult<Option<ExitOrder>> {
+        let own = self
+            .snapshot
+            .borrow()
+            .fleet
+            .as_ref()
+            .and_then(|f| f.exit_order);
+        if let (Some(order), false) = (own, beat.ordered) {
+            let text = serde_json::to_string(&order).unwrap_or_default();
+            let _: () = within(
+                redis::cmd("SET")
+                    .arg(&self.keys.exit)
+                    .arg(text)
+                    .arg("PX")
+                    .arg(EXIT_ORDER_TTL.as_millis() as u64)
+                    .query_async(conn),
+            )
+            .await?;
+            beat.ordered = true;
+            return Ok(None);
+        }
+        let text: Option<String> =
+            match within(redis::cmd("GET").arg(&self.keys.exit).query_async(conn)).await {
+                Err(e) if e.code() == Some("WRONGTYPE") => None,
+                other => other?,
+            };
+        let Some(text) = text.filter(|t| Some(t) != beat.old_order.as_ref()) else {
+            return Ok(None);
+        };
+        match serde_json::from_str::<ExitOrder>(&text) {
+            Ok(order) => Ok(Some(order)),
+            Err(e) => {
+                // Said once: it is ignored from now on.
+                tracing::warn!(key = %self.keys.exit, error = %e, "ignored an order to stop that cannot be read");
+                beat.old_order = Some(text);
+                Ok(None)
+            }
+        }
     }
 
     async fn resign(&self, conn: &mut MultiplexedConnection) {
@@ -676,6 +732,11 @@ struct Beat {
     version: u64,
     /// The highest leader epoch seen, this host's or in others' records.
     epoch_seen: u64,
+    /// The order to stop that was in Redis when this host joined (its own
+    /// previous run's, say): not for this run.
+    old_order: Option<String>,
+    /// This host's own order, once it is in Redis.
+    ordered: bool,
     /// The other hosts' records as last fetched.
     others: HostCache,
 }

@@ -61,6 +61,8 @@ pub struct FleetView {
     pub displaced: Option<String>,
     /// This host's name, for the log.
     pub me: String,
+    /// The leader's order to stop, which this host may have missed.
+    pub exit_order: Option<crate::engine::state::ExitOrder>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

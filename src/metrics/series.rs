@@ -484,6 +484,7 @@ mod tests {
                 leader: Some(("b".into(), 2)),
                 leading: false,
                 hosts: Vec::new(),
+                exit_order: None,
             }),
             ..Snapshot::default()
         };

@@ -10,7 +10,7 @@ use super::{Asker, Core, Timer};
 use crate::cluster_map::{ClusterId, ClusterSpec};
 use crate::engine::actlog::LogEvent;
 use crate::engine::launch::Turn;
-use crate::engine::state::{ClusterState, ClusterView, FleetSummary, HostSummary};
+use crate::engine::state::{ClusterState, ClusterView, ExitOrder, FleetSummary, HostSummary};
 use crate::engine::{Label, Operation, Refused};
 use crate::fleet::slice::Ranges;
 use crate::fleet::{FleetView, HostRecord, Leader, Membership};
@@ -59,6 +59,8 @@ pub(crate) struct Fleet {
     held: VecDeque<Held>,
     /// The bot came up while this host did not lead: nobody announced it.
     pub unannounced: bool,
+    /// This host, leading, acked a `shutdown` or `restartproc`.
+    pub exit_order: Option<ExitOrder>,
 }
 
 /// Another host's cluster, as that host last said.
@@ -145,6 +147,7 @@ impl Fleet {
             pending: VecDeque::new(),
             held: VecDeque::new(),
             unannounced: false,
+            exit_order: None,
         };
         (fleet, mine)
     }
@@ -226,6 +229,15 @@ impl Core {
         }
     }
 
+    /// Leading, this host acked `shutdown` or `restartproc`: the order is
+    /// kept in Redis for hosts that missed it.
+    pub(super) fn order_exit(&mut self, restart: bool) {
+        let epoch = self.leader_epoch();
+        if let (Some(fleet), Some(epoch)) = (self.fleet.as_mut(), epoch) {
+            fleet.exit_order = Some(ExitOrder { restart, epoch });
+        }
+    }
+
     /// Just elected: answer what the last leader left unanswered.
     fn answer_held(&mut self) {
         let Some(fleet) = self.fleet.as_mut() else {
@@ -248,6 +260,21 @@ impl Core {
             self.log(LogEvent::HostDisplaced { host, error });
             let _ = self.exit(crate::engine::Exit::Shutdown);
             return;
+        }
+        if let (Some(order), None) = (view.exit_order, self.exiting) {
+            // The leader ordered every host to stop, and this one missed
+            // the message (its channel was down as it went by).
+            tracing::warn!(
+                epoch = order.epoch,
+                restart = order.restart,
+                "the fleet's leader ordered every host to stop; stopping"
+            );
+            let exit = if order.restart {
+                crate::engine::Exit::RestartProcess
+            } else {
+                crate::engine::Exit::Shutdown
+            };
+            let _ = self.exit(exit);
         }
         if std::mem::take(&mut self.claim_pending) {
             // Alone: the claim is in Redis, the launch may start.
@@ -663,6 +690,7 @@ impl Core {
             leader,
             leading: fleet.leads(self.clock),
             hosts,
+            exit_order: fleet.exit_order,
         })
     }
 }

@@ -39,6 +39,7 @@ impl Core {
             Operation::Shutdown | Operation::RestartProcess => {
                 if self.leads() {
                     self.publish(protocol::reply(command_id.as_deref(), &json!("ok")));
+                    self.order_exit(op == Operation::RestartProcess);
                 }
                 Answer::Acked
             }

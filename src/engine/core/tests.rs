@@ -83,6 +83,7 @@ impl Sim {
             lease_until: lead.then(|| self.now.at + SECS(3600)),
             displaced: None,
             me: "b".into(),
+            exit_order: None,
         };
         self.input(Input::Fleet(view));
     }
@@ -1244,4 +1245,39 @@ fn alone_a_manager_whose_claim_was_taken_stops_its_clusters() {
         .logged()
         .iter()
         .any(|e| matches!(e, LogEvent::HostDisplaced { host, .. } if host == "b")));
+}
+
+#[test]
+fn the_leaders_order_to_stop_reaches_a_host_that_missed_it() {
+    use ClusterState::*;
+    // The leader acks `restartproc` and keeps the order for the others.
+    let mut leader = Sim::beside_a(&[(0, Running), (2, Running)], true);
+    leader.request(Action::RestartProc, "r1");
+    let order = leader.core.snapshot().fleet.and_then(|f| f.exit_order);
+    assert_eq!(
+        order,
+        Some(crate::engine::state::ExitOrder {
+            restart: true,
+            epoch: 3
+        })
+    );
+    // A host that never heard the message stops when the order is read.
+    let mut missed = Sim::beside_a(&[(0, Running), (2, Running)], false);
+    missed.launch_next(1);
+    missed.mark();
+    missed.input(Input::Fleet(crate::fleet::FleetView {
+        exit_order: order,
+        ..crate::fleet::FleetView::default()
+    }));
+    assert_eq!(missed.stopped(), vec![1]);
+    let generation = missed.core.clusters[0].generation;
+    missed.input(Input::Exited {
+        id: 1,
+        generation,
+        exit: ExitInfo {
+            code: Some(0),
+            signal: None,
+        },
+    });
+    assert_eq!(missed.core.finished(), Some(Exit::RestartProcess));
 }
