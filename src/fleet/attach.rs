@@ -146,6 +146,15 @@ impl Reader {
         let conn = &mut self.conn().await?.clone();
         let ids = super::members(conn, &keys).await?;
         let hosts = self.hosts.refresh(conn, &keys, ids).await?;
+        // A lone manager's record is a claim: its clusters' states are on
+        // its control socket, not in Redis.
+        if let Some(solo) = hosts.iter().find(|h| h.solo) {
+            return Err(redis::RedisError::from(std::io::Error::other(format!(
+                "{} (pid {}) runs every cluster alone, not as a fleet: attach to its \
+                 control socket with `mewld attach` on that machine",
+                solo.id, solo.pid
+            ))));
+        }
         let holder: Option<String> =
             within(redis::cmd("GET").arg(&keys.leader).query_async(conn)).await?;
         let tail: Vec<String> = within(
