@@ -493,6 +493,17 @@ fn json_logs_are_one_object_per_line() {
     manager.wait_launched(&f.listener);
     ask(&f.redis, &f.listener, &f.ch, "stop", json!({"id": 1}));
     f.redis
+        .publish_raw(&f.ch, b"{\"scope\": \"launcher\", \"action\": 7}");
+    let ignored = wait_for("the malformed message reported", DEADLINE, || {
+        manager
+            .stderr()
+            .into_iter()
+            .find(|l| l.contains("ignored a malformed message"))
+    });
+    // Its text and the payload are two keys, not one `message` twice.
+    assert_eq!(ignored.matches("\"message\":").count(), 1, "{ignored}");
+    assert!(ignored.contains("\"payload\":"), "{ignored}");
+    f.redis
         .publish(&f.ch, &json!({"scope": "launcher", "action": "shutdown"}));
     assert_eq!(manager.wait_exit(), Some(0));
     let parse = |lines: Vec<String>, what: &str| -> Vec<serde_json::Value> {

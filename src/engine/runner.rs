@@ -214,7 +214,7 @@ impl Engine {
                 Err(e) => {
                     tracing::warn!(
                         error = %e,
-                        message = %protocol::truncate(&String::from_utf8_lossy(&payload), 200),
+                        payload = %protocol::truncate(&String::from_utf8_lossy(&payload), 200),
                         "ignored a malformed message"
                     );
                     return;
