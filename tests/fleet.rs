@@ -806,3 +806,39 @@ fn a_host_that_missed_shutdown_stops_all_the_same() {
         b.stderr().join("\n")
     );
 }
+
+/// `CLIENT PAUSE` longer than a record's TTL stalls every host at once:
+/// their records lapse together, which says nothing about them. No host is
+/// reported lost (nor joined again), and no cluster is restarted.
+#[test]
+fn a_paused_redis_is_a_stall_not_a_lost_host() {
+    let f = Fixture::new("fleet-client-pause", vec![Answer::gateway(8, 900, 0)]);
+    let config = f.config("");
+    let mut a = nth(&f, &config, "a", 0, 2);
+    let _b = nth(&f, &config, "b", 1, 2);
+    a.wait_launched(&f.listener);
+    let mut conn = f.redis.conn();
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(7000)
+        .arg("ALL")
+        .query(&mut conn)
+        .expect("CLIENT PAUSE");
+    thread::sleep(Duration::from_secs(7));
+    statuses_when(&f, "every cluster running after the pause", |s| {
+        (0..4).all(|id| status_of(s, id) == "running")
+    });
+    // A host lost would be said once the grace after the stall is over
+    // (5 s): look past it.
+    thread::sleep(Duration::from_secs(8));
+    let log = f.redis.action_log(&f.ch);
+    let lost = events(&log, "host_lost");
+    let joined = events(&log, "host_joined");
+    assert!(
+        lost.is_empty() && joined.len() <= 2,
+        "lost {lost:?}, joined {joined:?}"
+    );
+    for id in 0..4 {
+        assert_eq!(f.bot.starts_of(id), 1, "{:?}", f.bot.records());
+    }
+}

@@ -41,6 +41,10 @@ const LEASE_MARGIN: Duration = Duration::from_millis(1500);
 /// How long the leader's order to stop stays in Redis for hosts that
 /// missed the message: longer than any stall a host lives through.
 const EXIT_ORDER_TTL: Duration = Duration::from_secs(600);
+/// After Redis failed or stalled, how long a host missing from it is not
+/// taken for lost (a host claims again within a heartbeat of Redis coming
+/// back).
+const STALL_GRACE: Duration = HOST_TTL;
 /// Each Redis round trip gets this long.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -494,13 +498,17 @@ impl Member {
             if conn.is_none() {
                 conn = connect(&client).await.ok();
             }
-            let Some(c) = conn.as_mut() else { continue };
+            let Some(c) = conn.as_mut() else {
+                state.stalled = true;
+                continue;
+            };
             match self.heartbeat(c, &mut state).await {
                 Ok(fresh) => {
                     view.send_replace(Some(fresh));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "fleet heartbeat failed; retrying");
+                    state.stalled = true;
                     conn = None;
                     // Without Redis this host cannot know it still leads.
                     view.send_modify(|v| {
@@ -608,6 +616,7 @@ impl Member {
         let mut ids = members(conn, &self.keys).await?;
         ids.retain(|id| *id != self.me.id);
         let hosts = beat.others.refresh(conn, &self.keys, ids).await?;
+        let hosts = beat.through_stall(hosts, sent_at);
         let seen = hosts
             .iter()
             .map(|h| h.epoch_seen)
@@ -739,6 +748,36 @@ struct Beat {
     ordered: bool,
     /// The other hosts' records as last fetched.
     others: HostCache,
+    /// Redis failed or stalled since the last good round.
+    stalled: bool,
+    /// Until then, hosts missing from Redis are kept as last read.
+    grace_until: Option<Instant>,
+    /// The other hosts as last shown.
+    last_hosts: Vec<HostRecord>,
+}
+
+impl Beat {
+    /// The hosts to show after a read. Right after Redis failed or stalled
+    /// here (a `CLIENT PAUSE`, an outage) every host's record may have
+    /// lapsed meanwhile, ours too: that says nothing about the others, who
+    /// claim again within a heartbeat of Redis coming back. So for a
+    /// while a host missing from Redis is shown as it was, not lost.
+    fn through_stall(&mut self, mut hosts: Vec<HostRecord>, now: Instant) -> Vec<HostRecord> {
+        if std::mem::take(&mut self.stalled) {
+            self.grace_until = Some(now + STALL_GRACE);
+        }
+        if self.grace_until.is_some_and(|until| now < until) {
+            for was in &self.last_hosts {
+                if !hosts.iter().any(|h| h.id == was.id) {
+                    hosts.push(was.clone());
+                }
+            }
+        } else {
+            self.grace_until = None;
+        }
+        self.last_hosts = hosts.clone();
+        hosts
+    }
 }
 
 /// The hosts' records as last fetched, with their versions: a refresh
