@@ -6,6 +6,10 @@ mod common;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
@@ -72,9 +76,9 @@ fn metrics_follow_the_clusters() {
         1.0
     );
 
-    // Scrapers that connect and never ask take every slot; the engine goes
-    // on, and a real scrape gets through once their deadline passes.
-    let idle: Vec<TcpStream> = (0..20)
+    // Scrapers that connect and never ask: the engine goes on, and a real
+    // scrape gets through (the oldest idle one is closed to make room).
+    let idle: Vec<TcpStream> = (0..40)
         .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
         .collect();
     let reply = ask(&f.redis, &f.listener, &f.ch, "stop", json!({"id": 1}));
@@ -148,5 +152,187 @@ fn check_config_says_metrics_are_off_or_the_address_is_bad() {
     assert!(
         said.contains("config.yaml:10: key `metrics_addr`"),
         "{said}"
+    );
+}
+
+/// Slow clients (slowloris) on 127.0.0.1, as the probe is: each connection
+/// sends a request's head a byte every 200 ms, and is opened again when
+/// the server closes it, until dropped.
+struct Slowloris {
+    stop: Arc<AtomicBool>,
+    /// Connections the server closed (and were opened again).
+    reopened: Arc<AtomicU64>,
+}
+
+impl Slowloris {
+    fn start(port: u16, connections: usize) -> Slowloris {
+        let open = move || {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .ok()?;
+            Some(s)
+        };
+        let mut streams: Vec<Option<TcpStream>> = (0..connections).map(|_| open()).collect();
+        let (stop, reopened) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let (stopped, count) = (stop.clone(), reopened.clone());
+        thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                for slot in &mut streams {
+                    let alive = slot.as_mut().is_some_and(|s| s.write_all(b"a").is_ok());
+                    if !alive {
+                        *slot = open();
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                thread::sleep(Duration::from_millis(200));
+            }
+        });
+        Slowloris { stop, reopened }
+    }
+
+    fn reopened(&self) -> u64 {
+        self.reopened.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Slowloris {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// `GET path`, timed.
+fn timed_get(port: u16, path: &str) -> (Option<(u16, String)>, Duration) {
+    let started = Instant::now();
+    let answer = get(port, path);
+    (answer, started.elapsed())
+}
+
+/// 150 slow clients from the probe's own address, opening a connection
+/// again each time the server closes one, cannot keep `/healthz` from
+/// answering within a second (a liveness probe's usual timeout).
+#[test]
+fn healthz_answers_within_a_second_while_150_slow_clients_are_connected() {
+    let port = free_port();
+    let extra = format!("metrics_addr: 127.0.0.1:{port}\n");
+    let (_f, _daemon) = launched("slowloris", 2, &extra, &[]);
+    wait_for_seen("/healthz 200", DEADLINE, || match get(port, "/healthz") {
+        Some((200, _)) => Ok(()),
+        other => Err(other),
+    });
+    let slow = Slowloris::start(port, 150);
+    // Probes until the server has closed slow clients 300 times (each came
+    // back at once): the probes met a pool full of them, churning.
+    let mut took = Vec::new();
+    wait_for_seen("the slow clients closed 300 times", DEADLINE * 2, || {
+        let (answer, elapsed) = timed_get(port, "/healthz");
+        assert_eq!(
+            answer.as_ref().map(|(s, _)| *s),
+            Some(200),
+            "{answer:?} after {elapsed:?}"
+        );
+        took.push(elapsed);
+        let reopened = slow.reopened();
+        if reopened >= 300 && took.len() >= 20 {
+            Ok(())
+        } else {
+            Err((reopened, took.len()))
+        }
+    });
+    let (scrape, scrape_took) = timed_get(port, "/metrics");
+    took.sort();
+    eprintln!(
+        "with 150 slow clients: /healthz in {:?} (median) to {:?} (slowest) over {}; \
+         /metrics in {scrape_took:?}; the server closed {} slow connections",
+        took[took.len() / 2],
+        took[took.len() - 1],
+        took.len(),
+        slow.reopened()
+    );
+    assert!(took[took.len() - 1] < Duration::from_secs(1), "{took:?}");
+    assert_eq!(scrape.map(|(s, _)| s), Some(200), "after {scrape_took:?}");
+    assert!(scrape_took < Duration::from_secs(1), "{scrape_took:?}");
+}
+
+/// A request's head sent a byte at a time is cut at the head deadline
+/// (5 s), not let run to the connection's (30 s).
+#[test]
+fn a_head_sent_a_byte_at_a_time_is_cut_at_its_deadline() {
+    let port = free_port();
+    let (_f, _daemon) = launched(
+        "dribble",
+        2,
+        &format!("metrics_addr: 127.0.0.1:{port}\n"),
+        &[],
+    );
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let started = Instant::now();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
+        .expect("send");
+    let cut_after = wait_for(
+        "the server to close the dribbling connection",
+        DEADLINE,
+        || {
+            let mut buf = [0u8; 512];
+            let closed = match stream.read(&mut buf) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+            };
+            (closed || stream.write_all(b"a").is_err()).then(|| started.elapsed())
+        },
+    );
+    eprintln!("a dribbling head was cut after {cut_after:?}");
+    assert!(
+        cut_after >= Duration::from_secs(4) && cut_after < Duration::from_secs(15),
+        "{cut_after:?}"
+    );
+}
+
+/// From the moment the port is bound, before Discord is even asked for the
+/// shard count: `/healthz` answers at once, 503 `starting`, and `/metrics`
+/// answers. Here the start waits for the session budget's reset (8 s).
+#[test]
+fn healthz_says_starting_at_once_before_the_engine_runs() {
+    let port = free_port();
+    let f = Fixture::new(
+        "starting",
+        vec![Answer::gateway(2, 2, 8_000), Answer::gateway(2, 900, 0)],
+    );
+    let config = f.config(&format!("metrics_addr: 127.0.0.1:{port}\n"));
+    let mut manager = Manager::start(&config, &f.redis, &f.bot);
+    // Connecting fails until the port is bound.
+    let (answer, took) = wait_for("the metrics port bound", DEADLINE, || {
+        TcpStream::connect(("127.0.0.1", port)).ok()?;
+        Some(timed_get(port, "/healthz"))
+    });
+    assert_eq!(
+        answer,
+        Some((503, "starting\n".to_string())),
+        "after {took:?}"
+    );
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let (scrape, took) = timed_get(port, "/metrics");
+    assert_eq!(scrape.as_ref().map(|(s, _)| *s), Some(200), "{scrape:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert!(f.bot.records().is_empty(), "no cluster started yet");
+    manager.wait_launched(&f.listener);
+    wait_for_seen(
+        "/healthz 200 once the engine runs",
+        DEADLINE,
+        || match get(port, "/healthz") {
+            Some((200, _)) => Ok(()),
+            other => Err(other),
+        },
     );
 }

@@ -19,20 +19,26 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::rules::{Refusal, Ticket};
-use super::{Message, CAPACITY};
-use crate::http::{self, HEADER_DEADLINE, READ_BUFFER};
+use super::Message;
+use crate::http::{self, Slot, HEADER_DEADLINE, READ_BUFFER};
 
-/// Connections served at once: every waiting request, and some room to
-/// refuse the ones past the queue's capacity.
-const CONNECTIONS: usize = CAPACITY + 256;
+/// Connections that have not sent a request for a shard yet. Large: a
+/// whole bot's shards may connect at once (a restart of all), and only
+/// past this is the oldest closed. No per-peer cap below it: the clusters
+/// all connect from this machine. A connection with a request settles
+/// (leaves the pool; the queue's `CAPACITY` bounds those, 503 past it).
+const LIMITS: http::Limits = http::Limits {
+    pool: 4096,
+    per_peer: 4096,
+};
 /// Time to take an answer: it is small, a client that does not read it is gone.
 const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 
 pub(super) async fn accept(listener: TcpListener, inbox: mpsc::Sender<Message>) {
     let tickets = Arc::new(AtomicU64::new(0));
-    http::accept(listener, "identify-queue", CONNECTIONS, move |stream| {
+    http::accept(listener, "identify-queue", LIMITS, move |stream, slot| {
         let ticket = tickets.fetch_add(1, Ordering::Relaxed);
-        serve(stream, ticket, inbox.clone())
+        serve(stream, slot, ticket, inbox.clone())
     })
     .await;
 }
@@ -55,7 +61,12 @@ impl Drop for Waiting {
 }
 
 /// One connection: its request, the wait, the answer.
-async fn serve(mut stream: TcpStream, ticket: Ticket, inbox: mpsc::Sender<Message>) {
+async fn serve(
+    mut stream: TcpStream,
+    mut slot: Slot,
+    ticket: Ticket,
+    inbox: mpsc::Sender<Message>,
+) {
     // Boxed: its buffers are freed once the head is read, not kept in
     // this future for the whole wait.
     let read = Box::pin(read_request(&mut stream));
@@ -83,6 +94,8 @@ async fn serve(mut stream: TcpStream, ticket: Ticket, inbox: mpsc::Sender<Messag
             .await
         }
     };
+    // It waits as long as its turn takes.
+    slot.settle();
     if let Some((status, body)) = wait_turn(&mut stream, ticket, shard, inbox).await {
         send(&mut stream, status, body).await;
     }
