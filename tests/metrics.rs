@@ -336,3 +336,116 @@ fn healthz_says_starting_at_once_before_the_engine_runs() {
         },
     );
 }
+
+/// `action_logs` entries forged with random cluster ids (and the manager's
+/// own event names), and a diagnostic answer naming 10^5 made-up shards:
+/// the metrics have as many series as before.
+#[test]
+fn a_bot_cannot_add_series_or_move_the_managers_counters() {
+    let port = free_port();
+    let extra = format!("metrics_addr: 127.0.0.1:{port}\nping_interval: 1\nping_timeout: 5\n");
+    let (f, _daemon) = launched("forged", 4, &extra, &[]);
+    let forged_events = [
+        "cluster_restarted",
+        "ping_failure",
+        "rolling_restart",
+        "cluster_started",
+    ];
+    let log_entry = |data: serde_json::Value| json!({"scope": "launcher", "action": "action_logs", "data": data});
+    // Each name once, so that the clusters' counter has its series.
+    for event in forged_events {
+        f.redis.publish(&f.ch, &log_entry(json!({"event": event})));
+    }
+    let cluster_entries = |m: &HashMap<String, f64>, event: &str| {
+        m.get(&format!(
+            "mewld_cluster_log_entries_total{{event=\"{event}\"}}"
+        ))
+        .copied()
+    };
+    let before = wait_for_seen("shard health and the clusters' entries", DEADLINE, || {
+        let m = scrape(port);
+        let ready = (0..4).all(|s| {
+            m.contains_key(&format!(
+                "mewld_shard_up{{cluster=\"{}\",shard=\"{s}\"}}",
+                s / 2
+            ))
+        }) && forged_events
+            .iter()
+            .all(|e| cluster_entries(&m, e) == Some(1.0));
+        if ready {
+            Ok(m)
+        } else {
+            Err(m)
+        }
+    });
+
+    let forgeries = 1000;
+    for i in 0..forgeries {
+        let id = rand::random_range(2..u32::MAX);
+        let ids: Vec<u32> = (0..100).map(|_| rand::random_range(2..u32::MAX)).collect();
+        let data = match i % 4 {
+            0 => json!({"event": "cluster_restarted", "id": id, "restarts": 1}),
+            1 => json!({"event": "ping_failure", "id": i % 2}),
+            2 => json!({"event": "rolling_restart", "clusters": ids}),
+            _ => json!({"event": "cluster_started", "id": 0, "pid": 1}),
+        };
+        f.redis.publish(&f.ch, &log_entry(data));
+    }
+
+    // Cluster 0 (shards 0 and 1) stops answering; the test answers its
+    // diagnostics instead, with its two shards (at a latency of its own,
+    // to see the answer taken) and 10^5 made-up ones.
+    let mut read = f.listener.len();
+    f.redis.publish(
+        &f.ch,
+        &json!({"scope": "fakebot", "action": "mute", "args": {"id": 0}}),
+    );
+    let data: Vec<_> = (0..2)
+        .chain(1000..101_000u32)
+        .map(|s| json!({"shard_id": s, "up": true, "latency": 123.0, "guilds": 1}))
+        .collect();
+    let latency_0 = "mewld_shard_latency_seconds{cluster=\"0\",shard=\"0\"}";
+    let after = wait_for_seen(
+        "the forged entries and an answer taken in",
+        DEADLINE,
+        || {
+            let new = f.listener.since(read);
+            read += new.len();
+            for asked in new.iter().filter(|v| v["diag"] == true && v["id"] == 0) {
+                let output = json!({"Nonce": asked["nonce"], "Data": data}).to_string();
+                f.redis.publish(
+                    &f.ch,
+                    &json!({"scope": "launcher", "action": "diag", "output": output}),
+                );
+            }
+            let m = scrape(port);
+            let taken = cluster_entries(&m, "cluster_started")
+                == Some(1.0 + forgeries as f64 / 4.0)
+                && m.get(latency_0) == Some(&0.123);
+            if taken {
+                Ok(m)
+            } else {
+                Err(m)
+            }
+        },
+    );
+    eprintln!(
+        "series before: {}, after 1,000 forged entries and 10^5 made-up shards: {}",
+        before.len(),
+        after.len()
+    );
+    let keys = |m: &HashMap<String, f64>| {
+        let mut k: Vec<String> = m.keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&after), keys(&before), "series before, then after");
+    for (series, value) in &before {
+        let manager_s = series.starts_with("mewld_cluster_restarts_total")
+            || series.starts_with("mewld_ping_failures_total")
+            || series.starts_with("mewld_action_log_entries_total");
+        if manager_s {
+            assert_eq!(after.get(series), Some(value), "{series}: {after:?}");
+        }
+    }
+}

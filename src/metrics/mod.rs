@@ -127,6 +127,7 @@ async fn follow(
             },
             event = events.recv() => match event {
                 Ok(Event::ActionLog(entry)) => series.on_entry(&entry),
+                Ok(Event::ClusterLog(entry)) => series.on_cluster_entry(&entry),
                 Ok(Event::Output { .. }) => {}
                 // The receiver skips to the oldest entry still buffered:
                 // nothing is counted twice, the skipped are not counted.

@@ -239,6 +239,17 @@ impl Listener {
         self.messages.lock().expect("lock").clone()
     }
 
+    /// How many messages so far.
+    pub fn len(&self) -> usize {
+        self.messages.lock().expect("lock").len()
+    }
+
+    /// The messages from the `n`th on.
+    pub fn since(&self, n: usize) -> Vec<Value> {
+        let messages = self.messages.lock().expect("lock");
+        messages.get(n..).map(<[Value]>::to_vec).unwrap_or_default()
+    }
+
     /// Waits for a message matching `pred`.
     pub fn wait(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
         wait_for(what, DEADLINE, || self.all().into_iter().find(|m| pred(m)))
