@@ -148,7 +148,7 @@ fn settings(config: &Config, env_vars: usize, out: &mut String) {
     );
     let identify = config
         .identify_queue
-        .map(|a| format!("http://{a}/?shard=<id>"));
+        .map(|a| format!("http://{a}/<secret>?shard=<id> (a new secret at each start)"));
     line(
         out,
         "identify queue",

@@ -35,7 +35,7 @@ pub async fn run(
                     stream,
                     line,
                 }) => out.send(output_line(format, id, &name, stream, &line)),
-                Ok(Event::ActionLog(_)) => {}
+                Ok(Event::ActionLog(_) | Event::ClusterLog(_)) => {}
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(
                         lines = n,

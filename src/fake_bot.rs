@@ -11,7 +11,7 @@
 //!   Each `launch_next` is recorded too, as `<cluster_id>-<pid>.launched`.
 //! - `FAKEBOT_LAUNCH_DELAY_MS`: time before `launch_next` (default 100).
 //! - `MEWLD_IDENTIFY_URL` (set by the manager with `identify_queue`): each
-//!   shard asks the queue for its turn, all at once, and takes
+//!   shard asks the queue for its turn (`?shard=<id>` appended), all at once, and takes
 //!   `FAKEBOT_IDENTIFY_MS` (default 50) to identify once granted; the
 //!   launch delay starts after the last. With `FAKEBOT_RECORD`, each grant
 //!   is written as `<shard>-<pid>-<n>.grant` (shard, bucket, unix µs).
@@ -380,7 +380,7 @@ async fn identify_all(url: &str, args: &BotArgs) -> Result<()> {
 /// when the queue refuses the shard.
 async fn wait_turn(client: &reqwest::Client, url: &str, shard: u32) -> Result<Value> {
     loop {
-        match client.get(format!("{url}/?shard={shard}")).send().await {
+        match client.get(format!("{url}?shard={shard}")).send().await {
             Ok(r) if r.status().is_success() => return Ok(r.json().await?),
             Ok(r) if r.status().is_client_error() => {
                 let status = r.status();
@@ -455,6 +455,7 @@ fn record(dir: &std::path::Path, raw: &[String], args: &BotArgs) -> Result<()> {
             "MEWLD_CHANNEL": var("MEWLD_CHANNEL"),
             "MTOKEN": var("MTOKEN"),
             "FAKEBOT_FROM_ENV_FILE": var("FAKEBOT_FROM_ENV_FILE"),
+            "MEWLD_IDENTIFY_URL": var("MEWLD_IDENTIFY_URL"),
         },
     });
     let path = dir.join(format!("{}-{}.json", args.cluster_id, std::process::id()));

@@ -18,7 +18,6 @@ use mewld::startup;
 use mewld::{
     daemon, demo, fake_bot, guardian, identify, logging, metrics, systemd, transport, tui,
 };
-use tokio::net::TcpListener;
 
 mod check_config;
 
@@ -409,16 +408,19 @@ async fn run_attach_fleet(config: &Path, log: ConsoleLogging) -> Result<u8> {
 }
 
 /// The TCP listeners the config asks for (metrics, identify queue): bound
-/// before anything starts, so a taken port stops the start.
+/// before anything starts, so a taken port stops the start. The metrics
+/// are served at once (`/healthz` says `starting` until the engine runs).
 struct Listeners {
-    metrics: Option<TcpListener>,
+    metrics: Option<metrics::Metrics>,
     identify: Option<identify::Server>,
 }
 
 impl Listeners {
     async fn bind(config: &mewld::config::Config) -> Result<Listeners> {
         let metrics = match config.metrics_addr {
-            Some(addr) => Some(metrics::bind(addr).await.map_err(|e| eyre!(e))?),
+            Some(addr) => Some(metrics::serve(
+                metrics::bind(addr).await.map_err(|e| eyre!(e))?,
+            )),
             None => None,
         };
         let identify = match config.identify_queue {
@@ -455,8 +457,8 @@ impl Listeners {
             let link = server.serve(&config, shards, limit.as_ref(), handle.snapshot(), gate);
             engine.follow_identify(link);
         }
-        if let Some(listener) = self.metrics {
-            metrics::serve(listener, handle.clone());
+        if let Some(metrics) = self.metrics {
+            metrics.follow(handle.clone());
         }
         Ok((engine, handle))
     }

@@ -51,6 +51,25 @@ fn metric(port: u16, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// The queue's URL as the clusters got it (`MEWLD_IDENTIFY_URL`, which the
+/// fake bot records): its port, and its path (`/<secret>`).
+fn identify_url(bot: &BotDir) -> (u16, String) {
+    let records = bot.records();
+    let url = records
+        .iter()
+        .find_map(|r| r["env"]["MEWLD_IDENTIFY_URL"].as_str())
+        .unwrap_or_else(|| panic!("no MEWLD_IDENTIFY_URL in {records:?}"));
+    let (host, path) = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split_once('/'))
+        .unwrap_or_else(|| panic!("not http://host:port/secret: {url}"));
+    let port = host
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {url}"));
+    (port, format!("/{path}"))
+}
+
 /// `mewld --daemon` on `f` with the config's `extra` lines, once every
 /// cluster has launched.
 fn launched_daemon(f: &Fixture, extra: &str) -> Manager {
@@ -164,23 +183,29 @@ fn the_queue_refuses_bad_shards_frees_hung_up_places_and_holds_ten_thousand() {
     );
     let extra = format!("identify_queue: 127.0.0.1:{queue}\nmetrics_addr: 127.0.0.1:{metrics}\n");
     let m = launched_daemon(&f, &extra);
+    let (_, base) = identify_url(&f.bot);
+    let at = |query: &str| format!("{base}{query}");
 
-    for (path, says) in [
-        ("/?shard=-1", "whole number"),
-        ("/?shard=abc", "whole number"),
-        ("/?shard=4", "not a shard of this bot (it has 4)"),
+    for (query, says) in [
+        ("?shard=-1", "whole number"),
+        ("?shard=abc", "whole number"),
+        ("?shard=4", "not a shard of this bot (it has 4)"),
     ] {
-        let (status, body) = answer(ask_queue(queue, path));
-        assert_eq!(status, 400, "{path}: {body}");
+        let (status, body) = answer(ask_queue(queue, &at(query)));
+        assert_eq!(status, 400, "{query}: {body}");
         assert!(
             body["error"].as_str().is_some_and(|e| e.contains(says)),
-            "{path}: {body}"
+            "{query}: {body}"
         );
     }
-    assert_eq!(answer(ask_queue(queue, "/elsewhere")).0, 404);
+    let elsewhere = answer(ask_queue(queue, &at("/elsewhere")));
+    assert_eq!(elsewhere.0, 404, "{elsewhere:?}");
     for (request, status) in [
-        ("POST /?shard=0 HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405),
-        ("\x16\x03\x01 not http\r\n\r\n", 400),
+        (
+            format!("POST {base}?shard=0 HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
+            405,
+        ),
+        ("\x16\x03\x01 not http\r\n\r\n".to_string(), 400),
     ] {
         let mut stream = TcpStream::connect(("127.0.0.1", queue)).expect("connect");
         stream.write_all(request.as_bytes()).expect("send");
@@ -188,10 +213,10 @@ fn the_queue_refuses_bad_shards_frees_hung_up_places_and_holds_ten_thousand() {
     }
 
     // Bucket 0: A is granted, then B and C wait for the window; B hangs up.
-    let (status, body) = answer(ask_queue(queue, "/?shard=0"));
+    let (status, body) = answer(ask_queue(queue, &at("?shard=0")));
     assert_eq!((status, &body["bucket"]), (200, &json!(0)), "{body}");
-    let b = ask_queue(queue, "/?shard=0");
-    let c = ask_queue(queue, "/?shard=0");
+    let b = ask_queue(queue, &at("?shard=0"));
+    let c = ask_queue(queue, &at("?shard=0"));
     let waiting =
         |n: f64| move || (metric(metrics, "mewld_identify_waiting") == Some(n)).then_some(());
     wait_for("B and C waiting", DEADLINE, waiting(2.0));
@@ -206,7 +231,9 @@ fn the_queue_refuses_bad_shards_frees_hung_up_places_and_holds_ten_thousand() {
 
     // Ten thousand requests wait in bucket 1.
     let started = std::time::Instant::now();
-    let many: Vec<TcpStream> = (0..10_000).map(|_| ask_queue(queue, "/?shard=1")).collect();
+    let many: Vec<TcpStream> = (0..10_000)
+        .map(|_| ask_queue(queue, &at("?shard=1")))
+        .collect();
     // Bucket 1 grants one every 5 s meanwhile: those were held too.
     wait_for("10,000 held", DEADLINE * 2, || {
         let waiting = metric(metrics, "mewld_identify_waiting")?;
@@ -229,6 +256,123 @@ fn the_queue_refuses_bad_shards_frees_hung_up_places_and_holds_ten_thousand() {
     );
     drop(many);
     wait_for("every waiter gone", DEADLINE, waiting(0.0));
+}
+
+/// Without this run's secret in the path a request is refused (403, saying
+/// why) and spends nothing; with it, anything but `shard=<id>` is a 400
+/// (never bucket 0), and `shard=<id>` is granted. The secret is never logged.
+#[test]
+fn only_the_clusters_reach_the_queue_and_only_shard_is_read() {
+    let metrics = free_port();
+    let f = Fixture::new(
+        "idq_secret",
+        vec![Answer::gateway_with(4, 900, 3_600_000, 4)],
+    );
+    let extra = format!("identify_queue: 127.0.0.1:0\nmetrics_addr: 127.0.0.1:{metrics}\n");
+    let m = launched_daemon(&f, &extra);
+    let (queue, base) = identify_url(&f.bot);
+    let secret = &base[1..];
+    // Grants, the budget left, requests waiting.
+    let figures = || {
+        [
+            "mewld_identify_grants_total",
+            "mewld_session_starts_remaining",
+            "mewld_identify_waiting",
+        ]
+        .map(|series| metric(metrics, series))
+    };
+    let spent = |grants: f64| {
+        move |seen: [Option<f64>; 3]| {
+            (seen == [Some(grants), Some(900.0 - grants), Some(0.0)])
+                .then_some(())
+                .ok_or(seen)
+        }
+    };
+    // The bots' four.
+    wait_for_seen("the bots' grants counted", DEADLINE, || {
+        spent(4.0)(figures())
+    });
+
+    let mut wrong = secret.to_string();
+    let last = if wrong.ends_with('0') { "1" } else { "0" };
+    wrong.replace_range(wrong.len() - 1.., last);
+    for path in [
+        "/?shard=0".to_string(),
+        "/".to_string(),
+        format!("/{wrong}?shard=0"),
+        format!("/{wrong}"),
+        format!("/{}?shard=0", &secret[..secret.len() - 1]),
+        format!("/x/{secret}?shard=0"),
+    ] {
+        let (status, body) = answer(ask_queue(queue, &path));
+        assert_eq!(status, 403, "{path}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains("secret")),
+            "{path}: {body}"
+        );
+    }
+    for (query, says) in [
+        ("?Shard=3", "unknown query parameter \"Shard\""),
+        ("?shard=%33", "whole number"),
+        ("?shard=3&x=1", "alone"),
+    ] {
+        let (status, body) = answer(ask_queue(queue, &format!("{base}{query}")));
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains(says)),
+            "{query}: {body}"
+        );
+    }
+    // As a gateway-queue client joins it, and with a `/` between.
+    for (path, shard) in [
+        (format!("{base}?shard=1"), 1),
+        (format!("{base}/?shard=2"), 2),
+    ] {
+        let (status, body) = answer(ask_queue(queue, &path));
+        assert_eq!(
+            (status, &body["shard"]),
+            (200, &json!(shard)),
+            "{path}: {body}"
+        );
+    }
+    // Two more, and only those two, were spent.
+    wait_for_seen("two grants more", DEADLINE, || spent(6.0)(figures()));
+
+    let log = m.stderr().join("\n");
+    assert!(
+        log.contains("identify queue listening") && log.contains("/<secret>"),
+        "{log}"
+    );
+    assert!(!log.contains(secret), "the secret is in the log:\n{log}");
+    assert!(
+        !m.stdout().join("\n").contains(secret),
+        "the secret is on stdout"
+    );
+}
+
+/// An address beyond loopback is the config's to choose: it is taken, with
+/// a warning, and the clusters reach the queue through loopback.
+#[test]
+fn a_queue_beyond_loopback_is_taken_with_a_warning() {
+    let f = Fixture::new(
+        "idq_anywhere",
+        vec![Answer::gateway_with(2, 900, 3_600_000, 2)],
+    );
+    let m = launched_daemon(&f, "identify_queue: 0.0.0.0:0\n");
+    let log = m.stderr().join("\n");
+    assert!(
+        log.contains("identify_queue listens beyond loopback"),
+        "{log}"
+    );
+    let records = f.bot.records();
+    assert!(
+        records.iter().all(|r| r["env"]["MEWLD_IDENTIFY_URL"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("http://127.0.0.1:"))),
+        "{records:?}"
+    );
+    let grants = f.bot.grants();
+    assert_eq!(grants.len(), 2, "{grants:?}");
 }
 
 /// A reshard's restarts and its new clusters identify through the queue
@@ -271,7 +415,10 @@ fn check_config_shows_the_queue_and_the_launch_policy_or_what_is_wrong() {
         "identify_queue: 127.0.0.1:5000\nlaunch: concurrent\nlaunch_concurrency: 6\n",
     );
     assert_eq!(code, Some(0), "{said}");
-    assert!(said.contains("http://127.0.0.1:5000/?shard=<id>"), "{said}");
+    assert!(
+        said.contains("http://127.0.0.1:5000/<secret>?shard=<id>"),
+        "{said}"
+    );
     assert!(said.contains("concurrent, 6 at once"), "{said}");
     let (code, said) = check_config_with("launch: concurrent\n");
     assert_eq!(code, Some(1), "{said}");

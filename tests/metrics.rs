@@ -6,6 +6,10 @@ mod common;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
@@ -50,49 +54,70 @@ fn metrics_follow_the_clusters() {
     let port = free_port();
     let extra = format!("metrics_addr: 127.0.0.1:{port}\nping_interval: 1\nping_timeout: 5\n");
     let (f, _daemon) = launched("metrics", 6, &extra, &[]);
-    assert_eq!(get(port, "/healthz").map(|(s, _)| s), Some(200));
-    let m = wait_for("shard health in the metrics", DEADLINE, || {
-        let m = scrape(port);
-        m.contains_key("mewld_shard_up{cluster=\"1\",shard=\"2\"}")
-            .then_some(m)
+    wait_for_seen("/healthz 200", DEADLINE, || match get(port, "/healthz") {
+        Some((200, _)) => Ok(()),
+        other => Err(other),
     });
-    assert_eq!(m["mewld_clusters{state=\"running\"}"], 3.0, "{m:?}");
-    assert_eq!(m["mewld_clusters{state=\"stopped\"}"], 0.0);
-    assert_eq!(m["mewld_cluster_up{cluster=\"1\",name=\"cluster-1\"}"], 1.0);
-    assert_eq!(m["mewld_redis_connected"], 1.0);
-    assert_eq!(m["mewld_session_starts_remaining"], 900.0);
-    assert_eq!(m["mewld_shard_up{cluster=\"1\",shard=\"2\"}"], 1.0);
+    // A scrape is not taken at one instant (the engine moves on while it is
+    // encoded): wait for one that has every figure looked at below.
+    let m = wait_for_seen("shard health in the metrics", DEADLINE, || {
+        let m = scrape(port);
+        let ready = m.contains_key("mewld_shard_up{cluster=\"1\",shard=\"2\"}")
+            && m.get("mewld_diag_round_trip_seconds_count") >= Some(&1.0)
+            && m.get("mewld_clusters{state=\"running\"}") == Some(&3.0)
+            && m.contains_key("mewld_action_log_entries_total{event=\"all_clusters_launched\"}");
+        if ready {
+            Ok(m)
+        } else {
+            Err(m)
+        }
+    });
+    assert_eq!(m["mewld_clusters{state=\"stopped\"}"], 0.0, "{m:?}");
+    assert_eq!(
+        m["mewld_cluster_up{cluster=\"1\",name=\"cluster-1\"}"], 1.0,
+        "{m:?}"
+    );
+    assert_eq!(m["mewld_redis_connected"], 1.0, "{m:?}");
+    assert_eq!(m["mewld_session_starts_remaining"], 900.0, "{m:?}");
+    assert_eq!(m["mewld_shard_up{cluster=\"1\",shard=\"2\"}"], 1.0, "{m:?}");
     assert!(
         m["mewld_shard_guilds{cluster=\"1\",shard=\"2\"}"] > 0.0,
         "{m:?}"
     );
-    assert!(m["mewld_diag_round_trip_seconds_count"] >= 1.0);
     assert_eq!(
-        m["mewld_action_log_entries_total{event=\"all_clusters_launched\"}"],
-        1.0
+        m["mewld_action_log_entries_total{event=\"all_clusters_launched\"}"], 1.0,
+        "{m:?}"
     );
 
-    // Scrapers that connect and never ask take every slot; the engine goes
-    // on, and a real scrape gets through once their deadline passes.
-    let idle: Vec<TcpStream> = (0..20)
+    // Scrapers that connect and never ask: the engine goes on, and a real
+    // scrape gets through (the oldest idle one is closed to make room).
+    let idle: Vec<TcpStream> = (0..40)
         .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
         .collect();
     let reply = ask(&f.redis, &f.listener, &f.ch, "stop", json!({"id": 1}));
     assert_eq!(reply["output"], "ok", "{reply}");
-    wait_for("cluster 1 down in the metrics", DEADLINE, || {
+    wait_for_seen("cluster 1 down in the metrics", DEADLINE, || {
         let m = scrape(port);
-        (m["mewld_cluster_up{cluster=\"1\",name=\"cluster-1\"}"] == 0.0
-            && m["mewld_clusters{state=\"stopped\"}"] == 1.0
-            && m["mewld_clusters{state=\"running\"}"] == 2.0)
-            .then_some(())
+        let down = m.get("mewld_cluster_up{cluster=\"1\",name=\"cluster-1\"}") == Some(&0.0)
+            && m.get("mewld_clusters{state=\"stopped\"}") == Some(&1.0)
+            && m.get("mewld_clusters{state=\"running\"}") == Some(&2.0);
+        if down {
+            Ok(())
+        } else {
+            Err(m)
+        }
     });
     drop(idle);
     // A restart over Redis is counted once, with its reason.
     ask(&f.redis, &f.listener, &f.ch, "restart", json!({"id": 0}));
-    let m = wait_for("the restart counted", DEADLINE, || {
+    let m = wait_for_seen("the restart counted", DEADLINE, || {
         let m = scrape(port);
         let started = "mewld_action_log_entries_total{event=\"cluster_started\"}";
-        (m.get(started) == Some(&4.0)).then_some(m)
+        if m.get(started) == Some(&4.0) {
+            Ok(m)
+        } else {
+            Err(m)
+        }
     });
     let restarts: Vec<_> = m
         .iter()
@@ -106,8 +131,10 @@ fn metrics_follow_the_clusters() {
         )],
         "{m:?}"
     );
-    assert_eq!(get(port, "/healthz").map(|(s, _)| s), Some(200));
-    assert_eq!(get(port, "/nothing").map(|(s, _)| s), Some(404));
+    let healthz = get(port, "/healthz");
+    assert_eq!(healthz.as_ref().map(|(s, _)| *s), Some(200), "{healthz:?}");
+    let nothing = get(port, "/nothing");
+    assert_eq!(nothing.as_ref().map(|(s, _)| *s), Some(404), "{nothing:?}");
 }
 
 #[test]
@@ -149,4 +176,299 @@ fn check_config_says_metrics_are_off_or_the_address_is_bad() {
         said.contains("config.yaml:10: key `metrics_addr`"),
         "{said}"
     );
+}
+
+/// Slow clients (slowloris) on 127.0.0.1, as the probe is: each connection
+/// sends a request's head a byte every 200 ms, and is opened again when
+/// the server closes it, until dropped.
+struct Slowloris {
+    stop: Arc<AtomicBool>,
+    /// Connections the server closed (and were opened again).
+    reopened: Arc<AtomicU64>,
+}
+
+impl Slowloris {
+    fn start(port: u16, connections: usize) -> Slowloris {
+        let open = move || {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .ok()?;
+            Some(s)
+        };
+        let mut streams: Vec<Option<TcpStream>> = (0..connections).map(|_| open()).collect();
+        let (stop, reopened) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let (stopped, count) = (stop.clone(), reopened.clone());
+        thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                for slot in &mut streams {
+                    let alive = slot.as_mut().is_some_and(|s| s.write_all(b"a").is_ok());
+                    if !alive {
+                        *slot = open();
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                thread::sleep(Duration::from_millis(200));
+            }
+        });
+        Slowloris { stop, reopened }
+    }
+
+    fn reopened(&self) -> u64 {
+        self.reopened.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Slowloris {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// `GET path`, timed.
+fn timed_get(port: u16, path: &str) -> (Option<(u16, String)>, Duration) {
+    let started = Instant::now();
+    let answer = get(port, path);
+    (answer, started.elapsed())
+}
+
+/// 150 slow clients from the probe's own address, opening a connection
+/// again each time the server closes one, cannot keep `/healthz` from
+/// answering within a second (a liveness probe's usual timeout).
+#[test]
+fn healthz_answers_within_a_second_while_150_slow_clients_are_connected() {
+    let port = free_port();
+    let extra = format!("metrics_addr: 127.0.0.1:{port}\n");
+    let (_f, _daemon) = launched("slowloris", 2, &extra, &[]);
+    wait_for_seen("/healthz 200", DEADLINE, || match get(port, "/healthz") {
+        Some((200, _)) => Ok(()),
+        other => Err(other),
+    });
+    let slow = Slowloris::start(port, 150);
+    // Probes until the server has closed slow clients 300 times (each came
+    // back at once): the probes met a pool full of them, churning.
+    let mut took = Vec::new();
+    wait_for_seen("the slow clients closed 300 times", DEADLINE * 2, || {
+        let (answer, elapsed) = timed_get(port, "/healthz");
+        assert_eq!(
+            answer.as_ref().map(|(s, _)| *s),
+            Some(200),
+            "{answer:?} after {elapsed:?}"
+        );
+        took.push(elapsed);
+        let reopened = slow.reopened();
+        if reopened >= 300 && took.len() >= 20 {
+            Ok(())
+        } else {
+            Err((reopened, took.len()))
+        }
+    });
+    let (scrape, scrape_took) = timed_get(port, "/metrics");
+    took.sort();
+    eprintln!(
+        "with 150 slow clients: /healthz in {:?} (median) to {:?} (slowest) over {}; \
+         /metrics in {scrape_took:?}; the server closed {} slow connections",
+        took[took.len() / 2],
+        took[took.len() - 1],
+        took.len(),
+        slow.reopened()
+    );
+    assert!(took[took.len() - 1] < Duration::from_secs(1), "{took:?}");
+    assert_eq!(scrape.map(|(s, _)| s), Some(200), "after {scrape_took:?}");
+    assert!(scrape_took < Duration::from_secs(1), "{scrape_took:?}");
+}
+
+/// A request's head sent a byte at a time is cut at the head deadline
+/// (5 s), not let run to the connection's (30 s).
+#[test]
+fn a_head_sent_a_byte_at_a_time_is_cut_at_its_deadline() {
+    let port = free_port();
+    let (_f, _daemon) = launched(
+        "dribble",
+        2,
+        &format!("metrics_addr: 127.0.0.1:{port}\n"),
+        &[],
+    );
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let started = Instant::now();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
+        .expect("send");
+    let cut_after = wait_for(
+        "the server to close the dribbling connection",
+        DEADLINE,
+        || {
+            let mut buf = [0u8; 512];
+            let closed = match stream.read(&mut buf) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+            };
+            (closed || stream.write_all(b"a").is_err()).then(|| started.elapsed())
+        },
+    );
+    eprintln!("a dribbling head was cut after {cut_after:?}");
+    assert!(
+        cut_after >= Duration::from_secs(4) && cut_after < Duration::from_secs(15),
+        "{cut_after:?}"
+    );
+}
+
+/// From the moment the port is bound, before Discord is even asked for the
+/// shard count: `/healthz` answers at once, 503 `starting`, and `/metrics`
+/// answers. Here the start waits for the session budget's reset (8 s).
+#[test]
+fn healthz_says_starting_at_once_before_the_engine_runs() {
+    let port = free_port();
+    let f = Fixture::new(
+        "starting",
+        vec![Answer::gateway(2, 2, 8_000), Answer::gateway(2, 900, 0)],
+    );
+    let config = f.config(&format!("metrics_addr: 127.0.0.1:{port}\n"));
+    let mut manager = Manager::start(&config, &f.redis, &f.bot);
+    // Connecting fails until the port is bound.
+    let (answer, took) = wait_for("the metrics port bound", DEADLINE, || {
+        TcpStream::connect(("127.0.0.1", port)).ok()?;
+        Some(timed_get(port, "/healthz"))
+    });
+    assert_eq!(
+        answer,
+        Some((503, "starting\n".to_string())),
+        "after {took:?}"
+    );
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    let (scrape, took) = timed_get(port, "/metrics");
+    assert_eq!(scrape.as_ref().map(|(s, _)| *s), Some(200), "{scrape:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert!(f.bot.records().is_empty(), "no cluster started yet");
+    manager.wait_launched(&f.listener);
+    wait_for_seen(
+        "/healthz 200 once the engine runs",
+        DEADLINE,
+        || match get(port, "/healthz") {
+            Some((200, _)) => Ok(()),
+            other => Err(other),
+        },
+    );
+}
+
+/// `action_logs` entries forged with random cluster ids (and the manager's
+/// own event names), and a diagnostic answer naming 10^5 made-up shards:
+/// the metrics have as many series as before.
+#[test]
+fn a_bot_cannot_add_series_or_move_the_managers_counters() {
+    let port = free_port();
+    let extra = format!("metrics_addr: 127.0.0.1:{port}\nping_interval: 1\nping_timeout: 5\n");
+    let (f, _daemon) = launched("forged", 4, &extra, &[]);
+    let forged_events = [
+        "cluster_restarted",
+        "ping_failure",
+        "rolling_restart",
+        "cluster_started",
+    ];
+    let log_entry = |data: serde_json::Value| json!({"scope": "launcher", "action": "action_logs", "data": data});
+    // Each name once, so that the clusters' counter has its series.
+    for event in forged_events {
+        f.redis.publish(&f.ch, &log_entry(json!({"event": event})));
+    }
+    let cluster_entries = |m: &HashMap<String, f64>, event: &str| {
+        m.get(&format!(
+            "mewld_cluster_log_entries_total{{event=\"{event}\"}}"
+        ))
+        .copied()
+    };
+    let before = wait_for_seen("shard health and the clusters' entries", DEADLINE, || {
+        let m = scrape(port);
+        let ready = (0..4).all(|s| {
+            m.contains_key(&format!(
+                "mewld_shard_up{{cluster=\"{}\",shard=\"{s}\"}}",
+                s / 2
+            ))
+        }) && forged_events
+            .iter()
+            .all(|e| cluster_entries(&m, e) == Some(1.0));
+        if ready {
+            Ok(m)
+        } else {
+            Err(m)
+        }
+    });
+
+    let forgeries = 1000;
+    for i in 0..forgeries {
+        let id = rand::random_range(2..u32::MAX);
+        let ids: Vec<u32> = (0..100).map(|_| rand::random_range(2..u32::MAX)).collect();
+        let data = match i % 4 {
+            0 => json!({"event": "cluster_restarted", "id": id, "restarts": 1}),
+            1 => json!({"event": "ping_failure", "id": i % 2}),
+            2 => json!({"event": "rolling_restart", "clusters": ids}),
+            _ => json!({"event": "cluster_started", "id": 0, "pid": 1}),
+        };
+        f.redis.publish(&f.ch, &log_entry(data));
+    }
+
+    // Cluster 0 (shards 0 and 1) stops answering; the test answers its
+    // diagnostics instead, with its two shards (at a latency of its own,
+    // to see the answer taken) and 10^5 made-up ones.
+    let mut read = f.listener.len();
+    f.redis.publish(
+        &f.ch,
+        &json!({"scope": "fakebot", "action": "mute", "args": {"id": 0}}),
+    );
+    let data: Vec<_> = (0..2)
+        .chain(1000..101_000u32)
+        .map(|s| json!({"shard_id": s, "up": true, "latency": 123.0, "guilds": 1}))
+        .collect();
+    let latency_0 = "mewld_shard_latency_seconds{cluster=\"0\",shard=\"0\"}";
+    let after = wait_for_seen(
+        "the forged entries and an answer taken in",
+        DEADLINE,
+        || {
+            let new = f.listener.since(read);
+            read += new.len();
+            for asked in new.iter().filter(|v| v["diag"] == true && v["id"] == 0) {
+                let output = json!({"Nonce": asked["nonce"], "Data": data}).to_string();
+                f.redis.publish(
+                    &f.ch,
+                    &json!({"scope": "launcher", "action": "diag", "output": output}),
+                );
+            }
+            let m = scrape(port);
+            let taken = cluster_entries(&m, "cluster_started")
+                == Some(1.0 + forgeries as f64 / 4.0)
+                && m.get(latency_0) == Some(&0.123);
+            if taken {
+                Ok(m)
+            } else {
+                Err(m)
+            }
+        },
+    );
+    eprintln!(
+        "series before: {}, after 1,000 forged entries and 10^5 made-up shards: {}",
+        before.len(),
+        after.len()
+    );
+    let keys = |m: &HashMap<String, f64>| {
+        let mut k: Vec<String> = m.keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&after), keys(&before), "series before, then after");
+    for (series, value) in &before {
+        let manager_s = series.starts_with("mewld_cluster_restarts_total")
+            || series.starts_with("mewld_ping_failures_total")
+            || series.starts_with("mewld_action_log_entries_total");
+        if manager_s {
+            assert_eq!(after.get(series), Some(value), "{series}: {after:?}");
+        }
+    }
 }

@@ -94,7 +94,7 @@ async fn keep_backlog(mut events: broadcast::Receiver<Event>, backlog: Backlog) 
                 }
                 lines.push_back(event);
             }
-            Ok(Event::ActionLog(_)) => {}
+            Ok(Event::ActionLog(_) | Event::ClusterLog(_)) => {}
             Err(broadcast::error::RecvError::Lagged(skipped)) => {
                 tracing::warn!(
                     skipped,
@@ -204,7 +204,7 @@ async fn serve_client(
                 None => break Ok(()),
             },
             event = events.recv() => match event {
-                Ok(Event::ActionLog(entry)) if !seen.is_empty()
+                Ok(Event::ActionLog(entry) | Event::ClusterLog(entry)) if !seen.is_empty()
                     && seen.remove(&Value::Object(entry.clone()).to_string()) => continue,
                 Ok(event) => ServerMsg::Event { event },
                 Err(broadcast::error::RecvError::Lagged(skipped)) => ServerMsg::Lagged { skipped },

@@ -191,8 +191,11 @@ pub enum Event {
         stream: Stream,
         line: String,
     },
-    /// An entry written to the action log.
+    /// An entry the manager wrote to the action log.
     ActionLog(Map<String, Value>),
+    /// An entry a cluster sent (`action_logs`), written to the action log:
+    /// kept apart so that nothing a bot says counts as the manager's.
+    ClusterLog(Map<String, Value>),
 }
 
 /// Why an operation was refused. `Display` is for people (the console's

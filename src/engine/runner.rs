@@ -145,7 +145,7 @@ impl Engine {
                 // A new status needs nothing more: the snapshot below takes it.
                 Some(notice) = identify_report(&mut self.identify) => {
                     if let Some(notice) = notice {
-                        self.write_log(LogEvent::from(notice).entry());
+                        self.write_log(LogEvent::from(notice).entry(), Event::ActionLog);
                     }
                 }
                 Some(view) = fleet_view(&mut self.fleet) => self.feed(Input::Fleet(view), None),
@@ -265,8 +265,10 @@ impl Engine {
                 }
             }
             Command::Publish(payload) => self.transport.publish(payload),
-            Command::Log(event) => self.write_log(event.entry()),
-            Command::ClusterLog(data) => self.write_log(actlog::from_cluster(data)),
+            Command::Log(event) => self.write_log(event.entry(), Event::ActionLog),
+            Command::ClusterLog(data) => {
+                self.write_log(actlog::from_cluster(data), Event::ClusterLog)
+            }
             Command::SetTimer { timer, after } => match self.timer_keys.get(&timer) {
                 Some(key) => self.timers.reset(key, after),
                 None => {
@@ -338,11 +340,12 @@ impl Engine {
         Ok(pid)
     }
 
-    fn write_log(&self, entry: Map<String, Value>) {
+    /// Writes `entry`, and tells the faces as the event `told` makes it.
+    fn write_log(&self, entry: Map<String, Value>, told: fn(Map<String, Value>) -> Event) {
         let text = Value::Object(entry.clone()).to_string();
         tracing::info!(target: "mewld::actlog", "{}", protocol::truncate(&text, 500));
         self.transport.push_log(text);
-        let _ = self.events.send(Event::ActionLog(entry));
+        let _ = self.events.send(told(entry));
     }
 
     fn publish_snapshot(&self) {

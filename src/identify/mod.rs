@@ -1,6 +1,7 @@
 //! The identify queue (opt-in: `identify_queue`): clusters ask it over
-//! HTTP before each shard identifies, `GET /?shard=<id>` as twilight's
-//! gateway-queue does, and get the answer when Discord's rate limit allows
+//! HTTP before each shard identifies, `GET <MEWLD_IDENTIFY_URL>?shard=<id>`
+//! as twilight's gateway-queue convention has it (the URL carries this
+//! run's secret), and get the answer when Discord's rate limit allows
 //! (docs/protocol.md §9). The rules are [`rules::Queue`]; this module is
 //! the task that owns it: it takes requests from the HTTP side, grants on
 //! time, keeps the budget fresh, and reports to the engine (a status for
@@ -8,10 +9,11 @@
 
 mod fleet_gate;
 pub mod rules;
+mod secret;
 mod server;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +25,7 @@ use crate::discord::{self, SessionStartLimit};
 use crate::engine::state::Snapshot;
 pub use fleet_gate::FleetGate;
 use rules::{Budget, Grant, Notice, Queue, Refusal, Rules, Status, Ticket};
+use secret::Secret;
 
 /// Most requests waiting at once; more get 503 (each is a connection and a
 /// few hundred bytes here).
@@ -55,13 +58,19 @@ pub struct Link {
     pub notices: mpsc::Receiver<Notice>,
 }
 
-/// The listener, bound before anything starts so a taken port stops the start.
+/// The listener, bound before anything starts so a taken port stops the
+/// start, and this run's secret.
 pub struct Server {
     listener: TcpListener,
     addr: SocketAddr,
+    secret: Arc<Secret>,
 }
 
 impl Server {
+    /// Listens on `addr`. Any address the config names is taken, but one
+    /// beyond loopback is warned about: the queue is for the clusters,
+    /// which run on this machine, and plain HTTP from elsewhere would carry
+    /// the secret in clear.
     pub async fn bind(addr: SocketAddr) -> Result<Server, String> {
         // One connection per waiting shard: a whole bot may wait at once.
         crate::engine::process::raise_open_file_limit();
@@ -79,12 +88,43 @@ impl Server {
         let addr = listener
             .local_addr()
             .map_err(|e| format!("identify_queue {addr}: {e}"))?;
-        Ok(Server { listener, addr })
+        if !addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                "identify_queue listens beyond loopback, so other machines reach it too (the \
+                 secret still keeps them out); the clusters run on this one, 127.0.0.1 is enough"
+            );
+        }
+        let secret = Arc::new(Secret::new());
+        Ok(Server {
+            listener,
+            addr,
+            secret,
+        })
     }
 
-    /// The base URL clusters get as `MEWLD_IDENTIFY_URL`.
+    /// The URL clusters get as `MEWLD_IDENTIFY_URL`, secret included:
+    /// `http://<addr>/<secret>`, to which they append `?shard=<id>`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}/{}", self.reachable(), self.secret.expose())
+    }
+
+    /// The URL as logs show it: the secret left out.
+    fn shown_url(&self) -> String {
+        format!("http://{}/<secret>", self.reachable())
+    }
+
+    /// Where the clusters reach the listener: through loopback when it
+    /// listens on every address (`0.0.0.0`, `::`).
+    fn reachable(&self) -> SocketAddr {
+        let mut addr = self.addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr {
+                SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        addr
     }
 
     /// Serves the queue for a bot of `shard_count` shards (kept up to date
@@ -111,7 +151,7 @@ impl Server {
         let (status_tx, status) = watch::channel(queue.status(now));
         let (notices_tx, notices) = mpsc::channel(NOTICES);
         tracing::info!(
-            url = %self.url(),
+            url = %self.shown_url(),
             max_concurrency = rules.max_concurrency,
             "identify queue listening"
         );
@@ -130,7 +170,7 @@ impl Server {
             gate,
         };
         tokio::spawn(task.run(inbox));
-        tokio::spawn(server::accept(self.listener, inbox_tx));
+        tokio::spawn(server::accept(self.listener, self.secret, inbox_tx));
         Link { status, notices }
     }
 }

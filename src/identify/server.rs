@@ -1,6 +1,7 @@
-//! The queue's HTTP side: `GET /?shard=<id>` is held open until the grant
-//! (200), or answered at once when it cannot be queued (400, 503). Each
-//! request has its own connection, closed after the answer.
+//! The queue's HTTP side: `GET /<secret>?shard=<id>` (the URL clusters get
+//! as `MEWLD_IDENTIFY_URL`, and the query they append) is held open until
+//! the grant (200), or answered at once when it cannot be queued (400, 403,
+//! 503). Each request has its own connection, closed after the answer.
 //!
 //! Written on `httparse` rather than hyper: a request waits for minutes
 //! with its connection open, and thousands may wait at once, so what a
@@ -19,20 +20,32 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::rules::{Refusal, Ticket};
-use super::{Message, CAPACITY};
-use crate::http::{self, HEADER_DEADLINE, READ_BUFFER};
+use super::secret::Secret;
+use super::Message;
+use crate::http::{self, Slot, HEADER_DEADLINE, READ_BUFFER};
 
-/// Connections served at once: every waiting request, and some room to
-/// refuse the ones past the queue's capacity.
-const CONNECTIONS: usize = CAPACITY + 256;
+/// Connections that have not shown the secret yet. Large: a whole bot's
+/// shards may connect at once (a restart of all), and only past this is
+/// the oldest closed. No per-peer cap below it: the clusters all connect
+/// from this machine, as a local attacker would, so the secret is what
+/// tells them apart, and a connection that shows it settles (leaves the
+/// pool; the queue's `CAPACITY` bounds those, 503 past it).
+const LIMITS: http::Limits = http::Limits {
+    pool: 4096,
+    per_peer: 4096,
+};
 /// Time to take an answer: it is small, a client that does not read it is gone.
 const WRITE_DEADLINE: Duration = Duration::from_secs(5);
 
-pub(super) async fn accept(listener: TcpListener, inbox: mpsc::Sender<Message>) {
+pub(super) async fn accept(
+    listener: TcpListener,
+    secret: Arc<Secret>,
+    inbox: mpsc::Sender<Message>,
+) {
     let tickets = Arc::new(AtomicU64::new(0));
-    http::accept(listener, "identify-queue", CONNECTIONS, move |stream| {
+    http::accept(listener, "identify-queue", LIMITS, move |stream, slot| {
         let ticket = tickets.fetch_add(1, Ordering::Relaxed);
-        serve(stream, ticket, inbox.clone())
+        serve(stream, slot, ticket, secret.clone(), inbox.clone())
     })
     .await;
 }
@@ -55,42 +68,48 @@ impl Drop for Waiting {
 }
 
 /// One connection: its request, the wait, the answer.
-async fn serve(mut stream: TcpStream, ticket: Ticket, inbox: mpsc::Sender<Message>) {
+async fn serve(
+    mut stream: TcpStream,
+    mut slot: Slot,
+    ticket: Ticket,
+    secret: Arc<Secret>,
+    inbox: mpsc::Sender<Message>,
+) {
     // Boxed: its buffers are freed once the head is read, not kept in
     // this future for the whole wait.
     let read = Box::pin(read_request(&mut stream));
-    let target = match tokio::time::timeout(HEADER_DEADLINE, read).await {
-        Ok(Ok(target)) => target,
+    let head = match tokio::time::timeout(HEADER_DEADLINE, read).await {
+        Ok(Ok(head)) => head,
         Ok(Err((status, reason))) => {
             return send(&mut stream, status, json!({"error": reason})).await
         }
         // Too slow to ask, or gone: nothing to answer.
         Err(_) => return,
     };
-    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-    if path != "/" {
-        let error = "the identify queue is GET /?shard=<id>";
-        return send(&mut stream, StatusCode::NOT_FOUND, json!({"error": error})).await;
-    }
-    let shard = match shard_of(Some(query)) {
+    let shard = match admit(&head, &secret) {
         Ok(shard) => shard,
-        Err(reason) => {
-            return send(
-                &mut stream,
-                StatusCode::BAD_REQUEST,
-                json!({"error": reason}),
-            )
-            .await
+        Err((status, reason)) => {
+            tracing::debug!(status = status.as_u16(), %reason, "an identify request refused");
+            return send(&mut stream, status, json!({"error": reason})).await;
         }
     };
+    // A cluster's: it waits as long as its turn takes.
+    slot.settle();
     if let Some((status, body)) = wait_turn(&mut stream, ticket, shard, inbox).await {
         send(&mut stream, status, body).await;
     }
 }
 
-/// Reads a request's head and returns its target (path and query); a
-/// refusal's status and reason for anything but a `GET` that fits.
-async fn read_request(stream: &mut TcpStream) -> Result<String, (StatusCode, &'static str)> {
+/// A request's head: what `admit` judges.
+struct Head {
+    method: String,
+    /// The path and the query.
+    target: String,
+}
+
+/// Reads a request's head; a refusal's status and reason for anything but
+/// an HTTP request that fits.
+async fn read_request(stream: &mut TcpStream) -> Result<Head, (StatusCode, &'static str)> {
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 512];
     loop {
@@ -106,10 +125,10 @@ async fn read_request(stream: &mut TcpStream) -> Result<String, (StatusCode, &'s
         let mut request = httparse::Request::new(&mut headers);
         match request.parse(&head) {
             Ok(httparse::Status::Complete(_)) => {
-                if request.method != Some("GET") {
-                    return Err((StatusCode::METHOD_NOT_ALLOWED, "only GET"));
-                }
-                return Ok(request.path.unwrap_or("/").to_string());
+                return Ok(Head {
+                    method: request.method.unwrap_or_default().to_string(),
+                    target: request.path.unwrap_or("/").to_string(),
+                })
             }
             Ok(httparse::Status::Partial) if head.len() < READ_BUFFER => {}
             Ok(httparse::Status::Partial) => {
@@ -121,6 +140,27 @@ async fn read_request(stream: &mut TcpStream) -> Result<String, (StatusCode, &'s
             Err(_) => return Err((StatusCode::BAD_REQUEST, "not an HTTP request")),
         }
     }
+}
+
+/// The shard a request may wait for (`None`: bucket 0), or its refusal:
+/// the secret first, so that without it nothing else is said.
+fn admit(head: &Head, secret: &Secret) -> Result<Option<u64>, (StatusCode, String)> {
+    let (path, query) = head.target.split_once('?').unwrap_or((&head.target, ""));
+    let path = path.strip_prefix('/').unwrap_or(path);
+    // `/<secret>` as given, or `/<secret>/` as some clients join it.
+    let (given, rest) = path.split_once('/').unwrap_or((path, ""));
+    if !secret.matches(given) {
+        let reason = "the path must be this run's secret: use MEWLD_IDENTIFY_URL as mewld gave it to the cluster";
+        return Err((StatusCode::FORBIDDEN, reason.into()));
+    }
+    if !rest.is_empty() {
+        let reason = "the identify queue is GET <MEWLD_IDENTIFY_URL>?shard=<id>";
+        return Err((StatusCode::NOT_FOUND, reason.into()));
+    }
+    if head.method != "GET" {
+        return Err((StatusCode::METHOD_NOT_ALLOWED, "only GET".into()));
+    }
+    shard_of(query).map_err(|reason| (StatusCode::BAD_REQUEST, reason))
 }
 
 /// Queues the request and waits for its turn; `None` when the client hung
@@ -197,22 +237,37 @@ async fn send(stream: &mut TcpStream, status: StatusCode, body: Value) {
     let _ = tokio::time::timeout(WRITE_DEADLINE, write).await;
 }
 
-/// The `shard` of a query string: absent is `None` (bucket 0); anything
-/// but a whole number is refused with the reason.
-fn shard_of(query: Option<&str>) -> Result<Option<u64>, String> {
-    let Some(value) = query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .find_map(|pair| pair.strip_prefix("shard="))
-    else {
+/// The shard a query asks for: no query is `None` (bucket 0); else it is
+/// exactly `shard=<id>`, the id in decimal digits. Anything else is refused
+/// with what is wrong: read loosely, `?Shard=3` or `?shard=%33` would be
+/// bucket 0, and spend a session start in a turn not theirs.
+fn shard_of(query: &str) -> Result<Option<u64>, String> {
+    let shown = |s: &str| crate::protocol::truncate(s, 40);
+    if query.is_empty() {
         return Ok(None);
+    }
+    if query.contains('&') {
+        return Err(format!(
+            "the query must be shard=<id> alone, not {:?}",
+            shown(query)
+        ));
+    }
+    let Some(value) = query.strip_prefix("shard=") else {
+        let name = query.split('=').next().unwrap_or(query);
+        return Err(format!(
+            "unknown query parameter {:?}: the identify queue takes shard=<id> (lowercase) alone",
+            shown(name)
+        ));
     };
-    value.parse().map(Some).map_err(|_| {
-        format!(
-            "shard must be a shard id, a whole number from 0, not {:?}",
-            crate::protocol::truncate(value, 40)
-        )
-    })
+    let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+    match value.parse::<u32>() {
+        Ok(id) if digits => Ok(Some(u64::from(id))),
+        _ => Err(format!(
+            "shard must be a shard id, a whole number in decimal digits from 0 to {}, not {:?}",
+            u32::MAX,
+            shown(value)
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -220,14 +275,59 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_shard_comes_from_the_query() {
-        assert_eq!(shard_of(None), Ok(None));
-        assert_eq!(shard_of(Some("")), Ok(None));
-        assert_eq!(shard_of(Some("shard=12")), Ok(Some(12)));
-        assert_eq!(shard_of(Some("x=1&shard=3")), Ok(Some(3)));
-        for bad in ["shard=-1", "shard=abc", "shard=", "shard=1.5"] {
-            let err = shard_of(Some(bad)).expect_err(bad);
-            assert!(err.contains("whole number"), "{err}");
+    fn the_shard_comes_from_the_query_and_nothing_else() {
+        assert_eq!(shard_of(""), Ok(None));
+        assert_eq!(shard_of("shard=12"), Ok(Some(12)));
+        assert_eq!(shard_of("shard=4294967295"), Ok(Some(4_294_967_295)));
+        for (bad, says) in [
+            ("shard=-1", "whole number"),
+            ("shard=+3", "whole number"),
+            ("shard=abc", "whole number"),
+            ("shard=", "whole number"),
+            ("shard=1.5", "whole number"),
+            ("shard=%33", "whole number"),
+            ("shard=4294967296", "whole number"),
+            ("Shard=3", "unknown query parameter \"Shard\""),
+            ("x=1", "unknown query parameter \"x\""),
+            ("shard", "unknown query parameter \"shard\""),
+            ("shard=3&x=1", "alone"),
+            ("x=1&shard=3", "alone"),
+            ("shard=3&shard=4", "alone"),
+        ] {
+            let err = shard_of(bad).expect_err(bad);
+            assert!(err.contains(says), "{bad}: {err}");
         }
+    }
+
+    fn head(method: &str, target: &str) -> Head {
+        Head {
+            method: method.into(),
+            target: target.into(),
+        }
+    }
+
+    #[test]
+    fn the_secret_comes_first() {
+        let secret = Secret::new();
+        let s = secret.expose();
+        let status = |method, target: &str| match admit(&head(method, target), &secret) {
+            Ok(shard) => Ok(shard),
+            Err((status, _)) => Err(status.as_u16()),
+        };
+        assert_eq!(status("GET", &format!("/{s}?shard=3")), Ok(Some(3)));
+        assert_eq!(status("GET", &format!("/{s}/?shard=3")), Ok(Some(3)));
+        assert_eq!(status("GET", &format!("/{s}")), Ok(None));
+        for forbidden in [
+            "/?shard=3".to_string(),
+            "/".to_string(),
+            format!("/{}?shard=3", &s[1..]),
+            format!("/x/{s}?shard=3"),
+        ] {
+            assert_eq!(status("GET", &forbidden), Err(403), "{forbidden}");
+            assert_eq!(status("POST", &forbidden), Err(403), "{forbidden}");
+        }
+        assert_eq!(status("GET", &format!("/{s}/x?shard=3")), Err(404));
+        assert_eq!(status("POST", &format!("/{s}?shard=3")), Err(405));
+        assert_eq!(status("GET", &format!("/{s}?Shard=3")), Err(400));
     }
 }

@@ -2,13 +2,14 @@
 //! format, built with `prometheus-client`, and `/healthz`. The figures come
 //! from the engine's snapshots and events, like any face's, in a task of
 //! their own; a scraper never holds up the engine. What is served is
-//! bounded: a few connections at once, each with a deadline and a small
-//! buffer.
+//! bounded: a pool of connections where slow clients cannot keep a quick
+//! one out, each with a deadline and a small buffer. It is served from
+//! start-up on, before the engine exists (`/healthz`: 503 `starting`).
 
 mod series;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,14 +26,40 @@ use crate::engine::{next_snapshot, EngineHandle, Event};
 use crate::http;
 use series::Series;
 
-/// Scrapes served at once; more wait for a slot.
-const CONNECTIONS: usize = 16;
+/// Connections kept open at once, and from one peer; past these the
+/// oldest is closed (`http::Pool`). A scrape or a probe takes
+/// milliseconds: only slow clients grow old here.
+const LIMITS: http::Limits = http::Limits {
+    pool: 128,
+    per_peer: 32,
+};
 /// A connection is closed after this long, whatever it is doing.
 const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
 /// How often `/healthz` asks the engine whether its loop answers, and how
 /// long an answer may take.
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 const PROBE_DEADLINE: Duration = Duration::from_secs(5);
+
+/// What `/healthz` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Health {
+    /// Before the engine runs (Discord asked for the shard count, a wait
+    /// for the session budget's reset), and until it first answers.
+    Starting,
+    Answers,
+    DoesNotAnswer,
+}
+
+impl Health {
+    fn load(cell: &AtomicU8) -> Health {
+        match cell.load(Ordering::Relaxed) {
+            1 => Health::Answers,
+            2 => Health::DoesNotAnswer,
+            _ => Health::Starting,
+        }
+    }
+}
 
 /// Binds `addr` before anything starts, so a taken port is a start-up error.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
@@ -41,26 +68,48 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
         .map_err(|e| format!("metrics_addr {addr}: {e}"))
 }
 
-/// Serves the metrics of `handle` on `listener` until the process ends.
-pub fn serve(listener: TcpListener, handle: EngineHandle) {
+/// The metrics being served, waiting for the engine to follow.
+pub struct Metrics {
+    series: Series,
+    health: Arc<AtomicU8>,
+}
+
+/// Serves on `listener` at once, until the process ends: before the engine
+/// exists ([`Metrics::follow`]), `/healthz` is 503 `starting` and
+/// `/metrics` the series with nothing learnt yet.
+pub fn serve(listener: TcpListener) -> Metrics {
     let (series, registry) = Series::registered();
-    let engine_answers = Arc::new(AtomicBool::new(false));
-    // Subscribed here, not in the task: the engine may step before the
-    // task first runs, and an entry written then would never be counted.
-    tokio::spawn(follow(handle.snapshot(), handle.events(), series));
-    tokio::spawn(probe(handle, engine_answers.clone(), PROBE_EVERY));
+    let health = Arc::new(AtomicU8::new(Health::Starting as u8));
     let registry = Arc::new(registry);
+    let cell = health.clone();
     // The body of a request is never read.
     let handle = move |req: Request<Incoming>| {
-        let answers = engine_answers.load(Ordering::Relaxed);
-        std::future::ready(answer(req.uri().path(), &registry, answers))
+        let health = Health::load(&cell);
+        std::future::ready(answer(req.uri().path(), &registry, health))
     };
     tokio::spawn(http::accept(
         listener,
         "metrics",
-        CONNECTIONS,
-        move |stream| http::serve_hyper(stream, CONNECTION_DEADLINE, handle.clone()),
+        LIMITS,
+        move |stream, slot| {
+            let served = http::serve_hyper(stream, CONNECTION_DEADLINE, handle.clone());
+            async move {
+                served.await;
+                drop(slot);
+            }
+        },
     ));
+    Metrics { series, health }
+}
+
+impl Metrics {
+    /// Follows the engine of `handle` from now on.
+    pub fn follow(self, handle: EngineHandle) {
+        // Subscribed here, not in the task: the engine may step before the
+        // task first runs, and an entry written then would never be counted.
+        tokio::spawn(follow(handle.snapshot(), handle.events(), self.series));
+        tokio::spawn(probe(handle, self.health, PROBE_EVERY));
+    }
 }
 
 async fn follow(
@@ -78,6 +127,7 @@ async fn follow(
             },
             event = events.recv() => match event {
                 Ok(Event::ActionLog(entry)) => series.on_entry(&entry),
+                Ok(Event::ClusterLog(entry)) => series.on_cluster_entry(&entry),
                 Ok(Event::Output { .. }) => {}
                 // The receiver skips to the oldest entry still buffered:
                 // nothing is counted twice, the skipped are not counted.
@@ -90,28 +140,28 @@ async fn follow(
     }
 }
 
-/// Keeps `answers` saying whether the engine's loop answers, for
+/// Keeps `health` saying whether the engine's loop answers, for
 /// `/healthz`: asked at a fixed pace, not per request, so however often
 /// health checks come the engine hears of them once per `every`.
-async fn probe(handle: EngineHandle, answers: Arc<AtomicBool>, every: Duration) {
+async fn probe(handle: EngineHandle, health: Arc<AtomicU8>, every: Duration) {
     loop {
         let alive = tokio::time::timeout(PROBE_DEADLINE, handle.alive()).await;
-        answers.store(alive == Ok(true), Ordering::Relaxed);
+        let now = match alive {
+            Ok(true) => Health::Answers,
+            _ => Health::DoesNotAnswer,
+        };
+        health.store(now as u8, Ordering::Relaxed);
         tokio::time::sleep(every).await;
     }
 }
 
-fn answer(path: &str, registry: &Registry, engine_answers: bool) -> Response<Full<Bytes>> {
-    let (status, kind, body) = route(path, registry, engine_answers);
+fn answer(path: &str, registry: &Registry, health: Health) -> Response<Full<Bytes>> {
+    let (status, kind, body) = route(path, registry, health);
     http::response(status, kind, body)
 }
 
 /// What a request for `path` gets: status, content type and body.
-fn route(
-    path: &str,
-    registry: &Registry,
-    engine_answers: bool,
-) -> (StatusCode, &'static str, String) {
+fn route(path: &str, registry: &Registry, health: Health) -> (StatusCode, &'static str, String) {
     match path {
         "/metrics" => {
             let mut text = String::new();
@@ -128,12 +178,19 @@ fn route(
                 ),
             }
         }
-        "/healthz" if engine_answers => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-        "/healthz" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "the engine does not answer\n".to_string(),
-        ),
+        "/healthz" => match health {
+            Health::Answers => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+            Health::Starting => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "starting\n".to_string(),
+            ),
+            Health::DoesNotAnswer => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                "the engine does not answer\n".to_string(),
+            ),
+        },
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",
@@ -147,11 +204,15 @@ mod tests {
     use super::*;
     use crate::engine::FaceRequest;
 
-    /// Waits until `flag` is `want`, failing after a generous deadline.
-    async fn until(flag: &AtomicBool, want: bool) {
+    /// Waits until `cell` says `want`, failing after a generous deadline.
+    async fn until(cell: &AtomicU8, want: Health) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while flag.load(Ordering::Relaxed) != want {
-            assert!(tokio::time::Instant::now() < deadline, "never {want}");
+        while Health::load(cell) != want {
+            let now = Health::load(cell);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never {want:?}: {now:?}"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -170,12 +231,12 @@ mod tests {
             }
             let _ = gone.await;
         });
-        let answers = Arc::new(AtomicBool::new(false));
-        tokio::spawn(probe(handle, answers.clone(), Duration::from_millis(10)));
-        until(&answers, true).await;
+        let health = Arc::new(AtomicU8::new(Health::Starting as u8));
+        tokio::spawn(probe(handle, health.clone(), Duration::from_millis(10)));
+        until(&health, Health::Answers).await;
         let _ = go.send(());
         engine.await.expect("the fake engine");
-        until(&answers, false).await;
+        until(&health, Health::DoesNotAnswer).await;
     }
 
     /// An entry the engine writes right after `serve` returns, before any
@@ -191,7 +252,7 @@ mod tests {
             .await
             .expect("a free port");
         let addr = listener.local_addr().expect("its address");
-        serve(listener, handle);
+        serve(listener).follow(handle);
         let mut entry = serde_json::Map::new();
         entry.insert("event".into(), "cluster_started".into());
         events
@@ -218,12 +279,23 @@ mod tests {
     #[test]
     fn healthz_is_200_only_while_the_engine_answers() {
         let (_, registry) = Series::registered();
-        assert_eq!(route("/healthz", &registry, true).0, StatusCode::OK);
+        let healthz = |health| {
+            let (status, _, body) = route("/healthz", &registry, health);
+            (status, body)
+        };
+        assert_eq!(healthz(Health::Answers).0, StatusCode::OK);
+        let unavailable = StatusCode::SERVICE_UNAVAILABLE;
         assert_eq!(
-            route("/healthz", &registry, false).0,
-            StatusCode::SERVICE_UNAVAILABLE
+            healthz(Health::Starting),
+            (unavailable, "starting\n".into())
         );
-        assert_eq!(route("/metrics", &registry, false).0, StatusCode::OK);
-        assert_eq!(route("/x", &registry, true).0, StatusCode::NOT_FOUND);
+        assert_eq!(healthz(Health::DoesNotAnswer).0, unavailable);
+        for health in [Health::Starting, Health::DoesNotAnswer] {
+            assert_eq!(route("/metrics", &registry, health).0, StatusCode::OK);
+        }
+        assert_eq!(
+            route("/x", &registry, Health::Answers).0,
+            StatusCode::NOT_FOUND
+        );
     }
 }

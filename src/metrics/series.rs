@@ -1,5 +1,8 @@
 //! The series mewld exports and how they follow the engine: gauges from
-//! each snapshot, counters from each action-log entry.
+//! each snapshot, counters from each action-log entry. Labels come from
+//! the cluster map, never from what a bot says: a cluster's health counts
+//! only its own shards, and its `action_logs` entries only their own
+//! counter, so no bot can add series or move the manager's counters.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
@@ -18,8 +21,8 @@ use crate::engine::state::{ClusterState, ClusterView, Snapshot};
 type Labels = Vec<(&'static str, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
 
-/// Distinct `event` labels kept; clusters write entries with names of
-/// their own, and each name is a series.
+/// Distinct `event` labels kept, per counter; clusters write entries with
+/// names of their own, and each name is a series.
 const EVENT_NAMES: usize = 64;
 /// Longer event names are counted as `other`.
 const EVENT_NAME_LEN: usize = 64;
@@ -52,6 +55,7 @@ pub(super) struct Series {
     shard_guilds: Family<Labels, Gauge>,
     redis_connected: Gauge,
     log_entries: Family<Labels, Counter>,
+    cluster_log_entries: Family<Labels, Counter>,
     /// Without labels: a family so that it is served only once known.
     sessions_remaining: Family<Labels, Gauge>,
     /// The identify queue's (families: served only while it runs).
@@ -68,8 +72,17 @@ pub(super) struct Series {
     /// The cluster and shard series set by the last snapshot.
     clusters_up: HashSet<Labels>,
     shards: HashSet<Labels>,
-    /// The `event` labels in use.
-    events: HashSet<String>,
+    /// Clusters whose answers named shards not theirs (said once each).
+    strays_said: HashSet<ClusterId>,
+    /// The `event` labels in use: the manager's, the clusters'.
+    events: EventNames,
+    cluster_events: EventNames,
+}
+
+/// The `event` labels of one counter: at most [`EVENT_NAMES`].
+struct EventNames {
+    counter: &'static str,
+    names: HashSet<String>,
 }
 
 impl Series {
@@ -86,6 +99,7 @@ impl Series {
             shard_guilds: Family::default(),
             redis_connected: Gauge::default(),
             log_entries: Family::default(),
+            cluster_log_entries: Family::default(),
             sessions_remaining: Family::default(),
             identify_waiting: Family::default(),
             identify_grants: Family::default(),
@@ -96,7 +110,9 @@ impl Series {
             last_diag: HashMap::new(),
             clusters_up: HashSet::new(),
             shards: HashSet::new(),
-            events: HashSet::new(),
+            strays_said: HashSet::new(),
+            events: EventNames::new("action_log_entries"),
+            cluster_events: EventNames::new("cluster_log_entries"),
         };
         let mut r = Registry::with_prefix("mewld");
         let c = &s;
@@ -143,8 +159,13 @@ impl Series {
         );
         r.register(
             "action_log_entries",
-            "Action-log entries written, by event",
+            "Action-log entries the manager wrote, by event",
             c.log_entries.clone(),
+        );
+        r.register(
+            "cluster_log_entries",
+            "Action-log entries the clusters sent (action_logs), by event",
+            c.cluster_log_entries.clone(),
         );
         r.register(
             "session_starts_remaining",
@@ -218,7 +239,21 @@ impl Series {
                 self.diag_round_trip
                     .observe(h.round_trip_ms as f64 / 1000.0);
             }
-            for sh in &h.shards {
+            let own: HashSet<_> = c.shards.iter().collect();
+            let (own_shards, strays): (Vec<_>, Vec<_>) =
+                h.shards.iter().partition(|sh| own.contains(&sh.shard_id));
+            if let Some(stray) = strays.first() {
+                if self.strays_said.insert(c.id) {
+                    tracing::warn!(
+                        cluster = c.id,
+                        shard = stray.shard_id,
+                        count = strays.len(),
+                        "a diagnostic answer reports shards that are not the cluster's; \
+                         they are left out of the metrics (said once per cluster)"
+                    );
+                }
+            }
+            for sh in own_shards {
                 let labels = vec![
                     ("cluster", cluster.clone()),
                     ("shard", sh.shard_id.to_string()),
@@ -288,13 +323,10 @@ impl Series {
         self.identify_granted = q.granted_total;
     }
 
-    /// Counters from the action log, each entry counted once.
+    /// Counters from the manager's action-log entries, each counted once.
     pub(super) fn on_entry(&mut self, entry: &Map<String, Value>) {
-        let event = entry
-            .get("event")
-            .and_then(Value::as_str)
-            .unwrap_or("(none)");
-        let label = self.event_label(event);
+        let event = event_of(entry);
+        let label = self.events.label(event);
         self.log_entries
             .get_or_create(&vec![("event", label)])
             .inc();
@@ -314,21 +346,47 @@ impl Series {
         }
     }
 
+    /// A cluster's entry (`action_logs`): its own counter, whatever it
+    /// says (a bot may write `cluster_restarted` with any id).
+    pub(super) fn on_cluster_entry(&mut self, entry: &Map<String, Value>) {
+        let label = self.cluster_events.label(event_of(entry));
+        self.cluster_log_entries
+            .get_or_create(&vec![("event", label)])
+            .inc();
+    }
+}
+
+fn event_of(entry: &Map<String, Value>) -> &str {
+    entry
+        .get("event")
+        .and_then(Value::as_str)
+        .unwrap_or("(none)")
+}
+
+impl EventNames {
+    fn new(counter: &'static str) -> EventNames {
+        EventNames {
+            counter,
+            names: HashSet::new(),
+        }
+    }
+
     /// `event` itself while there is room for another series, else `other`.
-    fn event_label(&mut self, event: &str) -> String {
-        if self.events.contains(event) {
+    fn label(&mut self, event: &str) -> String {
+        if self.names.contains(event) {
             return event.to_string();
         }
-        if event.len() > EVENT_NAME_LEN || self.events.len() >= EVENT_NAMES {
-            if self.events.insert("other".to_string()) {
+        if event.len() > EVENT_NAME_LEN || self.names.len() >= EVENT_NAMES {
+            if self.names.insert("other".to_string()) {
                 tracing::warn!(
                     event,
+                    counter = self.counter,
                     "too many or too long action-log event names; counting the rest as `other`"
                 );
             }
             return "other".to_string();
         }
-        self.events.insert(event.to_string());
+        self.names.insert(event.to_string());
         event.to_string()
     }
 }
@@ -616,6 +674,70 @@ mod tests {
             text.contains("mewld_diag_round_trip_seconds_count 1"),
             "{text}"
         );
+    }
+
+    /// Sample lines of the text format.
+    fn samples(text: &str) -> usize {
+        text.lines().filter(|l| !l.starts_with('#')).count()
+    }
+
+    /// An answer naming shards of no cluster, or another cluster's, adds
+    /// no series: the cluster (shards 0-3) is shown with its own.
+    #[test]
+    fn a_clusters_answer_counts_only_its_own_shards() {
+        let (mut series, registry) = Series::registered();
+        series.on_snapshot(&healthy(&[0, 1, 2, 3]));
+        let before = samples(&text(&registry));
+        // Its four, and 10^5 made up.
+        series.on_snapshot(&healthy(&(0..100_004).collect::<Vec<u32>>()));
+        let text = text(&registry);
+        let after = samples(&text);
+        eprintln!("samples before: {before}, after 10^5 made-up shards: {after}");
+        assert_eq!(after, before, "{text}");
+        assert!(!text.contains("shard=\"4\""), "{text}");
+        assert!(
+            text.contains("mewld_shard_up{cluster=\"0\",shard=\"3\"} 1"),
+            "{text}"
+        );
+    }
+
+    /// A bot's entries, whatever they claim, count only as the clusters':
+    /// no restart, no ping failure, no manager event.
+    #[test]
+    fn a_clusters_entries_never_count_as_the_managers() {
+        let (mut series, registry) = Series::registered();
+        let forged = [
+            LogEvent::ClusterRestarted { id: 0, restarts: 1 }.entry(),
+            LogEvent::ClusterRestarted {
+                id: 7_777,
+                restarts: 1,
+            }
+            .entry(),
+            LogEvent::PingFailure { id: 1 }.entry(),
+            LogEvent::RollingRestart {
+                clusters: (100..200).collect(),
+            }
+            .entry(),
+            operator("restart", None).entry(),
+            LogEvent::ClusterStarted { id: 0, pid: 9 }.entry(),
+        ];
+        for entry in &forged {
+            series.on_cluster_entry(entry);
+        }
+        let text = text(&registry);
+        for absent in [
+            "mewld_cluster_restarts_total{",
+            "mewld_ping_failures_total{",
+            "mewld_action_log_entries_total{",
+        ] {
+            assert!(!text.contains(absent), "{absent} in:\n{text}");
+        }
+        for present in [
+            "mewld_cluster_log_entries_total{event=\"cluster_restarted\"} 2",
+            "mewld_cluster_log_entries_total{event=\"cluster_started\"} 1",
+        ] {
+            assert!(text.contains(present), "{present} missing from:\n{text}");
+        }
     }
 
     #[test]

@@ -223,7 +223,7 @@ impl App {
                 self.snapshot = s;
                 self.refresh_rows();
             }
-            Msg::Engine(Event::ActionLog(entry)) => {
+            Msg::Engine(Event::ActionLog(entry) | Event::ClusterLog(entry)) => {
                 let line = LogLine::from_entry(&entry);
                 if let Some(id) = line.missed_ping() {
                     self.diagnostics.missed(line.at(), id, &self.snapshot);
