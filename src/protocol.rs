@@ -86,14 +86,29 @@ pub struct ShardReport {
 impl DiagAnswer {
     /// Each entry's health, its shard taken from `shard_id`, else `id`, else
     /// its position in the cluster's shard list. An entry with none of these
-    /// (more entries than the cluster has shards) is left out.
-    pub fn health(self, cluster_shards: &[ShardId]) -> Vec<ShardHealth> {
-        self.shards
+    /// (more entries than the cluster has shards) is left out, and so is one
+    /// for a shard that is not the cluster's or that an earlier entry told
+    /// (the first wins): what a cluster says is kept within its own shards,
+    /// however long its answer. Returns the health and how many entries
+    /// named shards not the cluster's.
+    pub fn health(self, cluster_shards: &[ShardId]) -> (Vec<ShardHealth>, usize) {
+        let mut told = vec![false; cluster_shards.len()];
+        let mut strays = 0;
+        let health = self
+            .shards
             .into_iter()
             .filter_map(|r| {
                 let shard_id = r
                     .shard_id
                     .or_else(|| cluster_shards.get(r.position).copied())?;
+                // A cluster's shards are in ascending order (the map's).
+                let Ok(at) = cluster_shards.binary_search(&shard_id) else {
+                    strays += 1;
+                    return None;
+                };
+                if std::mem::replace(&mut told[at], true) {
+                    return None;
+                }
                 Some(ShardHealth {
                     shard_id,
                     up: r.up,
@@ -102,7 +117,8 @@ impl DiagAnswer {
                     users: r.users,
                 })
             })
-            .collect()
+            .collect();
+        (health, strays)
     }
 }
 
@@ -515,7 +531,7 @@ mod tests {
             json!({"Nonce": "abc", "Data": [{"shard_id": 0, "up": true, "latency": 41.5, "guilds": 1200, "users": 98000}, {"shard_id": 1, "up": false}], "cluster_id": 0}),
         );
         assert_eq!(d.nonce, "abc");
-        let h = d.health(&[0, 1]);
+        let (h, _) = d.health(&[0, 1]);
         assert_eq!(h.len(), 2);
         assert_eq!(h[0].latency, Some(41.5));
         assert_eq!(h[0].guilds, Some(1200));
@@ -527,7 +543,7 @@ mod tests {
     fn diag_keys_are_case_insensitive() {
         let d = diag(json!({"nonce": "n2", "data": [{"Shard_ID": 4, "UP": true}]}));
         assert_eq!(d.nonce, "n2");
-        let h = d.health(&[4]);
+        let (h, _) = d.health(&[4]);
         assert_eq!(h[0].shard_id, 4);
         assert!(h[0].up);
     }
@@ -540,7 +556,7 @@ mod tests {
             {"id": 10, "latency": 0.041, "up": true, "guilds": 1500},
             {"id": 11, "latency": 0.052, "up": false, "guilds": 1400},
         ]}));
-        let h = d.health(&[10, 11]);
+        let (h, _) = d.health(&[10, 11]);
         assert_eq!(
             h.iter().map(|s| (s.shard_id, s.up)).collect::<Vec<_>>(),
             vec![(10, true), (11, false)]
@@ -549,9 +565,24 @@ mod tests {
     }
 
     #[test]
+    fn only_the_clusters_own_shards_are_kept_once_each() {
+        let mut data: Vec<Value> = (0..100_000)
+            .map(|id| json!({"shard_id": id, "up": true}))
+            .collect();
+        data.insert(0, json!({"shard_id": 7, "up": false}));
+        let d = diag(json!({"Nonce": "n5", "Data": data}));
+        let (h, strays) = d.health(&[6, 7]);
+        assert_eq!(
+            h.iter().map(|s| (s.shard_id, s.up)).collect::<Vec<_>>(),
+            vec![(7, false), (6, true)]
+        );
+        assert_eq!(strays, 99_998);
+    }
+
+    #[test]
     fn entries_without_an_id_take_their_place_in_the_shard_list() {
         let d = diag(json!({"Nonce": "n4", "Data": [{"up": true}, {"up": true}, {"up": false}]}));
-        let h = d.health(&[6, 7]);
+        let (h, _) = d.health(&[6, 7]);
         // The third entry has no id and no place: left out, the rest kept.
         assert_eq!(
             h.iter().map(|s| (s.shard_id, s.up)).collect::<Vec<_>>(),
@@ -569,7 +600,7 @@ mod tests {
         ] {
             let d = diag(inner.clone());
             assert_eq!(d.nonce, "n5", "{inner}");
-            for s in d.health(&[0, 1, 2, 3]) {
+            for s in d.health(&[0, 1, 2, 3]).0 {
                 assert!(!s.up && s.latency.is_none(), "{inner}: {s:?}");
             }
         }
@@ -577,6 +608,7 @@ mod tests {
         let d = diag(json!({"Nonce": "n6", "Data": [{"up": true}, {"shard_id": "x", "up": true}]}));
         assert_eq!(
             d.health(&[8, 9])
+                .0
                 .iter()
                 .map(|s| s.shard_id)
                 .collect::<Vec<_>>(),

@@ -73,6 +73,8 @@ pub(super) struct Cluster {
     /// A spawn asked of the runner whose outcome is not in yet, and what
     /// it was for.
     pub spawning: Option<super::core::Purpose>,
+    /// Its answers named shards not its own, and that was said.
+    pub said_strays: bool,
 }
 
 /// Why a running cluster is being stopped and started again. Decides the
@@ -122,6 +124,7 @@ impl Cluster {
             last_exit: None,
             health: None,
             spawning: None,
+            said_strays: false,
         }
     }
 

