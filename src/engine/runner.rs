@@ -310,7 +310,7 @@ impl Engine {
         name: String,
         generation: u64,
         line: &process::CommandLine,
-    ) -> Result<u32, String> {
+    ) -> Result<u32, process::SpawnError> {
         let events = self.events.clone();
         let inbox = self.internal_tx.clone();
         let handle = process::spawn(
@@ -331,8 +331,7 @@ impl Engine {
                     exit,
                 });
             },
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         let pid = handle.pid;
         self.procs.insert(id, (generation, handle));
         Ok(pid)

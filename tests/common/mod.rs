@@ -25,15 +25,28 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `deadline`.
 pub fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    wait_until(what, deadline, || check().ok_or(NotYet))
+}
+
+#[derive(Debug)]
+pub struct NotYet;
+
+/// Polls `check` until it returns `Ok`, or panics after `deadline` with
+/// `what` and the last `Err`: what it saw instead.
+pub fn wait_until<T, S: std::fmt::Debug>(
+    what: &str,
+    deadline: Duration,
+    mut check: impl FnMut() -> Result<T, S>,
+) -> T {
     let start = Instant::now();
     loop {
-        if let Some(v) = check() {
-            return v;
+        match check() {
+            Ok(v) => return v,
+            Err(seen) if start.elapsed() > deadline => {
+                panic!("timed out after {deadline:?} waiting for: {what}; last saw: {seen:?}")
+            }
+            Err(_) => thread::sleep(Duration::from_millis(50)),
         }
-        if start.elapsed() > deadline {
-            panic!("timed out after {deadline:?} waiting for: {what}");
-        }
-        thread::sleep(Duration::from_millis(50));
     }
 }
 

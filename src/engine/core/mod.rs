@@ -26,7 +26,7 @@ use serde_json::{Map, Value};
 use super::actlog::LogEvent;
 use super::health::Pings;
 use super::launch::Launcher;
-use super::process::{CommandLine, ExitInfo};
+use super::process::{CommandLine, ExitInfo, SpawnError};
 use super::rolling::Rolling;
 use super::state::{Cluster, ClusterView, Snapshot};
 use super::{Exit, Label, Operation, Refused, Via};
@@ -74,7 +74,7 @@ pub enum Input {
     Spawned {
         id: ClusterId,
         generation: u64,
-        result: Result<u32, String>,
+        result: Result<u32, SpawnError>,
     },
     /// A cluster's process ended (and its output is drained).
     Exited {
