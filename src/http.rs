@@ -15,14 +15,17 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::fd_budget;
+
 /// Time to send a request's head.
 pub const HEADER_DEADLINE: Duration = Duration::from_secs(5);
 /// A request's head must fit (hyper's smallest allowed buffer).
 pub const READ_BUFFER: usize = 8192;
 
-/// Accepts connections on `listener`, at most `connections` at once (more
-/// wait in the kernel's backlog), each handled by `handle` in a task of its
-/// own. Runs until the process ends.
+/// Accepts connections on `listener`, at most `connections` at once and
+/// within the process's descriptor budget (more wait in the kernel's
+/// backlog), each handled by `handle` in a task of its own. Runs until the
+/// process ends.
 pub async fn accept<F, Fut>(
     listener: TcpListener,
     what: &'static str,
@@ -33,8 +36,12 @@ pub async fn accept<F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(connections));
+    let mut fds = fd_budget::Gate::new(what);
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(fd) = fds.permit().await else {
             return;
         };
         let stream = match listener.accept().await {
@@ -54,7 +61,7 @@ pub async fn accept<F, Fut>(
         let served = handle(stream);
         tokio::spawn(async move {
             served.await;
-            drop(slot);
+            drop((slot, fd));
         });
     }
 }

@@ -4,7 +4,7 @@
 //! with its pid and uid).
 //!
 //! What a client can make the server hold is bounded: clients
-//! ([`MAX_CLIENTS`]), a request line ([`super::MAX_CLIENT_LINE`]), requests
+//! ([`MAX_CLIENTS`], and the process's descriptor budget), a request line ([`super::MAX_CLIENT_LINE`]), requests
 //! in flight (one per client: the next is read once the verdict is out),
 //! and what waits for a slow reader (snapshots are coalesced, events wait
 //! in the engine's bounded broadcast and are skipped past with a `lagged`
@@ -26,8 +26,8 @@ use tokio_util::codec::{FramedRead, LinesCodec};
 use super::{line, mismatch, ClientMsg, Hello, ServerMsg, MAX_CLIENT_LINE, PROTOCOL};
 use crate::cluster_map::ClusterId;
 use crate::engine::{next_snapshot, EngineHandle, Event, Via};
-use crate::socket_file;
 use crate::transport::Peer;
+use crate::{fd_budget, socket_file};
 
 /// Consoles attached at once; more are told so and closed.
 const MAX_CLIENTS: usize = 64;
@@ -104,7 +104,11 @@ async fn keep_backlog(mut events: broadcast::Receiver<Event>, backlog: Backlog) 
 
 async fn accept(listener: UnixListener, handle: EngineHandle, hello: Arc<Hello>, backlog: Backlog) {
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let mut fds = fd_budget::Gate::new("control socket");
     loop {
+        let Some(fd) = fds.permit().await else {
+            return;
+        };
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
@@ -137,7 +141,7 @@ async fn accept(listener: UnixListener, handle: EngineHandle, hello: Arc<Hello>,
                 Ok(()) => tracing::info!(%peer, "a console detached"),
                 Err(why) => tracing::info!(%peer, %why, "a console was disconnected"),
             }
-            drop(slot);
+            drop((slot, fd));
         });
     }
 }

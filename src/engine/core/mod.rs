@@ -251,6 +251,11 @@ impl Core {
         self.fleet.as_ref().map(|f| f.me.clone())
     }
 
+    /// The clusters this host runs.
+    pub fn local_clusters(&self) -> usize {
+        self.clusters.len()
+    }
+
     /// The shard count and the number of clusters of the whole map (every
     /// host's, in a fleet).
     pub fn map_size(&self) -> (u32, u32) {
