@@ -118,7 +118,8 @@ impl Notifier {
                     tracing::warn!(
                         error = %e,
                         socket = ?self.socket,
-                        "could not notify systemd{}; dropping notifications until it takes them again",
+                        "could not notify systemd{}; dropping notifications until it takes \
+                         them again",
                         if full { " (its socket is full: nobody reads it?)" } else { "" }
                     );
                 }

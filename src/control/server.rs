@@ -4,11 +4,12 @@
 //! with its pid and uid).
 //!
 //! What a client can make the server hold is bounded: clients
-//! ([`MAX_CLIENTS`], and the process's descriptor budget), a request line ([`super::MAX_CLIENT_LINE`]), requests
-//! in flight (one per client: the next is read once the verdict is out),
-//! and what waits for a slow reader (snapshots are coalesced, events wait
-//! in the engine's bounded broadcast and are skipped past with a `lagged`
-//! notice; a client that takes no line for [`WRITE_TIMEOUT`] is dropped).
+//! ([`MAX_CLIENTS`], and the process's descriptor budget), a request line
+//! ([`super::MAX_CLIENT_LINE`]), requests in flight (one per client: the
+//! next is read once the verdict is out), and what waits for a slow reader
+//! (snapshots are coalesced, events wait in the engine's bounded broadcast
+//! and are skipped past with a `lagged` notice; a client that takes no line
+//! for [`WRITE_TIMEOUT`] is dropped).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;

@@ -184,8 +184,9 @@ impl Core {
     /// `failed` until an operator's `start`, which retries at once.
     fn on_spawn_failed(&mut self, now: Now, idx: usize, purpose: Purpose, failure: SpawnError) {
         let id = self.clusters[idx].spec.id;
-        tracing::error!(id, error = %failure.error, transient = failure.transient, "could not start cluster");
-        let retry_in = if failure.transient {
+        let transient = failure.transient;
+        tracing::error!(id, error = %failure.error, transient, "could not start cluster");
+        let retry_in = if transient {
             self.crash_verdict(now, idx, Duration::ZERO)
         } else {
             self.clusters[idx].state = ClusterState::Failed;
@@ -226,12 +227,14 @@ impl Core {
         if retry_in.is_some() {
             return;
         }
-        if failure.transient {
+        if transient {
             let quick_failures = self.clusters[idx].quick_failures;
             self.log(LogEvent::ClusterFailed {
                 id,
                 quick_failures,
-                error: "could not be started (out of descriptors, memory or processes) too many times in a row; left stopped until an operator starts it".into(),
+                error: "could not be started (out of descriptors, memory or processes) too \
+                        many times in a row; left stopped until an operator starts it"
+                    .into(),
             });
         }
         // Do not let one broken cluster hold up the rest.
