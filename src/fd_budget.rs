@@ -5,7 +5,8 @@
 //! a running cluster holds its output pipes (and with `ipc: unix` a
 //! socket), and Redis needs its connections. The budget is the open-file
 //! limit (raised to the hard limit first, see `engine/process.rs`) less a
-//! reserve of [`RESERVE_BASE`] plus [`RESERVE_PER_CLUSTER`] per cluster.
+//! reserve of [`RESERVE_BASE`] plus [`RESERVE_PER_CLUSTER`] per cluster,
+//! and never less than a quarter of the limit.
 //!
 //! Every accept loop takes a permit *before* it accepts, through its
 //! [`Gate`], and holds it for the connection's life: when the budget is
@@ -25,8 +26,8 @@ const RESERVE_BASE: u64 = 64;
 /// Kept per cluster: its two output pipes, its socket with `ipc: unix`,
 /// and room to spare.
 const RESERVE_PER_CLUSTER: u64 = 4;
-/// A budget smaller than this is warned about.
-const SMALL_BUDGET: usize = 64;
+/// A limit that leaves less than this beyond the reserve is warned about.
+const SMALL_BUDGET: u64 = 64;
 /// A listener that had to wait for a permit says it accepts again once it
 /// has gone this long without waiting: a flood that keeps the budget spent
 /// (released by closed connections, spent again at once) is one warning,
@@ -75,11 +76,19 @@ impl Sizing {
         Sizing::new(limit, clusters)
     }
 
+    /// The limit less the reserve, but never less than a quarter of the
+    /// limit: under a limit too low for the reserve (warned about), the
+    /// clusters' own sockets, consoles and scrapes must still get in.
     fn budget(self) -> usize {
-        let budget = self.limit.saturating_sub(self.reserve);
+        let budget = self.limit.saturating_sub(self.reserve).max(self.limit / 4);
         usize::try_from(budget)
             .unwrap_or(usize::MAX)
             .min(Semaphore::MAX_PERMITS)
+    }
+
+    /// The limit leaves little or nothing beyond the reserve.
+    fn too_low(self) -> bool {
+        self.limit.saturating_sub(self.reserve) < SMALL_BUDGET
     }
 }
 
@@ -90,16 +99,17 @@ pub fn reserve_for(clusters: usize) {
     crate::engine::process::raise_open_file_limit();
     let sizing = Sizing::now(clusters);
     let budget = sizing.budget();
-    if budget < SMALL_BUDGET {
+    if sizing.too_low() {
         tracing::warn!(
             limit = sizing.limit,
             reserve = sizing.reserve,
             budget,
             clusters,
-            "the open-file limit leaves almost no file descriptors for connections from \
-             outside (metrics, identify queue, consoles, socket clients) once the reserve for \
-             the clusters and Redis is kept; they will wait in the kernel's backlog. Raise it: \
-             LimitNOFILE= in the systemd unit, or `ulimit -n` before starting mewld"
+            "the open-file limit leaves almost nothing beyond the file descriptors kept for \
+             the clusters and Redis: connections from outside (metrics, identify queue, \
+             consoles, socket clients) get `budget`, and a flood of them may leave a crashed \
+             cluster waiting for descriptors to restart. Raise the limit: LimitNOFILE= in the \
+             systemd unit, or `ulimit -n` before starting mewld"
         );
     } else {
         tracing::info!(
@@ -207,10 +217,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_reserve_grows_with_the_clusters_and_the_budget_is_never_negative() {
-        assert_eq!(Sizing::new(4096, 0).budget(), 4032);
-        assert_eq!(Sizing::new(4096, 100).budget(), 4096 - 64 - 400);
-        assert_eq!(Sizing::new(1024, 300).budget(), 0);
+    fn the_reserve_grows_with_the_clusters_and_a_quarter_of_the_limit_always_stays() {
+        let sizing = Sizing::new(4096, 100);
+        assert_eq!(
+            (sizing.budget(), sizing.too_low()),
+            (4096 - 64 - 400, false)
+        );
+        // Too low for the reserve: warned about, and a quarter stays.
+        let sizing = Sizing::new(1024, 300);
+        assert_eq!((sizing.budget(), sizing.too_low()), (256, true));
+        let sizing = Sizing::new(64, 2);
+        assert_eq!((sizing.budget(), sizing.too_low()), (16, true));
         assert_eq!(Sizing::new(u64::MAX, 3).budget(), Semaphore::MAX_PERMITS);
     }
 
