@@ -564,6 +564,18 @@ fn a_launch_spawn_short_of_descriptors_keeps_its_place_and_is_retried() {
     assert_eq!(sim.spawned(), vec![0, 0, 1]);
 }
 
+#[test]
+fn an_operators_stop_of_a_launch_cluster_waiting_to_be_retried_lets_the_launch_go_on() {
+    let mut sim = Sim::new(6, "restart_backoff_base: 3\n");
+    sim.short.insert(0);
+    sim.input(Input::TransportUp);
+    assert_eq!(sim.state(0), ClusterState::Crashed);
+    assert_eq!(sim.op(Operation::Stop(0)), Ok(()));
+    sim.advance(sim.core.config.cluster_start_next_delay);
+    assert_eq!(sim.spawned(), vec![0, 1]);
+    assert_eq!(sim.state(0), ClusterState::Stopped);
+}
+
 // Operations (docs/protocol.md §5.1).
 
 #[test]
