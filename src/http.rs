@@ -19,6 +19,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
+use crate::fd_budget;
+
 /// Time to send a request's head.
 pub const HEADER_DEADLINE: Duration = Duration::from_secs(5);
 /// A request's head must fit (hyper's smallest allowed buffer).
@@ -36,15 +38,20 @@ pub struct Limits {
 
 /// Accepts connections on `listener`, each handled by `handle` in a task
 /// of its own, with a [`Slot`] in the server's [`Pool`]. Accepting never
-/// waits for room: a connection past the limits closes an older one.
-/// Runs until the process ends.
+/// waits for room in the pool (a connection past the limits closes an
+/// older one), only for the process's descriptor budget (more wait in the
+/// kernel's backlog). Runs until the process ends.
 pub async fn accept<F, Fut>(listener: TcpListener, what: &'static str, limits: Limits, handle: F)
 where
     F: Fn(TcpStream, Slot) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let pool = Pool::new(what, limits);
+    let mut fds = fd_budget::Gate::new(what);
     loop {
+        let Some(fd) = fds.permit().await else {
+            return;
+        };
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             // Out of file descriptors or memory: the open ones go on, and
@@ -59,7 +66,7 @@ where
                 continue;
             }
         };
-        spawn_in_pool(&pool, stream, peer, &handle);
+        spawn_in_pool(&pool, stream, peer, fd, &handle);
         // The new connection's task runs next (tokio's LIFO slot): a client
         // that sent its request at once is answered before more are
         // accepted, so a burst of slow ones cannot close it unread.
@@ -68,8 +75,15 @@ where
 }
 
 /// Runs `handle` on `stream` until it is done or the pool closes it.
-fn spawn_in_pool<F, Fut>(pool: &Pool, stream: TcpStream, peer: SocketAddr, handle: &F)
-where
+/// Serves one connection, which holds its descriptor's `fd` permit for as
+/// long as it is open.
+fn spawn_in_pool<F, Fut>(
+    pool: &Pool,
+    stream: TcpStream,
+    peer: SocketAddr,
+    fd: fd_budget::Permit,
+    handle: &F,
+) where
     F: Fn(TcpStream, Slot) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
@@ -82,6 +96,7 @@ where
             // Its sender was dropped: the pool made room with it.
             _ = closed => {}
         }
+        drop(fd);
     });
 }
 

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod discord;
 pub mod engine;
 pub mod fake_bot;
+pub mod fd_budget;
 pub mod fleet;
 pub mod guardian;
 pub mod http;

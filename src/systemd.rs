@@ -4,7 +4,14 @@
 //! engine's loop answers, `STOPPING=1` when a shutdown begins. Without
 //! `NOTIFY_SOCKET` nothing is sent. Fed from the engine's snapshots, like
 //! any face.
+//!
+//! Sent on a non-blocking socket, never `sd_notify::notify`: its send
+//! blocks while the socket's queue is full, and a socket nobody reads would
+//! then hold a thread for ever, and the process's exit with it.
 
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
 use sd_notify::NotifyState;
@@ -17,13 +24,14 @@ const STATUS_EVERY: Duration = Duration::from_millis(500);
 
 /// Starts notifying systemd, if it asked (`NOTIFY_SOCKET` is set).
 pub fn start(handle: EngineHandle) {
-    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
-    }
-    tokio::spawn(notify_loop(handle, sd_notify::watchdog_enabled()));
+    };
+    let notifier = Notifier { socket, dropped: 0 };
+    tokio::spawn(notify_loop(handle, notifier, sd_notify::watchdog_enabled()));
 }
 
-async fn notify_loop(handle: EngineHandle, watchdog: Option<Duration>) {
+async fn notify_loop(handle: EngineHandle, mut notifier: Notifier, watchdog: Option<Duration>) {
     let mut snapshots = handle.snapshot();
     let mut status_tick = tokio::time::interval(STATUS_EVERY);
     // systemd wants a ping at least every WatchdogSec: send at half of it.
@@ -32,33 +40,39 @@ async fn notify_loop(handle: EngineHandle, watchdog: Option<Duration>) {
     });
     let mut watchdog_tick = tokio::time::interval(half);
     let (mut ready, mut stopping) = (false, false);
+    // READY=1 and STOPPING=1 until systemd has taken them (at most both),
+    // and the status it has.
+    let mut owed: Vec<NotifyState<'static>> = Vec::new();
     let (mut wanted, mut sent) = (String::new(), String::new());
     loop {
         tokio::select! {
             s = next_snapshot(&mut snapshots) => {
-                let Some(s) = s else { return };
+                let Some(s) = s else { return notifier.finish() };
                 wanted = summary(&s);
                 if s.fully_up && !ready {
                     ready = true;
-                    send(vec![NotifyState::Ready], &wanted).await;
-                    sent.clone_from(&wanted);
+                    owed.push(NotifyState::Ready);
                 }
                 if s.exiting && !stopping {
                     stopping = true;
-                    send(vec![NotifyState::Stopping], &wanted).await;
+                    owed.push(NotifyState::Stopping);
+                }
+                if !owed.is_empty() && notifier.send(&owed, &wanted) {
+                    owed.clear();
                     sent.clone_from(&wanted);
                 }
             }
+            // What was dropped is sent again, with the latest status.
             _ = status_tick.tick() => {
-                if wanted != sent {
-                    send(Vec::new(), &wanted).await;
+                if (wanted != sent || !owed.is_empty()) && notifier.send(&owed, &wanted) {
+                    owed.clear();
                     sent.clone_from(&wanted);
                 }
             }
             _ = watchdog_tick.tick(), if watchdog.is_some() => {
                 // A wedged engine stops the pings, and systemd restarts us.
                 if tokio::time::timeout(half, handle.alive()).await == Ok(true) {
-                    send(vec![NotifyState::Watchdog], "").await;
+                    notifier.send(&[NotifyState::Watchdog], "");
                 } else {
                     tracing::error!("the engine did not answer in time; no watchdog ping sent");
                 }
@@ -67,22 +81,69 @@ async fn notify_loop(handle: EngineHandle, watchdog: Option<Duration>) {
     }
 }
 
-/// Sends `states` and, if not empty, `status`, in one datagram. The send
-/// is a blocking call, so it runs off the async threads.
-async fn send(states: Vec<NotifyState<'static>>, status: &str) {
-    let status = status.to_string();
-    let sent = tokio::task::spawn_blocking(move || {
-        let mut all = states;
-        if !status.is_empty() {
-            all.push(NotifyState::Status(&status));
+/// systemd's notification socket, and what could not be sent to it.
+struct Notifier {
+    socket: OsString,
+    /// Notifications dropped since the last one that went through.
+    dropped: u64,
+}
+
+impl Notifier {
+    /// Sends `states` and, if not empty, `status`, in one datagram, without
+    /// ever waiting: one the socket does not take at once (its queue is
+    /// full: nobody reads it) is dropped and counted. The first drop is
+    /// logged, and so is the next notification that goes through. True if
+    /// systemd has it.
+    fn send(&mut self, states: &[NotifyState], status: &str) -> bool {
+        let mut message = String::new();
+        for state in states {
+            let _ = writeln!(message, "{state}");
         }
-        sd_notify::notify(&all)
-    })
-    .await;
-    match sent {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "could not notify systemd"),
-        Err(e) => tracing::warn!(error = %e, "could not notify systemd"),
+        if !status.is_empty() {
+            let _ = writeln!(message, "{}", NotifyState::Status(status));
+        }
+        let sent = self.send_now(message.as_bytes());
+        match &sent {
+            Ok(()) if self.dropped > 0 => {
+                tracing::info!(
+                    dropped = std::mem::take(&mut self.dropped),
+                    "systemd takes notifications again"
+                );
+            }
+            Ok(()) => {}
+            Err(e) => {
+                self.dropped += 1;
+                if self.dropped == 1 {
+                    let full = e.kind() == std::io::ErrorKind::WouldBlock;
+                    tracing::warn!(
+                        error = %e,
+                        socket = ?self.socket,
+                        "could not notify systemd{}; dropping notifications until it takes \
+                         them again",
+                        if full { " (its socket is full: nobody reads it?)" } else { "" }
+                    );
+                }
+            }
+        }
+        sent.is_ok()
+    }
+
+    fn send_now(&self, message: &[u8]) -> std::io::Result<()> {
+        let socket = UnixDatagram::unbound()?;
+        socket.set_nonblocking(true)?;
+        socket.connect(&self.socket)?;
+        if socket.send(message)? == message.len() {
+            Ok(())
+        } else {
+            Err(std::io::ErrorKind::WriteZero.into())
+        }
+    }
+
+    /// The engine is gone: says what never reached systemd.
+    fn finish(self) {
+        if self.dropped > 0 {
+            tracing::warn!(dropped = self.dropped, "notifications systemd never took");
+        }
     }
 }
 

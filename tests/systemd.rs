@@ -145,3 +145,57 @@ fn sigterm_says_stopping_before_the_clusters_are_stopped() {
     // The datagram was sent before the exit; the reader may not have it yet.
     notify.wait("STOPPING=1");
 }
+
+/// A `NOTIFY_SOCKET` nobody reads: its queue fills with watchdog pings and
+/// statuses. The daemon never waits on it: it says once that it drops
+/// notifications, and after a shutdown it exits 0 within
+/// `stop_grace_period` + 5 s.
+#[test]
+fn a_notify_socket_nobody_reads_never_holds_the_daemon_up() {
+    let f = Fixture::new("notifyfull", vec![Answer::gateway(4, 900, 0)]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("notify.sock");
+    let _unread = UnixDatagram::bind(&path).expect("bind the notify socket");
+    let grace = 2;
+    // A watchdog ping every 10 ms.
+    let env = [
+        ("NOTIFY_SOCKET", path.to_str().expect("a UTF-8 path")),
+        ("WATCHDOG_USEC", "20000"),
+    ];
+    let config = f.config(&format!("stop_grace_period: {grace}\n"));
+    let mut daemon = Manager::start_with(&config, &["--daemon"], Some(&f.redis), &f.bot, &env);
+    daemon.wait_launched(&f.listener);
+    // Full: a datagram of the test's own no longer fits.
+    let probe = UnixDatagram::unbound().expect("a socket");
+    probe.set_nonblocking(true).expect("non-blocking");
+    wait_for_seen(
+        "the notify socket's queue to be full",
+        DEADLINE,
+        || match probe.send_to(b"X=1\n", &path) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+            other => Err(other),
+        },
+    );
+    let dropping = |d: &Manager| {
+        d.stderr()
+            .into_iter()
+            .filter(|l| l.contains("dropping notifications"))
+            .collect::<Vec<_>>()
+    };
+
+    let asked = std::time::Instant::now();
+    f.redis
+        .publish(&f.ch, &json!({"scope": "launcher", "action": "shutdown"}));
+    let bound = std::time::Duration::from_secs(grace + 5);
+    let status = wait_for_seen("the daemon to exit", bound, || {
+        daemon
+            .child
+            .try_wait()
+            .expect("try_wait")
+            .ok_or(asked.elapsed())
+    });
+    assert_eq!(status.code(), Some(0), "after {:?}", asked.elapsed());
+    // It tried at least STOPPING=1 on the full socket.
+    let said = dropping(&daemon);
+    assert_eq!(said.len(), 1, "said once: {said:?}");
+}

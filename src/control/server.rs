@@ -4,11 +4,12 @@
 //! with its pid and uid).
 //!
 //! What a client can make the server hold is bounded: clients
-//! ([`MAX_CLIENTS`]), a request line ([`super::MAX_CLIENT_LINE`]), requests
-//! in flight (one per client: the next is read once the verdict is out),
-//! and what waits for a slow reader (snapshots are coalesced, events wait
-//! in the engine's bounded broadcast and are skipped past with a `lagged`
-//! notice; a client that takes no line for [`WRITE_TIMEOUT`] is dropped).
+//! ([`MAX_CLIENTS`], and the process's descriptor budget), a request line
+//! ([`super::MAX_CLIENT_LINE`]), requests in flight (one per client: the
+//! next is read once the verdict is out), and what waits for a slow reader
+//! (snapshots are coalesced, events wait in the engine's bounded broadcast
+//! and are skipped past with a `lagged` notice; a client that takes no line
+//! for [`WRITE_TIMEOUT`] is dropped).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
@@ -26,8 +27,8 @@ use tokio_util::codec::{FramedRead, LinesCodec};
 use super::{line, mismatch, ClientMsg, Hello, ServerMsg, MAX_CLIENT_LINE, PROTOCOL};
 use crate::cluster_map::ClusterId;
 use crate::engine::{next_snapshot, EngineHandle, Event, Via};
-use crate::socket_file;
 use crate::transport::Peer;
+use crate::{fd_budget, socket_file};
 
 /// Consoles attached at once; more are told so and closed.
 const MAX_CLIENTS: usize = 64;
@@ -108,7 +109,11 @@ async fn keep_backlog(mut events: broadcast::Receiver<Event>, backlog: Backlog) 
 
 async fn accept(listener: UnixListener, handle: EngineHandle, hello: Arc<Hello>, backlog: Backlog) {
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let mut fds = fd_budget::Gate::new("control socket");
     loop {
+        let Some(fd) = fds.permit().await else {
+            return;
+        };
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
@@ -141,7 +146,7 @@ async fn accept(listener: UnixListener, handle: EngineHandle, hello: Arc<Hello>,
                 Ok(()) => tracing::info!(%peer, "a console detached"),
                 Err(why) => tracing::info!(%peer, %why, "a console was disconnected"),
             }
-            drop(slot);
+            drop((slot, fd));
         });
     }
 }

@@ -60,15 +60,21 @@ pub enum LogEvent {
         quick_failures: u32,
         error: String,
     },
+    /// A spawn failed; `restart_in_ms` when it was a shortage (out of file
+    /// descriptors, memory, processes) and the crash rules retry it.
     ClusterStartFailed {
         id: ClusterId,
         via: StartVia,
         error: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        restart_in_ms: Option<u64>,
     },
     ClusterRestartFailed {
         id: ClusterId,
         via: RestartVia,
         error: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        restart_in_ms: Option<u64>,
     },
     LaunchTimeout {
         id: ClusterId,
@@ -324,9 +330,19 @@ mod tests {
             without_ts(LogEvent::ClusterStartFailed {
                 id: 1,
                 via: StartVia::PingCheck,
-                error: "e".into()
+                error: "e".into(),
+                restart_in_ms: None,
             }),
             json!({"event": "cluster_start_failed", "id": 1, "via": "ping_check", "error": "e"})
+        );
+        assert_eq!(
+            without_ts(LogEvent::ClusterRestartFailed {
+                id: 1,
+                via: RestartVia::Start,
+                error: "e".into(),
+                restart_in_ms: Some(3000),
+            }),
+            json!({"event": "cluster_restart_failed", "id": 1, "via": "start", "error": "e", "restart_in_ms": 3000})
         );
         assert_eq!(
             without_ts(LogEvent::RollingRestartDone {}),
@@ -372,11 +388,13 @@ mod tests {
                 id,
                 via: StartVia::Observe,
                 error: error.clone(),
+                restart_in_ms: None,
             },
             LogEvent::ClusterRestartFailed {
                 id,
                 via: RestartVia::Start,
                 error: error.clone(),
+                restart_in_ms: None,
             },
             LogEvent::ReshardFailed {
                 subsystem: "discord",

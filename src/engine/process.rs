@@ -98,6 +98,28 @@ impl ProcHandle {
 /// outlives SIGKILL, and shutdown must not wait for it for ever.
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Why a cluster's process could not be started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnError {
+    pub error: String,
+    /// The machine was short of something it may have again soon: file
+    /// descriptors (EMFILE, ENFILE), memory (ENOMEM) or processes (EAGAIN).
+    pub transient: bool,
+}
+
+impl SpawnError {
+    fn of(program: &OsString, e: &std::io::Error) -> SpawnError {
+        use nix::errno::Errno;
+        let shortage = [Errno::EMFILE, Errno::ENFILE, Errno::ENOMEM, Errno::EAGAIN];
+        SpawnError {
+            error: format!("{}: {e}", Path::new(program).display()),
+            transient: e
+                .raw_os_error()
+                .is_some_and(|code| shortage.contains(&Errno::from_raw(code))),
+        }
+    }
+}
+
 /// Starts `cmd` with `env` added to the manager's environment. `on_line`
 /// gets every output line; `on_exit` is called once, when the process has
 /// ended and its output is drained.
@@ -106,13 +128,10 @@ pub fn spawn(
     env: &[(String, String)],
     on_line: impl Fn(Stream, String) + Send + Sync + 'static,
     on_exit: impl FnOnce(ExitInfo) + Send + 'static,
-) -> std::io::Result<ProcHandle> {
-    let mut child = command(cmd, env).spawn().map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("{}: {e}", Path::new(&cmd.program).display()),
-        )
-    })?;
+) -> Result<ProcHandle, SpawnError> {
+    let mut child = command(cmd, env)
+        .spawn()
+        .map_err(|e| SpawnError::of(&cmd.program, &e))?;
     let pid = child.id().unwrap_or(0);
     if pid > 0 {
         guardian::register(pid);
@@ -360,6 +379,23 @@ fn finish_line(line: &mut Vec<u8>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_shortage_is_a_transient_spawn_error() {
+        let program = OsString::from("/srv/bot/bot.sh");
+        let of = |errno: nix::errno::Errno| {
+            SpawnError::of(&program, &std::io::Error::from_raw_os_error(errno as i32))
+        };
+        use nix::errno::Errno::*;
+        for errno in [EMFILE, ENFILE, ENOMEM, EAGAIN] {
+            assert!(of(errno).transient, "{errno}");
+        }
+        for errno in [ENOENT, EACCES, ENOEXEC, E2BIG] {
+            assert!(!of(errno).transient, "{errno}");
+        }
+        let e = of(EMFILE).error;
+        assert!(e.starts_with("/srv/bot/bot.sh: Too many open files"), "{e}");
+    }
 
     #[test]
     fn exit_info_reads_well() {

@@ -20,6 +20,7 @@ use super::{EngineHandle, Event, Exit, FaceRequest, Refused, Setup};
 use crate::cluster_map::ClusterId;
 use crate::config::{Config, Ipc};
 use crate::discord::{self, GatewayBot};
+use crate::fd_budget;
 use crate::identify::{self, rules::Notice};
 use crate::protocol;
 use crate::transport::{Transport, TransportEvent};
@@ -61,6 +62,8 @@ pub struct Engine {
     identify: Option<identify::Link>,
     /// The fleet task's views, in a fleet.
     fleet: Option<watch::Receiver<Option<crate::fleet::FleetView>>>,
+    /// The clusters the descriptor budget keeps a reserve for.
+    budgeted: usize,
 }
 
 impl Engine {
@@ -80,6 +83,8 @@ impl Engine {
             setup.fleet,
             Now::read(),
         );
+        let budgeted = core.local_clusters();
+        fd_budget::reserve_for(budgeted);
         let engine = Engine {
             core,
             child_env,
@@ -94,6 +99,7 @@ impl Engine {
             timer_keys: HashMap::new(),
             identify: None,
             fleet: None,
+            budgeted,
         };
         let handle = EngineHandle {
             requests: requests_tx,
@@ -236,6 +242,11 @@ impl Engine {
                 }
             }
         }
+        // A reshard may have added clusters: each needs its descriptors.
+        if self.core.local_clusters() != self.budgeted {
+            self.budgeted = self.core.local_clusters();
+            fd_budget::reserve_for(self.budgeted);
+        }
     }
 
     fn execute(
@@ -312,7 +323,7 @@ impl Engine {
         name: String,
         generation: u64,
         line: &process::CommandLine,
-    ) -> Result<u32, String> {
+    ) -> Result<u32, process::SpawnError> {
         let events = self.events.clone();
         let inbox = self.internal_tx.clone();
         let handle = process::spawn(
@@ -333,8 +344,7 @@ impl Engine {
                     exit,
                 });
             },
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         let pid = handle.pid;
         self.procs.insert(id, (generation, handle));
         Ok(pid)

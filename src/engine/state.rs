@@ -87,23 +87,32 @@ pub enum RestartCause {
 }
 
 impl RestartCause {
-    /// What is logged when the new start fails.
-    pub fn failure_event(self, id: ClusterId, error: String) -> LogEvent {
+    /// What is logged when the new start fails (and is retried in
+    /// `restart_in_ms`, if it is).
+    pub fn failure_event(
+        self,
+        id: ClusterId,
+        error: String,
+        restart_in_ms: Option<u64>,
+    ) -> LogEvent {
         match self {
             RestartCause::Operator => LogEvent::ClusterRestartFailed {
                 id,
                 via: RestartVia::Restart,
                 error,
+                restart_in_ms,
             },
             RestartCause::PingCheck => LogEvent::ClusterStartFailed {
                 id,
                 via: StartVia::PingCheck,
                 error,
+                restart_in_ms,
             },
             RestartCause::RollingRestart => LogEvent::ClusterRestartFailed {
                 id,
                 via: RestartVia::RollingRestart,
                 error,
+                restart_in_ms,
             },
         }
     }

@@ -14,8 +14,9 @@
 //! waits for a client that does not read ([`CLIENT_BACKLOG`]; past it the
 //! client is disconnected). What the manager sends waits in the bounded
 //! queue of [`super::outbox`] while the hub is held up (by the engine not
-//! taking the manager's own lines back). Accept errors (out of file
-//! descriptors) back off instead of spinning.
+//! taking the manager's own lines back). A client is accepted only within
+//! the process's descriptor budget (`fd_budget`); accept errors (out of
+//! file descriptors all the same) back off instead of spinning.
 
 mod lines;
 
@@ -33,7 +34,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use self::lines::{Frame, LineReader};
 use super::outbox::{Item, Outbox};
 use super::{Origin, Outbound, Payload, Peer, Transport, TransportEvent, INBOUND_QUEUE};
-use crate::socket_file;
+use crate::{fd_budget, socket_file};
 
 /// Longest line accepted; longer ones are dropped (and logged), not fatal.
 const MAX_LINE: usize = 8 * 1024 * 1024;
@@ -117,7 +118,11 @@ async fn accept(listener: UnixListener, path: PathBuf, hub: mpsc::Sender<HubInpu
     let mut backoff = ACCEPT_BACKOFF_MIN;
     let mut refusing = Episode::default();
     let mut next_id = 0u64;
+    let mut fds = fd_budget::Gate::new("unix socket");
     loop {
+        let Some(fd) = fds.permit().await else {
+            return;
+        };
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(e) => {
@@ -182,7 +187,7 @@ async fn accept(listener: UnixListener, path: PathBuf, hub: mpsc::Sender<HubInpu
             }
             // Dropping the halves here closes the connection.
             let _ = hub.send(HubInput::Gone(id)).await;
-            drop(slot);
+            drop((slot, fd));
         });
     }
 }

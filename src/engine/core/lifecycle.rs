@@ -1,10 +1,12 @@
 //! A cluster's life: the launch, spawning, stopping, exits and crash
 //! restarts (docs/protocol.md §6).
 
+use std::time::Duration;
+
 use super::{Command, Core, Now, Purpose, Timer};
 use crate::cluster_map::ClusterId;
 use crate::engine::actlog::{ExitFields, LogEvent, RestartVia, StartVia};
-use crate::engine::process::{self, ExitInfo};
+use crate::engine::process::{self, ExitInfo, SpawnError};
 use crate::engine::restart::{self, Verdict};
 use crate::engine::state::{ClusterState, RestartCause};
 use crate::engine::Refused;
@@ -158,7 +160,7 @@ impl Core {
         now: Now,
         id: ClusterId,
         generation: u64,
-        result: Result<u32, String>,
+        result: Result<u32, SpawnError>,
     ) {
         let Ok(idx) = self.index(id) else { return };
         if self.clusters[idx].generation != generation {
@@ -169,47 +171,74 @@ impl Core {
         };
         match result {
             Ok(pid) => self.on_started(now, idx, generation, pid, purpose),
-            Err(error) => {
-                self.clusters[idx].state = ClusterState::Failed;
-                tracing::error!(id, %error, "could not start cluster");
-                match purpose {
-                    Purpose::Launch => {
-                        self.log(LogEvent::ClusterStartFailed {
-                            id,
-                            via: StartVia::StartNext,
-                            error,
-                        });
-                        // Do not let one broken cluster hold up the rest.
-                        self.launch_moved_on(id);
-                    }
-                    Purpose::Start { asker } => {
-                        self.log(LogEvent::ClusterRestartFailed {
-                            id,
-                            via: RestartVia::Start,
-                            error: error.clone(),
-                        });
-                        let refused = Refused::CouldNotStart {
-                            label: self.label(idx),
-                            error,
-                        };
-                        self.finish_op(crate::engine::Operation::Start(id), asker, Err(refused));
-                    }
-                    Purpose::CrashRestart => {
-                        self.log(LogEvent::ClusterStartFailed {
-                            id,
-                            via: StartVia::Observe,
-                            error,
-                        });
-                        self.rolling_target_failed(id);
-                        self.launch_moved_on(id);
-                    }
-                    Purpose::AfterStop(cause) => {
-                        self.log(cause.failure_event(id, error));
-                        self.rolling_target_failed(id);
-                    }
-                }
-            }
+            Err(failure) => self.on_spawn_failed(now, idx, purpose, failure),
         }
+    }
+
+    /// Cluster `idx` could not be started for `purpose`. A shortage (out of
+    /// descriptors, memory or processes) passes, so it is a crash that never
+    /// ran: the crash rules retry it and count it toward
+    /// `restart_max_failures`. Any other error (the program or its directory
+    /// missing, not executable) fails the same way until someone changes
+    /// the machine, and retrying would only fill the log: the cluster is
+    /// `failed` until an operator's `start`, which retries at once.
+    fn on_spawn_failed(&mut self, now: Now, idx: usize, purpose: Purpose, failure: SpawnError) {
+        let id = self.clusters[idx].spec.id;
+        let transient = failure.transient;
+        tracing::error!(id, error = %failure.error, transient, "could not start cluster");
+        let retry_in = if transient {
+            self.crash_verdict(now, idx, Duration::ZERO)
+        } else {
+            self.clusters[idx].state = ClusterState::Failed;
+            None
+        };
+        let (error, restart_in_ms) = (failure.error, retry_in.map(millis));
+        match purpose {
+            Purpose::Launch => self.log(LogEvent::ClusterStartFailed {
+                id,
+                via: StartVia::StartNext,
+                error,
+                restart_in_ms,
+            }),
+            Purpose::Start { asker } => {
+                self.log(LogEvent::ClusterRestartFailed {
+                    id,
+                    via: RestartVia::Start,
+                    error: error.clone(),
+                    restart_in_ms,
+                });
+                let refused = Refused::CouldNotStart {
+                    label: self.label(idx),
+                    error,
+                };
+                self.finish_op(crate::engine::Operation::Start(id), asker, Err(refused));
+            }
+            Purpose::CrashRestart => self.log(LogEvent::ClusterStartFailed {
+                id,
+                via: StartVia::Observe,
+                error,
+                restart_in_ms,
+            }),
+            Purpose::AfterStop(cause) => self.log(cause.failure_event(id, error, restart_in_ms)),
+        }
+        // Retried: like a crash, it keeps its place in a launch (whose
+        // timeout starts again with its next process) or a rolling restart
+        // (whose timeout runs on).
+        if retry_in.is_some() {
+            return;
+        }
+        if transient {
+            let quick_failures = self.clusters[idx].quick_failures;
+            self.log(LogEvent::ClusterFailed {
+                id,
+                quick_failures,
+                error: "could not be started (out of descriptors, memory or processes) too \
+                        many times in a row; left stopped until an operator starts it"
+                    .into(),
+            });
+        }
+        // Do not let one broken cluster hold up the rest.
+        self.given_up(id);
     }
 
     /// Cluster `idx`'s process `pid` started, for `purpose`.
@@ -286,6 +315,29 @@ impl Core {
             });
             return;
         }
+        let restart_in = self.crash_verdict(now, idx, ran_for);
+        let failures = self.clusters[idx].quick_failures;
+        self.log(LogEvent::ClusterExited {
+            id,
+            exit: status,
+            restart_in_ms: restart_in.map(millis),
+            quick_failures: restart_in.map(|_| failures),
+        });
+        if restart_in.is_none() {
+            self.log(LogEvent::ClusterFailed {
+                id,
+                quick_failures: failures,
+                error: "kept exiting soon after starting; left stopped until an operator starts it"
+                    .into(),
+            });
+            self.given_up(id);
+        }
+    }
+
+    /// The crash rules for cluster `idx`, which ran for `ran_for`: `crashed`
+    /// with its restart scheduled after the backoff (returned), or `failed`
+    /// after `restart_max_failures` quick failures in a row (`None`).
+    fn crash_verdict(&mut self, now: Now, idx: usize, ran_for: Duration) -> Option<Duration> {
         let c = &mut self.clusters[idx];
         let (verdict, failures) =
             restart::after_exit(&self.config.restart, ran_for, c.quick_failures);
@@ -294,33 +346,22 @@ impl Core {
             Verdict::RestartIn(delay) => {
                 c.state = ClusterState::Crashed;
                 c.next_restart_at = Some(now.wall + delay);
-                self.log(LogEvent::ClusterExited {
-                    id,
-                    exit: status,
-                    restart_in_ms: Some(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
-                    quick_failures: Some(failures),
-                });
+                let (id, generation) = (c.spec.id, c.generation);
                 self.set_timer(Timer::CrashRestart { id, generation }, delay);
+                Some(delay)
             }
             Verdict::GiveUp => {
                 c.state = ClusterState::Failed;
-                self.log(LogEvent::ClusterExited {
-                    id,
-                    exit: status,
-                    restart_in_ms: None,
-                    quick_failures: None,
-                });
-                self.log(LogEvent::ClusterFailed {
-                    id,
-                    quick_failures: failures,
-                    error:
-                        "kept exiting soon after starting; left stopped until an operator starts it"
-                            .into(),
-                });
-                self.rolling_target_failed(id);
-                self.launch_moved_on(id);
+                None
             }
         }
+    }
+
+    /// Cluster `id` is left `failed`: a rolling restart or the launch that
+    /// waited on it goes on.
+    fn given_up(&mut self, id: ClusterId) {
+        self.rolling_target_failed(id);
+        self.launch_moved_on(id);
     }
 
     pub(super) fn crash_restart(&mut self, id: ClusterId, generation: u64) {
@@ -333,4 +374,8 @@ impl Core {
         c.crash_restarts += 1;
         self.spawn(idx, Purpose::CrashRestart);
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -26,7 +26,7 @@ use serde_json::{Map, Value};
 use super::actlog::LogEvent;
 use super::health::Pings;
 use super::launch::Launcher;
-use super::process::{CommandLine, ExitInfo};
+use super::process::{CommandLine, ExitInfo, SpawnError};
 use super::rolling::Rolling;
 use super::state::{Cluster, ClusterView, Snapshot};
 use super::{Exit, Label, Operation, Refused, Via};
@@ -74,7 +74,7 @@ pub enum Input {
     Spawned {
         id: ClusterId,
         generation: u64,
-        result: Result<u32, String>,
+        result: Result<u32, SpawnError>,
     },
     /// A cluster's process ended (and its output is drained).
     Exited {
@@ -254,6 +254,11 @@ impl Core {
 
     pub fn membership(&self) -> Option<crate::fleet::Membership> {
         self.fleet.as_ref().map(|f| f.me.clone())
+    }
+
+    /// The clusters this host runs.
+    pub fn local_clusters(&self) -> usize {
+        self.clusters.len()
     }
 
     /// The shard count and the number of clusters of the whole map (every

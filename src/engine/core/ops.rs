@@ -283,11 +283,15 @@ impl Core {
                 self.clusters[idx].restart_when_stopped = None;
                 Ok(())
             }
-            // Cancel a scheduled crash restart or a pending launch.
+            // Cancel a scheduled crash restart or a pending launch. A launch
+            // waiting on it goes on (its start may have failed for want of
+            // descriptors, and no launch timeout runs for a process never
+            // started).
             ClusterState::Crashed | ClusterState::Pending => {
                 let c = &mut self.clusters[idx];
                 c.state = ClusterState::Stopped;
                 c.next_restart_at = None;
+                self.launch_moved_on(id);
                 Ok(())
             }
             // (Lost is only ever another host's.)

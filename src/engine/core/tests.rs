@@ -15,7 +15,7 @@ use super::{Command, Core, Input, Now, Timer};
 use crate::cluster_map::{self, ClusterId};
 use crate::discord::{GatewayBot, SessionStartLimit};
 use crate::engine::actlog::{LogEvent, StartVia};
-use crate::engine::process::ExitInfo;
+use crate::engine::process::{ExitInfo, SpawnError};
 use crate::engine::state::ClusterState;
 use crate::engine::{Exit, Operation, Refused, Via};
 use crate::protocol::{self, Action, Request};
@@ -30,8 +30,10 @@ struct Sim {
     /// Where the log of this step starts (see `since_mark`).
     mark: usize,
     next_pid: u32,
-    /// Clusters whose spawns fail.
+    /// Clusters whose spawns fail: the program is missing.
     broken: HashSet<ClusterId>,
+    /// Clusters whose spawns fail for want of file descriptors.
+    short: HashSet<ClusterId>,
 }
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
@@ -113,6 +115,7 @@ impl Sim {
             mark: 0,
             next_pid: 100,
             broken: HashSet::new(),
+            short: HashSet::new(),
         };
         sim.input(Input::Begin);
         sim
@@ -143,8 +146,14 @@ impl Sim {
             for command in self.core.step(self.now, input) {
                 match &command {
                     Command::Spawn { id, generation, .. } => {
+                        let failure = |error: &str, transient| SpawnError {
+                            error: error.into(),
+                            transient,
+                        };
                         let result = if self.broken.contains(id) {
-                            Err("No such file or directory".to_string())
+                            Err(failure("No such file or directory (os error 2)", false))
+                        } else if self.short.contains(id) {
+                            Err(failure("Too many open files (os error 24)", true))
                         } else {
                             self.next_pid += 1;
                             Ok(self.next_pid)
@@ -536,6 +545,41 @@ fn a_cluster_that_cannot_start_does_not_hold_up_the_rest() {
     assert_eq!(sim.spawned(), vec![0, 1]);
 }
 
+#[test]
+fn a_launch_spawn_short_of_descriptors_keeps_its_place_and_is_retried() {
+    let mut sim = Sim::new(6, "restart_backoff_base: 3\n");
+    sim.short.insert(0);
+    sim.input(Input::TransportUp);
+    assert_eq!(sim.state(0), ClusterState::Crashed);
+    assert!(sim.logged().contains(&&LogEvent::ClusterStartFailed {
+        id: 0,
+        via: StartVia::StartNext,
+        error: "Too many open files (os error 24)".into(),
+        restart_in_ms: Some(3000),
+    }));
+    // Like a crash before its launch_next: the launch waits for it.
+    sim.advance(SECS(2));
+    assert_eq!(sim.spawned(), vec![0]);
+    sim.short.clear();
+    sim.advance(SECS(1));
+    assert_eq!(sim.spawned(), vec![0, 0]);
+    assert_eq!(sim.state(0), ClusterState::Starting);
+    sim.launch_in_order(0..1);
+    assert_eq!(sim.spawned(), vec![0, 0, 1]);
+}
+
+#[test]
+fn an_operators_stop_of_a_launch_cluster_waiting_to_be_retried_lets_the_launch_go_on() {
+    let mut sim = Sim::new(6, "restart_backoff_base: 3\n");
+    sim.short.insert(0);
+    sim.input(Input::TransportUp);
+    assert_eq!(sim.state(0), ClusterState::Crashed);
+    assert_eq!(sim.op(Operation::Stop(0)), Ok(()));
+    sim.advance(sim.core.config.cluster_start_next_delay);
+    assert_eq!(sim.spawned(), vec![0, 1]);
+    assert_eq!(sim.state(0), ClusterState::Stopped);
+}
+
 // Operations (docs/protocol.md §5.1).
 
 #[test]
@@ -709,6 +753,92 @@ fn a_cluster_that_comes_back_is_announced_again() {
     assert_eq!(sim.announcements(), 0);
     sim.launch_next(1);
     assert_eq!(sim.announcements(), 1);
+}
+
+#[test]
+fn a_spawn_short_of_descriptors_is_a_crash_retried_with_backoff_for_ever() {
+    let mut sim = Sim::up(2, "restart_backoff_base: 3\nrestart_backoff_max: 10\n");
+    sim.short.insert(0);
+    sim.exit(0, 1);
+    // The exit was the first quick failure, each failed spawn one more:
+    // 3 s, then 6, then 10 (the most) for as long as the shortage lasts.
+    let mut waits = Vec::new();
+    for _ in 0..20 {
+        let Some(wait) = sim.cluster(0).next_restart_at else {
+            panic!("no restart scheduled: {:?}", sim.logged());
+        };
+        let wait = wait.duration_since(sim.now.wall).unwrap_or_default();
+        waits.push(wait.as_secs());
+        sim.mark();
+        sim.advance(wait);
+        assert_eq!(sim.spawned(), vec![0], "after {waits:?}");
+        assert_eq!(sim.state(0), ClusterState::Crashed, "after {waits:?}");
+    }
+    assert_eq!(&waits[..4], &[3, 6, 10, 10], "{waits:?}");
+    assert!(
+        sim.logged().iter().any(|e| matches!(
+            e,
+            LogEvent::ClusterStartFailed {
+                id: 0,
+                via: StartVia::Observe,
+                restart_in_ms: Some(10_000),
+                ..
+            }
+        )),
+        "{:?}",
+        sim.logged()
+    );
+    // The shortage ends: the next try starts it.
+    sim.short.clear();
+    sim.mark();
+    sim.advance(SECS(10));
+    assert_eq!(sim.spawned(), vec![0]);
+    assert_eq!(sim.state(0), ClusterState::Starting);
+    assert!(
+        sim.logged()
+            .iter()
+            .any(|e| matches!(e, LogEvent::ClusterRestarted { id: 0, .. })),
+        "{:?}",
+        sim.logged()
+    );
+}
+
+#[test]
+fn failed_spawns_count_toward_restart_max_failures_like_crashes() {
+    let mut sim = Sim::up(2, "restart_backoff_base: 1\nrestart_max_failures: 3\n");
+    sim.short.insert(0);
+    sim.exit(0, 1);
+    sim.advance(SECS(1));
+    assert_eq!(sim.state(0), ClusterState::Crashed);
+    sim.advance(SECS(2));
+    assert_eq!(sim.state(0), ClusterState::Failed);
+    assert!(
+        sim.logged().iter().any(|e| matches!(
+            e,
+            LogEvent::ClusterFailed {
+                id: 0,
+                quick_failures: 3,
+                ..
+            }
+        )),
+        "{:?}",
+        sim.logged()
+    );
+    sim.mark();
+    sim.advance(SECS(3600));
+    assert!(sim.spawned().is_empty(), "{:?}", sim.spawned());
+    // An operator's start that meets the shortage is answered so, and
+    // retried with a fresh count.
+    let refused = sim.op(Operation::Start(0));
+    assert!(
+        matches!(refused, Err(Refused::CouldNotStart { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(sim.state(0), ClusterState::Crashed);
+    assert_eq!(sim.cluster(0).quick_failures, 1);
+    sim.short.clear();
+    sim.advance(SECS(1));
+    assert_eq!(sim.state(0), ClusterState::Starting);
 }
 
 // Diagnostics (docs/protocol.md §5.3).
