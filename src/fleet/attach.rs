@@ -13,7 +13,8 @@ use redis::aio::MultiplexedConnection;
 use serde_json::{Map, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 
-use super::{connect, parse_leader, within, HostCache, HostRecord, Keys};
+use super::store::{connect, members, parse_leader, within, HostCache, Keys};
+use super::HostRecord;
 use crate::cluster_map;
 use crate::config::{Config, Ipc};
 use crate::control::client::{Attached, LinkStatus};
@@ -144,7 +145,7 @@ impl Reader {
         let log_key = self.log_key.clone();
         // A multiplexed connection's clone is the same connection.
         let conn = &mut self.conn().await?.clone();
-        let ids = super::members(conn, &keys).await?;
+        let ids = members(conn, &keys).await?;
         let hosts = self.hosts.refresh(conn, &keys, ids).await?;
         // A lone manager's record is a claim: its clusters' states are on
         // its control socket, not in Redis.
