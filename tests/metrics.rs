@@ -366,7 +366,11 @@ fn healthz_says_starting_at_once_before_the_engine_runs() {
 #[test]
 fn a_bot_cannot_add_series_or_move_the_managers_counters() {
     let port = free_port();
-    let extra = format!("metrics_addr: 127.0.0.1:{port}\nping_interval: 1\nping_timeout: 5\n");
+    // The test answers cluster 0's diagnostics with 10^5 shards: a 6 MB
+    // message to build and parse, slow on a loaded machine. A generous
+    // ping timeout keeps a late answer from being a real ping failure
+    // (which would restart cluster 0 and move the manager's counters).
+    let extra = format!("metrics_addr: 127.0.0.1:{port}\nping_interval: 1\nping_timeout: 60\n");
     let (f, _daemon) = launched("forged", 4, &extra, &[]);
     let forged_events = [
         "cluster_restarted",
