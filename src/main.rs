@@ -342,6 +342,7 @@ fn membership(
         // The pid alone is not unique: in a container it is always 1.
         id: format!("{name}:{}:{}", std::process::id(), fleet::run_token()),
         name,
+        pid: std::process::id(),
         owned,
         host_count,
         solo,

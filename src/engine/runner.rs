@@ -81,7 +81,8 @@ impl Engine {
             setup.clusters,
             setup.session_limit.as_ref(),
             setup.fleet,
-            Now::read(),
+            now(),
+            rand::random(),
         );
         let budgeted = core.local_clusters();
         fd_budget::reserve_for(budgeted);
@@ -236,7 +237,7 @@ impl Engine {
     fn feed(&mut self, input: Input, mut reply: Option<oneshot::Sender<Result<(), Refused>>>) {
         let mut inputs = VecDeque::from([input]);
         while let Some(input) = inputs.pop_front() {
-            for command in self.core.step(Now::read(), input) {
+            for command in self.core.step(now(), input) {
                 if let Some(next) = self.execute(command, &mut reply) {
                     inputs.push_back(next);
                 }
@@ -414,4 +415,12 @@ fn child_env(config: &Config, mut env: Vec<(String, String)>) -> Vec<(String, St
         env.push(("MTOKEN".into(), token.expose().to_string()));
     }
     env
+}
+
+/// The time, for the core: monotonic for its timers, wall for people.
+fn now() -> Now {
+    Now {
+        at: std::time::Instant::now(),
+        wall: std::time::SystemTime::now(),
+    }
 }

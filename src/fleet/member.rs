@@ -66,7 +66,7 @@ impl Member {
         HostRecord {
             id: self.me.id.clone(),
             name: self.me.name.clone(),
-            pid: std::process::id(),
+            pid: self.me.pid,
             version: env!("CARGO_PKG_VERSION").to_string(),
             owned: self.me.owned.clone(),
             shard_count: self.map.shards,

@@ -77,6 +77,8 @@ pub struct Leader {
 pub struct Membership {
     pub id: String,
     pub name: String,
+    /// This manager's process id.
+    pub pid: u32,
     pub owned: BTreeSet<ClusterId>,
     /// `--host-count`, when the slice was given as an index of a count.
     pub host_count: Option<u32>,

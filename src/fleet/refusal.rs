@@ -95,6 +95,7 @@ mod tests {
         Membership {
             id: "b:2:x".into(),
             name: "b".into(),
+            pid: 2,
             owned: owned.iter().copied().collect(),
             host_count,
             solo: false,

@@ -30,8 +30,8 @@ impl Core {
     }
 
     fn send_ping(&mut self, now: Now, idx: usize) {
+        let nonce = self.next_id();
         let c = &self.clusters[idx];
-        let nonce = protocol::random_id();
         self.pings.sent(
             nonce.clone(),
             Ping {
@@ -48,7 +48,7 @@ impl Core {
 
     /// Publishes a probe to ourselves (see [`Phase`]).
     fn send_echo(&mut self, now: Now) {
-        let nonce = protocol::random_id();
+        let nonce = self.next_id();
         self.publish(protocol::echo(&nonce));
         self.pings.echo_sent(nonce, now.at);
     }

@@ -654,7 +654,7 @@ impl Core {
         };
         let mut hosts = vec![HostSummary {
             name: fleet.me.name.clone(),
-            pid: std::process::id(),
+            pid: fleet.me.pid,
             clusters: self.clusters.len(),
             running: self
                 .clusters

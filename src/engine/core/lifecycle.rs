@@ -110,7 +110,8 @@ impl Core {
         if !leads {
             return;
         }
-        self.publish(protocol::all_clusters_launched(&protocol::random_id()));
+        let command_id = self.next_id();
+        self.publish(protocol::all_clusters_launched(&command_id));
         let clusters = self.clusters.len() + self.fleet.as_ref().map_or(0, |f| f.len());
         self.log(LogEvent::AllClustersLaunched { clusters });
     }

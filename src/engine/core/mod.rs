@@ -42,12 +42,19 @@ pub struct Now {
     pub wall: SystemTime,
 }
 
-impl Now {
-    pub fn read() -> Now {
-        Now {
-            at: Instant::now(),
-            wall: SystemTime::now(),
-        }
+/// The ids the core makes (diagnostic nonces, command ids), drawn from a
+/// seed the runner gives: the core holds no random source, and a test's
+/// ids are the same at every run.
+struct Ids(u64);
+
+impl Ids {
+    /// The next id: splitmix64 of a counter, as 16 hex digits.
+    fn next(&mut self) -> String {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        format!("{:016x}", z ^ (z >> 31))
     }
 }
 
@@ -201,6 +208,7 @@ pub struct Core {
     /// Alone on Redis: no cluster starts before this manager's claim on
     /// them all is in Redis (the first view from the fleet task).
     claim_pending: bool,
+    ids: Ids,
 }
 
 impl Core {
@@ -211,6 +219,7 @@ impl Core {
         session_limit: Option<&SessionStartLimit>,
         membership: Option<crate::fleet::Membership>,
         now: Now,
+        seed: u64,
     ) -> Core {
         let max_concurrency = session_limit.map_or(1, |l| l.max_concurrency);
         // In a fleet, this host runs its slice; the rest is mirrored.
@@ -241,7 +250,13 @@ impl Core {
             clock: now.at,
             fleet,
             claim_pending,
+            ids: Ids(seed),
         }
+    }
+
+    /// A new id for a nonce or a command.
+    fn next_id(&mut self) -> String {
+        self.ids.next()
     }
 
     pub fn config(&self) -> &Config {

@@ -49,6 +49,7 @@ impl Sim {
         let me = crate::fleet::Membership {
             id: "b:2".into(),
             name: "b".into(),
+            pid: 2,
             owned: owned.iter().copied().collect(),
             host_count: None,
             solo: false,
@@ -106,7 +107,7 @@ impl Sim {
             reset_after: 3_600_000,
             max_concurrency: 4,
         };
-        let core = Core::new(Arc::new(config), shards, map, Some(&limit), fleet, now);
+        let core = Core::new(Arc::new(config), shards, map, Some(&limit), fleet, now, 7);
         let mut sim = Sim {
             core,
             now,
@@ -1333,6 +1334,7 @@ fn alone(shards: u32) -> Sim {
     let me = crate::fleet::Membership {
         id: "b:2".into(),
         name: "b".into(),
+        pid: 2,
         owned: (0..shards.div_ceil(2)).collect(),
         host_count: None,
         solo: true,
