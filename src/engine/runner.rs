@@ -3,7 +3,7 @@
 //! them to [`Core::step`] one at a time, and carries out the [`Command`]s
 //! that come back. All timers live here, in one [`DelayQueue`].
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::time::{delay_queue, DelayQueue};
 
 use super::actlog::{self, LogEvent};
-use super::core::{Command, Core, Input, Now, Timer};
+use super::core::{drive, Command, Core, Driver, Input, Now, Timer};
 use super::process::{self, ExitInfo, ProcHandle};
 use super::state::Snapshot;
 use super::{EngineHandle, Event, Exit, FaceRequest, Refused, Setup};
@@ -234,15 +234,14 @@ impl Engine {
     /// Steps the core with `input` and carries out what it decides,
     /// including the inputs those commands produce at once (a spawn's
     /// outcome). A verdict goes to `reply`.
-    fn feed(&mut self, input: Input, mut reply: Option<oneshot::Sender<Result<(), Refused>>>) {
-        let mut inputs = VecDeque::from([input]);
-        while let Some(input) = inputs.pop_front() {
-            for command in self.core.step(now(), input) {
-                if let Some(next) = self.execute(command, &mut reply) {
-                    inputs.push_back(next);
-                }
-            }
-        }
+    fn feed(&mut self, input: Input, reply: Option<oneshot::Sender<Result<(), Refused>>>) {
+        drive(
+            &mut Feeding {
+                engine: self,
+                reply,
+            },
+            input,
+        );
         // A reshard may have added clusters: each needs its descriptors.
         if self.core.local_clusters() != self.budgeted {
             self.budgeted = self.core.local_clusters();
@@ -370,6 +369,26 @@ impl Engine {
                 true
             }
         });
+    }
+}
+
+/// The engine carrying out one input's commands; a verdict goes to `reply`.
+struct Feeding<'e> {
+    engine: &'e mut Engine,
+    reply: Option<oneshot::Sender<Result<(), Refused>>>,
+}
+
+impl Driver for Feeding<'_> {
+    fn core(&mut self) -> &mut Core {
+        &mut self.engine.core
+    }
+
+    fn now(&mut self) -> Now {
+        now()
+    }
+
+    fn execute(&mut self, command: Command) -> Option<Input> {
+        self.engine.execute(command, &mut self.reply)
     }
 }
 

@@ -10,6 +10,7 @@
 //! [`Launcher`](super::launch::Launcher).
 
 mod diag;
+mod driver;
 mod fleet;
 mod lifecycle;
 mod ops;
@@ -34,6 +35,7 @@ use crate::cluster_map::{ClusterId, ClusterSpec};
 use crate::config::Config;
 use crate::discord::{GatewayBot, SessionStartLimit};
 use crate::protocol::Request;
+pub use driver::{drive, Driver};
 
 /// The time, as the runner read it: monotonic for timers, wall for people.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

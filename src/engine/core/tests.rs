@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
-use super::{Command, Core, Input, Now, Timer};
+use super::{drive, Command, Core, Driver, Input, Now, Timer};
 use crate::cluster_map::{self, ClusterId};
 use crate::discord::{GatewayBot, SessionStartLimit};
 use crate::engine::actlog::{LogEvent, StartVia};
@@ -34,6 +34,55 @@ struct Sim {
     broken: HashSet<ClusterId>,
     /// Clusters whose spawns fail for want of file descriptors.
     short: HashSet<ClusterId>,
+    /// The verdict of the input under way.
+    verdict: Option<Result<(), Refused>>,
+}
+
+/// Answers spawns from `broken` and `short`, keeps the timers, and
+/// remembers every command, as the runner would carry them out.
+impl Driver for Sim {
+    fn core(&mut self) -> &mut Core {
+        &mut self.core
+    }
+
+    fn now(&mut self) -> Now {
+        self.now
+    }
+
+    fn execute(&mut self, command: Command) -> Option<Input> {
+        let mut next = None;
+        match &command {
+            Command::Spawn { id, generation, .. } => {
+                let failure = |error: &str, transient| SpawnError {
+                    error: error.into(),
+                    transient,
+                };
+                let result = if self.broken.contains(id) {
+                    Err(failure("No such file or directory (os error 2)", false))
+                } else if self.short.contains(id) {
+                    Err(failure("Too many open files (os error 24)", true))
+                } else {
+                    self.next_pid += 1;
+                    Ok(self.next_pid)
+                };
+                next = Some(Input::Spawned {
+                    id: *id,
+                    generation: *generation,
+                    result,
+                });
+            }
+            Command::SetTimer { timer, after } => {
+                self.timers.insert(timer.clone(), self.now.at + *after);
+            }
+            Command::CancelTimer(timer) => {
+                self.timers.remove(timer);
+            }
+            Command::Verdict(v) => self.verdict = Some(v.clone()),
+            _ => {}
+        }
+        self.done.push(command);
+        next
+    }
 }
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
@@ -117,6 +166,7 @@ impl Sim {
             next_pid: 100,
             broken: HashSet::new(),
             short: HashSet::new(),
+            verdict: None,
         };
         sim.input(Input::Begin);
         sim
@@ -139,45 +189,10 @@ impl Sim {
         sim
     }
 
-    /// Steps the core, answering spawns as the runner does.
+    /// Steps the core as the runner does (see [`drive`]).
     fn input(&mut self, input: Input) -> Option<Result<(), Refused>> {
-        let mut verdict = None;
-        let mut inputs = vec![input];
-        while let Some(input) = inputs.pop() {
-            for command in self.core.step(self.now, input) {
-                match &command {
-                    Command::Spawn { id, generation, .. } => {
-                        let failure = |error: &str, transient| SpawnError {
-                            error: error.into(),
-                            transient,
-                        };
-                        let result = if self.broken.contains(id) {
-                            Err(failure("No such file or directory (os error 2)", false))
-                        } else if self.short.contains(id) {
-                            Err(failure("Too many open files (os error 24)", true))
-                        } else {
-                            self.next_pid += 1;
-                            Ok(self.next_pid)
-                        };
-                        inputs.push(Input::Spawned {
-                            id: *id,
-                            generation: *generation,
-                            result,
-                        });
-                    }
-                    Command::SetTimer { timer, after } => {
-                        self.timers.insert(timer.clone(), self.now.at + *after);
-                    }
-                    Command::CancelTimer(timer) => {
-                        self.timers.remove(timer);
-                    }
-                    Command::Verdict(v) => verdict = Some(v.clone()),
-                    _ => {}
-                }
-                self.done.push(command);
-            }
-        }
-        verdict
+        drive(self, input);
+        self.verdict.take()
     }
 
     /// Lets `d` of simulated time pass, firing timers as they come due.
@@ -460,6 +475,24 @@ fn a_concurrent_launch_keeps_its_bound_of_clusters_starting() {
     sim.launch_next(9);
     assert_eq!(sim.announcements(), 1);
     assert!(sim.core.snapshot().fully_up);
+}
+
+/// The spawns of a concurrent launch are answered in the order they were
+/// asked, as the runner answers them: the clusters are logged started in
+/// id order.
+#[test]
+fn a_concurrent_launchs_starts_are_told_in_the_order_asked() {
+    let mut sim = Sim::new(20, CONCURRENT);
+    sim.input(Input::TransportUp);
+    let started: Vec<ClusterId> = sim
+        .logged()
+        .iter()
+        .filter_map(|e| match e {
+            LogEvent::ClusterStarted { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started, vec![0, 1, 2, 3]);
 }
 
 /// A cluster of a concurrent launch that crashes is restarted and still
