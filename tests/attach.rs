@@ -390,3 +390,69 @@ fn a_client_that_never_reads_is_dropped_and_holds_up_nobody() {
     assert!(outputs > 1000, "the reader got {outputs} output lines");
     eprintln!("flood: the reader got {outputs} output lines; the daemon held {rss_kib} KiB");
 }
+
+/// More silent connections than the daemon takes consoles (they never say
+/// hello) do not keep a console out: it attaches and has its snapshot
+/// well within the time a silent connection is given to say hello.
+#[test]
+fn silent_connections_cannot_lock_a_console_out() {
+    let f = Fixture::new("silent", vec![Answer::gateway(2, 900, 0)]);
+    let (_dir, socket, line) = socket_dir();
+    let mut daemon = Manager::start(&f.config(&line), &f.redis, &f.bot);
+    daemon.wait_launched(&f.listener);
+    let silent: Vec<UnixStream> = (0..100)
+        .map(|_| UnixStream::connect(&socket).expect("connect"))
+        .collect();
+    // Every silent one has had its hello from the daemon (or was closed):
+    // they are all accepted before the console connects.
+    for mut s in &silent {
+        s.set_read_timeout(Some(DEADLINE)).expect("read timeout");
+        let mut byte = [0u8; 1];
+        let _ = std::io::Read::read(&mut s, &mut byte);
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let started = std::time::Instant::now();
+    let clusters = runtime.block_on(async {
+        let attached = mewld::control::client::attach(&socket)
+            .await
+            .expect("attached");
+        let mut snapshot = attached.handle.snapshot();
+        let wait = snapshot.wait_for(|s| !s.clusters.is_empty());
+        let clusters = tokio::time::timeout(DEADLINE, wait)
+            .await
+            .expect("a snapshot within the deadline")
+            .expect("the link is up")
+            .clusters
+            .len();
+        clusters
+    });
+    let took = started.elapsed();
+    eprintln!("attached past 100 silent connections in {took:?}");
+    assert_eq!(clusters, 1, "clusters in the snapshot");
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "attaching took {took:?}"
+    );
+    drop(silent);
+}
+
+/// Past 64 consoles, one more is told so: `mewld attach` says it and
+/// exits 2 (the daemon says it after the hellos).
+#[test]
+fn a_console_past_the_limit_is_told_there_are_too_many() {
+    let f = Fixture::new("toomany", vec![Answer::gateway(2, 900, 0)]);
+    let (dir, socket, line) = socket_dir();
+    let mut daemon = Manager::start(&f.config(&line), &f.redis, &f.bot);
+    daemon.wait_launched(&f.listener);
+    let consoles: Vec<RawClient> = (0..64)
+        .map(|_| {
+            let mut c = RawClient::attach(&socket);
+            let snapshot = c.next();
+            assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+            c
+        })
+        .collect();
+    let said = attach_fails(&socket, dir.path());
+    assert!(said.contains("too many consoles attached"), "{said}");
+    drop(consoles);
+}

@@ -123,6 +123,11 @@ impl Link {
         self.history = None;
         let mut pending: HashMap<u64, oneshot::Sender<Result<(), Refused>>> = HashMap::new();
         let mut next_id = 0u64;
+        if let Some(msg) = s.first.take() {
+            if let Some(why) = self.on_server(msg, &mut pending) {
+                return Some(why);
+            }
+        }
         let why = loop {
             tokio::select! {
                 text = s.lines.next() => {
@@ -216,6 +221,8 @@ fn refuse(request: FaceRequest) {
 /// One connection, past the hellos.
 struct Session {
     hello: Hello,
+    /// The engine's first message after the hellos, not yet taken in.
+    first: Option<ServerMsg>,
     lines: FramedRead<OwnedReadHalf, LinesCodec>,
     write: OwnedWriteHalf,
 }
@@ -252,6 +259,7 @@ impl Session {
         };
         let mut session = Session {
             hello,
+            first: None,
             lines,
             write,
         };
@@ -261,6 +269,19 @@ impl Session {
         if session.hello.protocol != PROTOCOL {
             return Err(mismatch(session.hello.protocol, PROTOCOL));
         }
+        // Then the snapshot, or why the engine will not serve us (too many
+        // consoles): said as the attach's failure.
+        let first = match tokio::time::timeout(HELLO_TIMEOUT, session.lines.next()).await {
+            Ok(Some(Ok(text))) => serde_json::from_str::<ServerMsg>(&text)
+                .map_err(|e| format!("the engine sent what this mewld cannot read: {e}"))?,
+            Ok(Some(Err(e))) => return Err(format!("the engine's socket failed: {e}")),
+            Ok(None) => return Err("the engine closed the connection".into()),
+            Err(_) => return Err("the engine said nothing after its hello".into()),
+        };
+        if let ServerMsg::Error { message } = first {
+            return Err(message);
+        }
+        session.first = Some(first);
         Ok(session)
     }
 

@@ -3,17 +3,19 @@
 //! snapshots and events, and may ask for operations (logged `via: attach`
 //! with its pid and uid).
 //!
-//! What a client can make the server hold is bounded: clients
-//! ([`MAX_CLIENTS`], and the process's descriptor budget), a request line
-//! ([`super::MAX_CLIENT_LINE`]), requests in flight (one per client: the
-//! next is read once the verdict is out), and what waits for a slow reader
-//! (snapshots are coalesced, events wait in the engine's bounded broadcast
-//! and are skipped past with a `lagged` notice; a client that takes no line
-//! for [`WRITE_TIMEOUT`] is dropped).
+//! What a client can make the server hold is bounded: connections still in
+//! their hello ([`MAX_GREETING`], each for [`HELLO_TIMEOUT`]; one more
+//! closes the oldest, so silent connections cannot keep a console out),
+//! consoles past it ([`MAX_CLIENTS`]), the process's descriptor budget, a
+//! request line ([`super::MAX_CLIENT_LINE`]), requests in flight (one per
+//! client: the next is read once the verdict is out), and what waits for a
+//! slow reader (snapshots are coalesced, events wait in the engine's
+//! bounded broadcast and are skipped past with a `lagged` notice; a client
+//! that takes no line for [`WRITE_TIMEOUT`] is dropped).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -21,7 +23,7 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 use tokio_util::codec::{FramedRead, LinesCodec};
 
 use super::{line, mismatch, ClientMsg, Hello, ServerMsg, MAX_CLIENT_LINE, PROTOCOL};
@@ -30,21 +32,21 @@ use crate::engine::{next_snapshot, EngineHandle, Event, Via};
 use crate::transport::Peer;
 use crate::{fd_budget, socket_file};
 
-/// Consoles attached at once; more are told so and closed.
+/// Consoles attached at once (past their hello); more are told so and
+/// closed.
 const MAX_CLIENTS: usize = 64;
+/// Connections still in their hello at once; one more closes the oldest.
+const MAX_GREETING: usize = 64;
+/// How long a connection has to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// A client that takes no line for this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client has to say hello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// History entries remembered to drop their live copies (an entry written
 /// while the history was read arrives both ways).
 const DEDUP_TAIL: usize = 1000;
 /// Output lines kept per cluster for consoles that attach later (an
 /// embedded console has every line from the start); older ones are dropped.
 const BACKLOG_LINES: usize = 200;
-
-/// The latest output lines of each cluster.
-type Backlog = Arc<Mutex<HashMap<ClusterId, VecDeque<Event>>>>;
 
 /// The control socket, claimed before anything starts, so a second
 /// manager on the same config refuses to start instead of fighting the
@@ -75,18 +77,33 @@ impl Control {
 
     /// Serves `handle` to every client until the process ends.
     pub fn serve(self, handle: EngineHandle, hello: Hello) {
-        let backlog = Backlog::default();
-        tokio::spawn(keep_backlog(handle.events(), backlog.clone()));
-        tokio::spawn(accept(self.listener, handle, Arc::new(hello), backlog));
+        let shared = Arc::new(Shared {
+            backlog: Mutex::default(),
+            slots: Arc::new(Semaphore::new(MAX_CLIENTS)),
+            handle,
+            hello,
+        });
+        tokio::spawn(keep_backlog(shared.handle.events(), shared.clone()));
+        tokio::spawn(accept(self.listener, shared));
     }
 }
 
+/// What every client's task shares.
+struct Shared {
+    handle: EngineHandle,
+    hello: Hello,
+    /// The latest output lines of each cluster.
+    backlog: Mutex<HashMap<ClusterId, VecDeque<Event>>>,
+    /// One per console past its hello.
+    slots: Arc<Semaphore>,
+}
+
 /// Keeps the last [`BACKLOG_LINES`] output lines of every cluster.
-async fn keep_backlog(mut events: broadcast::Receiver<Event>, backlog: Backlog) {
+async fn keep_backlog(mut events: broadcast::Receiver<Event>, shared: Arc<Shared>) {
     loop {
         match events.recv().await {
             Ok(event @ Event::Output { id, .. }) => {
-                let Ok(mut lines) = backlog.lock() else {
+                let Ok(mut lines) = shared.backlog.lock() else {
                     return;
                 };
                 let lines = lines.entry(id).or_default();
@@ -107,8 +124,8 @@ async fn keep_backlog(mut events: broadcast::Receiver<Event>, backlog: Backlog) 
     }
 }
 
-async fn accept(listener: UnixListener, handle: EngineHandle, hello: Arc<Hello>, backlog: Backlog) {
-    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+async fn accept(listener: UnixListener, shared: Arc<Shared>) {
+    let greeting = Greeting::default();
     let mut fds = fd_budget::Gate::new("control socket");
     loop {
         let Some(fd) = fds.permit().await else {
@@ -130,23 +147,14 @@ async fn accept(listener: UnixListener, handle: EngineHandle, hello: Arc<Hello>,
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, max = MAX_CLIENTS, "too many attached consoles; closed one");
-            let (_, mut write) = stream.into_split();
-            let message = format!("too many consoles attached (at most {MAX_CLIENTS})");
-            let _ = write
-                .write_all(line(&ServerMsg::Error { message }).as_bytes())
-                .await;
-            continue;
-        };
-        let (handle, hello, backlog) = (handle.clone(), hello.clone(), backlog.clone());
+        let ticket = greeting.enter();
+        let shared = shared.clone();
         tokio::spawn(async move {
-            tracing::info!(%peer, "a console attached");
-            match serve_client(stream, peer, handle, &hello, &backlog).await {
+            match serve_client(stream, peer, &shared, ticket).await {
                 Ok(()) => tracing::info!(%peer, "a console detached"),
                 Err(why) => tracing::info!(%peer, %why, "a console was disconnected"),
             }
-            drop((slot, fd));
+            drop(fd);
         });
     }
 }
@@ -155,28 +163,39 @@ async fn accept(listener: UnixListener, handle: EngineHandle, hello: Arc<Hello>,
 async fn serve_client(
     stream: UnixStream,
     peer: Peer,
-    handle: EngineHandle,
-    hello: &Hello,
-    backlog: &Backlog,
+    shared: &Shared,
+    ticket: Ticket,
 ) -> Result<(), String> {
     let (read, mut write) = stream.into_split();
     let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_CLIENT_LINE));
-    send(&mut write, &ServerMsg::Hello(hello.clone())).await?;
-    let theirs = match tokio::time::timeout(HELLO_TIMEOUT, lines.next()).await {
-        Ok(Some(Ok(text))) => match serde_json::from_str::<ClientMsg>(&text) {
-            Ok(ClientMsg::Hello { protocol }) => protocol,
-            _ => return Err("the first line was not a hello".into()),
-        },
-        _ => return Err("no hello".into()),
-    };
+    let theirs = ticket
+        .greet(async {
+            send(&mut write, &ServerMsg::Hello(shared.hello.clone())).await?;
+            match lines.next().await {
+                Some(Ok(text)) => match serde_json::from_str::<ClientMsg>(&text) {
+                    Ok(ClientMsg::Hello { protocol }) => Ok(protocol),
+                    _ => Err("the first line was not a hello".to_string()),
+                },
+                _ => Err("no hello".to_string()),
+            }
+        })
+        .await?;
     if theirs != PROTOCOL {
         let message = mismatch(PROTOCOL, theirs);
         send(&mut write, &ServerMsg::Error { message }).await?;
         return Err(format!("protocol {theirs}"));
     }
+    let Ok(_slot) = shared.slots.clone().try_acquire_owned() else {
+        tracing::warn!(%peer, max = MAX_CLIENTS, "too many attached consoles; closed one");
+        let message = format!("too many consoles attached (at most {MAX_CLIENTS})");
+        send(&mut write, &ServerMsg::Error { message }).await?;
+        return Err("too many consoles".into());
+    };
+    tracing::info!(%peer, "a console attached");
+    let handle = &shared.handle;
     // Subscribed before the history is read, and with the output backlog
     // held still, so nothing falls in between.
-    let (mut events, output) = match backlog.lock() {
+    let (mut events, output) = match shared.backlog.lock() {
         Ok(lines) => (handle.events(), lines.values().flatten().cloned().collect()),
         Err(_) => (handle.events(), Vec::new()),
     };
@@ -201,7 +220,7 @@ async fn serve_client(
     // Requests are read and carried out one at a time, in a task of their
     // own, so a slow verdict never holds up the stream to this client.
     let (verdicts_tx, mut verdicts) = mpsc::channel::<ServerMsg>(1);
-    let requests = tokio::spawn(read_requests(lines, peer, handle, verdicts_tx));
+    let requests = tokio::spawn(read_requests(lines, peer, handle.clone(), verdicts_tx));
     let outcome = loop {
         let msg = tokio::select! {
             s = next_snapshot(&mut snapshots) => match s {
@@ -227,6 +246,72 @@ async fn serve_client(
     };
     requests.abort();
     outcome
+}
+
+/// Connections still in their hello, oldest first. One more than
+/// [`MAX_GREETING`] closes the oldest: a flood of silent connections turns
+/// over, and a console (which says hello at once) gets through.
+#[derive(Default)]
+struct Greeting(Arc<Mutex<Greeters>>);
+
+#[derive(Default)]
+struct Greeters {
+    next: u64,
+    /// Dropping a sender tells its connection to give up.
+    waiting: VecDeque<(u64, oneshot::Sender<()>)>,
+}
+
+impl Greeting {
+    fn lock(&self) -> MutexGuard<'_, Greeters> {
+        // Nothing under the lock can leave it half-changed.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A place for one more connection in its hello.
+    fn enter(&self) -> Ticket {
+        let (tx, evicted) = oneshot::channel();
+        let mut greeters = self.lock();
+        if greeters.waiting.len() >= MAX_GREETING {
+            greeters.waiting.pop_front();
+        }
+        let id = greeters.next;
+        greeters.next += 1;
+        greeters.waiting.push_back((id, tx));
+        Ticket {
+            id,
+            pool: Greeting(self.0.clone()),
+            evicted,
+        }
+    }
+}
+
+/// A connection's place among those in their hello; left when dropped.
+struct Ticket {
+    id: u64,
+    pool: Greeting,
+    evicted: oneshot::Receiver<()>,
+}
+
+impl Ticket {
+    /// Runs the hello within [`HELLO_TIMEOUT`], unless newer connections
+    /// need the place first.
+    async fn greet<T>(
+        mut self,
+        hello: impl std::future::Future<Output = Result<T, String>>,
+    ) -> Result<T, String> {
+        tokio::select! {
+            done = tokio::time::timeout(HELLO_TIMEOUT, hello) => {
+                done.unwrap_or_else(|_| Err("no hello".into()))
+            }
+            _ = &mut self.evicted => Err("no hello yet, and newer connections needed the place".into()),
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.pool.lock().waiting.retain(|(id, _)| *id != self.id);
+    }
 }
 
 /// Reads requests until the client hangs up; each verdict goes out through
@@ -265,9 +350,39 @@ async fn read_requests(
 }
 
 async fn send(write: &mut OwnedWriteHalf, msg: &ServerMsg) -> Result<(), String> {
-    match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(line(msg).as_bytes())).await {
+    send_line(write, &line(msg)).await
+}
+
+async fn send_line(write: &mut OwnedWriteHalf, text: &str) -> Result<(), String> {
+    match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(text.as_bytes())).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("took no line for {WRITE_TIMEOUT:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_in_its_hello_makes_way_for_a_newer_one() {
+        let greeting = Greeting::default();
+        let first = greeting.enter();
+        let rest: Vec<Ticket> = (1..MAX_GREETING).map(|_| greeting.enter()).collect();
+        // Full: one more makes the oldest give up its hello, at once.
+        let _newest = greeting.enter();
+        let gave_up = first.greet(std::future::pending::<Result<(), String>>());
+        let gave_up = tokio::time::timeout(Duration::from_secs(1), gave_up).await;
+        assert!(matches!(gave_up, Ok(Err(_))), "{gave_up:?}");
+        // Those done with their hello leave their places: nobody goes.
+        drop(rest);
+        let mut second = greeting.enter();
+        let _third = greeting.enter();
+        assert_eq!(greeting.lock().waiting.len(), 3);
+        assert_eq!(
+            second.evicted.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        );
     }
 }
