@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
@@ -63,6 +63,7 @@ pub async fn attach(path: &Path) -> Result<Attached, String> {
         snapshot,
         status,
         history: None,
+        pages: Vec::new(),
         history_waiting: Vec::new(),
     };
     tokio::spawn(link.run(session));
@@ -74,7 +75,7 @@ pub async fn attach(path: &Path) -> Result<Attached, String> {
     })
 }
 
-type HistoryReply = oneshot::Sender<Result<Vec<Map<String, Value>>, String>>;
+type HistoryReply = oneshot::Sender<Result<Vec<String>, String>>;
 
 /// The console's side of the link, kept across reconnections.
 struct Link {
@@ -83,8 +84,11 @@ struct Link {
     events: broadcast::Sender<Event>,
     snapshot: watch::Sender<Arc<Snapshot>>,
     status: mpsc::Sender<LinkStatus>,
-    /// The action log as the engine sent it on this connection.
-    history: Option<Vec<Map<String, Value>>>,
+    /// The action log as the engine sent it on this connection, once its
+    /// last page is in.
+    history: Option<Vec<String>>,
+    /// The entries of the pages in so far.
+    pages: Vec<String>,
     history_waiting: Vec<HistoryReply>,
 }
 
@@ -121,6 +125,7 @@ impl Link {
     /// One connection: `None` when the console has gone, else why it ended.
     async fn session(&mut self, mut s: Session) -> Option<String> {
         self.history = None;
+        self.pages.clear();
         let mut pending: HashMap<u64, oneshot::Sender<Result<(), Refused>>> = HashMap::new();
         let mut next_id = 0u64;
         if let Some(msg) = s.first.take() {
@@ -181,11 +186,17 @@ impl Link {
             ServerMsg::Snapshot { snapshot } => {
                 self.snapshot.send_replace(Arc::new(*snapshot));
             }
-            ServerMsg::History { entries } => {
-                for reply in self.history_waiting.drain(..) {
-                    let _ = reply.send(Ok(entries.clone()));
+            ServerMsg::History { entries, done } => {
+                // Kept as text, as the engine keeps its own.
+                let entries = entries.into_iter().map(|e| Value::Object(e).to_string());
+                self.pages.extend(entries);
+                if done {
+                    let entries = std::mem::take(&mut self.pages);
+                    for reply in self.history_waiting.drain(..) {
+                        let _ = reply.send(Ok(entries.clone()));
+                    }
+                    self.history = Some(entries);
                 }
-                self.history = Some(entries);
             }
             ServerMsg::Event { event } => {
                 let _ = self.events.send(event);

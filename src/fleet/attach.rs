@@ -270,12 +270,7 @@ impl Reader {
             FaceRequest::History(reply) => {
                 let (client, key) = (self.client.clone(), self.log_key.clone());
                 tokio::spawn(async move {
-                    let entries = read_whole_log(&client, &key).await.map(|raw| {
-                        raw.iter()
-                            .filter_map(|s| serde_json::from_str(s).ok())
-                            .collect()
-                    });
-                    let _ = reply.send(entries);
+                    let _ = reply.send(read_whole_log(&client, &key).await);
                 });
             }
             FaceRequest::Alive(reply) => {
