@@ -10,14 +10,14 @@
 //! request line ([`super::MAX_CLIENT_LINE`]), requests in flight (one per
 //! client: the next is read once the verdict is out), the history (read
 //! and sent to one client at a time, in pages of about [`PAGE_BYTES`]),
-//! the output backlog ([`BACKLOG_LINES`] per cluster), and what waits for a slow reader
+//! the output backlog ([`Backlog`]), and what waits for a slow reader
 //! (snapshots are coalesced, events wait in the engine's bounded broadcast
 //! and are skipped past with a `lagged` notice; a client that takes no line
 //! for [`WRITE_TIMEOUT`], or not the whole history in [`HISTORY_TIMEOUT`],
 //! is dropped).
 
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::BuildHasher;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -63,8 +63,13 @@ const MAX_ENTRY: usize = MAX_SERVER_LINE - 1024;
 /// while the history was read arrives both ways).
 const DEDUP_TAIL: usize = 1000;
 /// Output lines kept per cluster for consoles that attach later (an
-/// embedded console has every line from the start); older ones are dropped.
+/// embedded console has every line from the start), and the bytes they
+/// may take, per cluster and in all; the oldest go first.
 const BACKLOG_LINES: usize = 200;
+const BACKLOG_CLUSTER_BYTES: usize = 128 * 1024;
+const BACKLOG_BYTES: usize = 8 * 1024 * 1024;
+/// What a kept line costs beyond its text (its slot and pointer).
+const LINE_OVERHEAD: usize = 64;
 
 /// The control socket, claimed before anything starts, so a second
 /// manager on the same config refuses to start instead of fighting the
@@ -96,7 +101,7 @@ impl Control {
     /// Serves `handle` to every client until the process ends.
     pub fn serve(self, handle: EngineHandle, hello: Hello) {
         let shared = Arc::new(Shared {
-            backlog: Mutex::default(),
+            backlog: Backlog::default(),
             slots: Arc::new(Semaphore::new(MAX_CLIENTS)),
             history_turn: Semaphore::new(1),
             handle,
@@ -111,8 +116,7 @@ impl Control {
 struct Shared {
     handle: EngineHandle,
     hello: Hello,
-    /// The latest output lines of each cluster.
-    backlog: Mutex<HashMap<ClusterId, VecDeque<Event>>>,
+    backlog: Backlog,
     /// One per console past its hello.
     slots: Arc<Semaphore>,
     /// One history read and sent at a time, however many attach at once:
@@ -120,19 +124,14 @@ struct Shared {
     history_turn: Semaphore,
 }
 
-/// Keeps the last [`BACKLOG_LINES`] output lines of every cluster.
+/// Keeps each cluster's latest output lines.
 async fn keep_backlog(mut events: broadcast::Receiver<Event>, shared: Arc<Shared>) {
     loop {
         match events.recv().await {
             Ok(event @ Event::Output { id, .. }) => {
-                let Ok(mut lines) = shared.backlog.lock() else {
-                    return;
-                };
-                let lines = lines.entry(id).or_default();
-                if lines.len() == BACKLOG_LINES {
-                    lines.pop_front();
-                }
-                lines.push_back(event);
+                let msg: ServerMsg = ServerMsg::Event { event };
+                let text = line(&msg);
+                shared.backlog.lock().push(id, text.into());
             }
             Ok(Event::ActionLog(_) | Event::ClusterLog(_)) => {}
             Err(broadcast::error::RecvError::Lagged(skipped)) => {
@@ -217,9 +216,9 @@ async fn serve_client(
     let handle = &shared.handle;
     // Subscribed before the history is read, and with the output backlog
     // held still, so nothing falls in between.
-    let (mut events, output) = match shared.backlog.lock() {
-        Ok(lines) => (handle.events(), lines.values().flatten().cloned().collect()),
-        Err(_) => (handle.events(), Vec::new()),
+    let (mut events, output) = {
+        let backlog = shared.backlog.lock();
+        (handle.events(), backlog.lines())
     };
     let mut snapshots = handle.snapshot();
     let snapshot = Box::new(snapshots.borrow_and_update().as_ref().clone());
@@ -232,8 +231,8 @@ async fn serve_client(
             .map_err(|_| "the server is closing".to_string())?;
         send_history(&mut write, handle).await?
     };
-    for event in output {
-        send(&mut write, &ServerMsg::Event { event }).await?;
+    for text in output {
+        send_line(&mut write, &text).await?;
     }
 
     // Requests are read and carried out one at a time, in a task of their
@@ -488,6 +487,93 @@ impl Drop for Ticket {
     }
 }
 
+/// Each cluster's latest output lines, as they go on the wire, within
+/// [`BACKLOG_LINES`] and [`BACKLOG_CLUSTER_BYTES`] per cluster and
+/// [`BACKLOG_BYTES`] in all; the oldest go first.
+#[derive(Default)]
+struct Backlog(Mutex<Lines>);
+
+impl Backlog {
+    fn lock(&self) -> MutexGuard<'_, Lines> {
+        // Nothing under the lock can panic halfway.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Default)]
+struct Lines {
+    clusters: HashMap<ClusterId, Kept>,
+    /// Each cluster's oldest line by its number: the next to go when the
+    /// total is over.
+    oldest: BTreeMap<u64, ClusterId>,
+    bytes: usize,
+    next: u64,
+}
+
+#[derive(Default)]
+struct Kept {
+    lines: VecDeque<(u64, Arc<str>)>,
+    bytes: usize,
+}
+
+fn cost(text: &str) -> usize {
+    text.len() + LINE_OVERHEAD
+}
+
+impl Lines {
+    fn push(&mut self, id: ClusterId, text: Arc<str>) {
+        let n = self.next;
+        self.next += 1;
+        self.bytes += cost(&text);
+        let kept = self.clusters.entry(id).or_default();
+        if kept.lines.is_empty() {
+            self.oldest.insert(n, id);
+        }
+        kept.bytes += cost(&text);
+        kept.lines.push_back((n, text));
+        while self
+            .clusters
+            .get(&id)
+            .is_some_and(|k| k.lines.len() > BACKLOG_LINES || k.bytes > BACKLOG_CLUSTER_BYTES)
+        {
+            self.pop(id);
+        }
+        while self.bytes > BACKLOG_BYTES {
+            let Some((_, &id)) = self.oldest.first_key_value() else {
+                return;
+            };
+            self.pop(id);
+        }
+    }
+
+    /// Drops cluster `id`'s oldest line.
+    fn pop(&mut self, id: ClusterId) {
+        let Some(kept) = self.clusters.get_mut(&id) else {
+            return;
+        };
+        let Some((n, text)) = kept.lines.pop_front() else {
+            return;
+        };
+        self.oldest.remove(&n);
+        kept.bytes -= cost(&text);
+        self.bytes -= cost(&text);
+        match kept.lines.front() {
+            Some((next, _)) => {
+                self.oldest.insert(*next, id);
+            }
+            None => {
+                self.clusters.remove(&id);
+            }
+        }
+    }
+
+    /// Every line kept, each cluster's in order.
+    fn lines(&self) -> Vec<Arc<str>> {
+        let kept = self.clusters.values().flat_map(|k| k.lines.iter());
+        kept.map(|(_, text)| text.clone()).collect()
+    }
+}
+
 /// Reads requests until the client hangs up; each verdict goes out through
 /// `verdicts` before the next request is read.
 async fn read_requests(
@@ -650,6 +736,41 @@ mod tests {
         assert!(!seen.take(&other));
         assert!(seen.take(&entry));
         assert!(!seen.take(&entry), "once");
+    }
+
+    fn line_of(bytes: usize) -> Arc<str> {
+        "o".repeat(bytes - LINE_OVERHEAD).into()
+    }
+
+    #[test]
+    fn the_backlog_keeps_the_newest_lines_within_its_bounds() {
+        let mut lines = Lines::default();
+        // Lines per cluster.
+        for _ in 0..BACKLOG_LINES + 50 {
+            lines.push(0, line_of(100));
+        }
+        assert_eq!(lines.clusters[&0].lines.len(), BACKLOG_LINES);
+        // Bytes per cluster: long lines.
+        for _ in 0..100 {
+            lines.push(1, line_of(16 * 1024));
+        }
+        assert_eq!(lines.clusters[&1].bytes, BACKLOG_CLUSTER_BYTES);
+        assert_eq!(lines.clusters[&1].lines.len(), 8);
+        // Bytes in all: the oldest lines go, whichever cluster has them.
+        let clusters = 2 * BACKLOG_BYTES / BACKLOG_CLUSTER_BYTES;
+        for id in 2..2 + clusters as ClusterId {
+            for _ in 0..8 {
+                lines.push(id, line_of(16 * 1024));
+            }
+        }
+        assert!(lines.bytes <= BACKLOG_BYTES, "{} bytes", lines.bytes);
+        assert!(!lines.clusters.contains_key(&0) && !lines.clusters.contains_key(&1));
+        let newest = 1 + clusters as ClusterId;
+        assert_eq!(lines.clusters[&newest].lines.len(), 8);
+        let counted: usize = lines.clusters.values().map(|k| k.bytes).sum();
+        assert_eq!(counted, lines.bytes);
+        assert_eq!(lines.oldest.len(), lines.clusters.len());
+        assert_eq!(lines.lines().len(), BACKLOG_BYTES / (16 * 1024));
     }
 
     #[tokio::test]
