@@ -228,7 +228,7 @@ fn the_daemon_refuses_a_client_of_another_version() {
     let hello: Value =
         serde_json::from_str(&lines.next().expect("hello").expect("read")).expect("json");
     assert_eq!(hello["type"], "hello");
-    assert_eq!(hello["protocol"], 1);
+    assert_eq!(hello["protocol"], 2);
     assert_eq!(hello["embedded"], false);
     writeln!(&stream, "{}", json!({"type": "hello", "protocol": 99})).expect("write");
     let error: Value =
@@ -260,7 +260,7 @@ impl RawClient {
         let lines = BufReader::new(stream.try_clone().expect("clone")).lines();
         let mut client = RawClient { stream, lines };
         assert_eq!(client.next()["type"], "hello");
-        client.send(&json!({"type": "hello", "protocol": 1}));
+        client.send(&json!({"type": "hello", "protocol": mewld::control::PROTOCOL}));
         client
     }
 
@@ -302,8 +302,10 @@ fn several_clients_attach_at_once_and_see_each_others_operations() {
             snapshot["snapshot"]["clusters"].as_array().map(Vec::len),
             Some(2)
         );
+        // A short history: one page, the last.
         let history = c.next();
         assert_eq!(history["type"], "history", "{history}");
+        assert_eq!(history["done"], true, "{history}");
         assert!(history["entries"]
             .as_array()
             .is_some_and(|e| e.iter().any(|e| e["event"] == "all_clusters_launched")));
@@ -389,4 +391,249 @@ fn a_client_that_never_reads_is_dropped_and_holds_up_nobody() {
     assert_eq!(verdict["result"], json!({"Ok": null}), "{verdict}");
     assert!(outputs > 1000, "the reader got {outputs} output lines");
     eprintln!("flood: the reader got {outputs} output lines; the daemon held {rss_kib} KiB");
+}
+
+/// Entries in the big history, and the bytes of padding in each: ~80 MB.
+const BIG_ENTRIES: usize = 10_000;
+const BIG_PAD: usize = 8 * 1024;
+
+/// A daemon whose action log in Redis holds ~80 MB: [`BIG_ENTRIES`]
+/// entries, the oldest `history_oldest`, the newest `history_newest`,
+/// written straight into the list the daemon reads.
+fn big_history_daemon(test: &str) -> (Fixture, Manager, tempfile::TempDir, PathBuf) {
+    let f = Fixture::new(test, vec![Answer::gateway(2, 900, 0)]);
+    let (dir, socket, line) = socket_dir();
+    let config = f.config(&format!("action_log_max_len: 20000\n{line}"));
+    let mut daemon = Manager::start(&config, &f.redis, &f.bot);
+    daemon.wait_launched(&f.listener);
+    let pad = "x".repeat(BIG_PAD);
+    let mut pipe = redis::pipe();
+    for n in 0..BIG_ENTRIES {
+        let event = match n {
+            0 => "history_oldest",
+            n if n == BIG_ENTRIES - 1 => "history_newest",
+            _ => "history_bulk",
+        };
+        let entry =
+            json!({"event": event, "n": n, "pad": pad, "ts": 1_700_000_000_000_000u64 + n as u64});
+        pipe.rpush(format!("{}/actlogs", f.ch), entry.to_string())
+            .ignore();
+    }
+    let () = pipe
+        .query(&mut f.redis.conn())
+        .expect("fill the action log");
+    (f, daemon, dir, socket)
+}
+
+/// Samples `pid`'s resident memory every 20 ms until the returned flag is
+/// cleared; the peak, in KiB, is in the counter.
+fn rss_peak(
+    pid: u32,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let running = std::sync::Arc::new(AtomicBool::new(true));
+    let peak = std::sync::Arc::new(AtomicU64::new(0));
+    let (r, p) = (running.clone(), peak.clone());
+    std::thread::spawn(move || {
+        while r.load(Ordering::Relaxed) && alive(pid) {
+            p.fetch_max(rss_kib(pid), Ordering::Relaxed);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    });
+    (running, peak)
+}
+
+/// What a raw client saw of the history: entries, and the longest line.
+#[derive(Debug, Clone, Copy)]
+struct HistorySeen {
+    entries: usize,
+    longest_line: usize,
+}
+
+/// Attaches by hand and reads the history pages through to the last one.
+fn read_history(socket: &Path) -> Result<HistorySeen, String> {
+    #[derive(serde::Deserialize)]
+    struct Page {
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(default)]
+        entries: Vec<serde::de::IgnoredAny>,
+        #[serde(default)]
+        done: bool,
+    }
+    let mut client = RawClient::attach(socket);
+    let mut seen = HistorySeen {
+        entries: 0,
+        longest_line: 0,
+    };
+    loop {
+        let line = match client.lines.next() {
+            Some(Ok(line)) => line,
+            other => return Err(format!("no more lines ({other:?}) after {seen:?}")),
+        };
+        let page: Page = serde_json::from_str(&line).map_err(|e| e.to_string())?;
+        if page.kind != "history" {
+            continue;
+        }
+        seen.entries += page.entries.len();
+        seen.longest_line = seen.longest_line.max(line.len());
+        if page.done {
+            return Ok(seen);
+        }
+    }
+}
+
+/// Eight consoles attach at once to a daemon whose history is ~80 MB: each
+/// gets the whole of it, in lines of about a MiB, while the daemon reads
+/// and sends one history at a time (its memory stays within a bound that
+/// eight at once, as one line each, went far past).
+#[test]
+fn eight_attaches_of_an_80_mb_history_get_it_in_pages_within_bounded_memory() {
+    let (_f, daemon, _dir, socket) = big_history_daemon("bighistory8");
+    let before = rss_kib(daemon.pid());
+    let (running, peak) = rss_peak(daemon.pid());
+    let (tx, results) = std::sync::mpsc::channel();
+    for _ in 0..8 {
+        let (socket, tx) = (socket.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let _ = tx.send(read_history(&socket));
+        });
+    }
+    let mut got = Vec::new();
+    wait_for_seen(
+        "eight histories",
+        std::time::Duration::from_secs(240),
+        || {
+            got.extend(results.try_iter());
+            if got.len() == 8 {
+                Ok(())
+            } else {
+                let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+                Err(format!("{} of 8, daemon peak {peak} KiB", got.len()))
+            }
+        },
+    );
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "8 attaches of an 80 MB history: daemon RSS {before} KiB before, peak {peak} KiB; {got:?}"
+    );
+    for seen in got {
+        let seen = seen.expect("a history");
+        // The daemon's own entries (the launch) come first.
+        assert!(
+            (BIG_ENTRIES..BIG_ENTRIES + 100).contains(&seen.entries),
+            "{seen:?}"
+        );
+        assert!(
+            seen.longest_line < 1024 * 1024 + 2 * BIG_PAD,
+            "a history line over a page: {seen:?}"
+        );
+    }
+    assert!(
+        peak < before + 400 * 1024,
+        "the daemon grew from {before} KiB to {peak} KiB"
+    );
+}
+
+/// `mewld attach` on a daemon whose history is ~80 MB (over the client's
+/// 64 MiB line): the console shows it, the newest entry and the oldest.
+#[test]
+fn an_attached_console_shows_an_80_mb_history() {
+    let (_f, daemon, dir, socket) = big_history_daemon("bighistory");
+    let (script, _status) = attach_script(
+        dir.path(),
+        &format!("--config '{}'", daemon.config_path.display()),
+    );
+    let started = std::time::Instant::now();
+    let tmux = Tmux::start("bighistory", &script, 160, 40);
+    tmux.wait_screen("the attached console", |s| {
+        s.contains(&format!("attached to {}", socket.display()))
+    });
+    let newest = wait_for(
+        "the newest entry of the history",
+        std::time::Duration::from_secs(240),
+        || {
+            let s = tmux.screen();
+            s.contains("history_newest").then_some(s)
+        },
+    );
+    eprintln!("the history was shown after {:?}", started.elapsed());
+    assert!(!newest.contains("ENGINE GONE"), "{newest}");
+    // Filter the action log for the oldest entry.
+    tmux.keys(&["Tab", "Tab", "/"]);
+    tmux.keys(&["history_oldest"]);
+    tmux.wait_screen("the oldest entry of the history", |s| {
+        s.lines()
+            .any(|l| l.contains("history_oldest") && l.contains("n=0"))
+    });
+}
+
+/// More silent connections than the daemon takes consoles (they never say
+/// hello) do not keep a console out: it attaches and has its snapshot
+/// well within the time a silent connection is given to say hello.
+#[test]
+fn silent_connections_cannot_lock_a_console_out() {
+    let f = Fixture::new("silent", vec![Answer::gateway(2, 900, 0)]);
+    let (_dir, socket, line) = socket_dir();
+    let mut daemon = Manager::start(&f.config(&line), &f.redis, &f.bot);
+    daemon.wait_launched(&f.listener);
+    let silent: Vec<UnixStream> = (0..100)
+        .map(|_| UnixStream::connect(&socket).expect("connect"))
+        .collect();
+    // Every silent one has had its hello from the daemon (or was closed):
+    // they are all accepted before the console connects.
+    for mut s in &silent {
+        s.set_read_timeout(Some(DEADLINE)).expect("read timeout");
+        let mut byte = [0u8; 1];
+        let _ = std::io::Read::read(&mut s, &mut byte);
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let started = std::time::Instant::now();
+    let clusters = runtime.block_on(async {
+        let attached = mewld::control::client::attach(&socket)
+            .await
+            .expect("attached");
+        let mut snapshot = attached.handle.snapshot();
+        let wait = snapshot.wait_for(|s| !s.clusters.is_empty());
+        let clusters = tokio::time::timeout(DEADLINE, wait)
+            .await
+            .expect("a snapshot within the deadline")
+            .expect("the link is up")
+            .clusters
+            .len();
+        clusters
+    });
+    let took = started.elapsed();
+    eprintln!("attached past 100 silent connections in {took:?}");
+    assert_eq!(clusters, 1, "clusters in the snapshot");
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "attaching took {took:?}"
+    );
+    drop(silent);
+}
+
+/// Past 64 consoles, one more is told so: `mewld attach` says it and
+/// exits 2 (the daemon says it after the hellos).
+#[test]
+fn a_console_past_the_limit_is_told_there_are_too_many() {
+    let f = Fixture::new("toomany", vec![Answer::gateway(2, 900, 0)]);
+    let (dir, socket, line) = socket_dir();
+    let mut daemon = Manager::start(&f.config(&line), &f.redis, &f.bot);
+    daemon.wait_launched(&f.listener);
+    let consoles: Vec<RawClient> = (0..64)
+        .map(|_| {
+            let mut c = RawClient::attach(&socket);
+            let snapshot = c.next();
+            assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+            c
+        })
+        .collect();
+    let said = attach_fails(&socket, dir.path());
+    assert!(said.contains("too many consoles attached"), "{said}");
+    drop(consoles);
 }

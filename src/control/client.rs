@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
@@ -63,6 +63,7 @@ pub async fn attach(path: &Path) -> Result<Attached, String> {
         snapshot,
         status,
         history: None,
+        pages: Vec::new(),
         history_waiting: Vec::new(),
     };
     tokio::spawn(link.run(session));
@@ -74,7 +75,7 @@ pub async fn attach(path: &Path) -> Result<Attached, String> {
     })
 }
 
-type HistoryReply = oneshot::Sender<Result<Vec<Map<String, Value>>, String>>;
+type HistoryReply = oneshot::Sender<Result<Vec<String>, String>>;
 
 /// The console's side of the link, kept across reconnections.
 struct Link {
@@ -83,8 +84,11 @@ struct Link {
     events: broadcast::Sender<Event>,
     snapshot: watch::Sender<Arc<Snapshot>>,
     status: mpsc::Sender<LinkStatus>,
-    /// The action log as the engine sent it on this connection.
-    history: Option<Vec<Map<String, Value>>>,
+    /// The action log as the engine sent it on this connection, once its
+    /// last page is in.
+    history: Option<Vec<String>>,
+    /// The entries of the pages in so far.
+    pages: Vec<String>,
     history_waiting: Vec<HistoryReply>,
 }
 
@@ -121,8 +125,14 @@ impl Link {
     /// One connection: `None` when the console has gone, else why it ended.
     async fn session(&mut self, mut s: Session) -> Option<String> {
         self.history = None;
+        self.pages.clear();
         let mut pending: HashMap<u64, oneshot::Sender<Result<(), Refused>>> = HashMap::new();
         let mut next_id = 0u64;
+        if let Some(msg) = s.first.take() {
+            if let Some(why) = self.on_server(msg, &mut pending) {
+                return Some(why);
+            }
+        }
         let why = loop {
             tokio::select! {
                 text = s.lines.next() => {
@@ -176,11 +186,17 @@ impl Link {
             ServerMsg::Snapshot { snapshot } => {
                 self.snapshot.send_replace(Arc::new(*snapshot));
             }
-            ServerMsg::History { entries } => {
-                for reply in self.history_waiting.drain(..) {
-                    let _ = reply.send(Ok(entries.clone()));
+            ServerMsg::History { entries, done } => {
+                // Kept as text, as the engine keeps its own.
+                let entries = entries.into_iter().map(|e| Value::Object(e).to_string());
+                self.pages.extend(entries);
+                if done {
+                    let entries = std::mem::take(&mut self.pages);
+                    for reply in self.history_waiting.drain(..) {
+                        let _ = reply.send(Ok(entries.clone()));
+                    }
+                    self.history = Some(entries);
                 }
-                self.history = Some(entries);
             }
             ServerMsg::Event { event } => {
                 let _ = self.events.send(event);
@@ -216,6 +232,8 @@ fn refuse(request: FaceRequest) {
 /// One connection, past the hellos.
 struct Session {
     hello: Hello,
+    /// The engine's first message after the hellos, not yet taken in.
+    first: Option<ServerMsg>,
     lines: FramedRead<OwnedReadHalf, LinesCodec>,
     write: OwnedWriteHalf,
 }
@@ -252,6 +270,7 @@ impl Session {
         };
         let mut session = Session {
             hello,
+            first: None,
             lines,
             write,
         };
@@ -261,6 +280,19 @@ impl Session {
         if session.hello.protocol != PROTOCOL {
             return Err(mismatch(session.hello.protocol, PROTOCOL));
         }
+        // Then the snapshot, or why the engine will not serve us (too many
+        // consoles): said as the attach's failure.
+        let first = match tokio::time::timeout(HELLO_TIMEOUT, session.lines.next()).await {
+            Ok(Some(Ok(text))) => serde_json::from_str::<ServerMsg>(&text)
+                .map_err(|e| format!("the engine sent what this mewld cannot read: {e}"))?,
+            Ok(Some(Err(e))) => return Err(format!("the engine's socket failed: {e}")),
+            Ok(None) => return Err("the engine closed the connection".into()),
+            Err(_) => return Err("the engine said nothing after its hello".into()),
+        };
+        if let ServerMsg::Error { message } = first {
+            return Err(message);
+        }
+        session.first = Some(first);
         Ok(session)
     }
 

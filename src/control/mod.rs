@@ -3,11 +3,11 @@
 //!
 //! One JSON object per line each way. The server speaks first with a
 //! `hello` stating the protocol version; the client answers with its own.
-//! Then the server sends the engine's snapshot, the stored action log, and
-//! from then on every new snapshot and engine event; the client sends
-//! operations and gets a verdict for each. Everything on the wire is the
-//! engine's own serde data: a console attached sees what an embedded one
-//! sees.
+//! Then the server sends the engine's snapshot, the stored action log in
+//! pages, and from then on every new snapshot and engine event; the client
+//! sends operations and gets a verdict for each. Everything on the wire is
+//! the engine's own serde data: a console attached sees what an embedded
+//! one sees.
 
 pub mod client;
 pub mod server;
@@ -21,8 +21,8 @@ use crate::engine::state::Snapshot;
 use crate::engine::{Event, Operation, Refused};
 
 /// The version of these messages. A peer with another one is refused with
-/// a message saying both, never shown garbage.
-pub const PROTOCOL: u32 = 1;
+/// a message saying both, never shown garbage. 2: the history in pages.
+pub const PROTOCOL: u32 = 2;
 
 /// Longest line a client accepts: a snapshot of 10^5 clusters fits.
 pub const MAX_SERVER_LINE: usize = 64 * 1024 * 1024;
@@ -53,10 +53,11 @@ impl Hello {
     }
 }
 
-/// Server to client.
+/// Server to client. `E` is a history entry: the client reads objects;
+/// the server sends them as stored, without parsing them into maps.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum ServerMsg {
+pub enum ServerMsg<E = Map<String, Value>> {
     Hello(Hello),
     /// The connection is refused (a version mismatch); it closes after this.
     Error {
@@ -65,9 +66,11 @@ pub enum ServerMsg {
     Snapshot {
         snapshot: Box<Snapshot>,
     },
-    /// The action log as stored, oldest first: once, before live entries.
+    /// One page of the action log as stored, oldest first; the pages come
+    /// once, before live entries, and the last says `done`.
     History {
-        entries: Vec<Map<String, Value>>,
+        entries: Vec<E>,
+        done: bool,
     },
     Event {
         event: Event,

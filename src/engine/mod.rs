@@ -288,8 +288,9 @@ pub enum FaceRequest {
         via: Via,
         reply: oneshot::Sender<Result<(), Refused>>,
     },
-    /// The action log as stored, oldest first.
-    History(oneshot::Sender<Result<Vec<Map<String, Value>>, String>>),
+    /// The action log, oldest first, each entry as stored: its JSON text
+    /// (a face parses what it shows; the control socket passes it on).
+    History(oneshot::Sender<Result<Vec<String>, String>>),
     /// Answered by the engine's loop itself: proof that it turns (for the
     /// systemd watchdog).
     Alive(oneshot::Sender<()>),
@@ -329,8 +330,9 @@ impl EngineHandle {
         rx.await.unwrap_or(Err(Refused::EngineStopped))
     }
 
-    /// The action log as stored (oldest first), for a face that starts late.
-    pub async fn history(&self) -> Result<Vec<Map<String, Value>>, String> {
+    /// The action log as stored (oldest first, each entry's JSON text), for
+    /// a face that starts late.
+    pub async fn history(&self) -> Result<Vec<String>, String> {
         let (tx, rx) = oneshot::channel();
         if self.requests.send(FaceRequest::History(tx)).await.is_err() {
             return Err("the engine has stopped".into());

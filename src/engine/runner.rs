@@ -174,12 +174,7 @@ impl Engine {
             FaceRequest::History(reply) => {
                 let transport = self.transport.clone();
                 tokio::spawn(async move {
-                    let entries = transport.read_log().await.map(|raw| {
-                        raw.iter()
-                            .filter_map(|s| serde_json::from_str::<Map<String, Value>>(s).ok())
-                            .collect()
-                    });
-                    let _ = reply.send(entries);
+                    let _ = reply.send(transport.read_log().await);
                 });
             }
         }

@@ -22,6 +22,7 @@ use crate::control::Hello;
 use crate::engine::state::{ClusterState, ClusterView, FleetSummary, HostSummary, Snapshot};
 use crate::engine::{EngineHandle, Event, FaceRequest, Operation, Refused};
 use crate::protocol::{self, FleetOp};
+use crate::transport::redis::read_whole_log;
 
 /// How often the fleet is read.
 const POLL: Duration = Duration::from_millis(500);
@@ -266,26 +267,12 @@ impl Reader {
                 let result = self.hand_over(op).await;
                 let _ = reply.send(result);
             }
+            // Aside: a large log takes a while, and the view goes on.
             FaceRequest::History(reply) => {
-                let log_key = self.log_key.clone();
-                let entries = match self.conn().await {
-                    Ok(conn) => within(
-                        redis::cmd("LRANGE")
-                            .arg(&log_key)
-                            .arg(0)
-                            .arg(-1)
-                            .query_async::<Vec<String>>(conn),
-                    )
-                    .await
-                    .map(|raw| {
-                        raw.iter()
-                            .filter_map(|s| serde_json::from_str(s).ok())
-                            .collect()
-                    })
-                    .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                };
-                let _ = reply.send(entries);
+                let (client, key) = (self.client.clone(), self.log_key.clone());
+                tokio::spawn(async move {
+                    let _ = reply.send(read_whole_log(&client, &key).await);
+                });
             }
             FaceRequest::Alive(reply) => {
                 let _ = reply.send(());

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, Semaphore};
 
 use super::outbox::{Item, Outbox};
 use super::{Origin, Outbound, Transport, TransportEvent, INBOUND_QUEUE};
@@ -23,6 +23,8 @@ const PUBLISH_TTL: Duration = Duration::from_secs(10);
 /// Most publishes sent in one pipeline (the most the writer holds outside
 /// its queue while a write is under way).
 const MAX_BATCH: usize = 512;
+/// How long reading the whole action log may take: it may be large.
+const READ_LOG_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Starts the subscriber and the writer. Returns at once; connecting
 /// happens in the background and is reported as [`TransportEvent::Up`].
@@ -43,6 +45,7 @@ pub fn start(
         log_max_len,
         conn: None,
         outbox,
+        reading: Arc::new(Semaphore::new(1)),
     };
     tokio::spawn(writer.run());
     Ok((transport, in_rx))
@@ -109,6 +112,8 @@ struct Writer {
     conn: Option<MultiplexedConnection>,
     /// What waits to be written, bounded whether Redis is up, slow or down.
     outbox: Arc<Outbox>,
+    /// Reads of the action log under way (at most one).
+    reading: Arc<Semaphore>,
 }
 
 impl Writer {
@@ -208,11 +213,23 @@ impl Writer {
                 let _ = done.send(());
                 return Ok(());
             }
-            // Answered either way, so not retried.
+            // Everything queued before it is written: a read from now on
+            // has it. Read aside, so that nothing waits behind it.
             Some(Item {
                 out: Outbound::ReadLog(reply),
                 ..
-            }) => self.read_log(reply).await,
+            }) => {
+                let (client, key) = (self.client.clone(), self.log_key.clone());
+                let reading = self.reading.clone();
+                tokio::spawn(async move {
+                    // One at a time: each may hold a whole log.
+                    let Ok(_turn) = reading.acquire().await else {
+                        return;
+                    };
+                    let _ = reply.send(read_whole_log(&client, &key).await);
+                });
+                return Ok(());
+            }
             Some(item) => {
                 items.push(item);
                 self.send(&items).await
@@ -263,35 +280,6 @@ impl Writer {
         pipe.query_async::<()>(self.connection()?).await
     }
 
-    /// The whole action log, to `reply`.
-    async fn read_log(
-        &mut self,
-        reply: oneshot::Sender<Result<Vec<String>, String>>,
-    ) -> redis::RedisResult<()> {
-        let key = self.log_key.clone();
-        let r: redis::RedisResult<Vec<String>> = match self.connection() {
-            Ok(conn) => {
-                redis::cmd("LRANGE")
-                    .arg(&key)
-                    .arg(0)
-                    .arg(-1)
-                    .query_async(conn)
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        match r {
-            Ok(entries) => {
-                let _ = reply.send(Ok(entries));
-                Ok(())
-            }
-            Err(e) => {
-                let _ = reply.send(Err(e.to_string()));
-                Err(e)
-            }
-        }
-    }
-
     fn connection(&mut self) -> redis::RedisResult<&mut MultiplexedConnection> {
         self.conn
             .as_mut()
@@ -309,5 +297,32 @@ impl Writer {
             .ignore()
             .query_async(conn)
             .await
+    }
+}
+
+/// The whole action log at `key`, oldest first (entries that are not text
+/// left out), read on a connection of its own: a large log takes longer
+/// than a command is given, and would hold up every publish behind it.
+pub async fn read_whole_log(client: &redis::Client, key: &str) -> Result<Vec<String>, String> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(READ_LOG_TIMEOUT));
+    let read = async {
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        redis::cmd("LRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(-1)
+            .query_async::<Vec<Vec<u8>>>(&mut conn)
+            .await
+    };
+    match read.await {
+        Ok(entries) => Ok(entries
+            .into_iter()
+            .filter_map(|e| String::from_utf8(e).ok())
+            .collect()),
+        Err(e) => Err(e.to_string()),
     }
 }

@@ -185,7 +185,13 @@ impl Console {
         let tx = self.msg_tx.clone();
         tokio::spawn(async move {
             let msg = match handle.history().await {
-                Ok(entries) => Msg::History(entries),
+                // Entries that are not JSON objects are not shown.
+                Ok(entries) => Msg::History(
+                    entries
+                        .iter()
+                        .filter_map(|e| serde_json::from_str(e).ok())
+                        .collect(),
+                ),
                 Err(e) => Msg::Outcome(Err(format!("could not read the action log: {e}"))),
             };
             let _ = tx.send(msg).await;
