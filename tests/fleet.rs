@@ -824,7 +824,7 @@ fn a_paused_redis_is_a_stall_not_a_lost_host() {
         .arg("ALL")
         .query(&mut conn)
         .expect("CLIENT PAUSE");
-    thread::sleep(Duration::from_secs(7));
+    // Asked while Redis is paused, the question waits with it.
     statuses_when(&f, "every cluster running after the pause", |s| {
         (0..4).all(|id| status_of(s, id) == "running")
     });
