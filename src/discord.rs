@@ -3,10 +3,9 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use crate::cluster_map::MAX_SHARDS;
 use crate::config::Token;
+pub use mewld_core::model::{GatewayBot, SessionStartLimit};
 
 pub const DISCORD_API: &str = "https://discord.com";
 const USER_AGENT: &str = concat!(
@@ -18,28 +17,6 @@ const ATTEMPTS: u32 = 5;
 /// Largest answer read. Discord's is about 150 bytes; a proxy that answers
 /// with a page or a stream must not fill the memory.
 const MAX_BODY: usize = 64 * 1024;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GatewayBot {
-    #[serde(default)]
-    pub url: String,
-    pub shards: u32,
-    pub session_start_limit: SessionStartLimit,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionStartLimit {
-    pub total: u32,
-    pub remaining: u32,
-    /// Milliseconds until `remaining` resets.
-    pub reset_after: u64,
-    #[serde(default = "one")]
-    pub max_concurrency: u32,
-}
-
-fn one() -> u32 {
-    1
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscordError {

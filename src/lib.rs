@@ -1,7 +1,6 @@
 //! mewld: a Discord bot clusterer. See README.md for how to run it and
 //! docs/protocol.md for the contract with bots.
 
-pub mod cluster_map;
 pub mod config;
 pub mod control;
 pub mod daemon;
@@ -17,9 +16,11 @@ pub mod identify;
 pub mod logging;
 pub mod metrics;
 pub mod preflight;
-pub mod protocol;
 pub mod socket_file;
 pub mod startup;
 pub mod systemd;
 pub mod transport;
 pub mod tui;
+
+// Moved to the pure core crate; named here until every caller names it there.
+pub use mewld_core::{cluster_map, protocol};

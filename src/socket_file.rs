@@ -85,7 +85,7 @@ fn bind_owner_only(path: &Path) -> std::io::Result<UnixListener> {
     let private = tempfile::Builder::new()
         .prefix(".mewld")
         .permissions(std::fs::Permissions::from_mode(0o700))
-        .tempdir_in(parent(path))?;
+        .tempdir_in(crate::config::dir_of(path))?;
     let staged = private.path().join("s");
     let listener = UnixListener::bind(&staged)?;
     std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
@@ -93,18 +93,10 @@ fn bind_owner_only(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// The directory `path` is in (`.` for a bare name).
-pub fn parent(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
 /// Refuses a directory anyone may write to: another user could put their
 /// own socket in the path, or remove ours between a check and a connect.
 pub fn check_private_dir(path: &Path) -> Result<(), String> {
-    let dir = parent(path);
+    let dir = crate::config::dir_of(path);
     let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     if meta.permissions().mode() & 0o002 != 0 {
         return Err(format!(

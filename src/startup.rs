@@ -10,7 +10,7 @@ use std::time::Duration;
 use color_eyre::eyre::{eyre, Result, WrapErr};
 
 use crate::cluster_map;
-use crate::config::{self, Config, EnvFiles, Overrides};
+use crate::config::{self, Config, EnvFiles};
 use crate::discord::{self, GatewayBot};
 use crate::engine::Setup;
 use crate::preflight;
@@ -27,7 +27,7 @@ pub struct Prepared {
 /// that cannot be read are in `env.problems`, for the caller to judge.
 pub fn load_config(path: &Path) -> Result<Prepared> {
     let process_env = |k: &str| std::env::var(k).ok();
-    let first = config::load(path, &Overrides::from_env(process_env))?;
+    let first = config::load(path, &config::overrides_from_env(process_env))?;
     let env = config::read_env_files(&first.config.env_files, |k| std::env::var_os(k).is_some());
     if env.vars.is_empty() {
         return Ok(Prepared {
@@ -42,7 +42,7 @@ pub fn load_config(path: &Path) -> Result<Prepared> {
             .ok()
             .or_else(|| env.get(k).map(String::from))
     };
-    let loaded = config::load(path, &Overrides::from_env(lookup))?;
+    let loaded = config::load(path, &config::overrides_from_env(lookup))?;
     Ok(Prepared {
         config: loaded.config,
         env,

@@ -22,7 +22,7 @@ use ClusterState::*;
 /// The engine's own action-log entry for a ping cluster `id` left
 /// unanswered, with its time fixed for the snapshot.
 fn ping_failure(app: &mut App, id: u32, secs_before: u64) {
-    let mut entry = LogEvent::PingFailure { id }.entry();
+    let mut entry = LogEvent::PingFailure { id }.entry(std::time::SystemTime::now());
     let ts = at(secs_before)
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()

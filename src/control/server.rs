@@ -161,7 +161,7 @@ async fn accept(listener: UnixListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let peer = match Peer::of(&stream) {
+        let peer = match crate::transport::peer_of(&stream) {
             Ok(peer) => peer,
             Err(e) => {
                 tracing::warn!(error = %e, "closed a control client whose credentials are unknown");

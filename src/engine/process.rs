@@ -8,16 +8,13 @@
 //! exception is the final sweep of the group, explained where it happens.
 
 use std::ffi::OsString;
-use std::fmt;
-use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::{getpgid, Pid};
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
 
@@ -28,52 +25,8 @@ const MAX_LINE: usize = 16 * 1024;
 /// How long output may still drain after the process exited.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// How a process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExitInfo {
-    pub code: Option<i32>,
-    pub signal: Option<i32>,
-}
-
-impl From<ExitStatus> for ExitInfo {
-    fn from(s: ExitStatus) -> Self {
-        ExitInfo {
-            code: s.code(),
-            signal: s.signal(),
-        }
-    }
-}
-
-impl fmt::Display for ExitInfo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.code, self.signal) {
-            (Some(code), _) => write!(f, "exit code {code}"),
-            (None, Some(sig)) => match Signal::try_from(sig) {
-                Ok(s) => write!(f, "signal {sig} ({})", s.as_str()),
-                Err(_) => write!(f, "signal {sig}"),
-            },
-            (None, None) => f.write_str("unknown status"),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stream {
-    Stdout,
-    Stderr,
-}
-
-/// What to run for one cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommandLine {
-    pub program: OsString,
-    pub args: Vec<String>,
-    pub cwd: PathBuf,
-}
-
-// Built next to the `args` template's placeholders, in `argv`.
-pub use super::argv::command_line;
+pub use mewld_core::argv::command_line;
+pub use mewld_core::model::{CommandLine, ExitInfo, SpawnError, Stream};
 
 /// The engine's end of a running process.
 #[derive(Debug)]
@@ -98,25 +51,15 @@ impl ProcHandle {
 /// outlives SIGKILL, and shutdown must not wait for it for ever.
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Why a cluster's process could not be started.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpawnError {
-    pub error: String,
-    /// The machine was short of something it may have again soon: file
-    /// descriptors (EMFILE, ENFILE), memory (ENOMEM) or processes (EAGAIN).
-    pub transient: bool,
-}
-
-impl SpawnError {
-    fn of(program: &OsString, e: &std::io::Error) -> SpawnError {
-        use nix::errno::Errno;
-        let shortage = [Errno::EMFILE, Errno::ENFILE, Errno::ENOMEM, Errno::EAGAIN];
-        SpawnError {
-            error: format!("{}: {e}", Path::new(program).display()),
-            transient: e
-                .raw_os_error()
-                .is_some_and(|code| shortage.contains(&Errno::from_raw(code))),
-        }
+/// Why `program` could not be started, from the OS's error.
+fn spawn_error(program: &OsString, e: &std::io::Error) -> SpawnError {
+    use nix::errno::Errno;
+    let shortage = [Errno::EMFILE, Errno::ENFILE, Errno::ENOMEM, Errno::EAGAIN];
+    SpawnError {
+        error: format!("{}: {e}", Path::new(program).display()),
+        transient: e
+            .raw_os_error()
+            .is_some_and(|code| shortage.contains(&Errno::from_raw(code))),
     }
 }
 
@@ -131,7 +74,7 @@ pub fn spawn(
 ) -> Result<ProcHandle, SpawnError> {
     let mut child = command(cmd, env)
         .spawn()
-        .map_err(|e| SpawnError::of(&cmd.program, &e))?;
+        .map_err(|e| spawn_error(&cmd.program, &e))?;
     let pid = child.id().unwrap_or(0);
     if pid > 0 {
         guardian::register(pid);
@@ -384,7 +327,7 @@ mod tests {
     fn only_a_shortage_is_a_transient_spawn_error() {
         let program = OsString::from("/srv/bot/bot.sh");
         let of = |errno: nix::errno::Errno| {
-            SpawnError::of(&program, &std::io::Error::from_raw_os_error(errno as i32))
+            spawn_error(&program, &std::io::Error::from_raw_os_error(errno as i32))
         };
         use nix::errno::Errno::*;
         for errno in [EMFILE, ENFILE, ENOMEM, EAGAIN] {

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use serde_json::{Map, Value};
@@ -152,7 +152,7 @@ impl Engine {
                 // A new status needs nothing more: the snapshot below takes it.
                 Some(notice) = identify_report(&mut self.identify) => {
                     if let Some(notice) = notice {
-                        self.write_log(LogEvent::from(notice).entry(), Event::ActionLog);
+                        self.write_log(LogEvent::from(notice).entry(SystemTime::now()), Event::ActionLog);
                     }
                 }
                 Some(view) = fleet_view(&mut self.fleet) => self.feed(Input::Fleet(view), None),
@@ -271,10 +271,11 @@ impl Engine {
                 }
             }
             Command::Publish(payload) => self.transport.publish(payload),
-            Command::Log(event) => self.write_log(event.entry(), Event::ActionLog),
-            Command::ClusterLog(data) => {
-                self.write_log(actlog::from_cluster(data), Event::ClusterLog)
-            }
+            Command::Log(event) => self.write_log(event.entry(SystemTime::now()), Event::ActionLog),
+            Command::ClusterLog(data) => self.write_log(
+                actlog::from_cluster(data, SystemTime::now()),
+                Event::ClusterLog,
+            ),
             Command::SetTimer { timer, after } => match self.timer_keys.get(&timer) {
                 Some(key) => self.timers.reset(key, after),
                 None => {

@@ -287,7 +287,7 @@ impl Reader {
             Operation::Shutdown | Operation::RestartProcess => serde_json::json!({
                 "scope": "launcher",
                 "action": op.name(),
-                "command_id": protocol::random_id(),
+                "command_id": super::random_id(),
             })
             .to_string(),
             Operation::Diagnose(_) | Operation::Reshard => {

@@ -9,14 +9,15 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::{oneshot, watch};
 
 use super::record::{FleetView, HostRecord, Membership};
-use super::refusal::{refusal, JoinError};
 use super::scripts::{CLAIM, ELECT, RENEW, RESIGN};
 use super::store::{
     connect, members, parse_leader, scan_ids, set_version, within, HostCache, Keys,
 };
+use super::JoinError;
 use crate::cluster_map::{ClusterId, MapPrint};
 use crate::engine::state::{ExitOrder, Snapshot};
 use crate::fleet::slice::Ranges;
+use mewld_core::fleet::{refusal, Refusal};
 
 /// How often a host renews its record (sooner when its clusters change).
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -138,8 +139,8 @@ impl Member {
             return Ok(());
         };
         let other: HostRecord =
-            serde_json::from_str(&conflict).map_err(|e| JoinError::BadRecord(e.to_string()))?;
-        Err(refusal(&self.me, &self.map, other))
+            serde_json::from_str(&conflict).map_err(|e| Refusal::BadRecord(e.to_string()))?;
+        Err(refusal(&self.me, &self.map, other).into())
     }
 
     pub(super) async fn run(

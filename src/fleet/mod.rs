@@ -12,10 +12,7 @@
 
 pub mod attach;
 mod member;
-pub mod record;
-mod refusal;
 mod scripts;
-pub mod slice;
 mod store;
 
 use std::sync::Arc;
@@ -27,8 +24,17 @@ use crate::engine::actlog::unix_secs;
 use crate::engine::state::Snapshot;
 use member::{boot_id, Beat, Member};
 pub use member::{HEARTBEAT, HOST_TTL, LEASE, READ_INTERVAL};
-pub use record::{FleetView, HostRecord, Leader, Membership};
-pub use refusal::JoinError;
+pub use mewld_core::fleet::{record, slice, FleetView, HostRecord, Leader, Membership, Refusal};
+
+/// Why this host did not join the fleet: refused by what Redis holds, or
+/// Redis failed while it asked.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
 use store::{connect, Keys, COMMAND_TIMEOUT};
 pub(crate) use store::{timed_out, within};
 
@@ -93,8 +99,15 @@ pub async fn join(
 }
 
 /// A random token that makes a host id unique to this run.
+/// A random id: command ids of messages the manager starts itself (one
+/// host per fleet question), run tokens.
+pub fn random_id() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), 16)
+}
+
 pub fn run_token() -> String {
-    crate::protocol::random_id()[..8].to_string()
+    random_id()[..8].to_string()
 }
 
 /// This host's name: the machine's, unless given; made safe for a key.

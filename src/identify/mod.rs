@@ -8,7 +8,6 @@
 //! the snapshot, notices for the action log).
 
 mod fleet_gate;
-pub mod rules;
 mod secret;
 mod server;
 
@@ -24,6 +23,7 @@ use crate::config::Config;
 use crate::discord::{self, SessionStartLimit};
 use crate::engine::state::Snapshot;
 pub use fleet_gate::FleetGate;
+pub use mewld_core::identify as rules;
 use rules::{Budget, Grant, Notice, Queue, Refusal, Rules, Status, Ticket};
 use secret::Secret;
 

@@ -470,7 +470,7 @@ mod tests {
             ),
         ];
         for (e, want) in cases {
-            let m = e.entry();
+            let m = e.entry(std::time::SystemTime::now());
             let event = m["event"].as_str().unwrap_or_default().to_string();
             assert_eq!(restarts(&event, &m), want, "{m:?}");
         }
@@ -666,19 +666,19 @@ mod tests {
     fn a_clusters_entries_never_count_as_the_managers() {
         let (mut series, registry) = Series::registered();
         let forged = [
-            LogEvent::ClusterRestarted { id: 0, restarts: 1 }.entry(),
+            LogEvent::ClusterRestarted { id: 0, restarts: 1 }.entry(std::time::SystemTime::now()),
             LogEvent::ClusterRestarted {
                 id: 7_777,
                 restarts: 1,
             }
-            .entry(),
-            LogEvent::PingFailure { id: 1 }.entry(),
+            .entry(std::time::SystemTime::now()),
+            LogEvent::PingFailure { id: 1 }.entry(std::time::SystemTime::now()),
             LogEvent::RollingRestart {
                 clusters: (100..200).collect(),
             }
-            .entry(),
-            operator("restart", None).entry(),
-            LogEvent::ClusterStarted { id: 0, pid: 9 }.entry(),
+            .entry(std::time::SystemTime::now()),
+            operator("restart", None).entry(std::time::SystemTime::now()),
+            LogEvent::ClusterStarted { id: 0, pid: 9 }.entry(std::time::SystemTime::now()),
         ];
         for entry in &forged {
             series.on_cluster_entry(entry);
@@ -712,7 +712,7 @@ mod tests {
     #[test]
     fn the_text_format_has_every_series_the_dashboard_queries() {
         let (mut series, registry) = Series::registered();
-        series.on_entry(&LogEvent::PingFailure { id: 1 }.entry());
+        series.on_entry(&LogEvent::PingFailure { id: 1 }.entry(std::time::SystemTime::now()));
         series.on_snapshot(&healthy(&[0]));
         let text = text(&registry);
         for name in [

@@ -10,10 +10,10 @@ mod outbox;
 pub mod redis;
 pub mod unix;
 
+pub use mewld_core::model::{Origin, Peer};
 pub use outbox::{Backlog, Dropped};
 
 use color_eyre::eyre::{Result, WrapErr};
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
@@ -144,44 +144,13 @@ impl Transport {
     }
 }
 
-/// Who put a message on the channel, as far as the transport can tell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// Someone on the Redis channel; Redis does not say who (the manager's
-    /// own publishes come back this way too).
-    Redis,
-    /// A client of the Unix socket.
-    Unix(Peer),
-    /// The manager itself: its own publish, echoed by the Unix transport.
-    Manager,
-}
-
-/// A socket client's process, from the kernel (SO_PEERCRED).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Peer {
-    /// None where the kernel does not say.
-    pub pid: Option<i32>,
-    pub uid: u32,
-}
-
-impl Peer {
-    /// The process at the other end of `stream`.
-    pub fn of(stream: &tokio::net::UnixStream) -> std::io::Result<Peer> {
-        let cred = stream.peer_cred()?;
-        Ok(Peer {
-            pid: cred.pid(),
-            uid: cred.uid(),
-        })
-    }
-}
-
-impl std::fmt::Display for Peer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.pid {
-            Some(pid) => write!(f, "pid {pid} uid {}", self.uid),
-            None => write!(f, "pid ? uid {}", self.uid),
-        }
-    }
+/// The process at the other end of `stream` (SO_PEERCRED).
+pub fn peer_of(stream: &tokio::net::UnixStream) -> std::io::Result<Peer> {
+    let cred = stream.peer_cred()?;
+    Ok(Peer {
+        pid: cred.pid(),
+        uid: cred.uid(),
+    })
 }
 
 /// A message's bytes (read as `&[u8]`). A transport may attach its share of

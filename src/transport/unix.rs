@@ -152,7 +152,7 @@ async fn accept(listener: UnixListener, path: PathBuf, hub: mpsc::Sender<HubInpu
         if let Some((refused, over)) = refusing.end() {
             tracing::info!(refused, over = ?over, "admitting socket clients again");
         }
-        let peer = match Peer::of(&stream) {
+        let peer = match crate::transport::peer_of(&stream) {
             Ok(peer) => peer,
             Err(e) => {
                 tracing::warn!(error = %e, "closed a socket client whose credentials are unknown");

@@ -6,12 +6,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::process::ExitInfo;
 use crate::cluster_map::ClusterId;
+use crate::model::ExitInfo;
 
-pub fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+/// `t` in unix microseconds, an entry's `ts`.
+pub fn unix_micros(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
@@ -253,9 +253,9 @@ pub enum RestartVia {
     Restart,
 }
 
-impl From<crate::identify::rules::Notice> for LogEvent {
-    fn from(notice: crate::identify::rules::Notice) -> LogEvent {
-        use crate::identify::rules::Notice;
+impl From<crate::identify::Notice> for LogEvent {
+    fn from(notice: crate::identify::Notice) -> LogEvent {
+        use crate::identify::Notice;
         match notice {
             Notice::BudgetLow {
                 remaining,
@@ -272,22 +272,22 @@ impl From<crate::identify::rules::Notice> for LogEvent {
 }
 
 impl LogEvent {
-    /// The entry as stored: the event's fields, `event` and `ts`.
-    pub fn entry(&self) -> Map<String, Value> {
+    /// The entry as stored: the event's fields, `event` and `ts` (`at`).
+    pub fn entry(&self, at: SystemTime) -> Map<String, Value> {
         let mut map = match serde_json::to_value(self) {
             Ok(Value::Object(map)) => map,
             // A tagged enum of plain fields always serialises to an object.
             _ => Map::new(),
         };
-        map.insert("ts".into(), Value::from(now_micros()));
+        map.insert("ts".into(), Value::from(unix_micros(at)));
         map
     }
 }
 
 /// An entry sent by a cluster (`action_logs`): its `data` with `ts` set, so
 /// every entry's time is on the manager's clock and in microseconds.
-pub fn from_cluster(mut data: Map<String, Value>) -> Map<String, Value> {
-    data.insert("ts".into(), Value::from(now_micros()));
+pub fn from_cluster(mut data: Map<String, Value>, at: SystemTime) -> Map<String, Value> {
+    data.insert("ts".into(), Value::from(unix_micros(at)));
     data
 }
 
@@ -298,7 +298,7 @@ mod tests {
 
     #[test]
     fn entries_have_event_and_microsecond_ts() {
-        let e = LogEvent::PingFailure { id: 3 }.entry();
+        let e = LogEvent::PingFailure { id: 3 }.entry(SystemTime::now());
         assert_eq!(e["event"], "ping_failure");
         assert_eq!(e["id"], 3);
         let ts = e["ts"].as_i64().expect("ts is a number");
@@ -310,7 +310,7 @@ mod tests {
     #[test]
     fn events_serialise_as_the_original_shapes() {
         let without_ts = |e: LogEvent| {
-            let mut m = e.entry();
+            let mut m = e.entry(SystemTime::now());
             m.remove("ts");
             Value::Object(m)
         };
@@ -442,7 +442,13 @@ mod tests {
         ];
         let (trouble, progress): (Vec<_>, Vec<_>) = events
             .iter()
-            .map(|e| Tone::of(e.entry()["event"].as_str().unwrap_or_default()))
+            .map(|e| {
+                Tone::of(
+                    e.entry(SystemTime::now())["event"]
+                        .as_str()
+                        .unwrap_or_default(),
+                )
+            })
             .partition(|t| *t == Tone::Trouble);
         assert_eq!(trouble.len(), 11);
         assert!(progress.iter().all(|t| *t == Tone::Progress));
@@ -454,7 +460,7 @@ mod tests {
         let Value::Object(data) = json!({"event": "shards_launched", "cluster": 1, "ts": 5}) else {
             unreachable!()
         };
-        let e = from_cluster(data);
+        let e = from_cluster(data, SystemTime::now());
         assert!(e["ts"].as_i64() > Some(5));
         assert_eq!(e["cluster"], 1);
     }

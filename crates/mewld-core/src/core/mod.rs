@@ -7,7 +7,7 @@
 //! The rules live by concern: `ops.rs` (what operators ask), `lifecycle.rs`
 //! (spawn, exit, crash restart), `diag.rs` (health pings), `rolling.rs`
 //! (rolling restarts and resharding); the launch order is the
-//! [`Launcher`](super::launch::Launcher).
+//! [`Launcher`](crate::launch::Launcher).
 
 mod diag;
 mod driver;
@@ -24,17 +24,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Map, Value};
 
-use super::actlog::LogEvent;
-use super::health::Pings;
-use super::launch::Launcher;
-use super::process::{CommandLine, ExitInfo, SpawnError};
-use super::rolling::Rolling;
-use super::state::{Cluster, ClusterView, Snapshot};
-use super::{Exit, Label, Operation, Refused, Via};
+use crate::actlog::LogEvent;
 use crate::cluster_map::{ClusterId, ClusterSpec};
 use crate::config::Config;
-use crate::discord::{GatewayBot, SessionStartLimit};
+use crate::health::Pings;
+use crate::launch::Launcher;
+use crate::model::{CommandLine, ExitInfo, SpawnError};
+use crate::model::{Exit, Label, Operation, Refused, Via};
+use crate::model::{GatewayBot, SessionStartLimit};
 use crate::protocol::Request;
+use crate::rolling::Rolling;
+use crate::state::{Cluster, ClusterView, Snapshot};
 pub use driver::{drive, Driver};
 
 /// The time, as the runner read it: monotonic for timers, wall for people.
@@ -181,7 +181,7 @@ pub(crate) enum Purpose {
     /// Again after it crashed (the cluster counts its crash restarts).
     CrashRestart,
     /// Again after a stop that asked for it.
-    AfterStop(super::state::RestartCause),
+    AfterStop(crate::state::RestartCause),
 }
 
 /// The engine's state. Only [`Core::step`] changes it.

@@ -7,9 +7,9 @@ use super::record::{HostRecord, Membership};
 use super::slice::Ranges;
 use crate::cluster_map::{ClusterId, MapPrint};
 
-/// Why this host may not join the fleet.
+/// Why this host may not join the fleet, from what Redis holds.
 #[derive(Debug, thiserror::Error)]
-pub enum JoinError {
+pub enum Refusal {
     #[error(
         "clusters {overlap} are already run by host {host} (pid {pid}), which is alive and \
          heartbeating in Redis; two managers must not run the same cluster. Give each host \
@@ -38,13 +38,11 @@ pub enum JoinError {
     },
     #[error("a live host's record in Redis cannot be read ({0}); is another program using the fleet's keys?")]
     BadRecord(String),
-    #[error("Redis: {0}")]
-    Redis(#[from] redis::RedisError),
 }
 
 /// Why a live record that conflicts with ours (`me`, of `map`) stops this
 /// host: another map, another host count, or clusters it runs.
-pub(super) fn refusal(me: &Membership, map: &MapPrint, other: HostRecord) -> JoinError {
+pub fn refusal(me: &Membership, map: &MapPrint, other: HostRecord) -> Refusal {
     // Older builds wrote only the map's size: the rest is taken as ours.
     let theirs = if other.map.digest.is_empty() {
         let same = (other.shard_count, other.cluster_count) == (map.shards, map.clusters);
@@ -62,7 +60,7 @@ pub(super) fn refusal(me: &Membership, map: &MapPrint, other: HostRecord) -> Joi
         other.map.clone()
     };
     if let Some(how) = map.difference(&theirs) {
-        return JoinError::DifferentMap {
+        return Refusal::DifferentMap {
             host: other.id,
             pid: other.pid,
             how,
@@ -70,7 +68,7 @@ pub(super) fn refusal(me: &Membership, map: &MapPrint, other: HostRecord) -> Joi
     }
     if let (Some(theirs), Some(ours)) = (other.host_count, me.host_count) {
         if theirs != ours {
-            return JoinError::HostCount {
+            return Refusal::HostCount {
                 host: other.id,
                 pid: other.pid,
                 theirs,
@@ -79,7 +77,7 @@ pub(super) fn refusal(me: &Membership, map: &MapPrint, other: HostRecord) -> Joi
         }
     }
     let overlap: BTreeSet<ClusterId> = other.owned.intersection(&me.owned).copied().collect();
-    JoinError::Claimed {
+    Refusal::Claimed {
         overlap: Ranges(&overlap).to_string(),
         host: other.id,
         pid: other.pid,
@@ -127,7 +125,7 @@ mod tests {
         let theirs = MapPrint::of(6, &build(6, 4, &[]));
         let e = refusal(&me(&[1], Some(2)), &ours, other(&[0], theirs, Some(2)));
         assert!(
-            matches!(&e, JoinError::DifferentMap { how, .. } if how.contains("4 shards per cluster")),
+            matches!(&e, Refusal::DifferentMap { how, .. } if how.contains("4 shards per cluster")),
             "{e}"
         );
         let e = refusal(
@@ -138,7 +136,7 @@ mod tests {
         assert!(
             matches!(
                 e,
-                JoinError::HostCount {
+                Refusal::HostCount {
                     theirs: 2,
                     ours: 3,
                     ..
@@ -148,7 +146,7 @@ mod tests {
         );
         let e = refusal(&me(&[0, 1], None), &ours, other(&[1], ours.clone(), None));
         assert!(
-            matches!(&e, JoinError::Claimed { overlap, .. } if overlap == "1"),
+            matches!(&e, Refusal::Claimed { overlap, .. } if overlap == "1"),
             "{e}"
         );
     }
@@ -161,11 +159,11 @@ mod tests {
         let mut old = other(&[0], MapPrint::default(), None);
         (old.shard_count, old.cluster_count) = (6, 2);
         let e = refusal(&me(&[0], None), &ours, old.clone());
-        assert!(matches!(e, JoinError::Claimed { .. }), "{e}");
+        assert!(matches!(e, Refusal::Claimed { .. }), "{e}");
         old.shard_count = 8;
         let e = refusal(&me(&[0], None), &ours, old);
         assert!(
-            matches!(&e, JoinError::DifferentMap { how, .. } if how.starts_with("8 shards")),
+            matches!(&e, Refusal::DifferentMap { how, .. } if how.starts_with("8 shards")),
             "{e}"
         );
     }

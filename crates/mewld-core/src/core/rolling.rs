@@ -3,12 +3,12 @@
 //! the new ones (docs/protocol.md §5.1).
 
 use super::{Command, Core, Timer};
+use crate::actlog::LogEvent;
 use crate::cluster_map::{self, ClusterId};
-use crate::discord::GatewayBot;
-use crate::engine::actlog::LogEvent;
-use crate::engine::rolling::Rolling;
-use crate::engine::state::{Cluster, RestartCause};
-use crate::engine::Refused;
+use crate::model::GatewayBot;
+use crate::model::Refused;
+use crate::rolling::Rolling;
+use crate::state::{Cluster, RestartCause};
 
 impl Core {
     pub(super) fn begin_rolling(&mut self, order: Vec<ClusterId>, done_event: LogEvent) {

@@ -7,14 +7,14 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::{Asker, Core, Timer};
+use crate::actlog::LogEvent;
 use crate::cluster_map::{ClusterId, ClusterSpec};
-use crate::engine::actlog::LogEvent;
-use crate::engine::launch::Turn;
-use crate::engine::state::{ClusterState, ClusterView, ExitOrder, FleetSummary, HostSummary};
-use crate::engine::{Label, Operation, Refused};
 use crate::fleet::slice::Ranges;
 use crate::fleet::{FleetView, HostRecord, Leader, Membership};
+use crate::launch::Turn;
+use crate::model::{Label, Operation, Refused};
 use crate::protocol::{self, FleetOp};
+use crate::state::{ClusterState, ClusterView, ExitOrder, FleetSummary, HostSummary};
 
 /// Most host events held for a leader that is not elected yet.
 const PENDING_EVENTS: usize = 32;
@@ -258,7 +258,7 @@ impl Core {
             // Another manager runs these clusters now: ours must not run too.
             let host = view.me;
             self.log(LogEvent::HostDisplaced { host, error });
-            let _ = self.exit(crate::engine::Exit::Shutdown);
+            let _ = self.exit(crate::model::Exit::Shutdown);
             return;
         }
         if let (Some(order), None) = (view.exit_order, self.exiting) {
@@ -270,9 +270,9 @@ impl Core {
                 "the fleet's leader ordered every host to stop; stopping"
             );
             let exit = if order.restart {
-                crate::engine::Exit::RestartProcess
+                crate::model::Exit::RestartProcess
             } else {
-                crate::engine::Exit::Shutdown
+                crate::model::Exit::Shutdown
             };
             let _ = self.exit(exit);
         }

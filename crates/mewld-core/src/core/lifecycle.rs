@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use super::{Command, Core, Now, Purpose, Timer};
+use crate::actlog::{ExitFields, LogEvent, RestartVia, StartVia};
 use crate::cluster_map::ClusterId;
-use crate::engine::actlog::{ExitFields, LogEvent, RestartVia, StartVia};
-use crate::engine::process::{self, ExitInfo, SpawnError};
-use crate::engine::restart::{self, Verdict};
-use crate::engine::state::{ClusterState, RestartCause};
-use crate::engine::Refused;
+use crate::model::Refused;
+use crate::model::{ExitInfo, SpawnError};
 use crate::protocol;
+use crate::restart::{self, Verdict};
+use crate::state::{ClusterState, RestartCause};
 
 impl Core {
     /// Starts the launch's next clusters (as many as the launch policy
@@ -139,7 +139,8 @@ impl Core {
     /// Asks the runner to start cluster `idx`; the outcome comes back as
     /// [`super::Input::Spawned`] and is handled for `purpose`.
     pub(super) fn spawn(&mut self, idx: usize, purpose: Purpose) {
-        let line = process::command_line(&self.config, &self.clusters[idx].spec, self.shard_count);
+        let line =
+            crate::argv::command_line(&self.config, &self.clusters[idx].spec, self.shard_count);
         let c = &mut self.clusters[idx];
         c.generation += 1;
         c.health = None;
@@ -212,7 +213,7 @@ impl Core {
                     label: self.label(idx),
                     error,
                 };
-                self.finish_op(crate::engine::Operation::Start(id), asker, Err(refused));
+                self.finish_op(crate::model::Operation::Start(id), asker, Err(refused));
             }
             Purpose::CrashRestart => self.log(LogEvent::ClusterStartFailed {
                 id,
@@ -253,7 +254,7 @@ impl Core {
         match purpose {
             Purpose::Launch => self.set_timer(launch_timeout, self.config.launch_timeout),
             Purpose::Start { asker } => {
-                self.finish_op(crate::engine::Operation::Start(id), asker, Ok(()))
+                self.finish_op(crate::model::Operation::Start(id), asker, Ok(()))
             }
             Purpose::CrashRestart => {
                 let restarts = self.clusters[idx].crash_restarts;

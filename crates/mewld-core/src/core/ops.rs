@@ -5,10 +5,10 @@ use serde_json::{json, Map, Value};
 
 use super::fleet::Question;
 use super::{Answer, Asker, Command, Core, Now, Purpose};
-use crate::engine::actlog::{self, LogEvent};
-use crate::engine::state::{ClusterState, RestartCause};
-use crate::engine::{Exit, Operation, Refused, Via};
+use crate::actlog::{self, LogEvent};
+use crate::model::{Exit, Operation, Refused, Via};
 use crate::protocol::{self, Action, Request};
+use crate::state::{ClusterState, RestartCause};
 
 impl Core {
     pub(super) fn on_request(&mut self, now: Now, request: Request, via: Via) {
@@ -102,7 +102,7 @@ impl Core {
             return;
         }
         let asker = Asker {
-            via: Via::Fleet(crate::engine::FleetVia::parse(&fleet_op.via)),
+            via: Via::Fleet(crate::model::FleetVia::parse(&fleet_op.via)),
             answer: Answer::Acked,
             host: Some(fleet_op.host),
         };

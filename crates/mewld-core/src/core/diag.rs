@@ -3,11 +3,11 @@
 //! that keeps a Redis stall from being taken for dead clusters.
 
 use super::{Command, Core, Now, Timer};
+use crate::actlog::LogEvent;
 use crate::cluster_map::ClusterId;
-use crate::engine::actlog::LogEvent;
-use crate::engine::health::{Health, Phase, Ping, Timeout};
-use crate::engine::state::{ClusterState, RestartCause};
+use crate::health::{Health, Phase, Ping, Timeout};
 use crate::protocol::{self, DiagAnswer};
+use crate::state::{ClusterState, RestartCause};
 
 impl Core {
     /// Sends a diagnostic to every launched cluster.

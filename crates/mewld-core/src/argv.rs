@@ -5,9 +5,9 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use super::process::CommandLine;
 use crate::cluster_map::{cluster_count, python_list, ClusterSpec};
 use crate::config::Config;
+use crate::model::CommandLine;
 
 /// What the placeholders of one cluster's command line are filled from.
 struct Values<'a> {

@@ -6,10 +6,10 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use super::actlog::{LogEvent, RestartVia, StartVia};
-use super::health::Health;
-use super::process::ExitInfo;
+use crate::actlog::{LogEvent, RestartVia, StartVia};
 use crate::cluster_map::{ClusterId, ClusterSpec};
+use crate::health::Health;
+use crate::model::ExitInfo;
 
 /// Where a cluster is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,7 +72,7 @@ pub(super) struct Cluster {
     pub health: Option<Health>,
     /// A spawn asked of the runner whose outcome is not in yet, and what
     /// it was for.
-    pub spawning: Option<super::core::Purpose>,
+    pub spawning: Option<crate::core::Purpose>,
     /// Its answers named shards not its own, and that was said.
     pub said_strays: bool,
 }
@@ -233,7 +233,7 @@ pub struct Snapshot {
     pub resharding: bool,
     /// The identify queue, when it runs.
     #[serde(default)]
-    pub identify: Option<crate::identify::rules::Status>,
+    pub identify: Option<crate::identify::Status>,
     /// The fleet this host belongs to, when it runs in one.
     #[serde(default)]
     pub fleet: Option<FleetSummary>,

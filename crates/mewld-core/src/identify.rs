@@ -39,7 +39,7 @@ pub struct Budget {
 impl Budget {
     /// The budget Get Gateway Bot describes, as of `now` (`reset_after` 0:
     /// nothing spent yet, no reset running).
-    pub fn from_discord(limit: &crate::discord::SessionStartLimit, now: Instant) -> Budget {
+    pub fn from_discord(limit: &crate::model::SessionStartLimit, now: Instant) -> Budget {
         Budget {
             remaining: limit.remaining,
             total: limit.total,
@@ -351,5 +351,4 @@ fn earliest(a: Option<Instant>, b: Instant) -> Option<Instant> {
 }
 
 #[cfg(test)]
-#[path = "rules_tests.rs"]
 mod tests;

@@ -12,14 +12,14 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{json, Value};
 
 use super::{drive, Command, Core, Driver, Input, Now, Timer};
+use crate::actlog::{LogEvent, StartVia};
 use crate::cluster_map::{self, ClusterId};
-use crate::discord::{GatewayBot, SessionStartLimit};
-use crate::engine::actlog::{LogEvent, StartVia};
-use crate::engine::process::{ExitInfo, SpawnError};
-use crate::engine::state::ClusterState;
-use crate::engine::{Exit, Operation, Refused, Via};
+use crate::model::Peer;
+use crate::model::{Exit, Operation, Refused, Via};
+use crate::model::{ExitInfo, SpawnError};
+use crate::model::{GatewayBot, SessionStartLimit};
 use crate::protocol::{self, Action, Request};
-use crate::transport::Peer;
+use crate::state::ClusterState;
 
 struct Sim {
     core: Core,
@@ -264,7 +264,7 @@ impl Sim {
         });
     }
 
-    fn cluster(&self, id: ClusterId) -> &crate::engine::state::Cluster {
+    fn cluster(&self, id: ClusterId) -> &crate::state::Cluster {
         &self.core.clusters[id as usize]
     }
 
@@ -1127,11 +1127,11 @@ fn host_a(states: &[(ClusterId, ClusterState)]) -> crate::fleet::HostRecord {
                     name: format!("cluster-{id}"),
                     shards: vec![2 * id, 2 * id + 1],
                 };
-                crate::engine::state::ClusterView {
+                crate::state::ClusterView {
                     state,
                     pid: matches!(state, ClusterState::Starting | ClusterState::Running)
                         .then_some(500 + id),
-                    ..crate::engine::state::ClusterView::lost(&spec)
+                    ..crate::state::ClusterView::lost(&spec)
                 }
             })
             .collect(),
@@ -1421,7 +1421,7 @@ fn the_leaders_order_to_stop_reaches_a_host_that_missed_it() {
     let order = leader.core.snapshot().fleet.and_then(|f| f.exit_order);
     assert_eq!(
         order,
-        Some(crate::engine::state::ExitOrder {
+        Some(crate::state::ExitOrder {
             restart: true,
             epoch: 3
         })

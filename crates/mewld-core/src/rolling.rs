@@ -4,9 +4,9 @@
 
 use std::collections::VecDeque;
 
-use super::actlog::LogEvent;
-use super::state::RollingView;
+use crate::actlog::LogEvent;
 use crate::cluster_map::ClusterId;
+use crate::state::RollingView;
 
 #[derive(Debug)]
 pub struct Rolling {

@@ -171,7 +171,7 @@ fn the_budget_holds_at_the_reserve_until_it_resets() {
 #[test]
 fn discords_day_starts_with_the_first_session_start() {
     let t0 = Instant::now();
-    let limit = crate::discord::SessionStartLimit {
+    let limit = crate::model::SessionStartLimit {
         total: 10,
         remaining: 10,
         reset_after: 0,

@@ -216,7 +216,7 @@ fn line_of_duplicate(text: &str, key: &str) -> Option<usize> {
 }
 
 /// The 1-based line where a top-level key is written, if it is.
-pub(super) fn line_of_key(text: &str, key: &str) -> Option<usize> {
+pub(crate) fn line_of_key(text: &str, key: &str) -> Option<usize> {
     let top = key.split('.').next().unwrap_or(key);
     text.lines()
         .position(|line| {

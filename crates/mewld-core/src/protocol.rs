@@ -425,12 +425,6 @@ pub fn fleet_op(op: &FleetOp) -> String {
     .to_string()
 }
 
-/// A random id for messages the manager starts itself.
-pub fn random_id() -> String {
-    use rand::distr::{Alphanumeric, SampleString};
-    Alphanumeric.sample_string(&mut rand::rng(), 16)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

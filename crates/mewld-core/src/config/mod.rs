@@ -1,0 +1,312 @@
+//! `config.yaml` text → [`Config`]: parsing, validation and environment
+//! overrides, as a pure function (the main crate reads the file and the
+//! environment).
+//!
+//! The keys and their meaning are the original mewld's (docs/protocol.md §2), so an
+//! existing bot's file loads unchanged. Errors name the file, the line and the
+//! key; unknown keys are warnings, never failures.
+
+mod raw;
+mod resolve;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The bot token. Its `Debug` and `Display` never show the value, so it can
+/// be carried around in structs that get logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(value: impl Into<String>) -> Self {
+        Token(value.into())
+    }
+
+    /// The raw token, for the places that must send it (HTTP header, child env).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<hidden>)")
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<hidden>")
+    }
+}
+
+/// Values read from the environment that override the file. Kept apart from
+/// the process environment so that parsing stays a pure function.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `MTOKEN`
+    pub token: Option<String>,
+    /// `PER_CLUSTER`
+    pub per_cluster: Option<String>,
+    /// `$HOME`, for `dir`
+    pub home: Option<PathBuf>,
+    /// The working directory, for `use_current_directory` and relative paths.
+    pub cwd: PathBuf,
+}
+
+/// Where the manager exchanges messages with its clusters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ipc {
+    /// Redis pub/sub; a full `redis://` or `rediss://` URL.
+    Redis { url: String },
+    /// The manager's own Unix socket (docs/protocol.md §7); clusters learn its
+    /// path from `MEWLD_SOCKET`.
+    Unix { path: PathBuf },
+}
+
+/// How a cluster that exits unasked is restarted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartPolicy {
+    /// Wait before the first restart; doubled for each quick failure in a row.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Quick failures in a row after which the cluster is marked failed and
+    /// left stopped; 0 never gives up.
+    pub max_failures: u32,
+    /// A cluster that ran this long before exiting starts counting afresh.
+    pub stable_after: Duration,
+}
+
+/// How the launch starts clusters (docs/protocol.md §6, launch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaunchPolicy {
+    /// The original's: one cluster at a time, the next after the previous
+    /// one's `launch_next` and `cluster_start_next_delay`.
+    Sequential,
+    /// Several clusters at once, their identifies spaced by the identify
+    /// queue; `at_once` clusters may be starting at the same time (`None`:
+    /// derived from `max_concurrency` and `per_cluster` once Discord told).
+    Concurrent { at_once: Option<u32> },
+}
+
+/// The resolved, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, for messages.
+    pub path: PathBuf,
+    pub token: Option<Token>,
+    pub bot_dir: PathBuf,
+    /// The env files, resolved against the working directory.
+    pub env_files: Vec<PathBuf>,
+    pub names: Vec<String>,
+    pub module: String,
+    pub interp: Option<String>,
+    pub ipc: Ipc,
+    /// The channel everything travels on; clusters get it as `MEWLD_CHANNEL`.
+    pub channel: String,
+    pub per_cluster: u32,
+    pub fixed_shard_count: Option<u32>,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+    pub cluster_start_next_delay: Duration,
+    pub minimum_safe_sessions_remaining: u32,
+    pub experimental_features: Vec<String>,
+    pub reshard_all: bool,
+    pub proxy: Option<String>,
+    pub args: Vec<String>,
+    pub action_log_max_len: usize,
+    pub stop_grace_period: Duration,
+    pub restart: RestartPolicy,
+    /// How long a rolling restart waits for each cluster's `launch_next`.
+    pub rolling_restart_timeout: Duration,
+    /// How long the launch waits for a cluster's `launch_next` before it
+    /// starts the next one anyway.
+    pub launch_timeout: Duration,
+    /// Where the daemon and the console listen for `mewld attach`
+    /// (relative paths are relative to the config file's directory).
+    pub control_socket: PathBuf,
+    /// Where Prometheus metrics are served; off when `None`.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Where the identify queue listens; off when `None`.
+    pub identify_queue: Option<std::net::SocketAddr>,
+    /// Added to Discord's 5 s between two identifies of a bucket.
+    pub identify_margin: Duration,
+    pub launch: LaunchPolicy,
+}
+
+/// What loading a file found wrong, located as precisely as possible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    /// An error about `key` of the file `path` holding `text`, at the
+    /// key's line.
+    pub fn at_key(text: &str, path: &Path, key: &str, message: String) -> ConfigError {
+        ConfigError {
+            path: path.to_path_buf(),
+            line: raw::line_of_key(text, key),
+            key: Some(key.to_string()),
+            message,
+        }
+    }
+}
+
+/// A config that loaded, plus what deserves a warning.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+/// A config from YAML for tests (here and in the main crate), resolved
+/// against `/`; panics with the error when the text is not a valid config.
+pub fn for_tests(text: &str) -> Config {
+    let ov = Overrides {
+        cwd: PathBuf::from("/"),
+        ..Overrides::default()
+    };
+    match parse(text, Path::new("c.yaml"), &ov) {
+        Ok(loaded) => loaded.config,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Parses `text` as the config file `path` (used in messages only).
+pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Loaded, ConfigError> {
+    // Editors on Windows save a byte order mark, which YAML would take for
+    // the start of a second document.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let (raw, warnings) = raw::read(text, path)?;
+    let config = resolve::resolve(raw, text, path, overrides)?;
+    Ok(Loaded { config, warnings })
+}
+
+impl Config {
+    pub fn feature_enabled(&self, name: &str) -> bool {
+        self.experimental_features.iter().any(|f| f == name)
+    }
+
+    /// The list key of the action log (docs/protocol.md §5.4).
+    pub fn action_log_key(&self) -> String {
+        format!("{}/actlogs", self.channel)
+    }
+}
+
+/// The directory `path` is in (`.` for a bare name): where paths the
+/// config names relative to itself are.
+pub fn dir_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// `host:port` means database 0 on that host, as in the original.
+pub fn redis_url(addr: &str) -> String {
+    if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("redis://{addr}/0")
+    }
+}
+
+/// `url` with its password, if any, replaced by `****`, for printing.
+pub fn redacted_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    // The last `@` ends the user info: a password may hold an `@` itself.
+    let Some(at) = url[scheme_end..].rfind('@').map(|i| scheme_end + i) else {
+        return url.to_string();
+    };
+    match url[scheme_end..at].find(':').map(|i| scheme_end + i) {
+        Some(colon) => format!("{}:****{}", &url[..colon], &url[at..]),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Also the shared helpers of the config's other test modules.
+    use super::*;
+
+    pub(super) fn ov() -> Overrides {
+        Overrides {
+            token: None,
+            per_cluster: None,
+            home: Some(PathBuf::from("/home/bot")),
+            cwd: PathBuf::from("/srv"),
+        }
+    }
+
+    pub(super) const MIN: &str =
+        "token: abc\nmodule: bot.py\nredis: localhost:6379\nredis_channel: ch\nper_cluster: 10\n";
+
+    pub(super) fn parse_ok(text: &str, o: &Overrides) -> Loaded {
+        match parse(text, Path::new("config.yaml"), o) {
+            Ok(l) => l,
+            Err(e) => panic!("config should load: {e}"),
+        }
+    }
+
+    pub(super) fn parse_err(text: &str) -> ConfigError {
+        match parse(text, Path::new("config.yaml"), &ov()) {
+            Ok(_) => panic!("config should not load"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn token_is_never_shown() {
+        let c = parse_ok(MIN, &ov()).config;
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("abc"), "{dbg}");
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redacted_url("redis://:pw@h:6379/0"),
+            "redis://:****@h:6379/0"
+        );
+        assert_eq!(
+            redacted_url("rediss://user:p@ss@h/0"),
+            "rediss://user:****@h/0"
+        );
+        assert_eq!(redacted_url("redis://user@h/0"), "redis://user@h/0");
+        assert_eq!(redacted_url("redis://h:6379/0"), "redis://h:6379/0");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_accepted() {
+        let c = parse_ok(&format!("\u{feff}{MIN}"), &ov()).config;
+        assert_eq!(c.module, "bot.py");
+    }
+
+    #[test]
+    fn redis_address_forms() {
+        assert_eq!(redis_url("h:1"), "redis://h:1/0");
+        assert_eq!(redis_url("rediss://u:p@h:1/2"), "rediss://u:p@h:1/2");
+    }
+}

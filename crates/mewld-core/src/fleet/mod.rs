@@ -1,0 +1,10 @@
+//! The fleet's pure rules (docs/protocol.md §10): the records hosts keep
+//! in Redis, the slice of the map each host runs, and why a host may not
+//! join. The heartbeat task and the Redis store are the main crate's.
+
+pub mod record;
+pub mod refusal;
+pub mod slice;
+
+pub use record::{FleetView, HostRecord, Leader, Membership};
+pub use refusal::{refusal, Refusal};

@@ -1,0 +1,12 @@
+//! The types every layer shares: plain data, no behaviour beyond naming
+//! and formatting itself.
+
+pub mod event;
+pub mod gateway;
+pub mod ops;
+pub mod process;
+
+pub use event::Event;
+pub use gateway::{GatewayBot, SessionStartLimit};
+pub use ops::{Exit, FleetVia, Label, Operation, Origin, Peer, Refused, Via};
+pub use process::{CommandLine, ExitInfo, SpawnError, Stream};
