@@ -1,0 +1,45 @@
+//! The usual starting point of an end-to-end test.
+
+use super::{channel, config_text, Answer, BotDir, FakeDiscord, Listener, Manager, Redis};
+
+/// What most end-to-end tests start from: a private Redis, a fake Discord
+/// giving `answers`, a bot directory, a channel and a listener on it.
+pub struct Fixture {
+    pub redis: Redis,
+    pub discord: FakeDiscord,
+    pub bot: BotDir,
+    pub ch: String,
+    pub listener: Listener,
+}
+
+impl Fixture {
+    pub fn new(test: &str, answers: Vec<Answer>) -> Fixture {
+        let redis = Redis::start();
+        let ch = channel(test);
+        let listener = redis.listen(&ch);
+        Fixture {
+            discord: FakeDiscord::start(answers),
+            bot: BotDir::new(),
+            redis,
+            ch,
+            listener,
+        }
+    }
+}
+
+impl Fixture {
+    /// The test config on this fixture, with `extra` lines appended.
+    pub fn config(&self, extra: &str) -> String {
+        config_text(&self.redis, &self.discord, &self.bot, &self.ch, extra)
+    }
+}
+
+/// A fixture for `shards` shards and a `mewld --daemon` on it (with the
+/// config's `extra` lines and `env`), waited on until every cluster is up.
+pub fn launched(test: &str, shards: u32, extra: &str, env: &[(&str, &str)]) -> (Fixture, Manager) {
+    let f = Fixture::new(test, vec![Answer::gateway(shards, 900, 0)]);
+    let config = f.config(extra);
+    let mut manager = Manager::start_with(&config, &["--daemon"], Some(&f.redis), &f.bot, env);
+    manager.wait_launched(&f.listener);
+    (f, manager)
+}
