@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use crate::cluster_map::{cluster_count, python_list, ClusterSpec};
-use crate::config::Config;
+use crate::config::model::Config;
 use crate::model::CommandLine;
 
 /// What the placeholders of one cluster's command line are filled from.

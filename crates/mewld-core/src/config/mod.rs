@@ -6,40 +6,14 @@
 //! existing bot's file loads unchanged. Errors name the file, the line and the
 //! key; unknown keys are warnings, never failures.
 
+pub(crate) mod model;
 mod raw;
 mod resolve;
 
+pub use model::{Config, Ipc, LaunchPolicy, RestartPolicy, Token};
+
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-/// The bot token. Its `Debug` and `Display` never show the value, so it can
-/// be carried around in structs that get logged.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Token(String);
-
-impl Token {
-    pub fn new(value: impl Into<String>) -> Self {
-        Token(value.into())
-    }
-
-    /// The raw token, for the places that must send it (HTTP header, child env).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Token(<hidden>)")
-    }
-}
-
-impl fmt::Display for Token {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<hidden>")
-    }
-}
 
 /// Values read from the environment that override the file. Kept apart from
 /// the process environment so that parsing stays a pure function.
@@ -53,86 +27,6 @@ pub struct Overrides {
     pub home: Option<PathBuf>,
     /// The working directory, for `use_current_directory` and relative paths.
     pub cwd: PathBuf,
-}
-
-/// Where the manager exchanges messages with its clusters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ipc {
-    /// Redis pub/sub; a full `redis://` or `rediss://` URL.
-    Redis { url: String },
-    /// The manager's own Unix socket (docs/protocol.md §7); clusters learn its
-    /// path from `MEWLD_SOCKET`.
-    Unix { path: PathBuf },
-}
-
-/// How a cluster that exits unasked is restarted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RestartPolicy {
-    /// Wait before the first restart; doubled for each quick failure in a row.
-    pub backoff_base: Duration,
-    pub backoff_max: Duration,
-    /// Quick failures in a row after which the cluster is marked failed and
-    /// left stopped; 0 never gives up.
-    pub max_failures: u32,
-    /// A cluster that ran this long before exiting starts counting afresh.
-    pub stable_after: Duration,
-}
-
-/// How the launch starts clusters (docs/protocol.md §6, launch).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LaunchPolicy {
-    /// The original's: one cluster at a time, the next after the previous
-    /// one's `launch_next` and `cluster_start_next_delay`.
-    Sequential,
-    /// Several clusters at once, their identifies spaced by the identify
-    /// queue; `at_once` clusters may be starting at the same time (`None`:
-    /// derived from `max_concurrency` and `per_cluster` once Discord told).
-    Concurrent { at_once: Option<u32> },
-}
-
-/// The resolved, validated configuration.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// The file it came from, for messages.
-    pub path: PathBuf,
-    pub token: Option<Token>,
-    pub bot_dir: PathBuf,
-    /// The env files, resolved against the working directory.
-    pub env_files: Vec<PathBuf>,
-    pub names: Vec<String>,
-    pub module: String,
-    pub interp: Option<String>,
-    pub ipc: Ipc,
-    /// The channel everything travels on; clusters get it as `MEWLD_CHANNEL`.
-    pub channel: String,
-    pub per_cluster: u32,
-    pub fixed_shard_count: Option<u32>,
-    pub ping_interval: Duration,
-    pub ping_timeout: Duration,
-    pub cluster_start_next_delay: Duration,
-    pub minimum_safe_sessions_remaining: u32,
-    pub experimental_features: Vec<String>,
-    pub reshard_all: bool,
-    pub proxy: Option<String>,
-    pub args: Vec<String>,
-    pub action_log_max_len: usize,
-    pub stop_grace_period: Duration,
-    pub restart: RestartPolicy,
-    /// How long a rolling restart waits for each cluster's `launch_next`.
-    pub rolling_restart_timeout: Duration,
-    /// How long the launch waits for a cluster's `launch_next` before it
-    /// starts the next one anyway.
-    pub launch_timeout: Duration,
-    /// Where the daemon and the console listen for `mewld attach`
-    /// (relative paths are relative to the config file's directory).
-    pub control_socket: PathBuf,
-    /// Where Prometheus metrics are served; off when `None`.
-    pub metrics_addr: Option<std::net::SocketAddr>,
-    /// Where the identify queue listens; off when `None`.
-    pub identify_queue: Option<std::net::SocketAddr>,
-    /// Added to Discord's 5 s between two identifies of a bucket.
-    pub identify_margin: Duration,
-    pub launch: LaunchPolicy,
 }
 
 /// What loading a file found wrong, located as precisely as possible.
@@ -200,17 +94,6 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Loaded, C
     let (raw, warnings) = raw::read(text, path)?;
     let config = resolve::resolve(raw, text, path, overrides)?;
     Ok(Loaded { config, warnings })
-}
-
-impl Config {
-    pub fn feature_enabled(&self, name: &str) -> bool {
-        self.experimental_features.iter().any(|f| f == name)
-    }
-
-    /// The list key of the action log (docs/protocol.md §5.4).
-    pub fn action_log_key(&self) -> String {
-        format!("{}/actlogs", self.channel)
-    }
 }
 
 /// The directory `path` is in (`.` for a bare name): where paths the

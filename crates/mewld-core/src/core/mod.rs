@@ -9,6 +9,7 @@
 //! (rolling restarts and resharding); the launch order is the
 //! [`Launcher`](crate::launch::Launcher).
 
+mod cluster;
 mod diag;
 mod driver;
 mod fleet;
@@ -34,7 +35,8 @@ use crate::model::{Exit, Label, Operation, Refused, Via};
 use crate::model::{GatewayBot, SessionStartLimit};
 use crate::protocol::Request;
 use crate::rolling::Rolling;
-use crate::state::{Cluster, ClusterView, Snapshot};
+use crate::state::{ClusterView, Snapshot};
+use cluster::Cluster;
 pub use driver::{drive, Driver};
 
 /// The time, as the runner read it: monotonic for timers, wall for people.

@@ -2,13 +2,14 @@
 //! rolling restart of the clusters whose shards changed plus a launch of
 //! the new ones (docs/protocol.md §5.1).
 
+use super::cluster::Cluster;
 use super::{Command, Core, Timer};
 use crate::actlog::LogEvent;
 use crate::cluster_map::{self, ClusterId};
 use crate::model::GatewayBot;
 use crate::model::Refused;
 use crate::rolling::Rolling;
-use crate::state::{Cluster, RestartCause};
+use crate::state::RestartCause;
 
 impl Core {
     pub(super) fn begin_rolling(&mut self, order: Vec<ClusterId>, done_event: LogEvent) {

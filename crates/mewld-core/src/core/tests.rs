@@ -264,7 +264,7 @@ impl Sim {
         });
     }
 
-    fn cluster(&self, id: ClusterId) -> &crate::state::Cluster {
+    fn cluster(&self, id: ClusterId) -> &super::cluster::Cluster {
         &self.core.clusters[id as usize]
     }
 

@@ -1,0 +1,81 @@
+//! The core's own record of one cluster (faces see its [`ClusterView`]).
+
+use std::time::SystemTime;
+
+use crate::cluster_map::ClusterSpec;
+use crate::health::Health;
+use crate::model::ExitInfo;
+use crate::state::{ClusterState, ClusterView, RestartCause};
+
+/// The engine's own record of one cluster.
+#[derive(Debug)]
+pub(crate) struct Cluster {
+    pub spec: ClusterSpec,
+    pub state: ClusterState,
+    /// The live process's pid, if any: set in Starting (once spawned),
+    /// Running and Stopping.
+    pub pid: Option<u32>,
+    /// Bumped on every spawn, so that late news of an old process is ignored.
+    pub generation: u64,
+    pub started_at: Option<SystemTime>,
+    /// Start again once the current process has exited, and why.
+    pub restart_when_stopped: Option<RestartCause>,
+    /// Restarts after the process exited unasked.
+    pub crash_restarts: u32,
+    /// Unasked exits in a row, each soon after a start (crash-loop count).
+    pub quick_failures: u32,
+    pub next_restart_at: Option<SystemTime>,
+    pub last_exit: Option<ExitInfo>,
+    pub health: Option<Health>,
+    /// A spawn asked of the runner whose outcome is not in yet, and what
+    /// it was for.
+    pub spawning: Option<super::Purpose>,
+    /// Its answers named shards not its own, and that was said.
+    pub said_strays: bool,
+}
+
+impl Cluster {
+    pub fn new(spec: ClusterSpec) -> Self {
+        Cluster {
+            spec,
+            state: ClusterState::Pending,
+            pid: None,
+            generation: 0,
+            started_at: None,
+            restart_when_stopped: None,
+            crash_restarts: 0,
+            quick_failures: 0,
+            next_restart_at: None,
+            last_exit: None,
+            health: None,
+            spawning: None,
+            said_strays: false,
+        }
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.pid.is_some()
+    }
+
+    /// Alive and meant to stay so (not being stopped).
+    pub fn is_up(&self) -> bool {
+        matches!(self.state, ClusterState::Starting | ClusterState::Running)
+    }
+
+    pub fn view(&self) -> ClusterView {
+        ClusterView {
+            id: self.spec.id,
+            name: self.spec.name.clone(),
+            shards: self.spec.shards.clone(),
+            state: self.state,
+            pid: self.pid,
+            started_at: self.started_at,
+            restarts: self.crash_restarts,
+            quick_failures: self.quick_failures,
+            next_restart_at: self.next_restart_at,
+            last_exit: self.last_exit,
+            health: self.health.clone(),
+            host: None,
+        }
+    }
+}
