@@ -1,0 +1,564 @@
+//! The docs say where things are, and it stays true: every relative link in
+//! README.md, ARCHITECTURE.md and docs/*.md names a file or directory that
+//! exists, and every `#anchor` into a markdown file names one of its
+//! headings, slugged as GitHub does (lowercase; punctuation but `-` and `_`
+//! dropped; spaces to `-`; a repeated heading gets `-1`, `-2`, …). And the
+//! key table of docs/console.md names the console's keys, as the README's
+//! does (tests/console_keys.rs).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use mewld::tui::keys::{bindings, ModeKind};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The markdown files whose links are checked, by path from the root.
+fn doc_files() -> BTreeMap<String, String> {
+    let mut names = vec!["README.md".to_string(), "ARCHITECTURE.md".to_string()];
+    let docs = std::fs::read_dir(Path::new(ROOT).join("docs")).expect("read docs/");
+    for entry in docs {
+        let name = entry.expect("read docs/").file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".md") {
+            names.push(format!("docs/{name}"));
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let text = std::fs::read_to_string(Path::new(ROOT).join(&name))
+                .unwrap_or_else(|e| panic!("read {name}: {e}"));
+            (name, text)
+        })
+        .collect()
+}
+
+#[test]
+fn every_relative_link_and_anchor_in_the_docs_points_somewhere() {
+    let files = doc_files();
+    let exists = |path: &str| Path::new(ROOT).join(path).exists();
+    let read = |path: &str| {
+        files
+            .get(path)
+            .cloned()
+            .or_else(|| std::fs::read_to_string(Path::new(ROOT).join(path)).ok())
+    };
+    let problems = check(&files, &exists, &read);
+    assert!(
+        problems.is_empty(),
+        "{} broken link(s) in the docs:\n  {}",
+        problems.len(),
+        problems.join("\n  ")
+    );
+}
+
+#[test]
+fn the_console_page_key_table_matches_the_console() {
+    let page = std::fs::read_to_string(Path::new(ROOT).join("docs/console.md"))
+        .expect("read docs/console.md");
+    let documented = table_keys(&page, "Keys");
+    let bound: BTreeSet<String> = bindings(ModeKind::Normal)
+        .flat_map(|b| b.keys.iter().map(|(k, _)| k.name()))
+        .collect();
+    let undocumented: Vec<&String> = bound.difference(&documented).collect();
+    let unbound: Vec<&String> = documented.difference(&bound).collect();
+    assert!(
+        undocumented.is_empty() && unbound.is_empty(),
+        "docs/console.md's key table (under \"## Keys\") is out of step with src/tui/keys.rs:\n  \
+         bound but not in docs/console.md: {undocumented:?}\n  \
+         in docs/console.md but not bound: {unbound:?}"
+    );
+}
+
+/// Every problem with the links of `files` (path from the root → text):
+/// `exists` says whether a path from the root exists, `read` gives a
+/// markdown file's text.
+fn check(
+    files: &BTreeMap<String, String>,
+    exists: &dyn Fn(&str) -> bool,
+    read: &dyn Fn(&str) -> Option<String>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (file, text) in files {
+        for link in links(text) {
+            if let Some(problem) = check_link(file, &link, exists, read) {
+                problems.push(format!(
+                    "{file}:{}: link `{}`: {problem}",
+                    link.line, link.dest
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// What is wrong with `link` in `file`, if anything.
+fn check_link(
+    file: &str,
+    link: &Link,
+    exists: &dyn Fn(&str) -> bool,
+    read: &dyn Fn(&str) -> Option<String>,
+) -> Option<String> {
+    let dest = link.dest.as_str();
+    if dest.is_empty() || has_scheme(dest) {
+        return None;
+    }
+    let (path, anchor) = match dest.split_once('#') {
+        Some((path, anchor)) => (path, Some(percent_decode(anchor))),
+        None => (dest, None),
+    };
+    let target = if path.is_empty() {
+        file.to_string()
+    } else {
+        match resolve(file, &percent_decode(path)) {
+            Some(target) => target,
+            None => return Some(format!("`{path}` leaves the repository")),
+        }
+    };
+    if !exists(&target) {
+        return Some(format!("{target} does not exist"));
+    }
+    let anchor = anchor.filter(|a| !a.is_empty())?;
+    if !target.ends_with(".md") {
+        return None;
+    }
+    let text = read(&target)?;
+    let anchors = anchors(&text);
+    if anchors.contains(&anchor) {
+        return None;
+    }
+    let mut known: Vec<&str> = anchors.iter().map(String::as_str).collect();
+    let more = known.len() > 40;
+    known.truncate(40);
+    Some(format!(
+        "{target} has no heading whose anchor is `#{anchor}` (its anchors: {}{})",
+        known.join(", "),
+        if more { ", …" } else { "" }
+    ))
+}
+
+/// `http:`, `https:`, `mailto:` and the like: not checked here.
+fn has_scheme(dest: &str) -> bool {
+    match dest.find(':') {
+        Some(colon) => {
+            let scheme = &dest[..colon];
+            !scheme.is_empty()
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        }
+        None => false,
+    }
+}
+
+/// `dest` (relative to `file`'s directory, or to the root when it starts
+/// with `/`, as GitHub reads it) as a path from the root; `None` if it
+/// climbs out of the repository.
+fn resolve(file: &str, dest: &str) -> Option<String> {
+    let mut parts: Vec<&str> = if dest.starts_with('/') {
+        Vec::new()
+    } else {
+        let mut dir: Vec<&str> = file.split('/').collect();
+        dir.pop();
+        dir
+    };
+    for part in dest.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            _ => parts.push(part),
+        }
+    }
+    Some(if parts.is_empty() {
+        ".".to_string()
+    } else {
+        parts.join("/")
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A link's destination and the line it is on.
+#[derive(Debug, PartialEq)]
+struct Link {
+    dest: String,
+    line: usize,
+}
+
+/// The destinations of the inline links and images (`[text](dest)`,
+/// `![alt](dest)`) and of the reference definitions (`[label]: dest`) of a
+/// markdown text, outside code blocks and code spans.
+fn links(markdown: &str) -> Vec<Link> {
+    let text = without_code(markdown);
+    let line_of = |at: usize| text[..at].matches('\n').count() + 1;
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(at) = text[from..].find("](") {
+        let start = from + at + 2;
+        if let Some(dest) = destination(&text[start..]) {
+            found.push(Link {
+                dest,
+                line: line_of(start),
+            });
+        }
+        from = start;
+    }
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if line.len() - trimmed.len() <= 3 && trimmed.starts_with('[') {
+            if let Some(close) = trimmed.find("]:") {
+                let rest = trimmed[close + 2..].trim();
+                if let Some(dest) = rest.split_whitespace().next() {
+                    let dest = dest.trim_start_matches('<').trim_end_matches('>');
+                    found.push(Link {
+                        dest: dest.to_string(),
+                        line: line_of(offset),
+                    });
+                }
+            }
+        }
+        offset += line.len();
+    }
+    found
+}
+
+/// The destination at the start of what follows `](`: `<…>`, or up to
+/// whitespace or the `)` that closes the link (parentheses inside balanced).
+fn destination(rest: &str) -> Option<String> {
+    let rest = rest.trim_start();
+    if let Some(angled) = rest.strip_prefix('<') {
+        return angled.find('>').map(|end| angled[..end].to_string());
+    }
+    let mut depth = 0usize;
+    for (i, c) in rest.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' if depth == 0 => return Some(rest[..i].to_string()),
+            ')' => depth -= 1,
+            c if c.is_whitespace() => return Some(rest[..i].to_string()),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The text with fenced code blocks and code spans blanked out (newlines
+/// kept, so offsets still give line numbers).
+fn without_code(markdown: &str) -> String {
+    let mut out = String::with_capacity(markdown.len());
+    let mut fence: Option<String> = None;
+    for line in markdown.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        let marker: String = trimmed
+            .chars()
+            .take_while(|&c| c == '`' || c == '~')
+            .collect();
+        let is_fence = indent <= 3
+            && marker.len() >= 3
+            && marker
+                .chars()
+                .all(|c| c == marker.chars().next().unwrap_or('`'));
+        match &fence {
+            Some(open) => {
+                if is_fence
+                    && marker.starts_with(open.as_str())
+                    && trimmed[marker.len()..].trim().is_empty()
+                {
+                    fence = None;
+                }
+                out.push_str(&blank(line));
+            }
+            None if is_fence => {
+                fence = Some(marker);
+                out.push_str(&blank(line));
+            }
+            None => out.push_str(line),
+        }
+    }
+    without_code_spans(&out)
+}
+
+/// Code spans (a run of n backticks to the next run of exactly n, within
+/// a paragraph) blanked out; an unmatched run is literal.
+fn without_code_spans(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        if chars[i] != '`' {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        let run = chars[i..].iter().take_while(|&&c| c == '`').count();
+        match closing_run(&chars, i + run, run) {
+            Some(end) => {
+                let span: String = chars[i..end + run].iter().collect();
+                out.push_str(&blank(&span));
+                i = end + run;
+            }
+            None => {
+                out.extend(&chars[i..i + run]);
+                i += run;
+            }
+        }
+    }
+    out
+}
+
+/// Where the next run of exactly `run` backticks from `from` begins, if
+/// one comes before a blank line.
+fn closing_run(chars: &[char], from: usize, run: usize) -> Option<usize> {
+    let mut j = from;
+    while j < chars.len() {
+        if chars[j] == '\n'
+            && chars[j + 1..]
+                .iter()
+                .take_while(|c| **c != '\n')
+                .all(|c| c.is_whitespace())
+        {
+            return None;
+        }
+        if chars[j] == '`' {
+            let len = chars[j..].iter().take_while(|&&c| c == '`').count();
+            if len == run {
+                return Some(j);
+            }
+            j += len;
+        } else {
+            j += 1;
+        }
+    }
+    None
+}
+
+/// `s` with everything but newlines turned to spaces.
+fn blank(s: &str) -> String {
+    s.chars()
+        .map(|c| if c == '\n' { '\n' } else { ' ' })
+        .collect()
+}
+
+/// The anchors a markdown text's headings get on GitHub, and those of
+/// `<a name="…">` / `id="…"` tags.
+fn anchors(markdown: &str) -> BTreeSet<String> {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut found = BTreeSet::new();
+    let mut fenced = false;
+    for line in markdown.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            continue;
+        }
+        for tag in ["name=\"", "id=\""] {
+            let mut rest = line;
+            while let Some(at) = rest.find(tag) {
+                rest = &rest[at + tag.len()..];
+                if let Some(end) = rest.find('"') {
+                    found.insert(rest[..end].to_string());
+                }
+            }
+        }
+        let Some(text) = heading(line) else { continue };
+        let slug = slug(text);
+        let n = seen.entry(slug.clone()).or_insert(0);
+        found.insert(if *n == 0 { slug } else { format!("{slug}-{n}") });
+        *n += 1;
+    }
+    found
+}
+
+/// An ATX heading's text (`## Text ##` → `Text`).
+fn heading(line: &str) -> Option<&str> {
+    let trimmed = line.trim_start();
+    if line.len() - trimmed.len() > 3 {
+        return None;
+    }
+    let level = trimmed.chars().take_while(|&c| c == '#').count();
+    if !(1..=6).contains(&level) {
+        return None;
+    }
+    let rest = &trimmed[level..];
+    if !rest.is_empty() && !rest.starts_with([' ', '\t']) {
+        return None;
+    }
+    let text = rest.trim();
+    let text = text.trim_end_matches('#');
+    Some(text.trim_end())
+}
+
+/// GitHub's anchor for a heading: the text as shown (a link's text, not its
+/// destination), lowercased, with every character but letters, marks,
+/// digits, `-`, `_` and spaces dropped, and spaces turned to `-`.
+fn slug(heading: &str) -> String {
+    let mut shown = String::new();
+    let mut rest = heading;
+    // [text](dest) shows as text.
+    while let Some(open) = rest.find('[') {
+        let Some(mid) = rest[open..].find("](") else {
+            break;
+        };
+        let Some(close) = rest[open + mid..].find(')') else {
+            break;
+        };
+        shown.push_str(&rest[..open]);
+        shown.push_str(&rest[open + 1..open + mid]);
+        rest = &rest[open + mid + close + 1..];
+    }
+    shown.push_str(rest);
+    shown
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            '-' | '_' => Some(c),
+            c if c.is_alphanumeric() => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The keys named (in backticks) in the first column of the first table
+/// under the heading `## <section>`.
+fn table_keys(markdown: &str, section: &str) -> BTreeSet<String> {
+    let body = markdown
+        .split("\n## ")
+        .find(|s| s.lines().next() == Some(section))
+        .unwrap_or_else(|| panic!("no \"## {section}\" section"));
+    let rows: Vec<&str> = body
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2) // the header and the |---| line
+        .collect();
+    assert!(
+        !rows.is_empty(),
+        "the \"## {section}\" section has a key table"
+    );
+    rows.iter()
+        .flat_map(|row| {
+            let first_cell = row.split('|').nth(1).unwrap_or("");
+            first_cell
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn slugs_are_githubs() {
+    let cases = [
+        (
+            "10. Several hosts: a fleet (ext)",
+            "10-several-hosts-a-fleet-ext",
+        ),
+        (
+            "8.1 The control socket and `mewld attach` (ext)",
+            "81-the-control-socket-and-mewld-attach-ext",
+        ),
+        ("What differs, on purpose", "what-differs-on-purpose"),
+        ("The console's own log", "the-consoles-own-log"),
+        (
+            "4. Bring the shards up, then say `launch_next`",
+            "4-bring-the-shards-up-then-say-launch_next",
+        ),
+        ("Metrics (Prometheus)", "metrics-prometheus"),
+        ("See [the docs](docs/x.md) — here", "see-the-docs--here"),
+        ("Ünïcode Straße", "ünïcode-straße"),
+    ];
+    for (heading, want) in cases {
+        assert_eq!(slug(heading), want, "slug of {heading:?}");
+    }
+    let text =
+        "# A\n## Run\n```\n## Not a heading\n```\n### Run\n#nospace\n<a name=\"here\"></a>\n";
+    let got: Vec<String> = anchors(text).into_iter().collect();
+    assert_eq!(got, ["a", "here", "run", "run-1"]);
+}
+
+#[test]
+fn links_are_read_outside_code_only() {
+    let text = "See [a](docs/a.md#x) and ![b](../b.png \"title\").\n\
+                `[not](code.md)` and ``[nor](this.md)``\n\
+                ```\n[fenced](nope.md)\n```\n\
+                [ref]: <ref.md>\n\
+                a `code span\nacross lines [no](no.md)` then [yes](yes.md) and [web](https://x.y/z)\n\
+                [paren](a_(b).md)\n";
+    let got: Vec<(String, usize)> = links(text).into_iter().map(|l| (l.dest, l.line)).collect();
+    assert_eq!(
+        got,
+        [
+            ("docs/a.md#x".to_string(), 1),
+            ("../b.png".to_string(), 1),
+            ("yes.md".to_string(), 8),
+            ("https://x.y/z".to_string(), 8),
+            ("a_(b).md".to_string(), 9),
+            ("ref.md".to_string(), 6),
+        ]
+    );
+}
+
+#[test]
+fn a_broken_link_or_anchor_is_named_with_its_file_and_line() {
+    let files: BTreeMap<String, String> = [
+        (
+            "README.md".to_string(),
+            "# mewld\n\nSee [the console](docs/console.md#keys), [ops](docs/ops.md),\n\
+             [here](#mewld), [gone](#nowhere), [up](../x.md) and [img](screenshots/a.png).\n"
+                .to_string(),
+        ),
+        (
+            "docs/console.md".to_string(),
+            "# The console\n\n## Keys\n\nBack to the [README](../README.md#mewld), \
+             [bad](../README.md#keys) and [dir](../docs/).\n"
+                .to_string(),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let on_disk = ["README.md", "docs/console.md", "docs", "screenshots/a.png"];
+    let exists = |p: &str| on_disk.contains(&p);
+    let read = |p: &str| files.get(p).cloned();
+    let problems = check(&files, &exists, &read);
+    assert_eq!(problems.len(), 4, "{problems:#?}");
+    assert!(problems[0].starts_with("README.md:3: link `docs/ops.md`: docs/ops.md does not exist"));
+    assert!(problems[1].starts_with(
+        "README.md:4: link `#nowhere`: README.md has no heading whose anchor is `#nowhere` (its anchors: mewld)"
+    ));
+    assert!(problems[2].starts_with("README.md:4: link `../x.md`: `../x.md` leaves the repository"));
+    assert!(problems[3].starts_with(
+        "docs/console.md:5: link `../README.md#keys`: README.md has no heading whose anchor is `#keys`"
+    ));
+}
