@@ -3,42 +3,25 @@
 //! the engine after every round.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{oneshot, watch};
 
-use super::record::{FleetView, HostRecord, Membership};
+use mewld_core::cluster_map::{ClusterId, MapPrint};
+use mewld_core::fleet::heartbeat::{
+    is_previous_run, lease_until, Heartbeat, RecordBase, ThisRun, EXIT_ORDER_TTL, HOST_TTL, LEASE,
+    READ_INTERVAL,
+};
+use mewld_core::fleet::slice::Ranges;
+use mewld_core::fleet::{refusal, FleetView, HostRecord, Membership, Refusal};
+use mewld_core::state::{ExitOrder, Snapshot};
+
 use super::scripts::{CLAIM, ELECT, RENEW, RESIGN};
 use super::store::{
     connect, members, parse_leader, scan_ids, set_version, within, HostCache, Keys,
 };
 use super::JoinError;
-use crate::cluster_map::{ClusterId, MapPrint};
-use crate::engine::state::{ExitOrder, Snapshot};
-use crate::fleet::slice::Ranges;
-use mewld_core::fleet::{refusal, Refusal};
-
-/// How often a host renews its record (sooner when its clusters change).
-pub const HEARTBEAT: Duration = Duration::from_secs(1);
-/// How often a host reads the others' records and takes part in the
-/// election: what it shows of another host lags by at most this much
-/// behind that host's own record.
-pub const READ_INTERVAL: Duration = Duration::from_millis(250);
-/// A record not renewed for this long is gone: its host is lost.
-pub const HOST_TTL: Duration = Duration::from_secs(5);
-/// The leader's lease in Redis.
-pub const LEASE: Duration = Duration::from_secs(5);
-/// A leader stops acting as one this long before its lease ends in Redis,
-/// so that a paused or cut-off leader is silent before another is elected.
-const LEASE_MARGIN: Duration = Duration::from_millis(1500);
-/// How long the leader's order to stop stays in Redis for hosts that
-/// missed the message: longer than any stall a host lives through.
-const EXIT_ORDER_TTL: Duration = Duration::from_secs(600);
-/// After Redis failed or stalled, how long a host missing from it is not
-/// taken for lost (a host claims again within a heartbeat of Redis coming
-/// back).
-const STALL_GRACE: Duration = HOST_TTL;
 
 /// Everything the task needs to write this host's record.
 pub(super) struct Member {
@@ -52,34 +35,14 @@ pub(super) struct Member {
 
 impl Member {
     fn record(&self, epoch_seen: u64) -> HostRecord {
-        // Alone, the record is a claim: the clusters' states are not shared.
-        let clusters = if self.me.solo {
-            Vec::new()
-        } else {
-            let snapshot = self.snapshot.borrow().clone();
-            snapshot
-                .clusters
-                .iter()
-                .filter(|c| self.me.owned.contains(&c.id))
-                .cloned()
-                .collect()
-        };
-        HostRecord {
-            id: self.me.id.clone(),
-            name: self.me.name.clone(),
-            pid: self.me.pid,
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            owned: self.me.owned.clone(),
-            shard_count: self.map.shards,
-            cluster_count: self.map.clusters,
-            map: self.map.clone(),
-            host_count: self.me.host_count,
-            solo: self.me.solo,
-            epoch_seen,
+        let base = RecordBase {
+            me: &self.me,
+            map: &self.map,
+            version: env!("CARGO_PKG_VERSION"),
             started_at: self.started_at,
-            boot_id: self.boot_id.clone(),
-            clusters,
-        }
+            boot_id: &self.boot_id,
+        };
+        base.record(epoch_seen, &self.snapshot.borrow().clusters)
     }
 
     /// Registers this host, after dropping what a previous run of it left
@@ -99,8 +62,12 @@ impl Member {
         let others = HostCache::default()
             .refresh(conn, &self.keys, ids.clone())
             .await?;
+        let this = ThisRun {
+            boot_id: &self.boot_id,
+            pid: std::process::id(),
+        };
         for other in others {
-            if other.name == self.me.name && is_previous_run(&other) {
+            if other.name == self.me.name && is_previous_run(&other, &this, pid_gone) {
                 tracing::info!(host = %other.id, "dropping the record of this host's previous run");
                 let _: () = within(
                     redis::pipe()
@@ -147,7 +114,7 @@ impl Member {
         self,
         client: redis::Client,
         mut conn: Option<MultiplexedConnection>,
-        mut state: Beat,
+        mut beat: Beat,
         view: watch::Sender<Option<FleetView>>,
         mut leave: oneshot::Receiver<oneshot::Sender<()>>,
     ) {
@@ -168,16 +135,16 @@ impl Member {
                 conn = connect(&client).await.ok();
             }
             let Some(c) = conn.as_mut() else {
-                state.stalled = true;
+                beat.rules.stalled();
                 continue;
             };
-            match self.heartbeat(c, &mut state).await {
+            match self.heartbeat(c, &mut beat).await {
                 Ok(fresh) => {
                     view.send_replace(Some(fresh));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "fleet heartbeat failed; retrying");
-                    state.stalled = true;
+                    beat.rules.stalled();
                     conn = None;
                     // Without Redis this host cannot know it still leads.
                     view.send_modify(|v| {
@@ -190,33 +157,27 @@ impl Member {
         }
     }
 
-    /// Renews the record when it changed or a heartbeat is due (claiming
-    /// again if it lapsed), reads the others', and takes part in the
-    /// election; or says why this host may not run its clusters any more.
+    /// Renews the record when the rules say so (claiming again if it
+    /// lapsed), reads the others', and takes part in the election; or
+    /// says why this host may not run its clusters any more.
     async fn heartbeat(
         &self,
         conn: &mut MultiplexedConnection,
         beat: &mut Beat,
     ) -> redis::RedisResult<FleetView> {
         let sent_at = Instant::now();
-        let record = serde_json::to_string(&self.record(beat.epoch_seen)).unwrap_or_default();
-        let changed = beat.written.as_ref() != Some(&record);
-        let due = beat
-            .renewed_at
-            .is_none_or(|at| sent_at.duration_since(at) >= HEARTBEAT);
-        if changed || due {
-            if changed {
-                beat.version += 1;
-            }
+        let record =
+            serde_json::to_string(&self.record(beat.rules.epoch_seen())).unwrap_or_default();
+        if let Some(renewal) = beat.rules.renewal(&record, sent_at) {
             let (renewed, repaired, added): (i64, i64, i64) = within(
                 redis::Script::new(RENEW)
                     .key(&self.keys.hosts)
                     .key(self.keys.host(&self.me.id))
                     .key(self.keys.version(&self.me.id))
                     .arg(&self.me.id)
-                    .arg(if changed { record.as_str() } else { "" })
+                    .arg(renewal.record.as_deref().unwrap_or(""))
                     .arg(HOST_TTL.as_millis() as u64)
-                    .arg(beat.version)
+                    .arg(renewal.version)
                     .invoke_async(conn),
             )
             .await?;
@@ -226,8 +187,7 @@ impl Member {
             if added == 1 {
                 tracing::warn!(key = %self.keys.hosts, "this host was missing from the fleet's host set (deleted or evicted?); added it back");
             }
-            beat.written = Some(record);
-            beat.renewed_at = Some(sent_at);
+            beat.rules.renewed(record, sent_at);
             // Our record lapsed (Redis was away, or this host was paused):
             // claim the clusters again.
             if renewed == 0 {
@@ -249,7 +209,7 @@ impl Member {
         conn: &mut MultiplexedConnection,
         beat: &mut Beat,
     ) -> redis::RedisResult<Option<FleetView>> {
-        match self.claim(conn, beat.epoch_seen).await {
+        match self.claim(conn, beat.rules.epoch_seen()).await {
             Ok(()) => {}
             Err(JoinError::Redis(e)) => return Err(e),
             Err(e) => {
@@ -260,10 +220,10 @@ impl Member {
                 }));
             }
         }
-        beat.version += 1;
+        let version = beat.rules.reclaimed();
+        let key = self.keys.version(&self.me.id);
         let ttl = HOST_TTL.as_millis() as u64;
-        let version = self.keys.version(&self.me.id);
-        let _: () = within(set_version(&version, beat.version, ttl).query_async(conn)).await?;
+        let _: () = within(set_version(&key, version, ttl).query_async(conn)).await?;
         Ok(None)
     }
 
@@ -285,11 +245,8 @@ impl Member {
         let mut ids = members(conn, &self.keys).await?;
         ids.retain(|id| *id != self.me.id);
         let hosts = beat.others.refresh(conn, &self.keys, ids).await?;
-        let hosts = beat.through_stall(hosts, sent_at);
-        let seen = hosts
-            .iter()
-            .map(|h| h.epoch_seen)
-            .fold(beat.epoch_seen, u64::max);
+        let hosts = beat.rules.through_stall(hosts, sent_at);
+        let seen = beat.rules.epoch_to_beat(&hosts);
         let (holder, repaired): (String, String) = within(
             redis::Script::new(ELECT)
                 .key(&self.keys.leader)
@@ -304,16 +261,12 @@ impl Member {
             tracing::warn!(what = %repaired, "replaced a fleet key that could not be used");
         }
         let leader = parse_leader(&holder);
-        beat.epoch_seen = leader.as_ref().map_or(seen, |l| l.epoch.max(seen));
-        let exit_order = self.exit_order(conn, beat).await?;
-        let lease_until = leader
-            .as_ref()
-            .filter(|l| l.host == self.me.id)
-            .map(|_| sent_at + LEASE - LEASE_MARGIN);
+        beat.rules.elected(leader.as_ref(), seen);
+        let exit_order = self.exit_order(conn, &mut beat.rules).await?;
         Ok(FleetView {
             hosts,
+            lease_until: lease_until(leader.as_ref(), &self.me.id, sent_at),
             leader,
-            lease_until,
             exit_order,
             ..self.view()
         })
@@ -324,7 +277,7 @@ impl Member {
     async fn exit_order(
         &self,
         conn: &mut MultiplexedConnection,
-        beat: &mut Beat,
+        rules: &mut Heartbeat,
     ) -> redis::RedisResult<Option<ExitOrder>> {
         let own = self
             .snapshot
@@ -332,7 +285,7 @@ impl Member {
             .fleet
             .as_ref()
             .and_then(|f| f.exit_order);
-        if let (Some(order), false) = (own, beat.ordered) {
+        if let Some(order) = rules.order_to_write(own) {
             let text = serde_json::to_string(&order).unwrap_or_default();
             let _: () = within(
                 redis::cmd("SET")
@@ -343,7 +296,7 @@ impl Member {
                     .query_async(conn),
             )
             .await?;
-            beat.ordered = true;
+            rules.order_written();
             return Ok(None);
         }
         let text: Option<String> =
@@ -351,18 +304,10 @@ impl Member {
                 Err(e) if e.code() == Some("WRONGTYPE") => None,
                 other => other?,
             };
-        let Some(text) = text.filter(|t| Some(t) != beat.old_order.as_ref()) else {
-            return Ok(None);
-        };
-        match serde_json::from_str::<ExitOrder>(&text) {
-            Ok(order) => Ok(Some(order)),
-            Err(e) => {
-                // Said once: it is ignored from now on.
-                tracing::warn!(key = %self.keys.exit, error = %e, "ignored an order to stop that cannot be read");
-                beat.old_order = Some(text);
-                Ok(None)
-            }
-        }
+        rules.order_read(text).or_else(|error| {
+            tracing::warn!(key = %self.keys.exit, %error, "ignored an order to stop that cannot be read");
+            Ok(None)
+        })
     }
 
     async fn resign(&self, conn: &mut MultiplexedConnection) {
@@ -393,52 +338,20 @@ impl Member {
     }
 }
 
-/// What the heartbeat keeps between rounds.
-#[derive(Default)]
+/// What the task keeps between rounds: the heartbeat's rules and the
+/// other hosts' records as last fetched.
 pub(super) struct Beat {
-    /// The record as last written, and when it was last renewed.
-    written: Option<String>,
-    renewed_at: Option<Instant>,
-    /// Bumped at each write of the record.
-    version: u64,
-    /// The highest leader epoch seen, this host's or in others' records.
-    epoch_seen: u64,
-    /// The order to stop that was in Redis when this host joined (its own
-    /// previous run's, say): not for this run.
-    pub(super) old_order: Option<String>,
-    /// This host's own order, once it is in Redis.
-    ordered: bool,
-    /// The other hosts' records as last fetched.
+    pub(super) rules: Heartbeat,
     others: HostCache,
-    /// Redis failed or stalled since the last good round.
-    stalled: bool,
-    /// Until then, hosts missing from Redis are kept as last read.
-    grace_until: Option<Instant>,
-    /// The other hosts as last shown.
-    last_hosts: Vec<HostRecord>,
 }
 
 impl Beat {
-    /// The hosts to show after a read. Right after Redis failed or stalled
-    /// here (a `CLIENT PAUSE`, an outage) every host's record may have
-    /// lapsed meanwhile, ours too: that says nothing about the others, who
-    /// claim again within a heartbeat of Redis coming back. So for a
-    /// while a host missing from Redis is shown as it was, not lost.
-    fn through_stall(&mut self, mut hosts: Vec<HostRecord>, now: Instant) -> Vec<HostRecord> {
-        if std::mem::take(&mut self.stalled) {
-            self.grace_until = Some(now + STALL_GRACE);
+    /// For a host that joined while `old_order` stood in Redis.
+    pub(super) fn new(old_order: Option<String>) -> Beat {
+        Beat {
+            rules: Heartbeat::new(old_order),
+            others: HostCache::default(),
         }
-        if self.grace_until.is_some_and(|until| now < until) {
-            for was in &self.last_hosts {
-                if !hosts.iter().any(|h| h.id == was.id) {
-                    hosts.push(was.clone());
-                }
-            }
-        } else {
-            self.grace_until = None;
-        }
-        self.last_hosts = hosts.clone();
-        hosts
     }
 }
 
@@ -449,19 +362,9 @@ pub(super) fn boot_id() -> String {
         .unwrap_or_default()
 }
 
-/// Whether `other` (a record of this host's name) was left by a previous
-/// run on this machine: same boot, and its process gone (or it is this
-/// very process's pid, which a restarted container reuses). Anything else
-/// is left to lapse.
-fn is_previous_run(other: &HostRecord) -> bool {
-    let boot = boot_id();
-    if boot.is_empty() || other.boot_id != boot {
-        return false;
-    }
-    if other.pid == std::process::id() {
-        return true;
-    }
-    let Ok(pid) = i32::try_from(other.pid) else {
+/// Whether no process has the pid `pid` (a record's, on this machine).
+fn pid_gone(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
         return false;
     };
     matches!(

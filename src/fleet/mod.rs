@@ -23,7 +23,6 @@ use crate::cluster_map::MapPrint;
 use crate::engine::actlog::unix_secs;
 use crate::engine::state::Snapshot;
 use member::{boot_id, Beat, Member};
-pub use member::{HEARTBEAT, HOST_TTL, LEASE, READ_INTERVAL};
 pub use mewld_core::fleet::{record, slice, FleetView, HostRecord, Leader, Membership, Refusal};
 
 /// Why this host did not join the fleet: refused by what Redis holds, or
@@ -79,16 +78,17 @@ pub async fn join(
         snapshot,
     };
     let mut conn = None;
-    let mut beat = Beat::default();
+    let mut old_order = None;
     match connect(&client).await {
         Ok(mut c) => {
             member.claim(&mut c, 0).await?;
-            beat.old_order =
+            old_order =
                 within(redis::cmd("GET").arg(&member.keys.exit).query_async(&mut c)).await?;
             conn = Some(c);
         }
         Err(e) => tracing::warn!(error = %e, "cannot reach Redis to join the fleet; retrying"),
     }
+    let beat = Beat::new(old_order);
     let (view_tx, view) = watch::channel(None);
     let (leave, leave_rx) = oneshot::channel();
     tokio::spawn(member.run(client, conn, beat, view_tx, leave_rx));
@@ -98,7 +98,6 @@ pub async fn join(
     })
 }
 
-/// A random token that makes a host id unique to this run.
 /// A random id: command ids of messages the manager starts itself (one
 /// host per fleet question), run tokens.
 pub fn random_id() -> String {
@@ -106,6 +105,7 @@ pub fn random_id() -> String {
     Alphanumeric.sample_string(&mut rand::rng(), 16)
 }
 
+/// A random token that makes a host id unique to this run.
 pub fn run_token() -> String {
     random_id()[..8].to_string()
 }
