@@ -21,7 +21,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::control::client::LinkStatus;
 use crate::engine::{Engine, EngineHandle, Event, Operation, Via};
-use crate::logging::ConsoleLog;
+use crate::logging::{color_wanted, ConsoleLog};
 use crate::transport::TransportEvent;
 use app::{App, Effect, FaceView, Msg};
 
@@ -31,11 +31,6 @@ const FRAME: Duration = Duration::from_millis(50);
 const MESSAGES: usize = 64;
 /// Clocks and countdowns move on this tick even when nothing else happens.
 const TICK: Duration = Duration::from_secs(1);
-
-/// Colour unless `NO_COLOR` is set to something (https://no-color.org).
-pub fn color_wanted() -> bool {
-    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-}
 
 /// Where the console's engine runs.
 pub enum Face {
