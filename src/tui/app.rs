@@ -17,6 +17,7 @@ use super::clusters::TableView;
 use super::diagnostics::Diagnostics;
 use super::keys::{self, Action, ModeKind};
 pub use super::lines::{age, clock, LogLine, OutputLine};
+pub use super::pane::Pane;
 
 /// Action-log entries kept in memory; the oldest go first.
 pub const LOG_CAP: usize = 100_000;
@@ -24,25 +25,6 @@ pub const LOG_CAP: usize = 100_000;
 pub const OUTPUT_CAP: usize = 2_000;
 /// How long a message stays in the message line.
 const STATUS_FOR: Duration = Duration::from_secs(8);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pane {
-    Clusters,
-    Output,
-    Log,
-    /// Diagnostic answers as they arrive.
-    Diagnostics,
-}
-
-impl Pane {
-    /// The Tab order.
-    const ORDER: [Pane; 4] = [Pane::Clusters, Pane::Output, Pane::Log, Pane::Diagnostics];
-
-    fn step(self, by: usize) -> Pane {
-        let at = Pane::ORDER.iter().position(|p| *p == self).unwrap_or(0);
-        Pane::ORDER[(at + by) % Pane::ORDER.len()]
-    }
-}
 
 /// What a confirmation dialog will do if the operator says yes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -347,8 +329,8 @@ impl App {
             Action::Move(by) => self.scroll(by),
             Action::Top => self.scroll(isize::MIN / 2),
             Action::Bottom => self.scroll(isize::MAX / 2),
-            Action::NextPane => self.focus = self.focus.step(1),
-            Action::PrevPane => self.focus = self.focus.step(Pane::ORDER.len() - 1),
+            Action::NextPane => self.focus = self.focus.next(),
+            Action::PrevPane => self.focus = self.focus.prev(),
             Action::Detail => {
                 self.detail = true;
                 self.focus = Pane::Output;

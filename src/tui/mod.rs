@@ -9,6 +9,7 @@ pub mod clusters;
 pub mod diagnostics;
 pub mod keys;
 pub mod lines;
+pub mod pane;
 pub mod view;
 
 use std::path::PathBuf;
