@@ -280,15 +280,52 @@ fn request(handle: &EngineHandle, op: Operation, tx: &mpsc::Sender<Msg>) {
     });
 }
 
+/// The operation as the message line says it: "restart of cluster 3".
 fn describe(op: Operation) -> String {
-    match op {
-        Operation::Start(id) => format!("start of cluster {id}"),
-        Operation::Stop(id) => format!("stop of cluster {id}"),
-        Operation::Restart(id) => format!("restart of cluster {id}"),
-        Operation::Diagnose(id) => format!("diagnostic of cluster {id}"),
-        Operation::RollingRestart => "rolling restart".into(),
-        Operation::Reshard => "reshard".into(),
-        Operation::Shutdown => "shutdown".into(),
-        Operation::RestartProcess => "process restart".into(),
+    // The operation's own name, but where a word reads better than the wire's.
+    let what = match op {
+        Operation::Diagnose(_) => "diagnostic",
+        Operation::RollingRestart => "rolling restart",
+        Operation::RestartProcess => "process restart",
+        _ => op.name(),
+    };
+    match op.cluster() {
+        Some(id) => format!("{what} of cluster {id}"),
+        None => what.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_line_names_each_operation() {
+        let said: Vec<String> = [
+            Operation::Start(3),
+            Operation::Stop(3),
+            Operation::Restart(3),
+            Operation::Diagnose(3),
+            Operation::RollingRestart,
+            Operation::Reshard,
+            Operation::Shutdown,
+            Operation::RestartProcess,
+        ]
+        .into_iter()
+        .map(describe)
+        .collect();
+        assert_eq!(
+            said,
+            [
+                "start of cluster 3",
+                "stop of cluster 3",
+                "restart of cluster 3",
+                "diagnostic of cluster 3",
+                "rolling restart",
+                "reshard",
+                "shutdown",
+                "process restart",
+            ]
+        );
     }
 }
