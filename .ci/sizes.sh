@@ -5,8 +5,9 @@
 #
 # A function runs from its `fn` line to the closing brace at the same
 # indentation, both counted (which holds for rustfmt'd code). Test code is
-# not measured: files named tests.rs or *_tests.rs are skipped, and so is
-# whatever stands under `#[cfg(test)]` (a `mod tests { ... }`, a helper).
+# not measured: files named tests.rs or *_tests.rs, and a crate's tests/
+# folder, are skipped, and so is whatever stands under `#[cfg(test)]` (a
+# `mod tests { ... }`, a helper).
 # A file is measured whole, its inline tests included.
 #
 # Plain bash and POSIX awk; run from anywhere: `.ci/sizes.sh`.
@@ -25,7 +26,8 @@ done
 files=()
 while IFS= read -r file; do
   files+=("$file")
-done < <(find "${roots[@]}" -name '*.rs' ! -name 'tests.rs' ! -name '*_tests.rs' | LC_ALL=C sort)
+done < <(find "${roots[@]}" -name '*.rs' ! -name 'tests.rs' ! -name '*_tests.rs' ! -path '*/tests/*' |
+  LC_ALL=C sort)
 [ ${#files[@]} -gt 0 ] || exit 0
 
 awk -v max_file="$MAX_FILE" -v max_fn="$MAX_FN" '
