@@ -201,7 +201,13 @@ pub fn to_stderr(line: &str) {
 
 /// Colour codes only for a terminal, and not when `NO_COLOR` is set.
 fn ansi_for(stream: &impl IsTerminal) -> bool {
-    stream.is_terminal() && crate::tui::color_wanted()
+    stream.is_terminal() && color_wanted()
+}
+
+/// Colour unless `NO_COLOR` is set to something (https://no-color.org):
+/// for the log's lines and the console's screen alike.
+pub fn color_wanted() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn filter() -> EnvFilter {

@@ -4,7 +4,7 @@
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use super::app::Pane;
+use super::pane::Pane;
 
 /// Who gets a key: the console is in exactly one of these at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

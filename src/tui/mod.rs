@@ -9,6 +9,7 @@ pub mod clusters;
 pub mod diagnostics;
 pub mod keys;
 pub mod lines;
+pub mod pane;
 pub mod view;
 
 use std::path::PathBuf;
@@ -21,7 +22,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::control::client::LinkStatus;
 use crate::engine::{Engine, EngineHandle, Event, Operation, Via};
-use crate::logging::ConsoleLog;
+use crate::logging::{color_wanted, ConsoleLog};
 use crate::transport::TransportEvent;
 use app::{App, Effect, FaceView, Msg};
 
@@ -31,11 +32,6 @@ const FRAME: Duration = Duration::from_millis(50);
 const MESSAGES: usize = 64;
 /// Clocks and countdowns move on this tick even when nothing else happens.
 const TICK: Duration = Duration::from_secs(1);
-
-/// Colour unless `NO_COLOR` is set to something (https://no-color.org).
-pub fn color_wanted() -> bool {
-    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-}
 
 /// Where the console's engine runs.
 pub enum Face {
@@ -284,15 +280,52 @@ fn request(handle: &EngineHandle, op: Operation, tx: &mpsc::Sender<Msg>) {
     });
 }
 
+/// The operation as the message line says it: "restart of cluster 3".
 fn describe(op: Operation) -> String {
-    match op {
-        Operation::Start(id) => format!("start of cluster {id}"),
-        Operation::Stop(id) => format!("stop of cluster {id}"),
-        Operation::Restart(id) => format!("restart of cluster {id}"),
-        Operation::Diagnose(id) => format!("diagnostic of cluster {id}"),
-        Operation::RollingRestart => "rolling restart".into(),
-        Operation::Reshard => "reshard".into(),
-        Operation::Shutdown => "shutdown".into(),
-        Operation::RestartProcess => "process restart".into(),
+    // The operation's own name, but where a word reads better than the wire's.
+    let what = match op {
+        Operation::Diagnose(_) => "diagnostic",
+        Operation::RollingRestart => "rolling restart",
+        Operation::RestartProcess => "process restart",
+        _ => op.name(),
+    };
+    match op.cluster() {
+        Some(id) => format!("{what} of cluster {id}"),
+        None => what.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_line_names_each_operation() {
+        let said: Vec<String> = [
+            Operation::Start(3),
+            Operation::Stop(3),
+            Operation::Restart(3),
+            Operation::Diagnose(3),
+            Operation::RollingRestart,
+            Operation::Reshard,
+            Operation::Shutdown,
+            Operation::RestartProcess,
+        ]
+        .into_iter()
+        .map(describe)
+        .collect();
+        assert_eq!(
+            said,
+            [
+                "start of cluster 3",
+                "stop of cluster 3",
+                "restart of cluster 3",
+                "diagnostic of cluster 3",
+                "rolling restart",
+                "reshard",
+                "shutdown",
+                "process restart",
+            ]
+        );
     }
 }

@@ -1,0 +1,332 @@
+use super::entries::{restarts, EVENT_NAMES, EVENT_NAME_LEN};
+use super::*;
+use crate::engine::actlog::{ExitFields, LogEvent};
+use prometheus_client::encoding::text::encode;
+
+fn operator(action: &'static str, refused: Option<&str>) -> LogEvent {
+    LogEvent::OperatorAction {
+        host: None,
+        action,
+        via: "redis",
+        id: Some(3),
+        peer_pid: None,
+        peer_uid: None,
+        refused: refused.map(str::to_string),
+    }
+}
+
+/// The mapping reads the entries the engine writes, built from its own
+/// typed events; every other event restarts nothing.
+#[test]
+fn restarts_are_counted_once_with_their_reason() {
+    let cases = [
+        (
+            LogEvent::ClusterRestarted { id: 2, restarts: 1 },
+            vec![(2, "crash")],
+        ),
+        (LogEvent::PingFailure { id: 1 }, vec![(1, "ping_failure")]),
+        (operator("restart", None), vec![(3, "operator")]),
+        (
+            operator("restart", Some("cluster 3 (c) is not running")),
+            vec![],
+        ),
+        (operator("stop", None), vec![]),
+        (
+            LogEvent::RollingRestart {
+                clusters: vec![0, 1],
+            },
+            vec![(0, "rolling_restart"), (1, "rolling_restart")],
+        ),
+        (
+            LogEvent::ReshardSuccess {
+                subsystem: "cluster_map",
+                old_shards: 2,
+                new_shards: 4,
+                clusters: 2,
+                restarting: vec![4],
+            },
+            vec![(4, "reshard")],
+        ),
+        (LogEvent::ClusterStarted { id: 0, pid: 9 }, vec![]),
+        (
+            LogEvent::ClusterExited {
+                id: 0,
+                exit: ExitFields {
+                    code: Some(1),
+                    signal: None,
+                },
+                restart_in_ms: Some(1000),
+                quick_failures: None,
+            },
+            vec![],
+        ),
+    ];
+    for (e, want) in cases {
+        let m = e.entry(std::time::SystemTime::now());
+        let event = m["event"].as_str().unwrap_or_default().to_string();
+        assert_eq!(restarts(&event, &m), want, "{m:?}");
+    }
+}
+
+fn text(registry: &Registry) -> String {
+    let mut text = String::new();
+    encode(&mut text, registry).expect("encode");
+    text
+}
+
+#[test]
+fn event_names_are_bounded() {
+    let (mut series, registry) = Series::registered();
+    for i in 0..EVENT_NAMES + 10 {
+        let mut e = Map::new();
+        e.insert("event".into(), Value::from(format!("bot_event_{i}")));
+        series.on_entry(&e);
+    }
+    let mut long = Map::new();
+    long.insert("event".into(), Value::from("x".repeat(EVENT_NAME_LEN + 1)));
+    series.on_entry(&long);
+    let text = text(&registry);
+    let lines = text
+        .lines()
+        .filter(|l| l.starts_with("mewld_action_log_entries_total{"))
+        .count();
+    assert_eq!(lines, EVENT_NAMES + 1, "{text}");
+    assert!(
+        text.contains("mewld_action_log_entries_total{event=\"other\"} 11"),
+        "{text}"
+    );
+}
+
+/// In a fleet, a host counts its own clusters, and the leader the lost
+/// ones: summed over the hosts, each cluster once.
+#[test]
+fn a_fleet_host_counts_its_own_clusters() {
+    use crate::engine::state::{ClusterView, FleetSummary};
+    let view = |id, state, host: Option<&str>| ClusterView {
+        state,
+        host: host.map(String::from),
+        ..ClusterView::lost(&crate::cluster_map::build(3, 1, &[])[id as usize])
+    };
+    let mut snapshot = Snapshot {
+        clusters: vec![
+            view(0, ClusterState::Running, Some("a")),
+            view(1, ClusterState::Running, Some("b")),
+            view(2, ClusterState::Lost, None),
+        ],
+        fleet: Some(FleetSummary {
+            me: "a".into(),
+            leader: Some(("b".into(), 2)),
+            leading: false,
+            hosts: Vec::new(),
+            exit_order: None,
+        }),
+        ..Snapshot::default()
+    };
+    let (mut series, registry) = Series::registered();
+    series.on_snapshot(&snapshot);
+    let text = text(&registry);
+    assert!(
+        text.contains("mewld_clusters{state=\"running\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("mewld_clusters{state=\"lost\"} 0\n"),
+        "{text}"
+    );
+    assert!(text.contains("mewld_fleet_leader 0\n"), "{text}");
+    if let Some(f) = snapshot.fleet.as_mut() {
+        f.leading = true;
+    }
+    series.on_snapshot(&snapshot);
+    let text = self::text(&registry);
+    assert!(
+        text.contains("mewld_clusters{state=\"lost\"} 1\n"),
+        "{text}"
+    );
+    assert!(text.contains("mewld_fleet_leader 1\n"), "{text}");
+}
+
+#[test]
+fn the_session_budget_is_served_only_when_known() {
+    let (mut series, registry) = Series::registered();
+    series.on_snapshot(&Snapshot::default());
+    assert!(!text(&registry).contains("mewld_session_starts_remaining "));
+    series.on_snapshot(&Snapshot {
+        sessions_remaining: Some(900),
+        ..Snapshot::default()
+    });
+    let text = text(&registry);
+    assert!(
+        text.contains("\nmewld_session_starts_remaining 900\n"),
+        "{text}"
+    );
+}
+
+/// The queue's figures are served only while it runs; its budget is
+/// the live one, and its grants count up by what is new.
+#[test]
+fn the_identify_queue_is_served_while_it_runs() {
+    let (mut series, registry) = Series::registered();
+    series.on_snapshot(&Snapshot::default());
+    assert!(!text(&registry).contains("mewld_identify"));
+    let mut status = crate::identify::rules::Status {
+        waiting: 3,
+        granted_total: 4,
+        max_concurrency: 4,
+        budget_remaining: Some(996),
+        ..Default::default()
+    };
+    let with = |status: &crate::identify::rules::Status| Snapshot {
+        sessions_remaining: Some(1000),
+        identify: Some(status.clone()),
+        ..Snapshot::default()
+    };
+    series.on_snapshot(&with(&status));
+    status.granted_total = 6;
+    status.held = true;
+    series.on_snapshot(&with(&status));
+    series.on_snapshot(&with(&status));
+    let text = text(&registry);
+    for sample in [
+        "\nmewld_identify_waiting 3\n",
+        "\nmewld_identify_grants_total 6\n",
+        "\nmewld_identify_held 1\n",
+        "\nmewld_session_starts_remaining 996\n",
+    ] {
+        assert!(text.contains(sample), "{sample} missing from:\n{text}");
+    }
+}
+
+/// A snapshot of one running cluster with health from `shards`.
+fn healthy(shards: &[u32]) -> Snapshot {
+    let spec = crate::cluster_map::build(4, 4, &["Zeus".to_string()]).remove(0);
+    let shards = shards
+        .iter()
+        .map(|&shard_id| crate::protocol::ShardHealth {
+            shard_id,
+            up: true,
+            latency: Some(42.0),
+            guilds: Some(7),
+            users: None,
+        })
+        .collect();
+    Snapshot {
+        clusters: vec![crate::engine::state::ClusterView {
+            id: spec.id,
+            name: spec.name,
+            shards: spec.shards,
+            state: ClusterState::Running,
+            pid: Some(1),
+            started_at: None,
+            restarts: 0,
+            quick_failures: 0,
+            next_restart_at: None,
+            last_exit: None,
+            host: None,
+            health: Some(crate::engine::health::Health {
+                at: SystemTime::UNIX_EPOCH,
+                round_trip_ms: 3,
+                shards,
+            }),
+        }],
+        sessions_remaining: Some(900),
+        ..Snapshot::default()
+    }
+}
+
+#[test]
+fn shards_no_answer_has_are_dropped_and_round_trips_observed_once() {
+    let (mut series, registry) = Series::registered();
+    series.on_snapshot(&healthy(&[0, 1]));
+    series.on_snapshot(&healthy(&[1]));
+    let text = text(&registry);
+    assert!(!text.contains("shard=\"0\""), "{text}");
+    assert!(
+        text.contains("mewld_shard_latency_seconds{cluster=\"0\",shard=\"1\"} 0.042"),
+        "{text}"
+    );
+    // Both snapshots carry the same answer.
+    assert!(
+        text.contains("mewld_diag_round_trip_seconds_count 1"),
+        "{text}"
+    );
+}
+
+/// A bot's entries, whatever they claim, count only as the clusters':
+/// no restart, no ping failure, no manager event.
+#[test]
+fn a_clusters_entries_never_count_as_the_managers() {
+    let (mut series, registry) = Series::registered();
+    let forged = [
+        LogEvent::ClusterRestarted { id: 0, restarts: 1 }.entry(std::time::SystemTime::now()),
+        LogEvent::ClusterRestarted {
+            id: 7_777,
+            restarts: 1,
+        }
+        .entry(std::time::SystemTime::now()),
+        LogEvent::PingFailure { id: 1 }.entry(std::time::SystemTime::now()),
+        LogEvent::RollingRestart {
+            clusters: (100..200).collect(),
+        }
+        .entry(std::time::SystemTime::now()),
+        operator("restart", None).entry(std::time::SystemTime::now()),
+        LogEvent::ClusterStarted { id: 0, pid: 9 }.entry(std::time::SystemTime::now()),
+    ];
+    for entry in &forged {
+        series.on_cluster_entry(entry);
+    }
+    let text = text(&registry);
+    for absent in [
+        "mewld_cluster_restarts_total{",
+        "mewld_ping_failures_total{",
+        "mewld_action_log_entries_total{",
+    ] {
+        assert!(!text.contains(absent), "{absent} in:\n{text}");
+    }
+    for present in [
+        "mewld_cluster_log_entries_total{event=\"cluster_restarted\"} 2",
+        "mewld_cluster_log_entries_total{event=\"cluster_started\"} 1",
+    ] {
+        assert!(text.contains(present), "{present} missing from:\n{text}");
+    }
+}
+
+#[test]
+fn a_cluster_gone_after_a_reshard_leaves_no_series() {
+    let (mut series, registry) = Series::registered();
+    series.on_snapshot(&healthy(&[0]));
+    series.on_snapshot(&Snapshot::default());
+    let text = text(&registry);
+    assert!(!text.contains("mewld_cluster_up{"), "{text}");
+    assert!(!text.contains("mewld_shard_up{"), "{text}");
+}
+
+#[test]
+fn the_text_format_has_every_series_the_dashboard_queries() {
+    let (mut series, registry) = Series::registered();
+    series.on_entry(&LogEvent::PingFailure { id: 1 }.entry(std::time::SystemTime::now()));
+    series.on_snapshot(&healthy(&[0]));
+    let text = text(&registry);
+    for name in [
+        "mewld_clusters{state=\"running\"} 1",
+        "mewld_clusters{state=\"failed\"} 0",
+        "mewld_cluster_up{cluster=\"0\",name=\"Zeus\"} 1",
+        "mewld_ping_failures_total{cluster=\"1\"} 1",
+        "mewld_cluster_restarts_total{cluster=\"1\",reason=\"ping_failure\"} 1",
+        "mewld_action_log_entries_total{event=\"ping_failure\"} 1",
+        "mewld_redis_connected 0",
+        "mewld_shard_up{cluster=\"0\",shard=\"0\"} 1",
+        "mewld_shard_guilds{cluster=\"0\",shard=\"0\"} 7",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    let dashboard = include_str!("../../../contrib/grafana-dashboard.json");
+    for name in dashboard.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if name.starts_with("mewld_") {
+            assert!(
+                text.lines().any(|l| l.starts_with(name)),
+                "contrib/grafana-dashboard.json queries {name}, which is not served"
+            );
+        }
+    }
+}
