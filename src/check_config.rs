@@ -8,11 +8,11 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 
-use mewld::cluster_map::{self, shard_range};
 use mewld::config::{redacted_url, Config, Ipc, LaunchPolicy};
-use mewld::fleet::slice::{Ranges, SliceSpec};
 use mewld::preflight;
 use mewld::startup::{self, Prepared};
+use mewld_core::cluster_map::{self, shard_range};
+use mewld_core::fleet::slice::{Ranges, SliceSpec};
 
 /// Checks `path`; with `slice`, for one host of a fleet.
 pub async fn run(path: &Path, slice: Option<&SliceSpec>) -> u8 {
@@ -86,7 +86,7 @@ async fn report(path: &Path, slice: Option<&SliceSpec>, out: &mut String) -> Vec
             out,
             "  {:>4}  {:<16} shards {}",
             c.id,
-            mewld::protocol::truncate(&c.name, 40),
+            mewld_core::protocol::truncate(&c.name, 40),
             shard_range(&c.shards)
         );
     }

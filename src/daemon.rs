@@ -6,11 +6,12 @@
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::cluster_map::ClusterId;
-use crate::engine::process::Stream;
-use crate::engine::{Engine, EngineHandle, Event, Exit, Operation, Via};
+use crate::engine::{Engine, EngineHandle};
 use crate::logging::{LogFormat, LossyLines};
 use crate::transport::TransportEvent;
+use mewld_core::cluster_map::ClusterId;
+use mewld_core::model::Stream;
+use mewld_core::model::{Event, Exit, Operation, Via};
 
 /// Runs the engine until it exits; SIGINT, SIGTERM and SIGHUP shut it down
 /// cleanly. SIGHUP too, as the console treats a hang-up: its default would

@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use color_eyre::eyre::{Result, WrapErr};
 
-use crate::cluster_map;
 use crate::config::{self, Overrides};
-use crate::discord::SessionStartLimit;
 use crate::engine::Setup;
+use mewld_core::cluster_map;
+use mewld_core::model::SessionStartLimit;
 
 const SHARDS: u32 = 24;
 /// What the demo pretends Get Gateway Bot said: a large bot's limits.

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use crate::cluster_map::MAX_SHARDS;
 use crate::config::Token;
-pub use mewld_core::model::{GatewayBot, SessionStartLimit};
+use mewld_core::cluster_map::MAX_SHARDS;
+use mewld_core::model::GatewayBot;
 
 pub const DISCORD_API: &str = "https://discord.com";
 const USER_AGENT: &str = concat!(
@@ -86,7 +86,7 @@ pub async fn get_gateway_bot(
                     return Err(DiscordError::Status {
                         status: status.as_u16(),
                         url,
-                        body: crate::protocol::truncate(&body, 200),
+                        body: mewld_core::protocol::truncate(&body, 200),
                     });
                 }
                 tracing::warn!(

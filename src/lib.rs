@@ -21,6 +21,3 @@ pub mod startup;
 pub mod systemd;
 pub mod transport;
 pub mod tui;
-
-// Moved to the pure core crate; named here until every caller names it there.
-pub use mewld_core::{cluster_map, protocol};

@@ -6,18 +6,19 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use color_eyre::eyre::{eyre, Result, WrapErr};
 
-use mewld::cluster_map::MapPrint;
 use mewld::control::client;
 use mewld::control::server::Control;
 use mewld::control::Hello;
 use mewld::engine::{Engine, EngineHandle, Setup};
-use mewld::fleet::slice::SliceSpec;
-use mewld::fleet::{self, Fleet, Membership};
+use mewld::fleet::{self, Fleet};
 use mewld::logging::LogFormat;
 use mewld::startup;
 use mewld::{
     daemon, demo, fake_bot, guardian, identify, logging, metrics, systemd, transport, tui,
 };
+use mewld_core::cluster_map::MapPrint;
+use mewld_core::fleet::slice::SliceSpec;
+use mewld_core::fleet::Membership;
 
 mod check_config;
 

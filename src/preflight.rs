@@ -9,10 +9,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::cluster_map::ClusterSpec;
 use crate::config::Config;
-use crate::engine::argv;
-use crate::protocol::truncate;
+use mewld_core::argv;
+use mewld_core::cluster_map::ClusterSpec;
+use mewld_core::protocol::truncate;
 
 /// Longest single argument the kernel passes to a program, its NUL
 /// terminator included (Linux's `MAX_ARG_STRLEN`, 32 pages).
@@ -168,7 +168,7 @@ fn executable(path: &Path) -> Result<(), Unusable> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster_map::build;
+    use mewld_core::cluster_map::build;
 
     /// A config for the bot in `dir`; `extra` has `module` and the rest.
     fn config(dir: &Path, extra: &str) -> Config {

@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use color_eyre::eyre::{eyre, Result, WrapErr};
 
-use crate::cluster_map;
 use crate::config::{self, Config, EnvFiles};
-use crate::discord::{self, GatewayBot};
+use crate::discord;
 use crate::engine::Setup;
 use crate::preflight;
+use mewld_core::cluster_map;
+use mewld_core::model::GatewayBot;
 
 /// The config with env files read and overrides applied.
 pub struct Prepared {

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 
-use crate::engine::state::{ClusterState, Snapshot};
 use crate::engine::{next_snapshot, EngineHandle};
+use mewld_core::state::{ClusterState, Snapshot};
 
 /// `STATUS=` goes out at most this often (the latest one wins).
 const STATUS_EVERY: Duration = Duration::from_millis(500);
@@ -186,8 +186,8 @@ pub fn summary(s: &Snapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster_map;
-    use crate::engine::state::ClusterView;
+    use mewld_core::cluster_map;
+    use mewld_core::state::ClusterView;
 
     fn snapshot(states: &[ClusterState]) -> Snapshot {
         let clusters = cluster_map::build(states.len() as u32, 1, &[]);

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossterm::event::KeyCode;
-use mewld::engine::actlog::LogEvent;
-use mewld::engine::state::ClusterState;
-use mewld::engine::Event;
 use mewld::tui::app::{App, Msg, Pane};
 use mewld::tui::diagnostics::{ANSWERS_CAP, SAMPLES_CAP};
+use mewld_core::actlog::LogEvent;
+use mewld_core::model::Event;
+use mewld_core::state::ClusterState;
 use ratatui::style::Modifier;
 use serde_json::json;
 

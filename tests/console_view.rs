@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use mewld::engine::process::ExitInfo;
-use mewld::engine::state::{ClusterState, FleetSummary, HostSummary, RollingView};
-use mewld::engine::Operation;
-use mewld::identify::rules::Status as IdentifyStatus;
 use mewld::tui::app::{App, Confirmable, Effect, FaceView, Mode, Msg};
 use mewld::tui::view;
+use mewld_core::identify::Status as IdentifyStatus;
+use mewld_core::model::ExitInfo;
+use mewld_core::model::Operation;
+use mewld_core::state::{ClusterState, FleetSummary, HostSummary, RollingView};
 use ratatui::style::Modifier;
 
 mod console_fixture;

@@ -1,7 +1,7 @@
 //! Property tests: whatever arrives on the channel, the parser answers
 //! (a request, "not for us", or an error) and never panics.
 
-use mewld::protocol::{parse, Action};
+use mewld_core::protocol::{parse, Action};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 

@@ -17,8 +17,9 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::codec::{FramedRead, LinesCodec};
 
 use super::{line, mismatch, ClientMsg, Hello, ServerMsg, MAX_SERVER_LINE, PROTOCOL};
-use crate::engine::state::Snapshot;
-use crate::engine::{EngineHandle, Event, FaceRequest, Refused};
+use crate::engine::{EngineHandle, FaceRequest};
+use mewld_core::model::{Event, Refused};
+use mewld_core::state::Snapshot;
 
 /// Requests from the console waiting to be sent.
 const REQUESTS: usize = 16;

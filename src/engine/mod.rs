@@ -13,18 +13,14 @@ mod runner;
 
 pub use runner::Engine;
 
-// Moved to the pure core crate; named here until every caller names it there.
-pub use mewld_core::model::{Event, Exit, FleetVia, Label, Operation, Refused, Via};
-pub use mewld_core::{actlog, argv, core, health, launch, restart, rolling, state};
-
 use std::sync::Arc;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use crate::cluster_map::ClusterSpec;
 use crate::config::Config;
-use crate::discord::SessionStartLimit;
-use state::Snapshot;
+use mewld_core::cluster_map::ClusterSpec;
+use mewld_core::model::{Event, Operation, Refused, SessionStartLimit, Via};
+use mewld_core::state::Snapshot;
 
 /// What the engine needs to run: the resolved config and the cluster map.
 pub struct Setup {
@@ -37,14 +33,14 @@ pub struct Setup {
     pub session_limit: Option<SessionStartLimit>,
     /// This manager's claim in Redis: its place in a fleet, or every
     /// cluster alone (`solo`); `None` without Redis (`ipc: unix`).
-    pub fleet: Option<crate::fleet::Membership>,
+    pub fleet: Option<mewld_core::fleet::Membership>,
 }
 
 impl Setup {
     /// The print of the whole map, which every manager on the channel
     /// must share.
-    pub fn map_print(&self) -> crate::cluster_map::MapPrint {
-        crate::cluster_map::MapPrint::of(self.shard_count, &self.clusters)
+    pub fn map_print(&self) -> mewld_core::cluster_map::MapPrint {
+        mewld_core::cluster_map::MapPrint::of(self.shard_count, &self.clusters)
     }
 }
 

@@ -25,8 +25,7 @@ const MAX_LINE: usize = 16 * 1024;
 /// How long output may still drain after the process exited.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub use mewld_core::argv::command_line;
-pub use mewld_core::model::{CommandLine, ExitInfo, SpawnError, Stream};
+use mewld_core::model::{CommandLine, ExitInfo, SpawnError, Stream};
 
 /// The engine's end of a running process.
 #[derive(Debug)]

@@ -12,18 +12,20 @@ use serde_json::{Map, Value};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::time::{delay_queue, DelayQueue};
 
-use super::actlog::{self, LogEvent};
-use super::core::{drive, Command, Core, Driver, Input, Now, Timer};
-use super::process::{self, ExitInfo, ProcHandle};
-use super::state::Snapshot;
-use super::{EngineHandle, Event, Exit, FaceRequest, Refused, Setup};
-use crate::cluster_map::ClusterId;
+use super::process::{self, ProcHandle};
+use super::{EngineHandle, FaceRequest, Setup};
 use crate::config::{Config, Ipc};
-use crate::discord::{self, GatewayBot};
+use crate::discord;
 use crate::fd_budget;
-use crate::identify::{self, rules::Notice};
-use crate::protocol;
+use crate::identify;
 use crate::transport::{Transport, TransportEvent};
+use mewld_core::actlog::{self, LogEvent};
+use mewld_core::cluster_map::ClusterId;
+use mewld_core::core::{drive, Command, Core, Driver, Input, Now, Timer};
+use mewld_core::identify::Notice;
+use mewld_core::model::{Event, Exit, ExitInfo, GatewayBot, Refused};
+use mewld_core::protocol;
+use mewld_core::state::Snapshot;
 
 /// How long the last acks and log entries get to reach Redis at exit.
 const EXIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
@@ -61,7 +63,7 @@ pub struct Engine {
     /// The identify queue's reports, when it runs.
     identify: Option<identify::Link>,
     /// The fleet task's views, in a fleet.
-    fleet: Option<watch::Receiver<Option<crate::fleet::FleetView>>>,
+    fleet: Option<watch::Receiver<Option<mewld_core::fleet::FleetView>>>,
     /// The clusters the descriptor budget keeps a reserve for.
     budgeted: usize,
 }
@@ -121,7 +123,7 @@ impl Engine {
     }
 
     /// This host's place in the fleet, if it runs in one.
-    pub fn membership(&self) -> Option<crate::fleet::Membership> {
+    pub fn membership(&self) -> Option<mewld_core::fleet::Membership> {
         self.core.membership()
     }
 
@@ -131,7 +133,7 @@ impl Engine {
     }
 
     /// Learns the other hosts of the fleet from the fleet task's views.
-    pub fn follow_fleet(&mut self, view: watch::Receiver<Option<crate::fleet::FleetView>>) {
+    pub fn follow_fleet(&mut self, view: watch::Receiver<Option<mewld_core::fleet::FleetView>>) {
         self.fleet = Some(view);
     }
 
@@ -318,8 +320,8 @@ impl Engine {
         id: ClusterId,
         name: String,
         generation: u64,
-        line: &process::CommandLine,
-    ) -> Result<u32, process::SpawnError> {
+        line: &mewld_core::model::CommandLine,
+    ) -> Result<u32, mewld_core::model::SpawnError> {
         let events = self.events.clone();
         let inbox = self.internal_tx.clone();
         let handle = process::spawn(
@@ -407,8 +409,8 @@ async fn identify_report(link: &mut Option<identify::Link>) -> Option<Option<Not
 /// The fleet task's next view; never, outside a fleet (or once the task
 /// has ended).
 async fn fleet_view(
-    rx: &mut Option<watch::Receiver<Option<crate::fleet::FleetView>>>,
-) -> Option<crate::fleet::FleetView> {
+    rx: &mut Option<watch::Receiver<Option<mewld_core::fleet::FleetView>>>,
+) -> Option<mewld_core::fleet::FleetView> {
     let Some(watch) = rx else {
         return std::future::pending().await;
     };

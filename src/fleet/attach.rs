@@ -14,15 +14,16 @@ use serde_json::{Map, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::store::{connect, members, parse_leader, within, HostCache, Keys};
-use super::HostRecord;
-use crate::cluster_map;
 use crate::config::{Config, Ipc};
 use crate::control::client::{Attached, LinkStatus};
 use crate::control::Hello;
-use crate::engine::state::{ClusterState, ClusterView, FleetSummary, HostSummary, Snapshot};
-use crate::engine::{EngineHandle, Event, FaceRequest, Operation, Refused};
-use crate::protocol::{self, FleetOp};
+use crate::engine::{EngineHandle, FaceRequest};
 use crate::transport::redis::read_whole_log;
+use mewld_core::cluster_map;
+use mewld_core::fleet::HostRecord;
+use mewld_core::model::{Event, Operation, Refused};
+use mewld_core::protocol::{self, FleetOp};
+use mewld_core::state::{ClusterState, ClusterView, FleetSummary, HostSummary, Snapshot};
 
 /// How often the fleet is read.
 const POLL: Duration = Duration::from_millis(500);
@@ -188,7 +189,11 @@ impl Reader {
         Ok(self.snapshot(&hosts, holder.as_deref().and_then(parse_leader)))
     }
 
-    fn snapshot(&self, hosts: &[HostRecord], leader: Option<super::Leader>) -> Snapshot {
+    fn snapshot(
+        &self,
+        hosts: &[HostRecord],
+        leader: Option<mewld_core::fleet::Leader>,
+    ) -> Snapshot {
         // A record's map size is outside data: within the map's caps only.
         let shard_count = hosts
             .iter()

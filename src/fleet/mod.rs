@@ -19,11 +19,11 @@ use std::sync::Arc;
 
 use tokio::sync::{oneshot, watch};
 
-use crate::cluster_map::MapPrint;
-use crate::engine::actlog::unix_secs;
-use crate::engine::state::Snapshot;
 use member::{boot_id, Beat, Member};
-pub use mewld_core::fleet::{record, slice, FleetView, HostRecord, Leader, Membership, Refusal};
+use mewld_core::actlog::unix_secs;
+use mewld_core::cluster_map::MapPrint;
+use mewld_core::fleet::{FleetView, Membership, Refusal};
+use mewld_core::state::Snapshot;
 
 /// Why this host did not join the fleet: refused by what Redis holds, or
 /// Redis failed while it asked.
@@ -134,6 +134,7 @@ pub fn host_name(given: Option<&str>) -> String {
 mod tests {
     use super::store::parse_leader;
     use super::*;
+    use mewld_core::fleet::Leader;
 
     #[test]
     fn leader_values_parse() {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 
-use super::{HostRecord, Leader};
+use mewld_core::fleet::{HostRecord, Leader};
 
 /// Where a fleet's keys live, beside the action log: `<channel>/fleet/…`.
 #[derive(Debug, Clone)]

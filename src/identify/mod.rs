@@ -20,10 +20,11 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::Config;
-use crate::discord::{self, SessionStartLimit};
-use crate::engine::state::Snapshot;
+use crate::discord;
 pub use fleet_gate::FleetGate;
-pub use mewld_core::identify as rules;
+use mewld_core::identify as rules;
+use mewld_core::model::SessionStartLimit;
+use mewld_core::state::Snapshot;
 use rules::{Budget, Grant, Notice, Queue, Refusal, Rules, Status, Ticket};
 use secret::Secret;
 

@@ -242,7 +242,7 @@ async fn send(stream: &mut TcpStream, status: StatusCode, body: Value) {
 /// with what is wrong: read loosely, `?Shard=3` or `?shard=%33` would be
 /// bucket 0, and spend a session start in a turn not theirs.
 fn shard_of(query: &str) -> Result<Option<u64>, String> {
-    let shown = |s: &str| crate::protocol::truncate(s, 40);
+    let shown = |s: &str| mewld_core::protocol::truncate(s, 40);
     if query.is_empty() {
         return Ok(None);
     }

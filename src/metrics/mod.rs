@@ -21,9 +21,10 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 
-use crate::engine::state::Snapshot;
-use crate::engine::{next_snapshot, EngineHandle, Event};
+use crate::engine::{next_snapshot, EngineHandle};
 use crate::http;
+use mewld_core::model::Event;
+use mewld_core::state::Snapshot;
 use series::Series;
 
 /// Connections kept open at once, and from one peer; past these the

@@ -10,7 +10,7 @@ mod outbox;
 pub mod redis;
 pub mod unix;
 
-pub use mewld_core::model::{Origin, Peer};
+use mewld_core::model::{Origin, Peer};
 pub use outbox::{Backlog, Dropped};
 
 use color_eyre::eyre::{Result, WrapErr};

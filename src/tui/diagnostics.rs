@@ -7,8 +7,8 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::SystemTime;
 
-use crate::cluster_map::ClusterId;
-use crate::engine::state::Snapshot;
+use mewld_core::cluster_map::ClusterId;
+use mewld_core::state::Snapshot;
 
 /// Answers kept for the pane; the oldest go first.
 pub const ANSWERS_CAP: usize = 1000;

@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
-use crate::cluster_map::ClusterId;
-use crate::engine::process::Stream;
+use mewld_core::cluster_map::ClusterId;
+use mewld_core::model::Stream;
 
 /// One action-log entry, formatted once when it arrives.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,8 +36,11 @@ impl LogLine {
             .iter()
             .filter(|(k, _)| !matches!(k.as_str(), "ts" | "event" | "id" | "cluster"))
             .map(|(k, v)| match v {
-                Value::String(s) => format!("{k}={}", crate::protocol::truncate(s, 120)),
-                other => format!("{k}={}", crate::protocol::truncate(&other.to_string(), 120)),
+                Value::String(s) => format!("{k}={}", mewld_core::protocol::truncate(s, 120)),
+                other => format!(
+                    "{k}={}",
+                    mewld_core::protocol::truncate(&other.to_string(), 120)
+                ),
             })
             .collect();
         let fields = fields.join(" ");

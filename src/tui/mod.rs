@@ -21,10 +21,11 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::control::client::LinkStatus;
-use crate::engine::{Engine, EngineHandle, Event, Operation, Via};
+use crate::engine::{Engine, EngineHandle};
 use crate::logging::{color_wanted, ConsoleLog};
 use crate::transport::TransportEvent;
 use app::{App, Effect, FaceView, Msg};
+use mewld_core::model::{Event, Operation, Via};
 
 /// Redraws are coalesced to at most one per this long.
 const FRAME: Duration = Duration::from_millis(50);

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use mewld::engine::health::Health;
-use mewld::engine::process::Stream;
-use mewld::engine::state::{ClusterState, ClusterView, Snapshot};
-use mewld::engine::Event;
-use mewld::protocol::ShardHealth;
 use mewld::tui::app::{App, Effect, Msg};
 use mewld::tui::view;
+use mewld_core::health::Health;
+use mewld_core::model::Event;
+use mewld_core::model::Stream;
+use mewld_core::protocol::ShardHealth;
+use mewld_core::state::{ClusterState, ClusterView, Snapshot};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 use serde_json::{json, Value};

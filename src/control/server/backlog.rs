@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::cluster_map::ClusterId;
+use mewld_core::cluster_map::ClusterId;
 
 /// Output lines kept per cluster for consoles that attach later (an
 /// embedded console has every line from the start), and the bytes they

@@ -33,13 +33,14 @@ use tokio::sync::{broadcast, mpsc, watch, Semaphore};
 use tokio_util::codec::{FramedRead, LinesCodec};
 
 use super::{line, mismatch, ClientMsg, Hello, ServerMsg, MAX_CLIENT_LINE, PROTOCOL};
-use crate::engine::state::Snapshot;
-use crate::engine::{next_snapshot, EngineHandle, Event, Via};
-use crate::transport::Peer;
+use crate::engine::{next_snapshot, EngineHandle};
 use crate::{fd_budget, socket_file};
 use backlog::Backlog;
 use greeting::{Greeting, Ticket};
 use history::{Pages, Seen};
+use mewld_core::model::Peer;
+use mewld_core::model::{Event, Via};
+use mewld_core::state::Snapshot;
 
 /// Consoles attached at once (past their hello); more are told so and
 /// closed.

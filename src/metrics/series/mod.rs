@@ -17,9 +17,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde_json::{Map, Value};
 
-use crate::cluster_map::ClusterId;
-use crate::engine::state::{ClusterState, ClusterView, Snapshot};
 use entries::{event_of, restarts, EventNames};
+use mewld_core::cluster_map::ClusterId;
+use mewld_core::state::{ClusterState, ClusterView, Snapshot};
 
 type Labels = Vec<(&'static str, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -295,7 +295,7 @@ impl Series {
         (self.clusters_up, self.shards) = (clusters_up, shards);
     }
 
-    fn on_fleet(&mut self, f: &crate::engine::state::FleetSummary) {
+    fn on_fleet(&mut self, f: &mewld_core::state::FleetSummary) {
         let none = Vec::new();
         let hosts = i64::try_from(f.hosts.len()).unwrap_or(i64::MAX);
         self.fleet_hosts.get_or_create(&none).set(hosts);
@@ -304,7 +304,7 @@ impl Series {
             .set(i64::from(f.leading));
     }
 
-    fn on_identify(&mut self, q: &crate::identify::rules::Status) {
+    fn on_identify(&mut self, q: &mewld_core::identify::Status) {
         let none = Vec::new();
         let waiting = i64::try_from(q.waiting).unwrap_or(i64::MAX);
         self.identify_waiting.get_or_create(&none).set(waiting);

@@ -1,6 +1,6 @@
 use super::entries::{restarts, EVENT_NAMES, EVENT_NAME_LEN};
 use super::*;
-use crate::engine::actlog::{ExitFields, LogEvent};
+use mewld_core::actlog::{ExitFields, LogEvent};
 use prometheus_client::encoding::text::encode;
 
 fn operator(action: &'static str, refused: Option<&str>) -> LogEvent {
@@ -101,11 +101,11 @@ fn event_names_are_bounded() {
 /// ones: summed over the hosts, each cluster once.
 #[test]
 fn a_fleet_host_counts_its_own_clusters() {
-    use crate::engine::state::{ClusterView, FleetSummary};
+    use mewld_core::state::{ClusterView, FleetSummary};
     let view = |id, state, host: Option<&str>| ClusterView {
         state,
         host: host.map(String::from),
-        ..ClusterView::lost(&crate::cluster_map::build(3, 1, &[])[id as usize])
+        ..ClusterView::lost(&mewld_core::cluster_map::build(3, 1, &[])[id as usize])
     };
     let mut snapshot = Snapshot {
         clusters: vec![
@@ -169,14 +169,14 @@ fn the_identify_queue_is_served_while_it_runs() {
     let (mut series, registry) = Series::registered();
     series.on_snapshot(&Snapshot::default());
     assert!(!text(&registry).contains("mewld_identify"));
-    let mut status = crate::identify::rules::Status {
+    let mut status = mewld_core::identify::Status {
         waiting: 3,
         granted_total: 4,
         max_concurrency: 4,
         budget_remaining: Some(996),
         ..Default::default()
     };
-    let with = |status: &crate::identify::rules::Status| Snapshot {
+    let with = |status: &mewld_core::identify::Status| Snapshot {
         sessions_remaining: Some(1000),
         identify: Some(status.clone()),
         ..Snapshot::default()
@@ -199,10 +199,10 @@ fn the_identify_queue_is_served_while_it_runs() {
 
 /// A snapshot of one running cluster with health from `shards`.
 fn healthy(shards: &[u32]) -> Snapshot {
-    let spec = crate::cluster_map::build(4, 4, &["Zeus".to_string()]).remove(0);
+    let spec = mewld_core::cluster_map::build(4, 4, &["Zeus".to_string()]).remove(0);
     let shards = shards
         .iter()
-        .map(|&shard_id| crate::protocol::ShardHealth {
+        .map(|&shard_id| mewld_core::protocol::ShardHealth {
             shard_id,
             up: true,
             latency: Some(42.0),
@@ -211,7 +211,7 @@ fn healthy(shards: &[u32]) -> Snapshot {
         })
         .collect();
     Snapshot {
-        clusters: vec![crate::engine::state::ClusterView {
+        clusters: vec![mewld_core::state::ClusterView {
             id: spec.id,
             name: spec.name,
             shards: spec.shards,
@@ -223,7 +223,7 @@ fn healthy(shards: &[u32]) -> Snapshot {
             next_restart_at: None,
             last_exit: None,
             host: None,
-            health: Some(crate::engine::health::Health {
+            health: Some(mewld_core::health::Health {
                 at: SystemTime::UNIX_EPOCH,
                 round_trip_ms: 3,
                 shards,

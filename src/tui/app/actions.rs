@@ -6,9 +6,9 @@ use std::collections::VecDeque;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use crate::cluster_map::ClusterId;
-use crate::engine::Operation;
 use crate::tui::keys::{self, Action};
+use mewld_core::cluster_map::ClusterId;
+use mewld_core::model::Operation;
 
 use super::{App, Confirmable, Effect, Mode, Pane, Target};
 

@@ -12,9 +12,9 @@ use std::time::{Duration, SystemTime};
 use crossterm::event::KeyEvent;
 use serde_json::{Map, Value};
 
-use crate::cluster_map::ClusterId;
-use crate::engine::state::{ClusterView, Snapshot};
-use crate::engine::{Event, Operation};
+use mewld_core::cluster_map::ClusterId;
+use mewld_core::model::{Event, Operation};
+use mewld_core::state::{ClusterView, Snapshot};
 
 use super::clusters::TableView;
 use super::diagnostics::Diagnostics;

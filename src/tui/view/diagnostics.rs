@@ -11,9 +11,9 @@ use ratatui::widgets::{Paragraph, Sparkline};
 use ratatui::Frame;
 
 use super::{filter_note, newest_that_fit, pane_block, style};
-use crate::engine::state::ClusterView;
 use crate::tui::app::{clock, App, Pane};
 use crate::tui::diagnostics::Answer;
+use mewld_core::state::ClusterView;
 
 pub(super) fn draw_pane(frame: &mut Frame, app: &App, area: Rect) {
     let d = &app.diagnostics;

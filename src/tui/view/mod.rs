@@ -9,9 +9,9 @@ use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::app::{age, App, FaceView, Mode, Pane};
-use crate::engine::state::ClusterState;
-use crate::engine::state::FleetSummary;
-use crate::identify::rules::Status as IdentifyStatus;
+use mewld_core::identify::Status as IdentifyStatus;
+use mewld_core::state::ClusterState;
+use mewld_core::state::FleetSummary;
 
 mod diagnostics;
 mod overlays;
@@ -180,7 +180,7 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
 fn fleet_span(
     app: &App,
     fleet: &FleetSummary,
-    clusters: &[crate::engine::state::ClusterView],
+    clusters: &[mewld_core::state::ClusterView],
     narrow: bool,
 ) -> Span<'static> {
     let leader = fleet.leader.as_ref().map(|(name, _)| name.as_str());

@@ -8,9 +8,9 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::{centered, style};
-use crate::engine::Operation;
 use crate::tui::app::{App, Confirmable, FaceView, Target};
 use crate::tui::keys::{self, Action, ModeKind};
+use mewld_core::model::Operation;
 
 /// The hints of the rows that apply now, in table order (most needed
 /// first), as many whole ones as fit in `width`: a hint cut in half reads

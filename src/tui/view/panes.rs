@@ -9,12 +9,12 @@ use ratatui::Frame;
 
 use super::overlays::first_key;
 use super::{filter_note, newest_that_fit, pane_block, style};
-use crate::cluster_map::shard_range;
-use crate::engine::actlog::Tone;
-use crate::engine::process::Stream;
-use crate::engine::state::{ClusterState, ClusterView};
 use crate::tui::app::{age, clock, App, Pane};
 use crate::tui::keys::{Action, ModeKind};
+use mewld_core::actlog::Tone;
+use mewld_core::cluster_map::shard_range;
+use mewld_core::model::Stream;
+use mewld_core::state::{ClusterState, ClusterView};
 
 fn state_color(state: ClusterState) -> Color {
     match state {
