@@ -6,8 +6,8 @@
 //!
 //! The rules live by concern: `ops.rs` (what operators ask), `lifecycle.rs`
 //! (spawn, exit, crash restart), `diag.rs` (health pings), `rolling.rs`
-//! (rolling restarts and resharding); the launch order is the
-//! [`Launcher`](crate::launch::Launcher).
+//! (rolling restarts and resharding), `fleet/` (the other hosts of a
+//! fleet); the launch order is the [`Launcher`](crate::launch::Launcher).
 
 mod cluster;
 mod diag;
