@@ -1,13 +1,13 @@
 //! The engine's decisions, as a pure state machine: [`Core::step`] takes
 //! the time and one [`Input`] and returns the [`Command`]s to carry out. It
 //! does no I/O and reads no clock, so every rule a cluster's life follows
-//! is unit-tested in simulated time (see `tests.rs`). The runner
+//! is unit-tested in simulated time (see `tests/`). The runner
 //! (`engine/runner.rs`) executes the commands and feeds their results back.
 //!
 //! The rules live by concern: `ops.rs` (what operators ask), `lifecycle.rs`
 //! (spawn, exit, crash restart), `diag.rs` (health pings), `rolling.rs`
-//! (rolling restarts and resharding); the launch order is the
-//! [`Launcher`](crate::launch::Launcher).
+//! (rolling restarts and resharding), `fleet/` (the other hosts of a
+//! fleet); the launch order is the [`Launcher`](crate::launch::Launcher).
 
 mod cluster;
 mod diag;

@@ -1,0 +1,94 @@
+//! Operations on another host's cluster, handed to the host that runs it
+//! over the channel, and what this host answers for them itself.
+
+use std::collections::BTreeSet;
+
+use super::Remote;
+use crate::cluster_map::ClusterId;
+use crate::core::{Asker, Core};
+use crate::model::{Label, Operation, Refused};
+use crate::protocol::{self, FleetOp};
+
+impl Core {
+    /// An operation a face asked here on another host's cluster (or, for a
+    /// rolling restart, the leader's job): handed to that host.
+    pub(in crate::core) fn forward(&mut self, op: Operation, asker: &Asker) -> Result<(), Refused> {
+        let Some(fleet) = &self.fleet else {
+            return Err(Refused::EngineStopped);
+        };
+        let id = op.cluster();
+        if let Some(id) = id {
+            let Some(remote) = fleet.remote.get(&id) else {
+                return Err(Refused::NoSuchCluster(id));
+            };
+            let label = Label {
+                id,
+                name: remote.spec.name.clone(),
+            };
+            let Some((_, host)) = &remote.owner else {
+                return Err(Refused::HostLost(label));
+            };
+            if matches!(op, Operation::Diagnose(_)) {
+                return Err(Refused::OnAnotherHost {
+                    label,
+                    host: host.clone(),
+                });
+            }
+        }
+        let message = FleetOp {
+            op: op.name().to_string(),
+            id,
+            via: asker.via.as_str().to_string(),
+            host: fleet.me.name.clone(),
+            rolling: false,
+            epoch: None,
+        };
+        self.publish(protocol::fleet_op(&message));
+        Ok(())
+    }
+
+    /// The leader's rolling restart reached another host's cluster: ask
+    /// its owner to restart it. False if it is not up (skip it).
+    pub(in crate::core) fn rolling_restart_remote(&mut self, id: ClusterId) -> bool {
+        let Some(fleet) = &self.fleet else {
+            return false;
+        };
+        if !fleet.remote.get(&id).is_some_and(Remote::is_up) {
+            return false;
+        }
+        let message = FleetOp {
+            op: Operation::Restart(id).name().to_string(),
+            id: Some(id),
+            via: "rolling".into(),
+            host: fleet.me.name.clone(),
+            rolling: true,
+            epoch: fleet.leader.as_ref().map(|l| l.epoch),
+        };
+        self.publish(protocol::fleet_op(&message));
+        true
+    }
+
+    /// The remote clusters that are up, for a fleet-wide rolling restart.
+    pub(in crate::core) fn remote_up(&self) -> BTreeSet<ClusterId> {
+        self.fleet.as_ref().map_or_else(BTreeSet::new, |f| {
+            f.remote
+                .iter()
+                .filter(|(_, r)| r.is_up())
+                .map(|(&id, _)| id)
+                .collect()
+        })
+    }
+
+    /// Why a request on the channel for remote cluster `id` gets an answer
+    /// from here: only the leader answers for a cluster no host runs.
+    pub(in crate::core) fn remote_refusal(&self, id: ClusterId) -> Option<Refused> {
+        let remote = self.fleet.as_ref()?.remote.get(&id)?;
+        if remote.owner.is_some() || !self.leads() {
+            return None;
+        }
+        Some(Refused::HostLost(Label {
+            id,
+            name: remote.spec.name.clone(),
+        }))
+    }
+}
