@@ -25,7 +25,7 @@
 //! The guardian runs in a process group of its own and ignores SIGTERM,
 //! SIGINT and SIGHUP: an operator's Ctrl-C or `kill` of the manager's group,
 //! or a terminal hang-up, must not take it before the manager has finished.
-//! Under systemd with `KillMode=mixed` (the README's unit), SIGTERM goes to
+//! Under systemd with `KillMode=mixed` (the unit in contrib/, docs/operations.md), SIGTERM goes to
 //! the manager alone and systemd's final SIGKILL sweeps the whole cgroup,
 //! guardian included, so nothing depends on the guardian there; it matters
 //! under a console in tmux, `KillMode=process`, supervisord, containers.

@@ -1,4 +1,5 @@
-//! mewld: a Discord bot clusterer. See README.md for how to run it and
+//! mewld: a Discord bot clusterer, the I/O around the pure core crate
+//! (mewld-core; ARCHITECTURE.md). See README.md for how to run it and
 //! docs/protocol.md for the contract with bots.
 
 pub mod config;

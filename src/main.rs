@@ -83,7 +83,7 @@ struct Cli {
 }
 
 /// Running one slice of the cluster map, as one host of a fleet of
-/// managers sharing one Redis (README, "Several hosts").
+/// managers sharing one Redis (docs/fleet.md).
 #[derive(Debug, clap::Args)]
 struct FleetArgs {
     /// This host's index in the fleet (0-based): it runs the index-th of

@@ -5,7 +5,6 @@
 //! cluster, as another host's console would. Cluster output stays on each
 //! host (attach to its control socket for that).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -20,10 +19,10 @@ use crate::control::Hello;
 use crate::engine::{EngineHandle, FaceRequest};
 use crate::transport::redis::read_whole_log;
 use mewld_core::cluster_map;
-use mewld_core::fleet::HostRecord;
+use mewld_core::fleet::{summary, HostRecord};
 use mewld_core::model::{Event, Operation, Refused};
 use mewld_core::protocol::{self, FleetOp};
-use mewld_core::state::{ClusterState, ClusterView, FleetSummary, HostSummary, Snapshot};
+use mewld_core::state::{ClusterState, ClusterView, FleetSummary, Snapshot};
 
 /// How often the fleet is read.
 const POLL: Duration = Duration::from_millis(500);
@@ -201,14 +200,7 @@ impl Reader {
             .filter(|&n| cluster_map::check_size(n, self.per_cluster).is_ok())
             .max()
             .unwrap_or(0);
-        let mut views: BTreeMap<u32, ClusterView> = BTreeMap::new();
-        for host in hosts {
-            for view in &host.clusters {
-                let mut view = view.clone();
-                view.host = Some(host.name.clone());
-                views.insert(view.id, view);
-            }
-        }
+        let mut views = summary::cluster_views(hosts);
         let clusters: Vec<ClusterView> =
             cluster_map::build(shard_count, self.per_cluster, &self.names)
                 .iter()
@@ -218,27 +210,8 @@ impl Reader {
                         .unwrap_or_else(|| ClusterView::lost(spec))
                 })
                 .collect();
-        let mut summaries: Vec<HostSummary> = hosts
-            .iter()
-            .map(|h| HostSummary {
-                name: h.name.clone(),
-                pid: h.pid,
-                clusters: h.owned.len(),
-                running: h
-                    .clusters
-                    .iter()
-                    .filter(|c| c.state == ClusterState::Running)
-                    .count(),
-            })
-            .collect();
-        summaries.sort_by(|a, b| a.name.cmp(&b.name));
-        let leader = leader.map(|l| {
-            let name = hosts
-                .iter()
-                .find(|h| h.id == l.host)
-                .map_or(l.host, |h| h.name.clone());
-            (name, l.epoch)
-        });
+        let summaries = summary::host_summaries(hosts);
+        let leader = leader.map(|l| summary::leader_named(&l, hosts));
         let settled =
             |c: &ClusterView| !matches!(c.state, ClusterState::Pending | ClusterState::Starting);
         Snapshot {

@@ -39,7 +39,7 @@ const ROUND_TRIP_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-/// Every series mewld exports (README: Metrics), and what following the
+/// Every series mewld exports (docs/operations.md, "Metrics"), and what following the
 /// engine needs to remember.
 pub(super) struct Series {
     clusters: Family<Labels, Gauge>,

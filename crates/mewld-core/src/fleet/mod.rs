@@ -7,6 +7,7 @@ pub mod heartbeat;
 pub mod record;
 pub mod refusal;
 pub mod slice;
+pub mod summary;
 
 pub use record::{FleetView, HostRecord, Leader, Membership};
 pub use refusal::{refusal, Refusal};

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use super::{Fleet, Remote};
 use crate::cluster_map::ClusterId;
 use crate::core::Core;
+use crate::fleet::summary;
 use crate::state::{ClusterState, ClusterView, FleetSummary, HostSummary};
 
 impl Fleet {
@@ -25,17 +26,12 @@ impl Core {
             return;
         };
         let mut owners: BTreeMap<ClusterId, (String, String)> = BTreeMap::new();
-        let mut views: BTreeMap<ClusterId, ClusterView> = BTreeMap::new();
         for host in fleet.hosts.values() {
             for &id in &host.owned {
                 owners.insert(id, (host.id.clone(), host.name.clone()));
             }
-            for view in &host.clusters {
-                let mut view = view.clone();
-                view.host = Some(host.name.clone());
-                views.insert(view.id, view);
-            }
         }
+        let mut views = summary::cluster_views(fleet.hosts.values());
         let mut now_lost = Vec::new();
         for (id, remote) in &mut fleet.remote {
             remote.owner = owners.remove(id);
@@ -60,12 +56,6 @@ impl Core {
 
     pub(in crate::core) fn fleet_summary(&self) -> Option<FleetSummary> {
         let fleet = self.fleet.as_ref()?;
-        let running = |views: &[ClusterView]| {
-            views
-                .iter()
-                .filter(|v| v.state == ClusterState::Running)
-                .count()
-        };
         let mut hosts = vec![HostSummary {
             name: fleet.me.name.clone(),
             pid: fleet.me.pid,
@@ -76,28 +66,13 @@ impl Core {
                 .filter(|c| c.state == ClusterState::Running)
                 .count(),
         }];
-        let mut others: Vec<HostSummary> = fleet
-            .hosts
-            .values()
-            .map(|h| HostSummary {
-                name: h.name.clone(),
-                pid: h.pid,
-                clusters: h.owned.len(),
-                running: running(&h.clusters),
-            })
-            .collect();
-        others.sort_by(|a, b| a.name.cmp(&b.name));
-        hosts.extend(others);
+        hosts.extend(summary::host_summaries(fleet.hosts.values()));
         let leader = fleet.leader.as_ref().map(|l| {
-            let name = if l.host == fleet.me.id {
-                fleet.me.name.clone()
+            if l.host == fleet.me.id {
+                (fleet.me.name.clone(), l.epoch)
             } else {
-                fleet
-                    .hosts
-                    .get(&l.host)
-                    .map_or_else(|| l.host.clone(), |h| h.name.clone())
-            };
-            (name, l.epoch)
+                summary::leader_named(l, fleet.hosts.values())
+            }
         });
         Some(FleetSummary {
             me: fleet.me.name.clone(),

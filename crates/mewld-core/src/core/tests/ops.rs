@@ -1,5 +1,5 @@
 //! Operations (docs/protocol.md §5.1) and shutting down (§5.1, exit codes
-//! in the README).
+//! in docs/operations.md).
 
 use serde_json::json;
 
@@ -120,7 +120,7 @@ fn statuses_and_num_processes_in_the_originals_shape() {
     assert_eq!(sim.reply("n"), json!({"clusters": 3, "shards": 5}));
 }
 
-// Shutting down (docs/protocol.md §5.1, exit codes in the README).
+// Shutting down (docs/protocol.md §5.1, exit codes in docs/operations.md).
 
 #[test]
 fn shutdown_stops_every_cluster_then_exits_0_and_restartproc_exits_1() {
