@@ -17,6 +17,7 @@ pub mod identify;
 pub mod logging;
 pub mod metrics;
 pub mod preflight;
+pub mod redis_link;
 pub mod socket_file;
 pub mod startup;
 pub mod systemd;

@@ -8,15 +8,15 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use redis::aio::MultiplexedConnection;
 use serde_json::{Map, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 
-use super::store::{connect, members, parse_leader, within, HostCache, Keys};
+use super::store::{members, parse_leader, HostCache};
 use crate::config::{Config, Ipc};
 use crate::control::client::{Attached, LinkStatus};
 use crate::control::Hello;
 use crate::engine::{EngineHandle, FaceRequest};
+use crate::redis_link::{within, Keys, Link};
 use crate::transport::redis::read_whole_log;
 use mewld_core::cluster_map;
 use mewld_core::fleet::{summary, HostRecord};
@@ -42,7 +42,8 @@ pub async fn attach(config: &Config) -> Result<Attached, String> {
         ));
     };
     let client = redis::Client::open(url.as_str()).map_err(|e| format!("Redis URL: {e}"))?;
-    let conn = connect(&client)
+    let mut link = Link::new(client.clone());
+    link.conn()
         .await
         .map_err(|e| format!("cannot reach the fleet's Redis: {e}"))?;
     let (requests_tx, requests) = mpsc::channel(REQUESTS);
@@ -52,7 +53,7 @@ pub async fn attach(config: &Config) -> Result<Attached, String> {
     let hello = Hello::of_this_process(false, config.path.clone());
     let reader = Reader {
         client,
-        conn: Some(conn),
+        link,
         keys: Keys::new(&config.channel),
         log_key: config.action_log_key(),
         channel: config.channel.clone(),
@@ -73,8 +74,9 @@ pub async fn attach(config: &Config) -> Result<Attached, String> {
 }
 
 struct Reader {
+    /// For reads of the whole log, each on a connection of its own.
     client: redis::Client,
-    conn: Option<MultiplexedConnection>,
+    link: Link,
     keys: Keys,
     log_key: String,
     channel: String,
@@ -127,16 +129,9 @@ impl Reader {
                         changed
                     });
                 }
-                Err(_) => self.conn = None,
+                Err(_) => self.link.reset(),
             }
         }
-    }
-
-    async fn conn(&mut self) -> redis::RedisResult<&mut MultiplexedConnection> {
-        if self.conn.is_none() {
-            self.conn = Some(connect(&self.client).await?);
-        }
-        self.conn.as_mut().ok_or_else(super::timed_out)
     }
 
     /// The fleet as its records say, and the action log's new entries as
@@ -145,7 +140,7 @@ impl Reader {
         let keys = self.keys.clone();
         let log_key = self.log_key.clone();
         // A multiplexed connection's clone is the same connection.
-        let conn = &mut self.conn().await?.clone();
+        let conn = &mut self.link.conn().await?.clone();
         let ids = members(conn, &keys).await?;
         let hosts = self.hosts.refresh(conn, &keys, ids).await?;
         // A lone manager's record is a claim: its clusters' states are on
@@ -284,7 +279,7 @@ impl Reader {
             }),
         };
         let channel = self.channel.clone();
-        let conn = self.conn().await.map_err(|_| Refused::NotConnected)?;
+        let conn = self.link.conn().await.map_err(|_| Refused::NotConnected)?;
         within(
             redis::cmd("PUBLISH")
                 .arg(&channel)

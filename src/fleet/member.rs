@@ -18,10 +18,9 @@ use mewld_core::fleet::{refusal, FleetView, HostRecord, Membership, Refusal};
 use mewld_core::state::{ExitOrder, Snapshot};
 
 use super::scripts::{CLAIM, ELECT, RENEW, RESIGN};
-use super::store::{
-    connect, members, parse_leader, scan_ids, set_version, within, HostCache, Keys,
-};
+use super::store::{members, parse_leader, scan_ids, set_version, HostCache};
 use super::JoinError;
+use crate::redis_link::{within, Keys, Link};
 
 /// Everything the task needs to write this host's record.
 pub(super) struct Member {
@@ -112,8 +111,7 @@ impl Member {
 
     pub(super) async fn run(
         self,
-        client: redis::Client,
-        mut conn: Option<MultiplexedConnection>,
+        mut link: Link,
         mut beat: Beat,
         view: watch::Sender<Option<FleetView>>,
         mut leave: oneshot::Receiver<oneshot::Sender<()>>,
@@ -123,7 +121,7 @@ impl Member {
         loop {
             tokio::select! {
                 done = &mut leave => {
-                    if let (Some(c), Ok(done)) = (conn.as_mut(), done) {
+                    if let (Some(c), Ok(done)) = (link.connected(), done) {
                         self.resign(c).await;
                         let _ = done.send(());
                     }
@@ -131,10 +129,7 @@ impl Member {
                 }
                 _ = tick.tick() => {}
             }
-            if conn.is_none() {
-                conn = connect(&client).await.ok();
-            }
-            let Some(c) = conn.as_mut() else {
+            let Ok(c) = link.conn().await else {
                 beat.rules.stalled();
                 continue;
             };
@@ -145,7 +140,7 @@ impl Member {
                 Err(e) => {
                     tracing::warn!(error = %e, "fleet heartbeat failed; retrying");
                     beat.rules.stalled();
-                    conn = None;
+                    link.reset();
                     // Without Redis this host cannot know it still leads.
                     view.send_modify(|v| {
                         if let Some(v) = v {

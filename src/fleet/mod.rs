@@ -34,8 +34,7 @@ pub enum JoinError {
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
 }
-use store::{connect, Keys, COMMAND_TIMEOUT};
-pub(crate) use store::{timed_out, within};
+use crate::redis_link::{within, Keys, Link, COMMAND_TIMEOUT};
 
 /// The running fleet task's handle: its views for the engine, and `leave`.
 pub struct Fleet {
@@ -68,7 +67,7 @@ pub async fn join(
     map: MapPrint,
     snapshot: watch::Receiver<Arc<Snapshot>>,
 ) -> Result<Fleet, JoinError> {
-    let client = redis::Client::open(url)?;
+    let mut link = Link::new(redis::Client::open(url)?);
     let member = Member {
         keys: Keys::new(channel),
         me,
@@ -77,21 +76,18 @@ pub async fn join(
         boot_id: boot_id(),
         snapshot,
     };
-    let mut conn = None;
     let mut old_order = None;
-    match connect(&client).await {
-        Ok(mut c) => {
-            member.claim(&mut c, 0).await?;
-            old_order =
-                within(redis::cmd("GET").arg(&member.keys.exit).query_async(&mut c)).await?;
-            conn = Some(c);
+    match link.conn().await {
+        Ok(c) => {
+            member.claim(c, 0).await?;
+            old_order = within(redis::cmd("GET").arg(&member.keys.exit).query_async(c)).await?;
         }
         Err(e) => tracing::warn!(error = %e, "cannot reach Redis to join the fleet; retrying"),
     }
     let beat = Beat::new(old_order);
     let (view_tx, view) = watch::channel(None);
     let (leave, leave_rx) = oneshot::channel();
-    tokio::spawn(member.run(client, conn, beat, view_tx, leave_rx));
+    tokio::spawn(member.run(link, beat, view_tx, leave_rx));
     Ok(Fleet {
         view,
         leave: Some(leave),

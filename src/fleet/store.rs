@@ -1,73 +1,13 @@
-//! What the fleet reads and writes in Redis, and how: the key names, one
-//! round trip's deadline, and the hosts' records fetched only when they
-//! moved.
+//! What the fleet reads in Redis: the hosts' ids, and their records
+//! fetched only when they moved. Key names, deadlines and connecting are
+//! [`crate::redis_link`]'s.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 
+use crate::redis_link::{within, Keys};
 use mewld_core::fleet::{HostRecord, Leader};
-
-/// Where a fleet's keys live, beside the action log: `<channel>/fleet/…`.
-#[derive(Debug, Clone)]
-pub(super) struct Keys {
-    pub(super) hosts: String,
-    pub(super) host_prefix: String,
-    pub(super) version_prefix: String,
-    pub(super) leader: String,
-    pub(super) epoch: String,
-    pub(super) exit: String,
-}
-
-impl Keys {
-    pub(super) fn new(channel: &str) -> Keys {
-        Keys {
-            hosts: format!("{channel}/fleet/hosts"),
-            host_prefix: format!("{channel}/fleet/host/"),
-            version_prefix: format!("{channel}/fleet/version/"),
-            leader: format!("{channel}/fleet/leader"),
-            epoch: format!("{channel}/fleet/epoch"),
-            exit: format!("{channel}/fleet/exit"),
-        }
-    }
-
-    pub(super) fn host(&self, id: &str) -> String {
-        format!("{}{id}", self.host_prefix)
-    }
-
-    /// A counter beside each record, bumped when the record changes: the
-    /// others read the small counters and fetch only the records that moved.
-    pub(super) fn version(&self, id: &str) -> String {
-        format!("{}{id}", self.version_prefix)
-    }
-}
-
-/// Each Redis round trip gets this long.
-pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-
-pub(super) async fn connect(client: &redis::Client) -> redis::RedisResult<MultiplexedConnection> {
-    match tokio::time::timeout(COMMAND_TIMEOUT, client.get_multiplexed_async_connection()).await {
-        Ok(result) => result,
-        Err(_) => Err(timed_out()),
-    }
-}
-
-pub(crate) fn timed_out() -> redis::RedisError {
-    redis::RedisError::from(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        "Redis did not answer in time",
-    ))
-}
-
-/// Runs one Redis exchange within [`COMMAND_TIMEOUT`].
-pub(crate) async fn within<T>(
-    fut: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> redis::RedisResult<T> {
-    tokio::time::timeout(COMMAND_TIMEOUT, fut)
-        .await
-        .unwrap_or_else(|_| Err(timed_out()))
-}
 
 /// Sets a record's version, with the record's TTL.
 pub(super) fn set_version(key: &str, version: u64, ttl_ms: u64) -> redis::Cmd {
@@ -148,7 +88,7 @@ pub(super) async fn scan_ids(
     conn: &mut MultiplexedConnection,
     keys: &Keys,
 ) -> redis::RedisResult<Vec<String>> {
-    let pattern = format!("{}*", glob_escape(&keys.host_prefix));
+    let pattern = keys.host_pattern();
     let mut ids = Vec::new();
     let mut cursor = 0u64;
     loop {
@@ -165,25 +105,13 @@ pub(super) async fn scan_ids(
         ids.extend(
             found
                 .iter()
-                .filter_map(|k| k.strip_prefix(&keys.host_prefix).map(str::to_string)),
+                .filter_map(|k| keys.host_id(k).map(str::to_string)),
         );
         if next == 0 {
             return Ok(ids);
         }
         cursor = next;
     }
-}
-
-/// `text` as a Redis glob that matches only itself.
-fn glob_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// `<host> <epoch>`, as the election stores it.

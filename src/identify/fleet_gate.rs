@@ -8,9 +8,8 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use redis::aio::MultiplexedConnection;
 
-use crate::fleet::{timed_out, within};
+use crate::redis_link::{within, Keys, Link};
 
 /// For each bucket asked (`ARGV[7..]`), in order: if the shared budget is
 /// down to the reserve, held (-1); else take the bucket's window (`SET NX
@@ -53,11 +52,9 @@ return out
 
 /// Where the fleet's identify state lives, and who this host is.
 pub struct FleetGate {
-    client: redis::Client,
-    conn: Option<MultiplexedConnection>,
+    link: Link,
     script: redis::Script,
-    bucket_prefix: String,
-    budget_key: String,
+    keys: Keys,
     holder: String,
 }
 
@@ -77,11 +74,9 @@ pub const RETRY: Duration = Duration::from_millis(500);
 impl FleetGate {
     pub fn new(url: &str, channel: &str, holder: &str) -> Result<FleetGate, redis::RedisError> {
         Ok(FleetGate {
-            client: redis::Client::open(url)?,
-            conn: None,
+            link: Link::new(redis::Client::open(url)?),
             script: redis::Script::new(ACQUIRE),
-            bucket_prefix: format!("{channel}/fleet/identify/bucket/"),
-            budget_key: format!("{channel}/fleet/identify/budget"),
+            keys: Keys::new(channel),
             holder: holder.to_string(),
         })
     }
@@ -100,8 +95,8 @@ impl FleetGate {
         let asked_at = Instant::now();
         let mut script = self.script.prepare_invoke();
         script
-            .key(&self.budget_key)
-            .arg(&self.bucket_prefix)
+            .key(&self.keys.identify_budget)
+            .arg(&self.keys.identify_bucket_prefix)
             .arg(&self.holder)
             .arg(spacing.as_millis() as u64)
             .arg(reserve)
@@ -111,15 +106,11 @@ impl FleetGate {
             script.arg(*b);
         }
         let result: redis::RedisResult<Vec<i64>> = async {
-            if self.conn.is_none() {
-                let connect = self.client.get_multiplexed_async_connection();
-                self.conn = Some(within(connect).await?);
-            }
-            let conn = self.conn.as_mut().ok_or_else(timed_out)?;
+            let conn = self.link.conn().await?;
             within(script.invoke_async(conn)).await
         }
         .await;
-        let answers = result.inspect_err(|_| self.conn = None)?;
+        let answers = result.inspect_err(|_| self.link.reset())?;
         let mut allowed = Allowed {
             remaining: answers.first().and_then(|r| u32::try_from(*r).ok()),
             ..Allowed::default()

@@ -12,10 +12,8 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::outbox::{Item, Outbox};
 use super::{Origin, Outbound, Transport, TransportEvent, INBOUND_QUEUE};
+use crate::redis_link::{Backoff, Link, CONNECT_TIMEOUT};
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const BACKOFF_MIN: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A publish older than this is not worth sending once Redis is back (or
 /// catches up): it is dropped and counted as stale. What else bounds the
 /// writer's backlog, connected or not, is in [`super::outbox`].
@@ -39,11 +37,11 @@ pub fn start(
     let (transport, outbox) = Transport::channel("redis");
     tokio::spawn(subscriber(client.clone(), channel.to_string(), in_tx));
     let writer = Writer {
-        client,
+        client: client.clone(),
+        link: Link::new(client),
         channel: channel.to_string(),
         log_key,
         log_max_len,
-        conn: None,
         outbox,
         reading: Arc::new(Semaphore::new(1)),
     };
@@ -51,12 +49,8 @@ pub fn start(
     Ok((transport, in_rx))
 }
 
-fn next_backoff(current: Duration) -> Duration {
-    (current * 2).min(BACKOFF_MAX)
-}
-
 async fn subscriber(client: redis::Client, channel: String, events: mpsc::Sender<TransportEvent>) {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new();
     loop {
         let subscribed = async {
             let mut pubsub = client.get_async_pubsub().await?;
@@ -65,7 +59,7 @@ async fn subscriber(client: redis::Client, channel: String, events: mpsc::Sender
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, subscribed).await {
             Ok(Ok(pubsub)) => {
-                backoff = BACKOFF_MIN;
+                backoff.reset();
                 tracing::info!(channel = %channel, "subscribed to Redis");
                 if events.send(TransportEvent::Up).await.is_err() {
                     return;
@@ -87,11 +81,12 @@ async fn subscriber(client: redis::Client, channel: String, events: mpsc::Sender
                 tracing::warn!("lost the Redis subscription; reconnecting");
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "cannot subscribe to Redis")
+                tracing::warn!(error = %e, retry_in = ?backoff.peek(), "cannot subscribe to Redis")
             }
-            Err(_) => tracing::warn!(retry_in = ?backoff, "connecting to Redis timed out"),
+            Err(_) => tracing::warn!(retry_in = ?backoff.peek(), "connecting to Redis timed out"),
         }
-        let retry_at = std::time::SystemTime::now() + backoff;
+        let wait = backoff.wait();
+        let retry_at = std::time::SystemTime::now() + wait;
         if events
             .send(TransportEvent::Down { retry_at })
             .await
@@ -99,17 +94,17 @@ async fn subscriber(client: redis::Client, channel: String, events: mpsc::Sender
         {
             return;
         }
-        tokio::time::sleep(backoff).await;
-        backoff = next_backoff(backoff);
+        tokio::time::sleep(wait).await;
     }
 }
 
 struct Writer {
+    /// For reads of the whole log, each on a connection of its own.
     client: redis::Client,
+    link: Link,
     channel: String,
     log_key: String,
     log_max_len: usize,
-    conn: Option<MultiplexedConnection>,
     /// What waits to be written, bounded whether Redis is up, slow or down.
     outbox: Arc<Outbox>,
     /// Reads of the action log under way (at most one).
@@ -118,21 +113,16 @@ struct Writer {
 
 impl Writer {
     async fn run(mut self) {
-        let mut backoff = BACKOFF_MIN;
+        let mut backoff = Backoff::new();
         while self.outbox.ready().await {
-            if self.conn.is_none() {
-                match tokio::time::timeout(
-                    CONNECT_TIMEOUT,
-                    self.client.get_multiplexed_async_connection(),
-                )
-                .await
-                {
-                    Ok(Ok(conn)) => self.conn = Some(conn),
-                    _ => {
+            if self.link.connected().is_none() {
+                match self.link.conn().await {
+                    Ok(_) => {}
+                    Err(_) => {
                         self.while_down();
                         // Keep answering work while waiting, so nothing
                         // waits on Redis being down.
-                        let sleep = tokio::time::sleep(backoff);
+                        let sleep = tokio::time::sleep(backoff.wait());
                         tokio::pin!(sleep);
                         loop {
                             tokio::select! {
@@ -145,7 +135,6 @@ impl Writer {
                                 }
                             }
                         }
-                        backoff = next_backoff(backoff);
                         continue;
                     }
                 }
@@ -155,14 +144,13 @@ impl Writer {
                 continue;
             }
             match self.write(items).await {
-                Ok(()) => backoff = BACKOFF_MIN,
+                Ok(()) => backoff.reset(),
                 Err(retry) => {
-                    self.conn = None;
+                    self.link.reset();
                     self.outbox.put_back(retry);
                     // A connection that accepts and then fails at once must
                     // not turn into a busy loop.
-                    tokio::time::sleep(backoff).await;
-                    backoff = next_backoff(backoff);
+                    tokio::time::sleep(backoff.wait()).await;
                 }
             }
         }
@@ -201,7 +189,7 @@ impl Writer {
     /// memory) will not go away by retrying: it is logged and the items
     /// dropped, so they cannot hold up everything queued behind them.
     async fn write(&mut self, mut items: Vec<Item>) -> Result<(), Vec<Item>> {
-        if self.conn.is_none() {
+        if self.link.connected().is_none() {
             return Err(items);
         }
         let result = match items.pop() {
@@ -281,8 +269,8 @@ impl Writer {
     }
 
     fn connection(&mut self) -> redis::RedisResult<&mut MultiplexedConnection> {
-        self.conn
-            .as_mut()
+        self.link
+            .connected()
             .ok_or_else(|| redis::RedisError::from((redis::ErrorKind::Io, "not connected")))
     }
 
