@@ -12,6 +12,7 @@ pub mod fake_bot;
 pub mod fd_budget;
 pub mod fleet;
 pub mod guardian;
+pub mod host;
 pub mod http;
 pub mod identify;
 pub mod logging;

@@ -8,17 +8,13 @@ use color_eyre::eyre::{eyre, Result, WrapErr};
 
 use mewld::control::client;
 use mewld::control::server::Control;
-use mewld::control::Hello;
-use mewld::engine::{Engine, EngineHandle, Setup};
-use mewld::fleet::{self, Fleet};
+use mewld::engine::Setup;
+use mewld::fleet;
+use mewld::host::{self, Face, Listeners};
 use mewld::logging::LogFormat;
 use mewld::startup;
-use mewld::{
-    daemon, demo, fake_bot, guardian, identify, logging, metrics, systemd, transport, tui,
-};
-use mewld_core::cluster_map::MapPrint;
+use mewld::{daemon, demo, fake_bot, guardian, logging, systemd, tui};
 use mewld_core::fleet::slice::SliceSpec;
-use mewld_core::fleet::Membership;
 
 mod check_config;
 
@@ -250,19 +246,15 @@ async fn run_console(
     log: ConsoleLogging,
 ) -> Result<u8> {
     let (log, _flush_log) = log;
-    let slice = fleet.slice()?;
     // Start-up problems are printed before the screen is taken.
-    let prepared = startup::load_config(config)?;
-    for w in &prepared.warnings {
-        logging::to_stderr(&format!("warning: {w}"));
-        tracing::warn!("{w}");
-    }
-    let control = Control::bind(&socket.unwrap_or(prepared.config.control_socket.clone()))
-        .map_err(|e| eyre!(e))?;
-    let listeners = Listeners::bind(&prepared.config).await?;
-    logging::to_stderr("mewld: asking Discord for the shard count…");
-    let mut setup = startup::prepare(prepared).await?;
-    setup.fleet = membership(&setup, slice.as_ref(), fleet.host_name.as_deref())?;
+    let (setup, control, listeners) = host::prepare(
+        config,
+        socket,
+        fleet.slice()?,
+        fleet.host_name.as_deref(),
+        Face::Console,
+    )
+    .await?;
     run_embedded(setup, control, listeners, log).await
 }
 
@@ -290,93 +282,16 @@ async fn run_embedded(
     listeners: Listeners,
     log: logging::ConsoleLog,
 ) -> Result<u8> {
-    let (transport, transport_rx) = transport::start(&setup.config)?;
-    let hello = Hello::of_this_process(true, setup.config.path.clone());
-    let (me, map) = (setup.fleet.clone(), setup.map_print());
-    let (mut engine, handle) = listeners.start_engine(setup, transport)?;
-    let fleet = join_fleet(&mut engine, &handle, me, map).await?;
-    guardian::start();
-    control.serve(handle.clone(), hello);
+    let host = host::start(setup, control, listeners, Face::Console).await?;
     let face = tui::Face::Embedded {
-        engine: Box::new(engine),
-        transport_rx,
+        engine: Box::new(host.engine),
+        transport_rx: host.transport_rx,
     };
-    let code = tui::run(face, handle, log).await;
-    if let Some(fleet) = fleet {
+    let code = tui::run(face, host.handle, log).await;
+    if let Some(fleet) = host.fleet {
         fleet.leave().await;
     }
     code
-}
-
-/// This manager's claim in Redis: its slice of the fleet when one was
-/// asked for, else every cluster (alone). `None` with `ipc: unix`, where
-/// the socket file keeps two managers apart.
-fn membership(
-    setup: &Setup,
-    slice: Option<&SliceSpec>,
-    name: Option<&str>,
-) -> Result<Option<Membership>> {
-    let redis = matches!(setup.config.ipc, mewld::config::Ipc::Redis { .. });
-    let (owned, host_count, solo) = match slice {
-        None if !redis => return Ok(None),
-        None => (setup.clusters.iter().map(|c| c.id).collect(), None, true),
-        Some(_) if !redis => {
-            return Err(eyre!(
-                "{}: several hosts share their clusters through Redis; `ipc: unix` runs on one host only",
-                setup.config.path.display()
-            ))
-        }
-        Some(slice) => {
-            let owned = slice
-                .resolve(setup.clusters.len() as u32)
-                .wrap_err_with(|| {
-                    format!(
-                        "{}: cannot take this host's slice",
-                        setup.config.path.display()
-                    )
-                })?;
-            (owned, slice.host_count(), false)
-        }
-    };
-    let name = fleet::host_name(name);
-    Ok(Some(Membership {
-        // The pid alone is not unique: in a container it is always 1.
-        id: format!("{name}:{}:{}", std::process::id(), fleet::run_token()),
-        name,
-        pid: std::process::id(),
-        owned,
-        host_count,
-        solo,
-    }))
-}
-
-/// Claims this manager's clusters in Redis (joining the fleet, in one),
-/// before anything starts: a refused claim stops the start.
-async fn join_fleet(
-    engine: &mut Engine,
-    handle: &EngineHandle,
-    me: Option<Membership>,
-    map: MapPrint,
-) -> Result<Option<Fleet>> {
-    let Some(me) = me else {
-        return Ok(None);
-    };
-    let config = engine.config();
-    let mewld::config::Ipc::Redis { url } = &config.ipc else {
-        return Ok(None);
-    };
-    let solo = me.solo;
-    let fleet = fleet::join(url, &config.channel, me, map, handle.snapshot())
-        .await
-        .map_err(|e| {
-            if solo {
-                eyre!("cannot claim the clusters in Redis: {e}")
-            } else {
-                eyre!("cannot join the fleet: {e}")
-            }
-        })?;
-    engine.follow_fleet(fleet.view.clone());
-    Ok(Some(fleet))
 }
 
 async fn run_attach(config: &Path, socket: Option<PathBuf>, log: ConsoleLogging) -> Result<u8> {
@@ -409,63 +324,6 @@ async fn run_attach_fleet(config: &Path, log: ConsoleLogging) -> Result<u8> {
     tui::run(face, attached.handle, log).await
 }
 
-/// The TCP listeners the config asks for (metrics, identify queue): bound
-/// before anything starts, so a taken port stops the start. The metrics
-/// are served at once (`/healthz` says `starting` until the engine runs).
-struct Listeners {
-    metrics: Option<metrics::Metrics>,
-    identify: Option<identify::Server>,
-}
-
-impl Listeners {
-    async fn bind(config: &mewld::config::Config) -> Result<Listeners> {
-        let metrics = match config.metrics_addr {
-            Some(addr) => Some(metrics::serve(
-                metrics::bind(addr).await.map_err(|e| eyre!(e))?,
-            )),
-            None => None,
-        };
-        let identify = match config.identify_queue {
-            Some(addr) => Some(identify::Server::bind(addr).await.map_err(|e| eyre!(e))?),
-            None => None,
-        };
-        Ok(Listeners { metrics, identify })
-    }
-
-    /// The engine, with the identify queue (whose URL its clusters get) and
-    /// the metrics served beside it.
-    fn start_engine(
-        self,
-        mut setup: Setup,
-        transport: transport::Transport,
-    ) -> Result<(Engine, mewld::engine::EngineHandle)> {
-        // In a fleet, the queue shares Discord's limits with the other hosts.
-        let gate = match (&setup.fleet, &setup.config.ipc, &self.identify) {
-            (Some(me), mewld::config::Ipc::Redis { url }, Some(_)) if !me.solo => Some(
-                identify::FleetGate::new(url, &setup.config.channel, &me.id)
-                    .wrap_err("the `redis` setting is not a usable Redis URL")?,
-            ),
-            _ => None,
-        };
-        let identify = self.identify.map(|server| {
-            setup
-                .env_vars
-                .push(("MEWLD_IDENTIFY_URL".into(), server.url()));
-            let (config, shards) = (setup.config.clone(), setup.shard_count);
-            (server, config, shards, setup.session_limit.clone())
-        });
-        let (mut engine, handle) = Engine::new(setup, transport);
-        if let Some((server, config, shards, limit)) = identify {
-            let link = server.serve(&config, shards, limit.as_ref(), handle.snapshot(), gate);
-            engine.follow_identify(link);
-        }
-        if let Some(metrics) = self.metrics {
-            metrics.follow(handle.clone());
-        }
-        Ok((engine, handle))
-    }
-}
-
 async fn run_daemon(
     config: &Path,
     socket: Option<PathBuf>,
@@ -473,26 +331,18 @@ async fn run_daemon(
     format: LogFormat,
 ) -> Result<u8> {
     let _flush_log = logging::init_daemon(format);
-    let slice = fleet.slice()?;
-    let prepared = startup::load_config(config)?;
-    for w in &prepared.warnings {
-        tracing::warn!("{w}");
-    }
-    let control = Control::bind(&socket.unwrap_or(prepared.config.control_socket.clone()))
-        .map_err(|e| eyre!(e))?;
-    let listeners = Listeners::bind(&prepared.config).await?;
-    let mut setup = startup::prepare(prepared).await?;
-    setup.fleet = membership(&setup, slice.as_ref(), fleet.host_name.as_deref())?;
-    let (transport, transport_rx) = transport::start(&setup.config)?;
-    let hello = Hello::of_this_process(false, setup.config.path.clone());
-    let (me, map) = (setup.fleet.clone(), setup.map_print());
-    let (mut engine, handle) = listeners.start_engine(setup, transport)?;
-    let fleet = join_fleet(&mut engine, &handle, me, map).await?;
-    guardian::start();
-    control.serve(handle.clone(), hello);
-    systemd::start(handle.clone());
-    let exit = daemon::run(engine, handle, transport_rx, format).await?;
-    if let Some(fleet) = fleet {
+    let (setup, control, listeners) = host::prepare(
+        config,
+        socket,
+        fleet.slice()?,
+        fleet.host_name.as_deref(),
+        Face::Daemon,
+    )
+    .await?;
+    let host = host::start(setup, control, listeners, Face::Daemon).await?;
+    systemd::start(host.handle.clone());
+    let exit = daemon::run(host.engine, host.handle, host.transport_rx, format).await?;
+    if let Some(fleet) = host.fleet {
         fleet.leave().await;
     }
     tracing::info!(code = exit.code(), "every cluster has stopped; exiting");

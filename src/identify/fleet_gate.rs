@@ -8,7 +8,6 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-
 use crate::redis_link::{within, Keys, Link};
 
 /// For each bucket asked (`ARGV[7..]`), in order: if the shared budget is

@@ -71,11 +71,14 @@ impl Core {
 
     /// An operation another host of the fleet handed here.
     fn on_fleet_op(&mut self, now: Now, fleet_op: protocol::FleetOp) {
-        let op = match (fleet_op.op.as_str(), fleet_op.id) {
-            ("start", Some(id)) => Operation::Start(id),
-            ("stop", Some(id)) => Operation::Stop(id),
-            ("restart", Some(id)) => Operation::Restart(id),
-            ("rollingrestart", None) => Operation::RollingRestart,
+        // Only these are handed between hosts (docs/protocol.md §10).
+        let op = match Operation::named(&fleet_op.op, fleet_op.id) {
+            Some(
+                op @ (Operation::Start(_)
+                | Operation::Stop(_)
+                | Operation::Restart(_)
+                | Operation::RollingRestart),
+            ) => op,
             _ => {
                 tracing::warn!(op = %fleet_op.op, id = ?fleet_op.id, "ignored a fleet operation mewld does not know");
                 return;

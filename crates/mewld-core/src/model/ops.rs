@@ -26,6 +26,19 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// Every operation, with a placeholder cluster where it takes one.
+    const ALL: [Operation; 8] = [
+        Operation::Start(0),
+        Operation::Stop(0),
+        Operation::Restart(0),
+        Operation::Diagnose(0),
+        Operation::RollingRestart,
+        Operation::Reshard,
+        Operation::Shutdown,
+        Operation::RestartProcess,
+    ];
+
+    /// The operation's name in the action log and between hosts.
     pub fn name(self) -> &'static str {
         match self {
             Operation::Start(_) => "start",
@@ -36,6 +49,27 @@ impl Operation {
             Operation::Reshard => "reshard",
             Operation::Shutdown => "shutdown",
             Operation::RestartProcess => "restartproc",
+        }
+    }
+
+    /// The operation named `name` (as [`Operation::name`] spells it), of
+    /// cluster `id` where it takes one and only then.
+    pub fn named(name: &str, id: Option<ClusterId>) -> Option<Operation> {
+        let op = Operation::ALL.into_iter().find(|op| op.name() == name)?;
+        match (op.cluster(), id) {
+            (Some(_), Some(id)) => Some(op.with_cluster(id)),
+            (None, None) => Some(op),
+            _ => None,
+        }
+    }
+
+    fn with_cluster(self, id: ClusterId) -> Operation {
+        match self {
+            Operation::Start(_) => Operation::Start(id),
+            Operation::Stop(_) => Operation::Stop(id),
+            Operation::Restart(_) => Operation::Restart(id),
+            Operation::Diagnose(_) => Operation::Diagnose(id),
+            other => other,
         }
     }
 
@@ -231,5 +265,25 @@ impl std::fmt::Display for Peer {
             Some(pid) => write!(f, "pid {pid} uid {}", self.uid),
             None => write!(f, "pid ? uid {}", self.uid),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_is_found_by_its_name() {
+        for op in Operation::ALL {
+            let op = op.cluster().map_or(op, |_| op.with_cluster(7));
+            assert_eq!(Operation::named(op.name(), op.cluster()), Some(op));
+        }
+        assert_eq!(
+            Operation::named("start", None),
+            None,
+            "start needs a cluster"
+        );
+        assert_eq!(Operation::named("shutdown", Some(1)), None);
+        assert_eq!(Operation::named("launch", None), None);
     }
 }

@@ -1,0 +1,214 @@
+//! Setting up one manager, the same way for the console and the daemon:
+//! the config and the cluster map, the control socket and listeners bound
+//! before anything starts, this manager's claim in Redis, then the
+//! transport, the engine and the faces beside it.
+
+use std::path::{Path, PathBuf};
+
+use color_eyre::eyre::{eyre, Result, WrapErr};
+use mewld_core::cluster_map::MapPrint;
+use mewld_core::fleet::slice::SliceSpec;
+use mewld_core::fleet::Membership;
+
+use crate::control::server::Control;
+use crate::control::Hello;
+use crate::engine::{Engine, EngineHandle, Setup};
+use crate::fleet::{self, Fleet};
+use crate::transport::TransportEvent;
+use crate::{guardian, identify, logging, metrics, startup, transport};
+
+/// Which face a host runs under: the console also says on stderr what it
+/// does before its screen is up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Face {
+    Console,
+    Daemon,
+}
+
+/// A manager's config, cluster map and claim, with its control socket and
+/// listeners bound first, so that a second manager on this config, or a
+/// taken port, is refused before Discord is asked anything.
+pub async fn prepare(
+    config: &Path,
+    socket: Option<PathBuf>,
+    slice: Option<SliceSpec>,
+    host_name: Option<&str>,
+    face: Face,
+) -> Result<(Setup, Control, Listeners)> {
+    let prepared = startup::load_config(config)?;
+    for w in &prepared.warnings {
+        if face == Face::Console {
+            logging::to_stderr(&format!("warning: {w}"));
+        }
+        tracing::warn!("{w}");
+    }
+    let control = Control::bind(&socket.unwrap_or(prepared.config.control_socket.clone()))
+        .map_err(|e| eyre!(e))?;
+    let listeners = Listeners::bind(&prepared.config).await?;
+    if face == Face::Console {
+        logging::to_stderr("mewld: asking Discord for the shard count…");
+    }
+    let mut setup = startup::prepare(prepared).await?;
+    setup.fleet = membership(&setup, slice.as_ref(), host_name)?;
+    Ok((setup, control, listeners))
+}
+
+/// A running manager: its engine (not yet driven), the transport's news
+/// for it, and its place in the fleet.
+pub struct Host {
+    pub engine: Engine,
+    pub handle: EngineHandle,
+    pub transport_rx: tokio::sync::mpsc::Receiver<TransportEvent>,
+    pub fleet: Option<Fleet>,
+}
+
+/// Starts the transport and the engine, joins the fleet (or claims every
+/// cluster alone), and serves the control socket.
+pub async fn start(
+    setup: Setup,
+    control: Control,
+    listeners: Listeners,
+    face: Face,
+) -> Result<Host> {
+    let (transport, transport_rx) = transport::start(&setup.config)?;
+    let hello = Hello::of_this_process(face == Face::Console, setup.config.path.clone());
+    let (me, map) = (setup.fleet.clone(), setup.map_print());
+    let (mut engine, handle) = listeners.start_engine(setup, transport)?;
+    let fleet = join_fleet(&mut engine, &handle, me, map).await?;
+    guardian::start();
+    control.serve(handle.clone(), hello);
+    Ok(Host {
+        engine,
+        handle,
+        transport_rx,
+        fleet,
+    })
+}
+
+/// This manager's claim in Redis: its slice of the fleet when one was
+/// asked for, else every cluster (alone). `None` with `ipc: unix`, where
+/// the socket file keeps two managers apart.
+fn membership(
+    setup: &Setup,
+    slice: Option<&SliceSpec>,
+    name: Option<&str>,
+) -> Result<Option<Membership>> {
+    let redis = matches!(setup.config.ipc, crate::config::Ipc::Redis { .. });
+    let (owned, host_count, solo) = match slice {
+        None if !redis => return Ok(None),
+        None => (setup.clusters.iter().map(|c| c.id).collect(), None, true),
+        Some(_) if !redis => {
+            return Err(eyre!(
+                "{}: several hosts share their clusters through Redis; `ipc: unix` runs on one host only",
+                setup.config.path.display()
+            ))
+        }
+        Some(slice) => {
+            let owned = slice
+                .resolve(setup.clusters.len() as u32)
+                .wrap_err_with(|| {
+                    format!(
+                        "{}: cannot take this host's slice",
+                        setup.config.path.display()
+                    )
+                })?;
+            (owned, slice.host_count(), false)
+        }
+    };
+    let name = fleet::host_name(name);
+    Ok(Some(Membership {
+        // The pid alone is not unique: in a container it is always 1.
+        id: format!("{name}:{}:{}", std::process::id(), fleet::run_token()),
+        name,
+        pid: std::process::id(),
+        owned,
+        host_count,
+        solo,
+    }))
+}
+
+/// Claims this manager's clusters in Redis (joining the fleet, in one),
+/// before anything starts: a refused claim stops the start.
+async fn join_fleet(
+    engine: &mut Engine,
+    handle: &EngineHandle,
+    me: Option<Membership>,
+    map: MapPrint,
+) -> Result<Option<Fleet>> {
+    let Some(me) = me else {
+        return Ok(None);
+    };
+    let config = engine.config();
+    let crate::config::Ipc::Redis { url } = &config.ipc else {
+        return Ok(None);
+    };
+    let solo = me.solo;
+    let fleet = fleet::join(url, &config.channel, me, map, handle.snapshot())
+        .await
+        .map_err(|e| {
+            if solo {
+                eyre!("cannot claim the clusters in Redis: {e}")
+            } else {
+                eyre!("cannot join the fleet: {e}")
+            }
+        })?;
+    engine.follow_fleet(fleet.view.clone());
+    Ok(Some(fleet))
+}
+
+/// The TCP listeners the config asks for (metrics, identify queue): bound
+/// before anything starts, so a taken port stops the start. The metrics
+/// are served at once (`/healthz` says `starting` until the engine runs).
+pub struct Listeners {
+    metrics: Option<metrics::Metrics>,
+    identify: Option<identify::Server>,
+}
+
+impl Listeners {
+    pub async fn bind(config: &crate::config::Config) -> Result<Listeners> {
+        let metrics = match config.metrics_addr {
+            Some(addr) => Some(metrics::serve(
+                metrics::bind(addr).await.map_err(|e| eyre!(e))?,
+            )),
+            None => None,
+        };
+        let identify = match config.identify_queue {
+            Some(addr) => Some(identify::Server::bind(addr).await.map_err(|e| eyre!(e))?),
+            None => None,
+        };
+        Ok(Listeners { metrics, identify })
+    }
+
+    /// The engine, with the identify queue (whose URL its clusters get) and
+    /// the metrics served beside it.
+    fn start_engine(
+        self,
+        mut setup: Setup,
+        transport: transport::Transport,
+    ) -> Result<(Engine, crate::engine::EngineHandle)> {
+        // In a fleet, the queue shares Discord's limits with the other hosts.
+        let gate = match (&setup.fleet, &setup.config.ipc, &self.identify) {
+            (Some(me), crate::config::Ipc::Redis { url }, Some(_)) if !me.solo => Some(
+                identify::FleetGate::new(url, &setup.config.channel, &me.id)
+                    .wrap_err("the `redis` setting is not a usable Redis URL")?,
+            ),
+            _ => None,
+        };
+        let identify = self.identify.map(|server| {
+            setup
+                .env_vars
+                .push(("MEWLD_IDENTIFY_URL".into(), server.url()));
+            let (config, shards) = (setup.config.clone(), setup.shard_count);
+            (server, config, shards, setup.session_limit.clone())
+        });
+        let (mut engine, handle) = Engine::new(setup, transport);
+        if let Some((server, config, shards, limit)) = identify {
+            let link = server.serve(&config, shards, limit.as_ref(), handle.snapshot(), gate);
+            engine.follow_identify(link);
+        }
+        if let Some(metrics) = self.metrics {
+            metrics.follow(handle.clone());
+        }
+        Ok((engine, handle))
+    }
+}
