@@ -17,7 +17,7 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 
 use crate::engine::{next_snapshot, EngineHandle};
-use mewld_core::state::{ClusterState, Snapshot};
+use mewld_core::model::state::{ClusterState, Snapshot};
 
 /// `STATUS=` goes out at most this often (the latest one wins).
 const STATUS_EVERY: Duration = Duration::from_millis(500);
@@ -187,7 +187,7 @@ pub fn summary(s: &Snapshot) -> String {
 mod tests {
     use super::*;
     use mewld_core::cluster_map;
-    use mewld_core::state::ClusterView;
+    use mewld_core::model::state::ClusterView;
 
     fn snapshot(states: &[ClusterState]) -> Snapshot {
         let clusters = cluster_map::build(states.len() as u32, 1, &[]);

@@ -11,8 +11,8 @@ use crossterm::event::KeyCode;
 use mewld::tui::app::{App, Msg, Pane};
 use mewld::tui::diagnostics::{ANSWERS_CAP, SAMPLES_CAP};
 use mewld_core::actlog::LogEvent;
+use mewld_core::model::state::ClusterState;
 use mewld_core::model::Event;
-use mewld_core::state::ClusterState;
 use ratatui::style::Modifier;
 use serde_json::json;
 

@@ -18,8 +18,8 @@ use tokio_util::codec::{FramedRead, LinesCodec};
 
 use super::{line, mismatch, ClientMsg, Hello, ServerMsg, MAX_SERVER_LINE, PROTOCOL};
 use crate::engine::{EngineHandle, FaceRequest};
+use mewld_core::model::state::Snapshot;
 use mewld_core::model::{Event, Refused};
-use mewld_core::state::Snapshot;
 
 /// Requests from the console waiting to be sent.
 const REQUESTS: usize = 16;

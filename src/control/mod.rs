@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use mewld_core::model::state::Snapshot;
 use mewld_core::model::{Event, Operation, Refused};
-use mewld_core::state::Snapshot;
 
 /// The version of these messages. A peer with another one is refused with
 /// a message saying both, never shown garbage. 2: the history in pages.

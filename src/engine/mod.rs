@@ -19,8 +19,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::config::Config;
 use mewld_core::cluster_map::ClusterSpec;
+use mewld_core::model::state::Snapshot;
 use mewld_core::model::{Event, Operation, Refused, SessionStartLimit, Via};
-use mewld_core::state::Snapshot;
 
 /// What the engine needs to run: the resolved config and the cluster map.
 pub struct Setup {

@@ -23,9 +23,9 @@ use mewld_core::actlog::{self, LogEvent};
 use mewld_core::cluster_map::ClusterId;
 use mewld_core::core::{drive, Command, Core, Driver, Input, Now, Timer};
 use mewld_core::identify::Notice;
+use mewld_core::model::state::Snapshot;
 use mewld_core::model::{Event, Exit, ExitInfo, GatewayBot, Refused};
 use mewld_core::protocol;
-use mewld_core::state::Snapshot;
 
 /// How long the last acks and log entries get to reach Redis at exit.
 const EXIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);

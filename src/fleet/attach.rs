@@ -20,9 +20,9 @@ use crate::redis_link::{within, Keys, Link};
 use crate::transport::redis::read_whole_log;
 use mewld_core::cluster_map;
 use mewld_core::fleet::{summary, HostRecord};
+use mewld_core::model::state::{ClusterState, ClusterView, FleetSummary, Snapshot};
 use mewld_core::model::{Event, Operation, Refused};
 use mewld_core::protocol::{self, FleetOp};
-use mewld_core::state::{ClusterState, ClusterView, FleetSummary, Snapshot};
 
 /// How often the fleet is read.
 const POLL: Duration = Duration::from_millis(500);

@@ -15,7 +15,7 @@ use mewld_core::fleet::heartbeat::{
 };
 use mewld_core::fleet::slice::Ranges;
 use mewld_core::fleet::{refusal, FleetView, HostRecord, Membership, Refusal};
-use mewld_core::state::{ExitOrder, Snapshot};
+use mewld_core::model::state::{ExitOrder, Snapshot};
 
 use super::scripts::{CLAIM, ELECT, RENEW, RESIGN};
 use super::store::{members, parse_leader, scan_ids, set_version, HostCache};

@@ -23,7 +23,7 @@ use member::{boot_id, Beat, Member};
 use mewld_core::actlog::unix_secs;
 use mewld_core::cluster_map::MapPrint;
 use mewld_core::fleet::{FleetView, Membership, Refusal};
-use mewld_core::state::Snapshot;
+use mewld_core::model::state::Snapshot;
 
 /// Why this host did not join the fleet: refused by what Redis holds, or
 /// Redis failed while it asked.

@@ -23,8 +23,8 @@ use crate::config::Config;
 use crate::discord;
 pub use fleet_gate::FleetGate;
 use mewld_core::identify as rules;
+use mewld_core::model::state::Snapshot;
 use mewld_core::model::SessionStartLimit;
-use mewld_core::state::Snapshot;
 use rules::{Budget, Grant, Notice, Queue, Refusal, Rules, Status, Ticket};
 use secret::Secret;
 

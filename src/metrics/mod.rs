@@ -23,8 +23,8 @@ use tokio::sync::{broadcast, watch};
 
 use crate::engine::{next_snapshot, EngineHandle};
 use crate::http;
+use mewld_core::model::state::Snapshot;
 use mewld_core::model::Event;
-use mewld_core::state::Snapshot;
 use series::Series;
 
 /// Connections kept open at once, and from one peer; past these the

@@ -4,7 +4,7 @@
 
 use std::cmp::Ordering;
 
-use mewld_core::state::{ClusterState, ClusterView};
+use mewld_core::model::state::{ClusterState, ClusterView};
 
 /// A column the table can be sorted by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

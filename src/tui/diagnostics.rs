@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::SystemTime;
 
 use mewld_core::cluster_map::ClusterId;
-use mewld_core::state::Snapshot;
+use mewld_core::model::state::Snapshot;
 
 /// Answers kept for the pane; the oldest go first.
 pub const ANSWERS_CAP: usize = 1000;

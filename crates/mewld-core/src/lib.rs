@@ -22,4 +22,3 @@ pub mod model;
 pub mod protocol;
 pub mod restart;
 pub mod rolling;
-pub mod state;

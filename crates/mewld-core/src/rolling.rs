@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use crate::actlog::LogEvent;
 use crate::cluster_map::ClusterId;
-use crate::state::RollingView;
+use crate::model::state::RollingView;
 
 #[derive(Debug)]
 pub struct Rolling {

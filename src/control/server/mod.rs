@@ -38,9 +38,9 @@ use crate::{fd_budget, socket_file};
 use backlog::Backlog;
 use greeting::{Greeting, Ticket};
 use history::{Pages, Seen};
+use mewld_core::model::state::Snapshot;
 use mewld_core::model::Peer;
 use mewld_core::model::{Event, Via};
-use mewld_core::state::Snapshot;
 
 /// Consoles attached at once (past their hello); more are told so and
 /// closed.

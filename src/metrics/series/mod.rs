@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 
 use entries::{event_of, restarts, EventNames};
 use mewld_core::cluster_map::ClusterId;
-use mewld_core::state::{ClusterState, ClusterView, Snapshot};
+use mewld_core::model::state::{ClusterState, ClusterView, Snapshot};
 
 type Labels = Vec<(&'static str, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -295,7 +295,7 @@ impl Series {
         (self.clusters_up, self.shards) = (clusters_up, shards);
     }
 
-    fn on_fleet(&mut self, f: &mewld_core::state::FleetSummary) {
+    fn on_fleet(&mut self, f: &mewld_core::model::state::FleetSummary) {
         let none = Vec::new();
         let hosts = i64::try_from(f.hosts.len()).unwrap_or(i64::MAX);
         self.fleet_hosts.get_or_create(&none).set(hosts);

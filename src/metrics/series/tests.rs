@@ -101,7 +101,7 @@ fn event_names_are_bounded() {
 /// ones: summed over the hosts, each cluster once.
 #[test]
 fn a_fleet_host_counts_its_own_clusters() {
-    use mewld_core::state::{ClusterView, FleetSummary};
+    use mewld_core::model::state::{ClusterView, FleetSummary};
     let view = |id, state, host: Option<&str>| ClusterView {
         state,
         host: host.map(String::from),
@@ -211,7 +211,7 @@ fn healthy(shards: &[u32]) -> Snapshot {
         })
         .collect();
     Snapshot {
-        clusters: vec![mewld_core::state::ClusterView {
+        clusters: vec![mewld_core::model::state::ClusterView {
             id: spec.id,
             name: spec.name,
             shards: spec.shards,

@@ -13,8 +13,8 @@ use crossterm::event::KeyEvent;
 use serde_json::{Map, Value};
 
 use mewld_core::cluster_map::ClusterId;
+use mewld_core::model::state::{ClusterView, Snapshot};
 use mewld_core::model::{Event, Operation};
-use mewld_core::state::{ClusterView, Snapshot};
 
 use super::clusters::TableView;
 use super::diagnostics::Diagnostics;

@@ -13,7 +13,7 @@ use ratatui::Frame;
 use super::{filter_note, newest_that_fit, pane_block, style};
 use crate::tui::app::{clock, App, Pane};
 use crate::tui::diagnostics::Answer;
-use mewld_core::state::ClusterView;
+use mewld_core::model::state::ClusterView;
 
 pub(super) fn draw_pane(frame: &mut Frame, app: &App, area: Rect) {
     let d = &app.diagnostics;

@@ -10,8 +10,8 @@ use ratatui::Frame;
 
 use super::app::{age, App, FaceView, Mode, Pane};
 use mewld_core::identify::Status as IdentifyStatus;
-use mewld_core::state::ClusterState;
-use mewld_core::state::FleetSummary;
+use mewld_core::model::state::ClusterState;
+use mewld_core::model::state::FleetSummary;
 
 mod diagnostics;
 mod overlays;
@@ -180,7 +180,7 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
 fn fleet_span(
     app: &App,
     fleet: &FleetSummary,
-    clusters: &[mewld_core::state::ClusterView],
+    clusters: &[mewld_core::model::state::ClusterView],
     narrow: bool,
 ) -> Span<'static> {
     let leader = fleet.leader.as_ref().map(|(name, _)| name.as_str());

@@ -13,8 +13,8 @@ use crate::tui::app::{age, clock, App, Pane};
 use crate::tui::keys::{Action, ModeKind};
 use mewld_core::actlog::Tone;
 use mewld_core::cluster_map::shard_range;
+use mewld_core::model::state::{ClusterState, ClusterView};
 use mewld_core::model::Stream;
-use mewld_core::state::{ClusterState, ClusterView};
 
 fn state_color(state: ClusterState) -> Color {
     match state {

@@ -4,8 +4,8 @@ use std::time::SystemTime;
 
 use crate::cluster_map::ClusterSpec;
 use crate::health::Health;
+use crate::model::state::{ClusterState, ClusterView, RestartCause};
 use crate::model::ExitInfo;
-use crate::state::{ClusterState, ClusterView, RestartCause};
 
 /// The engine's own record of one cluster.
 #[derive(Debug)]

@@ -6,8 +6,8 @@ use super::{Command, Core, Now, Timer};
 use crate::actlog::LogEvent;
 use crate::cluster_map::ClusterId;
 use crate::health::{Health, Phase, Ping, Timeout};
+use crate::model::state::{ClusterState, RestartCause};
 use crate::protocol::{self, DiagAnswer};
-use crate::state::{ClusterState, RestartCause};
 
 impl Core {
     /// Sends a diagnostic to every launched cluster.

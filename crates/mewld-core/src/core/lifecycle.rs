@@ -6,11 +6,11 @@ use std::time::Duration;
 use super::{Command, Core, Now, Purpose, Timer};
 use crate::actlog::{ExitFields, LogEvent, RestartVia, StartVia};
 use crate::cluster_map::ClusterId;
+use crate::model::state::{ClusterState, RestartCause};
 use crate::model::Refused;
 use crate::model::{ExitInfo, SpawnError};
 use crate::protocol;
 use crate::restart::{self, Verdict};
-use crate::state::{ClusterState, RestartCause};
 
 impl Core {
     /// Starts the launch's next clusters (as many as the launch policy

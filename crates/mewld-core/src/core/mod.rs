@@ -30,12 +30,12 @@ use crate::cluster_map::{ClusterId, ClusterSpec};
 use crate::config::Config;
 use crate::health::Pings;
 use crate::launch::Launcher;
+use crate::model::state::{ClusterView, Snapshot};
 use crate::model::{CommandLine, ExitInfo, SpawnError};
 use crate::model::{Exit, Label, Operation, Refused, Via};
 use crate::model::{GatewayBot, SessionStartLimit};
 use crate::protocol::Request;
 use crate::rolling::Rolling;
-use crate::state::{ClusterView, Snapshot};
 use cluster::Cluster;
 pub use driver::{drive, Driver};
 
@@ -183,7 +183,7 @@ pub(crate) enum Purpose {
     /// Again after it crashed (the cluster counts its crash restarts).
     CrashRestart,
     /// Again after a stop that asked for it.
-    AfterStop(crate::state::RestartCause),
+    AfterStop(crate::model::state::RestartCause),
 }
 
 /// The engine's state. Only [`Core::step`] changes it.

@@ -6,9 +6,9 @@ use serde_json::{json, Map, Value};
 use super::fleet::Question;
 use super::{Answer, Asker, Command, Core, Now, Purpose};
 use crate::actlog::{self, LogEvent};
+use crate::model::state::{ClusterState, RestartCause};
 use crate::model::{Exit, Operation, Refused, Via};
 use crate::protocol::{self, Action, Request};
-use crate::state::{ClusterState, RestartCause};
 
 impl Core {
     pub(super) fn on_request(&mut self, now: Now, request: Request, via: Via) {

@@ -6,10 +6,10 @@ use super::cluster::Cluster;
 use super::{Command, Core, Timer};
 use crate::actlog::LogEvent;
 use crate::cluster_map::{self, ClusterId};
+use crate::model::state::RestartCause;
 use crate::model::GatewayBot;
 use crate::model::Refused;
 use crate::rolling::Rolling;
-use crate::state::RestartCause;
 
 impl Core {
     pub(super) fn begin_rolling(&mut self, order: Vec<ClusterId>, done_event: LogEvent) {

@@ -6,9 +6,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::record::{HostRecord, Leader, Membership};
 use crate::cluster_map::MapPrint;
-use crate::state::{ClusterView, ExitOrder};
+use crate::model::fleet::{HostRecord, Leader, Membership};
+use crate::model::state::{ClusterView, ExitOrder};
 
 /// How often a host renews its record (sooner when its clusters change).
 pub const HEARTBEAT: Duration = Duration::from_secs(1);

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use super::record::{HostRecord, Membership};
 use super::slice::Ranges;
 use crate::cluster_map::{ClusterId, MapPrint};
+use crate::model::fleet::{HostRecord, Membership};
 
 /// Why this host may not join the fleet, from what Redis holds.
 #[derive(Debug, thiserror::Error)]

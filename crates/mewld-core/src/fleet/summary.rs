@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use super::record::{HostRecord, Leader};
 use crate::cluster_map::ClusterId;
-use crate::state::{ClusterState, ClusterView, HostSummary};
+use crate::model::fleet::{HostRecord, Leader};
+use crate::model::state::{ClusterState, ClusterView, HostSummary};
 
 /// How many of `views` are running.
 pub fn running(views: &[ClusterView]) -> usize {

@@ -2,9 +2,11 @@
 //! and formatting itself.
 
 pub mod event;
+pub mod fleet;
 pub mod gateway;
 pub mod ops;
 pub mod process;
+pub mod state;
 
 pub use event::Event;
 pub use gateway::{GatewayBot, SessionStartLimit};

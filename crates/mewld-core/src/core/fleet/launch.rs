@@ -7,7 +7,7 @@ use crate::actlog::LogEvent;
 use crate::cluster_map::ClusterId;
 use crate::core::{Command, Core, Timer};
 use crate::launch::Turn;
-use crate::state::ClusterState;
+use crate::model::state::ClusterState;
 
 impl Core {
     /// Starts the launch once the channel is up and this manager's claim is

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::actlog::LogEvent;
 use crate::core::Core;
-use crate::state::ExitOrder;
+use crate::model::state::ExitOrder;
 
 /// Most questions a host that does not lead holds for a missing leader.
 const HELD_QUESTIONS: usize = 256;

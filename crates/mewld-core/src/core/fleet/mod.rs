@@ -26,7 +26,7 @@ use super::Core;
 use crate::actlog::LogEvent;
 use crate::cluster_map::{ClusterId, ClusterSpec};
 use crate::fleet::{HostRecord, Leader, Membership};
-use crate::state::{ClusterState, ClusterView, ExitOrder};
+use crate::model::state::{ClusterState, ClusterView, ExitOrder};
 use leader::Held;
 pub(crate) use leader::Question;
 

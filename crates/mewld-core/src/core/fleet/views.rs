@@ -7,7 +7,7 @@ use super::{Fleet, Remote};
 use crate::cluster_map::ClusterId;
 use crate::core::Core;
 use crate::fleet::summary;
-use crate::state::{ClusterState, ClusterView, FleetSummary, HostSummary};
+use crate::model::state::{ClusterState, ClusterView, FleetSummary, HostSummary};
 
 impl Fleet {
     /// A remote cluster as faces see it: the owner's view, or lost.

@@ -7,9 +7,9 @@ use serde_json::{json, Value};
 use super::{host_a, Sim, SECS};
 use crate::actlog::LogEvent;
 use crate::core::Input;
+use crate::model::state::ClusterState;
 use crate::model::{Exit, ExitInfo, Operation, Refused};
 use crate::protocol::{self, Action};
-use crate::state::ClusterState;
 
 #[test]
 fn a_host_starts_its_cluster_after_the_one_before_it_on_another_host() {
@@ -294,7 +294,7 @@ fn the_leaders_order_to_stop_reaches_a_host_that_missed_it() {
     let order = leader.core.snapshot().fleet.and_then(|f| f.exit_order);
     assert_eq!(
         order,
-        Some(crate::state::ExitOrder {
+        Some(crate::model::state::ExitOrder {
             restart: true,
             epoch: 3
         })

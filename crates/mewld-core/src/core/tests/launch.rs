@@ -6,8 +6,8 @@ use super::{Sim, SECS};
 use crate::actlog::{LogEvent, StartVia};
 use crate::cluster_map::ClusterId;
 use crate::core::{Command, Input, Timer};
+use crate::model::state::ClusterState;
 use crate::model::Operation;
-use crate::state::ClusterState;
 
 #[test]
 fn the_launch_waits_for_the_transport_then_goes_one_cluster_at_a_time() {

@@ -2,8 +2,8 @@
 
 use super::{Sim, SECS};
 use crate::actlog::{LogEvent, StartVia};
+use crate::model::state::ClusterState;
 use crate::model::{Operation, Refused};
-use crate::state::ClusterState;
 
 #[test]
 fn a_crash_is_restarted_with_backoff_and_a_crash_loop_is_marked_failed() {

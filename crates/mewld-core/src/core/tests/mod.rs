@@ -20,11 +20,11 @@ use serde_json::{json, Value};
 use super::{drive, Command, Core, Driver, Input, Now, Timer};
 use crate::actlog::LogEvent;
 use crate::cluster_map::{self, ClusterId};
+use crate::model::state::ClusterState;
 use crate::model::SessionStartLimit;
 use crate::model::{ExitInfo, SpawnError};
 use crate::model::{Operation, Refused, Via};
 use crate::protocol::{self, Action, Request};
-use crate::state::ClusterState;
 
 mod diag;
 mod fleet;
@@ -424,11 +424,11 @@ fn host_a(states: &[(ClusterId, ClusterState)]) -> crate::fleet::HostRecord {
                     name: format!("cluster-{id}"),
                     shards: vec![2 * id, 2 * id + 1],
                 };
-                crate::state::ClusterView {
+                crate::model::state::ClusterView {
                     state,
                     pid: matches!(state, ClusterState::Starting | ClusterState::Running)
                         .then_some(500 + id),
-                    ..crate::state::ClusterView::lost(&spec)
+                    ..crate::model::state::ClusterView::lost(&spec)
                 }
             })
             .collect(),

@@ -7,10 +7,10 @@ use super::{is_refusal, Sim, SECS};
 use crate::actlog::LogEvent;
 use crate::cluster_map::ClusterId;
 use crate::core::{Command, Input};
+use crate::model::state::ClusterState;
 use crate::model::Peer;
 use crate::model::{Exit, Operation, Refused, Via};
 use crate::protocol::{Action, Request};
-use crate::state::ClusterState;
 
 #[test]
 fn start_stop_and_restart_are_refused_when_they_make_no_sense() {

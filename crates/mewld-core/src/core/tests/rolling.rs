@@ -4,9 +4,9 @@ use super::{Sim, SECS};
 use crate::actlog::LogEvent;
 use crate::cluster_map::ClusterId;
 use crate::core::{Command, Input};
+use crate::model::state::ClusterState;
 use crate::model::{GatewayBot, SessionStartLimit};
 use crate::model::{Operation, Refused};
-use crate::state::ClusterState;
 
 #[test]
 fn a_rolling_restart_goes_one_cluster_at_a_time_and_announces_the_bot_once() {

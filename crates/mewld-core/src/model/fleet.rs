@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster_map::{ClusterId, MapPrint};
-use crate::state::ClusterView;
+use crate::model::state::ClusterView;
 
 /// One host's record (`<channel>/fleet/host/<id>`), JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,7 +62,7 @@ pub struct FleetView {
     /// This host's name, for the log.
     pub me: String,
     /// The leader's order to stop, which this host may have missed.
-    pub exit_order: Option<crate::state::ExitOrder>,
+    pub exit_order: Option<crate::model::state::ExitOrder>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
