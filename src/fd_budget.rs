@@ -4,7 +4,7 @@
 //! the descriptors the manager needs itself: a cluster start takes pipes,
 //! a running cluster holds its output pipes (and with `ipc: unix` a
 //! socket), and Redis needs its connections. The budget is the open-file
-//! limit (raised to the hard limit first, see `engine/process.rs`) less a
+//! limit (raised to the hard limit first: [`raise_open_file_limit`]) less a
 //! reserve of [`RESERVE_BASE`] plus [`RESERVE_PER_CLUSTER`] per cluster,
 //! and never less than a quarter of the limit.
 //!
@@ -16,7 +16,7 @@
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
-use nix::sys::resource::{getrlimit, Resource};
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
@@ -92,11 +92,35 @@ impl Sizing {
     }
 }
 
+/// The open-file limit mewld was started with, once it raised its own.
+static OPEN_FILES: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+
+/// Raises this process's open-file limit to the hard limit (as Go programs
+/// do), for servers that hold one connection per waiting client; clusters
+/// started afterwards still get the original limit.
+pub fn raise_open_file_limit() {
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard && OPEN_FILES.set((soft, hard)).is_ok() {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open-file limit"),
+            Err(e) => tracing::warn!(error = %e, soft, hard, "could not raise the open-file limit"),
+        }
+    }
+}
+
+/// The open-file limit mewld was started with (soft, hard), if it raised
+/// its own: what a cluster is started with.
+pub fn original_open_files() -> Option<(u64, u64)> {
+    OPEN_FILES.get().copied()
+}
+
 /// Sizes the budget for the `clusters` clusters this process runs: called
 /// by the engine once it knows them, and again if a reshard adds some.
 /// Warns when the limit leaves outside connections almost nothing.
 pub fn reserve_for(clusters: usize) {
-    crate::engine::process::raise_open_file_limit();
+    raise_open_file_limit();
     let sizing = Sizing::now(clusters);
     let budget = sizing.budget();
     if sizing.too_low() {

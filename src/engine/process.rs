@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use nix::sys::resource::{setrlimit, Resource};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::{getpgid, Pid};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -229,7 +229,7 @@ fn signal_group(pid: u32, signal: Signal) {
 #[cfg(target_os = "linux")]
 fn die_with_parent(command: &mut tokio::process::Command) {
     let parent = nix::unistd::getpid();
-    let open_files = OPEN_FILES.get().copied();
+    let open_files = crate::fd_budget::original_open_files();
     // SAFETY: the closure runs in the forked child before exec and only
     // makes async-signal-safe system calls (prctl, getppid, setrlimit).
     unsafe {
@@ -246,24 +246,6 @@ fn die_with_parent(command: &mut tokio::process::Command) {
             }
             Ok(())
         });
-    }
-}
-
-/// The open-file limit mewld was started with, once it raised its own.
-static OPEN_FILES: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
-
-/// Raises this process's open-file limit to the hard limit (as Go programs
-/// do), for servers that hold one connection per waiting client; clusters
-/// started afterwards still get the original limit.
-pub fn raise_open_file_limit() {
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return;
-    };
-    if soft < hard && OPEN_FILES.set((soft, hard)).is_ok() {
-        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open-file limit"),
-            Err(e) => tracing::warn!(error = %e, soft, hard, "could not raise the open-file limit"),
-        }
     }
 }
 

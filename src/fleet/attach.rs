@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Map, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 
-use super::store::{members, parse_leader, HostCache};
+use super::reads::{members, parse_leader, HostCache};
 use crate::config::{Config, Ipc};
 use crate::control::client::{Attached, LinkStatus};
 use crate::control::Hello;

@@ -12,6 +12,7 @@
 
 pub mod attach;
 mod member;
+mod reads;
 mod scripts;
 mod store;
 
@@ -19,11 +20,14 @@ use std::sync::Arc;
 
 use tokio::sync::{oneshot, watch};
 
-use member::{boot_id, Beat, Member};
+use crate::redis_link::{Keys, Link, COMMAND_TIMEOUT};
+use member::{boot_id, Member};
 use mewld_core::actlog::unix_secs;
 use mewld_core::cluster_map::MapPrint;
+use mewld_core::fleet::heartbeat::Heartbeat;
 use mewld_core::fleet::{FleetView, Membership, Refusal};
 use mewld_core::model::state::Snapshot;
+use store::{FleetStore, RedisStore};
 
 /// Why this host did not join the fleet: refused by what Redis holds, or
 /// Redis failed while it asked.
@@ -34,7 +38,6 @@ pub enum JoinError {
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
 }
-use crate::redis_link::{within, Keys, Link, COMMAND_TIMEOUT};
 
 /// The running fleet task's handle: its views for the engine, and `leave`.
 pub struct Fleet {
@@ -67,9 +70,8 @@ pub async fn join(
     map: MapPrint,
     snapshot: watch::Receiver<Arc<Snapshot>>,
 ) -> Result<Fleet, JoinError> {
-    let mut link = Link::new(redis::Client::open(url)?);
+    let mut store = RedisStore::new(Link::new(redis::Client::open(url)?), Keys::new(channel));
     let member = Member {
-        keys: Keys::new(channel),
         me,
         map,
         started_at: unix_secs(std::time::SystemTime::now()),
@@ -77,17 +79,16 @@ pub async fn join(
         snapshot,
     };
     let mut old_order = None;
-    match link.conn().await {
-        Ok(c) => {
-            member.claim(c, 0).await?;
-            old_order = within(redis::cmd("GET").arg(&member.keys.exit).query_async(c)).await?;
+    match store.reach().await {
+        Ok(()) => {
+            member.claim(&mut store, 0).await?;
+            old_order = store.read_exit_order().await?;
         }
         Err(e) => tracing::warn!(error = %e, "cannot reach Redis to join the fleet; retrying"),
     }
-    let beat = Beat::new(old_order);
     let (view_tx, view) = watch::channel(None);
     let (leave, leave_rx) = oneshot::channel();
-    tokio::spawn(member.run(link, beat, view_tx, leave_rx));
+    tokio::spawn(member.run(store, Heartbeat::new(old_order), view_tx, leave_rx));
     Ok(Fleet {
         view,
         leave: Some(leave),
@@ -128,7 +129,7 @@ pub fn host_name(given: Option<&str>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::store::parse_leader;
+    use super::reads::parse_leader;
     use super::*;
     use mewld_core::fleet::Leader;
 

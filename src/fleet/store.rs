@@ -1,124 +1,237 @@
-//! What the fleet reads in Redis: the hosts' ids, and their records
-//! fetched only when they moved. Key names, deadlines and connecting are
-//! [`crate::redis_link`]'s.
+//! Where the fleet meets: what the fleet task asks of it ([`FleetStore`])
+//! and its one implementation, on Redis ([`RedisStore`]). The task's flow
+//! (claim, renew, claim again after a lapse, read, elect, orders to stop)
+//! is written against the trait, so it is tested on a store in memory; the
+//! atomic rules of a claim and of the election are the Lua scripts'.
 
-use std::collections::HashMap;
+use redis::RedisResult;
 
-use redis::aio::MultiplexedConnection;
+use mewld_core::cluster_map::{ClusterId, MapPrint};
+use mewld_core::fleet::heartbeat::{Renewal, EXIT_ORDER_TTL, HOST_TTL, LEASE};
+use mewld_core::fleet::{HostRecord, Leader, Membership};
 
-use crate::redis_link::{within, Keys};
-use mewld_core::fleet::{HostRecord, Leader};
+use super::reads::{members, parse_leader, scan_ids, set_version, HostCache};
+use super::scripts::{CLAIM, ELECT, RENEW, RESIGN};
+use crate::redis_link::{within, Keys, Link};
 
-/// Sets a record's version, with the record's TTL.
-pub(super) fn set_version(key: &str, version: u64, ttl_ms: u64) -> redis::Cmd {
-    let mut cmd = redis::cmd("SET");
-    cmd.arg(key).arg(version).arg("PX").arg(ttl_ms);
-    cmd
+/// A claim of this host's clusters.
+pub(super) struct Claim<'a> {
+    pub me: &'a Membership,
+    pub map: &'a MapPrint,
+    /// This host's record, as text.
+    pub record: String,
+    /// Every other host id known, looked at besides the set's.
+    pub others: Vec<String>,
 }
 
-/// The hosts' records as last fetched, with their versions: a refresh
-/// reads every version (a few bytes each) and fetches only the records
-/// whose version moved, so a fleet of big hosts costs little to watch.
-#[derive(Default)]
-pub(super) struct HostCache {
-    records: HashMap<String, (u64, HostRecord)>,
+/// What the fleet task needs from the place the hosts meet.
+pub(super) trait FleetStore {
+    /// Makes sure the store can be reached (connecting if need be).
+    async fn reach(&mut self) -> RedisResult<()>;
+    /// Whether it could be reached at the last call.
+    fn reachable(&self) -> bool;
+    /// After an error: the next call reaches the store afresh.
+    fn reset(&mut self);
+    /// Every other host's id and live record, read afresh, whether or not
+    /// the hosts' set names it.
+    async fn everyone_else(&mut self, me: &str) -> RedisResult<(Vec<String>, Vec<HostRecord>)>;
+    /// Deletes a host's record (one a previous run of this host left).
+    async fn drop_host(&mut self, id: &str) -> RedisResult<()>;
+    /// Registers the claim, atomically, unless a live record conflicts
+    /// with it: then that record, as text.
+    async fn claim(&mut self, claim: &Claim<'_>) -> RedisResult<Option<String>>;
+    /// Renews this host's record; `false` if it had lapsed.
+    async fn renew(&mut self, id: &str, renewal: &Renewal) -> RedisResult<bool>;
+    /// Sets the version beside this host's record.
+    async fn set_version(&mut self, id: &str, version: u64) -> RedisResult<()>;
+    /// The other hosts' live records.
+    async fn others(&mut self, me: &str) -> RedisResult<Vec<HostRecord>>;
+    /// Takes or renews the lease, a new leader's epoch above `seen`: the
+    /// leader as the store holds it.
+    async fn elect(&mut self, id: &str, seen: u64) -> RedisResult<Option<Leader>>;
+    /// Writes the leader's order to stop, for hosts that miss the message.
+    async fn write_exit_order(&mut self, order: &str) -> RedisResult<()>;
+    async fn read_exit_order(&mut self) -> RedisResult<Option<String>>;
+    /// Gives the lease up (if held) and deletes this host's record.
+    async fn resign(&mut self, id: &str) -> RedisResult<()>;
 }
 
-impl HostCache {
-    /// The records of the hosts `ids` that are alive. A record that cannot
-    /// be read is skipped, with a warning.
-    pub(super) async fn refresh(
-        &mut self,
-        conn: &mut MultiplexedConnection,
-        keys: &Keys,
-        ids: Vec<String>,
-    ) -> redis::RedisResult<Vec<HostRecord>> {
-        let live: Vec<(String, u64)> = if ids.is_empty() {
-            Vec::new()
-        } else {
-            let version_keys: Vec<String> = ids.iter().map(|id| keys.version(id)).collect();
-            // Read as text: a value that is not a number is skipped, not fatal.
-            let versions: Vec<Option<String>> =
-                within(redis::cmd("MGET").arg(&version_keys).query_async(conn)).await?;
-            ids.into_iter()
-                .zip(versions)
-                .filter_map(|(id, v)| Some((id, v?.parse().ok()?)))
-                .collect()
-        };
-        self.records
-            .retain(|id, (v, _)| live.iter().any(|(l, lv)| l == id && lv == v));
-        let stale: Vec<&(String, u64)> = live
-            .iter()
-            .filter(|(id, _)| !self.records.contains_key(id))
-            .collect();
-        if !stale.is_empty() {
-            let host_keys: Vec<String> = stale.iter().map(|(id, _)| keys.host(id)).collect();
-            let texts: Vec<Option<String>> =
-                within(redis::cmd("MGET").arg(&host_keys).query_async(conn)).await?;
-            for ((id, version), text) in stale.into_iter().zip(texts) {
-                let Some(text) = text else { continue };
-                match serde_json::from_str::<HostRecord>(&text) {
-                    Ok(r) => {
-                        self.records.insert(id.clone(), (*version, r));
-                    }
-                    Err(e) => {
-                        tracing::warn!(host = %id, error = %e, "ignored a host record that cannot be read")
-                    }
-                }
+/// The fleet's store in Redis.
+pub(super) struct RedisStore {
+    link: Link,
+    pub(super) keys: Keys,
+    /// The other hosts' records as last fetched.
+    hosts: HostCache,
+    reached: bool,
+}
+
+impl RedisStore {
+    pub(super) fn new(link: Link, keys: Keys) -> RedisStore {
+        RedisStore {
+            link,
+            keys,
+            hosts: HostCache::default(),
+            reached: false,
+        }
+    }
+}
+
+impl FleetStore for RedisStore {
+    async fn reach(&mut self) -> RedisResult<()> {
+        let reached = self.link.conn().await.map(|_| ());
+        self.reached = reached.is_ok();
+        reached
+    }
+
+    fn reachable(&self) -> bool {
+        self.reached
+    }
+
+    fn reset(&mut self) {
+        self.link.reset();
+        self.reached = false;
+    }
+
+    async fn everyone_else(&mut self, me: &str) -> RedisResult<(Vec<String>, Vec<HostRecord>)> {
+        let conn = self.link.conn().await?;
+        let mut ids = members(conn, &self.keys).await?;
+        for id in scan_ids(conn, &self.keys).await? {
+            if !ids.contains(&id) {
+                ids.push(id);
             }
         }
-        Ok(self.records.values().map(|(_, r)| r.clone()).collect())
+        ids.retain(|id| id != me);
+        let records = HostCache::default()
+            .refresh(conn, &self.keys, ids.clone())
+            .await?;
+        Ok((ids, records))
     }
-}
 
-/// The host ids in the fleet's set, but this host's. A set key of the
-/// wrong type reads as empty until the next heartbeat replaces it.
-pub(super) async fn members(
-    conn: &mut MultiplexedConnection,
-    keys: &Keys,
-) -> redis::RedisResult<Vec<String>> {
-    match within(redis::cmd("SMEMBERS").arg(&keys.hosts).query_async(conn)).await {
-        Err(e) if e.code() == Some("WRONGTYPE") => Ok(Vec::new()),
-        other => other,
-    }
-}
-
-/// The ids of every host record in Redis, whether or not the set names it.
-pub(super) async fn scan_ids(
-    conn: &mut MultiplexedConnection,
-    keys: &Keys,
-) -> redis::RedisResult<Vec<String>> {
-    let pattern = keys.host_pattern();
-    let mut ids = Vec::new();
-    let mut cursor = 0u64;
-    loop {
-        let (next, found): (u64, Vec<String>) = within(
-            redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
+    async fn drop_host(&mut self, id: &str) -> RedisResult<()> {
+        let conn = self.link.conn().await?;
+        within(
+            redis::pipe()
+                .del(self.keys.host(id))
+                .srem(&self.keys.hosts, id)
                 .query_async(conn),
         )
-        .await?;
-        ids.extend(
-            found
-                .iter()
-                .filter_map(|k| keys.host_id(k).map(str::to_string)),
-        );
-        if next == 0 {
-            return Ok(ids);
-        }
-        cursor = next;
+        .await
     }
-}
 
-/// `<host> <epoch>`, as the election stores it.
-pub(super) fn parse_leader(holder: &str) -> Option<Leader> {
-    let (host, epoch) = holder.rsplit_once(' ')?;
-    Some(Leader {
-        host: host.to_string(),
-        epoch: epoch.parse().ok()?,
-    })
+    async fn claim(&mut self, claim: &Claim<'_>) -> RedisResult<Option<String>> {
+        let conn = self.link.conn().await?;
+        let owned: Vec<ClusterId> = claim.me.owned.iter().copied().collect();
+        let host_count = claim.me.host_count.map(|n| n.to_string());
+        within(
+            redis::Script::new(CLAIM)
+                .key(&self.keys.hosts)
+                .arg(&claim.me.id)
+                .arg(&claim.record)
+                .arg(HOST_TTL.as_millis() as u64)
+                .arg(serde_json::to_string(&owned).unwrap_or_default())
+                .arg(&self.keys.host_prefix)
+                .arg(&claim.map.digest)
+                .arg(claim.map.shards)
+                .arg(claim.map.clusters)
+                .arg(host_count.unwrap_or_default())
+                .arg(serde_json::to_string(&claim.others).unwrap_or_default())
+                .invoke_async(conn),
+        )
+        .await
+    }
+
+    async fn renew(&mut self, id: &str, renewal: &Renewal) -> RedisResult<bool> {
+        let conn = self.link.conn().await?;
+        let (renewed, repaired, added): (i64, i64, i64) = within(
+            redis::Script::new(RENEW)
+                .key(&self.keys.hosts)
+                .key(self.keys.host(id))
+                .key(self.keys.version(id))
+                .arg(id)
+                .arg(renewal.record.as_deref().unwrap_or(""))
+                .arg(HOST_TTL.as_millis() as u64)
+                .arg(renewal.version)
+                .invoke_async(conn),
+        )
+        .await?;
+        if repaired == 1 {
+            tracing::warn!(key = %self.keys.hosts, "the fleet's host set was not a set; replaced it");
+        }
+        if added == 1 {
+            tracing::warn!(key = %self.keys.hosts, "this host was missing from the fleet's host set (deleted or evicted?); added it back");
+        }
+        Ok(renewed == 1)
+    }
+
+    async fn set_version(&mut self, id: &str, version: u64) -> RedisResult<()> {
+        let conn = self.link.conn().await?;
+        let key = self.keys.version(id);
+        let ttl = HOST_TTL.as_millis() as u64;
+        within(set_version(&key, version, ttl).query_async(conn)).await
+    }
+
+    async fn others(&mut self, me: &str) -> RedisResult<Vec<HostRecord>> {
+        let conn = self.link.conn().await?;
+        let mut ids = members(conn, &self.keys).await?;
+        ids.retain(|id| id != me);
+        self.hosts.refresh(conn, &self.keys, ids).await
+    }
+
+    async fn elect(&mut self, id: &str, seen: u64) -> RedisResult<Option<Leader>> {
+        let conn = self.link.conn().await?;
+        let (holder, repaired): (String, String) = within(
+            redis::Script::new(ELECT)
+                .key(&self.keys.leader)
+                .key(&self.keys.epoch)
+                .arg(id)
+                .arg(LEASE.as_millis() as u64)
+                .arg(seen)
+                .invoke_async(conn),
+        )
+        .await?;
+        if !repaired.is_empty() {
+            tracing::warn!(what = %repaired, "replaced a fleet key that could not be used");
+        }
+        Ok(parse_leader(&holder))
+    }
+
+    async fn write_exit_order(&mut self, order: &str) -> RedisResult<()> {
+        let conn = self.link.conn().await?;
+        within(
+            redis::cmd("SET")
+                .arg(&self.keys.exit)
+                .arg(order)
+                .arg("PX")
+                .arg(EXIT_ORDER_TTL.as_millis() as u64)
+                .query_async(conn),
+        )
+        .await
+    }
+
+    async fn read_exit_order(&mut self) -> RedisResult<Option<String>> {
+        let conn = self.link.conn().await?;
+        match within(redis::cmd("GET").arg(&self.keys.exit).query_async(conn)).await {
+            Err(e) if e.code() == Some("WRONGTYPE") => Ok(None),
+            other => other,
+        }
+    }
+
+    async fn resign(&mut self, id: &str) -> RedisResult<()> {
+        let conn = self.link.conn().await?;
+        let _: i64 = within(
+            redis::Script::new(RESIGN)
+                .key(&self.keys.leader)
+                .arg(id)
+                .invoke_async(conn),
+        )
+        .await?;
+        within(
+            redis::pipe()
+                .del(self.keys.host(id))
+                .del(self.keys.version(id))
+                .srem(&self.keys.hosts, id)
+                .query_async(conn),
+        )
+        .await
+    }
 }

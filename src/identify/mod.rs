@@ -74,7 +74,7 @@ impl Server {
     /// the secret in clear.
     pub async fn bind(addr: SocketAddr) -> Result<Server, String> {
         // One connection per waiting shard: a whole bot may wait at once.
-        crate::engine::process::raise_open_file_limit();
+        crate::fd_budget::raise_open_file_limit();
         let err = |e: std::io::Error| format!("identify_queue {addr}: {e}");
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()
