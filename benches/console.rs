@@ -12,7 +12,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use mewld::tui::app::{App, Msg, LOG_CAP};
 use mewld::tui::diagnostics::{ANSWERS_CAP, SAMPLES_CAP};
 use mewld::tui::view;
-use mewld_core::health::Health;
+use mewld_core::model::health::Health;
 use mewld_core::model::state::{ClusterState, ClusterView, Snapshot};
 use mewld_core::model::Event;
 use mewld_core::model::Stream;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use mewld::tui::app::{App, Confirmable, Effect, FaceView, Mode, Msg};
 use mewld::tui::view;
-use mewld_core::identify::Status as IdentifyStatus;
+use mewld_core::model::state::IdentifyStatus;
 use mewld_core::model::state::{ClusterState, FleetSummary, HostSummary, RollingView};
 use mewld_core::model::ExitInfo;
 use mewld_core::model::Operation;

@@ -23,9 +23,10 @@ use crate::config::Config;
 use crate::discord;
 pub use fleet_gate::FleetGate;
 use mewld_core::identify as rules;
+use mewld_core::model::state::IdentifyStatus as Status;
 use mewld_core::model::state::Snapshot;
 use mewld_core::model::SessionStartLimit;
-use rules::{Budget, Grant, Notice, Queue, Refusal, Rules, Status, Ticket};
+use rules::{Budget, Grant, Notice, Queue, Refusal, Rules, Ticket};
 use secret::Secret;
 
 /// Most requests waiting at once; more get 503 (each is a connection and a

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use mewld::tui::app::{App, Effect, Msg};
 use mewld::tui::view;
-use mewld_core::health::Health;
+use mewld_core::model::health::Health;
 use mewld_core::model::state::{ClusterState, ClusterView, Snapshot};
 use mewld_core::model::Event;
 use mewld_core::model::Stream;

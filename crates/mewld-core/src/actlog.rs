@@ -253,24 +253,6 @@ pub enum RestartVia {
     Restart,
 }
 
-impl From<crate::identify::Notice> for LogEvent {
-    fn from(notice: crate::identify::Notice) -> LogEvent {
-        use crate::identify::Notice;
-        match notice {
-            Notice::BudgetLow {
-                remaining,
-                reserve,
-                resets_in,
-            } => LogEvent::IdentifyBudgetLow {
-                remaining,
-                reserve,
-                resets_in_secs: resets_in.as_secs(),
-            },
-            Notice::BudgetReset { remaining, .. } => LogEvent::IdentifyBudgetReset { remaining },
-        }
-    }
-}
-
 impl LogEvent {
     /// The entry as stored: the event's fields, `event` and `ts` (`at`).
     pub fn entry(&self, at: SystemTime) -> Map<String, Value> {

@@ -3,37 +3,9 @@
 //! (The original funnelled all answers through one channel and lost some.)
 
 use std::collections::HashMap;
-use std::time::{Instant, SystemTime};
-
-use serde::{Deserialize, Serialize};
+use std::time::Instant;
 
 use crate::cluster_map::ClusterId;
-use crate::protocol::ShardHealth;
-
-/// A cluster's latest answer to a diagnostic.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Health {
-    /// When the answer arrived.
-    pub at: SystemTime,
-    pub round_trip_ms: u64,
-    pub shards: Vec<ShardHealth>,
-}
-
-impl Health {
-    pub fn shards_up(&self) -> usize {
-        self.shards.iter().filter(|s| s.up).count()
-    }
-
-    /// Mean latency of the shards that reported one, in milliseconds.
-    pub fn mean_latency(&self) -> Option<f64> {
-        let lat: Vec<f64> = self.shards.iter().filter_map(|s| s.latency).collect();
-        (!lat.is_empty()).then(|| lat.iter().sum::<f64>() / lat.len() as f64)
-    }
-
-    pub fn guilds(&self) -> u64 {
-        self.shards.iter().filter_map(|s| s.guilds).sum()
-    }
-}
 
 /// One ping waiting for its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,7 +196,11 @@ impl Pings {
 
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
     use super::*;
+    use crate::model::health::Health;
+    use crate::protocol::ShardHealth;
     use std::time::Duration;
 
     fn ping(cluster: ClusterId) -> Ping {

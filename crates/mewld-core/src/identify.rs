@@ -7,7 +7,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use crate::actlog::LogEvent;
+use crate::model::state::IdentifyStatus as Status;
 
 /// Discord's identify window for one bucket.
 pub const WINDOW: Duration = Duration::from_secs(5);
@@ -92,20 +93,6 @@ pub struct Poll {
     pub notices: Vec<Notice>,
     /// When to poll again if nothing else happens.
     pub wake_at: Option<Instant>,
-}
-
-/// The queue as the console header and the metrics show it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Status {
-    pub waiting: usize,
-    /// Grants in the last [`WINDOW`].
-    pub granted_in_window: u32,
-    pub granted_total: u64,
-    pub max_concurrency: u32,
-    /// Session starts left; `None` when Discord was not asked.
-    pub budget_remaining: Option<u32>,
-    /// Grants are held until the budget resets.
-    pub held: bool,
 }
 
 #[derive(Debug, Default)]
@@ -348,6 +335,24 @@ impl Queue {
 
 fn earliest(a: Option<Instant>, b: Instant) -> Option<Instant> {
     Some(a.map_or(b, |a| a.min(b)))
+}
+
+/// A notice as the action log writes it.
+impl From<Notice> for LogEvent {
+    fn from(notice: Notice) -> LogEvent {
+        match notice {
+            Notice::BudgetLow {
+                remaining,
+                reserve,
+                resets_in,
+            } => LogEvent::IdentifyBudgetLow {
+                remaining,
+                reserve,
+                resets_in_secs: resets_in.as_secs(),
+            },
+            Notice::BudgetReset { remaining, .. } => LogEvent::IdentifyBudgetReset { remaining },
+        }
+    }
 }
 
 #[cfg(test)]

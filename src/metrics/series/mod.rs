@@ -304,7 +304,7 @@ impl Series {
             .set(i64::from(f.leading));
     }
 
-    fn on_identify(&mut self, q: &mewld_core::identify::Status) {
+    fn on_identify(&mut self, q: &mewld_core::model::state::IdentifyStatus) {
         let none = Vec::new();
         let waiting = i64::try_from(q.waiting).unwrap_or(i64::MAX);
         self.identify_waiting.get_or_create(&none).set(waiting);

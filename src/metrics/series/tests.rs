@@ -169,14 +169,14 @@ fn the_identify_queue_is_served_while_it_runs() {
     let (mut series, registry) = Series::registered();
     series.on_snapshot(&Snapshot::default());
     assert!(!text(&registry).contains("mewld_identify"));
-    let mut status = mewld_core::identify::Status {
+    let mut status = mewld_core::model::state::IdentifyStatus {
         waiting: 3,
         granted_total: 4,
         max_concurrency: 4,
         budget_remaining: Some(996),
         ..Default::default()
     };
-    let with = |status: &mewld_core::identify::Status| Snapshot {
+    let with = |status: &mewld_core::model::state::IdentifyStatus| Snapshot {
         sessions_remaining: Some(1000),
         identify: Some(status.clone()),
         ..Snapshot::default()
@@ -223,7 +223,7 @@ fn healthy(shards: &[u32]) -> Snapshot {
             next_restart_at: None,
             last_exit: None,
             host: None,
-            health: Some(mewld_core::health::Health {
+            health: Some(mewld_core::model::health::Health {
                 at: SystemTime::UNIX_EPOCH,
                 round_trip_ms: 3,
                 shards,

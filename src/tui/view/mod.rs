@@ -9,9 +9,9 @@ use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::app::{age, App, FaceView, Mode, Pane};
-use mewld_core::identify::Status as IdentifyStatus;
 use mewld_core::model::state::ClusterState;
 use mewld_core::model::state::FleetSummary;
+use mewld_core::model::state::IdentifyStatus;
 
 mod diagnostics;
 mod overlays;

@@ -2,9 +2,11 @@
 
 use std::time::SystemTime;
 
+use crate::actlog::{LogEvent, RestartVia, StartVia};
+use crate::cluster_map::ClusterId;
 use crate::cluster_map::ClusterSpec;
-use crate::health::Health;
-use crate::model::state::{ClusterState, ClusterView, RestartCause};
+use crate::model::health::Health;
+use crate::model::state::{ClusterState, ClusterView};
 use crate::model::ExitInfo;
 
 /// The engine's own record of one cluster.
@@ -76,6 +78,47 @@ impl Cluster {
             last_exit: self.last_exit,
             health: self.health.clone(),
             host: None,
+        }
+    }
+}
+
+/// Why a running cluster is being stopped and started again. Decides the
+/// action-log event if the start fails (docs/protocol.md §5.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartCause {
+    Operator,
+    PingCheck,
+    RollingRestart,
+}
+
+impl RestartCause {
+    /// What is logged when the new start fails (and is retried in
+    /// `restart_in_ms`, if it is).
+    pub fn failure_event(
+        self,
+        id: ClusterId,
+        error: String,
+        restart_in_ms: Option<u64>,
+    ) -> LogEvent {
+        match self {
+            RestartCause::Operator => LogEvent::ClusterRestartFailed {
+                id,
+                via: RestartVia::Restart,
+                error,
+                restart_in_ms,
+            },
+            RestartCause::PingCheck => LogEvent::ClusterStartFailed {
+                id,
+                via: StartVia::PingCheck,
+                error,
+                restart_in_ms,
+            },
+            RestartCause::RollingRestart => LogEvent::ClusterRestartFailed {
+                id,
+                via: RestartVia::RollingRestart,
+                error,
+                restart_in_ms,
+            },
         }
     }
 }

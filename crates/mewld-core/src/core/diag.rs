@@ -2,11 +2,13 @@
 //! every `ping_interval`, answers matched by nonce, and the channel probe
 //! that keeps a Redis stall from being taken for dead clusters.
 
+use super::cluster::RestartCause;
 use super::{Command, Core, Now, Timer};
 use crate::actlog::LogEvent;
 use crate::cluster_map::ClusterId;
-use crate::health::{Health, Phase, Ping, Timeout};
-use crate::model::state::{ClusterState, RestartCause};
+use crate::health::{Phase, Ping, Timeout};
+use crate::model::health::Health;
+use crate::model::state::ClusterState;
 use crate::protocol::{self, DiagAnswer};
 
 impl Core {

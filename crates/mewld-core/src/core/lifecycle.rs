@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
+use super::cluster::RestartCause;
 use super::{Command, Core, Now, Purpose, Timer};
 use crate::actlog::{ExitFields, LogEvent, RestartVia, StartVia};
 use crate::cluster_map::ClusterId;
-use crate::model::state::{ClusterState, RestartCause};
+use crate::model::state::ClusterState;
 use crate::model::Refused;
 use crate::model::{ExitInfo, SpawnError};
 use crate::protocol;

@@ -183,7 +183,7 @@ pub(crate) enum Purpose {
     /// Again after it crashed (the cluster counts its crash restarts).
     CrashRestart,
     /// Again after a stop that asked for it.
-    AfterStop(crate::model::state::RestartCause),
+    AfterStop(cluster::RestartCause),
 }
 
 /// The engine's state. Only [`Core::step`] changes it.

@@ -3,10 +3,11 @@
 
 use serde_json::{json, Map, Value};
 
+use super::cluster::RestartCause;
 use super::fleet::Question;
 use super::{Answer, Asker, Command, Core, Now, Purpose};
 use crate::actlog::{self, LogEvent};
-use crate::model::state::{ClusterState, RestartCause};
+use crate::model::state::ClusterState;
 use crate::model::{Exit, Operation, Refused, Via};
 use crate::protocol::{self, Action, Request};
 

@@ -3,10 +3,10 @@
 //! the new ones (docs/protocol.md §5.1).
 
 use super::cluster::Cluster;
+use super::cluster::RestartCause;
 use super::{Command, Core, Timer};
 use crate::actlog::LogEvent;
 use crate::cluster_map::{self, ClusterId};
-use crate::model::state::RestartCause;
 use crate::model::GatewayBot;
 use crate::model::Refused;
 use crate::rolling::Rolling;

@@ -4,6 +4,7 @@
 pub mod event;
 pub mod fleet;
 pub mod gateway;
+pub mod health;
 pub mod ops;
 pub mod process;
 pub mod state;

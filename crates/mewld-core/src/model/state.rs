@@ -6,9 +6,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::actlog::{LogEvent, RestartVia, StartVia};
+use super::health::Health;
 use crate::cluster_map::{ClusterId, ClusterSpec};
-use crate::health::Health;
 use crate::model::ExitInfo;
 
 /// Where a cluster is in its life.
@@ -46,47 +45,6 @@ impl ClusterState {
             ClusterState::Crashed => "crashed",
             ClusterState::Failed => "failed",
             ClusterState::Lost => "lost",
-        }
-    }
-}
-
-/// Why a running cluster is being stopped and started again. Decides the
-/// action-log event if the start fails (docs/protocol.md §5.4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RestartCause {
-    Operator,
-    PingCheck,
-    RollingRestart,
-}
-
-impl RestartCause {
-    /// What is logged when the new start fails (and is retried in
-    /// `restart_in_ms`, if it is).
-    pub fn failure_event(
-        self,
-        id: ClusterId,
-        error: String,
-        restart_in_ms: Option<u64>,
-    ) -> LogEvent {
-        match self {
-            RestartCause::Operator => LogEvent::ClusterRestartFailed {
-                id,
-                via: RestartVia::Restart,
-                error,
-                restart_in_ms,
-            },
-            RestartCause::PingCheck => LogEvent::ClusterStartFailed {
-                id,
-                via: StartVia::PingCheck,
-                error,
-                restart_in_ms,
-            },
-            RestartCause::RollingRestart => LogEvent::ClusterRestartFailed {
-                id,
-                via: RestartVia::RollingRestart,
-                error,
-                restart_in_ms,
-            },
         }
     }
 }
@@ -160,7 +118,7 @@ pub struct Snapshot {
     pub resharding: bool,
     /// The identify queue, when it runs.
     #[serde(default)]
-    pub identify: Option<crate::identify::Status>,
+    pub identify: Option<IdentifyStatus>,
     /// The fleet this host belongs to, when it runs in one.
     #[serde(default)]
     pub fleet: Option<FleetSummary>,
@@ -197,4 +155,18 @@ pub struct HostSummary {
     pub pid: u32,
     pub clusters: usize,
     pub running: usize,
+}
+
+/// The identify queue as the console header and the metrics show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentifyStatus {
+    pub waiting: usize,
+    /// Grants in the last [`crate::identify::WINDOW`].
+    pub granted_in_window: u32,
+    pub granted_total: u64,
+    pub max_concurrency: u32,
+    /// Session starts left; `None` when Discord was not asked.
+    pub budget_remaining: Option<u32>,
+    /// Grants are held until the budget resets.
+    pub held: bool,
 }
