@@ -134,7 +134,7 @@ impl Member {
             // Our record lapsed (Redis was away, or this host was paused):
             // claim the clusters again.
             if !renewed {
-                if let Some(displaced) = self.claim_again(store, rules).await? {
+                if let Some(displaced) = self.claim_again(store, rules, now).await? {
                     return Ok(displaced);
                 }
             }
@@ -151,6 +151,7 @@ impl Member {
         &self,
         store: &mut impl FleetStore,
         rules: &mut Heartbeat,
+        now: Instant,
     ) -> redis::RedisResult<Option<FleetView>> {
         match self.claim(store, rules.epoch_seen()).await {
             Ok(()) => {}
@@ -163,7 +164,7 @@ impl Member {
                 }));
             }
         }
-        store.set_version(&self.me.id, rules.reclaimed()).await?;
+        store.set_version(&self.me.id, rules.reclaimed(now)).await?;
         Ok(None)
     }
 
@@ -175,7 +176,8 @@ impl Member {
         }
     }
 
-    /// Reads the other hosts' records and renews or takes the lease.
+    /// Reads the other hosts' records and renews or takes the lease (or,
+    /// for a while after this host's record lapsed, only reads who leads).
     async fn read_and_elect(
         &self,
         store: &mut impl FleetStore,
@@ -185,7 +187,11 @@ impl Member {
         let hosts = store.others(&self.me.id).await?;
         let hosts = rules.through_stall(hosts, asked_at);
         let seen = rules.epoch_to_beat(&hosts);
-        let leader = store.elect(&self.me.id, seen).await?;
+        let leader = if rules.may_elect(asked_at) {
+            store.elect(&self.me.id, seen).await?
+        } else {
+            store.leader().await?
+        };
         rules.elected(leader.as_ref(), seen);
         let exit_order = self.exit_order(store, rules).await?;
         Ok(FleetView {

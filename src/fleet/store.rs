@@ -49,6 +49,8 @@ pub(super) trait FleetStore {
     /// Takes or renews the lease, a new leader's epoch above `seen`: the
     /// leader as the store holds it.
     async fn elect(&mut self, id: &str, seen: u64) -> RedisResult<Option<Leader>>;
+    /// The leader as the store holds it, without taking part.
+    async fn leader(&mut self) -> RedisResult<Option<Leader>>;
     /// Writes the leader's order to stop, for hosts that miss the message.
     async fn write_exit_order(&mut self, order: &str) -> RedisResult<()>;
     async fn read_exit_order(&mut self) -> RedisResult<Option<String>>;
@@ -193,6 +195,16 @@ impl FleetStore for RedisStore {
             tracing::warn!(what = %repaired, "replaced a fleet key that could not be used");
         }
         Ok(parse_leader(&holder))
+    }
+
+    async fn leader(&mut self) -> RedisResult<Option<Leader>> {
+        let conn = self.link.conn().await?;
+        let holder: Option<String> =
+            match within(redis::cmd("GET").arg(&self.keys.leader).query_async(conn)).await {
+                Err(e) if e.code() == Some("WRONGTYPE") => None,
+                other => other?,
+            };
+        Ok(holder.as_deref().and_then(parse_leader))
     }
 
     async fn write_exit_order(&mut self, order: &str) -> RedisResult<()> {

@@ -118,6 +118,10 @@ impl FleetStore for MemStore {
         Ok(self.leader.clone())
     }
 
+    async fn leader(&mut self) -> redis::RedisResult<Option<Leader>> {
+        Ok(self.leader.clone())
+    }
+
     async fn write_exit_order(&mut self, order: &str) -> redis::RedisResult<()> {
         self.asked.push(format!("order {order}"));
         self.exit_order = Some(order.to_string());
@@ -343,4 +347,53 @@ async fn alone_a_host_only_renews_its_claim() {
     assert_eq!((view.leader, view.lease_until), (None, None));
     assert!(store.leader.is_none(), "no election alone");
     assert!(store.record("a:1").clusters.is_empty());
+}
+
+/// Redis lost everything (a FLUSHALL): the counter and every record. A
+/// host that missed the last election must not hand out an epoch below
+/// it: it waits until the others, the old leader among them, have claimed
+/// again with the epochs they saw.
+#[tokio::test]
+async fn after_a_flush_the_epoch_still_grows() {
+    let (a, _snapshot) = member("a", &[0, 1], false);
+    let (b, _b_snapshot) = member("b", &[2, 3], false);
+    let mut store = MemStore::default();
+    let (mut a_rules, mut b_rules) = (Heartbeat::new(None), Heartbeat::new(None));
+    a.claim(&mut store, 0).await.expect("claimed");
+    b.claim(&mut store, 0).await.expect("claimed");
+    a.heartbeat(&mut store, &mut a_rules, at(0))
+        .await
+        .expect("round");
+    // A leader of epoch 41 that b has not read yet.
+    store.leader = Some(Leader {
+        host: "a:1".into(),
+        epoch: 41,
+    });
+    a.heartbeat(&mut store, &mut a_rules, at(250))
+        .await
+        .expect("round");
+    assert_eq!(a_rules.epoch_seen(), 41);
+    store = MemStore {
+        lapse_once: true,
+        ..MemStore::default()
+    };
+    // b comes first, alone in the flushed store: it claims again, and
+    // reads who leads (nobody) without electing.
+    let view = b
+        .heartbeat(&mut store, &mut b_rules, at(1000))
+        .await
+        .expect("round");
+    assert_eq!((view.leader, store.leader.clone()), (None, None));
+    store.lapse_once = true;
+    a.heartbeat(&mut store, &mut a_rules, at(1250))
+        .await
+        .expect("round");
+    // a's record says 41 now: the next election is above it, whoever wins.
+    let later = at(1000) + mewld_core::fleet::heartbeat::ELECTION_HOLD;
+    let view = b
+        .heartbeat(&mut store, &mut b_rules, later)
+        .await
+        .expect("round");
+    let epoch = view.leader.map(|l| l.epoch);
+    assert!(epoch > Some(41), "the epoch went back to {epoch:?}");
 }

@@ -30,6 +30,13 @@ pub const EXIT_ORDER_TTL: Duration = Duration::from_secs(600);
 /// taken for lost (a host claims again within a heartbeat of Redis coming
 /// back).
 pub const STALL_GRACE: Duration = HOST_TTL;
+/// After this host's record lapsed (Redis lost it, or this host was away),
+/// how long it takes no part in the election: every live host renews
+/// within a heartbeat, claiming again with the epoch it saw, so by then
+/// the records say the highest epoch any of them knows. Elected sooner, a
+/// host that missed the last election could hand out an epoch below it
+/// (a FLUSHALL takes the counter too).
+pub const ELECTION_HOLD: Duration = HOST_TTL;
 
 /// A write of this host's record: the record's text when it changed
 /// (`None`: only the TTL is renewed), and the version it carries.
@@ -59,6 +66,8 @@ pub struct Heartbeat {
     stalled: bool,
     /// Until then, hosts missing from Redis are kept as last read.
     grace_until: Option<Instant>,
+    /// Until then, this host does not take part in the election.
+    hold_election_until: Option<Instant>,
     /// The other hosts as last shown.
     last_hosts: Vec<HostRecord>,
 }
@@ -102,11 +111,18 @@ impl Heartbeat {
         self.renewed_at = Some(at);
     }
 
-    /// The record had lapsed and this host claimed its clusters again:
-    /// the version to write beside the new record.
-    pub fn reclaimed(&mut self) -> u64 {
+    /// The record had lapsed and this host claimed its clusters again at
+    /// `now`: the version to write beside the new record. The election
+    /// waits [`ELECTION_HOLD`].
+    pub fn reclaimed(&mut self, now: Instant) -> u64 {
+        self.hold_election_until = Some(now + ELECTION_HOLD);
         self.version += 1;
         self.version
+    }
+
+    /// Whether this host may take part in the election at `now`.
+    pub fn may_elect(&self, now: Instant) -> bool {
+        self.hold_election_until.is_none_or(|until| now >= until)
     }
 
     /// Redis failed or did not answer in time this round.

@@ -99,9 +99,25 @@ fn a_lapsed_record_claimed_again_gets_a_new_version() {
     let mut beat = Heartbeat::default();
     beat.renewal("r1", t(0));
     beat.renewed("r1".into(), t(0));
-    assert_eq!(beat.reclaimed(), 2, "the others must fetch the new record");
+    assert!(beat.may_elect(t(0)));
+    assert_eq!(
+        beat.reclaimed(t(0)),
+        2,
+        "the others must fetch the new record"
+    );
     let next = beat.renewal("r1", t(1000));
     assert_eq!(next.map(|r| r.version), Some(2));
+}
+
+#[test]
+fn after_a_lapse_the_election_waits_for_every_host_to_claim_again() {
+    let mut beat = Heartbeat::default();
+    beat.reclaimed(t(100));
+    // Every live host renews within a heartbeat, with the epoch it saw.
+    assert!(HEARTBEAT + READ_INTERVAL < ELECTION_HOLD);
+    assert!(!beat.may_elect(t(100)));
+    assert!(!beat.may_elect(t(100) + ELECTION_HOLD - Duration::from_millis(1)));
+    assert!(beat.may_elect(t(100) + ELECTION_HOLD));
 }
 
 #[test]
