@@ -58,6 +58,16 @@ impl EventNames {
 /// diagnostic unanswered is stopped to be restarted), `operator` (a
 /// `restart` that was not refused), `rolling_restart` (each cluster in the
 /// roll's order), `reshard` (each cluster whose shards changed).
+/// Every reason a restart is counted for, each served at 0 for every
+/// cluster from the start (so that `rate()` and alerts have a series).
+pub(super) const RESTART_REASONS: [&str; 5] = [
+    "crash",
+    "ping_failure",
+    "operator",
+    "rolling_restart",
+    "reshard",
+];
+
 pub(super) fn restarts(event: &str, entry: &Map<String, Value>) -> Vec<(u64, &'static str)> {
     let id = entry.get("id").and_then(Value::as_u64);
     let ids = |key: &str| -> Vec<u64> {

@@ -17,7 +17,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde_json::{Map, Value};
 
-use entries::{event_of, restarts, EventNames};
+use entries::{event_of, restarts, EventNames, RESTART_REASONS};
 use mewld_core::cluster_map::ClusterId;
 use mewld_core::model::state::{ClusterState, ClusterView, Snapshot};
 
@@ -66,6 +66,8 @@ pub(super) struct Series {
     identify_granted: u64,
     /// When each cluster's last diagnostic answer arrived (observed once).
     last_diag: HashMap<ClusterId, SystemTime>,
+    /// Clusters whose counters are served (from 0) already.
+    counted: HashSet<ClusterId>,
     /// The cluster and shard series set by the last snapshot.
     clusters_up: HashSet<Labels>,
     shards: HashSet<Labels>,
@@ -97,6 +99,7 @@ impl Series {
             fleet_leader: Family::default(),
             identify_granted: 0,
             last_diag: HashMap::new(),
+            counted: HashSet::new(),
             clusters_up: HashSet::new(),
             shards: HashSet::new(),
             events: EventNames::new("action_log_entries"),
@@ -249,6 +252,21 @@ impl Series {
         }
     }
 
+    /// Serves `cluster`'s counters at 0 until something counts: a counter
+    /// that appears only at its first event is invisible to `rate()`.
+    fn count_from_zero(&self, cluster: &str) {
+        for reason in RESTART_REASONS {
+            let labels = vec![
+                ("cluster", cluster.to_string()),
+                ("reason", reason.to_string()),
+            ];
+            self.restarts.get_or_create(&labels).inc_by(0);
+        }
+        self.ping_failures
+            .get_or_create(&vec![("cluster", cluster.to_string())])
+            .inc_by(0);
+    }
+
     /// Each cluster's and shard's gauges, for the clusters this host counts.
     fn on_clusters<'a>(&mut self, counted: impl Iterator<Item = &'a ClusterView>) {
         let (mut clusters_up, mut shards) = (HashSet::new(), HashSet::new());
@@ -259,6 +277,9 @@ impl Series {
                 .get_or_create(&labels)
                 .set(i64::from(c.pid.is_some()));
             clusters_up.insert(labels);
+            if self.counted.insert(c.id) {
+                self.count_from_zero(&cluster);
+            }
             let Some(h) = &c.health else { continue };
             if self.last_diag.insert(c.id, h.at) != Some(h.at) {
                 self.diag_round_trip

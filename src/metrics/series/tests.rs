@@ -1,4 +1,4 @@
-use super::entries::{restarts, EVENT_NAMES, EVENT_NAME_LEN};
+use super::entries::{restarts, EVENT_NAMES, EVENT_NAME_LEN, RESTART_REASONS};
 use super::*;
 use mewld_core::actlog::{ExitFields, LogEvent};
 use prometheus_client::encoding::text::encode;
@@ -61,11 +61,39 @@ fn restarts_are_counted_once_with_their_reason() {
             vec![],
         ),
     ];
+    let mut reasons = std::collections::BTreeSet::new();
     for (e, want) in cases {
         let m = e.entry(std::time::SystemTime::now());
         let event = m["event"].as_str().unwrap_or_default().to_string();
-        assert_eq!(restarts(&event, &m), want, "{m:?}");
+        let got = restarts(&event, &m);
+        reasons.extend(got.iter().map(|(_, r)| *r));
+        assert_eq!(got, want, "{m:?}");
     }
+    let served: std::collections::BTreeSet<&str> = RESTART_REASONS.into_iter().collect();
+    assert_eq!(reasons, served, "every reason counted is served from 0");
+}
+
+#[test]
+fn every_clusters_counters_are_served_from_zero() {
+    let (mut series, registry) = Series::registered();
+    series.on_snapshot(&healthy(&[0]));
+    let text = text(&registry);
+    for reason in RESTART_REASONS {
+        let sample = format!("mewld_cluster_restarts_total{{cluster=\"0\",reason=\"{reason}\"}} 0");
+        assert!(text.contains(&sample), "{sample} missing from:\n{text}");
+    }
+    assert!(
+        text.contains("mewld_ping_failures_total{cluster=\"0\"} 0"),
+        "{text}"
+    );
+    // Counting goes on from there, once.
+    series.on_entry(&LogEvent::PingFailure { id: 0 }.entry(std::time::SystemTime::now()));
+    series.on_snapshot(&healthy(&[0]));
+    let text = self::text(&registry);
+    assert!(
+        text.contains("mewld_ping_failures_total{cluster=\"0\"} 1"),
+        "{text}"
+    );
 }
 
 fn text(registry: &Registry) -> String {
