@@ -119,18 +119,25 @@ fn metrics_follow_the_clusters() {
             Err(m)
         }
     });
+    // Every cluster's counters are there from the start, at 0 but this one.
     let restarts: Vec<_> = m
         .iter()
         .filter(|(k, _)| k.starts_with("mewld_cluster_restarts_total{"))
         .collect();
+    assert_eq!(restarts.len(), 3 * 5, "3 clusters, 5 reasons: {m:?}");
+    let counted: Vec<_> = restarts.into_iter().filter(|(_, v)| **v > 0.0).collect();
     assert_eq!(
-        restarts,
+        counted,
         [(
             &"mewld_cluster_restarts_total{cluster=\"0\",reason=\"operator\"}".to_string(),
             &1.0
         )],
         "{m:?}"
     );
+    for id in 0..3 {
+        let series = format!("mewld_ping_failures_total{{cluster=\"{id}\"}}");
+        assert_eq!(m.get(&series), Some(&0.0), "{series}: {m:?}");
+    }
     let healthz = get(port, "/healthz");
     assert_eq!(healthz.as_ref().map(|(s, _)| *s), Some(200), "{healthz:?}");
     let nothing = get(port, "/nothing");
