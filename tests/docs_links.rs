@@ -2,14 +2,11 @@
 //! README.md, ARCHITECTURE.md and docs/*.md names a file or directory that
 //! exists, and every `#anchor` into a markdown file names one of its
 //! headings, slugged as GitHub does (lowercase; punctuation but `-` and `_`
-//! dropped; spaces to `-`; a repeated heading gets `-1`, `-2`, …). And the
-//! key table of docs/console.md names the console's keys, as the README's
-//! does (tests/console_keys.rs).
+//! dropped; spaces to `-`; a repeated heading gets `-1`, `-2`, …). The
+//! key tables are tests/console_keys.rs's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-
-use mewld::tui::keys::{bindings, ModeKind};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -50,24 +47,6 @@ fn every_relative_link_and_anchor_in_the_docs_points_somewhere() {
         "{} broken link(s) in the docs:\n  {}",
         problems.len(),
         problems.join("\n  ")
-    );
-}
-
-#[test]
-fn the_console_page_key_table_matches_the_console() {
-    let page = std::fs::read_to_string(Path::new(ROOT).join("docs/console.md"))
-        .expect("read docs/console.md");
-    let documented = table_keys(&page, "Keys");
-    let bound: BTreeSet<String> = bindings(ModeKind::Normal)
-        .flat_map(|b| b.keys.iter().map(|(k, _)| k.name()))
-        .collect();
-    let undocumented: Vec<&String> = bound.difference(&documented).collect();
-    let unbound: Vec<&String> = documented.difference(&bound).collect();
-    assert!(
-        undocumented.is_empty() && unbound.is_empty(),
-        "docs/console.md's key table (under \"## Keys\") is out of step with src/tui/keys.rs:\n  \
-         bound but not in docs/console.md: {undocumented:?}\n  \
-         in docs/console.md but not bound: {unbound:?}"
     );
 }
 
@@ -444,36 +423,6 @@ fn slug(heading: &str) -> String {
             '-' | '_' => Some(c),
             c if c.is_alphanumeric() => Some(c),
             _ => None,
-        })
-        .collect()
-}
-
-/// The keys named (in backticks) in the first column of the first table
-/// under the heading `## <section>`.
-fn table_keys(markdown: &str, section: &str) -> BTreeSet<String> {
-    let body = markdown
-        .split("\n## ")
-        .find(|s| s.lines().next() == Some(section))
-        .unwrap_or_else(|| panic!("no \"## {section}\" section"));
-    let rows: Vec<&str> = body
-        .lines()
-        .skip_while(|l| !l.starts_with('|'))
-        .take_while(|l| l.starts_with('|'))
-        .skip(2) // the header and the |---| line
-        .collect();
-    assert!(
-        !rows.is_empty(),
-        "the \"## {section}\" section has a key table"
-    );
-    rows.iter()
-        .flat_map(|row| {
-            let first_cell = row.split('|').nth(1).unwrap_or("");
-            first_cell
-                .split('`')
-                .skip(1)
-                .step_by(2)
-                .map(str::to_string)
-                .collect::<Vec<_>>()
         })
         .collect()
 }
