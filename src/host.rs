@@ -10,7 +10,7 @@ use mewld_core::cluster_map::MapPrint;
 use mewld_core::fleet::slice::SliceSpec;
 use mewld_core::fleet::Membership;
 
-use crate::control::server::Control;
+use crate::control::server::{Control, Serving};
 use crate::control::Hello;
 use crate::engine::{Engine, EngineHandle, Setup};
 use crate::fleet::{self, Fleet};
@@ -59,7 +59,25 @@ pub struct Host {
     pub engine: Engine,
     pub handle: EngineHandle,
     pub transport_rx: tokio::sync::mpsc::Receiver<TransportEvent>,
-    pub fleet: Option<Fleet>,
+    /// What is left to do once the engine has ended.
+    pub leaving: Leaving,
+}
+
+/// The control socket's clients and the fleet, told when the engine ends.
+pub struct Leaving {
+    control: Serving,
+    fleet: Option<Fleet>,
+}
+
+impl Leaving {
+    /// Once the engine has ended: its clients get its last news, then this
+    /// host leaves the fleet.
+    pub async fn run(self) {
+        self.control.farewell().await;
+        if let Some(fleet) = self.fleet {
+            fleet.leave().await;
+        }
+    }
 }
 
 /// Starts the transport and the engine, joins the fleet (or claims every
@@ -76,12 +94,12 @@ pub async fn start(
     let (mut engine, handle) = listeners.start_engine(setup, transport)?;
     let fleet = join_fleet(&mut engine, &handle, me, map).await?;
     guardian::start();
-    control.serve(handle.clone(), hello);
+    let control = control.serve(handle.clone(), hello);
     Ok(Host {
         engine,
         handle,
         transport_rx,
-        fleet,
+        leaving: Leaving { control, fleet },
     })
 }
 

@@ -2,6 +2,7 @@
 //! (mewld-core; ARCHITECTURE.md). See README.md for how to run it and
 //! docs/protocol.md for the contract with bots.
 
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;

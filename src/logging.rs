@@ -262,29 +262,34 @@ pub fn init_cluster() {
 /// The console's log file and how writing it goes, for the status line.
 #[derive(Debug, Clone)]
 pub struct ConsoleLog {
-    /// The absolute path, as shown in the help.
-    pub path: String,
+    /// The absolute path, as shown in the help; `None`: no log file.
+    pub path: Option<String>,
     /// Why it could not be opened; then nothing is logged.
     open_error: Option<String>,
     health: Health,
 }
 
 impl ConsoleLog {
+    /// No log file (`mewld attach` without `--log-file`): the console's
+    /// own log lines are dropped.
+    pub fn off() -> ConsoleLog {
+        ConsoleLog {
+            path: None,
+            open_error: None,
+            health: Health::default(),
+        }
+    }
+
     /// The problem to show the operator, if there is one: the file could not
     /// be opened, or a write to it failed (disk full, …).
     pub fn problem(&self) -> Option<String> {
+        let path = self.path.as_deref().unwrap_or("-");
         if let Some(e) = &self.open_error {
-            return Some(format!(
-                "log file {} unwritable: {e}; logging off",
-                self.path
-            ));
+            return Some(format!("log file {path} unwritable: {e}; logging off"));
         }
-        self.health.failure().map(|e| {
-            format!(
-                "log file {} unwritable: {e}; log lines are dropped",
-                self.path
-            )
-        })
+        self.health
+            .failure()
+            .map(|e| format!("log file {path} unwritable: {e}; log lines are dropped"))
     }
 }
 
@@ -305,7 +310,7 @@ pub fn init_console(path: &Path, format: LogFormat) -> (ConsoleLog, Option<LogGu
             let lines = LossyLines::start("log lines to the log file", file);
             install(lines.clone(), false, format);
             let log = ConsoleLog {
-                path: shown,
+                path: Some(shown),
                 open_error: None,
                 health: lines.health().clone(),
             };
@@ -313,7 +318,7 @@ pub fn init_console(path: &Path, format: LogFormat) -> (ConsoleLog, Option<LogGu
         }
         Err(e) => {
             let log = ConsoleLog {
-                path: shown,
+                path: Some(shown),
                 open_error: Some(e.to_string()),
                 health: Health::default(),
             };

@@ -2,12 +2,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use color_eyre::eyre::{eyre, Result, WrapErr};
 
+use mewld::cli;
 use mewld::control::client;
 use mewld::control::server::Control;
+use mewld::control::Client;
 use mewld::engine::Setup;
 use mewld::fleet;
 use mewld::host::{self, Face, Listeners};
@@ -15,6 +18,7 @@ use mewld::logging::LogFormat;
 use mewld::startup;
 use mewld::{daemon, demo, fake_bot, guardian, logging, systemd, tui};
 use mewld_core::fleet::slice::SliceSpec;
+use mewld_core::model::Operation;
 
 mod check_config;
 
@@ -61,9 +65,11 @@ struct Cli {
     )]
     log_format: LogFormat,
 
-    /// Where the console writes its own log (the screen is for the console).
-    #[arg(long, global = true, default_value = "mewld.log", value_name = "PATH")]
-    log_file: PathBuf,
+    /// Where the console writes its own log (the screen is for the
+    /// console). Default: mewld.log for a console that runs the engine;
+    /// none for `mewld attach`.
+    #[arg(long, global = true, value_name = "PATH")]
+    log_file: Option<PathBuf>,
 
     /// Run headless: no console; cluster output on stdout, logs on stderr.
     /// For systemd and other service managers. Exit status: 0 after
@@ -146,6 +152,74 @@ enum Command {
         #[arg(long)]
         redis: bool,
     },
+    /// The clusters as a table (or `--json`): exit 0 if every cluster runs,
+    /// 1 if not, 2 if the engine cannot be reached.
+    Status {
+        /// One JSON object, for scripts (docs/operations.md has its shape).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        reach: Reach,
+    },
+    /// Start a stopped or failed cluster.
+    Start {
+        id: u32,
+        #[command(flatten)]
+        reach: Reach,
+    },
+    /// Stop a cluster (it stays stopped until started).
+    Stop {
+        id: u32,
+        #[command(flatten)]
+        reach: Reach,
+    },
+    /// Restart a cluster.
+    Restart {
+        id: u32,
+        #[command(flatten)]
+        reach: Reach,
+    },
+    /// Restart every cluster, one at a time. With --wait, print the action
+    /// log as it goes and exit 0 once every cluster is back, 1 if the roll
+    /// was refused, stopped or a cluster did not come back.
+    RollingRestart {
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up waiting (exit 1) after this many seconds;
+        /// the roll goes on.
+        #[arg(long, requires = "wait", value_name = "SECS")]
+        timeout: Option<u64>,
+        #[command(flatten)]
+        reach: Reach,
+    },
+    /// Stop every cluster, then the engine exits 0; waits until it has.
+    Shutdown {
+        #[command(flatten)]
+        reach: Reach,
+    },
+    /// Stop every cluster, then the engine exits 1 so its service manager
+    /// starts it again; waits until it has exited.
+    RestartProcess {
+        #[command(flatten)]
+        reach: Reach,
+    },
+    /// The action log's newest entries; with --cluster, that cluster's
+    /// entries and its latest output lines.
+    Logs {
+        /// Keep printing what comes, until interrupted.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[arg(long, value_name = "ID")]
+        cluster: Option<u32>,
+        /// How many stored entries to print first.
+        #[arg(long, short = 'n', default_value_t = 50, value_name = "N")]
+        lines: usize,
+        /// Each entry as stored (one JSON object per line).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        reach: Reach,
+    },
     /// The protocol-speaking fake bot used by the tests (see src/fake_bot.rs).
     #[command(hide = true)]
     FakeBot {
@@ -161,6 +235,15 @@ enum Command {
         tag: String,
         groups: Vec<u32>,
     },
+}
+
+/// Where a one-shot command finds the engine.
+#[derive(Debug, clap::Args)]
+struct Reach {
+    /// The whole fleet through its Redis, instead of this machine's
+    /// control socket.
+    #[arg(long)]
+    redis: bool,
 }
 
 fn main() -> ExitCode {
@@ -205,34 +288,101 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<u8> {
-    match cli.command {
-        Some(Command::CheckConfig) => {
+    let Some(command) = cli.command else {
+        return if cli.daemon {
+            run_daemon(&cli.config, cli.control_socket, &cli.fleet, cli.log_format).await
+        } else {
+            let log_file = cli.log_file.unwrap_or_else(|| PathBuf::from(CONSOLE_LOG));
+            let log = logging::init_console(&log_file, cli.log_format);
+            run_console(&cli.config, cli.control_socket, &cli.fleet, log).await
+        };
+    };
+    let reach = |reach: Reach| -> Result<cli::Target> {
+        if reach.redis {
+            let config = startup::load_config(&cli.config)?.config;
+            return Ok(cli::Target::Fleet(Box::new(config)));
+        }
+        Ok(cli::Target::Socket(control_socket(
+            &cli.config,
+            cli.control_socket.clone(),
+        )?))
+    };
+    match command {
+        Command::CheckConfig => {
             let slice = cli.fleet.slice()?;
             Ok(check_config::run(&cli.config, slice.as_ref()).await)
         }
-        Some(Command::FakeBot { args }) => {
+        Command::FakeBot { args } => {
             logging::init_cluster();
             let code = fake_bot::run(args).await?;
             Ok(u8::try_from(code).unwrap_or(1))
         }
-        Some(Command::Demo) => run_demo(&cli.log_file, cli.log_format).await,
-        Some(Command::Attach { redis }) => {
-            let log = logging::init_console(&cli.log_file, cli.log_format);
+        Command::Demo => run_demo(cli.log_file, cli.log_format).await,
+        Command::Attach { redis } => {
+            let log = match &cli.log_file {
+                Some(path) => logging::init_console(path, cli.log_format),
+                None => (logging::ConsoleLog::off(), None),
+            };
             if redis {
                 run_attach_fleet(&cli.config, log).await
             } else {
-                run_attach(&cli.config, cli.control_socket, log).await
+                let socket = control_socket(&cli.config, cli.control_socket)?;
+                run_attach(socket, log).await
             }
         }
+        Command::Status { json, reach: r } => {
+            logging::init_cluster();
+            Ok(cli::status::run(&reach(r)?, json).await)
+        }
+        Command::Start { id, reach: r } => operate(reach(r)?, Operation::Start(id)).await,
+        Command::Stop { id, reach: r } => operate(reach(r)?, Operation::Stop(id)).await,
+        Command::Restart { id, reach: r } => operate(reach(r)?, Operation::Restart(id)).await,
+        Command::Shutdown { reach: r } => operate(reach(r)?, Operation::Shutdown).await,
+        Command::RestartProcess { reach: r } => operate(reach(r)?, Operation::RestartProcess).await,
+        Command::RollingRestart {
+            wait,
+            timeout,
+            reach: r,
+        } => {
+            logging::init_cluster();
+            let timeout = timeout.map(Duration::from_secs);
+            Ok(cli::roll::run(&reach(r)?, wait, timeout).await)
+        }
+        Command::Logs {
+            follow,
+            cluster,
+            lines,
+            json,
+            reach: r,
+        } => {
+            logging::init_cluster();
+            let ask = cli::logs::Ask {
+                follow,
+                cluster,
+                lines,
+                json,
+            };
+            Ok(cli::logs::run(&reach(r)?, ask).await)
+        }
         // Normally handled in `main`, before any runtime exists.
-        Some(Command::Guardian { tag, groups }) => Ok(guardian::run(&tag, &groups)),
-        None if cli.daemon => {
-            run_daemon(&cli.config, cli.control_socket, &cli.fleet, cli.log_format).await
-        }
-        None => {
-            let log = logging::init_console(&cli.log_file, cli.log_format);
-            run_console(&cli.config, cli.control_socket, &cli.fleet, log).await
-        }
+        Command::Guardian { tag, groups } => Ok(guardian::run(&tag, &groups)),
+    }
+}
+
+/// Where a console that runs the engine writes its log by default.
+const CONSOLE_LOG: &str = "mewld.log";
+
+/// A one-shot operation, with a log on stderr for what goes wrong.
+async fn operate(target: cli::Target, op: Operation) -> Result<u8> {
+    logging::init_cluster();
+    Ok(cli::operate(&target, op).await)
+}
+
+/// The control socket to reach: `--control-socket`, else the config's.
+fn control_socket(config: &Path, socket: Option<PathBuf>) -> Result<PathBuf> {
+    match socket {
+        Some(path) => Ok(path),
+        None => Ok(startup::load_config(config)?.config.control_socket),
     }
 }
 
@@ -258,16 +408,12 @@ async fn run_console(
     run_embedded(setup, control, listeners, log).await
 }
 
-async fn run_demo(log_file: &Path, format: LogFormat) -> Result<u8> {
+async fn run_demo(log_file: Option<PathBuf>, format: LogFormat) -> Result<u8> {
     let dir = tempfile::Builder::new()
         .prefix("mewld-demo-")
         .tempdir()
         .wrap_err("cannot make a temporary directory for the demo")?;
-    let log_file = if log_file == Path::new("mewld.log") {
-        dir.path().join("mewld.log")
-    } else {
-        log_file.to_path_buf()
-    };
+    let log_file = log_file.unwrap_or_else(|| dir.path().join(CONSOLE_LOG));
     let (log, _flush_log) = logging::init_console(&log_file, format);
     let setup = demo::setup(dir.path())?;
     let control = Control::bind(&setup.config.control_socket).map_err(|e| eyre!(e))?;
@@ -288,19 +434,15 @@ async fn run_embedded(
         transport_rx: host.transport_rx,
     };
     let code = tui::run(face, host.handle, log).await;
-    if let Some(fleet) = host.fleet {
-        fleet.leave().await;
-    }
+    host.leaving.run().await;
     code
 }
 
-async fn run_attach(config: &Path, socket: Option<PathBuf>, log: ConsoleLogging) -> Result<u8> {
+async fn run_attach(socket: PathBuf, log: ConsoleLogging) -> Result<u8> {
     let (log, _flush_log) = log;
-    let socket = match socket {
-        Some(path) => path,
-        None => startup::load_config(config)?.config.control_socket,
-    };
-    let attached = client::attach(&socket).await.map_err(|e| eyre!(e))?;
+    let attached = client::attach(&socket, Client::Console)
+        .await
+        .map_err(|e| eyre!(e))?;
     tracing::info!(socket = %socket.display(), pid = attached.hello.pid, "attached");
     let face = tui::Face::Attached {
         socket,
@@ -342,9 +484,7 @@ async fn run_daemon(
     let host = host::start(setup, control, listeners, Face::Daemon).await?;
     systemd::start(host.handle.clone());
     let exit = daemon::run(host.engine, host.handle, host.transport_rx, format).await?;
-    if let Some(fleet) = host.fleet {
-        fleet.leave().await;
-    }
+    host.leaving.run().await;
     tracing::info!(code = exit.code(), "every cluster has stopped; exiting");
     Ok(u8::try_from(exit.code()).unwrap_or(1))
 }

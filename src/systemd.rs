@@ -17,7 +17,6 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 
 use crate::engine::{next_snapshot, EngineHandle};
-use mewld_core::model::state::{ClusterState, Snapshot};
 
 /// `STATUS=` goes out at most this often (the latest one wins).
 const STATUS_EVERY: Duration = Duration::from_millis(500);
@@ -48,12 +47,12 @@ async fn notify_loop(handle: EngineHandle, mut notifier: Notifier, watchdog: Opt
         tokio::select! {
             s = next_snapshot(&mut snapshots) => {
                 let Some(s) = s else { return notifier.finish() };
-                wanted = summary(&s);
+                wanted = s.summary();
                 if s.fully_up && !ready {
                     ready = true;
                     owed.push(NotifyState::Ready);
                 }
-                if s.exiting && !stopping {
+                if s.exiting.is_some() && !stopping {
                     stopping = true;
                     owed.push(NotifyState::Stopping);
                 }
@@ -144,84 +143,5 @@ impl Notifier {
         if self.dropped > 0 {
             tracing::warn!(dropped = self.dropped, "notifications systemd never took");
         }
-    }
-}
-
-/// The header's summary in a line: what systemctl status shows.
-pub fn summary(s: &Snapshot) -> String {
-    let total = s.clusters.len();
-    let count = |state: ClusterState| s.clusters.iter().filter(|c| c.state == state).count();
-    let running = count(ClusterState::Running);
-    let mut text = if s.exiting {
-        format!("stopping every cluster ({running}/{total} still running)")
-    } else if let Some(r) = &s.rolling {
-        format!(
-            "rolling restart {}/{}; {running}/{total} clusters running",
-            r.done, r.total
-        )
-    } else if s.resharding {
-        format!("resharding; {running}/{total} clusters running")
-    } else if s.fully_up {
-        format!("{running}/{total} clusters running, fully up")
-    } else {
-        let started = total - count(ClusterState::Pending);
-        format!("launching: {started}/{total} clusters started, {running} running")
-    };
-    for (state, word) in [
-        (ClusterState::Crashed, "crashed"),
-        (ClusterState::Failed, "failed"),
-        (ClusterState::Stopped, "stopped"),
-    ] {
-        let n = count(state);
-        if n > 0 {
-            text.push_str(&format!(", {n} {word}"));
-        }
-    }
-    if !s.transport_connected && !s.exiting {
-        text.push_str("; IPC (Redis) down, retrying");
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use mewld_core::cluster_map;
-    use mewld_core::model::state::ClusterView;
-
-    fn snapshot(states: &[ClusterState]) -> Snapshot {
-        let clusters = cluster_map::build(states.len() as u32, 1, &[]);
-        Snapshot {
-            clusters: clusters
-                .into_iter()
-                .zip(states)
-                .map(|(spec, state)| ClusterView {
-                    state: *state,
-                    ..ClusterView::lost(&spec)
-                })
-                .collect(),
-            transport_connected: true,
-            ..Snapshot::default()
-        }
-    }
-
-    #[test]
-    fn the_summary_says_where_the_bot_is() {
-        use ClusterState::*;
-        let mut s = snapshot(&[Running, Starting, Pending]);
-        assert_eq!(summary(&s), "launching: 2/3 clusters started, 1 running");
-        s = snapshot(&[Running, Running, Crashed]);
-        s.fully_up = true;
-        assert_eq!(summary(&s), "2/3 clusters running, fully up, 1 crashed");
-        s.transport_connected = false;
-        assert_eq!(
-            summary(&s),
-            "2/3 clusters running, fully up, 1 crashed; IPC (Redis) down, retrying"
-        );
-        s.exiting = true;
-        assert_eq!(
-            summary(&s),
-            "stopping every cluster (2/3 still running), 1 crashed"
-        );
     }
 }

@@ -16,10 +16,10 @@ use tokio::net::UnixStream;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::codec::{FramedRead, LinesCodec};
 
-use super::{line, mismatch, ClientMsg, Hello, ServerMsg, MAX_SERVER_LINE, PROTOCOL};
+use super::{line, mismatch, Client, ClientMsg, Hello, ServerMsg, MAX_SERVER_LINE, PROTOCOL};
 use crate::engine::{EngineHandle, FaceRequest};
 use mewld_core::model::state::Snapshot;
-use mewld_core::model::{Event, Refused};
+use mewld_core::model::{Event, Exit, Refused};
 
 /// Requests from the console waiting to be sent.
 const REQUESTS: usize = 16;
@@ -35,7 +35,11 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub enum LinkStatus {
     Connected(Hello),
+    /// Out of reach, and being retried (a console's link only).
     Lost(String),
+    /// The link is over for good: the engine shut down on purpose (said
+    /// why), or a one-shot command's engine went away.
+    Ended(String),
 }
 
 pub struct Attached {
@@ -47,10 +51,11 @@ pub struct Attached {
     pub events: broadcast::Receiver<Event>,
 }
 
-/// Connects to the engine on `path`: an error says why not (nobody there,
-/// another version). Once attached, the link reconnects by itself.
-pub async fn attach(path: &Path) -> Result<Attached, String> {
-    let session = Session::connect(path).await?;
+/// Connects to the engine on `path` as `client`: an error says why not
+/// (nobody there, another version). Once attached, a console's link
+/// reconnects by itself, unless the engine shut down on purpose.
+pub async fn attach(path: &Path, client: Client) -> Result<Attached, String> {
+    let session = Session::connect(path, client).await?;
     let hello = session.hello.clone();
     let (requests_tx, requests) = mpsc::channel(REQUESTS);
     let (events, events_rx) = broadcast::channel(EVENTS);
@@ -59,6 +64,8 @@ pub async fn attach(path: &Path) -> Result<Attached, String> {
     let handle = EngineHandle::remote(requests_tx, events.clone(), snapshot_rx);
     let link = Link {
         path: path.to_path_buf(),
+        client,
+        exiting: None,
         requests,
         events,
         snapshot,
@@ -81,6 +88,9 @@ type HistoryReply = oneshot::Sender<Result<Vec<String>, String>>;
 /// The console's side of the link, kept across reconnections.
 struct Link {
     path: PathBuf,
+    client: Client,
+    /// What the engine's latest snapshot said it was exiting for.
+    exiting: Option<Exit>,
     requests: mpsc::Receiver<FaceRequest>,
     events: broadcast::Sender<Event>,
     snapshot: watch::Sender<Arc<Snapshot>>,
@@ -103,12 +113,17 @@ impl Link {
                     let Some(why) = self.session(s).await else {
                         return;
                     };
-                    let _ = self.status.try_send(LinkStatus::Lost(why));
+                    let news = self.after(why);
+                    let ended = matches!(news, LinkStatus::Ended(_));
+                    let _ = self.status.try_send(news);
+                    if ended {
+                        return;
+                    }
                 }
                 None => {
                     tokio::select! {
                         _ = tokio::time::sleep(RETRY_EVERY) => {
-                            if let Ok(s) = Session::connect(&self.path).await {
+                            if let Ok(s) = Session::connect(&self.path, self.client).await {
                                 let _ = self.status.try_send(LinkStatus::Connected(s.hello.clone()));
                                 session = Some(s);
                             }
@@ -123,8 +138,27 @@ impl Link {
         }
     }
 
+    /// What a lost connection means: a console reconnects unless the
+    /// engine shut down on purpose; a one-shot command does not.
+    fn after(&self, why: String) -> LinkStatus {
+        match (self.exiting, self.client) {
+            (Some(Exit::Shutdown), _) => {
+                LinkStatus::Ended("the engine shut down (shutdown)".into())
+            }
+            (Some(Exit::RestartProcess), Client::Console) => {
+                LinkStatus::Lost(format!("the engine is restarting (restartproc): {why}"))
+            }
+            (Some(Exit::RestartProcess), _) => {
+                LinkStatus::Ended("the engine exited to be restarted (restartproc)".into())
+            }
+            (None, Client::Console) => LinkStatus::Lost(why),
+            (None, Client::Command | Client::Logs) => LinkStatus::Ended(why),
+        }
+    }
+
     /// One connection: `None` when the console has gone, else why it ended.
     async fn session(&mut self, mut s: Session) -> Option<String> {
+        self.exiting = None;
         self.history = None;
         self.pages.clear();
         let mut pending: HashMap<u64, oneshot::Sender<Result<(), Refused>>> = HashMap::new();
@@ -185,6 +219,7 @@ impl Link {
     ) -> Option<String> {
         match msg {
             ServerMsg::Snapshot { snapshot } => {
+                self.exiting = snapshot.exiting;
                 self.snapshot.send_replace(Arc::new(*snapshot));
             }
             ServerMsg::History { entries, done } => {
@@ -211,7 +246,7 @@ impl Link {
                 }
             }
             ServerMsg::Error { message } => return Some(message),
-            ServerMsg::Hello(_) => {}
+            ServerMsg::Hello(_) | ServerMsg::CaughtUp => {}
         }
         None
     }
@@ -230,6 +265,37 @@ fn refuse(request: FaceRequest) {
     }
 }
 
+/// One connection read message by message, in the order the engine sent
+/// them, for a command that needs that order (`mewld logs`: the history,
+/// then the output backlog, then what is live).
+pub struct Stream(Session);
+
+impl Stream {
+    pub async fn open(path: &Path, client: Client) -> Result<(Hello, Stream), String> {
+        let session = Session::connect(path, client).await?;
+        Ok((session.hello.clone(), Stream(session)))
+    }
+
+    /// The next message; `None` once the engine closed the connection.
+    pub async fn next(&mut self) -> Result<Option<ServerMsg>, String> {
+        if let Some(first) = self.0.first.take() {
+            return Ok(Some(first));
+        }
+        loop {
+            match self.0.lines.next().await {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(format!("the engine's socket failed: {e}")),
+                Some(Ok(text)) => match serde_json::from_str::<ServerMsg>(&text) {
+                    Ok(msg) => return Ok(Some(msg)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ignored an unknown message from the engine")
+                    }
+                },
+            }
+        }
+    }
+}
+
 /// One connection, past the hellos.
 struct Session {
     hello: Hello,
@@ -240,7 +306,7 @@ struct Session {
 }
 
 impl Session {
-    async fn connect(path: &Path) -> Result<Session, String> {
+    async fn connect(path: &Path, client: Client) -> Result<Session, String> {
         let stream = UnixStream::connect(path).await.map_err(|e| {
             let hint = match e.kind() {
                 std::io::ErrorKind::NotFound => {
@@ -276,7 +342,10 @@ impl Session {
             write,
         };
         session
-            .send(&ClientMsg::Hello { protocol: PROTOCOL })
+            .send(&ClientMsg::Hello {
+                protocol: PROTOCOL,
+                client,
+            })
             .await?;
         if session.hello.protocol != PROTOCOL {
             return Err(mismatch(session.hello.protocol, PROTOCOL));

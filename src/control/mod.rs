@@ -21,8 +21,10 @@ use mewld_core::model::state::Snapshot;
 use mewld_core::model::{Event, Operation, Refused};
 
 /// The version of these messages. A peer with another one is refused with
-/// a message saying both, never shown garbage. 2: the history in pages.
-pub const PROTOCOL: u32 = 2;
+/// a message saying both, never shown garbage. 2: the history in pages;
+/// 3: the snapshot says which exit is under way, and clients say what
+/// they are.
+pub const PROTOCOL: u32 = 3;
 
 /// Longest line a client accepts: a snapshot of 10^5 clusters fits.
 pub const MAX_SERVER_LINE: usize = 64 * 1024 * 1024;
@@ -75,6 +77,9 @@ pub enum ServerMsg<E = Map<String, Value>> {
     Event {
         event: Event,
     },
+    /// The stored history and the clusters' latest output have all been
+    /// sent (to a client that wants them); what follows is live.
+    CaughtUp,
     /// This client fell behind and missed `skipped` events.
     Lagged {
         skipped: u64,
@@ -89,8 +94,45 @@ pub enum ServerMsg<E = Map<String, Value>> {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMsg {
-    Hello { protocol: u32 },
-    Request { id: u64, op: Operation },
+    Hello {
+        protocol: u32,
+        #[serde(default)]
+        client: Client,
+    },
+    Request {
+        id: u64,
+        op: Operation,
+    },
+}
+
+/// What a client is, said in its hello: what it is sent, and how its
+/// requests are logged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Client {
+    /// `mewld attach`: everything, its operations logged `via: attach`.
+    #[default]
+    Console,
+    /// A one-shot command (`mewld status`, `mewld stop 3`): the snapshot
+    /// and live news only, no stored history; operations logged `via: cli`.
+    Command,
+    /// `mewld logs`: the stored history and output too, as a console.
+    Logs,
+}
+
+impl Client {
+    /// Whether it is sent the action log and the clusters' latest output.
+    fn wants_history(self) -> bool {
+        self != Client::Command
+    }
+
+    /// Said in the manager's log when it comes and goes.
+    fn noun(self) -> &'static str {
+        match self {
+            Client::Console => "a console",
+            Client::Command | Client::Logs => "a command",
+        }
+    }
 }
 
 /// Why two ends cannot talk, said the same way on both.

@@ -21,7 +21,7 @@ use crate::transport::redis::read_whole_log;
 use mewld_core::cluster_map;
 use mewld_core::fleet::{summary, HostRecord};
 use mewld_core::model::state::{ClusterState, ClusterView, FleetSummary, Snapshot};
-use mewld_core::model::{Event, Operation, Refused};
+use mewld_core::model::{Event, Operation, Refused, Via};
 use mewld_core::protocol::{self, FleetOp};
 
 /// How often the fleet is read.
@@ -48,10 +48,9 @@ pub async fn attach(config: &Config) -> Result<Attached, String> {
         .map_err(|e| format!("cannot reach the fleet's Redis: {e}"))?;
     let (requests_tx, requests) = mpsc::channel(REQUESTS);
     let (events, events_rx) = broadcast::channel(EVENTS);
-    let (snapshot, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
     let (status, status_rx) = mpsc::channel(REQUESTS);
     let hello = Hello::of_this_process(false, config.path.clone());
-    let reader = Reader {
+    let mut reader = Reader {
         client,
         link,
         keys: Keys::new(&config.channel),
@@ -64,6 +63,21 @@ pub async fn attach(config: &Config) -> Result<Attached, String> {
         connected: true,
         hosts: HostCache::default(),
     };
+    // Read once before anything is shown: a fleet that is down, or a lone
+    // manager, is said at once rather than shown as an empty fleet.
+    let first = reader
+        .read(&events)
+        .await
+        .map_err(|e| format!("cannot read the fleet: {e}"))?;
+    if nobody_runs(&first) {
+        return Err(format!(
+            "{NO_HOST} (no host record under `{}` in Redis)",
+            config.channel
+        ));
+    }
+    let (snapshot, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
+    // Sent, not the initial value: a face waiting for news sees it.
+    snapshot.send_replace(Arc::new(first));
     tokio::spawn(reader.run(requests, events.clone(), snapshot, status, hello.clone()));
     Ok(Attached {
         handle: EngineHandle::remote(requests_tx, events, snapshot_rx),
@@ -71,6 +85,13 @@ pub async fn attach(config: &Config) -> Result<Attached, String> {
         status: status_rx,
         events: events_rx,
     })
+}
+
+/// Said when the fleet's Redis holds no live host.
+const NO_HOST: &str = "no host of this fleet is running";
+
+fn nobody_runs(s: &Snapshot) -> bool {
+    s.fleet.as_ref().is_some_and(|f| f.hosts.is_empty())
 }
 
 struct Reader {
@@ -110,12 +131,20 @@ impl Reader {
                 _ = poll.tick() => {}
             }
             let result = self.read(&events).await;
-            let news = match (&result, self.connected) {
-                (Ok(_), false) => Some(LinkStatus::Connected(hello.clone())),
-                (Err(e), true) => Some(LinkStatus::Lost(format!("Redis: {e}"))),
+            // Every host gone (the fleet shut down) is shown as a lost link.
+            let health = match &result {
+                Ok(fresh) if nobody_runs(fresh) => Err(NO_HOST.to_string()),
+                Ok(_) => Ok(()),
+                Err(e) => Err(format!("Redis: {e}")),
+            };
+            let news = match (health, self.connected) {
+                (Ok(()), false) => Some(LinkStatus::Connected(hello.clone())),
+                (Err(why), true) => Some(LinkStatus::Lost(why)),
                 _ => None,
             };
-            self.connected = result.is_ok();
+            self.connected = news
+                .as_ref()
+                .map_or(self.connected, |n| matches!(n, LinkStatus::Connected(_)));
             if let Some(news) = news {
                 let _ = status.try_send(news);
             }
@@ -220,7 +249,7 @@ impl Reader {
                 .map(|h| SystemTime::UNIX_EPOCH + Duration::from_secs(h.started_at))
                 .min(),
             sessions_remaining: None,
-            exiting: false,
+            exiting: None,
             rolling: None,
             resharding: false,
             identify: None,
@@ -236,8 +265,8 @@ impl Reader {
 
     async fn on_request(&mut self, request: FaceRequest) {
         match request {
-            FaceRequest::Op { op, reply, .. } => {
-                let result = self.hand_over(op).await;
+            FaceRequest::Op { op, via, reply } => {
+                let result = self.hand_over(op, via).await;
                 let _ = reply.send(result);
             }
             // Aside: a large log takes a while, and the view goes on.
@@ -255,7 +284,7 @@ impl Reader {
 
     /// Publishes `op` for the fleet: a cluster's to its host, a rolling
     /// restart to the leader, shutdown and restartproc to every host.
-    async fn hand_over(&mut self, op: Operation) -> Result<(), Refused> {
+    async fn hand_over(&mut self, op: Operation, via: Via) -> Result<(), Refused> {
         let payload = match op {
             Operation::Shutdown | Operation::RestartProcess => serde_json::json!({
                 "scope": "launcher",
@@ -272,7 +301,12 @@ impl Reader {
             _ => protocol::fleet_op(&FleetOp {
                 op: op.name().to_string(),
                 id: op.cluster(),
-                via: "attach".into(),
+                // The console asks as `console`: from here, it is attached.
+                via: match via {
+                    Via::Cli(_) => "cli",
+                    _ => "attach",
+                }
+                .into(),
                 host: self.me.clone(),
                 rolling: false,
                 epoch: None,

@@ -116,6 +116,9 @@ pub async fn run(face: Face, handle: EngineHandle, log: ConsoleLog) -> color_eyr
         }
     };
     ratatui::restore();
+    if let Some(why) = console.farewell {
+        println!("mewld attach: {why}; detached");
+    }
     match ended {
         Some(exit) => Ok(u8::try_from(exit?.code()).unwrap_or(1)),
         None => Ok(0),
@@ -143,6 +146,9 @@ struct Console {
     dirty: bool,
     /// A shutdown was asked by quitting (asked once).
     quitting: bool,
+    /// Why an attached console left by itself, said once the screen is
+    /// given back.
+    farewell: Option<String>,
 }
 
 impl Console {
@@ -153,7 +159,7 @@ impl Console {
         msg_tx: mpsc::Sender<Msg>,
     ) -> Self {
         let mut app = App::new(color_wanted(), SystemTime::now());
-        app.log_file = Some(log.path.clone());
+        app.log_file = log.path.clone();
         app.face = face;
         Console {
             app,
@@ -163,6 +169,7 @@ impl Console {
             msg_tx,
             dirty: true,
             quitting: false,
+            farewell: None,
         }
     }
 
@@ -202,6 +209,10 @@ impl Console {
                 None
             }
             LinkStatus::Lost(why) => Some(why),
+            LinkStatus::Ended(why) => {
+                self.farewell = Some(why);
+                return Flow::Detach;
+            }
         };
         self.update(Msg::Link(lost))
     }

@@ -80,7 +80,7 @@ pub fn snapshot(states: &[ClusterState]) -> Snapshot {
         transport_retry_at: None,
         started_at: Some(at(3725)),
         sessions_remaining: Some(993),
-        exiting: false,
+        exiting: None,
         rolling: None,
         resharding: false,
         identify: None,

@@ -1,7 +1,8 @@
 //! The engine's end of the control socket: every client gets the snapshot,
-//! the stored action log, each cluster's latest output lines, then live
-//! snapshots and events, and may ask for operations (logged `via: attach`
-//! with its pid and uid).
+//! the stored action log and each cluster's latest output lines (unless it
+//! is a one-shot command), then live snapshots and events, and may ask for
+//! operations (logged `via: attach`, or `via: cli` for a command, with its
+//! pid and uid).
 //!
 //! What a client can make the server hold is bounded: connections still in
 //! their hello ([`MAX_GREETING`](greeting::MAX_GREETING), each for
@@ -32,7 +33,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, mpsc, watch, Semaphore};
 use tokio_util::codec::{FramedRead, LinesCodec};
 
-use super::{line, mismatch, ClientMsg, Hello, ServerMsg, MAX_CLIENT_LINE, PROTOCOL};
+use super::{line, mismatch, Client, ClientMsg, Hello, ServerMsg, MAX_CLIENT_LINE, PROTOCOL};
 use crate::engine::{next_snapshot, EngineHandle};
 use crate::{fd_budget, socket_file};
 use backlog::Backlog;
@@ -50,6 +51,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client that has not taken the whole history in this long is dropped:
 /// the others wait for their turn meanwhile.
 const HISTORY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an ending engine waits for its clients to take its last news.
+const FAREWELL: Duration = Duration::from_secs(2);
 /// History entries remembered to drop their live copies (an entry written
 /// while the history was read arrives both ways).
 const DEDUP_TAIL: usize = 1000;
@@ -82,16 +85,33 @@ impl Control {
     }
 
     /// Serves `handle` to every client until the process ends.
-    pub fn serve(self, handle: EngineHandle, hello: Hello) {
+    pub fn serve(self, handle: EngineHandle, hello: Hello) -> Serving {
+        let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
         let shared = Arc::new(Shared {
             backlog: Backlog::default(),
-            slots: Arc::new(Semaphore::new(MAX_CLIENTS)),
+            slots: slots.clone(),
             history_turn: Semaphore::new(1),
             handle,
             hello,
         });
         tokio::spawn(keep_backlog(shared.handle.events(), shared.clone()));
         tokio::spawn(accept(self.listener, shared));
+        Serving { slots }
+    }
+}
+
+/// The control socket being served.
+pub struct Serving {
+    slots: Arc<Semaphore>,
+}
+
+impl Serving {
+    /// Once the engine has ended: waits (at most [`FAREWELL`]) until every
+    /// client has been sent the engine's last snapshot, which says why it
+    /// ended, so that an attached console knows a shutdown from a crash.
+    pub async fn farewell(self) {
+        let all = u32::try_from(MAX_CLIENTS).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(FAREWELL, self.slots.acquire_many(all)).await;
     }
 }
 
@@ -155,47 +175,79 @@ async fn accept(listener: UnixListener, shared: Arc<Shared>) {
         let shared = shared.clone();
         tokio::spawn(async move {
             match serve_client(stream, peer, &shared, ticket).await {
-                Ok(()) => tracing::info!(%peer, "a console detached"),
-                Err(why) => tracing::info!(%peer, %why, "a console was disconnected"),
+                // Another mewld checking that this socket is live, or a
+                // probe: not a console.
+                Served::NoHello(why) => {
+                    tracing::debug!(%peer, %why, "a connection closed before its hello")
+                }
+                Served::Left(client, Ok(())) => {
+                    tracing::info!(%peer, "{} detached", client.noun())
+                }
+                Served::Left(client, Err(why)) => {
+                    tracing::info!(%peer, %why, "{} was disconnected", client.noun())
+                }
             }
             drop(fd);
         });
     }
 }
 
+/// How a client's connection ended.
+enum Served {
+    /// Before it said what it is.
+    NoHello(String),
+    Left(Client, Result<(), String>),
+}
+
 /// One client, from hello to hang-up.
-async fn serve_client(
-    stream: UnixStream,
-    peer: Peer,
-    shared: &Shared,
-    ticket: Ticket,
-) -> Result<(), String> {
+async fn serve_client(stream: UnixStream, peer: Peer, shared: &Shared, ticket: Ticket) -> Served {
     let (read, mut write) = stream.into_split();
     let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_CLIENT_LINE));
-    let theirs = ticket
+    let hello = ticket
         .greet(async {
             send(&mut write, &ServerMsg::Hello(shared.hello.clone())).await?;
             match lines.next().await {
                 Some(Ok(text)) => match serde_json::from_str::<ClientMsg>(&text) {
-                    Ok(ClientMsg::Hello { protocol }) => Ok(protocol),
+                    Ok(ClientMsg::Hello { protocol, client }) => Ok((protocol, client)),
                     _ => Err("the first line was not a hello".to_string()),
                 },
                 _ => Err("no hello".to_string()),
             }
         })
-        .await?;
-    if theirs != PROTOCOL {
-        let message = mismatch(PROTOCOL, theirs);
-        send(&mut write, &ServerMsg::Error { message }).await?;
-        return Err(format!("protocol {theirs}"));
-    }
-    let Ok(_slot) = shared.slots.clone().try_acquire_owned() else {
-        tracing::warn!(%peer, max = MAX_CLIENTS, "too many attached consoles; closed one");
-        let message = format!("too many consoles attached (at most {MAX_CLIENTS})");
-        send(&mut write, &ServerMsg::Error { message }).await?;
-        return Err("too many consoles".into());
+        .await;
+    let (theirs, client) = match hello {
+        Ok(hello) => hello,
+        Err(why) => return Served::NoHello(why),
     };
-    tracing::info!(%peer, "a console attached");
+    let served = async {
+        if theirs != PROTOCOL {
+            let message = mismatch(PROTOCOL, theirs);
+            send(&mut write, &ServerMsg::Error { message }).await?;
+            return Err(format!("protocol {theirs}"));
+        }
+        let Ok(_slot) = shared.slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max = MAX_CLIENTS, "too many attached consoles; closed one");
+            let message = format!("too many consoles attached (at most {MAX_CLIENTS})");
+            send(&mut write, &ServerMsg::Error { message }).await?;
+            return Err("too many consoles".into());
+        };
+        if client == Client::Console {
+            tracing::info!(%peer, "a console attached");
+        }
+        serve_attached(&mut write, lines, peer, shared, client).await
+    };
+    Served::Left(client, served.await)
+}
+
+/// A client past its hello: what it asked for, then live news until it or
+/// the engine is gone.
+async fn serve_attached(
+    write: &mut OwnedWriteHalf,
+    lines: FramedRead<OwnedReadHalf, LinesCodec>,
+    peer: Peer,
+    shared: &Shared,
+    client: Client,
+) -> Result<(), String> {
     let handle = &shared.handle;
     // Subscribed before the history is read, and with the output backlog
     // held still, so nothing falls in between.
@@ -205,30 +257,40 @@ async fn serve_client(
     };
     let mut snapshots = handle.snapshot();
     let snapshot = Box::new(snapshots.borrow_and_update().as_ref().clone());
-    send(&mut write, &ServerMsg::Snapshot { snapshot }).await?;
-    let seen = {
-        let _turn = shared
-            .history_turn
-            .acquire()
-            .await
-            .map_err(|_| "the server is closing".to_string())?;
-        send_history(&mut write, handle).await?
+    send(write, &ServerMsg::Snapshot { snapshot }).await?;
+    let seen = if client.wants_history() {
+        let seen = {
+            let _turn = shared
+                .history_turn
+                .acquire()
+                .await
+                .map_err(|_| "the server is closing".to_string())?;
+            send_history(write, handle).await?
+        };
+        for text in output {
+            send_line(write, &text).await?;
+        }
+        send(write, &ServerMsg::CaughtUp).await?;
+        seen
+    } else {
+        Seen::of(std::iter::empty())
     };
-    for text in output {
-        send_line(&mut write, &text).await?;
-    }
 
     // Requests are read and carried out one at a time, in a task of their
     // own, so a slow verdict never holds up the stream to this client.
+    let via = match client {
+        Client::Console => Via::Attach(peer),
+        Client::Command | Client::Logs => Via::Cli(peer),
+    };
     let (verdicts_tx, verdicts) = mpsc::channel::<ServerMsg>(1);
-    let requests = tokio::spawn(read_requests(lines, peer, handle.clone(), verdicts_tx));
+    let requests = tokio::spawn(read_requests(lines, peer, via, handle.clone(), verdicts_tx));
     let live = Live {
         snapshots,
         events,
         verdicts,
         seen,
     };
-    let outcome = live.send(&mut write).await;
+    let outcome = live.send(write).await;
     requests.abort();
     outcome
 }
@@ -273,10 +335,15 @@ impl Live {
 /// Reads the action log and sends it in pages; what is left to drop of its
 /// live copies.
 async fn send_history(write: &mut OwnedWriteHalf, handle: &EngineHandle) -> Result<Seen, String> {
-    let entries = handle.history().await.unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "could not read the action log for an attached console");
-        Vec::new()
-    });
+    let entries = match handle.history().await {
+        Ok(entries) => entries,
+        // On its way out: nothing to say, the client sees the end.
+        Err(e) if handle.snapshot().has_changed().is_err() => return Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the action log for an attached console");
+            Vec::new()
+        }
+    };
     let seen = Seen::of(entries.iter().rev().take(DEDUP_TAIL));
     let mut pages = Pages::new(entries);
     let sent = tokio::time::timeout(HISTORY_TIMEOUT, async {
@@ -302,6 +369,7 @@ async fn send_history(write: &mut OwnedWriteHalf, handle: &EngineHandle) -> Resu
 async fn read_requests(
     mut lines: FramedRead<OwnedReadHalf, LinesCodec>,
     peer: Peer,
+    via: Via,
     handle: EngineHandle,
     verdicts: mpsc::Sender<ServerMsg>,
 ) {
@@ -315,7 +383,7 @@ async fn read_requests(
         };
         match serde_json::from_str::<ClientMsg>(&text) {
             Ok(ClientMsg::Request { id, op }) => {
-                let result = handle.request(op, Via::Attach(peer)).await;
+                let result = handle.request(op, via).await;
                 if verdicts
                     .send(ServerMsg::Verdict { id, result })
                     .await

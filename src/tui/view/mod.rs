@@ -121,7 +121,7 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
         .iter()
         .filter(|c| c.state != ClusterState::Pending)
         .count();
-    let phase = if s.exiting {
+    let phase = if s.exiting.is_some() {
         "stopping all".to_string()
     } else if let Some(r) = &s.rolling {
         format!("rolling restart {}/{}", r.done, r.total)

@@ -385,7 +385,7 @@ impl Core {
             transport_retry_at: self.transport_retry_at,
             started_at: Some(self.started_at),
             sessions_remaining: self.sessions_remaining,
-            exiting: self.exiting.is_some(),
+            exiting: self.exiting,
             rolling: self.rolling.as_ref().map(Rolling::view),
             resharding: self.resharding,
             // The runner adds the identify queue's, which runs beside the core.

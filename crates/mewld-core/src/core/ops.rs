@@ -163,7 +163,7 @@ impl Core {
     /// Logs the operation (every refusal included) and answers the asker.
     pub(super) fn finish_op(&mut self, op: Operation, asker: Asker, result: Result<(), Refused>) {
         let peer = match asker.via {
-            Via::Unix(peer) | Via::Attach(peer) => Some(peer),
+            Via::Unix(peer) | Via::Attach(peer) | Via::Cli(peer) => Some(peer),
             _ => None,
         };
         let host = asker

@@ -97,6 +97,9 @@ pub enum Via {
     Console,
     /// A console attached over the control socket (the log names its process).
     Attach(Peer),
+    /// A one-shot command (`mewld stop 3`) over the control socket (the log
+    /// names its process).
+    Cli(Peer),
     Daemon,
     /// A request the manager published itself: transports give the manager
     /// its own messages back. It publishes none today.
@@ -112,6 +115,7 @@ pub enum Via {
 pub enum FleetVia {
     Console,
     Attach,
+    Cli,
     Redis,
     Unix,
     Daemon,
@@ -125,6 +129,7 @@ impl FleetVia {
         match s {
             "console" => FleetVia::Console,
             "attach" => FleetVia::Attach,
+            "cli" => FleetVia::Cli,
             "redis" => FleetVia::Redis,
             "unix" => FleetVia::Unix,
             "daemon" => FleetVia::Daemon,
@@ -137,6 +142,7 @@ impl FleetVia {
         match self {
             FleetVia::Console => "console",
             FleetVia::Attach => "attach",
+            FleetVia::Cli => "cli",
             FleetVia::Redis => "redis",
             FleetVia::Unix => "unix",
             FleetVia::Daemon => "daemon",
@@ -153,6 +159,7 @@ impl Via {
             Via::Unix(_) => "unix",
             Via::Console => "console",
             Via::Attach(_) => "attach",
+            Via::Cli(_) => "cli",
             Via::Daemon => "daemon",
             Via::Manager => "manager",
             Via::Fleet(via) => via.as_str(),
@@ -191,7 +198,8 @@ pub struct Peer {
 }
 
 /// How the engine ended, and so how the process should exit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Exit {
     Shutdown,
     RestartProcess,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::health::Health;
 use crate::cluster_map::{ClusterId, ClusterSpec};
-use crate::model::ExitInfo;
+use crate::model::{Exit, ExitInfo};
 
 /// Where a cluster is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,8 +112,8 @@ pub struct Snapshot {
     pub started_at: Option<SystemTime>,
     /// `session_start_limit.remaining` when the map was built.
     pub sessions_remaining: Option<u32>,
-    /// Set once a shutdown or process restart is under way.
-    pub exiting: bool,
+    /// Set once a shutdown or process restart is under way: which one.
+    pub exiting: Option<Exit>,
     pub rolling: Option<RollingView>,
     pub resharding: bool,
     /// The identify queue, when it runs.
@@ -122,6 +122,46 @@ pub struct Snapshot {
     /// The fleet this host belongs to, when it runs in one.
     #[serde(default)]
     pub fleet: Option<FleetSummary>,
+}
+
+impl Snapshot {
+    /// The header's summary in a line: what `systemctl status` and `mewld
+    /// status` show.
+    pub fn summary(&self) -> String {
+        let total = self.clusters.len();
+        let count = |state: ClusterState| self.clusters.iter().filter(|c| c.state == state).count();
+        let running = count(ClusterState::Running);
+        let mut text = if self.exiting.is_some() {
+            format!("stopping every cluster ({running}/{total} still running)")
+        } else if let Some(r) = &self.rolling {
+            format!(
+                "rolling restart {}/{}; {running}/{total} clusters running",
+                r.done, r.total
+            )
+        } else if self.resharding {
+            format!("resharding; {running}/{total} clusters running")
+        } else if self.fully_up {
+            format!("{running}/{total} clusters running, fully up")
+        } else {
+            let started = total - count(ClusterState::Pending);
+            format!("launching: {started}/{total} clusters started, {running} running")
+        };
+        for state in [
+            ClusterState::Crashed,
+            ClusterState::Failed,
+            ClusterState::Stopped,
+            ClusterState::Lost,
+        ] {
+            let n = count(state);
+            if n > 0 {
+                text.push_str(&format!(", {n} {}", state.as_str()));
+            }
+        }
+        if !self.transport_connected && self.exiting.is_none() {
+            text.push_str("; IPC (Redis) down, retrying");
+        }
+        text
+    }
 }
 
 /// The fleet as one host sees it.
@@ -169,4 +209,46 @@ pub struct IdentifyStatus {
     pub budget_remaining: Option<u32>,
     /// Grants are held until the budget resets.
     pub held: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster_map;
+
+    fn snapshot(states: &[ClusterState]) -> Snapshot {
+        let clusters = cluster_map::build(states.len() as u32, 1, &[]);
+        Snapshot {
+            clusters: clusters
+                .into_iter()
+                .zip(states)
+                .map(|(spec, state)| ClusterView {
+                    state: *state,
+                    ..ClusterView::lost(&spec)
+                })
+                .collect(),
+            transport_connected: true,
+            ..Snapshot::default()
+        }
+    }
+
+    #[test]
+    fn the_summary_says_where_the_bot_is() {
+        use ClusterState::*;
+        let mut s = snapshot(&[Running, Starting, Pending]);
+        assert_eq!(s.summary(), "launching: 2/3 clusters started, 1 running");
+        s = snapshot(&[Running, Running, Crashed]);
+        s.fully_up = true;
+        assert_eq!(s.summary(), "2/3 clusters running, fully up, 1 crashed");
+        s.transport_connected = false;
+        assert_eq!(
+            s.summary(),
+            "2/3 clusters running, fully up, 1 crashed; IPC (Redis) down, retrying"
+        );
+        s.exiting = Some(Exit::Shutdown);
+        assert_eq!(
+            s.summary(),
+            "stopping every cluster (2/3 still running), 1 crashed"
+        );
+    }
 }

@@ -1,0 +1,238 @@
+//! The one-shot commands against a real daemon (real redis-server, real
+//! fake-bot clusters): `mewld status [--json]`, `start|stop|restart <id>`,
+//! `rolling-restart [--wait]`, `logs [-f] [--cluster ID]`,
+//! `restart-process`, each with its exit status and what it prints.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use serde_json::Value;
+
+/// `mewld <args> --config <config>`, run to its end.
+fn mewld(config: &Path, args: &[&str]) -> (Output, u32) {
+    let child = Command::new(MEWLD)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("MTOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run mewld");
+    let pid = child.id();
+    (child.wait_with_output().expect("mewld's output"), pid)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs a command that must exit with `code`; its stdout and stderr.
+fn expect(config: &Path, args: &[&str], code: i32) -> (String, String) {
+    let (out, _) = mewld(config, args);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "mewld {args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    (stdout, stderr)
+}
+
+fn status_json(config: &Path) -> Value {
+    let (out, _) = mewld(config, &["status", "--json"]);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {}", text(&out.stdout)))
+}
+
+fn state_of(config: &Path, id: usize) -> String {
+    status_json(config)["clusters"][id]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The operator_action entries for `action`, newest last.
+fn operator_actions(f: &Fixture, action: &str) -> Vec<Value> {
+    f.redis
+        .action_log(&f.ch)
+        .into_iter()
+        .filter(|e| e["event"] == "operator_action" && e["action"] == action)
+        .collect()
+}
+
+#[test]
+fn status_start_stop_restart_and_logs_drive_a_daemon() {
+    let (f, daemon) = launched("commands", 6, "names: [Pika, Eevee, Bulbasaur]\n", &[]);
+    let config = daemon.config_path.clone();
+
+    // status: every cluster runs, exit 0, a row each.
+    let (table, _) = expect(&config, &["status"], 0);
+    assert!(table.contains("3/3 clusters running, fully up"), "{table}");
+    assert!(table.contains("RESTARTS"), "{table}");
+    for name in ["Pika", "Eevee", "Bulbasaur"] {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.contains(name) && l.contains("running")),
+            "{name} running in:\n{table}"
+        );
+    }
+    let json = status_json(&config);
+    assert_eq!(json["all_running"], true, "{json}");
+    assert_eq!(json["engine"]["pid"], daemon.pid(), "{json}");
+    assert_eq!(json["shard_count"], 6, "{json}");
+    let first = &json["clusters"][0];
+    for key in [
+        "id",
+        "name",
+        "host",
+        "state",
+        "pid",
+        "started_at",
+        "uptime_secs",
+        "restarts",
+        "shards",
+        "shards_up",
+        "latency_ms",
+        "last_exit",
+    ] {
+        assert!(first.get(key).is_some(), "no {key} in {first}");
+    }
+    assert_eq!(first["shards"], serde_json::json!([0, 1]));
+
+    // stop: accepted (exit 0), logged as the command's, with its pid.
+    let (out, pid) = mewld(&config, &["stop", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stop = operator_actions(&f, "stop").pop().expect("the stop logged");
+    assert_eq!(stop["via"], "cli", "{stop}");
+    assert_eq!(stop["peer_pid"], pid, "{stop}");
+    assert_eq!(stop["peer_uid"], nix::unistd::getuid().as_raw(), "{stop}");
+    wait_for("cluster 1 stopped", DEADLINE, || {
+        (state_of(&config, 1) == "stopped").then_some(())
+    });
+    // Not every cluster runs: status says so with 1.
+    let (table, _) = expect(&config, &["status"], 1);
+    assert!(table.contains("1 stopped"), "{table}");
+    // Refusals say why, with 1.
+    let (_, said) = expect(&config, &["stop", "1"], 1);
+    assert!(
+        said.contains("stop refused") && said.contains("not running"),
+        "{said}"
+    );
+    let (_, said) = expect(&config, &["restart", "9"], 1);
+    assert!(said.contains("there is no cluster 9"), "{said}");
+    expect(&config, &["start", "1"], 0);
+    wait_for("cluster 1 running again", DEADLINE, || {
+        (state_of(&config, 1) == "running").then_some(())
+    });
+    let old_pid = status_json(&config)["clusters"][0]["pid"].clone();
+    expect(&config, &["restart", "0"], 0);
+    wait_for("cluster 0 running in a new process", DEADLINE, || {
+        let c = &status_json(&config)["clusters"][0];
+        (c["state"] == "running" && c["pid"].is_u64() && c["pid"] != old_pid).then_some(())
+    });
+    let restart = operator_actions(&f, "restart")
+        .pop()
+        .expect("the restart logged");
+    assert!(
+        restart.get("refused").is_none_or(Value::is_null),
+        "{restart}"
+    );
+
+    // logs: the action log's entries, one per line; --json as stored;
+    // --cluster with that cluster's output.
+    let (logs, _) = expect(&config, &["logs"], 0);
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("operator_action cluster 1") && l.contains("action=stop")),
+        "{logs}"
+    );
+    let (logs, _) = expect(&config, &["logs", "--json", "-n", "5"], 0);
+    assert_eq!(logs.lines().count(), 5, "{logs}");
+    for line in logs.lines() {
+        let entry: Value = serde_json::from_str(line).expect("a JSON entry per line");
+        assert!(entry["event"].is_string(), "{entry}");
+    }
+    let (logs, _) = expect(&config, &["logs", "--cluster", "2"], 0);
+    assert!(logs.contains("[Bulbasaur] fake bot: cluster 2"), "{logs}");
+    assert!(!logs.contains("cluster 0"), "only cluster 2's: {logs}");
+
+    // restart-process: the engine stops every cluster and exits 1; the
+    // command waits for that and says so.
+    let pids = f.bot.pids();
+    let mut daemon = daemon;
+    let (said, _) = expect(&config, &["restart-process"], 0);
+    assert!(said.contains("restartproc"), "{said}");
+    assert_eq!(daemon.wait_exit(), Some(1));
+    assert_all_dead(&pids);
+    // Nobody there now: 2, saying where it looked.
+    let (_, said) = expect(&config, &["status"], 2);
+    assert!(said.contains("cannot reach the engine"), "{said}");
+}
+
+#[test]
+fn rolling_restart_wait_follows_the_roll_and_logs_follow_sees_new_entries() {
+    let (f, daemon) = launched("roll-wait", 6, "", &[]);
+    let config = daemon.config_path.clone();
+    let before = f.bot.pids();
+
+    // logs -f, left running: it prints what comes.
+    let mut follow = Command::new(MEWLD)
+        .args(["logs", "-f", "-n", "0", "--config"])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mewld logs -f");
+    let followed = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = followed.clone();
+    let stdout = follow.stdout.take().expect("piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            sink.lock().expect("lock").push(line);
+        }
+    });
+
+    let (out, _) = expect(&config, &["rolling-restart", "--wait"], 0);
+    assert!(out.contains("rolling_restart_done"), "{out}");
+    assert!(out.contains("every cluster came back"), "{out}");
+    let after = f.bot.pids();
+    assert_eq!(after.len(), before.len() * 2, "every cluster started anew");
+    assert_eq!(operator_actions(&f, "rollingrestart")[0]["via"], "cli");
+
+    wait_for("logs -f to print the roll", DEADLINE, || {
+        let lines = followed.lock().expect("lock");
+        lines
+            .iter()
+            .any(|l| l.contains("rolling_restart_done"))
+            .then_some(())
+    });
+    let _ = follow.kill();
+    let _ = follow.wait();
+}
+
+#[test]
+fn a_refused_rolling_restart_fails_the_wait() {
+    // Clusters that ignore SIGTERM hold a roll at its first cluster for the
+    // whole grace period: the second roll is asked while the first goes on.
+    let (_f, daemon) = launched(
+        "roll-refused",
+        4,
+        "stop_grace_period: 60\n",
+        &[("FAKEBOT_IGNORE_SIGTERM", "1")],
+    );
+    let config = daemon.config_path.clone();
+    let (out, _) = expect(&config, &["rolling-restart"], 0);
+    assert!(out.contains("begun"), "{out}");
+    let (_, said) = expect(&config, &["rolling-restart", "--wait"], 1);
+    assert!(said.contains("already under way"), "{said}");
+    let json = status_json(&config);
+    assert_eq!(json["rolling_restart"]["total"], 2, "{json}");
+}
