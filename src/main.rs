@@ -32,6 +32,8 @@ mod check_config;
     after_help = "Examples:\n  \
     mewld --daemon --config /srv/bot/config.yaml   run headless (systemd)\n  \
     mewld check-config                            validate config.yaml, show the cluster map\n  \
+    mewld status                                  the clusters of the running engine (exit 0: all run)\n  \
+    mewld rolling-restart --wait                  deploy: exit 0 once every cluster is back\n  \
     mewld --daemon --host-index 0 --host-count 3  one of three hosts sharing the clusters (a fleet)\n  \
     mewld attach --redis                          the console on the whole fleet\n\n\
 Environment: MTOKEN (bot token, wins over `token`), PER_CLUSTER (wins over\n\
@@ -152,6 +154,28 @@ enum Command {
         #[arg(long)]
         redis: bool,
     },
+    #[command(flatten)]
+    OneShot(OneShot),
+    /// The protocol-speaking fake bot used by the tests (see src/fake_bot.rs).
+    #[command(hide = true)]
+    FakeBot {
+        /// <shards> <shard_count> <cluster_id> <cluster_name> <logging_code> <dir>
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Started by the manager itself: kills what its clusters left behind
+    /// once the manager is gone (see src/guardian.rs).
+    #[command(hide = true)]
+    Guardian {
+        /// The manager's tag, then the process groups already registered.
+        tag: String,
+        groups: Vec<u32>,
+    },
+}
+
+/// Commands for a shell or a deploy script, on a running engine.
+#[derive(Debug, Subcommand)]
+enum OneShot {
     /// The clusters as a table (or `--json`): exit 0 if every cluster runs,
     /// 1 if not, 2 if the engine cannot be reached.
     Status {
@@ -183,6 +207,7 @@ enum Command {
     /// log as it goes and exit 0 once every cluster is back, 1 if the roll
     /// was refused, stopped or a cluster did not come back.
     RollingRestart {
+        /// Wait for the roll to end, printing it as it goes.
         #[arg(long)]
         wait: bool,
         /// With --wait: give up waiting (exit 1) after this many seconds;
@@ -219,21 +244,6 @@ enum Command {
         json: bool,
         #[command(flatten)]
         reach: Reach,
-    },
-    /// The protocol-speaking fake bot used by the tests (see src/fake_bot.rs).
-    #[command(hide = true)]
-    FakeBot {
-        /// <shards> <shard_count> <cluster_id> <cluster_name> <logging_code> <dir>
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
-    /// Started by the manager itself: kills what its clusters left behind
-    /// once the manager is gone (see src/guardian.rs).
-    #[command(hide = true)]
-    Guardian {
-        /// The manager's tag, then the process groups already registered.
-        tag: String,
-        groups: Vec<u32>,
     },
 }
 
@@ -297,16 +307,6 @@ async fn run(cli: Cli) -> Result<u8> {
             run_console(&cli.config, cli.control_socket, &cli.fleet, log).await
         };
     };
-    let reach = |reach: Reach| -> Result<cli::Target> {
-        if reach.redis {
-            let config = startup::load_config(&cli.config)?.config;
-            return Ok(cli::Target::Fleet(Box::new(config)));
-        }
-        Ok(cli::Target::Socket(control_socket(
-            &cli.config,
-            cli.control_socket.clone(),
-        )?))
-    };
     match command {
         Command::CheckConfig => {
             let slice = cli.fleet.slice()?;
@@ -319,10 +319,13 @@ async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Demo => run_demo(cli.log_file, cli.log_format).await,
         Command::Attach { redis } => {
-            let log = match &cli.log_file {
-                Some(path) => logging::init_console(path, cli.log_format),
-                None => (logging::ConsoleLog::off(), None),
-            };
+            // No log file unless asked for: attach runs from anywhere.
+            let log = cli
+                .log_file
+                .as_deref()
+                .map_or((logging::ConsoleLog::off(), None), |path| {
+                    logging::init_console(path, cli.log_format)
+                });
             if redis {
                 run_attach_fleet(&cli.config, log).await
             } else {
@@ -330,32 +333,46 @@ async fn run(cli: Cli) -> Result<u8> {
                 run_attach(socket, log).await
             }
         }
-        Command::Status { json, reach: r } => {
-            logging::init_cluster();
-            Ok(cli::status::run(&reach(r)?, json).await)
+        Command::OneShot(command) => run_one_shot(command, &cli.config, cli.control_socket).await,
+        // Normally handled in `main`, before any runtime exists.
+        Command::Guardian { tag, groups } => Ok(guardian::run(&tag, &groups)),
+    }
+}
+
+/// A one-shot command, on the engine behind `config`'s control socket (or
+/// `socket`), or on its fleet with `--redis`.
+async fn run_one_shot(command: OneShot, config: &Path, socket: Option<PathBuf>) -> Result<u8> {
+    let reach = |reach: Reach| -> Result<cli::Target> {
+        if reach.redis {
+            let config = startup::load_config(config)?.config;
+            return Ok(cli::Target::Fleet(Box::new(config)));
         }
-        Command::Start { id, reach: r } => operate(reach(r)?, Operation::Start(id)).await,
-        Command::Stop { id, reach: r } => operate(reach(r)?, Operation::Stop(id)).await,
-        Command::Restart { id, reach: r } => operate(reach(r)?, Operation::Restart(id)).await,
-        Command::Shutdown { reach: r } => operate(reach(r)?, Operation::Shutdown).await,
-        Command::RestartProcess { reach: r } => operate(reach(r)?, Operation::RestartProcess).await,
-        Command::RollingRestart {
+        Ok(cli::Target::Socket(control_socket(config, socket.clone())?))
+    };
+    // What goes wrong is said on stderr.
+    logging::init_cluster();
+    match command {
+        OneShot::Status { json, reach: r } => Ok(cli::status::run(&reach(r)?, json).await),
+        OneShot::Start { id, reach: r } => operate(reach(r)?, Operation::Start(id)).await,
+        OneShot::Stop { id, reach: r } => operate(reach(r)?, Operation::Stop(id)).await,
+        OneShot::Restart { id, reach: r } => operate(reach(r)?, Operation::Restart(id)).await,
+        OneShot::Shutdown { reach: r } => operate(reach(r)?, Operation::Shutdown).await,
+        OneShot::RestartProcess { reach: r } => operate(reach(r)?, Operation::RestartProcess).await,
+        OneShot::RollingRestart {
             wait,
             timeout,
             reach: r,
         } => {
-            logging::init_cluster();
             let timeout = timeout.map(Duration::from_secs);
             Ok(cli::roll::run(&reach(r)?, wait, timeout).await)
         }
-        Command::Logs {
+        OneShot::Logs {
             follow,
             cluster,
             lines,
             json,
             reach: r,
         } => {
-            logging::init_cluster();
             let ask = cli::logs::Ask {
                 follow,
                 cluster,
@@ -364,17 +381,13 @@ async fn run(cli: Cli) -> Result<u8> {
             };
             Ok(cli::logs::run(&reach(r)?, ask).await)
         }
-        // Normally handled in `main`, before any runtime exists.
-        Command::Guardian { tag, groups } => Ok(guardian::run(&tag, &groups)),
     }
 }
 
 /// Where a console that runs the engine writes its log by default.
 const CONSOLE_LOG: &str = "mewld.log";
 
-/// A one-shot operation, with a log on stderr for what goes wrong.
 async fn operate(target: cli::Target, op: Operation) -> Result<u8> {
-    logging::init_cluster();
     Ok(cli::operate(&target, op).await)
 }
 

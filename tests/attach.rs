@@ -22,11 +22,38 @@ fn socket_dir() -> (tempfile::TempDir, PathBuf, String) {
     (dir, socket, line)
 }
 
-/// A script that runs `mewld attach <args>` and records its exit status.
+/// A script that runs `mewld attach <args>` and records its exit status;
+/// what it says on stderr once it leaves is in `attach.err`.
 fn attach_script(dir: &Path, args: &str) -> (PathBuf, PathBuf) {
     let log = dir.join("attach.log");
-    let args = format!("attach {args} --log-file '{}'", log.display());
+    let err = dir.join("attach.err");
+    let args = format!(
+        "attach {args} --log-file '{}' 2>'{}'",
+        log.display(),
+        err.display()
+    );
     mewld_script(dir, "attach", "", &args)
+}
+
+/// What the attached console said on stderr.
+fn attach_said(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("attach.err")).unwrap_or_default()
+}
+
+/// A one-shot command on `config`, which must exit 0.
+fn command(config: &Path, args: &[&str]) {
+    let out = Command::new(MEWLD)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run mewld");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "mewld {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn statuses(f: &Fixture) -> Value {
@@ -114,7 +141,8 @@ fn an_attached_console_operates_the_daemon_detaches_and_reconnects() {
     tmux.wait_screen("the new engine, attached", |s| {
         !s.contains("ENGINE GONE") && s.contains("attached again") && s.contains("3/3 running")
     });
-    // `S` still shuts the engine down, after confirmation; the console stays.
+    // `S` shuts the engine down, after confirmation; the console then
+    // leaves by itself, exit 0, saying why.
     let pids = f.bot.pids();
     tmux.keys(&["S"]);
     tmux.wait_screen("the shutdown dialog", |s| {
@@ -123,9 +151,57 @@ fn an_attached_console_operates_the_daemon_detaches_and_reconnects() {
     tmux.keys(&["y"]);
     assert_eq!(second.wait_exit(), Some(0));
     assert_all_dead(&pids);
-    tmux.wait_screen("the engine shown gone", |s| s.contains("ENGINE GONE"));
-    tmux.keys(&["q", "y"]);
     assert_eq!(tmux.wait_exit_status(&status), "0");
+    let said = attach_said(dir.path());
+    assert!(said.contains("the engine shut down (shutdown)"), "{said}");
+}
+
+#[test]
+fn an_attached_console_waits_out_restartproc_and_leaves_after_mewld_shutdown() {
+    let f = Fixture::new("attach-exit", vec![Answer::gateway(4, 900, 0)]);
+    let (dir, _socket, line) = socket_dir();
+    let config = f.config(&line);
+    let mut daemon = Manager::start(&config, &f.redis, &f.bot);
+    daemon.wait_launched(&f.listener);
+    let config_path = daemon.config_path.clone();
+    // No --log-file: attach writes no log file where it runs.
+    let err = dir.path().join("plain.err");
+    let (script, status) = mewld_script(
+        dir.path(),
+        "plain",
+        "",
+        &format!(
+            "attach --config '{}' 2>'{}'",
+            config_path.display(),
+            err.display()
+        ),
+    );
+    let tmux = Tmux::start("attach-exit", &script, 160, 40);
+    tmux.wait_screen("attached", |s| {
+        s.contains("attached to") && s.contains("2/2 running")
+    });
+
+    // restartproc: the engine exits 1 (its service manager would start it
+    // again); the console waits for it and shows the new one.
+    command(&config_path, &["restart-process"]);
+    assert_eq!(daemon.wait_exit(), Some(1));
+    tmux.wait_screen("the engine shown restarting", |s| s.contains("ENGINE GONE"));
+    let mut second = Manager::start(&config, &f.redis, &f.bot);
+    second.wait_launched(&f.listener);
+    tmux.wait_screen("the new engine, attached", |s| {
+        !s.contains("ENGINE GONE") && s.contains("2/2 running")
+    });
+
+    // `mewld shutdown` from a shell: the console leaves, exit 0.
+    command(&config_path, &["shutdown"]);
+    assert_eq!(second.wait_exit(), Some(0));
+    assert_eq!(tmux.wait_exit_status(&status), "0");
+    let said = std::fs::read_to_string(&err).unwrap_or_default();
+    assert!(said.contains("the engine shut down (shutdown)"), "{said}");
+    assert!(
+        !dir.path().join("mewld.log").exists(),
+        "attach wrote a log file without --log-file"
+    );
 }
 
 #[test]
@@ -147,6 +223,9 @@ fn a_second_daemon_on_the_same_config_refuses_to_start() {
     assert_eq!(statuses(&f)["output"]["0"]["active"], true);
     assert_eq!(f.bot.records().len(), 1);
     assert!(std::fs::metadata(&socket).is_ok_and(|m| m.file_type().is_socket()));
+    // The second's check that the socket is live was no console.
+    let log = first.stderr().join("\n");
+    assert!(!log.contains("a console"), "{log}");
 }
 
 #[test]
@@ -228,7 +307,7 @@ fn the_daemon_refuses_a_client_of_another_version() {
     let hello: Value =
         serde_json::from_str(&lines.next().expect("hello").expect("read")).expect("json");
     assert_eq!(hello["type"], "hello");
-    assert_eq!(hello["protocol"], 2);
+    assert_eq!(hello["protocol"], mewld::control::PROTOCOL);
     assert_eq!(hello["embedded"], false);
     writeln!(&stream, "{}", json!({"type": "hello", "protocol": 99})).expect("write");
     let error: Value =
@@ -594,7 +673,7 @@ fn silent_connections_cannot_lock_a_console_out() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let started = std::time::Instant::now();
     let clusters = runtime.block_on(async {
-        let attached = mewld::control::client::attach(&socket)
+        let attached = mewld::control::client::attach(&socket, mewld::control::Client::Console)
             .await
             .expect("attached");
         let mut snapshot = attached.handle.snapshot();

@@ -236,3 +236,63 @@ fn a_refused_rolling_restart_fails_the_wait() {
     let json = status_json(&config);
     assert_eq!(json["rolling_restart"]["total"], 2, "{json}");
 }
+
+#[test]
+fn commands_reach_a_whole_fleet_through_its_redis() {
+    let f = Fixture::new("commands-fleet", vec![Answer::gateway(8, 900, 0)]);
+    let config_text = f.config("");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, &config_text).expect("config");
+
+    // No host yet: said, with 2, by the commands and the console alike.
+    let (_, said) = expect(&config, &["status", "--redis"], 2);
+    assert!(said.contains("no host of this fleet is running"), "{said}");
+    let (_, said) = expect(&config, &["attach", "--redis"], 2);
+    assert!(said.contains("no host of this fleet is running"), "{said}");
+
+    let host = |name: &str, index: &str| {
+        let args = [
+            "--daemon",
+            "--host-name",
+            name,
+            "--host-index",
+            index,
+            "--host-count",
+            "2",
+        ];
+        Manager::start_with(&config_text, &args, Some(&f.redis), &f.bot, &[])
+    };
+    let mut a = host("a", "0");
+    let _b = host("b", "1");
+    a.wait_launched(&f.listener);
+
+    let fleet_status = || {
+        let (out, _) = mewld(&config, &["status", "--redis", "--json"]);
+        serde_json::from_slice::<Value>(&out.stdout).ok()
+    };
+    let json = wait_for("both hosts in the fleet's status", DEADLINE, || {
+        let json = fleet_status()?;
+        (json["all_running"] == true && json["fleet"]["hosts"].as_array()?.len() == 2)
+            .then_some(json)
+    });
+    assert_eq!(json["engine"], Value::Null, "{json}");
+    assert!(json["fleet"]["leader"].is_string(), "{json}");
+    assert_eq!(json["clusters"][3]["host"], "b", "{json}");
+    let (table, _) = expect(&config, &["status", "--redis"], 0);
+    assert!(
+        table.contains("fleet of 2 hosts") && table.contains("HOST"),
+        "{table}"
+    );
+
+    // An operation goes to the host that runs the cluster.
+    expect(&config, &["stop", "3", "--redis"], 0);
+    wait_for("cluster 3 stopped on host b", DEADLINE, || {
+        (fleet_status()?["clusters"][3]["state"] == "stopped").then_some(())
+    });
+    let stop = operator_actions(&f, "stop").pop().expect("the stop logged");
+    assert_eq!(stop["via"], "cli", "{stop}");
+    expect(&config, &["status", "--redis"], 1);
+    let (logs, _) = expect(&config, &["logs", "--redis", "-n", "3"], 0);
+    assert_eq!(logs.lines().count(), 3, "{logs}");
+}

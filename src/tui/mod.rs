@@ -116,8 +116,9 @@ pub async fn run(face: Face, handle: EngineHandle, log: ConsoleLog) -> color_eyr
         }
     };
     ratatui::restore();
+    // On stderr: the screen (stdout) was the console's.
     if let Some(why) = console.farewell {
-        println!("mewld attach: {why}; detached");
+        eprintln!("mewld attach: {why}; detached");
     }
     match ended {
         Some(exit) => Ok(u8::try_from(exit?.code()).unwrap_or(1)),
