@@ -14,6 +14,7 @@ use crate::control::server::{Control, Serving};
 use crate::control::Hello;
 use crate::engine::{Engine, EngineHandle, Setup};
 use crate::fleet::{self, Fleet};
+use crate::phase::{Phase, PhaseCell};
 use crate::transport::TransportEvent;
 use crate::{guardian, identify, logging, metrics, startup, transport};
 
@@ -48,7 +49,7 @@ pub async fn prepare(
     if face == Face::Console {
         logging::to_stderr("mewld: asking Discord for the shard count…");
     }
-    let mut setup = startup::prepare(prepared).await?;
+    let mut setup = startup::prepare(prepared, &listeners.phase).await?;
     setup.fleet = membership(&setup, slice.as_ref(), host_name)?;
     Ok((setup, control, listeners))
 }
@@ -91,8 +92,12 @@ pub async fn start(
     let (transport, transport_rx) = transport::start(&setup.config)?;
     let hello = Hello::of_this_process(face == Face::Console, setup.config.path.clone());
     let (me, map) = (setup.fleet.clone(), setup.map_print());
+    let phase = listeners.phase.clone();
     let (mut engine, handle) = listeners.start_engine(setup, transport)?;
+    phase.starting(Phase::Claiming);
     let fleet = join_fleet(&mut engine, &handle, me, map).await?;
+    // The face drives the engine next; the probe's first answer ends this.
+    phase.starting(Phase::Launching);
     guardian::start();
     let control = control.serve(handle.clone(), hello);
     Ok(Host {
@@ -176,17 +181,21 @@ async fn join_fleet(
 
 /// The TCP listeners the config asks for (metrics, identify queue): bound
 /// before anything starts, so a taken port stops the start. The metrics
-/// are served at once (`/healthz` says `starting` until the engine runs).
+/// are served at once: `/healthz` says which step of the start `phase`
+/// is at (start-up sets it as it goes) until the engine answers.
 pub struct Listeners {
     metrics: Option<metrics::Metrics>,
     identify: Option<identify::Server>,
+    pub phase: PhaseCell,
 }
 
 impl Listeners {
     pub async fn bind(config: &crate::config::Config) -> Result<Listeners> {
+        let phase = PhaseCell::default();
         let metrics = match config.metrics_addr {
             Some(addr) => Some(metrics::serve(
                 metrics::bind(addr).await.map_err(|e| eyre!(e))?,
+                phase.clone(),
             )),
             None => None,
         };
@@ -194,7 +203,11 @@ impl Listeners {
             Some(addr) => Some(identify::Server::bind(addr).await.map_err(|e| eyre!(e))?),
             None => None,
         };
-        Ok(Listeners { metrics, identify })
+        Ok(Listeners {
+            metrics,
+            identify,
+            phase,
+        })
     }
 
     /// The engine, with the identify queue (whose URL its clusters get) and

@@ -18,6 +18,7 @@ pub mod http;
 pub mod identify;
 pub mod logging;
 pub mod metrics;
+pub mod phase;
 pub mod preflight;
 pub mod redis_link;
 pub mod socket_file;

@@ -12,6 +12,7 @@ use color_eyre::eyre::{eyre, Result, WrapErr};
 use crate::config::{self, Config, EnvFiles};
 use crate::discord;
 use crate::engine::Setup;
+use crate::phase::{Phase, PhaseCell};
 use crate::preflight;
 use mewld_core::cluster_map;
 use mewld_core::model::GatewayBot;
@@ -59,13 +60,18 @@ pub async fn fetch_gateway(config: &Config) -> Result<GatewayBot> {
             config.path.display()
         )
     })?;
+    // With a fixed count Discord is asked for the budget alone.
+    let what = match config.fixed_shard_count {
+        Some(_) => "could not ask Discord for the session-start budget",
+        None => "could not ask Discord for the shard count",
+    };
     discord::get_gateway_bot(config.proxy.as_deref(), token)
         .await
-        .wrap_err("could not get the shard count from Discord")
+        .wrap_err(what)
 }
 
-/// Everything up to the first cluster start.
-pub async fn prepare(prepared: Prepared) -> Result<Setup> {
+/// Everything up to the first cluster start, saying each step in `phase`.
+pub async fn prepare(prepared: Prepared, phase: &PhaseCell) -> Result<Setup> {
     let Prepared { config, env, .. } = prepared;
     if let Some(problem) = env.problems.first() {
         return Err(eyre!(
@@ -75,11 +81,15 @@ pub async fn prepare(prepared: Prepared) -> Result<Setup> {
     }
     // Before Discord is asked: these fail without spending a session start.
     refuse(&config, preflight::check_files(&config, &env.vars))?;
+    phase.starting(Phase::AskingDiscord);
     let gateway = match fetch_gateway(&config).await {
         Ok(g) => Some(g),
-        // With a fixed shard count Discord is only asked for the session budget.
+        // With a fixed shard count Discord is only asked for the session
+        // budget: a start without it is better than no start.
         Err(e) if config.fixed_shard_count.is_some() && config.token.is_some() && !is_fatal(&e) => {
-            tracing::warn!(error = %format!("{e:#}"), "continuing with fixed_shard_count");
+            tracing::warn!(
+                "starting with fixed_shard_count, the session-start budget unknown (no wait for Discord's reset): {e:#}"
+            );
             None
         }
         Err(e) => return Err(e),
@@ -102,7 +112,7 @@ pub async fn prepare(prepared: Prepared) -> Result<Setup> {
         "built the cluster map"
     );
     let gateway = match gateway {
-        Some(g) => Some(wait_for_budget(&config, g).await),
+        Some(g) => Some(wait_for_budget(&config, g, phase).await),
         None => None,
     };
     Ok(Setup {
@@ -119,7 +129,7 @@ pub async fn prepare(prepared: Prepared) -> Result<Setup> {
 /// `minimum_safe_sessions_remaining` session starts are left, then returns
 /// the budget as it is after the wait (asked again; the whole budget if
 /// Discord cannot be asked), not as it was before.
-async fn wait_for_budget(config: &Config, gateway: GatewayBot) -> GatewayBot {
+async fn wait_for_budget(config: &Config, gateway: GatewayBot, phase: &PhaseCell) -> GatewayBot {
     let limit = &gateway.session_start_limit;
     tracing::info!(
         remaining = limit.remaining,
@@ -137,11 +147,13 @@ async fn wait_for_budget(config: &Config, gateway: GatewayBot) -> GatewayBot {
         wait_secs = wait.as_secs(),
         "few session starts left; waiting for Discord's reset before starting clusters"
     );
+    phase.starting(Phase::WaitingForReset);
     tokio::time::sleep(wait).await;
+    phase.starting(Phase::AskingDiscord);
     match fetch_gateway(config).await {
         Ok(after) => after,
         Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "could not ask Discord again after the reset; counting the whole budget");
+            tracing::warn!("counting the whole session-start budget after the reset: {e:#}");
             let mut after = gateway;
             after.session_start_limit.remaining = after.session_start_limit.total;
             after.session_start_limit.reset_after = 0;

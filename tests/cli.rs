@@ -184,6 +184,75 @@ fn rate_limits_and_server_errors_are_retried_honouring_retry_after() {
     );
 }
 
+/// The lines a start printed about Get Gateway Bot's retries.
+fn retry_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.contains("Get Gateway Bot at ") && l.contains(" failed: "))
+        .collect()
+}
+
+/// Each retry is one line: attempt n of 5, the short cause (the URL said
+/// once, not a chain of errors each repeating it) and when the next try
+/// is. The last failure is one error naming the `proxy` and what to check.
+/// The token is never shown.
+#[test]
+fn each_discord_retry_is_one_line_and_the_last_says_what_to_check() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let proxy = format!("http://{}", closed.local_addr().expect("its address"));
+    drop(closed);
+    let config = format!("{BASE}token: {TOKEN}\nproxy: {proxy}\n");
+    let (code, text) = daemon_with(&config, &[]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(!text.contains(TOKEN), "the token was printed: {text}");
+    let url = format!("{proxy}/api/gateway/bot");
+    let retries = retry_lines(&text);
+    assert_eq!(retries.len(), 4, "one line per retried attempt: {text}");
+    let waits = ["0.5 s", "1 s", "2 s", "4 s"];
+    for (n, (line, wait)) in retries.iter().zip(waits).enumerate() {
+        let want = format!("attempt {} of 5 failed: cannot connect: ", n + 1);
+        assert!(line.contains(&want), "{line}");
+        assert!(line.ends_with(&format!("next try in {wait}")), "{line}");
+        assert_eq!(line.matches(&url).count(), 1, "{line}");
+    }
+    let error = text
+        .lines()
+        .find(|l| l.starts_with("mewld: error: "))
+        .unwrap_or_else(|| panic!("an error line: {text}"));
+    assert_eq!(error.matches(&url).count(), 1, "{error}");
+    for part in [
+        "could not ask Discord for the shard count: no answer from",
+        "(the config's `proxy`) after 5 attempts over ",
+        "cannot connect: ",
+        "check `proxy` in the config",
+    ] {
+        assert!(error.contains(part), "{part:?} in {error}");
+    }
+}
+
+/// With `fixed_shard_count`, Discord is asked for the session budget only:
+/// when it keeps failing (500s) the start goes on without it, saying so.
+#[test]
+fn with_a_fixed_shard_count_a_failing_discord_does_not_stop_the_start() {
+    let f = Fixture::new("fixed-no-discord", vec![Answer::status(500)]);
+    let mut manager = Manager::start(&f.config("fixed_shard_count: 2\n"), &f.redis, &f.bot);
+    manager.wait_launched(&f.listener);
+    assert_eq!(f.discord.requests().len(), 5, "5 attempts in all");
+    let text = manager.stderr().join("\n");
+    assert!(!text.contains(TOKEN), "the token was printed: {text}");
+    let retries = retry_lines(&text);
+    assert_eq!(retries.len(), 4, "{text}");
+    assert!(
+        retries
+            .iter()
+            .all(|l| l.contains("failed: answered 500 Internal Server Error; next try in")),
+        "{retries:#?}"
+    );
+    assert!(
+        text.contains("starting with fixed_shard_count, the session-start budget unknown"),
+        "{text}"
+    );
+}
+
 #[test]
 fn check_config_prints_settings_and_the_cluster_map() {
     let dir = tempfile::tempdir().expect("tempdir");

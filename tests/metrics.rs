@@ -330,8 +330,9 @@ fn a_head_sent_a_byte_at_a_time_is_cut_at_its_deadline() {
 }
 
 /// From the moment the port is bound, before Discord is even asked for the
-/// shard count: `/healthz` answers at once, 503 `starting`, and `/metrics`
-/// answers. Here the start waits for the session budget's reset (8 s).
+/// shard count: `/healthz` answers at once, 503 with the step the start is
+/// at, and `/metrics` answers. Here the start waits for the session
+/// budget's reset (8 s).
 #[test]
 fn healthz_says_starting_at_once_before_the_engine_runs() {
     let port = free_port();
@@ -346,15 +347,22 @@ fn healthz_says_starting_at_once_before_the_engine_runs() {
         TcpStream::connect(("127.0.0.1", port)).ok()?;
         Some(timed_get(port, "/healthz"))
     });
-    assert_eq!(
-        answer,
-        Some((503, "starting\n".to_string())),
-        "after {took:?}"
+    assert!(
+        matches!(&answer, Some((503, body)) if body.starts_with("starting: ")),
+        "{answer:?} after {took:?}"
     );
     assert!(took < Duration::from_secs(1), "{took:?}");
     let (scrape, took) = timed_get(port, "/metrics");
     assert_eq!(scrape.as_ref().map(|(s, _)| *s), Some(200), "{scrape:?}");
     assert!(took < Duration::from_secs(1), "{took:?}");
+    let waiting = "starting: waiting for the session budget's reset\n";
+    let (answer, took) = wait_for_seen("/healthz to say the reset", DEADLINE, || {
+        match timed_get(port, "/healthz") {
+            (Some((503, body)), took) if body == waiting => Ok((body, took)),
+            other => Err(other),
+        }
+    });
+    assert!(took < Duration::from_secs(1), "{answer:?} after {took:?}");
     assert!(f.bot.records().is_empty(), "no cluster started yet");
     manager.wait_launched(&f.listener);
     wait_for_seen(
@@ -362,6 +370,49 @@ fn healthz_says_starting_at_once_before_the_engine_runs() {
         DEADLINE,
         || match get(port, "/healthz") {
             Some((200, _)) => Ok(()),
+            other => Err(other),
+        },
+    );
+}
+
+/// While Discord fails (four 500s: 7.5 s of retries), `/healthz` answers
+/// each probe at once, 503 `starting: asking Discord`, without waiting for
+/// the retries; once Discord answers, the engine starts and it is 200.
+#[test]
+fn healthz_answers_at_once_while_discord_is_retried() {
+    let port = free_port();
+    let mut answers = vec![Answer::status(500); 4];
+    answers.push(Answer::gateway(2, 900, 0));
+    let f = Fixture::new("retried", answers);
+    let config = f.config(&format!("metrics_addr: 127.0.0.1:{port}\n"));
+    let mut manager = Manager::start(&config, &f.redis, &f.bot);
+    wait_for("the metrics port bound", DEADLINE, || {
+        TcpStream::connect(("127.0.0.1", port)).ok()
+    });
+    // Probes until Discord has answered: those made wholly between its
+    // first and its last answer were made during the retries.
+    let mut during = Vec::new();
+    wait_for("Discord asked a fifth time", DEADLINE, || {
+        let before = f.discord.requests().len();
+        let (answer, took) = timed_get(port, "/healthz");
+        let after = f.discord.requests().len();
+        if before >= 1 && after <= 4 {
+            during.push((answer, took));
+        }
+        (after >= 5).then_some(())
+    });
+    assert!(during.len() >= 5, "probed during the retries: {during:?}");
+    for (answer, took) in &during {
+        let want = Some((503, "starting: asking Discord\n".to_string()));
+        assert_eq!(answer, &want, "after {took:?}");
+        assert!(*took < Duration::from_secs(1), "{during:?}");
+    }
+    manager.wait_launched(&f.listener);
+    wait_for_seen(
+        "/healthz 200 once the engine runs",
+        DEADLINE,
+        || match get(port, "/healthz") {
+            Some((200, body)) => Ok(body),
             other => Err(other),
         },
     );

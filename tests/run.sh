@@ -2,7 +2,8 @@
 # The one command that runs mewld's tests on a fresh machine: installs what
 # the tests need when it is missing (redis-server for the engine's tests,
 # tmux for the console's end-to-end test, openssl for a certificate for
-# the TLS test), then runs `cargo test`.
+# the TLS test, systemd-analyze to check the shipped units), then runs
+# `cargo test`.
 # Extra arguments go to `cargo test` (e.g. `tests/run.sh --test lifecycle`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,8 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# systemd-analyze checks the shipped units (tests/systemd.rs).
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"

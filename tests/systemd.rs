@@ -199,3 +199,55 @@ fn a_notify_socket_nobody_reads_never_holds_the_daemon_up() {
     let said = dropping(&daemon);
     assert_eq!(said.len(), 1, "said once: {said:?}");
 }
+
+/// Where the docs install the binary, and so where the shipped units run it.
+const INSTALLED: &str = "/usr/local/bin/mewld";
+
+/// The shipped units run mewld from where the README and operations.md
+/// install it, and pass `systemd-analyze verify` once it is there (here:
+/// with the path pointed at the binary under test, as an operator who
+/// installed it elsewhere would edit `ExecStart=`).
+#[test]
+fn the_shipped_units_run_mewld_from_where_the_docs_install_it() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for doc in ["README.md", "docs/operations.md"] {
+        let text = std::fs::read_to_string(root.join(doc)).expect("the doc");
+        let install = format!("sudo install -m 0755 target/release/mewld {INSTALLED}");
+        assert!(text.contains(&install), "{doc} installs to {INSTALLED}");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A template is verified as an instance of it.
+    for (unit, verified) in [
+        ("mewld.service", "mewld.service"),
+        ("mewld@.service", "mewld@0.service"),
+    ] {
+        let text = std::fs::read_to_string(root.join("contrib").join(unit)).expect("the unit");
+        let exec: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("ExecStart="))
+            .collect();
+        assert_eq!(exec.len(), 1, "{unit}: {exec:?}");
+        assert!(
+            exec[0].starts_with(&format!("{INSTALLED} --daemon ")),
+            "{unit}: {exec:?}"
+        );
+        std::fs::write(dir.path().join(verified), text.replace(INSTALLED, MEWLD)).expect("copy");
+    }
+    let verify = |unit: &str| {
+        std::process::Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(dir.path().join(unit))
+            .output()
+    };
+    for unit in ["mewld.service", "mewld@0.service"] {
+        let out = verify(unit).unwrap_or_else(|e| {
+            panic!("cannot run systemd-analyze ({e}): install it (Debian: apt-get install systemd; tests/run.sh does)")
+        });
+        let said = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && said.trim().is_empty(),
+            "{unit}: {said}"
+        );
+    }
+}

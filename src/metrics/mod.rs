@@ -9,7 +9,6 @@
 mod series;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +22,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::engine::{next_snapshot, EngineHandle};
 use crate::http;
+use crate::phase::{Phase, PhaseCell};
 use mewld_core::model::state::Snapshot;
 use mewld_core::model::Event;
 use series::Series;
@@ -41,27 +41,6 @@ const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 const PROBE_DEADLINE: Duration = Duration::from_secs(5);
 
-/// What `/healthz` says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-enum Health {
-    /// Before the engine runs (Discord asked for the shard count, a wait
-    /// for the session budget's reset), and until it first answers.
-    Starting,
-    Answers,
-    DoesNotAnswer,
-}
-
-impl Health {
-    fn load(cell: &AtomicU8) -> Health {
-        match cell.load(Ordering::Relaxed) {
-            1 => Health::Answers,
-            2 => Health::DoesNotAnswer,
-            _ => Health::Starting,
-        }
-    }
-}
-
 /// Binds `addr` before anything starts, so a taken port is a start-up error.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
     TcpListener::bind(addr)
@@ -72,21 +51,21 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
 /// The metrics being served, waiting for the engine to follow.
 pub struct Metrics {
     series: Series,
-    health: Arc<AtomicU8>,
+    phase: PhaseCell,
 }
 
 /// Serves on `listener` at once, until the process ends: before the engine
-/// exists ([`Metrics::follow`]), `/healthz` is 503 `starting` and
-/// `/metrics` the series with nothing learnt yet.
-pub fn serve(listener: TcpListener) -> Metrics {
+/// exists ([`Metrics::follow`]), `/healthz` is 503 with the step start-up
+/// is at (`phase`, which start-up sets) and `/metrics` the series with
+/// nothing learnt yet. A request only reads the cell: it never waits for
+/// start-up, nor for the engine.
+pub fn serve(listener: TcpListener, phase: PhaseCell) -> Metrics {
     let (series, registry) = Series::registered();
-    let health = Arc::new(AtomicU8::new(Health::Starting as u8));
     let registry = Arc::new(registry);
-    let cell = health.clone();
+    let cell = phase.clone();
     // The body of a request is never read.
     let handle = move |req: Request<Incoming>| {
-        let health = Health::load(&cell);
-        std::future::ready(answer(req.uri().path(), &registry, health))
+        std::future::ready(answer(req.uri().path(), &registry, cell.get()))
     };
     tokio::spawn(http::accept(
         listener,
@@ -100,7 +79,7 @@ pub fn serve(listener: TcpListener) -> Metrics {
             }
         },
     ));
-    Metrics { series, health }
+    Metrics { series, phase }
 }
 
 impl Metrics {
@@ -109,7 +88,7 @@ impl Metrics {
         // Subscribed here, not in the task: the engine may step before the
         // task first runs, and an entry written then would never be counted.
         tokio::spawn(follow(handle.snapshot(), handle.events(), self.series));
-        tokio::spawn(probe(handle, self.health, PROBE_EVERY));
+        tokio::spawn(probe(handle, self.phase, PROBE_EVERY));
     }
 }
 
@@ -141,28 +120,25 @@ async fn follow(
     }
 }
 
-/// Keeps `health` saying whether the engine's loop answers, for
+/// Keeps `phase` saying whether the engine's loop answers, for
 /// `/healthz`: asked at a fixed pace, not per request, so however often
-/// health checks come the engine hears of them once per `every`.
-async fn probe(handle: EngineHandle, health: Arc<AtomicU8>, every: Duration) {
+/// health checks come the engine hears of them once per `every`. Until the
+/// engine first answers, the start-up step stays shown.
+async fn probe(handle: EngineHandle, phase: PhaseCell, every: Duration) {
     loop {
         let alive = tokio::time::timeout(PROBE_DEADLINE, handle.alive()).await;
-        let now = match alive {
-            Ok(true) => Health::Answers,
-            _ => Health::DoesNotAnswer,
-        };
-        health.store(now as u8, Ordering::Relaxed);
+        phase.probed(matches!(alive, Ok(true)));
         tokio::time::sleep(every).await;
     }
 }
 
-fn answer(path: &str, registry: &Registry, health: Health) -> Response<Full<Bytes>> {
-    let (status, kind, body) = route(path, registry, health);
+fn answer(path: &str, registry: &Registry, phase: Phase) -> Response<Full<Bytes>> {
+    let (status, kind, body) = route(path, registry, phase);
     http::response(status, kind, body)
 }
 
 /// What a request for `path` gets: status, content type and body.
-fn route(path: &str, registry: &Registry, health: Health) -> (StatusCode, &'static str, String) {
+fn route(path: &str, registry: &Registry, phase: Phase) -> (StatusCode, &'static str, String) {
     match path {
         "/metrics" => {
             let mut text = String::new();
@@ -179,19 +155,13 @@ fn route(path: &str, registry: &Registry, health: Health) -> (StatusCode, &'stat
                 ),
             }
         }
-        "/healthz" => match health {
-            Health::Answers => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-            Health::Starting => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                "starting\n".to_string(),
-            ),
-            Health::DoesNotAnswer => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                "the engine does not answer\n".to_string(),
-            ),
-        },
+        "/healthz" => {
+            let status = match phase {
+                Phase::Answers => StatusCode::OK,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            (status, "text/plain", format!("{}\n", phase.describe()))
+        }
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",
@@ -206,10 +176,10 @@ mod tests {
     use crate::engine::FaceRequest;
 
     /// Waits until `cell` says `want`, failing after a generous deadline.
-    async fn until(cell: &AtomicU8, want: Health) {
+    async fn until(cell: &PhaseCell, want: Phase) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while Health::load(cell) != want {
-            let now = Health::load(cell);
+        while cell.get() != want {
+            let now = cell.get();
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "never {want:?}: {now:?}"
@@ -232,12 +202,13 @@ mod tests {
             }
             let _ = gone.await;
         });
-        let health = Arc::new(AtomicU8::new(Health::Starting as u8));
-        tokio::spawn(probe(handle, health.clone(), Duration::from_millis(10)));
-        until(&health, Health::Answers).await;
+        let phase = PhaseCell::default();
+        phase.starting(Phase::Launching);
+        tokio::spawn(probe(handle, phase.clone(), Duration::from_millis(10)));
+        until(&phase, Phase::Answers).await;
         let _ = go.send(());
         engine.await.expect("the fake engine");
-        until(&health, Health::DoesNotAnswer).await;
+        until(&phase, Phase::DoesNotAnswer).await;
     }
 
     /// An entry the engine writes right after `serve` returns, before any
@@ -253,7 +224,7 @@ mod tests {
             .await
             .expect("a free port");
         let addr = listener.local_addr().expect("its address");
-        serve(listener).follow(handle);
+        serve(listener, PhaseCell::default()).follow(handle);
         let mut entry = serde_json::Map::new();
         entry.insert("event".into(), "cluster_started".into());
         events
@@ -284,18 +255,18 @@ mod tests {
             let (status, _, body) = route("/healthz", &registry, health);
             (status, body)
         };
-        assert_eq!(healthz(Health::Answers).0, StatusCode::OK);
+        assert_eq!(healthz(Phase::Answers).0, StatusCode::OK);
         let unavailable = StatusCode::SERVICE_UNAVAILABLE;
         assert_eq!(
-            healthz(Health::Starting),
-            (unavailable, "starting\n".into())
+            healthz(Phase::AskingDiscord),
+            (unavailable, "starting: asking Discord\n".into())
         );
-        assert_eq!(healthz(Health::DoesNotAnswer).0, unavailable);
-        for health in [Health::Starting, Health::DoesNotAnswer] {
-            assert_eq!(route("/metrics", &registry, health).0, StatusCode::OK);
+        assert_eq!(healthz(Phase::DoesNotAnswer).0, unavailable);
+        for phase in [Phase::WaitingForReset, Phase::DoesNotAnswer] {
+            assert_eq!(route("/metrics", &registry, phase).0, StatusCode::OK);
         }
         assert_eq!(
-            route("/x", &registry, Health::Answers).0,
+            route("/x", &registry, Phase::Answers).0,
             StatusCode::NOT_FOUND
         );
     }
