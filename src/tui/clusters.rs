@@ -156,6 +156,7 @@ mod tests {
                 pid: None,
                 started_at: None,
                 restarts: *restarts,
+                restarts_by: Default::default(),
                 quick_failures: 0,
                 next_restart_at: None,
                 last_exit: None,

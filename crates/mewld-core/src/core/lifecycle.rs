@@ -9,7 +9,7 @@ use crate::actlog::{ExitFields, LogEvent, RestartVia, StartVia};
 use crate::cluster_map::ClusterId;
 use crate::model::state::ClusterState;
 use crate::model::Refused;
-use crate::model::{ExitInfo, SpawnError};
+use crate::model::{ExitInfo, RestartReason, SpawnError};
 use crate::protocol;
 use crate::restart::{self, Verdict};
 
@@ -258,7 +258,8 @@ impl Core {
                 self.finish_op(crate::model::Operation::Start(id), asker, Ok(()))
             }
             Purpose::CrashRestart => {
-                let restarts = self.clusters[idx].crash_restarts;
+                // The action log's `restarts` is the crash restarts so far (§5.4).
+                let restarts = self.clusters[idx].restarts.crash;
                 self.log(LogEvent::ClusterRestarted { id, restarts });
                 // Crashed before its launch_next: the launch still waits on
                 // it, and must not wait for ever.
@@ -304,6 +305,7 @@ impl Core {
             self.clusters[idx].state = ClusterState::Stopped;
             self.log(LogEvent::ClusterStopped { id, exit: status });
             if let Some(cause) = restart {
+                self.clusters[idx].restarts.count(cause.reason());
                 self.spawn(idx, Purpose::AfterStop(cause));
             }
             return;
@@ -374,7 +376,7 @@ impl Core {
         {
             return;
         }
-        c.crash_restarts += 1;
+        c.restarts.count(RestartReason::Crash);
         self.spawn(idx, Purpose::CrashRestart);
     }
 }

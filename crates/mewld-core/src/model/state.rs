@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::health::Health;
 use crate::cluster_map::{ClusterId, ClusterSpec};
-use crate::model::ExitInfo;
+use crate::model::{ExitInfo, RestartCounts};
 
 /// Where a cluster is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,7 +58,12 @@ pub struct ClusterView {
     pub state: ClusterState,
     pub pid: Option<u32>,
     pub started_at: Option<SystemTime>,
+    /// Every restart, whatever the reason: the sum of `restarts_by`
+    /// (kept for consoles and hosts that read only this).
     pub restarts: u32,
+    /// The restarts by reason.
+    #[serde(default)]
+    pub restarts_by: RestartCounts,
     pub quick_failures: u32,
     /// When a crashed cluster will be started again.
     pub next_restart_at: Option<SystemTime>,
@@ -81,6 +86,7 @@ impl ClusterView {
             pid: None,
             started_at: None,
             restarts: 0,
+            restarts_by: RestartCounts::default(),
             quick_failures: 0,
             next_restart_at: None,
             last_exit: None,
