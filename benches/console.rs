@@ -64,6 +64,7 @@ fn big_snapshot(now: SystemTime) -> Snapshot {
                 quick_failures: 0,
                 next_restart_at: None,
                 last_exit: None,
+                start_error: None,
                 host: None,
             }
         })

@@ -63,6 +63,7 @@ pub fn cluster(id: u32, name: &str, state: ClusterState) -> ClusterView {
         quick_failures: 0,
         next_restart_at: None,
         last_exit: None,
+        start_error: None,
         host: None,
     }
 }

@@ -255,6 +255,7 @@ fn healthy(shards: &[u32]) -> Snapshot {
             quick_failures: 0,
             next_restart_at: None,
             last_exit: None,
+            start_error: None,
             host: None,
             health: Some(mewld_core::model::health::Health {
                 at: SystemTime::UNIX_EPOCH,

@@ -29,6 +29,8 @@ pub(crate) struct Cluster {
     pub quick_failures: u32,
     pub next_restart_at: Option<SystemTime>,
     pub last_exit: Option<ExitInfo>,
+    /// Why the last start failed, until one succeeds.
+    pub start_error: Option<String>,
     pub health: Option<Health>,
     /// A spawn asked of the runner whose outcome is not in yet, and what
     /// it was for.
@@ -50,6 +52,7 @@ impl Cluster {
             quick_failures: 0,
             next_restart_at: None,
             last_exit: None,
+            start_error: None,
             health: None,
             spawning: None,
             said_strays: false,
@@ -78,6 +81,7 @@ impl Cluster {
             quick_failures: self.quick_failures,
             next_restart_at: self.next_restart_at,
             last_exit: self.last_exit,
+            start_error: self.start_error.clone(),
             health: self.health.clone(),
             host: None,
         }

@@ -195,6 +195,7 @@ impl Core {
             self.clusters[idx].state = ClusterState::Failed;
             None
         };
+        self.clusters[idx].start_error = Some(failure.error.clone());
         let (error, restart_in_ms) = (failure.error, retry_in.map(millis));
         match purpose {
             Purpose::Launch => self.log(LogEvent::ClusterStartFailed {
@@ -249,6 +250,7 @@ impl Core {
         let c = &mut self.clusters[idx];
         c.pid = Some(pid);
         c.started_at = Some(now.wall);
+        c.start_error = None;
         let id = c.spec.id;
         self.log(LogEvent::ClusterStarted { id, pid });
         let launch_timeout = Timer::LaunchTimeout { id, generation };

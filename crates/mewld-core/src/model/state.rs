@@ -68,6 +68,10 @@ pub struct ClusterView {
     /// When a crashed cluster will be started again.
     pub next_restart_at: Option<SystemTime>,
     pub last_exit: Option<ExitInfo>,
+    /// Why its last start failed (the program missing, out of processes),
+    /// until a start succeeds.
+    #[serde(default)]
+    pub start_error: Option<String>,
     /// The latest answer to a diagnostic from the current process.
     pub health: Option<Health>,
     /// In a fleet: the name of the host that runs it.
@@ -90,6 +94,7 @@ impl ClusterView {
             quick_failures: 0,
             next_restart_at: None,
             last_exit: None,
+            start_error: None,
             health: None,
             host: None,
         }
