@@ -99,10 +99,7 @@ fn only_a_live_cluster_invites_a_diagnostic() {
     let cases = [
         (Stopped, "health: none, it is stopped (s starts it)"),
         (Pending, "health: none, it waits for its turn in the launch"),
-        (
-            Crashed,
-            "health: none, no process until it restarts",
-        ),
+        (Crashed, "health: none, no process until it restarts"),
         (Stopping, "health: none, it is stopping"),
         (Lost, "health: unknown, its host stopped heartbeating"),
         (Starting, "health: no diagnostic answered yet (d asks now)"),
