@@ -57,9 +57,14 @@ fn big_snapshot(now: SystemTime) -> Snapshot {
                 pid: Some(10_000 + id),
                 started_at: Some(now - Duration::from_secs(3600)),
                 restarts: id % 3,
+                restarts_by: mewld_core::model::RestartCounts {
+                    crash: id % 3,
+                    ..Default::default()
+                },
                 quick_failures: 0,
                 next_restart_at: None,
                 last_exit: None,
+                start_error: None,
                 host: None,
             }
         })

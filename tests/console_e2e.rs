@@ -28,6 +28,18 @@ fn console_script(dir: &Path, config: &str, redis: &Redis, bot: &BotDir) -> (Pat
     mewld_script(dir, "run", &setup, &args)
 }
 
+/// The RST cell of the table's row for the cluster named `name`.
+fn restarts_shown(screen: &str, name: &str) -> Option<u32> {
+    let row = screen.lines().find(|l| l.contains(&format!(" {name} ")))?;
+    // ID NAME SHARDS STATE PID UPTIME RST …
+    row.split(['│', '┃'])
+        .nth(1)?
+        .split_whitespace()
+        .nth(6)?
+        .parse()
+        .ok()
+}
+
 fn pid_of(bot: &BotDir, cluster: u64, nth: usize) -> u32 {
     bot.records()
         .iter()
@@ -99,12 +111,34 @@ fn operator_stops_starts_rolls_and_quits_from_the_console() {
         .iter()
         .any(|e| e["action"] == "rollingrestart" && e["via"] == "console"));
     assert_eq!(f.bot.records().len(), 3 + 1 + 3);
+    // Every restart counts, whatever its reason (the start after the stop
+    // is no restart).
+    tmux.wait_screen("one restart each after the roll", |s| {
+        ["Pika", "Eevee", "Bulbasaur"]
+            .iter()
+            .all(|name| restarts_shown(s, name) == Some(1))
+    });
 
     // A refused action says why in the message line, and nothing crashes.
     tmux.keys(&["s"]);
     tmux.wait_screen("the refusal", |s| {
         s.contains("refused") && s.contains("already running")
     });
+
+    // An operator's restart counts too, and the detail says by what.
+    tmux.keys(&["r"]);
+    tmux.wait_screen("the restart dialog", |s| {
+        s.contains("Restart cluster 1 (Eevee)?")
+    });
+    tmux.keys(&["y"]);
+    tmux.wait_screen("two restarts for cluster 1", |s| {
+        restarts_shown(s, "Eevee") == Some(2) && s.contains("3/3 running")
+    });
+    tmux.keys(&["Enter"]);
+    tmux.wait_screen("the restarts by reason in the detail", |s| {
+        s.contains("restarts 2: operator 1, rolling_restart 1")
+    });
+    tmux.keys(&["Escape"]);
 
     // Help lists the keys; Ctrl-C there asks to quit in its place, and no
     // goes back to the console.

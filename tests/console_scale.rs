@@ -49,7 +49,8 @@ fn late_round(app: &mut App, states: &[ClusterState]) {
 fn answer_lines(screen: &str) -> Vec<String> {
     screen
         .lines()
-        .filter_map(|l| l.split('│').find(|cell| cell.starts_with("11:5")))
+        // Plain frames, or the focused pane's thick one.
+        .filter_map(|l| l.split(['│', '┃']).find(|cell| cell.starts_with("11:5")))
         .filter(|cell| cell.contains(" #") && !cell.contains('='))
         .map(|cell| cell.trim_end().to_string())
         .collect()

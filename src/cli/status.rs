@@ -314,7 +314,7 @@ mod tests {
         assert_eq!(c["uptime_secs"], 3725);
         assert_eq!(c["shards_up"], 1);
         assert_eq!(c["latency_ms"], 50.0);
-        assert_eq!(c["last_exit"], "exit code 0");
+        assert_eq!(c["last_exit"], "code 0");
         assert_eq!(value["clusters"][1]["pid"], serde_json::Value::Null);
     }
 }

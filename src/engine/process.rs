@@ -329,7 +329,7 @@ mod tests {
                 signal: None
             }
             .to_string(),
-            "exit code 3"
+            "code 3"
         );
         assert_eq!(
             ExitInfo {

@@ -47,6 +47,14 @@ impl SortBy {
         }
     }
 
+    /// Whether the column's own order puts the largest first (the most
+    /// restarts, the slowest); the others put the smallest first (ids and
+    /// names from the start, the shortest uptime, and for the state,
+    /// trouble, ranked lowest).
+    fn largest_first(self) -> bool {
+        matches!(self, SortBy::Restarts | SortBy::Latency)
+    }
+
     /// Orders rows `a` and `b`; `latency` holds each cluster's mean
     /// latency when sorting by it, worked out once rather than per compare.
     fn compare(
@@ -132,11 +140,29 @@ impl TableView {
         self.sort != SortBy::Id || self.reverse
     }
 
-    /// "sorted by RST (reversed)": the title's note, when sorted.
+    /// Whether the rows go largest first, as the column's own order or
+    /// reversed by the operator.
+    pub fn descending(&self) -> bool {
+        self.sort.largest_first() != self.reverse
+    }
+
+    /// The direction's arrow: `▲` smallest first, `▼` largest first.
+    pub fn arrow(&self) -> &'static str {
+        if self.descending() {
+            "▼"
+        } else {
+            "▲"
+        }
+    }
+
+    /// "sorted by RST ▼".
+    pub fn order(&self) -> String {
+        format!("sorted by {} {}", self.sort.title(), self.arrow())
+    }
+
+    /// The title's note, when the order is other than by id.
     pub fn sort_note(&self) -> Option<String> {
-        let arrow = if self.reverse { " (reversed)" } else { "" };
-        self.is_sorted()
-            .then(|| format!("sorted by {}{arrow}", self.sort.title()))
+        self.is_sorted().then(|| self.order())
     }
 }
 
@@ -156,9 +182,11 @@ mod tests {
                 pid: None,
                 started_at: None,
                 restarts: *restarts,
+                restarts_by: Default::default(),
                 quick_failures: 0,
                 next_restart_at: None,
                 last_exit: None,
+                start_error: None,
                 health: None,
                 host: None,
             })
@@ -198,11 +226,36 @@ mod tests {
         assert_eq!(view.rows(&clusters), vec![1, 2, 0, 3]);
         view.sort = SortBy::Restarts;
         assert_eq!(view.rows(&clusters), vec![1, 2, 0, 3]);
+        assert_eq!(view.sort_note().as_deref(), Some("sorted by RST ▼"));
         view.reverse = true;
         assert_eq!(view.rows(&clusters), vec![3, 0, 2, 1]);
-        assert_eq!(
-            view.sort_note().as_deref(),
-            Some("sorted by RST (reversed)")
-        );
+        assert_eq!(view.sort_note().as_deref(), Some("sorted by RST ▲"));
+    }
+
+    /// The arrow says which end comes first: `▲` the smallest (a→z, 0→9),
+    /// `▼` the largest, whichever way the column sorts by itself.
+    #[test]
+    fn the_arrow_points_the_way_the_rows_go() {
+        let clusters = views(&[
+            ("b", ClusterState::Running, 0),
+            ("c", ClusterState::Running, 2),
+            ("a", ClusterState::Running, 1),
+        ]);
+        let cases = [
+            (SortBy::Name, false, vec![2, 0, 1], "▲"),
+            (SortBy::Name, true, vec![1, 0, 2], "▼"),
+            (SortBy::Restarts, false, vec![1, 2, 0], "▼"),
+            (SortBy::Restarts, true, vec![0, 2, 1], "▲"),
+            (SortBy::Id, true, vec![2, 1, 0], "▼"),
+        ];
+        for (sort, reverse, rows, arrow) in cases {
+            let view = TableView {
+                sort,
+                reverse,
+                ..TableView::default()
+            };
+            assert_eq!(view.rows(&clusters), rows, "{sort:?} reversed {reverse}");
+            assert_eq!(view.arrow(), arrow, "{sort:?} reversed {reverse}");
+        }
     }
 }

@@ -12,7 +12,7 @@ pub enum ModeKind {
     Normal,
     /// The `?` overlay is open.
     Help,
-    /// Typing into the action-log filter.
+    /// Typing into the focused pane's filter.
     Filter,
     /// A confirmation dialog is open.
     Confirm,
@@ -249,7 +249,7 @@ pub const BINDINGS: &[Binding] = &[
     Binding {
         keys: &[(ch('/'), Action::Filter)],
         modes: NORMAL,
-        hint: hint(1, "filter", &[Pane::Clusters, Pane::Log, Pane::Diagnostics]),
+        hint: hint(1, "filter", ALL_PANES),
         help: Some("filter the focused pane (clusters: id, name or state)"),
     },
     Binding {

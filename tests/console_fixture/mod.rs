@@ -59,9 +59,11 @@ pub fn cluster(id: u32, name: &str, state: ClusterState) -> ClusterView {
         pid: alive.then_some(4000 + id),
         started_at: alive.then(|| at(125 + u64::from(id))),
         restarts: 0,
+        restarts_by: Default::default(),
         quick_failures: 0,
         next_restart_at: None,
         last_exit: None,
+        start_error: None,
         host: None,
     }
 }

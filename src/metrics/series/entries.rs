@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+use mewld_core::model::RestartReason;
 use serde_json::{Map, Value};
 
 /// Distinct `event` labels kept, per counter; clusters write entries with
@@ -53,22 +54,13 @@ impl EventNames {
     }
 }
 
-/// The clusters an action-log entry restarts, and why: `crash` (a crash
-/// restart's process started), `ping_failure` (a cluster that left a
+/// The clusters an action-log entry restarts, and why (the reasons are
+/// the core's [`RestartReason`], which the console shows too): `crash` (a
+/// crash restart's process started), `ping_failure` (a cluster that left a
 /// diagnostic unanswered is stopped to be restarted), `operator` (a
 /// `restart` that was not refused), `rolling_restart` (each cluster in the
 /// roll's order), `reshard` (each cluster whose shards changed).
-/// Every reason a restart is counted for, each served at 0 for every
-/// cluster from the start (so that `rate()` and alerts have a series).
-pub(super) const RESTART_REASONS: [&str; 5] = [
-    "crash",
-    "ping_failure",
-    "operator",
-    "rolling_restart",
-    "reshard",
-];
-
-pub(super) fn restarts(event: &str, entry: &Map<String, Value>) -> Vec<(u64, &'static str)> {
+pub(super) fn restarts(event: &str, entry: &Map<String, Value>) -> Vec<(u64, RestartReason)> {
     let id = entry.get("id").and_then(Value::as_u64);
     let ids = |key: &str| -> Vec<u64> {
         entry
@@ -79,16 +71,16 @@ pub(super) fn restarts(event: &str, entry: &Map<String, Value>) -> Vec<(u64, &'s
     };
     let with = |ids: Vec<u64>, reason| ids.into_iter().map(|i| (i, reason)).collect();
     match event {
-        "cluster_restarted" => with(id.into_iter().collect(), "crash"),
-        "ping_failure" => with(id.into_iter().collect(), "ping_failure"),
+        "cluster_restarted" => with(id.into_iter().collect(), RestartReason::Crash),
+        "ping_failure" => with(id.into_iter().collect(), RestartReason::PingFailure),
         "operator_action"
             if entry.get("action").and_then(Value::as_str) == Some("restart")
                 && entry.get("refused").is_none() =>
         {
-            with(id.into_iter().collect(), "operator")
+            with(id.into_iter().collect(), RestartReason::Operator)
         }
-        "rolling_restart" => with(ids("clusters"), "rolling_restart"),
-        "reshard_success" => with(ids("restarting"), "reshard"),
+        "rolling_restart" => with(ids("clusters"), RestartReason::RollingRestart),
+        "reshard_success" => with(ids("restarting"), RestartReason::Reshard),
         _ => Vec::new(),
     }
 }

@@ -17,9 +17,10 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde_json::{Map, Value};
 
-use entries::{event_of, restarts, EventNames, RESTART_REASONS};
+use entries::{event_of, restarts, EventNames};
 use mewld_core::cluster_map::ClusterId;
 use mewld_core::model::state::{ClusterState, ClusterView, Snapshot};
+use mewld_core::model::RestartReason;
 
 type Labels = Vec<(&'static str, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -255,10 +256,10 @@ impl Series {
     /// Serves `cluster`'s counters at 0 until something counts: a counter
     /// that appears only at its first event is invisible to `rate()`.
     fn count_from_zero(&self, cluster: &str) {
-        for reason in RESTART_REASONS {
+        for reason in RestartReason::ALL {
             let labels = vec![
                 ("cluster", cluster.to_string()),
-                ("reason", reason.to_string()),
+                ("reason", reason.as_str().to_string()),
             ];
             self.restarts.get_or_create(&labels).inc_by(0);
         }
@@ -347,7 +348,7 @@ impl Series {
         for (cluster, reason) in restarts(event, entry) {
             let labels = vec![
                 ("cluster", cluster.to_string()),
-                ("reason", reason.to_string()),
+                ("reason", reason.as_str().to_string()),
             ];
             self.restarts.get_or_create(&labels).inc();
         }

@@ -1,4 +1,4 @@
-use super::entries::{restarts, EVENT_NAMES, EVENT_NAME_LEN, RESTART_REASONS};
+use super::entries::{restarts, EVENT_NAMES, EVENT_NAME_LEN};
 use super::*;
 use mewld_core::actlog::{ExitFields, LogEvent};
 use prometheus_client::encoding::text::encode;
@@ -65,11 +65,15 @@ fn restarts_are_counted_once_with_their_reason() {
     for (e, want) in cases {
         let m = e.entry(std::time::SystemTime::now());
         let event = m["event"].as_str().unwrap_or_default().to_string();
-        let got = restarts(&event, &m);
+        let got: Vec<(u64, &str)> = restarts(&event, &m)
+            .into_iter()
+            .map(|(id, r)| (id, r.as_str()))
+            .collect();
         reasons.extend(got.iter().map(|(_, r)| *r));
         assert_eq!(got, want, "{m:?}");
     }
-    let served: std::collections::BTreeSet<&str> = RESTART_REASONS.into_iter().collect();
+    let served: std::collections::BTreeSet<&str> =
+        RestartReason::ALL.iter().map(|r| r.as_str()).collect();
     assert_eq!(reasons, served, "every reason counted is served from 0");
 }
 
@@ -78,7 +82,7 @@ fn every_clusters_counters_are_served_from_zero() {
     let (mut series, registry) = Series::registered();
     series.on_snapshot(&healthy(&[0]));
     let text = text(&registry);
-    for reason in RESTART_REASONS {
+    for reason in RestartReason::ALL.map(RestartReason::as_str) {
         let sample = format!("mewld_cluster_restarts_total{{cluster=\"0\",reason=\"{reason}\"}} 0");
         assert!(text.contains(&sample), "{sample} missing from:\n{text}");
     }
@@ -247,9 +251,11 @@ fn healthy(shards: &[u32]) -> Snapshot {
             pid: Some(1),
             started_at: None,
             restarts: 0,
+            restarts_by: Default::default(),
             quick_failures: 0,
             next_restart_at: None,
             last_exit: None,
+            start_error: None,
             host: None,
             health: Some(mewld_core::model::health::Health {
                 at: SystemTime::UNIX_EPOCH,

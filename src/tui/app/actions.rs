@@ -2,8 +2,6 @@
 //! arrives as a message ([`App::update`]), the table in `keys.rs` names its
 //! action, and the action changes the state or asks for an [`Effect`].
 
-use std::collections::VecDeque;
-
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use crate::tui::keys::{self, Action};
@@ -60,6 +58,10 @@ impl App {
             Action::Back if !self.filter.is_empty() && self.focus == Pane::Log => {
                 self.filter.clear();
             }
+            Action::Back if !self.output_filter.is_empty() && self.focus == Pane::Output => {
+                self.output_filter.clear();
+                self.output_scroll = 0;
+            }
             Action::Back
                 if !self.diagnostics.filter.is_empty() && self.focus == Pane::Diagnostics =>
             {
@@ -73,12 +75,7 @@ impl App {
                 self.detail = false;
                 self.focus = Pane::Clusters;
             }
-            Action::Filter => {
-                if self.focus == Pane::Output {
-                    self.focus = Pane::Log;
-                }
-                self.mode = Mode::Filter;
-            }
+            Action::Filter => self.mode = Mode::Filter,
             Action::Type => {
                 if let KeyCode::Char(c) = code {
                     self.edit_filter(|f| f.push(c));
@@ -95,19 +92,19 @@ impl App {
             Action::Sort => {
                 self.table.sort = self.table.sort.next();
                 self.refresh_rows();
-                self.say(format!("sorted by {}", self.table.sort.title()), false);
+                self.say(self.table.order(), false);
             }
             Action::Reverse => {
                 self.table.reverse = !self.table.reverse;
                 self.refresh_rows();
+                self.say(self.table.order(), false);
             }
             Action::Follow => self.toggle_follow(),
         }
         None
     }
 
-    /// Changes the filter of the pane being filtered: the clusters', or
-    /// the action log's.
+    /// Changes the filter of the pane being filtered.
     fn edit_filter(&mut self, edit: impl FnOnce(&mut String)) {
         match self.focus {
             Pane::Clusters => {
@@ -118,7 +115,11 @@ impl App {
                 edit(&mut self.diagnostics.filter);
                 self.diagnostics.scroll = 0;
             }
-            Pane::Output | Pane::Log => {
+            Pane::Output => {
+                edit(&mut self.output_filter);
+                self.output_scroll = 0;
+            }
+            Pane::Log => {
                 edit(&mut self.filter);
                 self.log_scroll = 0;
             }
@@ -190,10 +191,7 @@ impl App {
                 self.output_scroll = 0;
             }
             Pane::Output => {
-                let len = self
-                    .selected_cluster()
-                    .and_then(|c| self.output.get(&c.id))
-                    .map_or(0, VecDeque::len);
+                let len = self.output_lines().count();
                 self.output_scroll = self.output_scroll.saturating_add_signed(-by).min(len);
             }
             Pane::Diagnostics => self.diagnostics.scroll_by(by),

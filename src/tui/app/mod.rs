@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crossterm::event::KeyEvent;
+use ratatui::text::Span;
 use serde_json::{Map, Value};
 
 use mewld_core::cluster_map::ClusterId;
@@ -28,6 +29,8 @@ pub const LOG_CAP: usize = 100_000;
 pub const OUTPUT_CAP: usize = 2_000;
 /// How long a message stays in the message line.
 const STATUS_FOR: Duration = Duration::from_secs(8);
+/// The widest a cluster's name is shown; longer names are cut.
+pub const NAME_WIDTH_MAX: u16 = 24;
 
 /// What a confirmation dialog will do if the operator says yes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,8 +53,8 @@ pub struct Target {
 pub enum Mode {
     Normal,
     Help,
-    /// Typing into the filter of the focused pane (the clusters, or the
-    /// action log).
+    /// Typing into the filter of the focused pane (the clusters, the
+    /// cluster's output, the action log or the diagnostics).
     Filter,
     Confirm {
         action: Confirmable,
@@ -112,6 +115,9 @@ pub struct App {
     /// Worked out when the snapshot, the filter or the sort changes, not
     /// on every frame (sorting 1000 clusters is not free).
     rows: Vec<usize>,
+    /// The longest cluster name's width on screen, at most
+    /// [`NAME_WIDTH_MAX`]: the name columns are this wide.
+    name_width: u16,
     /// Diagnostic answers, each cluster's recent samples, and the pane's
     /// filter and scroll.
     pub diagnostics: Diagnostics,
@@ -123,7 +129,11 @@ pub struct App {
     pub log_scroll: usize,
     pub log_follow: bool,
     pub output: HashMap<ClusterId, VecDeque<OutputLine>>,
+    /// Matching output lines scrolled up from the newest.
     pub output_scroll: usize,
+    /// The output pane's filter: only lines that contain it (any case).
+    pub output_filter: String,
+    /// The action log's filter.
     pub filter: String,
     pub mode: Mode,
     pub status: Option<StatusLine>,
@@ -156,6 +166,7 @@ impl App {
             selected_id: None,
             table: TableView::default(),
             rows: Vec::new(),
+            name_width: 0,
             diagnostics: Diagnostics::default(),
             focus: Pane::Clusters,
             detail: false,
@@ -164,6 +175,7 @@ impl App {
             log_follow: true,
             output: HashMap::new(),
             output_scroll: 0,
+            output_filter: String::new(),
             filter: String::new(),
             mode: Mode::Normal,
             status: None,
@@ -181,6 +193,22 @@ impl App {
     /// How the table is filtered and sorted.
     pub fn table(&self) -> &TableView {
         &self.table
+    }
+
+    /// How wide the name columns are: the longest name, within bounds.
+    pub fn name_width(&self) -> u16 {
+        self.name_width
+    }
+
+    /// The selected cluster's output lines the output filter lets through,
+    /// oldest first.
+    pub fn output_lines(&self) -> impl DoubleEndedIterator<Item = &OutputLine> {
+        let filter = self.output_filter.to_lowercase();
+        self.selected_cluster()
+            .and_then(|c| self.output.get(&c.id))
+            .into_iter()
+            .flatten()
+            .filter(move |l| filter.is_empty() || l.text.to_lowercase().contains(&filter))
     }
 
     pub fn selected_cluster(&self) -> Option<&ClusterView> {
@@ -205,6 +233,13 @@ impl App {
             Msg::Key(key) => return self.on_key(key),
             Msg::Snapshot(s) => {
                 self.diagnostics.observe(&s);
+                self.name_width = s
+                    .clusters
+                    .iter()
+                    .map(|c| Span::raw(c.name.as_str()).width())
+                    .max()
+                    .map_or(0, |w| u16::try_from(w).unwrap_or(u16::MAX))
+                    .min(NAME_WIDTH_MAX);
                 self.snapshot = s;
                 self.refresh_rows();
             }

@@ -6,7 +6,7 @@ use std::time::UNIX_EPOCH;
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
-use ratatui::text::Line;
+use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Sparkline};
 use ratatui::Frame;
 
@@ -28,19 +28,57 @@ pub(super) fn draw_pane(frame: &mut Frame, app: &App, area: Rect) {
     title.push_str(&filter_note(app, Pane::Diagnostics, &d.filter));
     let block = pane_block(app, Pane::Diagnostics, title);
     let height = area.height.saturating_sub(2) as usize;
-    let lines = newest_that_fit(
+    let shown = newest_that_fit(
         d.answers.iter().filter(|a| a.matches(&d.filter)),
         d.scroll,
         height,
-        |a| answer_line(app, a),
+        |a| a,
     );
+    // Ids as wide as the widest shown, and names as wide as the longest,
+    // as far as the widest line leaves room; cut below NAME_CUT only when
+    // shorter.
+    let tails: Vec<String> = shown.iter().map(|a| tail(a)).collect();
+    let widest_tail = tails.iter().map(|t| Span::raw(t.as_str()).width()).max();
+    let ids = shown
+        .iter()
+        .map(|a| a.id.to_string().len())
+        .max()
+        .unwrap_or(1);
+    let head = "12:00:00 MISS #".len() + ids + 1;
+    let room = usize::from(area.width.saturating_sub(2))
+        .saturating_sub(head + 1 + widest_tail.unwrap_or(0));
+    let names = usize::from(app.name_width()).min(room.max(NAME_CUT));
+    let lines: Vec<Line> = shown
+        .iter()
+        .zip(tails)
+        .map(|(a, tail)| answer_line(app, a, (ids, names), tail))
+        .collect();
     frame.render_widget(Paragraph::new(lines).block(block), area);
+}
+
+/// A name is cut to this only when the pane has no more room.
+const NAME_CUT: usize = 8;
+
+/// What an answer said, after the name.
+fn tail(a: &Answer) -> String {
+    match &a.reply {
+        None => " no answer (ping failure)".to_string(),
+        Some(r) => format!(
+            "{:>2}/{:<2} up {:>5} rt {}ms {} guilds",
+            r.shards_up,
+            r.shards,
+            r.latency_ms.map_or("-".into(), |l| format!("{l:.0}ms")),
+            r.round_trip_ms,
+            r.guilds,
+        ),
+    }
 }
 
 /// One answer. A flag column after the time says which stand out (no
 /// answer, shards down, late), so they do without colour and in a narrow
 /// pane; colour and bold add to it.
-fn answer_line(app: &App, a: &Answer) -> Line<'static> {
+fn answer_line(app: &App, a: &Answer, widths: (usize, usize), tail: String) -> Line<'static> {
+    let (ids, names) = widths;
     let micros =
         a.at.duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -52,22 +90,8 @@ fn answer_line(app: &App, a: &Answer) -> Line<'static> {
         Some(r) if r.late() => ("LATE", trouble(app, Color::Yellow)),
         Some(_) => ("", Style::default()),
     };
-    let head = format!(
-        "{time} {flag:<4} #{:<4} {:<8}",
-        a.id,
-        a.name.chars().take(8).collect::<String>(),
-    );
-    let text = match &a.reply {
-        None => format!("{head}  no answer (ping failure)"),
-        Some(r) => format!(
-            "{head} {:>2}/{:<2} up {:>5} rt {}ms {} guilds",
-            r.shards_up,
-            r.shards,
-            r.latency_ms.map_or("-".into(), |l| format!("{l:.0}ms")),
-            r.round_trip_ms,
-            r.guilds,
-        ),
-    };
+    let name: String = a.name.chars().take(names).collect();
+    let text = format!("{time} {flag:<4} #{:<ids$} {name:<names$} {tail}", a.id);
     Line::styled(text, s)
 }
 

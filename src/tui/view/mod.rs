@@ -5,7 +5,7 @@
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
+use ratatui::widgets::{Block, BorderType, Borders, Paragraph, Wrap};
 use ratatui::Frame;
 
 use super::app::{age, App, FaceView, Mode, Pane};
@@ -13,6 +13,7 @@ use mewld_core::model::state::ClusterState;
 use mewld_core::model::state::FleetSummary;
 use mewld_core::model::state::IdentifyStatus;
 
+mod detail;
 mod diagnostics;
 mod overlays;
 mod panes;
@@ -61,13 +62,18 @@ pub fn draw(frame: &mut Frame, app: &App) {
     .areas(area);
     draw_header(frame, app, header);
     if area.width >= WIDE {
-        let [table, detail] =
-            Layout::horizontal([Constraint::Percentage(60), Constraint::Percentage(40)])
-                .areas(body);
+        // The detail is always beside the table here; with the focus
+        // (`Enter`, or Tab to it) it takes half the width.
+        let detail_share = if app.focus == Pane::Output { 50 } else { 40 };
+        let [table, detail] = Layout::horizontal([
+            Constraint::Percentage(100 - detail_share),
+            Constraint::Percentage(detail_share),
+        ])
+        .areas(body);
         panes::draw_table(frame, app, table);
-        panes::draw_detail(frame, app, detail);
+        detail::draw(frame, app, detail);
     } else if app.detail {
-        panes::draw_detail(frame, app, body);
+        detail::draw(frame, app, body);
     } else {
         panes::draw_table(frame, app, body);
     }
@@ -299,13 +305,13 @@ fn link_span(app: &App, narrow: bool) -> Span<'static> {
 /// The lines of a scrolling pane's newest `items` (oldest first in, as
 /// stored): `scroll` back from the newest, as many as `height` holds,
 /// oldest first out. Only those are built, however many items there are.
-fn newest_that_fit<'a, T: 'a>(
+fn newest_that_fit<'a, T: 'a, L>(
     items: impl DoubleEndedIterator<Item = &'a T>,
     scroll: usize,
     height: usize,
-    line: impl FnMut(&'a T) -> Line<'static>,
-) -> Vec<Line<'static>> {
-    let mut lines: Vec<Line<'static>> = items.rev().skip(scroll).take(height).map(line).collect();
+    line: impl FnMut(&'a T) -> L,
+) -> Vec<L> {
+    let mut lines: Vec<L> = items.rev().skip(scroll).take(height).map(line).collect();
     lines.reverse();
     lines
 }
@@ -321,6 +327,8 @@ fn filter_note(app: &App, pane: Pane, filter: &str) -> String {
     format!(" · filter: {filter}{cursor}")
 }
 
+/// A pane's frame. The focused pane's is thick, with a marker in its
+/// title (both visible without colour), and cyan.
 fn pane_block(app: &App, pane: Pane, title: String) -> Block<'static> {
     let focused = app.focus == pane;
     let border = if focused {
@@ -334,8 +342,14 @@ fn pane_block(app: &App, pane: Pane, title: String) -> Block<'static> {
         style(app, Style::default().fg(Color::DarkGray))
     };
     let marker = if focused { "▶ " } else { "" };
+    let border_type = if focused {
+        BorderType::Thick
+    } else {
+        BorderType::Plain
+    };
     Block::default()
         .borders(Borders::ALL)
+        .border_type(border_type)
         .border_style(border)
         .title(format!(" {marker}{title} "))
 }

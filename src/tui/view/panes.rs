@@ -1,20 +1,17 @@
-//! The three panes: the cluster table, the selected cluster's detail, and
-//! the action log. Only the rows in view are built.
+//! The cluster table and the action log (the detail is `detail.rs`). Only
+//! the rows in view are built.
 
-use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::layout::{Constraint, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Row, Table};
 use ratatui::Frame;
 
-use super::overlays::first_key;
 use super::{filter_note, newest_that_fit, pane_block, style};
 use crate::tui::app::{age, clock, App, Pane};
-use crate::tui::keys::{Action, ModeKind};
 use mewld_core::actlog::Tone;
 use mewld_core::cluster_map::shard_range;
 use mewld_core::model::state::{ClusterState, ClusterView};
-use mewld_core::model::Stream;
 
 fn state_color(state: ClusterState) -> Color {
     match state {
@@ -26,7 +23,7 @@ fn state_color(state: ClusterState) -> Color {
     }
 }
 
-fn state_text(app: &App, c: &ClusterView) -> String {
+pub(super) fn state_text(app: &App, c: &ClusterView) -> String {
     match (c.state, c.next_restart_at) {
         (ClusterState::Crashed, Some(at)) => {
             format!(
@@ -43,7 +40,8 @@ fn state_text(app: &App, c: &ClusterView) -> String {
 /// one list.
 struct Column {
     title: &'static str,
-    width: Constraint,
+    /// Most are fixed; the name's is the longest name's.
+    width: fn(&App) -> u16,
     shown: Shown,
     cell: fn(&App, &ClusterView) -> String,
 }
@@ -64,43 +62,43 @@ fn dash() -> String {
 const COLUMNS: &[Column] = &[
     Column {
         title: "ID",
-        width: Constraint::Length(5),
+        width: |_| 5,
         shown: Shown::Always,
         cell: |_, c| c.id.to_string(),
     },
     Column {
         title: "HOST",
-        width: Constraint::Length(10),
+        width: |_| 10,
         shown: Shown::Fleet,
         cell: |_, c| c.host.clone().unwrap_or_else(dash),
     },
     Column {
         title: "NAME",
-        width: Constraint::Min(8),
+        width: |app| app.name_width().max(4),
         shown: Shown::Always,
         cell: |_, c| c.name.clone(),
     },
     Column {
         title: "SHARDS",
-        width: Constraint::Length(9),
+        width: |_| 9,
         shown: Shown::Always,
         cell: |_, c| shard_range(&c.shards),
     },
     Column {
         title: "STATE",
-        width: Constraint::Length(11),
+        width: |_| 11,
         shown: Shown::Always,
         cell: state_text,
     },
     Column {
         title: "PID",
-        width: Constraint::Length(8),
+        width: |_| 8,
         shown: Shown::Wide,
         cell: |_, c| c.pid.map_or_else(dash, |p| p.to_string()),
     },
     Column {
         title: "UPTIME",
-        width: Constraint::Length(7),
+        width: |_| 7,
         shown: Shown::Always,
         cell: |app, c| {
             c.started_at
@@ -110,13 +108,13 @@ const COLUMNS: &[Column] = &[
     },
     Column {
         title: "RST",
-        width: Constraint::Length(3),
+        width: |_| 3,
         shown: Shown::Always,
         cell: |_, c| c.restarts.to_string(),
     },
     Column {
         title: "UP",
-        width: Constraint::Length(5),
+        width: |_| 5,
         shown: Shown::Always,
         cell: |_, c| {
             c.health
@@ -126,7 +124,7 @@ const COLUMNS: &[Column] = &[
     },
     Column {
         title: "LAT",
-        width: Constraint::Length(6),
+        width: |_| 6,
         shown: Shown::Always,
         cell: |_, c| {
             c.health
@@ -137,7 +135,7 @@ const COLUMNS: &[Column] = &[
     },
     Column {
         title: "GUILDS",
-        width: Constraint::Length(8),
+        width: |_| 8,
         shown: Shown::Wide,
         cell: |_, c| {
             c.health
@@ -147,7 +145,7 @@ const COLUMNS: &[Column] = &[
     },
     Column {
         title: "AGE",
-        width: Constraint::Length(6),
+        width: |_| 6,
         shown: Shown::Always,
         cell: |app, c| c.health.as_ref().map_or_else(dash, |h| age(app.now, h.at)),
     },
@@ -203,124 +201,27 @@ pub(super) fn draw_table(frame: &mut Frame, app: &App, area: Rect) {
             Row::new(cells).style(row_style)
         })
         .collect();
-    // The sorted-by column is marked in its title.
+    // The sorted-by column is marked in its title, and wide enough for it.
     let t = app.table();
     let sorted = t.is_sorted().then(|| t.sort.title());
-    let header = Row::new(columns.iter().map(|c| {
-        if Some(c.title) == sorted {
-            format!("{}{}", c.title, if app.table().reverse { "▲" } else { "▼" })
-        } else {
-            c.title.to_string()
-        }
-    }))
-    .style(Style::default().add_modifier(Modifier::BOLD));
-    let table = Table::new(rows, columns.iter().map(|c| c.width))
-        .header(header)
-        .block(block);
+    let titles: Vec<String> = columns
+        .iter()
+        .map(|c| match Some(c.title) == sorted {
+            true => format!("{}{}", c.title, t.arrow()),
+            false => c.title.to_string(),
+        })
+        .collect();
+    let widths: Vec<Constraint> = columns
+        .iter()
+        .zip(&titles)
+        .map(|(c, title)| {
+            let title = u16::try_from(title.chars().count()).unwrap_or(u16::MAX);
+            Constraint::Length((c.width)(app).max(title))
+        })
+        .collect();
+    let header = Row::new(titles).style(Style::default().add_modifier(Modifier::BOLD));
+    let table = Table::new(rows, widths).header(header).block(block);
     frame.render_widget(table, area);
-}
-
-/// The detail's top: state, pid, restarts, then the latest health per shard.
-fn status_lines(app: &App, c: &ClusterView) -> Vec<Line<'static>> {
-    let mut lines = vec![Line::from(format!(
-        "{} · pid {} · restarts {} · last exit {}",
-        state_text(app, c),
-        c.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-        c.restarts,
-        c.last_exit
-            .map(|e| e.to_string())
-            .unwrap_or_else(|| "-".into()),
-    ))];
-    match &c.health {
-        Some(h) => {
-            lines.push(Line::from(format!(
-                "health {} ago · round trip {}ms",
-                age(app.now, h.at),
-                h.round_trip_ms
-            )));
-            lines.push(Line::styled(
-                "SHARD  UP    LATENCY   GUILDS     USERS",
-                Style::default().add_modifier(Modifier::BOLD),
-            ));
-            for sh in &h.shards {
-                let up = if sh.up { "up" } else { "DOWN" };
-                let line = format!(
-                    "{:<6} {:<5} {:>7} {:>8} {:>9}",
-                    sh.shard_id,
-                    up,
-                    sh.latency.map_or("-".into(), |l| format!("{l:.0}ms")),
-                    sh.guilds.map_or("-".into(), |g| g.to_string()),
-                    sh.users.map_or("-".into(), |u| u.to_string()),
-                );
-                let color = if sh.up { Color::Green } else { Color::Red };
-                lines.push(Line::styled(line, style(app, Style::default().fg(color))));
-            }
-        }
-        None => lines.push(Line::from(format!(
-            "health: no diagnostic answered yet ({} asks now)",
-            first_key(ModeKind::Normal, Action::Diagnose)
-        ))),
-    }
-    lines
-}
-
-pub(super) fn draw_detail(frame: &mut Frame, app: &App, area: Rect) {
-    let Some(c) = app.selected_cluster() else {
-        frame.render_widget(
-            Paragraph::new("no clusters").block(pane_block(app, Pane::Output, "Detail".into())),
-            area,
-        );
-        return;
-    };
-    let title = format!(
-        "Cluster {} ({}) · shards {}",
-        c.id,
-        c.name,
-        shard_range(&c.shards)
-    );
-    let block = pane_block(app, Pane::Output, title);
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
-    let mut lines = status_lines(app, c);
-    // Shards first, then the trends if they fit; the cluster's own output
-    // keeps at least four lines.
-    let shard_lines = lines.len().min((inner.height as usize).saturating_sub(5));
-    lines.truncate(shard_lines.max(1));
-    let trends = super::diagnostics::trend_rows(app, c)
-        .min(inner.height.saturating_sub(lines.len() as u16 + 6));
-    let [top, trend_area, bottom] = Layout::vertical([
-        Constraint::Length(lines.len() as u16),
-        Constraint::Length(trends + 1),
-        Constraint::Min(1),
-    ])
-    .areas(inner);
-    frame.render_widget(Paragraph::new(lines), top);
-    if trends == 2 {
-        super::diagnostics::draw_trends(frame, app, c, trend_area);
-    }
-
-    let height = bottom.height.saturating_sub(1) as usize;
-    let empty = Default::default();
-    let out = app.output.get(&c.id).unwrap_or(&empty);
-    let end = out.len().saturating_sub(app.output_scroll);
-    let start = end.saturating_sub(height);
-    let scroll = if app.output_scroll > 0 {
-        format!(" (scrolled up {})", app.output_scroll)
-    } else {
-        String::new()
-    };
-    let mut out_lines = vec![Line::styled(
-        format!("output{scroll}"),
-        Style::default().add_modifier(Modifier::BOLD),
-    )];
-    out_lines.extend(out.range(start..end).map(|l| {
-        let s = match l.stream {
-            Stream::Stderr => style(app, Style::default().fg(Color::LightRed)),
-            Stream::Stdout => Style::default(),
-        };
-        Line::styled(l.text.clone(), s)
-    }));
-    frame.render_widget(Paragraph::new(out_lines), bottom);
 }
 
 pub(super) fn draw_log(frame: &mut Frame, app: &App, area: Rect) {

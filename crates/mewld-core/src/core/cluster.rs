@@ -7,7 +7,7 @@ use crate::cluster_map::ClusterId;
 use crate::cluster_map::ClusterSpec;
 use crate::model::health::Health;
 use crate::model::state::{ClusterState, ClusterView};
-use crate::model::ExitInfo;
+use crate::model::{ExitInfo, RestartCounts, RestartReason};
 
 /// The engine's own record of one cluster.
 #[derive(Debug)]
@@ -22,12 +22,15 @@ pub(crate) struct Cluster {
     pub started_at: Option<SystemTime>,
     /// Start again once the current process has exited, and why.
     pub restart_when_stopped: Option<RestartCause>,
-    /// Restarts after the process exited unasked.
-    pub crash_restarts: u32,
+    /// Its restarts so far, by reason: counted when the new process is
+    /// asked for.
+    pub restarts: RestartCounts,
     /// Unasked exits in a row, each soon after a start (crash-loop count).
     pub quick_failures: u32,
     pub next_restart_at: Option<SystemTime>,
     pub last_exit: Option<ExitInfo>,
+    /// Why the last start failed, until one succeeds.
+    pub start_error: Option<String>,
     pub health: Option<Health>,
     /// A spawn asked of the runner whose outcome is not in yet, and what
     /// it was for.
@@ -45,10 +48,11 @@ impl Cluster {
             generation: 0,
             started_at: None,
             restart_when_stopped: None,
-            crash_restarts: 0,
+            restarts: RestartCounts::default(),
             quick_failures: 0,
             next_restart_at: None,
             last_exit: None,
+            start_error: None,
             health: None,
             spawning: None,
             said_strays: false,
@@ -72,10 +76,12 @@ impl Cluster {
             state: self.state,
             pid: self.pid,
             started_at: self.started_at,
-            restarts: self.crash_restarts,
+            restarts: self.restarts.total(),
+            restarts_by: self.restarts,
             quick_failures: self.quick_failures,
             next_restart_at: self.next_restart_at,
             last_exit: self.last_exit,
+            start_error: self.start_error.clone(),
             health: self.health.clone(),
             host: None,
         }
@@ -89,9 +95,22 @@ pub enum RestartCause {
     Operator,
     PingCheck,
     RollingRestart,
+    /// A reshard's restart of a cluster whose shards changed: a rolling
+    /// restart on the channel and in the action log, counted apart.
+    Reshard,
 }
 
 impl RestartCause {
+    /// What the restart is counted as.
+    pub fn reason(self) -> RestartReason {
+        match self {
+            RestartCause::Operator => RestartReason::Operator,
+            RestartCause::PingCheck => RestartReason::PingFailure,
+            RestartCause::RollingRestart => RestartReason::RollingRestart,
+            RestartCause::Reshard => RestartReason::Reshard,
+        }
+    }
+
     /// What is logged when the new start fails (and is retried in
     /// `restart_in_ms`, if it is).
     pub fn failure_event(
@@ -113,12 +132,14 @@ impl RestartCause {
                 error,
                 restart_in_ms,
             },
-            RestartCause::RollingRestart => LogEvent::ClusterRestartFailed {
-                id,
-                via: RestartVia::RollingRestart,
-                error,
-                restart_in_ms,
-            },
+            RestartCause::RollingRestart | RestartCause::Reshard => {
+                LogEvent::ClusterRestartFailed {
+                    id,
+                    via: RestartVia::RollingRestart,
+                    error,
+                    restart_in_ms,
+                }
+            }
         }
     }
 }

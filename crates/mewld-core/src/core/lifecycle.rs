@@ -9,7 +9,7 @@ use crate::actlog::{ExitFields, LogEvent, RestartVia, StartVia};
 use crate::cluster_map::ClusterId;
 use crate::model::state::ClusterState;
 use crate::model::Refused;
-use crate::model::{ExitInfo, SpawnError};
+use crate::model::{ExitInfo, RestartReason, SpawnError};
 use crate::protocol;
 use crate::restart::{self, Verdict};
 
@@ -195,6 +195,7 @@ impl Core {
             self.clusters[idx].state = ClusterState::Failed;
             None
         };
+        self.clusters[idx].start_error = Some(failure.error.clone());
         let (error, restart_in_ms) = (failure.error, retry_in.map(millis));
         match purpose {
             Purpose::Launch => self.log(LogEvent::ClusterStartFailed {
@@ -249,6 +250,7 @@ impl Core {
         let c = &mut self.clusters[idx];
         c.pid = Some(pid);
         c.started_at = Some(now.wall);
+        c.start_error = None;
         let id = c.spec.id;
         self.log(LogEvent::ClusterStarted { id, pid });
         let launch_timeout = Timer::LaunchTimeout { id, generation };
@@ -258,7 +260,8 @@ impl Core {
                 self.finish_op(crate::model::Operation::Start(id), asker, Ok(()))
             }
             Purpose::CrashRestart => {
-                let restarts = self.clusters[idx].crash_restarts;
+                // The action log's `restarts` is the crash restarts so far (§5.4).
+                let restarts = self.clusters[idx].restarts.crash;
                 self.log(LogEvent::ClusterRestarted { id, restarts });
                 // Crashed before its launch_next: the launch still waits on
                 // it, and must not wait for ever.
@@ -304,6 +307,7 @@ impl Core {
             self.clusters[idx].state = ClusterState::Stopped;
             self.log(LogEvent::ClusterStopped { id, exit: status });
             if let Some(cause) = restart {
+                self.clusters[idx].restarts.count(cause.reason());
                 self.spawn(idx, Purpose::AfterStop(cause));
             }
             return;
@@ -374,7 +378,7 @@ impl Core {
         {
             return;
         }
-        c.crash_restarts += 1;
+        c.restarts.count(RestartReason::Crash);
         self.spawn(idx, Purpose::CrashRestart);
     }
 }

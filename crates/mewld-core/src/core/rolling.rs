@@ -58,7 +58,12 @@ impl Core {
                 // began: an operator's stop wins; leave it be.
                 continue;
             }
-            self.stop(idx, Some(RestartCause::RollingRestart));
+            let cause = if self.resharding {
+                RestartCause::Reshard
+            } else {
+                RestartCause::RollingRestart
+            };
+            self.stop(idx, Some(cause));
             self.set_timer(
                 Timer::RollingTimeout(step),
                 self.config.rolling_restart_timeout,

@@ -25,10 +25,12 @@ impl From<ExitStatus> for ExitInfo {
     }
 }
 
+/// How it ended, for a text that already says it exited ("last exit:
+/// code 3", "last exit: signal 9 (SIGKILL)").
 impl fmt::Display for ExitInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.code, self.signal) {
-            (Some(code), _) => write!(f, "exit code {code}"),
+            (Some(code), _) => write!(f, "code {code}"),
             (None, Some(sig)) => match Signal::try_from(sig) {
                 Ok(s) => write!(f, "signal {sig} ({})", s.as_str()),
                 Err(_) => write!(f, "signal {sig}"),

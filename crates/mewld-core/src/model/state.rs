@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::health::Health;
 use crate::cluster_map::{ClusterId, ClusterSpec};
-use crate::model::{Exit, ExitInfo};
+use crate::model::{Exit, ExitInfo, RestartCounts};
 
 /// Where a cluster is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,11 +58,20 @@ pub struct ClusterView {
     pub state: ClusterState,
     pub pid: Option<u32>,
     pub started_at: Option<SystemTime>,
+    /// Every restart, whatever the reason: the sum of `restarts_by`
+    /// (kept for consoles and hosts that read only this).
     pub restarts: u32,
+    /// The restarts by reason.
+    #[serde(default)]
+    pub restarts_by: RestartCounts,
     pub quick_failures: u32,
     /// When a crashed cluster will be started again.
     pub next_restart_at: Option<SystemTime>,
     pub last_exit: Option<ExitInfo>,
+    /// Why its last start failed (the program missing, out of processes),
+    /// until a start succeeds.
+    #[serde(default)]
+    pub start_error: Option<String>,
     /// The latest answer to a diagnostic from the current process.
     pub health: Option<Health>,
     /// In a fleet: the name of the host that runs it.
@@ -81,9 +90,11 @@ impl ClusterView {
             pid: None,
             started_at: None,
             restarts: 0,
+            restarts_by: RestartCounts::default(),
             quick_failures: 0,
             next_restart_at: None,
             last_exit: None,
+            start_error: None,
             health: None,
             host: None,
         }

@@ -196,6 +196,15 @@ fn a_cluster_that_cannot_start_does_not_hold_up_the_rest() {
     )));
     sim.advance(SECS(5));
     assert_eq!(sim.spawned(), vec![0, 1]);
+    // Faces show why; a start that works clears it.
+    let error = |sim: &Sim| sim.core.snapshot().clusters[0].start_error.clone();
+    assert_eq!(
+        error(&sim).as_deref(),
+        Some("No such file or directory (os error 2)")
+    );
+    sim.broken.clear();
+    assert_eq!(sim.op(Operation::Start(0)), Ok(()));
+    assert_eq!(error(&sim), None);
 }
 
 #[test]

@@ -31,6 +31,7 @@ mod fleet;
 mod launch;
 mod lifecycle;
 mod ops;
+mod restarts;
 mod rolling;
 
 struct Sim {

@@ -73,7 +73,7 @@ fn rolling_restarts_and_reshards_wait_for_a_settled_bot() {
     assert_eq!(sim.op(Operation::Reshard), Err(Refused::ReshardDisabled));
 }
 
-fn gateway(shards: u32) -> GatewayBot {
+pub(super) fn gateway(shards: u32) -> GatewayBot {
     GatewayBot {
         url: String::new(),
         shards,
