@@ -10,10 +10,11 @@ use mewld::control::client;
 use mewld::control::server::Control;
 use mewld::engine::Setup;
 use mewld::fleet;
-use mewld::host::{self, Face, Listeners};
+use mewld::host::{self, Face, HostFlags, Listeners};
 use mewld::logging::LogFormat;
 use mewld::startup;
 use mewld::{daemon, demo, fake_bot, guardian, logging, systemd, tui};
+use mewld_core::fleet::per_host::HostSlot;
 use mewld_core::fleet::slice::SliceSpec;
 
 mod check_config;
@@ -83,14 +84,10 @@ struct Cli {
 #[derive(Debug, clap::Args)]
 struct FleetArgs {
     /// This host's index in the fleet (0-based): it runs the index-th of
-    /// `--host-count` contiguous slices of the clusters, in id order.
-    #[arg(
-        long,
-        env = "MEWLD_HOST_INDEX",
-        global = true,
-        requires = "host_count",
-        value_name = "I"
-    )]
+    /// `--host-count` contiguous slices of the clusters, in id order. Its
+    /// control socket, name and ports are made from it (docs/fleet.md).
+    /// With `attach`, the host to attach to.
+    #[arg(long, env = "MEWLD_HOST_INDEX", global = true, value_name = "I")]
     host_index: Option<u32>,
 
     /// How many hosts share the clusters (with `--host-index`).
@@ -103,7 +100,8 @@ struct FleetArgs {
     )]
     host_count: Option<u32>,
 
-    /// The clusters this host runs, as ids and ranges: `0-9,20-29`.
+    /// The clusters this host runs, as ids and ranges: `0-9,20-29`. The
+    /// lowest id stands in for the host index (docs/fleet.md).
     #[arg(
         long,
         global = true,
@@ -112,9 +110,20 @@ struct FleetArgs {
     )]
     clusters: Option<String>,
 
-    /// This host's name in the fleet (default: the machine's host name).
+    /// This host's name in the fleet (default: the machine's host name,
+    /// then `-<index>` in a fleet).
     #[arg(long, env = "MEWLD_HOST_NAME", global = true, value_name = "NAME")]
     host_name: Option<String>,
+
+    /// This host's metrics address, as written (default: `metrics_addr`,
+    /// its port plus the host index in a fleet).
+    #[arg(
+        long,
+        env = "MEWLD_METRICS_ADDR",
+        global = true,
+        value_name = "ADDR:PORT"
+    )]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl FleetArgs {
@@ -123,10 +132,34 @@ impl FleetArgs {
     fn slice(&self) -> Result<Option<SliceSpec>> {
         let spec = match (self.host_index, self.host_count, &self.clusters) {
             (Some(index), Some(count), _) => SliceSpec::index(index, count)?,
+            (Some(index), None, _) => {
+                return Err(eyre!(
+                    "--host-index {index} needs --host-count (or MEWLD_HOST_COUNT): how many \
+                     hosts share the clusters"
+                ))
+            }
             (_, _, Some(list)) => SliceSpec::parse_list(list)?,
             _ => return Ok(None),
         };
         Ok(Some(spec))
+    }
+
+    /// This host, as the command line describes it.
+    fn host(&self) -> Result<HostFlags> {
+        Ok(HostFlags {
+            slice: self.slice()?,
+            name: self.host_name.clone(),
+            metrics_addr: self.metrics_addr,
+        })
+    }
+
+    /// The host `attach` is for: an index alone is enough.
+    fn slot(&self) -> Result<Option<HostSlot>> {
+        Ok(match (self.host_index, &self.clusters) {
+            (Some(index), _) => Some(HostSlot::Index(index)),
+            (None, Some(list)) => Some(SliceSpec::parse_list(list)?.slot()),
+            (None, None) => None,
+        })
     }
 }
 
@@ -206,10 +239,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<u8> {
     match cli.command {
-        Some(Command::CheckConfig) => {
-            let slice = cli.fleet.slice()?;
-            Ok(check_config::run(&cli.config, slice.as_ref()).await)
-        }
+        Some(Command::CheckConfig) => Ok(check_config::run(&cli.config, &cli.fleet.host()?).await),
         Some(Command::FakeBot { args }) => {
             logging::init_cluster();
             let code = fake_bot::run(args).await?;
@@ -221,7 +251,9 @@ async fn run(cli: Cli) -> Result<u8> {
             if redis {
                 run_attach_fleet(&cli.config, log).await
             } else {
-                run_attach(&cli.config, cli.control_socket, log).await
+                let socket =
+                    host::attach_socket(&cli.config, cli.control_socket, cli.fleet.slot()?)?;
+                run_attach(socket, log).await
             }
         }
         // Normally handled in `main`, before any runtime exists.
@@ -247,14 +279,8 @@ async fn run_console(
 ) -> Result<u8> {
     let (log, _flush_log) = log;
     // Start-up problems are printed before the screen is taken.
-    let (setup, control, listeners) = host::prepare(
-        config,
-        socket,
-        fleet.slice()?,
-        fleet.host_name.as_deref(),
-        Face::Console,
-    )
-    .await?;
+    let (setup, control, listeners) =
+        host::prepare(config, socket, &fleet.host()?, Face::Console).await?;
     run_embedded(setup, control, listeners, log).await
 }
 
@@ -294,12 +320,8 @@ async fn run_embedded(
     code
 }
 
-async fn run_attach(config: &Path, socket: Option<PathBuf>, log: ConsoleLogging) -> Result<u8> {
+async fn run_attach(socket: PathBuf, log: ConsoleLogging) -> Result<u8> {
     let (log, _flush_log) = log;
-    let socket = match socket {
-        Some(path) => path,
-        None => startup::load_config(config)?.config.control_socket,
-    };
     let attached = client::attach(&socket).await.map_err(|e| eyre!(e))?;
     tracing::info!(socket = %socket.display(), pid = attached.hello.pid, "attached");
     let face = tui::Face::Attached {
@@ -331,14 +353,8 @@ async fn run_daemon(
     format: LogFormat,
 ) -> Result<u8> {
     let _flush_log = logging::init_daemon(format);
-    let (setup, control, listeners) = host::prepare(
-        config,
-        socket,
-        fleet.slice()?,
-        fleet.host_name.as_deref(),
-        Face::Daemon,
-    )
-    .await?;
+    let (setup, control, listeners) =
+        host::prepare(config, socket, &fleet.host()?, Face::Daemon).await?;
     let host = host::start(setup, control, listeners, Face::Daemon).await?;
     systemd::start(host.handle.clone());
     let exit = daemon::run(host.engine, host.handle, host.transport_rx, format).await?;
