@@ -9,15 +9,17 @@ use std::io::Write as _;
 use std::path::Path;
 
 use mewld::config::{redacted_url, Config, Ipc, LaunchPolicy};
+use mewld::host::HostFlags;
 use mewld::preflight;
 use mewld::startup::{self, Prepared};
 use mewld_core::cluster_map::{self, shard_range};
-use mewld_core::fleet::slice::{Ranges, SliceSpec};
+use mewld_core::fleet::slice::Ranges;
 
-/// Checks `path`; with `slice`, for one host of a fleet.
-pub async fn run(path: &Path, slice: Option<&SliceSpec>) -> u8 {
+/// Checks `path`, as `host` would run it (in a fleet, one host's slice,
+/// socket, name and ports).
+pub async fn run(path: &Path, host: &HostFlags) -> u8 {
     let mut out = String::new();
-    let problems = report(path, slice, &mut out).await;
+    let problems = report(path, host, &mut out).await;
     if problems.is_empty() {
         out.push_str("ok\n");
     }
@@ -34,12 +36,12 @@ pub async fn run(path: &Path, slice: Option<&SliceSpec>) -> u8 {
 }
 
 /// Writes the settings to `out` and returns the problems found.
-async fn report(path: &Path, slice: Option<&SliceSpec>, out: &mut String) -> Vec<String> {
+async fn report(path: &Path, host: &HostFlags, out: &mut String) -> Vec<String> {
     let Prepared {
         config,
         env,
         warnings,
-    } = match startup::load_config(path) {
+    } = match mewld::host::load_config(path, host) {
         Ok(p) => p,
         Err(e) => return vec![format!("{e:#}")],
     };
@@ -90,7 +92,8 @@ async fn report(path: &Path, slice: Option<&SliceSpec>, out: &mut String) -> Vec
             shard_range(&c.shards)
         );
     }
-    if let Some(slice) = slice {
+    if let Some(slice) = &host.slice {
+        line(out, "host name", &host.host_name());
         match (slice.resolve(map.len() as u32), &config.ipc) {
             (_, Ipc::Unix { .. }) => problems.push(
                 "several hosts share their clusters through Redis; `ipc: unix` runs on one host only"
@@ -140,15 +143,22 @@ fn settings(config: &Config, env_vars: usize, out: &mut String) {
         Ipc::Unix { path } => line(out, "unix socket", &path.display()),
     }
     line(out, "control socket", &config.control_socket.display());
-    let metrics = config.metrics_addr.map(|a| format!("http://{a}/metrics"));
+    // In a fleet, how this host's address was made from the file's.
+    let origin = |key: &str, a| config.listen_origin(key, a);
+    let metrics = config.metrics_addr.map(|a| {
+        let how = origin("metrics_addr", a).map(|o| format!(" ({o})"));
+        format!("http://{a}/metrics{}", how.unwrap_or_default())
+    });
     line(
         out,
         "metrics",
         &metrics.as_deref().unwrap_or("off (metrics_addr)"),
     );
-    let identify = config
-        .identify_queue
-        .map(|a| format!("http://{a}/<secret>?shard=<id> (a new secret at each start)"));
+    let identify = config.identify_queue.map(|a| {
+        let how = origin("identify_queue", a).map(|o| format!("{o}; "));
+        let how = how.unwrap_or_default();
+        format!("http://{a}/<secret>?shard=<id> ({how}a new secret at each start)")
+    });
     line(
         out,
         "identify queue",

@@ -3,13 +3,17 @@
 //! before anything starts, this manager's claim in Redis, then the
 //! transport, the engine and the faces beside it.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use color_eyre::eyre::{eyre, Result, WrapErr};
+use color_eyre::eyre::{eyre, Report, Result, WrapErr};
 use mewld_core::cluster_map::MapPrint;
+use mewld_core::config::HostArgs;
+use mewld_core::fleet::per_host::{socket_index, HostSlot};
 use mewld_core::fleet::slice::SliceSpec;
 use mewld_core::fleet::Membership;
 
+use crate::config::Config;
 use crate::control::server::{Control, Serving};
 use crate::control::Hello;
 use crate::engine::{Engine, EngineHandle, Setup};
@@ -32,11 +36,10 @@ pub enum Face {
 pub async fn prepare(
     config: &Path,
     socket: Option<PathBuf>,
-    slice: Option<SliceSpec>,
-    host_name: Option<&str>,
+    host: &HostFlags,
     face: Face,
 ) -> Result<(Setup, Control, Listeners)> {
-    let prepared = startup::load_config(config)?;
+    let prepared = load_config(config, host)?;
     for w in &prepared.warnings {
         if face == Face::Console {
             logging::to_stderr(&format!("warning: {w}"));
@@ -50,8 +53,91 @@ pub async fn prepare(
         logging::to_stderr("mewld: asking Discord for the shard count…");
     }
     let mut setup = startup::prepare(prepared, &listeners.phase).await?;
-    setup.fleet = membership(&setup, slice.as_ref(), host_name)?;
+    setup.fleet = membership(&setup, host)?;
     Ok((setup, control, listeners))
+}
+
+/// What the command line says about this manager as one host of a fleet
+/// (docs/fleet.md): its slice, and what would otherwise be made from it.
+#[derive(Debug, Default)]
+pub struct HostFlags {
+    pub slice: Option<SliceSpec>,
+    /// `--host-name`: else the machine's name, plus the slot in a fleet.
+    pub name: Option<String>,
+    /// `--metrics-addr`: else `metrics_addr`, plus the slot in a fleet.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+impl HostFlags {
+    fn args(&self) -> HostArgs {
+        HostArgs {
+            slot: self.slice.as_ref().map(SliceSpec::slot),
+            host_count: self.slice.as_ref().and_then(SliceSpec::host_count),
+            metrics_addr: self.metrics_addr,
+        }
+    }
+
+    /// This host's name in the fleet (`vm-1` by default, on machine `vm`).
+    pub fn host_name(&self) -> String {
+        let slot = self.slice.as_ref().map(SliceSpec::slot);
+        fleet::fleet_host_name(self.name.as_deref(), slot)
+    }
+}
+
+/// The config as this host runs it (`startup::load_config`, then
+/// `Config::for_host`): in a fleet, its own control socket and ports, with
+/// a warning when hosts on one machine would meet on a port.
+pub fn load_config(path: &Path, host: &HostFlags) -> Result<startup::Prepared> {
+    let mut prepared = startup::load_config(path)?;
+    prepared.config = prepared.config.for_host(&host.args())?;
+    prepared.warnings.extend(prepared.config.port_overlap());
+    Ok(prepared)
+}
+
+/// The control socket `mewld attach` reaches: `--control-socket` as
+/// written; else the config's (`control_socket`, by default `mewld.ctl`
+/// beside it), made host `slot`'s (`mewld.1.ctl`) when one is given. With
+/// no slot and nothing at that path, if hosts' sockets are beside it, the
+/// error says which to choose.
+pub fn attach_socket(
+    config: &Path,
+    flag: Option<PathBuf>,
+    slot: Option<HostSlot>,
+) -> Result<PathBuf> {
+    if let Some(path) = flag {
+        return Ok(path);
+    }
+    let base = startup::load_config(config)?.config.control_socket;
+    if let Some(slot) = slot {
+        return Ok(slot.socket(&base));
+    }
+    if base.exists() {
+        return Ok(base);
+    }
+    let dir = mewld_core::config::dir_of(&base);
+    let mut hosts: Vec<(u32, PathBuf)> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter_map(|p| socket_index(&base, &p).map(|i| (i, p)))
+                .collect()
+        })
+        .unwrap_or_default();
+    if hosts.is_empty() {
+        return Ok(base);
+    }
+    hosts.sort();
+    let list: Vec<String> = hosts
+        .iter()
+        .map(|(i, p)| format!("{} (--host-index {i})", p.display()))
+        .collect();
+    Err(eyre!(
+        "no control socket at {}, but hosts of a fleet listen beside it: {}. Attach to one \
+         with `mewld attach --host-index I` (or --control-socket PATH), or to the whole fleet \
+         with `mewld attach --redis`",
+        base.display(),
+        list.join(", ")
+    ))
 }
 
 /// A running manager: its engine (not yet driven), the transport's news
@@ -111,13 +197,9 @@ pub async fn start(
 /// This manager's claim in Redis: its slice of the fleet when one was
 /// asked for, else every cluster (alone). `None` with `ipc: unix`, where
 /// the socket file keeps two managers apart.
-fn membership(
-    setup: &Setup,
-    slice: Option<&SliceSpec>,
-    name: Option<&str>,
-) -> Result<Option<Membership>> {
+fn membership(setup: &Setup, host: &HostFlags) -> Result<Option<Membership>> {
     let redis = matches!(setup.config.ipc, crate::config::Ipc::Redis { .. });
-    let (owned, host_count, solo) = match slice {
+    let (owned, host_count, solo) = match &host.slice {
         None if !redis => return Ok(None),
         None => (setup.clusters.iter().map(|c| c.id).collect(), None, true),
         Some(_) if !redis => {
@@ -138,7 +220,7 @@ fn membership(
             (owned, slice.host_count(), false)
         }
     };
-    let name = fleet::host_name(name);
+    let name = host.host_name();
     Ok(Some(Membership {
         // The pid alone is not unique: in a container it is always 1.
         id: format!("{name}:{}:{}", std::process::id(), fleet::run_token()),
@@ -190,17 +272,24 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    pub async fn bind(config: &crate::config::Config) -> Result<Listeners> {
+    pub async fn bind(config: &Config) -> Result<Listeners> {
         let phase = PhaseCell::default();
         let metrics = match config.metrics_addr {
-            Some(addr) => Some(metrics::serve(
-                metrics::bind(addr).await.map_err(|e| eyre!(e))?,
-                phase.clone(),
-            )),
+            Some(addr) => {
+                let listener = metrics::bind(addr).await;
+                Some(metrics::serve(
+                    listener.map_err(|e| not_bound(config, "metrics_addr", addr, &e))?,
+                    phase.clone(),
+                ))
+            }
             None => None,
         };
         let identify = match config.identify_queue {
-            Some(addr) => Some(identify::Server::bind(addr).await.map_err(|e| eyre!(e))?),
+            Some(addr) => Some(
+                identify::Server::bind(addr)
+                    .await
+                    .map_err(|e| not_bound(config, "identify_queue", addr, &e))?,
+            ),
             None => None,
         };
         Ok(Listeners {
@@ -242,4 +331,34 @@ impl Listeners {
         }
         Ok((engine, handle))
     }
+}
+
+/// Why the listener `key` could not be bound at `addr`: the key, the
+/// address and how it was made, and, when it is taken, what to do.
+fn not_bound(config: &Config, key: &str, addr: SocketAddr, e: &std::io::Error) -> Report {
+    let origin = config.listen_origin(key, addr);
+    let how = origin
+        .as_deref()
+        .map(|o| format!(" ({o})"))
+        .unwrap_or_default();
+    let mut message = format!("{key} {addr}{how}: {e}");
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        let file = config.path.display();
+        let fix = match config.host.slot {
+            _ if origin.as_deref() == Some("--metrics-addr") => {
+                "another program listens there: give this host another --metrics-addr".to_string()
+            }
+            Some(slot) => format!(
+                "another program listens there, or another manager runs as {slot}. Each host \
+                 of a fleet listens on the port of `{key}` in {file} plus its index: choose \
+                 a port there with the next ones free (one per host)"
+            ),
+            None => format!(
+                "another program listens there (another mewld on this config?): choose \
+                 another port for `{key}` in {file}"
+            ),
+        };
+        message = format!("{message}; {fix}");
+    }
+    eyre!(message)
 }

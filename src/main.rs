@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use color_eyre::eyre::{eyre, Result, WrapErr};
 
 use mewld::cli;
@@ -17,244 +17,13 @@ use mewld::host::{self, Face, Listeners};
 use mewld::logging::LogFormat;
 use mewld::startup;
 use mewld::{daemon, demo, fake_bot, guardian, logging, systemd, tui};
-use mewld_core::fleet::slice::SliceSpec;
+use mewld_core::fleet::per_host::HostSlot;
 use mewld_core::model::Operation;
 
+mod args;
 mod check_config;
 
-/// A Discord bot clusterer: splits a bot's shards over cluster processes,
-/// starts them one after another, restarts the ones that die, and answers
-/// the original mewld's Redis protocol, so existing bots run unchanged.
-#[derive(Debug, Parser)]
-#[command(
-    name = "mewld",
-    version,
-    after_help = "Examples:\n  \
-    mewld --daemon --config /srv/bot/config.yaml   run headless (systemd)\n  \
-    mewld check-config                            validate config.yaml, show the cluster map\n  \
-    mewld status                                  the clusters of the running engine (exit 0: all run)\n  \
-    mewld rolling-restart --wait                  deploy: exit 0 once every cluster is back\n  \
-    mewld --daemon --host-index 0 --host-count 3  one of three hosts sharing the clusters (a fleet)\n  \
-    mewld attach --redis                          the console on the whole fleet\n\n\
-Environment: MTOKEN (bot token, wins over `token`), PER_CLUSTER (wins over\n\
-`per_cluster`), RUST_LOG (log filter, default info). See README.md."
-)]
-struct Cli {
-    /// The config file (the original's format; see config.example.yaml).
-    #[arg(
-        long,
-        short = 'c',
-        visible_alias = "cfg-file",
-        global = true,
-        default_value = "config.yaml",
-        value_name = "PATH"
-    )]
-    config: PathBuf,
-
-    /// The control socket `mewld attach` reaches the engine on (default:
-    /// `control_socket` in the config, else mewld.ctl beside the config).
-    #[arg(long, global = true, value_name = "PATH")]
-    control_socket: Option<PathBuf>,
-
-    /// How the manager's log is written: `text`, or `json` (one object per
-    /// line, for log shippers; the daemon's cluster output too).
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value_t,
-        value_name = "FORMAT"
-    )]
-    log_format: LogFormat,
-
-    /// Where the console writes its own log (the screen is for the
-    /// console). Default: mewld.log for a console that runs the engine;
-    /// none for `mewld attach`.
-    #[arg(long, global = true, value_name = "PATH")]
-    log_file: Option<PathBuf>,
-
-    /// Run headless: no console; cluster output on stdout, logs on stderr.
-    /// For systemd and other service managers. Exit status: 0 after
-    /// `shutdown` or SIGTERM/SIGINT/SIGHUP, 1 after `restartproc`, 2 on a start-up error.
-    #[arg(long)]
-    daemon: bool,
-
-    #[command(flatten)]
-    fleet: FleetArgs,
-
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-/// Running one slice of the cluster map, as one host of a fleet of
-/// managers sharing one Redis (docs/fleet.md).
-#[derive(Debug, clap::Args)]
-struct FleetArgs {
-    /// This host's index in the fleet (0-based): it runs the index-th of
-    /// `--host-count` contiguous slices of the clusters, in id order.
-    #[arg(
-        long,
-        env = "MEWLD_HOST_INDEX",
-        global = true,
-        requires = "host_count",
-        value_name = "I"
-    )]
-    host_index: Option<u32>,
-
-    /// How many hosts share the clusters (with `--host-index`).
-    #[arg(
-        long,
-        env = "MEWLD_HOST_COUNT",
-        global = true,
-        requires = "host_index",
-        value_name = "N"
-    )]
-    host_count: Option<u32>,
-
-    /// The clusters this host runs, as ids and ranges: `0-9,20-29`.
-    #[arg(
-        long,
-        global = true,
-        value_name = "IDS",
-        conflicts_with_all = ["host_index", "host_count"]
-    )]
-    clusters: Option<String>,
-
-    /// This host's name in the fleet (default: the machine's host name).
-    #[arg(long, env = "MEWLD_HOST_NAME", global = true, value_name = "NAME")]
-    host_name: Option<String>,
-}
-
-impl FleetArgs {
-    /// The slice asked for, if any: without one, this manager runs every
-    /// cluster alone, as the original did.
-    fn slice(&self) -> Result<Option<SliceSpec>> {
-        let spec = match (self.host_index, self.host_count, &self.clusters) {
-            (Some(index), Some(count), _) => SliceSpec::index(index, count)?,
-            (_, _, Some(list)) => SliceSpec::parse_list(list)?,
-            _ => return Ok(None),
-        };
-        Ok(Some(spec))
-    }
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Validate the config and print the resolved settings and the cluster map.
-    CheckConfig,
-    /// Try the console with nothing installed: simulated clusters, no
-    /// Discord token, no Redis.
-    Demo,
-    /// The console, on an engine that runs elsewhere (`mewld --daemon`, or
-    /// another console) through its control socket. `q` detaches and leaves
-    /// every cluster running.
-    Attach {
-        /// The whole fleet through its Redis instead (every host's
-        /// clusters; operations go to the host that runs the cluster).
-        #[arg(long)]
-        redis: bool,
-    },
-    #[command(flatten)]
-    OneShot(OneShot),
-    /// The protocol-speaking fake bot used by the tests (see src/fake_bot.rs).
-    #[command(hide = true)]
-    FakeBot {
-        /// <shards> <shard_count> <cluster_id> <cluster_name> <logging_code> <dir>
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
-    /// Started by the manager itself: kills what its clusters left behind
-    /// once the manager is gone (see src/guardian.rs).
-    #[command(hide = true)]
-    Guardian {
-        /// The manager's tag, then the process groups already registered.
-        tag: String,
-        groups: Vec<u32>,
-    },
-}
-
-/// Commands for a shell or a deploy script, on a running engine.
-#[derive(Debug, Subcommand)]
-enum OneShot {
-    /// The clusters as a table (or `--json`): exit 0 if every cluster runs,
-    /// 1 if not, 2 if the engine cannot be reached.
-    Status {
-        /// One JSON object, for scripts (docs/operations.md has its shape).
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        reach: Reach,
-    },
-    /// Start a stopped or failed cluster.
-    Start {
-        id: u32,
-        #[command(flatten)]
-        reach: Reach,
-    },
-    /// Stop a cluster (it stays stopped until started).
-    Stop {
-        id: u32,
-        #[command(flatten)]
-        reach: Reach,
-    },
-    /// Restart a cluster.
-    Restart {
-        id: u32,
-        #[command(flatten)]
-        reach: Reach,
-    },
-    /// Restart every cluster, one at a time. With --wait, print the action
-    /// log as it goes and exit 0 once every cluster is back, 1 if the roll
-    /// was refused, stopped or a cluster did not come back.
-    RollingRestart {
-        /// Wait for the roll to end, printing it as it goes.
-        #[arg(long)]
-        wait: bool,
-        /// With --wait: give up waiting (exit 1) after this many seconds;
-        /// the roll goes on.
-        #[arg(long, requires = "wait", value_name = "SECS")]
-        timeout: Option<u64>,
-        #[command(flatten)]
-        reach: Reach,
-    },
-    /// Stop every cluster, then the engine exits 0; waits until it has.
-    Shutdown {
-        #[command(flatten)]
-        reach: Reach,
-    },
-    /// Stop every cluster, then the engine exits 1 so its service manager
-    /// starts it again; waits until it has exited.
-    RestartProcess {
-        #[command(flatten)]
-        reach: Reach,
-    },
-    /// The action log's newest entries; with --cluster, that cluster's
-    /// entries and its latest output lines.
-    Logs {
-        /// Keep printing what comes, until interrupted.
-        #[arg(long, short = 'f')]
-        follow: bool,
-        #[arg(long, value_name = "ID")]
-        cluster: Option<u32>,
-        /// How many stored entries to print first.
-        #[arg(long, short = 'n', default_value_t = 50, value_name = "N")]
-        lines: usize,
-        /// Each entry as stored (one JSON object per line).
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        reach: Reach,
-    },
-}
-
-/// Where a one-shot command finds the engine.
-#[derive(Debug, clap::Args)]
-struct Reach {
-    /// The whole fleet through its Redis, instead of this machine's
-    /// control socket.
-    #[arg(long)]
-    redis: bool,
-}
+use args::{Cli, Command, FleetArgs, OneShot, Reach};
 
 fn main() -> ExitCode {
     // The original took Go-style `-cfg-file PATH`; keep old unit files working.
@@ -308,10 +77,7 @@ async fn run(cli: Cli) -> Result<u8> {
         };
     };
     match command {
-        Command::CheckConfig => {
-            let slice = cli.fleet.slice()?;
-            Ok(check_config::run(&cli.config, slice.as_ref()).await)
-        }
+        Command::CheckConfig => Ok(check_config::run(&cli.config, &cli.fleet.host()?).await),
         Command::FakeBot { args } => {
             logging::init_cluster();
             let code = fake_bot::run(args).await?;
@@ -329,25 +95,36 @@ async fn run(cli: Cli) -> Result<u8> {
             if redis {
                 run_attach_fleet(&cli.config, log).await
             } else {
-                let socket = control_socket(&cli.config, cli.control_socket)?;
+                let socket =
+                    host::attach_socket(&cli.config, cli.control_socket, cli.fleet.slot()?)?;
                 run_attach(socket, log).await
             }
         }
-        Command::OneShot(command) => run_one_shot(command, &cli.config, cli.control_socket).await,
+        Command::OneShot(command) => {
+            let socket = cli.control_socket;
+            run_one_shot(command, &cli.config, socket, cli.fleet.slot()?).await
+        }
         // Normally handled in `main`, before any runtime exists.
         Command::Guardian { tag, groups } => Ok(guardian::run(&tag, &groups)),
     }
 }
 
-/// A one-shot command, on the engine behind `config`'s control socket (or
-/// `socket`), or on its fleet with `--redis`.
-async fn run_one_shot(command: OneShot, config: &Path, socket: Option<PathBuf>) -> Result<u8> {
+/// A one-shot command, on the engine behind the control socket `mewld
+/// attach` would reach (host `slot`'s in a fleet on one machine), or on
+/// the whole fleet with `--redis`.
+async fn run_one_shot(
+    command: OneShot,
+    config: &Path,
+    socket: Option<PathBuf>,
+    slot: Option<HostSlot>,
+) -> Result<u8> {
     let reach = |reach: Reach| -> Result<cli::Target> {
         if reach.redis {
             let config = startup::load_config(config)?.config;
             return Ok(cli::Target::Fleet(Box::new(config)));
         }
-        Ok(cli::Target::Socket(control_socket(config, socket.clone())?))
+        let socket = host::attach_socket(config, socket.clone(), slot)?;
+        Ok(cli::Target::Socket(socket))
     };
     // What goes wrong is said on stderr.
     logging::init_cluster();
@@ -391,14 +168,6 @@ async fn operate(target: cli::Target, op: Operation) -> Result<u8> {
     Ok(cli::operate(&target, op).await)
 }
 
-/// The control socket to reach: `--control-socket`, else the config's.
-fn control_socket(config: &Path, socket: Option<PathBuf>) -> Result<PathBuf> {
-    match socket {
-        Some(path) => Ok(path),
-        None => Ok(startup::load_config(config)?.config.control_socket),
-    }
-}
-
 /// The console's log and the guard that flushes it at exit.
 type ConsoleLogging = (logging::ConsoleLog, Option<logging::LogGuard>);
 
@@ -410,14 +179,8 @@ async fn run_console(
 ) -> Result<u8> {
     let (log, _flush_log) = log;
     // Start-up problems are printed before the screen is taken.
-    let (setup, control, listeners) = host::prepare(
-        config,
-        socket,
-        fleet.slice()?,
-        fleet.host_name.as_deref(),
-        Face::Console,
-    )
-    .await?;
+    let (setup, control, listeners) =
+        host::prepare(config, socket, &fleet.host()?, Face::Console).await?;
     run_embedded(setup, control, listeners, log).await
 }
 
@@ -486,14 +249,8 @@ async fn run_daemon(
     format: LogFormat,
 ) -> Result<u8> {
     let _flush_log = logging::init_daemon(format);
-    let (setup, control, listeners) = host::prepare(
-        config,
-        socket,
-        fleet.slice()?,
-        fleet.host_name.as_deref(),
-        Face::Daemon,
-    )
-    .await?;
+    let (setup, control, listeners) =
+        host::prepare(config, socket, &fleet.host()?, Face::Daemon).await?;
     let host = host::start(setup, control, listeners, Face::Daemon).await?;
     systemd::start(host.handle.clone());
     let exit = daemon::run(host.engine, host.handle, host.transport_rx, format).await?;

@@ -23,76 +23,6 @@ fn nth(f: &Fixture, config: &str, name: &str, index: u32, count: u32) -> Manager
     host(f, config, name, &["--host-index", &i, "--host-count", &n])
 }
 
-/// Every reply to `command_id` seen so far.
-fn replies(f: &Fixture, command_id: &str) -> Vec<Value> {
-    f.listener
-        .all()
-        .into_iter()
-        .filter(|m| m["scope"] == "bot" && m["command_id"] == command_id)
-        .collect()
-}
-
-/// Asks `action` and waits for its reply, then long enough for a second
-/// host's reply to arrive too: returns every reply.
-fn ask_all(f: &Fixture, action: &str, args: Value) -> Vec<Value> {
-    let command_id = format!("{action}-{}", std::process::id() ^ rand_id());
-    f.redis.publish(
-        &f.ch,
-        &json!({"scope": "launcher", "action": action, "args": args, "command_id": command_id}),
-    );
-    f.listener.reply(&command_id);
-    // Every host hears a request within a heartbeat; a second answer would be here by now.
-    thread::sleep(Duration::from_secs(2));
-    replies(f, &command_id)
-}
-
-fn rand_id() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos())
-}
-
-/// The `statuses` answer once `check` holds for it. A question nobody
-/// answers in 10 s (asked while no manager was subscribed: Redis keeps no
-/// message for later) is asked again.
-fn statuses_when(f: &Fixture, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let mut asked = 0;
-    wait_for(what, DEADLINE * 2, || {
-        asked += 1;
-        let command_id = format!("st-{}-{asked}", rand_id());
-        f.redis.publish(
-            &f.ch,
-            &json!({"scope": "launcher", "action": "statuses", "command_id": command_id}),
-        );
-        let reply = wait_for_opt(Duration::from_secs(10), || {
-            replies(f, &command_id).into_iter().next()
-        })?;
-        let output = reply["output"].clone();
-        if check(&output) {
-            Some(output)
-        } else {
-            thread::sleep(Duration::from_millis(500));
-            None
-        }
-    })
-}
-
-/// `check`'s first `Some` within `deadline`, if any.
-fn wait_for_opt<T>(deadline: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let start = std::time::Instant::now();
-    while start.elapsed() < deadline {
-        if let Some(v) = check() {
-            return Some(v);
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    None
-}
-
-fn status_of(statuses: &Value, id: u32) -> &str {
-    statuses[id.to_string()]["status"].as_str().unwrap_or("?")
-}
-
 /// The parent of process `pid`, from /proc.
 fn parent_of(pid: u64) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -528,10 +458,35 @@ fn the_fleet_rides_out_a_redis_restart() {
 #[test]
 fn check_config_shows_a_hosts_slice_and_what_is_wrong_with_it() {
     // The base config makes 2 clusters.
-    let (code, said) = check_config_args("", &["--host-index", "1", "--host-count", "2"]);
+    let listeners = "metrics_addr: 127.0.0.1:9464\nidentify_queue: 127.0.0.1:5000\n";
+    let (code, said) = check_config_args(listeners, &["--host-index", "1", "--host-count", "2"]);
+    assert_eq!(code, Some(0), "{said}");
+    let machine = mewld::fleet::host_name(None);
+    for shown in [
+        "this host runs:    1 (1 of 2 clusters)".to_string(),
+        format!("host name:         {machine}-1"),
+        "mewld.1.ctl".into(),
+        "http://127.0.0.1:9465/metrics (9464 + host index 1)".into(),
+        "http://127.0.0.1:5001/<secret>?shard=<id> (5000 + host index 1; ".into(),
+    ] {
+        assert!(said.contains(&shown), "{shown}:\n{said}");
+    }
+    let (code, said) = check_config_args(listeners, &["--clusters", "1", "--host-name", "x"]);
     assert_eq!(code, Some(0), "{said}");
     assert!(
-        said.contains("this host runs:    1 (1 of 2 clusters)"),
+        said.contains("mewld.1.ctl") && said.contains("host name:         x"),
+        "{said}"
+    );
+    assert!(
+        said.contains(":9465/metrics (9464 + lowest cluster id 1)"),
+        "{said}"
+    );
+    // Across 2 hosts on one machine, 9464-9465 and 9465-9466 would meet.
+    let near = "metrics_addr: 127.0.0.1:9464\nidentify_queue: 127.0.0.1:9465\n";
+    let (code, said) = check_config_args(near, &["--host-index", "0", "--host-count", "2"]);
+    assert_eq!(code, Some(0), "a warning: {said}");
+    assert!(
+        said.contains("warning: with 2 hosts on one machine"),
         "{said}"
     );
     let (code, said) = check_config_args("", &["--clusters", "1-3"]);

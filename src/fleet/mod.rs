@@ -25,6 +25,7 @@ use member::{boot_id, Member};
 use mewld_core::actlog::unix_secs;
 use mewld_core::cluster_map::MapPrint;
 use mewld_core::fleet::heartbeat::Heartbeat;
+use mewld_core::fleet::per_host::HostSlot;
 use mewld_core::fleet::{FleetView, Membership, Refusal};
 use mewld_core::model::state::Snapshot;
 use store::{FleetStore, RedisStore};
@@ -109,12 +110,22 @@ pub fn run_token() -> String {
 
 /// This host's name: the machine's, unless given; made safe for a key.
 pub fn host_name(given: Option<&str>) -> String {
+    fleet_host_name(given, None)
+}
+
+/// The name of this host of a fleet: as given, else the machine's and,
+/// with a slot, the slot's number (`vm-1`), so that hosts on one machine
+/// differ; made safe for a key.
+pub fn fleet_host_name(given: Option<&str>, slot: Option<HostSlot>) -> String {
     let name = match given {
         Some(n) => n.to_string(),
-        None => nix::unistd::gethostname()
-            .ok()
-            .and_then(|n| n.into_string().ok())
-            .unwrap_or_else(|| "host".into()),
+        None => {
+            let machine = nix::unistd::gethostname()
+                .ok()
+                .and_then(|n| n.into_string().ok())
+                .unwrap_or_else(|| "host".into());
+            slot.map_or_else(|| machine.clone(), |s| s.host_name(&machine))
+        }
     };
     name.chars()
         .map(|c| {
@@ -144,5 +155,11 @@ mod tests {
         );
         assert_eq!(parse_leader("nonsense"), None);
         assert_eq!(host_name(Some("a b\tc")), "a_b_c");
+        let slot = Some(HostSlot::Index(2));
+        assert_eq!(fleet_host_name(Some("given"), slot), "given");
+        assert_eq!(
+            fleet_host_name(None, slot),
+            format!("{}-2", host_name(None))
+        );
     }
 }

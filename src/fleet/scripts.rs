@@ -3,7 +3,7 @@
 
 /// Atomically: unless a live record conflicts with ours, register ours.
 /// A record conflicts when it claims one of `owned`, was made from
-/// another map, or counts another number of hosts. Returns the conflicting
+/// another map, counts another number of hosts, or bears our name. Returns the conflicting
 /// record, or nil. Hosts are looked for in the set and among the ids
 /// found by scanning for records (so that a set deleted or evicted hides
 /// nobody); records that lapsed are dropped from the set on the way; a
@@ -23,6 +23,7 @@ local function conflicts(d)
   if ARGV[9] ~= '' and type(d.host_count) == 'number' and d.host_count ~= tonumber(ARGV[9]) then
     return true
   end
+  if ARGV[11] ~= '' and d.name == ARGV[11] then return true end
   if type(d.owned) == 'table' then
     for _, id in ipairs(d.owned) do
       if mine[id] then return true end

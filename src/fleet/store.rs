@@ -137,6 +137,7 @@ impl FleetStore for RedisStore {
                 .arg(claim.map.clusters)
                 .arg(host_count.unwrap_or_default())
                 .arg(serde_json::to_string(&claim.others).unwrap_or_default())
+                .arg(&claim.me.name)
                 .invoke_async(conn),
         )
         .await

@@ -72,24 +72,21 @@ impl Server {
     /// Listens on `addr`. Any address the config names is taken, but one
     /// beyond loopback is warned about: the queue is for the clusters,
     /// which run on this machine, and plain HTTP from elsewhere would carry
-    /// the secret in clear.
-    pub async fn bind(addr: SocketAddr) -> Result<Server, String> {
+    /// the secret in clear. The caller words an error: it knows where the
+    /// address came from.
+    pub async fn bind(addr: SocketAddr) -> std::io::Result<Server> {
         // One connection per waiting shard: a whole bot may wait at once.
         crate::fd_budget::raise_open_file_limit();
-        let err = |e: std::io::Error| format!("identify_queue {addr}: {e}");
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()
         } else {
             TcpSocket::new_v6()
-        }
-        .map_err(err)?;
-        socket.set_reuseaddr(true).map_err(err)?;
-        socket.bind(addr).map_err(err)?;
+        }?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
         // Every shard of a big bot may ask at once (a restart of all).
-        let listener = socket.listen(BACKLOG).map_err(err)?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| format!("identify_queue {addr}: {e}"))?;
+        let listener = socket.listen(BACKLOG)?;
+        let addr = listener.local_addr()?;
         if !addr.ip().is_loopback() {
             tracing::warn!(
                 %addr,

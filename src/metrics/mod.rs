@@ -41,11 +41,10 @@ const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 const PROBE_DEADLINE: Duration = Duration::from_secs(5);
 
-/// Binds `addr` before anything starts, so a taken port is a start-up error.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("metrics_addr {addr}: {e}"))
+/// Binds `addr` before anything starts, so a taken port is a start-up
+/// error (which the caller words: it knows where the address came from).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
 }
 
 /// The metrics being served, waiting for the engine to follow.

@@ -2,7 +2,7 @@
 //! and `check-config`.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -37,7 +37,7 @@ pub struct Manager {
     pub stdout: Arc<Mutex<Vec<String>>>,
     pub stderr: Arc<Mutex<Vec<String>>>,
     pub config_path: PathBuf,
-    _config_dir: tempfile::TempDir,
+    _config_dir: Option<tempfile::TempDir>,
 }
 
 impl Manager {
@@ -95,19 +95,42 @@ impl Manager {
         redis: Option<&Redis>,
         bot: &BotDir,
         env: &[(&str, &str)],
-        (stdout, stderr): (Stdio, Stdio),
+        stdio: (Stdio, Stdio),
     ) -> Manager {
         let config_dir = tempfile::tempdir().expect("tempdir");
         let config_path = config_dir.path().join("config.yaml");
         std::fs::write(&config_path, config).expect("write config");
-        cmd.args(args)
-            .arg("--config")
-            .arg(&config_path)
-            .current_dir(config_dir.path())
+        cmd.args(args).arg("--config").arg(&config_path);
+        let mut manager = Self::spawn_in(cmd, config_dir.path(), redis, bot, env, stdio);
+        manager.config_path = config_path;
+        manager._config_dir = Some(config_dir);
+        manager
+    }
+
+    /// Runs `cmd` (the whole command line, config included) in `dir`, as
+    /// a user would from there: several managers may share one config.
+    pub fn start_in(cmd: Command, dir: &Path, redis: &Redis, bot: &BotDir) -> Manager {
+        let stdio = (Stdio::piped(), Stdio::piped());
+        Self::spawn_in(cmd, dir, Some(redis), bot, &[], stdio)
+    }
+
+    fn spawn_in(
+        mut cmd: Command,
+        dir: &Path,
+        redis: Option<&Redis>,
+        bot: &BotDir,
+        env: &[(&str, &str)],
+        (stdout, stderr): (Stdio, Stdio),
+    ) -> Manager {
+        cmd.current_dir(dir)
             .env_remove("FAKEBOT_REDIS")
             .env("FAKEBOT_RECORD", bot.records_dir())
             .env_remove("MTOKEN")
             .env_remove("PER_CLUSTER")
+            .env_remove("MEWLD_HOST_INDEX")
+            .env_remove("MEWLD_HOST_COUNT")
+            .env_remove("MEWLD_HOST_NAME")
+            .env_remove("MEWLD_METRICS_ADDR")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(stdout)
@@ -125,8 +148,8 @@ impl Manager {
             child,
             stdout,
             stderr,
-            config_path,
-            _config_dir: config_dir,
+            config_path: dir.join("config.yaml"),
+            _config_dir: None,
         }
     }
 

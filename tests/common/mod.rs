@@ -4,10 +4,12 @@
 
 #![allow(dead_code)] // Each test file uses its own part of the harness.
 
+mod ask;
 mod bot;
 mod discord;
 mod fixture;
 mod manager;
+mod net;
 mod process;
 mod redis;
 mod socket;
@@ -18,5 +20,6 @@ mod wait;
 // module's items would otherwise be told that its re-export is unused.
 #[allow(unused_imports)]
 pub use self::{
-    bot::*, discord::*, fixture::*, manager::*, process::*, redis::*, socket::*, wait::*,
+    ask::*, bot::*, discord::*, fixture::*, manager::*, net::*, process::*, redis::*, socket::*,
+    wait::*,
 };

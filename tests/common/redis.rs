@@ -1,7 +1,6 @@
 //! A real `redis-server` on a free loopback port, clients of it, and its
 //! pause (SIGSTOP) and kill helpers.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -9,12 +8,7 @@ use std::thread;
 
 use serde_json::{json, Value};
 
-use super::{wait_for, DEADLINE};
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
-}
+use super::{free_port, wait_for, DEADLINE};
 
 /// A private `redis-server`, killed on drop.
 pub struct Redis {

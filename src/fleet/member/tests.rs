@@ -76,7 +76,10 @@ impl FleetStore for MemStore {
             .records
             .iter()
             .filter(|(id, _)| **id != claim.me.id)
-            .find(|(id, _)| !self.record(id).owned.is_disjoint(&claim.me.owned));
+            .find(|(id, _)| {
+                let theirs = self.record(id);
+                !theirs.owned.is_disjoint(&claim.me.owned) || theirs.name == claim.me.name
+            });
         if let Some((_, text)) = conflict {
             return Ok(Some(text.clone()));
         }

@@ -6,10 +6,12 @@
 //! existing bot's file loads unchanged. Errors name the file, the line and the
 //! key; unknown keys are warnings, never failures.
 
+mod host;
 pub(crate) mod model;
 mod raw;
 mod resolve;
 
+pub use host::HostArgs;
 pub use model::{Config, Ipc, LaunchPolicy, RestartPolicy, Token};
 
 use std::fmt;

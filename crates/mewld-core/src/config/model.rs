@@ -111,6 +111,9 @@ pub struct Config {
     /// Added to Discord's 5 s between two identifies of a bucket.
     pub identify_margin: Duration,
     pub launch: LaunchPolicy,
+    /// This host of a fleet, when the config was made one's
+    /// ([`Config::for_host`]): where its socket and ports came from.
+    pub host: super::HostArgs,
 }
 
 impl Config {

@@ -111,6 +111,7 @@ pub(super) fn resolve(
         identify_queue,
         identify_margin,
         launch,
+        host: super::HostArgs::default(),
     })
 }
 

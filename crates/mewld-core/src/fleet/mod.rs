@@ -4,6 +4,7 @@
 //! may not join. The heartbeat task and the Redis store are the main crate's.
 
 pub mod heartbeat;
+pub mod per_host;
 pub mod refusal;
 pub mod slice;
 pub mod summary;

@@ -36,12 +36,23 @@ pub enum Refusal {
         theirs: u32,
         ours: u32,
     },
+    #[error(
+        "the host name {name} is taken by host {host} (pid {pid}), which is alive in the \
+         fleet: each host needs its own name, or the console and the action log cannot tell \
+         them apart. Give this one --host-name (or MEWLD_HOST_NAME), or leave both to the \
+         default (the machine's name and the host's index)"
+    )]
+    SameName {
+        name: String,
+        host: String,
+        pid: u32,
+    },
     #[error("a live host's record in Redis cannot be read ({0}); is another program using the fleet's keys?")]
     BadRecord(String),
 }
 
 /// Why a live record that conflicts with ours (`me`, of `map`) stops this
-/// host: another map, another host count, or clusters it runs.
+/// host: another map, another host count, clusters it runs, or our name.
 pub fn refusal(me: &Membership, map: &MapPrint, other: HostRecord) -> Refusal {
     // Older builds wrote only the map's size: the rest is taken as ours.
     let theirs = if other.map.digest.is_empty() {
@@ -77,6 +88,13 @@ pub fn refusal(me: &Membership, map: &MapPrint, other: HostRecord) -> Refusal {
         }
     }
     let overlap: BTreeSet<ClusterId> = other.owned.intersection(&me.owned).copied().collect();
+    if overlap.is_empty() && other.name == me.name {
+        return Refusal::SameName {
+            name: other.name,
+            host: other.id,
+            pid: other.pid,
+        };
+    }
     Refusal::Claimed {
         overlap: Ranges(&overlap).to_string(),
         host: other.id,
@@ -144,6 +162,17 @@ mod tests {
             ),
             "{e}"
         );
+        let mut namesake = other(&[0], ours.clone(), Some(2));
+        namesake.name = "b".into();
+        let e = refusal(&me(&[1], Some(2)), &ours, namesake.clone());
+        assert!(
+            matches!(&e, Refusal::SameName { name, host, .. } if name == "b" && host == "a:1:y"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("--host-name"), "{e}");
+        // Sharing clusters is the graver conflict, and told first.
+        let e = refusal(&me(&[0], Some(2)), &ours, namesake);
+        assert!(matches!(e, Refusal::Claimed { .. }), "{e}");
         let e = refusal(&me(&[0, 1], None), &ours, other(&[1], ours.clone(), None));
         assert!(
             matches!(&e, Refusal::Claimed { overlap, .. } if overlap == "1"),

@@ -1,0 +1,79 @@
+//! Questions to a fleet over Redis, and their answers: how many hosts
+//! answered, and the `statuses` answer once it says what a test waits for.
+
+use std::thread;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::{wait_for, Fixture, DEADLINE};
+
+/// Every reply to `command_id` seen so far.
+pub fn replies(f: &Fixture, command_id: &str) -> Vec<Value> {
+    f.listener
+        .all()
+        .into_iter()
+        .filter(|m| m["scope"] == "bot" && m["command_id"] == command_id)
+        .collect()
+}
+
+/// Asks `action` and waits for its reply, then long enough for a second
+/// host's reply to arrive too: returns every reply.
+pub fn ask_all(f: &Fixture, action: &str, args: Value) -> Vec<Value> {
+    let command_id = format!("{action}-{}", std::process::id() ^ rand_id());
+    f.redis.publish(
+        &f.ch,
+        &json!({"scope": "launcher", "action": action, "args": args, "command_id": command_id}),
+    );
+    f.listener.reply(&command_id);
+    // Every host hears a request within a heartbeat; a second answer would be here by now.
+    thread::sleep(Duration::from_secs(2));
+    replies(f, &command_id)
+}
+
+pub fn rand_id() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+}
+
+/// The `statuses` answer once `check` holds for it. A question nobody
+/// answers in 10 s (asked while no manager was subscribed: Redis keeps no
+/// message for later) is asked again.
+pub fn statuses_when(f: &Fixture, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let mut asked = 0;
+    wait_for(what, DEADLINE * 2, || {
+        asked += 1;
+        let command_id = format!("st-{}-{asked}", rand_id());
+        f.redis.publish(
+            &f.ch,
+            &json!({"scope": "launcher", "action": "statuses", "command_id": command_id}),
+        );
+        let reply = wait_for_opt(Duration::from_secs(10), || {
+            replies(f, &command_id).into_iter().next()
+        })?;
+        let output = reply["output"].clone();
+        if check(&output) {
+            Some(output)
+        } else {
+            thread::sleep(Duration::from_millis(500));
+            None
+        }
+    })
+}
+
+/// `check`'s first `Some` within `deadline`, if any.
+pub fn wait_for_opt<T>(deadline: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < deadline {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+pub fn status_of(statuses: &Value, id: u32) -> &str {
+    statuses[id.to_string()]["status"].as_str().unwrap_or("?")
+}
