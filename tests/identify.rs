@@ -7,15 +7,10 @@ mod common;
 
 use std::collections::HashSet;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 
 use common::*;
 use serde_json::{json, Value};
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
 
 /// Sends `GET path` (HTTP/1.0) and returns the open stream.
 fn ask_queue(port: u16, path: &str) -> TcpStream {

@@ -14,49 +14,16 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-/// `GET path` over HTTP/1.0: the status code and the body.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    // A server that never answers fails the test instead of hanging it.
-    stream.set_read_timeout(Some(DEADLINE)).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
-}
-
-/// Every sample of the text format, by its series (`name{labels}`).
-fn scrape(port: u16) -> HashMap<String, f64> {
-    let (status, body) = get(port, "/metrics").expect("a scrape");
-    assert_eq!(status, 200, "{body}");
-    assert!(body.trim_end().ends_with("# EOF"), "{body}");
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (series, value) = l
-                .rsplit_once(' ')
-                .unwrap_or_else(|| panic!("a sample: {l}"));
-            let value = value.parse().unwrap_or_else(|_| panic!("a number: {l}"));
-            (series.to_string(), value)
-        })
-        .collect()
-}
-
 #[test]
 fn metrics_follow_the_clusters() {
     let port = free_port();
     let extra = format!("metrics_addr: 127.0.0.1:{port}\nping_interval: 1\nping_timeout: 5\n");
     let (f, _daemon) = launched("metrics", 6, &extra, &[]);
-    wait_for_seen("/healthz 200", DEADLINE, || match get(port, "/healthz") {
-        Some((200, _)) => Ok(()),
-        other => Err(other),
+    wait_for_seen("/healthz 200", DEADLINE, || {
+        match http_get(port, "/healthz") {
+            Some((200, _)) => Ok(()),
+            other => Err(other),
+        }
     });
     // A scrape is not taken at one instant (the engine moves on while it is
     // encoded): wait for one that has every figure looked at below.
@@ -138,9 +105,9 @@ fn metrics_follow_the_clusters() {
         let series = format!("mewld_ping_failures_total{{cluster=\"{id}\"}}");
         assert_eq!(m.get(&series), Some(&0.0), "{series}: {m:?}");
     }
-    let healthz = get(port, "/healthz");
+    let healthz = http_get(port, "/healthz");
     assert_eq!(healthz.as_ref().map(|(s, _)| *s), Some(200), "{healthz:?}");
-    let nothing = get(port, "/nothing");
+    let nothing = http_get(port, "/nothing");
     assert_eq!(nothing.as_ref().map(|(s, _)| *s), Some(404), "{nothing:?}");
 }
 
@@ -237,7 +204,7 @@ impl Drop for Slowloris {
 /// `GET path`, timed.
 fn timed_get(port: u16, path: &str) -> (Option<(u16, String)>, Duration) {
     let started = Instant::now();
-    let answer = get(port, path);
+    let answer = http_get(port, path);
     (answer, started.elapsed())
 }
 
@@ -249,9 +216,11 @@ fn healthz_answers_within_a_second_while_150_slow_clients_are_connected() {
     let port = free_port();
     let extra = format!("metrics_addr: 127.0.0.1:{port}\n");
     let (_f, _daemon) = launched("slowloris", 2, &extra, &[]);
-    wait_for_seen("/healthz 200", DEADLINE, || match get(port, "/healthz") {
-        Some((200, _)) => Ok(()),
-        other => Err(other),
+    wait_for_seen("/healthz 200", DEADLINE, || {
+        match http_get(port, "/healthz") {
+            Some((200, _)) => Ok(()),
+            other => Err(other),
+        }
     });
     let slow = Slowloris::start(port, 150);
     // Probes until the server has closed slow clients 300 times (each came
@@ -360,7 +329,7 @@ fn healthz_says_starting_at_once_before_the_engine_runs() {
     wait_for_seen(
         "/healthz 200 once the engine runs",
         DEADLINE,
-        || match get(port, "/healthz") {
+        || match http_get(port, "/healthz") {
             Some((200, _)) => Ok(()),
             other => Err(other),
         },

@@ -8,6 +8,7 @@ mod bot;
 mod discord;
 mod fixture;
 mod manager;
+mod metrics;
 mod process;
 mod redis;
 mod socket;
@@ -18,5 +19,6 @@ mod wait;
 // module's items would otherwise be told that its re-export is unused.
 #[allow(unused_imports)]
 pub use self::{
-    bot::*, discord::*, fixture::*, manager::*, process::*, redis::*, socket::*, wait::*,
+    bot::*, discord::*, fixture::*, manager::*, metrics::*, process::*, redis::*, socket::*,
+    wait::*,
 };

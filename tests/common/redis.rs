@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 
 use super::{wait_for, DEADLINE};
 
-fn free_port() -> u16 {
+/// A loopback port nobody listens on (now).
+pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     l.local_addr().expect("local addr").port()
 }
