@@ -70,6 +70,30 @@ fn rust_example() -> PathBuf {
     let bin_dir = Path::new(MEWLD).parent().expect("mewld's directory");
     let mut cargo = Command::new(env!("CARGO"));
     cargo.args(["build", "--quiet", "--example", "rust-bot"]);
+    // What cargo set for this test's own run (CARGO_MANIFEST_DIR, …) would
+    // look like a changed environment to build scripts that watch it, and
+    // rebuild half the dependencies, twice.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let set_for_crates = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_BIN_",
+            "CARGO_CRATE_",
+        ]
+        .iter()
+        .any(|prefix| key.starts_with(prefix))
+            || [
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+                "OUT_DIR",
+            ]
+            .contains(&key.as_ref());
+        if set_for_crates {
+            cargo.env_remove(key.as_ref());
+        }
+    }
     if bin_dir.ends_with("release") {
         cargo.arg("--release");
     }
