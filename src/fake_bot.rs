@@ -5,7 +5,8 @@
 //!
 //! Settings come from the environment, which the manager passes on:
 //! - `MEWLD_SOCKET` (set by the manager with `ipc: unix`): talk over its socket;
-//!   otherwise `FAKEBOT_REDIS`: the Redis URL (real bots have their own config).
+//!   otherwise Redis at `FAKEBOT_REDIS` (a test's choice), else at
+//!   `MEWLD_REDIS_URL` (set by the manager with `ipc: redis`).
 //! - `FAKEBOT_RECORD`: a directory; each start writes `<cluster_id>-<pid>.json`
 //!   with its arguments, working directory and environment of interest.
 //!   Each `launch_next` is recorded too, as `<cluster_id>-<pid>.launched`.
@@ -260,7 +261,8 @@ impl Link {
             });
         }
         let url = std::env::var("FAKEBOT_REDIS")
-            .wrap_err("neither MEWLD_SOCKET nor FAKEBOT_REDIS is set")?;
+            .or_else(|_| std::env::var("MEWLD_REDIS_URL"))
+            .wrap_err("none of MEWLD_SOCKET, FAKEBOT_REDIS, MEWLD_REDIS_URL is set")?;
         let channel = std::env::var("MEWLD_CHANNEL").wrap_err("MEWLD_CHANNEL is not set")?;
         let client = redis::Client::open(url.as_str())?;
         // Redis may be down when the bot starts: wait for it, as bots do.
@@ -456,6 +458,8 @@ fn record(dir: &std::path::Path, raw: &[String], args: &BotArgs) -> Result<()> {
             "MTOKEN": var("MTOKEN"),
             "FAKEBOT_FROM_ENV_FILE": var("FAKEBOT_FROM_ENV_FILE"),
             "MEWLD_IDENTIFY_URL": var("MEWLD_IDENTIFY_URL"),
+            "MEWLD_REDIS_URL": var("MEWLD_REDIS_URL"),
+            "MEWLD_SOCKET": var("MEWLD_SOCKET"),
         },
     });
     let path = dir.join(format!("{}-{}.json", args.cluster_id, std::process::id()));

@@ -48,6 +48,9 @@ fn launches_clusters_in_order_with_the_exact_arguments() {
         assert_eq!(record["cwd"], dir);
         assert_eq!(record["env"]["MEWLD_CHANNEL"], ch.as_str());
         assert_eq!(record["env"]["MTOKEN"], TOKEN);
+        // The config's `redis: 127.0.0.1:<port>`, as a URL clients accept.
+        assert_eq!(record["env"]["MEWLD_REDIS_URL"], redis.url().as_str());
+        assert_eq!(record["env"]["MEWLD_SOCKET"], json!(null));
         assert_eq!(
             record["env"]["FAKEBOT_FROM_ENV_FILE"], "loaded",
             "env files reach clusters"

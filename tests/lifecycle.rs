@@ -461,6 +461,14 @@ fn the_unix_socket_transport_needs_no_redis() {
     let st = client.wait(|m| m["command_id"] == "s1" && m["scope"] == "bot");
     assert_eq!(st["output"]["1"]["shard_list"], json!([2, 3]));
     assert_eq!(st["output"]["1"]["status"], "running");
+    for record in bot.records() {
+        assert_eq!(record["env"]["MEWLD_SOCKET"], sock.display().to_string());
+        assert_eq!(
+            record["env"]["MEWLD_REDIS_URL"],
+            json!(null),
+            "no Redis to name"
+        );
+    }
     let pids = bot.pids();
     client.send(&json!({"scope": "launcher", "action": "shutdown", "command_id": "bye"}));
     assert_eq!(

@@ -425,8 +425,11 @@ async fn fleet_view(
 /// (docs/protocol.md §4).
 fn child_env(config: &Config, mut env: Vec<(String, String)>) -> Vec<(String, String)> {
     env.push(("MEWLD_CHANNEL".into(), config.channel.clone()));
-    if let Ipc::Unix { path } = &config.ipc {
-        env.push(("MEWLD_SOCKET".into(), path.display().to_string()));
+    match &config.ipc {
+        // The URL the manager itself uses (`host:port` already made
+        // `redis://host:port/0`), password included: it is never logged.
+        Ipc::Redis { url } => env.push(("MEWLD_REDIS_URL".into(), url.clone())),
+        Ipc::Unix { path } => env.push(("MEWLD_SOCKET".into(), path.display().to_string())),
     }
     if let Some(token) = &config.token {
         env.push(("MTOKEN".into(), token.expose().to_string()));

@@ -9,6 +9,7 @@ mod bot;
 mod discord;
 mod fixture;
 mod manager;
+mod metrics;
 mod net;
 mod process;
 mod redis;
@@ -20,6 +21,6 @@ mod wait;
 // module's items would otherwise be told that its re-export is unused.
 #[allow(unused_imports)]
 pub use self::{
-    ask::*, bot::*, discord::*, fixture::*, manager::*, net::*, process::*, redis::*, socket::*,
-    wait::*,
+    ask::*, bot::*, discord::*, fixture::*, manager::*, metrics::*, net::*, process::*, redis::*,
+    socket::*, wait::*,
 };
