@@ -310,7 +310,7 @@ impl Session {
         let stream = UnixStream::connect(path).await.map_err(|e| {
             let hint = match e.kind() {
                 std::io::ErrorKind::NotFound => {
-                    " (is the daemon running? it listens on `control_socket`, by default mewld.ctl beside its config)"
+                    " (is the daemon running? it listens on `control_socket`, by default mewld.ctl beside its config, or mewld.<I>.ctl for a fleet's host I: add --host-index I)"
                 }
                 std::io::ErrorKind::ConnectionRefused => {
                     " (nobody is listening: a socket left by a mewld that is gone)"
