@@ -241,7 +241,7 @@ fn a_fleet_with_the_key_answers_once_on_reply_to_and_restarts_nothing() {
             .args(["--host-index", index]);
         Manager::start_in(cmd, dir.path(), &f.redis, &f.bot)
     };
-    let (mut a, _b) = (host("0"), host("1"));
+    let (mut a, mut b) = (host("0"), host("1"));
     a.wait_launched(&f.listener);
     wait_pings(&f, 0..4, 3);
 
@@ -283,4 +283,52 @@ fn a_fleet_with_the_key_answers_once_on_reply_to_and_restarts_nothing() {
             "cluster {id} restarted"
         );
     }
+
+    // The one-shot commands' operations go on the launcher channel too, and
+    // so does the leader's ack of a shutdown: no cluster hears them.
+    let config_path = dir.path().join("config.yaml");
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(MEWLD)
+            .args(args)
+            .arg("--config")
+            .arg(&config_path)
+            .output()
+            .expect("run mewld");
+        assert!(out.status.success(), "mewld {args:?}: {out:?}");
+    };
+    cli(&["restart", "3", "--redis"]);
+    wait_for("cluster 3 restarted", DEADLINE, || {
+        (env_of(&f, 3, "MEWLD_CLUSTER_CHANNEL").len() == 2).then_some(())
+    });
+    cli(&["shutdown", "--redis"]);
+    assert_eq!((a.wait_exit(), b.wait_exit()), (Some(0), Some(0)));
+    let on = |action: &str, scope: &str| -> Vec<Value> {
+        seen.all()
+            .into_iter()
+            .filter(|m| m["message"]["scope"] == scope && m["message"]["action"] == action)
+            .collect()
+    };
+    let launcher = format!("{}:launcher", f.ch);
+    let handed = on("mewld_op", "launcher");
+    assert_eq!(handed.len(), 1, "{handed:?}");
+    assert_eq!(channel_of(&handed[0]), launcher);
+    let shutdown = on("shutdown", "launcher");
+    assert_eq!(shutdown.len(), 1, "{shutdown:?}");
+    assert_eq!(channel_of(&shutdown[0]), launcher);
+    let shutdown_id = &shutdown[0]["message"]["command_id"];
+    let acks: Vec<Value> = on("", "bot")
+        .into_iter()
+        .filter(|m| &m["message"]["command_id"] == shutdown_id)
+        .collect();
+    assert_eq!(acks.len(), 1, "{acks:?}");
+    assert_eq!(channel_of(&acks[0]), launcher);
+    let main = f.listener.all();
+    assert!(
+        main.iter()
+            .all(|m| m["scope"] != "bot" || m["action"] != ""),
+        "{main:?}"
+    );
+    assert!(main
+        .iter()
+        .all(|m| m["action"] != "shutdown" && m["action"] != "mewld_op"));
 }
