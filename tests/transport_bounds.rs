@@ -97,13 +97,13 @@ fn sum(reports: &[Dropped]) -> Dropped {
     })
 }
 
-/// Floods `transport` with numbered publishes (and, with `entries`, a log
-/// entry every other publish); checks after every call that the queue is
-/// within its bounds, and returns the most it held.
-fn flood(transport: &Transport, entries: bool) -> Backlog {
+/// Floods `transport` with numbered publishes on `channel` (and, with
+/// `entries`, a log entry every other publish); checks after every call
+/// that the queue is within its bounds, and returns the most it held.
+fn flood(transport: &Transport, channel: &str, entries: bool) -> Backlog {
     let mut most = Backlog::default();
     for i in 0..PUBLISHES {
-        transport.publish(json!({"n": i}).to_string());
+        transport.publish(channel.into(), json!({"n": i}).to_string());
         if entries && i % 2 == 0 {
             transport.push_log(json!({"entry": i / 2}).to_string());
         }
@@ -146,16 +146,20 @@ fn a_frozen_redis_costs_the_oldest_publishes_not_memory_and_the_newest_arrive_af
     let listener = redis.listen(&channel);
     let rt = runtime();
     let _in_rt = rt.enter();
-    let (transport, events) =
-        transport::redis::start(&redis.url(), &channel, log_key.clone(), 100_000)
-            .expect("a usable URL");
+    let (transport, events) = transport::redis::start(
+        &redis.url(),
+        &mewld_core::protocol::Channels(&channel),
+        log_key.clone(),
+        100_000,
+    )
+    .expect("a usable URL");
     rt.spawn(drain(events));
-    transport.publish(json!({"probe": true}).to_string());
+    transport.publish(channel.clone(), json!({"probe": true}).to_string());
     listener.wait("the probe: the writer is connected", |m| m["probe"] == true);
 
     redis.freeze();
     let frozen = Instant::now();
-    let most = flood(&transport, true);
+    let most = flood(&transport, &channel, true);
     // Filled to the bounds, not past them.
     assert_eq!(most.publishes, Backlog::LIMITS.publishes);
     assert_eq!(most.log_entries, Backlog::LIMITS.log_entries);
@@ -178,7 +182,7 @@ fn a_frozen_redis_costs_the_oldest_publishes_not_memory_and_the_newest_arrive_af
     // (if the queue is still full, it pushes the oldest out): once it is
     // in, each queued publish arrived or was counted.
     let pushed_before = transport.dropped().publishes;
-    transport.publish(json!({"marker": true}).to_string());
+    transport.publish(channel.clone(), json!({"marker": true}).to_string());
     listener.wait("the marker published after the thaw", |m| {
         m["marker"] == true
     });
@@ -244,7 +248,8 @@ fn an_engine_not_taking_its_own_lines_back_costs_the_oldest_publishes_on_the_soc
         let (transport, served) = (transport.clone(), served.clone());
         std::thread::spawn(move || {
             while !served.load(Ordering::SeqCst) {
-                transport.publish(json!({"probe": true}).to_string());
+                // The socket has no channels.
+                transport.publish(String::new(), json!({"probe": true}).to_string());
                 std::thread::sleep(Duration::from_millis(50));
             }
         })
@@ -256,7 +261,8 @@ fn an_engine_not_taking_its_own_lines_back_costs_the_oldest_publishes_on_the_soc
     // Nobody takes the events: the hub stops once the engine's inbound
     // queue is full, and the engine's publishes wait in the bounded queue.
     let stuck = Instant::now();
-    let most = flood(&transport, false);
+    // The socket has no channels.
+    let most = flood(&transport, "", false);
     assert_eq!(most.publishes, Backlog::LIMITS.publishes);
     assert!(transport.dropped().publishes > 0);
     assert_drops_reported(&transport, "unix socket", stuck);

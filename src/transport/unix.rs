@@ -312,7 +312,8 @@ async fn hub(
                 None => return,
             },
             out = outbound.recv() => match out.map(|item: Item| item.out) {
-                Some(Outbound::Publish(payload)) => (payload, Origin::Manager, None),
+                // One socket, no channels: every line goes to everyone.
+                Some(Outbound::Publish { payload, .. }) => (payload, Origin::Manager, None),
                 Some(Outbound::PushLog(entry)) => {
                     log.push_back(entry);
                     while log.len() > log_max_len {
@@ -421,7 +422,7 @@ mod tests {
                 .write_all(format!("c{i}\n").as_bytes())
                 .await
                 .expect("write");
-            transport.publish(format!("m{i}"));
+            transport.publish(String::new(), format!("m{i}"));
             if i % 7 == 0 {
                 // Let the hub run, so the two kinds interleave.
                 tokio::time::sleep(Duration::from_millis(1)).await;

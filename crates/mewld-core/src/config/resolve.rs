@@ -53,7 +53,7 @@ pub(super) fn resolve(
         non_empty(raw.module.take()).ok_or_else(|| at.err("module", missing_module.into()))?;
     let (kind, redis, socket) = (raw.ipc.take(), raw.redis.take(), raw.ipc_socket.take());
     let ipc = ipc(kind, redis, socket, ov, &at)?;
-    let channel = channel(raw.redis_channel.take(), &ipc, &at)?;
+    let (channel, cluster_channels) = channels(&mut raw, &ipc, &at)?;
     let per_cluster = per_cluster(raw.per_cluster, ov, &at)?;
     let Timings {
         ping_interval,
@@ -91,6 +91,7 @@ pub(super) fn resolve(
         interp: non_empty(raw.interp),
         ipc,
         channel,
+        cluster_channels,
         per_cluster,
         fixed_shard_count,
         ping_interval,
@@ -230,6 +231,20 @@ fn ipc(
                 .join(non_empty(socket).unwrap_or_else(|| "mewld.sock".into())),
         }),
         Some(other) => Err(at.err("ipc", format!("must be `redis` or `unix`, not {other:?}"))),
+    }
+}
+
+/// `redis_channel`, and `cluster_channels`: Redis only, since the socket
+/// has no channels (it gives every line to every client).
+fn channels(raw: &mut RawConfig, ipc: &Ipc, at: &At) -> Result<(String, bool), ConfigError> {
+    let main = channel(raw.redis_channel.take(), ipc, at)?;
+    match (raw.cluster_channels.unwrap_or(false), ipc) {
+        (true, Ipc::Unix { .. }) => Err(at.err(
+            "cluster_channels",
+            "needs `ipc: redis`: the Unix socket has no channels, every line goes to every client"
+                .into(),
+        )),
+        (on, _) => Ok((main, on)),
     }
 }
 
