@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# redis-cli speaks for the shell bots of tests/cluster_channels.rs.
+command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
 command -v tmux >/dev/null 2>&1 || missing+=(tmux)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # systemd-analyze checks the shipped units (tests/systemd.rs).
@@ -44,12 +46,12 @@ if [ ${#missing[@]} -gt 0 ]; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   elif command -v brew >/dev/null 2>&1; then
-    # Homebrew names the server package `redis`, and python3's `python`;
+    # Homebrew names the server's (and redis-cli's) package `redis`, and python3's `python`;
     # redis-py comes from pip, below.
     brew_names=()
     for package in "${missing[@]}"; do
       case "$package" in
-        redis-server) brew_names+=(redis) ;;
+        redis-server | redis-tools) brew_names+=(redis) ;;
         python3) brew_names+=(python) ;;
         python3-redis) ;;
         *) brew_names+=("$package") ;;
