@@ -7,6 +7,11 @@
 //! - `MEWLD_SOCKET` (set by the manager with `ipc: unix`): talk over its socket;
 //!   otherwise Redis at `FAKEBOT_REDIS` (a test's choice), else at
 //!   `MEWLD_REDIS_URL` (set by the manager with `ipc: redis`).
+//! - `MEWLD_CLUSTER_CHANNEL` and `MEWLD_LAUNCHER_CHANNEL` (set by a mewld
+//!   that has cluster channels, docs/writing-a-bot.md "At scale"): it
+//!   listens on its own channel as well as the main one, and says its
+//!   answers and `launch_next` on the launcher's channel. Without them, the
+//!   main channel is everything, as under the original.
 //! - `FAKEBOT_RECORD`: a directory; each start writes `<cluster_id>-<pid>.json`
 //!   with its arguments, working directory and environment of interest.
 //!   Each `launch_next` is recorded too, as `<cluster_id>-<pid>.launched`.
@@ -235,10 +240,15 @@ impl Bot {
 
 /// The bot's connection to the manager: Redis (reconnecting, as a
 /// well-behaved bot does) or the manager's Unix socket (`MEWLD_SOCKET`).
+// One per process: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Link {
     Redis {
         client: redis::Client,
-        channel: String,
+        /// The main channel, and this cluster's own when mewld gave one.
+        listen: Vec<String>,
+        /// Where the cluster's answers and `launch_next` go.
+        say_to: String,
         conn: redis::aio::MultiplexedConnection,
         messages: redis::aio::PubSubStream,
     },
@@ -264,10 +274,13 @@ impl Link {
             .or_else(|_| std::env::var("MEWLD_REDIS_URL"))
             .wrap_err("none of MEWLD_SOCKET, FAKEBOT_REDIS, MEWLD_REDIS_URL is set")?;
         let channel = std::env::var("MEWLD_CHANNEL").wrap_err("MEWLD_CHANNEL is not set")?;
+        let own = std::env::var("MEWLD_CLUSTER_CHANNEL").ok();
+        let say_to = std::env::var("MEWLD_LAUNCHER_CHANNEL").unwrap_or_else(|_| channel.clone());
+        let listen: Vec<String> = std::iter::once(channel).chain(own).collect();
         let client = redis::Client::open(url.as_str())?;
         // Redis may be down when the bot starts: wait for it, as bots do.
         let (conn, messages) = loop {
-            match redis_connect(&client, &channel).await {
+            match redis_connect(&client, &listen).await {
                 Ok(link) => break link,
                 Err(e) => {
                     eprintln!("fake bot: cannot reach Redis ({e}); retrying");
@@ -277,7 +290,8 @@ impl Link {
         };
         Ok(Link::Redis {
             client,
-            channel,
+            listen,
+            say_to,
             conn,
             messages,
         })
@@ -286,8 +300,8 @@ impl Link {
     /// Sends one message; a failure is reported and the message dropped.
     async fn send(&mut self, v: Value) {
         let result = match self {
-            Link::Redis { conn, channel, .. } => redis::cmd("PUBLISH")
-                .arg(&*channel)
+            Link::Redis { conn, say_to, .. } => redis::cmd("PUBLISH")
+                .arg(&*say_to)
                 .arg(v.to_string())
                 .query_async::<()>(conn)
                 .await
@@ -309,9 +323,10 @@ impl Link {
             },
             Link::Redis {
                 client,
-                channel,
+                listen,
                 conn,
                 messages,
+                ..
             } => loop {
                 if let Some(msg) = messages.next().await {
                     return msg.get_payload_bytes().to_vec();
@@ -319,7 +334,7 @@ impl Link {
                 eprintln!("fake bot: lost Redis; reconnecting");
                 loop {
                     tokio::time::sleep(Duration::from_millis(200)).await;
-                    if let Ok((c, m)) = redis_connect(client, channel).await {
+                    if let Ok((c, m)) = redis_connect(client, listen).await {
                         *conn = c;
                         *messages = m;
                         eprintln!("fake bot: reconnected to Redis");
@@ -333,11 +348,11 @@ impl Link {
 
 async fn redis_connect(
     client: &redis::Client,
-    channel: &str,
+    channels: &[String],
 ) -> redis::RedisResult<(redis::aio::MultiplexedConnection, redis::aio::PubSubStream)> {
     let conn = client.get_multiplexed_async_connection().await?;
     let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(channel).await?;
+    pubsub.subscribe(channels).await?;
     Ok((conn, pubsub.into_on_message()))
 }
 
@@ -460,6 +475,8 @@ fn record(dir: &std::path::Path, raw: &[String], args: &BotArgs) -> Result<()> {
             "MEWLD_IDENTIFY_URL": var("MEWLD_IDENTIFY_URL"),
             "MEWLD_REDIS_URL": var("MEWLD_REDIS_URL"),
             "MEWLD_SOCKET": var("MEWLD_SOCKET"),
+            "MEWLD_CLUSTER_CHANNEL": var("MEWLD_CLUSTER_CHANNEL"),
+            "MEWLD_LAUNCHER_CHANNEL": var("MEWLD_LAUNCHER_CHANNEL"),
         },
     });
     let path = dir.join(format!("{}-{}.json", args.cluster_id, std::process::id()));
