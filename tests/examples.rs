@@ -134,7 +134,7 @@ fn run_example(test: &str, program: &str, dir: &Path) {
     let mut manager = Manager::start_with(&config, &["--daemon"], None, &f.bot, &[]);
     manager.wait_launched(&f.listener);
     launched_in_turn(&f);
-    every_shard_reports(metrics);
+    every_shard_reports(metrics, SHARDS, 2);
     for id in 0..CLUSTERS {
         printed(&manager, id, "every cluster is up");
     }
@@ -187,23 +187,6 @@ fn launched_in_turn(f: &Fixture) {
             "{log:?}"
         );
     }
-}
-
-/// The engine has read a diagnostic answer naming every shard as up.
-fn every_shard_reports(metrics: u16) {
-    let shards = (0..SHARDS).map(|s| (s / 2, s));
-    let series: Vec<String> = shards
-        .map(|(c, s)| format!("mewld_shard_up{{cluster=\"{c}\",shard=\"{s}\"}}"))
-        .collect();
-    wait_for_seen("every shard up in the metrics", DEADLINE, || {
-        let m = scrape(metrics);
-        let missing: Vec<&String> = series.iter().filter(|s| m.get(*s) != Some(&1.0)).collect();
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(missing.into_iter().cloned().collect::<Vec<_>>())
-        }
-    });
 }
 
 /// Waits for cluster `id` to print a line ending with `text`.
