@@ -272,7 +272,10 @@ impl Engine {
                     }
                 }
             }
-            Command::Publish(payload) => self.transport.publish(payload),
+            Command::Publish { channel, payload } => {
+                let channel = self.core.config().channels().name(&channel);
+                self.transport.publish(channel, payload);
+            }
             Command::Log(event) => self.write_log(event.entry(SystemTime::now()), Event::ActionLog),
             Command::ClusterLog(data) => self.write_log(
                 actlog::from_cluster(data, SystemTime::now()),
@@ -324,9 +327,17 @@ impl Engine {
     ) -> Result<u32, mewld_core::model::SpawnError> {
         let events = self.events.clone();
         let inbox = self.internal_tx.clone();
+        let mut env = self.child_env.clone();
+        if matches!(self.core.config().ipc, Ipc::Redis { .. }) {
+            let channels = self.core.config().channels();
+            env.push((
+                "MEWLD_CLUSTER_CHANNEL".into(),
+                channels.name(&protocol::Channel::Cluster(id)),
+            ));
+        }
         let handle = process::spawn(
             line,
-            &self.child_env,
+            &env,
             move |stream, text| {
                 let _ = events.send(Event::Output {
                     id,
@@ -428,7 +439,13 @@ fn child_env(config: &Config, mut env: Vec<(String, String)>) -> Vec<(String, St
     match &config.ipc {
         // The URL the manager itself uses (`host:port` already made
         // `redis://host:port/0`), password included: it is never logged.
-        Ipc::Redis { url } => env.push(("MEWLD_REDIS_URL".into(), url.clone())),
+        Ipc::Redis { url } => {
+            env.push(("MEWLD_REDIS_URL".into(), url.clone()));
+            // Set whether or not `cluster_channels` is on: where a bot may
+            // listen, and where it may talk to the manager alone (§5.5).
+            let launcher = config.channels().name(&protocol::Channel::Launcher);
+            env.push(("MEWLD_LAUNCHER_CHANNEL".into(), launcher));
+        }
         Ipc::Unix { path } => env.push(("MEWLD_SOCKET".into(), path.display().to_string())),
     }
     if let Some(token) = &config.token {

@@ -31,7 +31,7 @@ pub fn start(config: &Config) -> Result<(Transport, mpsc::Receiver<TransportEven
     match &config.ipc {
         Ipc::Redis { url } => redis::start(
             url,
-            &config.channel,
+            &config.channels(),
             config.action_log_key(),
             config.action_log_max_len,
         )
@@ -48,9 +48,10 @@ pub fn start(config: &Config) -> Result<(Transport, mpsc::Receiver<TransportEven
 /// Work for the transport's writer.
 #[derive(Debug)]
 pub enum Outbound {
-    /// Publish a payload on the channel. Dropped if the transport is behind
-    /// for long: a stale reply or ping does more harm than good.
-    Publish(String),
+    /// Publish a payload on a channel (the Unix socket has none: it sends
+    /// it to every client). Dropped if the transport is behind for long: a
+    /// stale reply or ping does more harm than good.
+    Publish { channel: String, payload: String },
     /// Append an entry to the action log, capped to the configured length.
     /// Kept while the transport is down (within a bound) and written once
     /// it is back.
@@ -64,8 +65,9 @@ pub enum Outbound {
 /// What the transport tells the engine.
 #[derive(Debug)]
 pub enum TransportEvent {
-    /// A payload published on the channel (by anyone, the manager included:
-    /// every transport gives the manager back what it publishes, in order).
+    /// A payload published on the manager's channels (by anyone, the manager
+    /// included: every transport gives the manager back what it publishes
+    /// there, in order).
     Message { payload: Payload, from: Origin },
     /// The subscription is up.
     Up,
@@ -111,8 +113,8 @@ impl Transport {
         (transport, outbox)
     }
 
-    pub fn publish(&self, payload: String) {
-        self.sender.0.push(Outbound::Publish(payload));
+    pub fn publish(&self, channel: String, payload: String) {
+        self.sender.0.push(Outbound::Publish { channel, payload });
     }
 
     pub fn push_log(&self, entry: String) {

@@ -99,7 +99,7 @@ struct State {
 impl State {
     fn lane(&mut self, out: &Outbound) -> &mut Lane {
         match out {
-            Outbound::Publish(_) => &mut self.publishes,
+            Outbound::Publish { .. } => &mut self.publishes,
             Outbound::PushLog(_) => &mut self.logs,
             Outbound::ReadLog(_) | Outbound::Flush(_) => &mut self.requests,
         }
@@ -203,7 +203,7 @@ impl Outbox {
     pub(super) fn pop_publish(&self) -> Option<Item> {
         let mut state = self.lock();
         let next = state.oldest()?;
-        if matches!(next.items.front()?.out, Outbound::Publish(_)) {
+        if matches!(next.items.front()?.out, Outbound::Publish { .. }) {
             next.pop_front()
         } else {
             None
@@ -326,7 +326,7 @@ fn refuse(out: Outbound) {
         Outbound::Flush(done) => {
             let _ = done.send(());
         }
-        Outbound::Publish(_) | Outbound::PushLog(_) => {}
+        Outbound::Publish { .. } | Outbound::PushLog(_) => {}
     }
 }
 

@@ -1,4 +1,5 @@
-//! The Redis transport: one pub/sub subscription for what clusters say, one
+//! The Redis transport: one pub/sub subscription for what clusters say (on
+//! the main channel and the launcher channel, docs/protocol.md §5.5), one
 //! multiplexed connection for publishing and the action-log list. Both
 //! reconnect with backoff on their own; Redis being down is a state, never
 //! a reason for the manager to stop.
@@ -13,6 +14,7 @@ use tokio::sync::{mpsc, Semaphore};
 use super::outbox::{Item, Outbox};
 use super::{Origin, Outbound, Transport, TransportEvent, INBOUND_QUEUE};
 use crate::redis_link::{Backoff, Link, CONNECT_TIMEOUT};
+use mewld_core::protocol::{Channel, Channels};
 
 /// A publish older than this is not worth sending once Redis is back (or
 /// catches up): it is dropped and counted as stale. What else bounds the
@@ -28,18 +30,20 @@ const READ_LOG_TIMEOUT: Duration = Duration::from_secs(60);
 /// happens in the background and is reported as [`TransportEvent::Up`].
 pub fn start(
     url: &str,
-    channel: &str,
+    channels: &Channels,
     log_key: String,
     log_max_len: usize,
 ) -> Result<(Transport, mpsc::Receiver<TransportEvent>), redis::RedisError> {
     let client = redis::Client::open(url)?;
     let (in_tx, in_rx) = mpsc::channel(INBOUND_QUEUE);
     let (transport, outbox) = Transport::channel("redis");
-    tokio::spawn(subscriber(client.clone(), channel.to_string(), in_tx));
+    // Both, so a bot may say anything to the manager on the launcher
+    // channel, which no other cluster hears.
+    let heard = vec![channels.name(&Channel::Main), channels.name(&Channel::Launcher)];
+    tokio::spawn(subscriber(client.clone(), heard, in_tx));
     let writer = Writer {
         client: client.clone(),
         link: Link::new(client),
-        channel: channel.to_string(),
         log_key,
         log_max_len,
         outbox,
@@ -49,18 +53,25 @@ pub fn start(
     Ok((transport, in_rx))
 }
 
-async fn subscriber(client: redis::Client, channel: String, events: mpsc::Sender<TransportEvent>) {
+/// Subscribes to `channels` on one connection: a message is heard once,
+/// on the channel it was published on, and the manager's echo on one of
+/// them shows the subscription to all of them alive.
+async fn subscriber(
+    client: redis::Client,
+    channels: Vec<String>,
+    events: mpsc::Sender<TransportEvent>,
+) {
     let mut backoff = Backoff::new();
     loop {
         let subscribed = async {
             let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
+            pubsub.subscribe(&channels).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, subscribed).await {
             Ok(Ok(pubsub)) => {
                 backoff.reset();
-                tracing::info!(channel = %channel, "subscribed to Redis");
+                tracing::info!(channels = ?channels, "subscribed to Redis");
                 if events.send(TransportEvent::Up).await.is_err() {
                     return;
                 }
@@ -102,7 +113,6 @@ struct Writer {
     /// For reads of the whole log, each on a connection of its own.
     client: redis::Client,
     link: Link,
-    channel: String,
     log_key: String,
     log_max_len: usize,
     /// What waits to be written, bounded whether Redis is up, slow or down.
@@ -165,7 +175,7 @@ impl Writer {
         let Some(first) = self.outbox.pop() else {
             return Vec::new();
         };
-        let run = matches!(first.out, Outbound::Publish(_));
+        let run = matches!(first.out, Outbound::Publish { .. });
         let mut items = vec![first];
         while run && items.len() < MAX_BATCH {
             match self.outbox.pop_publish() {
@@ -261,8 +271,8 @@ impl Writer {
         }
         let mut pipe = redis::pipe();
         for item in items {
-            if let Outbound::Publish(payload) = &item.out {
-                pipe.cmd("PUBLISH").arg(&self.channel).arg(payload).ignore();
+            if let Outbound::Publish { channel, payload } = &item.out {
+                pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
             }
         }
         pipe.query_async::<()>(self.connection()?).await

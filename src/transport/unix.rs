@@ -312,7 +312,8 @@ async fn hub(
                 None => return,
             },
             out = outbound.recv() => match out.map(|item: Item| item.out) {
-                Some(Outbound::Publish(payload)) => (payload, Origin::Manager, None),
+                // One socket, no channels: every line goes to everyone.
+                Some(Outbound::Publish { payload, .. }) => (payload, Origin::Manager, None),
                 Some(Outbound::PushLog(entry)) => {
                     log.push_back(entry);
                     while log.len() > log_max_len {

@@ -7,12 +7,18 @@ use serde_json::{Map, Value};
 
 use crate::cluster_map::{ClusterId, ShardId};
 
+mod channel;
+pub use channel::{Channel, Channels, MAX_REPLY_TO};
+
 /// One request addressed to the manager (`scope: "launcher"`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
     pub action: Action,
     /// Echoed in the reply so the asker can match it.
     pub command_id: Option<String>,
+    /// Where the asker wants the reply (ext, §5.5), as written: the core
+    /// accepts it only under the manager's channel ([`Channels::reply_to`]).
+    pub reply_to: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +69,9 @@ pub struct FleetOp {
 const ECHO_ACTION: &str = "mewld_echo";
 /// The action of an operation handed from one host of a fleet to another.
 const FLEET_OP_ACTION: &str = "mewld_op";
+/// The action of a host's note that it answered a `command_id` on the
+/// asker's `reply_to`, where the fleet's other hosts do not listen.
+const ANSWERED_ACTION: &str = "mewld_answered";
 
 /// A cluster's answer to a diagnostic.
 #[derive(Debug, Clone, PartialEq)]
@@ -180,6 +189,11 @@ pub fn parse(payload: &[u8]) -> Result<Option<Request>, ParseError> {
         Some(Value::Number(n)) => Some(n.to_string()),
         _ => None,
     };
+    // A missing, empty or mistyped `reply_to` is none: the main channel.
+    let reply_to = match get_ci(&obj, "reply_to") {
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    };
     let args = get_ci(&obj, "args");
     let id = |name: &'static str| {
         cluster_id(args).map_err(|problem| ParseError::BadArgs {
@@ -213,6 +227,7 @@ pub fn parse(payload: &[u8]) -> Result<Option<Request>, ParseError> {
             Some(Value::String(nonce)) => Action::Echo(nonce.clone()),
             _ => return Ok(None),
         },
+        ANSWERED_ACTION => Action::Answered,
         FLEET_OP_ACTION => {
             Action::FleetOp(fleet_op_of(&obj).map_err(|problem| ParseError::BadArgs {
                 action: FLEET_OP_ACTION,
@@ -221,7 +236,11 @@ pub fn parse(payload: &[u8]) -> Result<Option<Request>, ParseError> {
         }
         _ => return Err(ParseError::UnknownAction(truncate(action, 64))),
     };
-    Ok(Some(Request { action, command_id }))
+    Ok(Some(Request {
+        action,
+        command_id,
+        reply_to,
+    }))
 }
 
 /// `args.id` as a cluster id. Bots send a number; a numeric string, or a
@@ -260,12 +279,14 @@ fn from_a_manager(obj: &Map<String, Value>) -> Option<Request> {
         return Some(Request {
             action: Action::Announced,
             command_id: None,
+            reply_to: None,
         });
     }
     match get_ci(obj, "command_id") {
         Some(Value::String(id)) if action == Some("") && !id.is_empty() => Some(Request {
             action: Action::Answered,
             command_id: Some(id.clone()),
+            reply_to: None,
         }),
         _ => None,
     }
@@ -407,6 +428,13 @@ pub fn diag_request(id: ClusterId, nonce: &str) -> String {
 /// the manager published before it has been delivered, and the channel works.
 pub fn echo(nonce: &str) -> String {
     serde_json::json!({"scope": "launcher", "action": ECHO_ACTION, "nonce": nonce}).to_string()
+}
+
+/// Tells the fleet's other hosts that `command_id` was answered (on a
+/// `reply_to` they do not hear), so none answers it again.
+pub fn answered(command_id: &str) -> String {
+    serde_json::json!({"scope": "launcher", "action": ANSWERED_ACTION, "command_id": command_id})
+        .to_string()
 }
 
 /// An operation for another host of the fleet. It travels in the

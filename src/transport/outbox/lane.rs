@@ -66,7 +66,8 @@ impl Lane {
 /// Bytes an item holds, as far as the bounds go.
 fn size(out: &Outbound) -> usize {
     match out {
-        Outbound::Publish(s) | Outbound::PushLog(s) => s.len(),
+        Outbound::Publish { channel, payload } => channel.len() + payload.len(),
+        Outbound::PushLog(s) => s.len(),
         Outbound::ReadLog(_) | Outbound::Flush(_) => 0,
     }
 }

@@ -3,10 +3,17 @@ use tokio::sync::oneshot;
 
 fn text(item: Item) -> String {
     match item.out {
-        Outbound::Publish(s) => format!("p:{s}"),
+        Outbound::Publish { payload, .. } => format!("p:{payload}"),
         Outbound::PushLog(s) => format!("l:{s}"),
         Outbound::ReadLog(_) => "read".into(),
         Outbound::Flush(_) => "flush".into(),
+    }
+}
+
+fn publish(payload: impl Into<String>) -> Outbound {
+    Outbound::Publish {
+        channel: String::new(),
+        payload: payload.into(),
     }
 }
 
@@ -17,11 +24,11 @@ fn drain(outbox: &Outbox) -> Vec<String> {
 #[test]
 fn items_come_out_in_the_order_they_went_in_across_kinds() {
     let outbox = Outbox::new();
-    outbox.push(Outbound::Publish("a".into()));
+    outbox.push(publish("a".into()));
     outbox.push(Outbound::PushLog("b".into()));
     let (tx, _rx) = oneshot::channel();
     outbox.push(Outbound::Flush(tx));
-    outbox.push(Outbound::Publish("c".into()));
+    outbox.push(publish("c".into()));
     assert_eq!(drain(&outbox), ["p:a", "l:b", "flush", "p:c"]);
     assert_eq!(outbox.dropped(), Dropped::default());
 }
@@ -31,7 +38,7 @@ fn full_publishes_drop_the_oldest_publishes_and_keep_every_log_entry() {
     let outbox = Outbox::new();
     outbox.push(Outbound::PushLog("first".into()));
     for i in 0..PUBLISHES + 10 {
-        outbox.push(Outbound::Publish(i.to_string()));
+        outbox.push(publish(i.to_string()));
     }
     outbox.push(Outbound::PushLog("last".into()));
     assert_eq!(outbox.dropped().publishes, 10);
@@ -49,12 +56,12 @@ fn publishes_are_bounded_in_bytes_and_one_too_big_alone_is_dropped() {
     let outbox = Outbox::new();
     let big = "x".repeat(PUBLISH_BYTES / 4);
     for _ in 0..5 {
-        outbox.push(Outbound::Publish(big.clone()));
+        outbox.push(publish(big.clone()));
     }
     assert_eq!(outbox.backlog().publishes, 4);
     assert!(outbox.backlog().publish_bytes <= PUBLISH_BYTES);
     assert_eq!(outbox.dropped().publishes, 1);
-    outbox.push(Outbound::Publish("y".repeat(PUBLISH_BYTES + 1)));
+    outbox.push(publish("y".repeat(PUBLISH_BYTES + 1)));
     assert_eq!(
         outbox.dropped().publishes,
         6,
@@ -101,7 +108,7 @@ async fn requests_past_the_bound_are_answered_at_once() {
 fn put_back_keeps_the_order_and_stale_publishes_expire() {
     let outbox = Outbox::new();
     for s in ["a", "b", "c"] {
-        outbox.push(Outbound::Publish(s.into()));
+        outbox.push(publish(s.into()));
     }
     let taken = vec![
         outbox.pop_publish().expect("a"),
@@ -112,7 +119,7 @@ fn put_back_keeps_the_order_and_stale_publishes_expire() {
     outbox.expire_publishes(Duration::from_secs(60));
     assert_eq!(outbox.dropped().stale_publishes, 0);
     assert_eq!(drain(&outbox), ["p:a", "p:b", "p:c", "l:d"]);
-    outbox.push(Outbound::Publish("old".into()));
+    outbox.push(publish("old".into()));
     outbox.push(Outbound::PushLog("kept".into()));
     outbox.expire_publishes(Duration::ZERO);
     assert_eq!(outbox.dropped().stale_publishes, 1);
@@ -122,9 +129,9 @@ fn put_back_keeps_the_order_and_stale_publishes_expire() {
 #[tokio::test]
 async fn ready_says_false_once_closed_and_drained() {
     let outbox = Outbox::new();
-    outbox.push(Outbound::Publish("a".into()));
+    outbox.push(publish("a".into()));
     outbox.close();
-    outbox.push(Outbound::Publish("after".into()));
+    outbox.push(publish("after".into()));
     assert_eq!(outbox.recv().await.map(text).as_deref(), Some("p:a"));
     assert!(outbox.recv().await.is_none());
 }

@@ -83,6 +83,10 @@ pub struct Config {
     pub ipc: Ipc,
     /// The channel everything travels on; clusters get it as `MEWLD_CHANNEL`.
     pub channel: String,
+    /// A message for one cluster (its diagnostic) goes on that cluster's
+    /// channel, and the manager's own traffic on the launcher channel,
+    /// instead of the main one (docs/protocol.md §5.5).
+    pub cluster_channels: bool,
     pub per_cluster: u32,
     pub fixed_shard_count: Option<u32>,
     pub ping_interval: Duration,
@@ -119,6 +123,11 @@ pub struct Config {
 impl Config {
     pub fn feature_enabled(&self, name: &str) -> bool {
         self.experimental_features.iter().any(|f| f == name)
+    }
+
+    /// The channel names under [`Config::channel`].
+    pub fn channels(&self) -> crate::protocol::Channels<'_> {
+        crate::protocol::Channels(&self.channel)
     }
 
     /// The list key of the action log (docs/protocol.md §5.4).

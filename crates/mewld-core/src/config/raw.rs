@@ -40,6 +40,7 @@ pub(super) struct RawConfig {
     pub(super) stop_grace_period: Option<u64>,
     pub(super) ipc: Option<String>,
     pub(super) ipc_socket: Option<String>,
+    pub(super) cluster_channels: Option<bool>,
     pub(super) restart_backoff_base: Option<u64>,
     pub(super) restart_backoff_max: Option<u64>,
     pub(super) restart_max_failures: Option<u32>,

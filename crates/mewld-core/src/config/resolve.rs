@@ -54,6 +54,7 @@ pub(super) fn resolve(
     let (kind, redis, socket) = (raw.ipc.take(), raw.redis.take(), raw.ipc_socket.take());
     let ipc = ipc(kind, redis, socket, ov, &at)?;
     let channel = channel(raw.redis_channel.take(), &ipc, &at)?;
+    let cluster_channels = cluster_channels(raw.cluster_channels, &ipc, &at)?;
     let per_cluster = per_cluster(raw.per_cluster, ov, &at)?;
     let Timings {
         ping_interval,
@@ -91,6 +92,7 @@ pub(super) fn resolve(
         interp: non_empty(raw.interp),
         ipc,
         channel,
+        cluster_channels,
         per_cluster,
         fixed_shard_count,
         ping_interval,
@@ -230,6 +232,19 @@ fn ipc(
                 .join(non_empty(socket).unwrap_or_else(|| "mewld.sock".into())),
         }),
         Some(other) => Err(at.err("ipc", format!("must be `redis` or `unix`, not {other:?}"))),
+    }
+}
+
+/// `cluster_channels`: Redis only, since the socket has no channels (it
+/// gives every line to every client).
+fn cluster_channels(value: Option<bool>, ipc: &Ipc, at: &At) -> Result<bool, ConfigError> {
+    match (value.unwrap_or(false), ipc) {
+        (true, Ipc::Unix { .. }) => Err(at.err(
+            "cluster_channels",
+            "needs `ipc: redis`: the Unix socket has no channels, every line goes to every client"
+                .into(),
+        )),
+        (on, _) => Ok(on),
     }
 }
 

@@ -44,14 +44,18 @@ impl Core {
                 phase: Phase::Sent,
             },
         );
-        self.publish(protocol::diag_request(c.spec.id, &nonce));
+        let (id, request) = (c.spec.id, protocol::diag_request(c.spec.id, &nonce));
+        self.publish_on(self.cluster_channel(id), request);
         self.set_timer(Timer::Ping(nonce), self.config.ping_timeout);
     }
 
-    /// Publishes a probe to ourselves (see [`Phase`]).
+    /// Publishes a probe to ourselves (see [`Phase`]). One connection
+    /// publishes everything in order and one subscription hears every
+    /// channel of the manager's, so the probe coming back on its channel
+    /// shows what went before it delivered on theirs.
     fn send_echo(&mut self, now: Now) {
         let nonce = self.next_id();
-        self.publish(protocol::echo(&nonce));
+        self.publish_on(self.own_channel(), protocol::echo(&nonce));
         self.pings.echo_sent(nonce, now.at);
     }
 

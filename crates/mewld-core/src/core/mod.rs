@@ -34,7 +34,7 @@ use crate::model::state::{ClusterView, Snapshot};
 use crate::model::{CommandLine, ExitInfo, SpawnError};
 use crate::model::{Exit, Label, Operation, Refused, Via};
 use crate::model::{GatewayBot, SessionStartLimit};
-use crate::protocol::Request;
+use crate::protocol::{Channel, Request};
 use crate::rolling::Rolling;
 use cluster::Cluster;
 pub use driver::{drive, Driver};
@@ -116,7 +116,8 @@ pub enum Command {
         id: ClusterId,
         generation: u64,
     },
-    Publish(String),
+    /// Publish `payload` on `channel` (named by `Config::channels`).
+    Publish { channel: Channel, payload: String },
     /// An action-log entry of the manager's own.
     Log(LogEvent),
     /// An entry a cluster sent (`action_logs`), `ts` set.
@@ -167,10 +168,18 @@ pub(crate) struct Asker {
 pub(crate) enum Answer {
     /// A face waits for [`Command::Verdict`].
     Verdict,
-    /// A reply on the channel to this `command_id`.
-    Reply(Option<String>),
+    /// A reply on the channel.
+    Reply(ReplyTo),
     /// Acked already (shutdown and restartproc are acked before acting).
     Acked,
+}
+
+/// Where a reply goes: the request's `command_id`, on its `reply_to` or
+/// the main channel.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ReplyTo {
+    command_id: Option<String>,
+    channel: Channel,
 }
 
 /// What a spawn was for, which decides what its outcome means.
@@ -402,8 +411,33 @@ impl Core {
         self.emit(Command::Log(event));
     }
 
+    /// Publishes on the main channel, which every cluster hears.
     fn publish(&mut self, payload: String) {
-        self.emit(Command::Publish(payload));
+        self.publish_on(Channel::Main, payload);
+    }
+
+    fn publish_on(&mut self, channel: Channel, payload: String) {
+        self.emit(Command::Publish { channel, payload });
+    }
+
+    /// Where the manager's own traffic goes (its echoes, a fleet's
+    /// hand-offs): with `cluster_channels`, the launcher channel, which
+    /// no cluster hears (docs/protocol.md §5.5).
+    fn own_channel(&self) -> Channel {
+        if self.config.cluster_channels {
+            Channel::Launcher
+        } else {
+            Channel::Main
+        }
+    }
+
+    /// Where a message for cluster `id` alone goes.
+    fn cluster_channel(&self, id: ClusterId) -> Channel {
+        if self.config.cluster_channels {
+            Channel::Cluster(id)
+        } else {
+            Channel::Main
+        }
     }
 
     /// Arms `timer`. One of no delay fires within this step, after the

@@ -5,14 +5,17 @@ use serde_json::{json, Map, Value};
 
 use super::cluster::RestartCause;
 use super::fleet::Question;
-use super::{Answer, Asker, Command, Core, Now, Purpose};
+use super::{Answer, Asker, Command, Core, Now, Purpose, ReplyTo};
 use crate::actlog::{self, LogEvent};
 use crate::model::state::ClusterState;
 use crate::model::{Exit, Operation, Refused, Via};
-use crate::protocol::{self, Action, Request};
+use crate::protocol::{self, Action, Channel, Request};
 
 impl Core {
     pub(super) fn on_request(&mut self, now: Now, request: Request, via: Via) {
+        let Some(to) = self.reply_to(&request) else {
+            return;
+        };
         let command_id = request.command_id;
         let op = match request.action {
             Action::LaunchNext(id) => return self.on_launch_next(id),
@@ -24,8 +27,8 @@ impl Core {
             Action::Announced => return self.on_announced(),
             // In a fleet, only the leader answers for the whole fleet; the
             // others hold the question in case the leader is gone.
-            Action::Statuses => return self.ask(Question::Statuses, command_id),
-            Action::NumProcesses => return self.ask(Question::NumProcesses, command_id),
+            Action::Statuses => return self.ask(Question::Statuses, to),
+            Action::NumProcesses => return self.ask(Question::NumProcesses, to),
             Action::Start(id) => Operation::Start(id),
             Action::Stop(id) => Operation::Stop(id),
             Action::Restart(id) => Operation::Restart(id),
@@ -39,12 +42,12 @@ impl Core {
             // manager exits. In a fleet every host acts; the leader acks.
             Operation::Shutdown | Operation::RestartProcess => {
                 if self.leads() {
-                    self.publish(protocol::reply(command_id.as_deref(), &json!("ok")));
+                    self.reply(&to, &json!("ok"));
                     self.order_exit(op == Operation::RestartProcess);
                 }
                 Answer::Acked
             }
-            _ => Answer::Reply(command_id),
+            _ => Answer::Reply(to),
         };
         let asker = Asker {
             via,
@@ -68,6 +71,39 @@ impl Core {
             return;
         }
         self.operate(now, op, asker);
+    }
+
+    /// Where the reply to `request` goes: its `reply_to` if that lies under
+    /// the manager's channel, else the main channel. `None`: a `reply_to`
+    /// elsewhere, so the request is refused. It is said in the manager's
+    /// log, as a malformed message is (§5): nothing happened to any cluster,
+    /// and whoever can publish could otherwise flood the action log.
+    fn reply_to(&self, request: &Request) -> Option<ReplyTo> {
+        let channel = match &request.reply_to {
+            None => Channel::Main,
+            Some(asked) => match self.config.channels().reply_to(asked) {
+                Ok(channel) => channel,
+                Err(why) => {
+                    tracing::warn!(command_id = ?request.command_id, "refused a request: {why}");
+                    return None;
+                }
+            },
+        };
+        Some(ReplyTo {
+            command_id: request.command_id.clone(),
+            channel,
+        })
+    }
+
+    /// Publishes `output` as the reply to `to`. In a fleet, a reply on a
+    /// `reply_to` is noted on the channel the hosts hear, so none that
+    /// held the question answers it again.
+    pub(super) fn reply(&mut self, to: &ReplyTo, output: &Value) {
+        let command_id = to.command_id.as_deref();
+        self.publish_on(to.channel.clone(), protocol::reply(command_id, output));
+        if let (Channel::Reply(_), Some(id), Some(_)) = (&to.channel, command_id, &self.fleet) {
+            self.publish_on(self.own_channel(), protocol::answered(id));
+        }
     }
 
     /// An operation another host of the fleet handed here.
@@ -114,7 +150,7 @@ impl Core {
     }
 
     /// Publishes the answer to `question`.
-    pub(super) fn answer(&mut self, question: Question, command_id: Option<&str>) {
+    pub(super) fn answer(&mut self, question: Question, to: &ReplyTo) {
         let output = match question {
             Question::Statuses => self.statuses(),
             Question::NumProcesses => {
@@ -122,7 +158,7 @@ impl Core {
                 json!({"clusters": clusters, "shards": shards})
             }
         };
-        self.publish(protocol::reply(command_id, &output));
+        self.reply(to, &output);
     }
 
     /// `statuses`: keyed by cluster id as a string, in the original's
@@ -184,14 +220,14 @@ impl Core {
         }
         match asker.answer {
             Answer::Verdict => self.emit(Command::Verdict(result)),
-            Answer::Reply(command_id) => {
+            Answer::Reply(to) => {
                 // The original acks whatever happens (a refusal is in the
                 // action log); only a failed start says so.
                 let output = match (&result, op) {
                     (Err(_), Operation::Start(_)) => json!("could not start instance"),
                     _ => json!("ok"),
                 };
-                self.publish(protocol::reply(command_id.as_deref(), &output));
+                self.reply(&to, &output);
             }
             Answer::Acked => {}
         }

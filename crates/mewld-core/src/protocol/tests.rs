@@ -220,3 +220,31 @@ fn truncate_is_char_safe() {
     assert_eq!(truncate("héllo", 10), "héllo");
     assert!(truncate(&"é".repeat(100), 3).starts_with("ééé…"));
 }
+
+#[test]
+fn reply_to_is_read_as_written_and_its_note_comes_back_as_answered() {
+    let r = req(json!({"scope": "launcher", "action": "statuses", "command_id": "q", "REPLY_TO": "c:r"}));
+    assert_eq!(r.reply_to.as_deref(), Some("c:r"));
+    let r = req(json!({"scope": "launcher", "action": "statuses", "reply_to": ["c:r"]}));
+    assert_eq!(r.reply_to, None, "mistyped: none");
+    let note = req(serde_json::from_str(&answered("q")).expect("json"));
+    assert_eq!(
+        (note.action, note.command_id.as_deref()),
+        (Action::Answered, Some("q"))
+    );
+}
+
+#[test]
+fn channel_names_and_what_reply_to_may_name() {
+    let ch = Channels("bot");
+    assert_eq!(ch.name(&Channel::Main), "bot");
+    assert_eq!(ch.name(&Channel::Launcher), "bot:launcher");
+    assert_eq!(ch.name(&Channel::Cluster(12)), "bot:12");
+    for ok in ["bot:r", "bot:launcher", "bot:a:b:c", "bot:3"] {
+        assert_eq!(ch.reply_to(ok), Ok(Channel::Reply(ok.into())), "{ok}");
+    }
+    let long = format!("bot:{}", "x".repeat(MAX_REPLY_TO));
+    for bad in ["bot", "bot:", "bots:r", "other", "BOT:r", ":bot:r", long.as_str()] {
+        assert!(ch.reply_to(bad).is_err(), "{bad}");
+    }
+}

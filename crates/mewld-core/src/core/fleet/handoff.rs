@@ -43,7 +43,7 @@ impl Core {
             rolling: false,
             epoch: None,
         };
-        self.publish(protocol::fleet_op(&message));
+        self.publish_on(self.own_channel(), protocol::fleet_op(&message));
         Ok(())
     }
 
@@ -64,7 +64,7 @@ impl Core {
             rolling: true,
             epoch: fleet.leader.as_ref().map(|l| l.epoch),
         };
-        self.publish(protocol::fleet_op(&message));
+        self.publish_on(self.own_channel(), protocol::fleet_op(&message));
         true
     }
 

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::actlog::LogEvent;
-use crate::core::Core;
+use crate::core::{Core, ReplyTo};
 use crate::model::state::ExitOrder;
 
 /// Most questions a host that does not lead holds for a missing leader.
@@ -25,7 +25,7 @@ pub(crate) enum Question {
 /// goes by: if the leader died before answering, the next one does.
 pub(super) struct Held {
     question: Question,
-    command_id: String,
+    to: ReplyTo,
     at: Instant,
 }
 
@@ -43,11 +43,12 @@ impl Core {
 
     /// `statuses` or `num_processes` was asked: answered here if this host
     /// leads, else held until its answer is seen.
-    pub(in crate::core) fn ask(&mut self, question: Question, command_id: Option<String>) {
+    pub(in crate::core) fn ask(&mut self, question: Question, to: ReplyTo) {
         if self.leads() {
-            return self.answer(question, command_id.as_deref());
+            return self.answer(question, &to);
         }
-        let (Some(fleet), Some(command_id)) = (self.fleet.as_mut(), command_id) else {
+        // Without a `command_id` its answer cannot be told from another's.
+        let (Some(fleet), Some(_)) = (self.fleet.as_mut(), &to.command_id) else {
             return;
         };
         let now = self.clock;
@@ -64,7 +65,7 @@ impl Core {
         }
         fleet.held.push_back(Held {
             question,
-            command_id,
+            to,
             at: now,
         });
     }
@@ -72,7 +73,7 @@ impl Core {
     /// A reply went out: its question needs no other answer.
     pub(in crate::core) fn on_answered(&mut self, command_id: Option<String>) {
         if let (Some(fleet), Some(id)) = (self.fleet.as_mut(), command_id) {
-            fleet.held.retain(|h| h.command_id != id);
+            fleet.held.retain(|h| h.to.command_id.as_ref() != Some(&id));
         }
     }
 
@@ -102,7 +103,7 @@ impl Core {
         let held: Vec<Held> = fleet.held.drain(..).collect();
         for h in held {
             if now.duration_since(h.at) <= QUESTION_TTL {
-                self.answer(h.question, Some(&h.command_id));
+                self.answer(h.question, &h.to);
             }
         }
     }

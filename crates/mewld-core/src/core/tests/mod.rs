@@ -26,6 +26,7 @@ use crate::model::{ExitInfo, SpawnError};
 use crate::model::{Operation, Refused, Via};
 use crate::protocol::{self, Action, Request};
 
+mod channels;
 mod diag;
 mod fleet;
 mod launch;
@@ -108,6 +109,11 @@ impl Sim {
 
     /// Host "b" of a fleet, running the clusters `owned`.
     fn host(shards: u32, owned: &[ClusterId]) -> Sim {
+        Sim::host_with(shards, owned, "")
+    }
+
+    /// [`Sim::host`] with `extra` config lines.
+    fn host_with(shards: u32, owned: &[ClusterId], extra: &str) -> Sim {
         let me = crate::fleet::Membership {
             id: "b:2".into(),
             name: "b".into(),
@@ -116,7 +122,7 @@ impl Sim {
             host_count: None,
             solo: false,
         };
-        Sim::with_fleet(shards, "", Some(me))
+        Sim::with_fleet(shards, extra, Some(me))
     }
 
     /// Host "b" (cluster 1 of 3), its channel up, told that host "a" runs
@@ -249,6 +255,7 @@ impl Sim {
             request: Request {
                 action,
                 command_id: Some(command_id.into()),
+                reply_to: None,
             },
             via: Via::Redis,
         });
@@ -259,6 +266,7 @@ impl Sim {
             request: Request {
                 action: Action::LaunchNext(id),
                 command_id: None,
+                reply_to: None,
             },
             via: Via::Redis,
         });
@@ -327,10 +335,36 @@ impl Sim {
         self.since_mark()
             .iter()
             .filter_map(|c| match c {
-                Command::Publish(p) => serde_json::from_str(p).ok(),
+                Command::Publish { payload, .. } => serde_json::from_str(payload).ok(),
                 _ => None,
             })
             .collect()
+    }
+
+    /// What was published on `channel` since the mark.
+    fn published_on(&self, channel: &protocol::Channel) -> Vec<Value> {
+        self.since_mark()
+            .iter()
+            .filter_map(|c| match c {
+                Command::Publish { channel: on, payload } if on == channel => {
+                    serde_json::from_str(payload).ok()
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `message` arrives on the channel, read as the runner reads it.
+    fn hear(&mut self, message: Value) {
+        match protocol::parse(message.to_string().as_bytes()) {
+            Ok(Some(request)) => {
+                self.input(Input::Request {
+                    request,
+                    via: Via::Redis,
+                });
+            }
+            other => panic!("not a request: {other:?}"),
+        }
     }
 
     fn announcements(&self) -> usize {

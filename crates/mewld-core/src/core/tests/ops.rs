@@ -93,6 +93,7 @@ fn operations_over_the_socket_name_the_peer() {
         request: Request {
             action: Action::Stop(0),
             command_id: None,
+            reply_to: None,
         },
         via: Via::Unix(peer),
     });
@@ -132,7 +133,7 @@ fn shutdown_stops_every_cluster_then_exits_0_and_restartproc_exits_1() {
         sim.request(action, "bye");
         // Acked before anything stops, so the asker hears back.
         let first = sim.since_mark().first().cloned();
-        assert!(matches!(first, Some(Command::Publish(_))), "{first:?}");
+        assert!(matches!(first, Some(Command::Publish { .. })), "{first:?}");
         assert_eq!(sim.reply("bye"), json!("ok"));
         assert_eq!(sim.stopped(), vec![0, 1, 2]);
         assert_eq!(sim.core.finished(), None);
