@@ -65,6 +65,9 @@ fn each_cluster_hears_its_pings_on_its_channel_and_answers_on_the_launchers() {
     };
     assert_eq!(main.iter().filter(clusters_own).count(), 0, "{main:?}");
     for trouble in ["ping_failure", "launch_timeout", "cluster_exited"] {
-        assert_eq!(events(&f.redis.action_log(&f.ch), trouble), Vec::<Value>::new());
+        assert_eq!(
+            events(&f.redis.action_log(&f.ch), trouble),
+            Vec::<Value>::new()
+        );
     }
 }

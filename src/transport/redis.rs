@@ -39,7 +39,10 @@ pub fn start(
     let (transport, outbox) = Transport::channel("redis");
     // Both, so a bot may say anything to the manager on the launcher
     // channel, which no other cluster hears.
-    let heard = vec![channels.name(&Channel::Main), channels.name(&Channel::Launcher)];
+    let heard = vec![
+        channels.name(&Channel::Main),
+        channels.name(&Channel::Launcher),
+    ];
     tokio::spawn(subscriber(client.clone(), heard, in_tx));
     let writer = Writer {
         client: client.clone(),

@@ -25,7 +25,12 @@ pub fn scrape(port: u16) -> HashMap<String, f64> {
 /// `shards` shards (`per_cluster` to a cluster) as up.
 pub fn every_shard_reports(metrics: u16, shards: u32, per_cluster: u32) {
     let series: Vec<String> = (0..shards)
-        .map(|s| format!("mewld_shard_up{{cluster=\"{}\",shard=\"{s}\"}}", s / per_cluster))
+        .map(|s| {
+            format!(
+                "mewld_shard_up{{cluster=\"{}\",shard=\"{s}\"}}",
+                s / per_cluster
+            )
+        })
         .collect();
     wait_for_seen("every shard up in the metrics", DEADLINE, || {
         let m = scrape(metrics);

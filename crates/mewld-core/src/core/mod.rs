@@ -117,7 +117,10 @@ pub enum Command {
         generation: u64,
     },
     /// Publish `payload` on `channel` (named by `Config::channels`).
-    Publish { channel: Channel, payload: String },
+    Publish {
+        channel: Channel,
+        payload: String,
+    },
     /// An action-log entry of the manager's own.
     Log(LogEvent),
     /// An entry a cluster sent (`action_logs`), `ts` set.

@@ -223,7 +223,9 @@ fn truncate_is_char_safe() {
 
 #[test]
 fn reply_to_is_read_as_written_and_its_note_comes_back_as_answered() {
-    let r = req(json!({"scope": "launcher", "action": "statuses", "command_id": "q", "REPLY_TO": "c:r"}));
+    let r = req(
+        json!({"scope": "launcher", "action": "statuses", "command_id": "q", "REPLY_TO": "c:r"}),
+    );
     assert_eq!(r.reply_to.as_deref(), Some("c:r"));
     let r = req(json!({"scope": "launcher", "action": "statuses", "reply_to": ["c:r"]}));
     assert_eq!(r.reply_to, None, "mistyped: none");
@@ -244,7 +246,15 @@ fn channel_names_and_what_reply_to_may_name() {
         assert_eq!(ch.reply_to(ok), Ok(Channel::Reply(ok.into())), "{ok}");
     }
     let long = format!("bot:{}", "x".repeat(MAX_REPLY_TO));
-    for bad in ["bot", "bot:", "bots:r", "other", "BOT:r", ":bot:r", long.as_str()] {
+    for bad in [
+        "bot",
+        "bot:",
+        "bots:r",
+        "other",
+        "BOT:r",
+        ":bot:r",
+        long.as_str(),
+    ] {
         assert!(ch.reply_to(bad).is_err(), "{bad}");
     }
 }

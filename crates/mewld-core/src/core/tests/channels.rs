@@ -23,9 +23,15 @@ fn with_cluster_channels_each_ping_goes_to_its_cluster_alone() {
     for id in 0..3 {
         let pings = sim.published_on(&Cluster(id));
         assert_eq!(pings.len(), 1, "cluster {id}: {pings:?}");
-        assert_eq!((pings[0]["id"].as_u64(), &pings[0]["diag"]), (Some(u64::from(id)), &json!(true)));
+        assert_eq!(
+            (pings[0]["id"].as_u64(), &pings[0]["diag"]),
+            (Some(u64::from(id)), &json!(true))
+        );
     }
-    assert!(sim.published_on(&Main).is_empty(), "every cluster would hear it");
+    assert!(
+        sim.published_on(&Main).is_empty(),
+        "every cluster would hear it"
+    );
     let echoes = sim.published_on(&Launcher);
     assert_eq!(echoes.len(), 1);
     assert_eq!(echoes[0]["action"], "mewld_echo");
@@ -61,7 +67,10 @@ fn without_the_key_everything_stays_on_the_main_channel() {
     sim.advance(SECS(10));
     let main = sim.published_on(&Main);
     assert_eq!(main.iter().filter(|m| m["diag"] == true).count(), 2);
-    assert_eq!(main.iter().filter(|m| m["action"] == "mewld_echo").count(), 1);
+    assert_eq!(
+        main.iter().filter(|m| m["action"] == "mewld_echo").count(),
+        1
+    );
     assert_eq!(main.len(), sim.published().len(), "nothing elsewhere");
 }
 
@@ -75,7 +84,10 @@ fn the_bot_is_announced_and_answered_on_the_main_channel_with_the_key() {
     assert!(main.iter().any(|m| m["action"] == "all_clusters_launched"));
     sim.mark();
     sim.hear(json!({"scope": "launcher", "action": "num_processes", "command_id": "n"}));
-    assert_eq!(sim.published_on(&Main)[0]["output"], json!({"clusters": 2, "shards": 4}));
+    assert_eq!(
+        sim.published_on(&Main)[0]["output"],
+        json!({"clusters": 2, "shards": 4})
+    );
 }
 
 #[test]
@@ -86,10 +98,16 @@ fn a_reply_goes_to_reply_to_under_the_channel_and_nowhere_else() {
     sim.hear(json!({"scope": "launcher", "action": "restart", "args": {"id": 1}, "command_id": "r", "reply_to": "c:launcher"}));
     let there = sim.published_on(&Channel::Reply("c:replies:7".into()));
     assert_eq!(there.len(), 1);
-    assert_eq!((&there[0]["command_id"], &there[0]["scope"]), (&json!("q"), &json!("bot")));
+    assert_eq!(
+        (&there[0]["command_id"], &there[0]["scope"]),
+        (&json!("q"), &json!("bot"))
+    );
     assert_eq!(there[0]["output"]["0"]["status"], "running");
     let launcher = sim.published_on(&Channel::Reply("c:launcher".into()));
-    assert_eq!(launcher, vec![json!({"command_id": "r", "output": "ok", "scope": "bot", "action": ""})]);
+    assert_eq!(
+        launcher,
+        vec![json!({"command_id": "r", "output": "ok", "scope": "bot", "action": ""})]
+    );
     assert_eq!(sim.stopped(), vec![1]);
     assert!(sim.published_on(&Main).is_empty());
     // No fleet: no note that it was answered.
@@ -100,7 +118,14 @@ fn a_reply_goes_to_reply_to_under_the_channel_and_nowhere_else() {
 fn a_reply_to_outside_the_channel_is_refused_and_nothing_is_done() {
     let mut sim = Sim::up(4, "");
     sim.mark();
-    for outside in ["other:x", "c", "c:", "cx:1", "C:1", &format!("c:{}", "x".repeat(300))] {
+    for outside in [
+        "other:x",
+        "c",
+        "c:",
+        "cx:1",
+        "C:1",
+        &format!("c:{}", "x".repeat(300)),
+    ] {
         sim.hear(json!({"scope": "launcher", "action": "stop", "args": {"id": 0}, "command_id": "s", "reply_to": outside}));
         sim.hear(json!({"scope": "launcher", "action": "statuses", "command_id": "q", "reply_to": outside}));
     }
@@ -108,8 +133,12 @@ fn a_reply_to_outside_the_channel_is_refused_and_nothing_is_done() {
     assert!(sim.stopped().is_empty());
     assert!(sim.logged().is_empty());
     // An empty or mistyped one is no `reply_to`, as the original reads it.
-    sim.hear(json!({"scope": "launcher", "action": "num_processes", "command_id": "n", "reply_to": ""}));
-    sim.hear(json!({"scope": "launcher", "action": "num_processes", "command_id": "m", "reply_to": 5}));
+    sim.hear(
+        json!({"scope": "launcher", "action": "num_processes", "command_id": "n", "reply_to": ""}),
+    );
+    sim.hear(
+        json!({"scope": "launcher", "action": "num_processes", "command_id": "m", "reply_to": 5}),
+    );
     assert_eq!(sim.published_on(&Main).len(), 2);
 }
 
@@ -126,10 +155,15 @@ fn fleet_b(lead: bool) -> Sim {
 fn in_a_fleet_the_leader_answers_on_reply_to_and_tells_the_hosts_once() {
     let mut sim = fleet_b(true);
     sim.mark();
-    sim.hear(json!({"scope": "launcher", "action": "statuses", "command_id": "q", "reply_to": "c:r"}));
+    sim.hear(
+        json!({"scope": "launcher", "action": "statuses", "command_id": "q", "reply_to": "c:r"}),
+    );
     assert_eq!(sim.published_on(&Channel::Reply("c:r".into())).len(), 1);
     let note = sim.published_on(&Launcher);
-    assert_eq!(note, vec![json!({"scope": "launcher", "action": "mewld_answered", "command_id": "q"})]);
+    assert_eq!(
+        note,
+        vec![json!({"scope": "launcher", "action": "mewld_answered", "command_id": "q"})]
+    );
     assert!(sim.published_on(&Main).is_empty());
     // Hand-offs go on the launcher channel too: no cluster hears them.
     sim.mark();
@@ -143,15 +177,23 @@ fn in_a_fleet_the_leader_answers_on_reply_to_and_tells_the_hosts_once() {
 fn a_host_that_held_a_question_drops_it_on_the_note_and_answers_it_on_reply_to_otherwise() {
     let mut sim = fleet_b(false);
     sim.mark();
-    sim.hear(json!({"scope": "launcher", "action": "statuses", "command_id": "q1", "reply_to": "c:r1"}));
+    sim.hear(
+        json!({"scope": "launcher", "action": "statuses", "command_id": "q1", "reply_to": "c:r1"}),
+    );
     sim.hear(json!({"scope": "launcher", "action": "num_processes", "command_id": "q2", "reply_to": "c:r2"}));
     assert!(sim.published().is_empty(), "host a leads");
     // The leader answered q1 (on its reply_to, where b does not listen), then died.
     sim.hear(json!({"scope": "launcher", "action": "mewld_answered", "command_id": "q1"}));
     sim.view(vec![host_a(&[(0, ClusterState::Running)])], true);
-    assert!(sim.published_on(&Channel::Reply("c:r1".into())).is_empty(), "answered already");
+    assert!(
+        sim.published_on(&Channel::Reply("c:r1".into())).is_empty(),
+        "answered already"
+    );
     let r2 = sim.published_on(&Channel::Reply("c:r2".into()));
     assert_eq!(r2.len(), 1);
     assert_eq!(r2[0]["output"], json!({"clusters": 3, "shards": 6}));
-    assert!(sim.published_on(&Main).iter().all(|m| m["command_id"] != "q2"));
+    assert!(sim
+        .published_on(&Main)
+        .iter()
+        .all(|m| m["command_id"] != "q2"));
 }

@@ -346,9 +346,10 @@ impl Sim {
         self.since_mark()
             .iter()
             .filter_map(|c| match c {
-                Command::Publish { channel: on, payload } if on == channel => {
-                    serde_json::from_str(payload).ok()
-                }
+                Command::Publish {
+                    channel: on,
+                    payload,
+                } if on == channel => serde_json::from_str(payload).ok(),
                 _ => None,
             })
             .collect()
