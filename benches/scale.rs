@@ -1,8 +1,13 @@
 //! Issue 19's measure (not a test: it prints a table). N one-shard
-//! clusters of the fake bot, each diagnosed every second, run with
-//! `cluster_channels` off (every message on the one channel, so every
-//! cluster hears every other's ping and answer: O(N²) deliveries) and on
-//! (a cluster's ping on its own channel, its answers on the launcher's).
+//! clusters of the fake bot, each diagnosed every second, in three modes:
+//! - `main`: `cluster_channels` off and bots that know only the main
+//!   channel, as written for the original (`FAKEBOT_MAIN_CHANNEL_ONLY`):
+//!   every cluster hears every other's ping and answer, O(N²) deliveries;
+//! - `off`: `cluster_channels` off, bots that answer on the launcher's
+//!   channel: the pings alone are O(N²);
+//! - `on`: `cluster_channels` on: a cluster's ping on its own channel, its
+//!   answers on the launcher's, O(N).
+//!
 //! Per run:
 //! - launch: from starting the manager to `all_clusters_launched`
 //!   (`launch: sequential`, no start delay, the fake bot saying
@@ -24,7 +29,7 @@
 //!
 //! Run: `cargo bench --bench scale` (needs redis-server on PATH; at the
 //! default sizes, about 25 minutes). `MEWLD_BENCH_SCALE=100,300,1000`
-//! picks N, `MEWLD_BENCH_MODES=off,on` the modes, `MEWLD_BENCH_SECS=60`
+//! picks N, `MEWLD_BENCH_MODES=main,off,on` the modes, `MEWLD_BENCH_SECS=60`
 //! the window, `MEWLD_BENCH_LAUNCH_SECS=600` how long a launch may take
 //! before the run is given up (and reported so).
 
@@ -43,10 +48,37 @@ use serde_json::json;
 /// How many `statuses` are timed per run.
 const ASKS: usize = 50;
 
+/// Which channels the manager and the bots use (see the head of the file).
+#[derive(Clone, Copy)]
+enum Mode {
+    Main,
+    Off,
+    On,
+}
+
+impl Mode {
+    fn parse(name: &str) -> Option<Mode> {
+        match name {
+            "main" => Some(Mode::Main),
+            "off" => Some(Mode::Off),
+            "on" => Some(Mode::On),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Main => "main",
+            Mode::Off => "off",
+            Mode::On => "on",
+        }
+    }
+}
+
 /// What one run measured; `None` figures when the launch did not finish.
 struct Row {
     n: u32,
-    channels: bool,
+    mode: Mode,
     launch: Option<Duration>,
     steady: Option<Steady>,
 }
@@ -65,20 +97,23 @@ struct Steady {
     unanswered: usize,
 }
 
-fn run(n: u32, channels: bool, secs: u64, launch_limit: Duration) -> Row {
+fn run(n: u32, mode: Mode, secs: u64, launch_limit: Duration) -> Row {
     let redis = Redis::start();
     let discord = FakeDiscord::start(vec![Answer::gateway(n, 1000, 0)]);
     let bot = BotDir::new();
     let ch = channel("scale");
+    let channels = matches!(mode, Mode::On);
     let extra = format!(
         "fixed_shard_count: {n}\nping_interval: 1\nping_timeout: 10\ncluster_channels: {channels}\n"
     );
+    let main_only = if matches!(mode, Mode::Main) { "1" } else { "0" };
     let config = config_text(&redis, &discord, &bot, &ch, &extra);
     let started = Instant::now();
     let env = [
         ("PER_CLUSTER", "1"),
         ("FAKEBOT_LAUNCH_DELAY_MS", "0"),
         ("RUST_LOG", "warn"),
+        ("FAKEBOT_MAIN_CHANNEL_ONLY", main_only),
     ];
     let mut manager = Manager::start_with(&config, &["--daemon"], Some(&redis), &bot, &env);
     let launched = wait_for_opt(launch_limit, || {
@@ -109,7 +144,7 @@ fn run(n: u32, channels: bool, secs: u64, launch_limit: Duration) -> Row {
     }
     Row {
         n,
-        channels,
+        mode,
         launch,
         steady,
     }
@@ -297,10 +332,10 @@ fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
 
 fn print_table(rows: &[Row], secs: u64) {
     println!("\nwindow {secs} s, ping_interval 1 s, one shard per cluster");
-    println!("| N | channels | launch | deliveries/s | bytes out/s | publishes/s (main) | statuses p50 / p99 | manager CPU | manager RSS | bot RSS | ping failures | restarts |");
+    println!("| N | mode | launch | deliveries/s | bytes out/s | publishes/s (main) | statuses p50 / p99 | manager CPU | manager RSS | bot RSS | ping failures | restarts |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
-        let mode = if r.channels { "on" } else { "off" };
+        let mode = r.mode.name();
         let Some((launch, s)) = r.launch.zip(r.steady.as_ref()) else {
             println!("| {} | {mode} | did not finish | | | | | | | | | |", r.n);
             continue;
@@ -364,16 +399,16 @@ fn main() {
         .iter()
         .filter_map(|s| s.parse().ok())
         .collect();
-    let modes: Vec<bool> = env_list("MEWLD_BENCH_MODES", "off,on")
+    let modes: Vec<Mode> = env_list("MEWLD_BENCH_MODES", "main,off,on")
         .iter()
-        .map(|m| m == "on")
+        .filter_map(|m| Mode::parse(m))
         .collect();
     let secs = env_secs("MEWLD_BENCH_SECS", 60);
     let launch_limit = Duration::from_secs(env_secs("MEWLD_BENCH_LAUNCH_SECS", 600));
     let mut rows = Vec::new();
     for &n in &sizes {
-        for &channels in &modes {
-            let row = run(n, channels, secs, launch_limit);
+        for &mode in &modes {
+            let row = run(n, mode, secs, launch_limit);
             print_table(std::slice::from_ref(&row), secs);
             rows.push(row);
         }

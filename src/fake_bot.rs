@@ -12,6 +12,8 @@
 //!   listens on its own channel as well as the main one, and says its
 //!   answers and `launch_next` on the launcher's channel. Without them, the
 //!   main channel is everything, as under the original.
+//!   `FAKEBOT_MAIN_CHANNEL_ONLY=1` ignores them, as a bot written for the
+//!   original does (benches/scale.rs measures such bots).
 //! - `FAKEBOT_RECORD`: a directory; each start writes `<cluster_id>-<pid>.json`
 //!   with its arguments, working directory and environment of interest.
 //!   Each `launch_next` is recorded too, as `<cluster_id>-<pid>.launched`.
@@ -274,8 +276,13 @@ impl Link {
             .or_else(|_| std::env::var("MEWLD_REDIS_URL"))
             .wrap_err("none of MEWLD_SOCKET, FAKEBOT_REDIS, MEWLD_REDIS_URL is set")?;
         let channel = std::env::var("MEWLD_CHANNEL").wrap_err("MEWLD_CHANNEL is not set")?;
-        let own = std::env::var("MEWLD_CLUSTER_CHANNEL").ok();
-        let say_to = std::env::var("MEWLD_LAUNCHER_CHANNEL").unwrap_or_else(|_| channel.clone());
+        let given = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|_| !env_flag("FAKEBOT_MAIN_CHANNEL_ONLY"))
+        };
+        let own = given("MEWLD_CLUSTER_CHANNEL");
+        let say_to = given("MEWLD_LAUNCHER_CHANNEL").unwrap_or_else(|| channel.clone());
         let listen: Vec<String> = std::iter::once(channel).chain(own).collect();
         let client = redis::Client::open(url.as_str())?;
         // Redis may be down when the bot starts: wait for it, as bots do.
