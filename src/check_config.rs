@@ -14,6 +14,7 @@ use mewld::preflight;
 use mewld::startup::{self, Prepared};
 use mewld_core::cluster_map::{self, shard_range};
 use mewld_core::fleet::slice::Ranges;
+use mewld_core::protocol::Channel;
 
 /// Checks `path`, as `host` would run it (in a fleet, one host's slice,
 /// socket, name and ports).
@@ -116,6 +117,21 @@ fn line(out: &mut String, label: &str, value: &dyn std::fmt::Display) {
     let _ = writeln!(out, "{:<19}{value}", format!("{label}:"));
 }
 
+/// Where messages go (docs/protocol.md §5.5).
+fn cluster_channels(config: &Config) -> String {
+    let name = |c| config.channels().name(&c);
+    let launcher = name(Channel::Launcher);
+    if config.cluster_channels {
+        let cluster = name(Channel::Main) + ":<id>";
+        format!("on: pings on {cluster}, mewld's own messages on {launcher}")
+    } else {
+        format!(
+            "off: everything on {} (mewld also hears {launcher})",
+            config.channel
+        )
+    }
+}
+
 /// The resolved settings, secrets hidden.
 fn settings(config: &Config, env_vars: usize, out: &mut String) {
     line(out, "config", &config.path.display());
@@ -173,6 +189,9 @@ fn settings(config: &Config, env_vars: usize, out: &mut String) {
     };
     line(out, "launch", &launch);
     line(out, "redis_channel", &config.channel);
+    if matches!(config.ipc, Ipc::Redis { .. }) {
+        line(out, "cluster channels", &cluster_channels(config));
+    }
     line(out, "action log key", &config.action_log_key());
     line(out, "per_cluster", &config.per_cluster);
     let (interval, timeout) = (config.ping_interval, config.ping_timeout);

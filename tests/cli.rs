@@ -280,6 +280,22 @@ fn check_config_prints_settings_and_the_cluster_map() {
     assert!(text.contains("token:             set (hidden)") && !text.contains("token: x"));
     assert!(text.contains("http://127.0.0.1:9464/metrics"), "{text}");
     assert!(text.contains("control socket:"), "{text}");
+    assert!(
+        text.contains(
+            "cluster channels:  off: everything on chan (mewld also hears chan:launcher)"
+        ),
+        "{text}"
+    );
+    let on = format!("{config}cluster_channels: true\n");
+    std::fs::write(dir.path().join("config.yaml"), on).expect("write");
+    let out = run_in(dir.path(), &["check-config"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(
+            "cluster channels:  on: pings on chan:<id>, mewld's own messages on chan:launcher"
+        ),
+        "{text}"
+    );
 }
 
 #[test]

@@ -103,7 +103,7 @@ fn sum(reports: &[Dropped]) -> Dropped {
 fn flood(transport: &Transport, entries: bool) -> Backlog {
     let mut most = Backlog::default();
     for i in 0..PUBLISHES {
-        transport.publish(json!({"n": i}).to_string());
+        transport.publish("flood".into(), json!({"n": i}).to_string());
         if entries && i % 2 == 0 {
             transport.push_log(json!({"entry": i / 2}).to_string());
         }
@@ -146,11 +146,15 @@ fn a_frozen_redis_costs_the_oldest_publishes_not_memory_and_the_newest_arrive_af
     let listener = redis.listen(&channel);
     let rt = runtime();
     let _in_rt = rt.enter();
-    let (transport, events) =
-        transport::redis::start(&redis.url(), &channel, log_key.clone(), 100_000)
-            .expect("a usable URL");
+    let (transport, events) = transport::redis::start(
+        &redis.url(),
+        &mewld_core::protocol::Channels(&channel),
+        log_key.clone(),
+        100_000,
+    )
+    .expect("a usable URL");
     rt.spawn(drain(events));
-    transport.publish(json!({"probe": true}).to_string());
+    transport.publish(channel.clone(), json!({"probe": true}).to_string());
     listener.wait("the probe: the writer is connected", |m| m["probe"] == true);
 
     redis.freeze();
@@ -178,7 +182,7 @@ fn a_frozen_redis_costs_the_oldest_publishes_not_memory_and_the_newest_arrive_af
     // (if the queue is still full, it pushes the oldest out): once it is
     // in, each queued publish arrived or was counted.
     let pushed_before = transport.dropped().publishes;
-    transport.publish(json!({"marker": true}).to_string());
+    transport.publish(channel.clone(), json!({"marker": true}).to_string());
     listener.wait("the marker published after the thaw", |m| {
         m["marker"] == true
     });
@@ -244,7 +248,8 @@ fn an_engine_not_taking_its_own_lines_back_costs_the_oldest_publishes_on_the_soc
         let (transport, served) = (transport.clone(), served.clone());
         std::thread::spawn(move || {
             while !served.load(Ordering::SeqCst) {
-                transport.publish(json!({"probe": true}).to_string());
+                // The socket has no channels.
+                transport.publish(String::new(), json!({"probe": true}).to_string());
                 std::thread::sleep(Duration::from_millis(50));
             }
         })

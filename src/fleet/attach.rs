@@ -22,7 +22,7 @@ use mewld_core::cluster_map;
 use mewld_core::fleet::{summary, HostRecord};
 use mewld_core::model::state::{ClusterState, ClusterView, FleetSummary, Snapshot};
 use mewld_core::model::{Event, Operation, Refused, Via};
-use mewld_core::protocol::{self, FleetOp};
+use mewld_core::protocol::{self, Channel, FleetOp};
 
 /// How often the fleet is read.
 const POLL: Duration = Duration::from_millis(500);
@@ -55,7 +55,8 @@ pub async fn attach(config: &Config) -> Result<Attached, String> {
         link,
         keys: Keys::new(&config.channel),
         log_key: config.action_log_key(),
-        channel: config.channel.clone(),
+        ops_channel: ops_channel(config),
+        cluster_channels: config.cluster_channels,
         per_cluster: config.per_cluster,
         names: config.names.clone(),
         me: super::host_name(None),
@@ -100,7 +101,10 @@ struct Reader {
     link: Link,
     keys: Keys,
     log_key: String,
-    channel: String,
+    /// Where operations are published (see [`ops_channel`]).
+    ops_channel: String,
+    /// `cluster_channels`: operations go on the launcher channel.
+    cluster_channels: bool,
     per_cluster: u32,
     names: Vec<String>,
     /// This machine's name, logged with the operations asked here.
@@ -286,12 +290,19 @@ impl Reader {
     /// restart to the leader, shutdown and restartproc to every host.
     async fn hand_over(&mut self, op: Operation, via: Via) -> Result<(), Refused> {
         let payload = match op {
-            Operation::Shutdown | Operation::RestartProcess => serde_json::json!({
-                "scope": "launcher",
-                "action": op.name(),
-                "command_id": super::random_id(),
-            })
-            .to_string(),
+            Operation::Shutdown | Operation::RestartProcess => {
+                let mut request = serde_json::json!({
+                    "scope": "launcher",
+                    "action": op.name(),
+                    "command_id": super::random_id(),
+                });
+                // Nobody waits for the leader's ack: with cluster channels
+                // it goes where no cluster hears it (§5.5).
+                if self.cluster_channels {
+                    request["reply_to"] = Value::String(self.ops_channel.clone());
+                }
+                request.to_string()
+            }
             Operation::Diagnose(_) | Operation::Reshard => {
                 return Err(Refused::NotInFleet(format!(
                     "{} from a fleet console",
@@ -312,7 +323,7 @@ impl Reader {
                 epoch: None,
             }),
         };
-        let channel = self.channel.clone();
+        let channel = self.ops_channel.clone();
         let conn = self.link.conn().await.map_err(|_| Refused::NotConnected)?;
         within(
             redis::cmd("PUBLISH")
@@ -324,4 +335,15 @@ impl Reader {
         .map(|_| ())
         .map_err(|_| Refused::NotConnected)
     }
+}
+
+/// Where operations for the fleet are published: with `cluster_channels`,
+/// the launcher channel, which every host hears and no cluster does; else
+/// the main channel, as every mewld hears it.
+fn ops_channel(config: &Config) -> String {
+    let channel = match config.cluster_channels {
+        true => Channel::Launcher,
+        false => Channel::Main,
+    };
+    config.channels().name(&channel)
 }

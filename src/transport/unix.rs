@@ -422,7 +422,7 @@ mod tests {
                 .write_all(format!("c{i}\n").as_bytes())
                 .await
                 .expect("write");
-            transport.publish(format!("m{i}"));
+            transport.publish(String::new(), format!("m{i}"));
             if i % 7 == 0 {
                 // Let the hub run, so the two kinds interleave.
                 tokio::time::sleep(Duration::from_millis(1)).await;

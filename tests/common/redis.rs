@@ -148,6 +148,16 @@ impl Redis {
 
     /// Starts collecting every message published on `channel`.
     pub fn listen(&self, channel: &str) -> Listener {
+        self.collect(channel, false)
+    }
+
+    /// Starts collecting every message published on a channel matching
+    /// `pattern` (PSUBSCRIBE), each as `{"channel": …, "message": …}`.
+    pub fn listen_pattern(&self, pattern: &str) -> Listener {
+        self.collect(pattern, true)
+    }
+
+    fn collect(&self, channel: &str, pattern: bool) -> Listener {
         let messages = Arc::new(Mutex::new(Vec::new()));
         let client = redis::Client::open(self.url()).expect("client");
         let mut conn = client.get_connection().expect("connection");
@@ -156,11 +166,20 @@ impl Redis {
         let channel = channel.to_string();
         thread::spawn(move || {
             let mut pubsub = conn.as_pubsub();
-            pubsub.subscribe(&channel).expect("subscribe");
+            if pattern {
+                pubsub.psubscribe(&channel).expect("psubscribe");
+            } else {
+                pubsub.subscribe(&channel).expect("subscribe");
+            }
             let _ = ready_tx.send(());
             while let Ok(msg) = pubsub.get_message() {
                 let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
                 let value = serde_json::from_slice(&payload).unwrap_or(Value::Null);
+                let value = if pattern {
+                    json!({"channel": msg.get_channel_name(), "message": value})
+                } else {
+                    value
+                };
                 sink.lock().expect("lock").push(value);
             }
         });

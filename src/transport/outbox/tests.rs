@@ -10,10 +10,10 @@ fn text(item: Item) -> String {
     }
 }
 
-fn publish(payload: impl Into<String>) -> Outbound {
+fn publish(payload: String) -> Outbound {
     Outbound::Publish {
         channel: String::new(),
-        payload: payload.into(),
+        payload,
     }
 }
 

@@ -53,8 +53,7 @@ pub(super) fn resolve(
         non_empty(raw.module.take()).ok_or_else(|| at.err("module", missing_module.into()))?;
     let (kind, redis, socket) = (raw.ipc.take(), raw.redis.take(), raw.ipc_socket.take());
     let ipc = ipc(kind, redis, socket, ov, &at)?;
-    let channel = channel(raw.redis_channel.take(), &ipc, &at)?;
-    let cluster_channels = cluster_channels(raw.cluster_channels, &ipc, &at)?;
+    let (channel, cluster_channels) = channels(&mut raw, &ipc, &at)?;
     let per_cluster = per_cluster(raw.per_cluster, ov, &at)?;
     let Timings {
         ping_interval,
@@ -235,16 +234,17 @@ fn ipc(
     }
 }
 
-/// `cluster_channels`: Redis only, since the socket has no channels (it
-/// gives every line to every client).
-fn cluster_channels(value: Option<bool>, ipc: &Ipc, at: &At) -> Result<bool, ConfigError> {
-    match (value.unwrap_or(false), ipc) {
+/// `redis_channel`, and `cluster_channels`: Redis only, since the socket
+/// has no channels (it gives every line to every client).
+fn channels(raw: &mut RawConfig, ipc: &Ipc, at: &At) -> Result<(String, bool), ConfigError> {
+    let main = channel(raw.redis_channel.take(), ipc, at)?;
+    match (raw.cluster_channels.unwrap_or(false), ipc) {
         (true, Ipc::Unix { .. }) => Err(at.err(
             "cluster_channels",
             "needs `ipc: redis`: the Unix socket has no channels, every line goes to every client"
                 .into(),
         )),
-        (on, _) => Ok(on),
+        (on, _) => Ok((main, on)),
     }
 }
 

@@ -189,3 +189,22 @@ fn unix_socket_ipc_needs_no_redis() {
     let e = parse_err("module: m\nper_cluster: 1\nipc: carrier-pigeon\n");
     assert_eq!(e.key.as_deref(), Some("ipc"));
 }
+
+#[test]
+fn cluster_channels_is_off_by_default_and_needs_redis() {
+    assert!(!parse_ok(MIN, &ov()).config.cluster_channels);
+    let c = parse_ok(&format!("{MIN}cluster_channels: true\n"), &ov()).config;
+    assert!(c.cluster_channels);
+    assert_eq!(
+        c.channels().name(&crate::protocol::Channel::Cluster(4)),
+        format!("{}:4", c.channel)
+    );
+    let e = parse_err("token: t\nmodule: m\nper_cluster: 1\nipc: unix\ncluster_channels: true\n");
+    assert_eq!(
+        (e.key.as_deref(), e.line),
+        (Some("cluster_channels"), Some(5))
+    );
+    assert!(e.message.contains("ipc: redis"), "{e}");
+    let e = parse_err(&format!("{MIN}cluster_channels: sometimes\n"));
+    assert_eq!(e.key.as_deref(), Some("cluster_channels"));
+}
