@@ -36,7 +36,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -80,6 +80,8 @@ struct Row {
     n: u32,
     mode: Mode,
     launch: Option<Duration>,
+    /// Clusters the manager saw launched before the launch was given up.
+    launched: usize,
     steady: Option<Steady>,
 }
 
@@ -133,6 +135,12 @@ fn run(n: u32, mode: Mode, secs: u64, launch_limit: Duration) -> Row {
     });
     let launch = launched.map(|()| started.elapsed());
     let steady = launch.map(|_| steady(&redis, &ch, &manager, &bot, n, secs));
+    // Clusters the manager saw launched (restarted ones count once).
+    let launched = events(&redis.action_log(&ch), "cluster_launched")
+        .iter()
+        .filter_map(|e| e["id"].as_u64())
+        .collect::<HashSet<_>>()
+        .len();
     redis.publish(&ch, &json!({"scope": "launcher", "action": "shutdown"}));
     // A launch given up may leave a manager too busy to stop in time.
     if wait_for_opt(Duration::from_secs(120), || {
@@ -146,6 +154,7 @@ fn run(n: u32, mode: Mode, secs: u64, launch_limit: Duration) -> Row {
         n,
         mode,
         launch,
+        launched,
         steady,
     }
 }
@@ -330,14 +339,20 @@ fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
         .map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
 }
 
-fn print_table(rows: &[Row], secs: u64) {
+fn print_table(rows: &[Row], secs: u64, launch_limit: Duration) {
     println!("\nwindow {secs} s, ping_interval 1 s, one shard per cluster");
     println!("| N | mode | launch | deliveries/s | bytes out/s | publishes/s (main) | statuses p50 / p99 | manager CPU | manager RSS | bot RSS | ping failures | restarts |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let mode = r.mode.name();
         let Some((launch, s)) = r.launch.zip(r.steady.as_ref()) else {
-            println!("| {} | {mode} | did not finish | | | | | | | | | |", r.n);
+            println!(
+                "| {} | {mode} | {} of {} launched in {} s | | | | | | | | | |",
+                r.n,
+                r.launched,
+                r.n,
+                launch_limit.as_secs()
+            );
             continue;
         };
         let unanswered = if s.unanswered > 0 {
@@ -409,9 +424,9 @@ fn main() {
     for &n in &sizes {
         for &mode in &modes {
             let row = run(n, mode, secs, launch_limit);
-            print_table(std::slice::from_ref(&row), secs);
+            print_table(std::slice::from_ref(&row), secs, launch_limit);
             rows.push(row);
         }
     }
-    print_table(&rows, secs);
+    print_table(&rows, secs, launch_limit);
 }
