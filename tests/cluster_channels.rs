@@ -40,9 +40,10 @@ fn sh_bot(f: &Fixture) {
     write_executable(&f.bot.path().join("bot.sh"), SH_BOT);
 }
 
-/// What the shell bot recorded in `file` (`env-<id>.<pid>`, `pings-<id>`).
-fn records(f: &Fixture, prefix: &str) -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir(f.bot.records_dir())
+/// What the shell bot recorded in the files named `prefix`… (`env-<id>.<pid>`,
+/// `pings-<id>`).
+fn records(bot: &BotDir, prefix: &str) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(bot.records_dir())
         .expect("records")
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
@@ -54,7 +55,10 @@ fn records(f: &Fixture, prefix: &str) -> Vec<String> {
 
 /// The diagnostics cluster `id` got so far.
 fn pings_of(f: &Fixture, id: u32) -> usize {
-    records(f, &format!("pings-{id}")).concat().lines().count()
+    records(&f.bot, &format!("pings-{id}"))
+        .concat()
+        .lines()
+        .count()
 }
 
 /// Waits until every cluster of `ids` got `more` diagnostics past what it had.
@@ -69,8 +73,8 @@ fn wait_pings(f: &Fixture, ids: std::ops::Range<u32>, more: usize) {
 }
 
 /// The variable `name` in the environment cluster `id` started with.
-fn env_of(f: &Fixture, id: u32, name: &str) -> Vec<String> {
-    records(f, &format!("env-{id}."))
+fn env_of(bot: &BotDir, id: u32, name: &str) -> Vec<String> {
+    records(bot, &format!("env-{id}."))
         .iter()
         .filter_map(|env| {
             env.lines()
@@ -95,11 +99,11 @@ fn each_ping_goes_to_its_clusters_channel_alone_and_answers_on_the_launcher_chan
 
     for id in 0..3 {
         assert_eq!(
-            env_of(&f, id, "MEWLD_CLUSTER_CHANNEL"),
+            env_of(&f.bot, id, "MEWLD_CLUSTER_CHANNEL"),
             [format!("{}:{id}", f.ch)]
         );
         assert_eq!(
-            env_of(&f, id, "MEWLD_LAUNCHER_CHANNEL"),
+            env_of(&f.bot, id, "MEWLD_LAUNCHER_CHANNEL"),
             [format!("{}:launcher", f.ch)]
         );
     }
@@ -138,14 +142,14 @@ fn each_ping_goes_to_its_clusters_channel_alone_and_answers_on_the_launcher_chan
     });
     assert_eq!(failure["id"], 1);
     wait_for("cluster 1 started again", DEADLINE, || {
-        (env_of(&f, 1, "MEWLD_CLUSTER_CHANNEL").len() == 2).then_some(())
+        (env_of(&f.bot, 1, "MEWLD_CLUSTER_CHANNEL").len() == 2).then_some(())
     });
     let log = f.redis.action_log(&f.ch);
     assert!(
         events(&log, "ping_failure").iter().all(|e| e["id"] == 1),
         "{log:?}"
     );
-    assert_eq!(env_of(&f, 0, "MEWLD_CLUSTER_CHANNEL").len(), 1);
+    assert_eq!(env_of(&f.bot, 0, "MEWLD_CLUSTER_CHANNEL").len(), 1);
 }
 
 #[test]
@@ -159,7 +163,7 @@ fn without_the_key_pings_stay_on_the_main_channel_and_answers_on_the_launcher_ch
     wait_pings(&f, 0..2, 3);
     // The variables are there whether or not the key is on.
     assert_eq!(
-        env_of(&f, 1, "MEWLD_CLUSTER_CHANNEL"),
+        env_of(&f.bot, 1, "MEWLD_CLUSTER_CHANNEL"),
         [format!("{}:1", f.ch)]
     );
     assert!(f.listener.all().iter().any(|m| m["diag"] == true));
@@ -278,7 +282,7 @@ fn a_fleet_with_the_key_answers_once_on_reply_to_and_restarts_nothing() {
     assert!(events(&log, "cluster_stopped").is_empty(), "{log:?}");
     for id in 0..4 {
         assert_eq!(
-            env_of(&f, id, "MEWLD_CLUSTER_CHANNEL").len(),
+            env_of(&f.bot, id, "MEWLD_CLUSTER_CHANNEL").len(),
             1,
             "cluster {id} restarted"
         );
@@ -298,7 +302,7 @@ fn a_fleet_with_the_key_answers_once_on_reply_to_and_restarts_nothing() {
     };
     cli(&["restart", "3", "--redis"]);
     wait_for("cluster 3 restarted", DEADLINE, || {
-        (env_of(&f, 3, "MEWLD_CLUSTER_CHANNEL").len() == 2).then_some(())
+        (env_of(&f.bot, 3, "MEWLD_CLUSTER_CHANNEL").len() == 2).then_some(())
     });
     cli(&["shutdown", "--redis"]);
     assert_eq!((a.wait_exit(), b.wait_exit()), (Some(0), Some(0)));
@@ -331,4 +335,49 @@ fn a_fleet_with_the_key_answers_once_on_reply_to_and_restarts_nothing() {
     assert!(main
         .iter()
         .all(|m| m["action"] != "shutdown" && m["action"] != "mewld_op"));
+}
+
+#[test]
+fn over_the_unix_socket_there_are_no_channels_and_reply_to_is_checked_all_the_same() {
+    let discord = FakeDiscord::start(vec![Answer::gateway(2, 900, 0)]);
+    let bot = BotDir::new();
+    // A cluster that only records its environment.
+    let script = "#!/bin/sh\nenv > \"$FAKEBOT_RECORD/env-$3.$$\"\nexec sleep 600\n";
+    write_executable(&bot.path().join("bot.sh"), script);
+    let sock_dir = tempfile::tempdir().expect("tempdir");
+    let sock = sock_dir.path().join("mewld.sock");
+    let config = unix_config(&discord, &bot, &sock, "");
+    let manager = Manager::start_with(&config, &["--daemon"], None, &bot, &[]);
+    let mut client = SocketClient::connect(&sock);
+    wait_for("cluster 0 started", DEADLINE, || {
+        (!env_of(&bot, 0, "MEWLD_SOCKET").is_empty()).then_some(())
+    });
+    assert!(env_of(&bot, 0, "MEWLD_CLUSTER_CHANNEL").is_empty());
+    assert!(env_of(&bot, 0, "MEWLD_LAUNCHER_CHANNEL").is_empty());
+
+    // One under the default channel's name is answered, on the socket.
+    let ask = |client: &mut SocketClient, id: &str, reply_to: &str| {
+        client.send(&json!({"scope": "launcher", "action": "num_processes", "command_id": id, "reply_to": reply_to}));
+    };
+    ask(&mut client, "inside", "mewld:r");
+    ask(&mut client, "outside", "other:r");
+    ask(&mut client, "marker", "");
+    // `wait` reads the socket in order, so every reply before the marker's
+    // passes through here.
+    let replies = std::cell::RefCell::new(Vec::new());
+    let marker = client.wait(|m| {
+        if m["scope"] == "bot" {
+            replies.borrow_mut().push(m["command_id"].clone());
+        }
+        m["command_id"] == "marker" && m["scope"] == "bot"
+    });
+    assert_eq!(marker["output"]["clusters"], 1);
+    assert_eq!(replies.into_inner(), [json!("inside"), json!("marker")]);
+    wait_for("the refusal in the manager's log", DEADLINE, || {
+        manager
+            .stderr()
+            .iter()
+            .any(|l| l.contains("refused a request") && l.contains("other:r"))
+            .then_some(())
+    });
 }

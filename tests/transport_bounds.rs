@@ -97,13 +97,13 @@ fn sum(reports: &[Dropped]) -> Dropped {
     })
 }
 
-/// Floods `transport` with numbered publishes (and, with `entries`, a log
-/// entry every other publish); checks after every call that the queue is
-/// within its bounds, and returns the most it held.
-fn flood(transport: &Transport, entries: bool) -> Backlog {
+/// Floods `transport` with numbered publishes on `channel` (and, with
+/// `entries`, a log entry every other publish); checks after every call
+/// that the queue is within its bounds, and returns the most it held.
+fn flood(transport: &Transport, channel: &str, entries: bool) -> Backlog {
     let mut most = Backlog::default();
     for i in 0..PUBLISHES {
-        transport.publish("flood".into(), json!({"n": i}).to_string());
+        transport.publish(channel.into(), json!({"n": i}).to_string());
         if entries && i % 2 == 0 {
             transport.push_log(json!({"entry": i / 2}).to_string());
         }
@@ -159,7 +159,7 @@ fn a_frozen_redis_costs_the_oldest_publishes_not_memory_and_the_newest_arrive_af
 
     redis.freeze();
     let frozen = Instant::now();
-    let most = flood(&transport, true);
+    let most = flood(&transport, &channel, true);
     // Filled to the bounds, not past them.
     assert_eq!(most.publishes, Backlog::LIMITS.publishes);
     assert_eq!(most.log_entries, Backlog::LIMITS.log_entries);
@@ -261,7 +261,8 @@ fn an_engine_not_taking_its_own_lines_back_costs_the_oldest_publishes_on_the_soc
     // Nobody takes the events: the hub stops once the engine's inbound
     // queue is full, and the engine's publishes wait in the bounded queue.
     let stuck = Instant::now();
-    let most = flood(&transport, false);
+    // The socket has no channels.
+    let most = flood(&transport, "", false);
     assert_eq!(most.publishes, Backlog::LIMITS.publishes);
     assert!(transport.dropped().publishes > 0);
     assert_drops_reported(&transport, "unix socket", stuck);

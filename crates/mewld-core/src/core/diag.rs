@@ -44,8 +44,8 @@ impl Core {
                 phase: Phase::Sent,
             },
         );
-        let (id, request) = (c.spec.id, protocol::diag_request(c.spec.id, &nonce));
-        self.publish_on(self.cluster_channel(id), request);
+        let id = c.spec.id;
+        self.publish_on(self.cluster_channel(id), protocol::diag_request(id, &nonce));
         self.set_timer(Timer::Ping(nonce), self.config.ping_timeout);
     }
 
