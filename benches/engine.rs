@@ -14,37 +14,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-/// (user + system CPU seconds, resident memory in KiB) of a process.
-fn usage(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // After the command name: state is field 0, utime 11, stime 12.
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64;
-    let cpu = (ticks(11) + ticks(12)) as f64 / hz;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    (cpu, rss)
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -125,10 +94,10 @@ fn run(n: u32, secs: u64) {
     let launch_time = launch_started.elapsed();
     let pid = manager.pid();
 
-    let (cpu0, _) = usage(pid);
+    let cpu0 = cpu_time(pid).as_secs_f64();
     let window = Instant::now();
     std::thread::sleep(Duration::from_secs(secs));
-    let (cpu1, rss) = usage(pid);
+    let (cpu1, rss) = (cpu_time(pid).as_secs_f64(), rss_kib(pid));
     let elapsed = window.elapsed().as_secs_f64();
 
     let mut rtts = statuses_round_trips(&redis, &ch, n, 50);

@@ -23,39 +23,6 @@ use serde_json::json;
 
 const WINDOW: Duration = Duration::from_secs(30);
 
-/// CPU time (user + system) of `pid`, from /proc.
-fn cpu_time(pid: u32) -> Duration {
-    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let after_name = stat[stat.rfind(')')? + 2..].to_string();
-            let fields: Vec<u64> = after_name
-                .split(' ')
-                .skip(11)
-                .take(2)
-                .filter_map(|f| f.parse().ok())
-                .collect();
-            Some(fields.iter().sum::<u64>())
-        })
-        .unwrap_or(0);
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as u64;
-    Duration::from_millis(ticks * 1000 / hz)
-}
-
-fn redis_commands(redis: &Redis) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("stats")
-        .query(&mut redis.conn())
-        .expect("INFO");
-    info.lines()
-        .find_map(|l| l.strip_prefix("total_commands_processed:"))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn run(hosts: u32, clusters: u32) {
     let f = Fixture::new("bench_fleet", vec![Answer::gateway(clusters, 1000, 0)]);
     let config = f.config("ping_interval: 10\n");
@@ -84,11 +51,12 @@ fn run(hosts: u32, clusters: u32) {
     trips.sort();
 
     let cpu_before: Vec<Duration> = managers.iter().map(|m| cpu_time(m.pid())).collect();
-    let commands_before = redis_commands(&f.redis);
+    let commands_before = f.redis.info_figure("stats", "total_commands_processed");
     let messages_before = f.listener.all().len();
     thread_sleep(WINDOW);
     let secs = WINDOW.as_secs_f64();
-    let commands = (redis_commands(&f.redis) - commands_before) as f64 / secs;
+    let commands =
+        (f.redis.info_figure("stats", "total_commands_processed") - commands_before) as f64 / secs;
     let messages = (f.listener.all().len() - messages_before) as f64 / secs;
 
     println!(

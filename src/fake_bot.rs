@@ -7,6 +7,13 @@
 //! - `MEWLD_SOCKET` (set by the manager with `ipc: unix`): talk over its socket;
 //!   otherwise Redis at `FAKEBOT_REDIS` (a test's choice), else at
 //!   `MEWLD_REDIS_URL` (set by the manager with `ipc: redis`).
+//! - `MEWLD_CLUSTER_CHANNEL` and `MEWLD_LAUNCHER_CHANNEL` (set by a mewld
+//!   that has cluster channels, docs/writing-a-bot.md "At scale"): it
+//!   listens on its own channel as well as the main one, and says its
+//!   answers and `launch_next` on the launcher's channel. Without them, the
+//!   main channel is everything, as under the original.
+//!   `FAKEBOT_MAIN_CHANNEL_ONLY=1` ignores them, as a bot written for the
+//!   original does (benches/scale.rs measures such bots).
 //! - `FAKEBOT_RECORD`: a directory; each start writes `<cluster_id>-<pid>.json`
 //!   with its arguments, working directory and environment of interest.
 //!   Each `launch_next` is recorded too, as `<cluster_id>-<pid>.launched`.
@@ -30,15 +37,15 @@
 //! `crash` (exit with `args.code`, default 1), `hang` (ignore SIGTERM from
 //! now on), `mute` (stop answering diagnostics).
 
+mod link;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use color_eyre::eyre::{eyre, Result, WrapErr};
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::UnixStream;
-use tokio_util::codec::{FramedRead, FramedWrite, LinesCodec};
+
+use link::Link;
 
 /// The positional arguments of docs/protocol.md §4 (after the module path).
 #[derive(Debug, Clone, PartialEq)]
@@ -233,114 +240,6 @@ impl Bot {
     }
 }
 
-/// The bot's connection to the manager: Redis (reconnecting, as a
-/// well-behaved bot does) or the manager's Unix socket (`MEWLD_SOCKET`).
-enum Link {
-    Redis {
-        client: redis::Client,
-        channel: String,
-        conn: redis::aio::MultiplexedConnection,
-        messages: redis::aio::PubSubStream,
-    },
-    Unix {
-        lines: FramedRead<OwnedReadHalf, LinesCodec>,
-        sink: FramedWrite<OwnedWriteHalf, LinesCodec>,
-    },
-}
-
-impl Link {
-    async fn connect() -> Result<Link> {
-        if let Ok(path) = std::env::var("MEWLD_SOCKET") {
-            let stream = UnixStream::connect(&path)
-                .await
-                .wrap_err_with(|| format!("connecting to {path}"))?;
-            let (read, write) = stream.into_split();
-            return Ok(Link::Unix {
-                lines: FramedRead::new(read, LinesCodec::new()),
-                sink: FramedWrite::new(write, LinesCodec::new()),
-            });
-        }
-        let url = std::env::var("FAKEBOT_REDIS")
-            .or_else(|_| std::env::var("MEWLD_REDIS_URL"))
-            .wrap_err("none of MEWLD_SOCKET, FAKEBOT_REDIS, MEWLD_REDIS_URL is set")?;
-        let channel = std::env::var("MEWLD_CHANNEL").wrap_err("MEWLD_CHANNEL is not set")?;
-        let client = redis::Client::open(url.as_str())?;
-        // Redis may be down when the bot starts: wait for it, as bots do.
-        let (conn, messages) = loop {
-            match redis_connect(&client, &channel).await {
-                Ok(link) => break link,
-                Err(e) => {
-                    eprintln!("fake bot: cannot reach Redis ({e}); retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        };
-        Ok(Link::Redis {
-            client,
-            channel,
-            conn,
-            messages,
-        })
-    }
-
-    /// Sends one message; a failure is reported and the message dropped.
-    async fn send(&mut self, v: Value) {
-        let result = match self {
-            Link::Redis { conn, channel, .. } => redis::cmd("PUBLISH")
-                .arg(&*channel)
-                .arg(v.to_string())
-                .query_async::<()>(conn)
-                .await
-                .map_err(|e| e.to_string()),
-            Link::Unix { sink, .. } => sink.send(v.to_string()).await.map_err(|e| e.to_string()),
-        };
-        if let Err(e) = result {
-            eprintln!("fake bot: could not send a message: {e}");
-        }
-    }
-
-    /// The next message; over Redis, reconnects until it gets one.
-    async fn next(&mut self) -> Vec<u8> {
-        match self {
-            Link::Unix { lines, .. } => match lines.next().await {
-                Some(Ok(line)) => line.into_bytes(),
-                // The manager is gone; so is the reason to live.
-                _ => std::process::exit(0),
-            },
-            Link::Redis {
-                client,
-                channel,
-                conn,
-                messages,
-            } => loop {
-                if let Some(msg) = messages.next().await {
-                    return msg.get_payload_bytes().to_vec();
-                }
-                eprintln!("fake bot: lost Redis; reconnecting");
-                loop {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    if let Ok((c, m)) = redis_connect(client, channel).await {
-                        *conn = c;
-                        *messages = m;
-                        eprintln!("fake bot: reconnected to Redis");
-                        break;
-                    }
-                }
-            },
-        }
-    }
-}
-
-async fn redis_connect(
-    client: &redis::Client,
-    channel: &str,
-) -> redis::RedisResult<(redis::aio::MultiplexedConnection, redis::aio::PubSubStream)> {
-    let conn = client.get_multiplexed_async_connection().await?;
-    let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(channel).await?;
-    Ok((conn, pubsub.into_on_message()))
-}
-
 /// Asks the identify queue for every shard's turn at once, as a bot whose
 /// shards connect in parallel does; returns when all have identified.
 async fn identify_all(url: &str, args: &BotArgs) -> Result<()> {
@@ -460,6 +359,8 @@ fn record(dir: &std::path::Path, raw: &[String], args: &BotArgs) -> Result<()> {
             "MEWLD_IDENTIFY_URL": var("MEWLD_IDENTIFY_URL"),
             "MEWLD_REDIS_URL": var("MEWLD_REDIS_URL"),
             "MEWLD_SOCKET": var("MEWLD_SOCKET"),
+            "MEWLD_CLUSTER_CHANNEL": var("MEWLD_CLUSTER_CHANNEL"),
+            "MEWLD_LAUNCHER_CHANNEL": var("MEWLD_LAUNCHER_CHANNEL"),
         },
     });
     let path = dir.join(format!("{}-{}.json", args.cluster_id, std::process::id()));

@@ -67,11 +67,11 @@ fn launches_clusters_in_order_with_the_exact_arguments() {
     for id in 0..2 {
         assert!(position("cluster_launched", id) < position("cluster_started", id + 1));
     }
-    let launched_order: Vec<u64> = listener
-        .all()
+    // The fake bots' own records: launch_next goes on the launcher's channel.
+    let launched_order: Vec<u64> = bot
+        .launches()
         .iter()
-        .filter(|m| m["action"] == "launch_next")
-        .filter_map(|m| m["args"]["id"].as_u64())
+        .filter_map(|l| l["cluster_id"].as_u64())
         .collect();
     assert_eq!(launched_order, vec![0, 1, 2]);
     let all = listener.wait("all_clusters_launched", |m| {

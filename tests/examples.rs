@@ -1,8 +1,8 @@
 //! The example bots of `examples/` (docs/writing-a-bot.md as programs) run
 //! under a real `mewld --daemon`, on a real redis-server, with the fake
 //! Discord: three clusters each, which must launch in turn, answer the
-//! health pings (the engine reads the answers: every shard's health is in
-//! the metrics), hear `all_clusters_launched`, and stop on shutdown with
+//! health pings on their own channels (`cluster_channels: true`; the
+//! engine reads the answers: every shard's health is in the metrics), hear `all_clusters_launched`, and stop on shutdown with
 //! exit 0, not SIGKILL. They find Redis through `MEWLD_REDIS_URL` alone,
 //! with a password in it that the manager's output never shows.
 
@@ -124,17 +124,21 @@ fn run_example(test: &str, program: &str, dir: &Path) {
         .expect("ACL SETUSER");
     let metrics = free_port();
     let config = format!(
-        "token: {TOKEN}\noverride_dir: {dir}\n{program}\nredis: redis://bot:{PASSWORD}@127.0.0.1:{port}/0\nredis_channel: {ch}\nper_cluster: 2\nproxy: {proxy}\ncluster_start_next_delay: 0\nping_interval: 1\nping_timeout: 30\nmetrics_addr: 127.0.0.1:{metrics}\n",
+        "token: {TOKEN}\noverride_dir: {dir}\n{program}\nredis: redis://bot:{PASSWORD}@127.0.0.1:{port}/0\nredis_channel: {ch}\nper_cluster: 2\nproxy: {proxy}\ncluster_start_next_delay: 0\nping_interval: 1\nping_timeout: 30\nmetrics_addr: 127.0.0.1:{metrics}\ncluster_channels: true\n",
         dir = dir.display(),
         port = f.redis.port,
         ch = f.ch,
         proxy = f.discord.url,
     );
+    // The bots speak on the launcher's channel (mewld gives it), and with
+    // `cluster_channels` hear their pings on their own: the health in the
+    // metrics shows they do.
+    let launcher = f.redis.listen(&format!("{}:launcher", f.ch));
     // No FAKEBOT_REDIS: the bots know Redis from MEWLD_REDIS_URL only.
     let mut manager = Manager::start_with(&config, &["--daemon"], None, &f.bot, &[]);
     manager.wait_launched(&f.listener);
-    launched_in_turn(&f);
-    every_shard_reports(metrics);
+    launched_in_turn(&f, &launcher);
+    every_shard_reports(metrics, SHARDS, 2);
     for id in 0..CLUSTERS {
         printed(&manager, id, "every cluster is up");
     }
@@ -166,9 +170,8 @@ fn run_example(test: &str, program: &str, dir: &Path) {
 }
 
 /// Each cluster started only once the one before it said `launch_next`.
-fn launched_in_turn(f: &Fixture) {
-    let said: Vec<u64> = f
-        .listener
+fn launched_in_turn(f: &Fixture, launcher: &Listener) {
+    let said: Vec<u64> = launcher
         .all()
         .iter()
         .filter(|m| m["action"] == "launch_next")
@@ -187,23 +190,6 @@ fn launched_in_turn(f: &Fixture) {
             "{log:?}"
         );
     }
-}
-
-/// The engine has read a diagnostic answer naming every shard as up.
-fn every_shard_reports(metrics: u16) {
-    let shards = (0..SHARDS).map(|s| (s / 2, s));
-    let series: Vec<String> = shards
-        .map(|(c, s)| format!("mewld_shard_up{{cluster=\"{c}\",shard=\"{s}\"}}"))
-        .collect();
-    wait_for_seen("every shard up in the metrics", DEADLINE, || {
-        let m = scrape(metrics);
-        let missing: Vec<&String> = series.iter().filter(|s| m.get(*s) != Some(&1.0)).collect();
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(missing.into_iter().cloned().collect::<Vec<_>>())
-        }
-    });
 }
 
 /// Waits for cluster `id` to print a line ending with `text`.

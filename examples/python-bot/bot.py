@@ -29,6 +29,13 @@ async def main():
     shards = json.loads(sys.argv[1])
     shard_count, cluster_id, name = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     channel = os.environ["MEWLD_CHANNEL"]
+    # At scale (docs/writing-a-bot.md, "At scale: your own channels"): a
+    # mewld with cluster channels sends this cluster's pings on a channel
+    # of its own and hears answers on the launcher's, so no cluster hears
+    # every other's traffic. Under a mewld that sets neither, the main
+    # channel is all there is.
+    listen_on = [channel] + [c for c in [os.environ.get("MEWLD_CLUSTER_CHANNEL")] if c]
+    say_on = os.environ.get("MEWLD_LAUNCHER_CHANNEL", channel)
     # The Redis mewld itself uses. The original mewld does not set
     # MEWLD_REDIS_URL: a bot that also runs under it needs its own setting.
     r = redis.from_url(os.environ["MEWLD_REDIS_URL"])
@@ -39,14 +46,15 @@ async def main():
     # Subscribe before anything else: pub/sub keeps no history, and from its
     # launch_next on, mewld pings this cluster on the channel.
     pubsub = r.pubsub(ignore_subscribe_messages=True)
-    await pubsub.subscribe(channel)
+    await pubsub.subscribe(*listen_on)
 
     async def say(message):
-        await r.publish(channel, json.dumps(message))
+        await r.publish(say_on, json.dumps(message))
 
     async def on_message(m):
         # A diagnostic: {"id": 1, "nonce": "Zr81bQ0c2LxWm4Pe", "diag": true},
-        # no scope; "id" is a number. Answer those for this cluster's id.
+        # no scope; "id" is a number. Answer those for this cluster's id,
+        # from either channel.
         if m.get("diag") is True and m.get("id") == cluster_id:
             # One entry per shard, with its real health in a real bot:
             # latency in milliseconds, guilds (and users) as counts.
@@ -66,7 +74,7 @@ async def main():
             try:
                 if pubsub is None:
                     pubsub = r.pubsub(ignore_subscribe_messages=True)
-                    await pubsub.subscribe(channel)
+                    await pubsub.subscribe(*listen_on)
                 async for message in pubsub.listen():
                     try:
                         m = json.loads(message["data"])

@@ -60,6 +60,15 @@ async fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let me = Cluster::from_args(&args)?;
     let channel = std::env::var("MEWLD_CHANNEL")?;
+    // At scale (docs/writing-a-bot.md, "At scale: your own channels"): a
+    // mewld with cluster channels sends this cluster's pings on a channel of
+    // its own and hears answers on the launcher's, so no cluster hears every
+    // other's traffic. Under a mewld that sets neither, the main channel is
+    // all there is.
+    let listen_on: Vec<String> = std::iter::once(channel.clone())
+        .chain(std::env::var("MEWLD_CLUSTER_CHANNEL").ok())
+        .collect();
+    let say_on = std::env::var("MEWLD_LAUNCHER_CHANNEL").unwrap_or(channel);
     // The Redis mewld itself uses. The original mewld does not set
     // MEWLD_REDIS_URL: a bot that also runs under it needs its own setting.
     let client = redis::Client::open(std::env::var("MEWLD_REDIS_URL")?)?;
@@ -67,7 +76,7 @@ async fn main() -> Result<(), Error> {
 
     // Subscribe before anything else: pub/sub keeps no history, and from
     // its launch_next on, mewld pings this cluster on the channel.
-    let (mut messages, mut conn) = connect(&client, &channel).await?;
+    let (mut messages, mut conn) = connect(&client, &listen_on).await?;
 
     // A real bot starts its shards here: for each one, if MEWLD_IDENTIFY_URL
     // is set, `GET $MEWLD_IDENTIFY_URL?shard=<id>` first, then identify.
@@ -77,7 +86,7 @@ async fn main() -> Result<(), Error> {
         me.id, me.name, me.shards, me.shard_count
     );
     let launched = json!({"scope": "launcher", "action": "launch_next", "args": {"id": me.id}});
-    say(&mut conn, &channel, &launched).await;
+    say(&mut conn, &say_on, &launched).await;
 
     loop {
         let message = tokio::select! {
@@ -90,7 +99,7 @@ async fn main() -> Result<(), Error> {
             eprintln!("cluster {}: lost Redis, subscribing again", me.id);
             tokio::select! {
                 _ = sigterm.recv() => break,
-                again = reconnect(&client, &channel) => (messages, conn) = again,
+                again = reconnect(&client, &listen_on) => (messages, conn) = again,
             }
             continue;
         };
@@ -98,7 +107,7 @@ async fn main() -> Result<(), Error> {
             continue;
         };
         if let Some(answer) = on_message(&me, &message) {
-            say(&mut conn, &channel, &answer).await;
+            say(&mut conn, &say_on, &answer).await;
         }
     }
     // A real bot closes its shards' gateway connections here, within
@@ -110,7 +119,8 @@ async fn main() -> Result<(), Error> {
 /// What the cluster says back to `message`, if anything.
 fn on_message(me: &Cluster, message: &Value) -> Option<Value> {
     // A diagnostic: {"id": 1, "nonce": "Zr81bQ0c2LxWm4Pe", "diag": true}, no
-    // scope; `id` is a number. Answer those for this cluster's id.
+    // scope; `id` is a number. Answer those for this cluster's id, from
+    // either channel.
     if message["diag"] == true && message["id"].as_u64() == Some(me.id) {
         let nonce = message["nonce"].as_str()?;
         // One entry per shard, with its real health in a real bot:
@@ -134,21 +144,24 @@ fn on_message(me: &Cluster, message: &Value) -> Option<Value> {
     None
 }
 
-/// The channel's messages, and a connection to publish on.
+/// The channels' messages, and a connection to publish on.
 async fn connect(
     client: &redis::Client,
-    channel: &str,
+    channels: &[String],
 ) -> redis::RedisResult<(PubSubStream, MultiplexedConnection)> {
     let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(channel).await?;
+    pubsub.subscribe(channels).await?;
     let conn = client.get_multiplexed_async_connection().await?;
     Ok((pubsub.into_on_message(), conn))
 }
 
-async fn reconnect(client: &redis::Client, channel: &str) -> (PubSubStream, MultiplexedConnection) {
+async fn reconnect(
+    client: &redis::Client,
+    channels: &[String],
+) -> (PubSubStream, MultiplexedConnection) {
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        if let Ok(link) = connect(client, channel).await {
+        if let Ok(link) = connect(client, channels).await {
             return link;
         }
     }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use super::http_get;
+use super::{http_get, wait_for_seen, DEADLINE};
 
 /// Every sample of the text format, by its series (`name{labels}`).
 pub fn scrape(port: u16) -> HashMap<String, f64> {
@@ -19,4 +19,26 @@ pub fn scrape(port: u16) -> HashMap<String, f64> {
             (series.to_string(), value)
         })
         .collect()
+}
+
+/// Waits until the engine has read a diagnostic answer naming each of
+/// `shards` shards (`per_cluster` to a cluster) as up.
+pub fn every_shard_reports(metrics: u16, shards: u32, per_cluster: u32) {
+    let series: Vec<String> = (0..shards)
+        .map(|s| {
+            format!(
+                "mewld_shard_up{{cluster=\"{}\",shard=\"{s}\"}}",
+                s / per_cluster
+            )
+        })
+        .collect();
+    wait_for_seen("every shard up in the metrics", DEADLINE, || {
+        let m = scrape(metrics);
+        let missing: Vec<&String> = series.iter().filter(|s| m.get(*s) != Some(&1.0)).collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing.into_iter().cloned().collect::<Vec<_>>())
+        }
+    });
 }

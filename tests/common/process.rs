@@ -15,6 +15,11 @@ pub fn write_executable(path: &Path, text: &str) {
 
 /// The resident memory of process `pid`, in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
+    rss_kib_if_alive(pid).unwrap_or_else(|| panic!("no VmRSS for process {pid}"))
+}
+
+/// As [`rss_kib`], `None` for a process that is gone.
+pub fn rss_kib_if_alive(pid: u32) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -22,7 +27,30 @@ pub fn rss_kib(pid: u32) -> u64 {
                 .find_map(|l| l.strip_prefix("VmRSS:"))
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
         })
-        .unwrap_or_else(|| panic!("no VmRSS for process {pid}"))
+}
+
+/// The CPU time (user + system) process `pid` has used, from
+/// /proc/<pid>/stat; zero for a process that is gone.
+pub fn cpu_time(pid: u32) -> std::time::Duration {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // After the command name: state is field 0, utime 11, stime 12.
+            let after_name = stat[stat.rfind(')')? + 2..].to_string();
+            let fields: Vec<u64> = after_name
+                .split(' ')
+                .skip(11)
+                .take(2)
+                .filter_map(|f| f.parse().ok())
+                .collect();
+            Some(fields.iter().sum::<u64>())
+        })
+        .unwrap_or(0);
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as u64;
+    std::time::Duration::from_millis(ticks * 1000 / hz)
 }
 
 /// Is `pid` a live process (not gone, not a zombie)?

@@ -120,6 +120,19 @@ impl Redis {
             .expect("publish");
     }
 
+    /// A figure of `INFO <section>` (`total_net_output_bytes`, …), 0 when
+    /// absent.
+    pub fn info_figure(&self, section: &str, name: &str) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg(section)
+            .query(&mut self.conn())
+            .expect("INFO");
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// The action log, parsed.
     pub fn action_log(&self, channel: &str) -> Vec<Value> {
         let raw: Vec<String> = redis::cmd("LRANGE")
