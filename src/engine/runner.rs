@@ -32,7 +32,9 @@ const EXIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 /// Snapshots are published at most this often. Each is a view of every
 /// cluster, and at 1,000 clusters messages come thousands a second: one per
 /// message took 46 % of a core (`cargo bench --bench scale`, perf), one per
-/// 100 ms 4 %. After a quiet spell the first change goes out at once.
+/// 100 ms 4 %. After a quiet spell the first change goes out at once, and
+/// a face's request is followed by one at once: whoever asks next (`mewld
+/// status` after `mewld stop 3`) sees what it did.
 const SNAPSHOT_EVERY: Duration = Duration::from_millis(100);
 const EVENT_BUFFER: usize = 8192;
 /// Operations and history reads from faces waiting for the engine.
@@ -150,13 +152,17 @@ impl Engine {
         snapshot_due.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut changed = false;
         loop {
+            let mut asked = false;
             tokio::select! {
                 _ = snapshot_due.tick(), if changed => {
                     self.publish_snapshot();
                     changed = false;
                     continue;
                 }
-                Some(request) = self.requests.recv() => self.on_request(request),
+                Some(request) = self.requests.recv() => {
+                    self.on_request(request);
+                    asked = true;
+                }
                 Some(message) = self.internal.recv() => self.on_message(message),
                 Some(event) = transport_rx.recv() => self.on_transport(event),
                 Some(expired) = self.timers.next() => {
@@ -172,7 +178,10 @@ impl Engine {
                 }
                 Some(view) = fleet_view(&mut self.fleet) => self.feed(Input::Fleet(view), None),
             }
-            changed = true;
+            changed = !asked;
+            if asked {
+                self.publish_snapshot();
+            }
             if let Some(exit) = self.core.finished() {
                 // The last one says how it ended (attached consoles read it).
                 self.publish_snapshot();
