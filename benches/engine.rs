@@ -18,50 +18,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-/// Times `count` statuses requests, each from publish to reply, on a
-/// subscription of its own (no polling in the measurement). A request not
-/// answered within 10 s is left out (and counted by the caller).
-fn statuses_round_trips(redis: &Redis, ch: &str, n: u32, count: usize) -> Vec<Duration> {
-    let mut sub = redis.conn();
-    let mut publisher = redis.conn();
-    let mut pubsub = sub.as_pubsub();
-    pubsub.subscribe(ch).expect("subscribe");
-    pubsub
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    (0..count)
-        .filter_map(|i| {
-            let id = format!("bench-{i}");
-            let request =
-                json!({"scope": "launcher", "action": "statuses", "command_id": id}).to_string();
-            let t = Instant::now();
-            let _: i64 = redis::cmd("PUBLISH")
-                .arg(ch)
-                .arg(request)
-                .query(&mut publisher)
-                .expect("publish");
-            loop {
-                if t.elapsed() > Duration::from_secs(10) {
-                    return None;
-                }
-                let Ok(msg) = pubsub.get_message() else {
-                    return None;
-                };
-                let payload = msg.get_payload_bytes();
-                // Skip the flood of diagnostics without parsing it.
-                if !payload.windows(id.len()).any(|w| w == id.as_bytes()) {
-                    continue;
-                }
-                let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
-                if v["command_id"] == id.as_str() && v["scope"] == "bot" {
-                    assert_eq!(v["output"].as_object().map(|o| o.len()), Some(n as usize));
-                    return Some(t.elapsed());
-                }
-            }
-        })
-        .collect()
-}
-
 fn run(n: u32, secs: u64) {
     let redis = Redis::start();
     let discord = FakeDiscord::start(vec![Answer::gateway(n, 900, 0)]);
@@ -100,7 +56,7 @@ fn run(n: u32, secs: u64) {
     let (cpu1, rss) = (cpu_time(pid).as_secs_f64(), rss_kib(pid));
     let elapsed = window.elapsed().as_secs_f64();
 
-    let mut rtts = statuses_round_trips(&redis, &ch, n, 50);
+    let mut rtts = statuses_round_trips(&redis, &ch, None, n, 50);
     rtts.sort();
     let unanswered = 50 - rtts.len();
     if rtts.is_empty() {

@@ -47,7 +47,8 @@ fn run(hosts: u32, clusters: u32) {
     let launch = started.elapsed();
 
     thread_sleep(Duration::from_secs(3));
-    let mut trips = statuses_round_trips(&f, clusters);
+    let mut trips = statuses_round_trips(&f.redis, &f.ch, None, clusters, 50);
+    assert_eq!(trips.len(), 50, "every statuses answered within 10 s");
     trips.sort();
 
     let cpu_before: Vec<Duration> = managers.iter().map(|m| cpu_time(m.pid())).collect();
@@ -83,40 +84,6 @@ fn run(hosts: u32, clusters: u32) {
     for m in &mut managers {
         m.wait_exit();
     }
-}
-
-/// 50 `statuses`, each timed from its publish to its reply, read on a
-/// subscription of the bench's own (not polled).
-fn statuses_round_trips(f: &Fixture, clusters: u32) -> Vec<Duration> {
-    let client = redis::Client::open(f.redis.url()).expect("client");
-    let mut conn = client.get_connection().expect("connection");
-    let mut pubsub = conn.as_pubsub();
-    pubsub.subscribe(&f.ch).expect("subscribe");
-    pubsub
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    (0..50)
-        .map(|i| {
-            let command_id = format!("rt-{i}");
-            let asked = Instant::now();
-            f.redis.publish(
-                &f.ch,
-                &json!({"scope": "launcher", "action": "statuses", "command_id": command_id}),
-            );
-            loop {
-                let msg = pubsub.get_message().expect("a message within 30 s");
-                let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
-                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&payload) else {
-                    continue;
-                };
-                if v["scope"] == "bot" && v["command_id"] == command_id.as_str() {
-                    let covered = v["output"].as_object().map_or(0, |m| m.len());
-                    assert_eq!(covered, clusters as usize, "statuses covers the fleet");
-                    return asked.elapsed();
-                }
-            }
-        })
-        .collect()
 }
 
 fn thread_sleep(d: Duration) {

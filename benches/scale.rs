@@ -193,7 +193,7 @@ fn steady(redis: &Redis, ch: &str, manager: &Manager, bot: &BotDir, n: u32, secs
             .filter(|e| e["ts"].as_u64() >= Some(window_start_us))
             .count()
     };
-    let mut statuses = statuses_round_trips(redis, ch, n);
+    let mut statuses = statuses_round_trips(redis, ch, Some(&format!("{ch}:bench")), n, ASKS);
     statuses.sort();
     Steady {
         deliveries: deliveries as f64 / elapsed,
@@ -288,49 +288,6 @@ impl Counter {
 fn pmessage_frame(pattern: usize, channel: usize, payload: usize) -> u64 {
     let bulk = |len: usize| (len + len.to_string().len() + 5) as u64;
     4 + bulk("pmessage".len()) + bulk(pattern) + bulk(channel) + bulk(payload)
-}
-
-/// `ASKS` statuses, each from its publish to its reply (on `<ch>:bench`
-/// with `reply_to`, else on the main channel), read on a subscription of
-/// the bench's own. A reply not seen within 10 s is left out.
-fn statuses_round_trips(redis: &Redis, ch: &str, n: u32) -> Vec<Duration> {
-    let reply_to = format!("{ch}:bench");
-    let mut sub = redis.conn();
-    let mut publisher = redis.conn();
-    let mut pubsub = sub.as_pubsub();
-    pubsub.subscribe(&[ch, &reply_to]).expect("subscribe");
-    pubsub
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    (0..ASKS)
-        .filter_map(|i| {
-            let id = format!("scale-{i}");
-            let request = json!({"scope": "launcher", "action": "statuses", "command_id": id, "reply_to": reply_to});
-            let asked = Instant::now();
-            let _: i64 = redis::cmd("PUBLISH")
-                .arg(ch)
-                .arg(request.to_string())
-                .query(&mut publisher)
-                .expect("publish");
-            loop {
-                let msg = pubsub.get_message().ok()?;
-                if asked.elapsed() > Duration::from_secs(10) {
-                    return None;
-                }
-                let payload = msg.get_payload_bytes();
-                // Skip the main channel's flood without parsing it.
-                if !payload.windows(id.len()).any(|w| w == id.as_bytes()) {
-                    continue;
-                }
-                let v: serde_json::Value = serde_json::from_slice(payload).unwrap_or_default();
-                if v["command_id"] == id.as_str() && v["scope"] == "bot" {
-                    let covered = v["output"].as_object().map_or(0, |o| o.len());
-                    assert_eq!(covered, n as usize, "statuses covers every cluster");
-                    return Some(asked.elapsed());
-                }
-            }
-        })
-        .collect()
 }
 
 fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {

@@ -77,3 +77,57 @@ pub fn wait_for_opt<T>(deadline: Duration, mut check: impl FnMut() -> Option<T>)
 pub fn status_of(statuses: &Value, id: u32) -> &str {
     statuses[id.to_string()]["status"].as_str().unwrap_or("?")
 }
+
+/// Times `count` `statuses` questions on `ch`, each from its publish to its
+/// reply (on `reply_to` when given), read on a subscription of its own so
+/// nothing is polled during the measurement. Each reply must cover `n`
+/// clusters; one not seen within 10 s is left out (the caller counts them).
+pub fn statuses_round_trips(
+    redis: &super::Redis,
+    ch: &str,
+    reply_to: Option<&str>,
+    n: u32,
+    count: usize,
+) -> Vec<Duration> {
+    const WAIT: Duration = Duration::from_secs(10);
+    let mut sub = redis.conn();
+    let mut publisher = redis.conn();
+    let mut pubsub = sub.as_pubsub();
+    pubsub.subscribe(ch).expect("subscribe");
+    if let Some(reply_to) = reply_to {
+        pubsub.subscribe(reply_to).expect("subscribe");
+    }
+    pubsub.set_read_timeout(Some(WAIT)).expect("timeout");
+    (0..count)
+        .filter_map(|i| {
+            let id = format!("bench-{i}");
+            let mut request = json!({"scope": "launcher", "action": "statuses", "command_id": id});
+            if let Some(reply_to) = reply_to {
+                request["reply_to"] = json!(reply_to);
+            }
+            let asked = std::time::Instant::now();
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg(ch)
+                .arg(request.to_string())
+                .query(&mut publisher)
+                .expect("publish");
+            loop {
+                if asked.elapsed() > WAIT {
+                    return None;
+                }
+                let msg = pubsub.get_message().ok()?;
+                let payload = msg.get_payload_bytes();
+                // Skip the flood of diagnostics without parsing it.
+                if !payload.windows(id.len()).any(|w| w == id.as_bytes()) {
+                    continue;
+                }
+                let v: Value = serde_json::from_slice(payload).unwrap_or_default();
+                if v["command_id"] == id.as_str() && v["scope"] == "bot" {
+                    let covered = v["output"].as_object().map_or(0, |o| o.len());
+                    assert_eq!(covered, n as usize, "statuses covers every cluster");
+                    return Some(asked.elapsed());
+                }
+            }
+        })
+        .collect()
+}
