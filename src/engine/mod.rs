@@ -63,7 +63,7 @@ pub enum FaceRequest {
     /// (a face parses what it shows; the control socket passes it on).
     History(oneshot::Sender<Result<Vec<String>, String>>),
     /// Answered by the engine's loop itself: proof that it turns (for the
-    /// systemd watchdog).
+    /// systemd watchdog), and, once answered, the snapshot is current.
     Alive(oneshot::Sender<()>),
 }
 
@@ -113,7 +113,8 @@ impl EngineHandle {
     }
 
     /// Whether the engine's loop answers a request (at once, unless it is
-    /// wedged).
+    /// wedged). After a `true`, the snapshot holds everything the engine
+    /// had done when it answered, coalescing or not.
     pub async fn alive(&self) -> bool {
         let (tx, rx) = oneshot::channel();
         self.requests.send(FaceRequest::Alive(tx)).await.is_ok() && rx.await.is_ok()

@@ -194,7 +194,10 @@ impl Engine {
     fn on_request(&mut self, request: FaceRequest) {
         match request {
             FaceRequest::Op { op, via, reply } => self.feed(Input::Op { op, via }, Some(reply)),
+            // Published before the answer, so whoever waited on it reads
+            // a current snapshot next (`mewld status` right after a launch).
             FaceRequest::Alive(reply) => {
+                self.publish_snapshot();
                 let _ = reply.send(());
             }
             FaceRequest::History(reply) => {

@@ -56,6 +56,9 @@ const FAREWELL: Duration = Duration::from_secs(2);
 /// History entries remembered to drop their live copies (an entry written
 /// while the history was read arrives both ways).
 const DEDUP_TAIL: usize = 1000;
+/// How long a new client waits for the engine to publish a current
+/// snapshot before it takes the last one.
+const FRESH_WAIT: Duration = Duration::from_secs(1);
 
 /// The control socket, claimed before anything starts, so a second
 /// manager on the same config refuses to start instead of fighting the
@@ -255,6 +258,10 @@ async fn serve_attached(
         let backlog = shared.backlog.lock();
         (handle.events(), backlog.lines())
     };
+    // Snapshots are coalesced: ask for a current one first, so a command
+    // run right after a change sees it. A wedged engine gets FRESH_WAIT,
+    // then the client has the last one published.
+    let _ = tokio::time::timeout(FRESH_WAIT, handle.alive()).await;
     let mut snapshots = handle.snapshot();
     let snapshot = Box::new(snapshots.borrow_and_update().as_ref().clone());
     send(write, &ServerMsg::Snapshot { snapshot }).await?;
