@@ -140,7 +140,7 @@ pub enum Command {
 /// The engine's timers; one of each at a time (setting one again resets it).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Timer {
-    /// The next round of diagnostics.
+    /// The next slot of the round of diagnostics (a tenth of it).
     PingRound,
     /// A diagnostic's time to answer, by nonce.
     Ping(String),
@@ -209,6 +209,8 @@ pub struct Core {
     /// Counts transport (re)connections; pings remember theirs.
     connection: u64,
     pings: Pings,
+    /// The slot of the ping round the next `PingRound` tick sends.
+    ping_slot: usize,
     rolling: Option<Rolling>,
     resharding: bool,
     exiting: Option<Exit>,
@@ -256,6 +258,7 @@ impl Core {
             transport_retry_at: None,
             connection: 0,
             pings: Pings::default(),
+            ping_slot: 0,
             rolling: None,
             resharding: false,
             exiting: None,
@@ -303,7 +306,7 @@ impl Core {
     pub fn step(&mut self, now: Now, input: Input) -> Vec<Command> {
         self.clock = now.at;
         match input {
-            Input::Begin => self.set_timer(Timer::PingRound, self.config.ping_interval),
+            Input::Begin => self.set_timer(Timer::PingRound, self.ping_tick()),
             Input::Op { op, via } => self.operate(
                 now,
                 op,
@@ -343,8 +346,8 @@ impl Core {
     fn on_timer(&mut self, now: Now, timer: Timer) {
         match timer {
             Timer::PingRound => {
-                self.ping_all(now);
-                self.set_timer(Timer::PingRound, self.config.ping_interval);
+                self.ping_next_slot(now);
+                self.set_timer(Timer::PingRound, self.ping_tick());
             }
             Timer::Ping(nonce) => self.on_ping_timeout(now, nonce),
             Timer::StartNext => self.start_next(),

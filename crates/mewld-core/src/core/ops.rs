@@ -162,26 +162,18 @@ impl Core {
     }
 
     /// `statuses`: keyed by cluster id as a string, in the original's
-    /// shape; in a fleet, every host's clusters.
+    /// shape; in a fleet, every host's clusters. Written straight from the
+    /// clusters (a whole view each, health and all, is not needed).
     fn statuses(&self) -> Value {
-        let local = self.clusters.iter().map(|c| c.view());
-        let map: Map<String, Value> = local
-            .chain(self.remote_views())
-            .map(|c| {
-                let started_at = c.started_at.map(actlog::unix_secs).unwrap_or(0);
-                (
-                    c.id.to_string(),
-                    json!({
-                        "active": c.pid.is_some(),
-                        "status": c.state.as_str(),
-                        "name": c.name,
-                        "started_at": started_at,
-                        "shard_list": c.shards,
-                    }),
-                )
-            })
-            .collect();
-        Value::Object(map)
+        let local = self.clusters.iter().map(|c| {
+            let entry = status_entry(&c.spec.name, &c.spec.shards, c.state, c.pid, c.started_at);
+            (c.spec.id.to_string(), entry)
+        });
+        let remote = self.remote_views().into_iter().map(|c| {
+            let entry = status_entry(&c.name, &c.shards, c.state, c.pid, c.started_at);
+            (c.id.to_string(), entry)
+        });
+        Value::Object(local.chain(remote).collect::<Map<String, Value>>())
     }
 
     pub(super) fn operate(&mut self, now: Now, op: Operation, asker: Asker) {
@@ -370,4 +362,21 @@ impl Core {
         }
         Ok(())
     }
+}
+
+/// One cluster's entry in a `statuses` reply.
+fn status_entry(
+    name: &str,
+    shards: &[u32],
+    state: ClusterState,
+    pid: Option<u32>,
+    started_at: Option<std::time::SystemTime>,
+) -> Value {
+    json!({
+        "active": pid.is_some(),
+        "status": state.as_str(),
+        "name": name,
+        "started_at": started_at.map(actlog::unix_secs).unwrap_or(0),
+        "shard_list": shards,
+    })
 }

@@ -88,3 +88,25 @@ fn pings_sent_before_a_reconnect_or_during_an_outage_count_for_nothing() {
     assert!(sim.stopped().is_empty());
     assert!(matches!(sim.op(Operation::Diagnose(0)), Ok(())));
 }
+
+#[test]
+fn a_round_is_spread_over_the_interval_in_tenths() {
+    // 20 clusters (two shards each): cluster i in tenth i mod 10.
+    let mut sim = Sim::up(40, "ping_interval: 10\nping_timeout: 20\n");
+    sim.advance(SECS(1));
+    let first: Vec<_> = sim.pings().iter().map(|p| p.0).collect();
+    assert_eq!(first, vec![0, 10], "the first tenth");
+    sim.advance(SECS(9));
+    let mut round: Vec<_> = sim.pings().iter().map(|p| p.0).collect();
+    round.sort_unstable();
+    assert_eq!(round, (0..20).collect::<Vec<_>>(), "each once per round");
+    sim.echoes_return();
+    for (_, nonce) in sim.pings() {
+        sim.answer(&nonce);
+    }
+    sim.mark();
+    sim.advance(SECS(10));
+    let mut second: Vec<_> = sim.pings().iter().map(|p| p.0).collect();
+    second.sort_unstable();
+    assert_eq!(second, (0..20).collect::<Vec<_>>(), "and again the next");
+}
