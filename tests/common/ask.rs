@@ -78,9 +78,12 @@ pub fn status_of(statuses: &Value, id: u32) -> &str {
     statuses[id.to_string()]["status"].as_str().unwrap_or("?")
 }
 
-/// Times `count` `statuses` questions on `ch`, each from its publish to its
-/// reply (on `reply_to` when given), read on a subscription of its own so
-/// nothing is polled during the measurement. Each reply must cover `n`
+/// Times `count` `statuses` questions, each from its publish to its reply,
+/// read on a subscription of its own so nothing is polled during the
+/// measurement. Without `reply_to`, asked on the main channel `ch` as a bot
+/// written for the original asks (every cluster hears the question and the
+/// reply); with it, asked on the launcher channel, so the manager alone
+/// hears the question and the asker alone the reply (docs/protocol.md §5.5). Each reply must cover `n`
 /// clusters; one not seen within 10 s is left out (the caller counts them).
 pub fn statuses_round_trips(
     redis: &super::Redis,
@@ -105,9 +108,13 @@ pub fn statuses_round_trips(
             if let Some(reply_to) = reply_to {
                 request["reply_to"] = json!(reply_to);
             }
+            let on = match reply_to {
+                Some(_) => format!("{ch}:launcher"),
+                None => ch.to_string(),
+            };
             let asked = std::time::Instant::now();
             let _: i64 = redis::cmd("PUBLISH")
-                .arg(ch)
+                .arg(on)
                 .arg(request.to_string())
                 .query(&mut publisher)
                 .expect("publish");
