@@ -25,8 +25,7 @@
 //!   entries of the action log) during the window;
 //! - after the window, `statuses` asked 50 times on the launcher channel
 //!   with `reply_to <ch>:bench` (no cluster hears the question or the
-//!   reply), each timed from its publish to its reply, p50 and p99; a
-//!   reply on the main channel (a mewld without `reply_to`) counts too.
+//!   reply), each timed from its publish to its reply, p50 and p99.
 //!
 //! Run: `cargo bench --bench scale` (needs redis-server on PATH; at the
 //! default sizes, about 25 minutes). `MEWLD_BENCH_SCALE=100,300,1000`
