@@ -66,6 +66,7 @@ pub(super) fn resolve(
     } = timings(&raw, &at)?;
     let (action_log_max_len, fixed_shard_count) = sizes(&raw, per_cluster, &at)?;
     let metrics_addr = listen_addr("metrics_addr", raw.metrics_addr.take(), 9464, &at)?;
+    let web_api = web::web_api(&mut raw, &ipc, &at)?;
     let (identify_queue, identify_margin, launch) = identify_and_launch(&mut raw, &at)?;
     let args = args_template(raw.args, &at)?;
     let bot_dir = bot_dir(
@@ -109,6 +110,7 @@ pub(super) fn resolve(
         launch_timeout,
         control_socket: control_socket(raw.control_socket, path),
         metrics_addr,
+        web_api,
         identify_queue,
         identify_margin,
         launch,
@@ -392,3 +394,4 @@ fn bot_dir(
 
 #[cfg(test)]
 mod tests;
+mod web;
