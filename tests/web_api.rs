@@ -583,3 +583,91 @@ fn a_start_with_web_api_and_without_its_keys_is_refused_naming_them() {
         "{said}"
     );
 }
+
+#[test]
+fn every_host_of_a_fleet_answers_for_the_fleet_and_publishes_once() {
+    // One config for both hosts: host 1 serves on the port plus one, and
+    // the login comes back to host 0's address; the session is in Redis,
+    // so it works on either.
+    let port = free_ports(2);
+    let gateway = vec![Answer::gateway(8, 900, 0)];
+    let discord = FakeDiscord::start_with_oauth(gateway, app(port, &[("good", ALLOWED)]));
+    let f = Fixture::with_discord("web-fleet", discord);
+    let config = f.config(&web_keys(port));
+    let host = |name: &str, index: &str| {
+        let args = [
+            "--daemon",
+            "--host-name",
+            name,
+            "--host-index",
+            index,
+            "--host-count",
+            "2",
+        ];
+        Manager::start_with(&config, &args, Some(&f.redis), &f.bot, &[])
+    };
+    let (_a, mut b) = (host("a", "0"), host("b", "1"));
+    b.wait_launched(&f.listener);
+    let w = Web {
+        f,
+        manager: b,
+        port,
+    };
+    let token = w.login("good");
+    let on_b = Web {
+        port: port + 1,
+        ..w
+    };
+
+    let list = on_b.instance_list_when(&token, "every cluster of the fleet, from host b", |l| {
+        let instances = l["Instances"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        instances.len() == 4
+            && instances
+                .iter()
+                .all(|i| i["LaunchedFully"] == true && i["ClusterHealth"].is_array())
+    });
+    assert_eq!(list["ShardCount"], 8);
+    let health = wait_for_seen("cluster 0 (host a's) health from host b", DEADLINE, || {
+        let a = on_b.get("/cluster-health?cid=0", &token);
+        if a.status == 200 {
+            Ok(a)
+        } else {
+            Err(a)
+        }
+    });
+    assert!(
+        health.body.starts_with("{\"health\":[{\"shard_id\":0"),
+        "{}",
+        health.body
+    );
+
+    let message = json!({"scope": "bot", "action": "from_host_b"});
+    let after = json!({"scope": "bot", "action": "after_it"});
+    for m in [&message, &after] {
+        let answer = on_b.ask(
+            "POST",
+            "/redis/pub",
+            &[("X-Session", &token)],
+            m.to_string().as_bytes(),
+        );
+        assert_eq!(answer.status, 200, "{answer:?}");
+    }
+    // The second publish follows the first on one connection: once it is
+    // heard, so is every copy of the first that anybody published.
+    on_b.f.listener.wait("the message after", |m| *m == after);
+    let heard = on_b
+        .f
+        .listener
+        .all()
+        .iter()
+        .filter(|m| **m == message)
+        .count();
+    assert_eq!(heard, 1, "published once");
+    let log = on_b.f.redis.action_log(&on_b.f.ch);
+    let publishes: Vec<Value> = events(&log, "operator_action")
+        .into_iter()
+        .filter(|e| e["action"] == "publish")
+        .collect();
+    assert_eq!(publishes.len(), 2, "{publishes:?}");
+    assert!(publishes.iter().all(|e| e["host"] == "b"), "{publishes:?}");
+}

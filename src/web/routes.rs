@@ -11,7 +11,7 @@ use hyper::{Request, StatusCode};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-use super::shapes::{shard_health, InstanceList};
+use super::shapes::{ClusterHealth, InstanceList};
 use super::{json, text, Followed, Query, Resp, Settings, Shared};
 use mewld_core::actlog::LogEvent;
 use mewld_core::model::state::ClusterState;
@@ -108,8 +108,10 @@ pub(super) fn cluster_health(engine: &Followed, query: &Query) -> Resp {
         let why = "Error scanning shards: no answer to a diagnostic yet (mewld sends one every ping_interval)";
         return error(&json!({ "error": why }).to_string());
     };
-    let body = json!({"health": shard_health(health), "locked": false});
-    json(StatusCode::OK, body.to_string())
+    match serde_json::to_string(&ClusterHealth::of(health)) {
+        Ok(body) => json(StatusCode::OK, body),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
 }
 
 /// Go's `strconv.Atoi`: an optional sign, then decimal digits.

@@ -59,7 +59,25 @@ struct Instance<'a> {
     last_checked: String,
 }
 
-/// The original's `ShardHealth`: every field always written.
+/// `/cluster-health`'s answer: the original's `map[string]any`, whose keys
+/// Go wrote sorted. mewld has no cluster locks (the engine takes one
+/// request at a time), so `locked` is always `false`.
+#[derive(Serialize)]
+pub(super) struct ClusterHealth {
+    health: Vec<ShardHealth>,
+    locked: bool,
+}
+
+impl ClusterHealth {
+    pub(super) fn of(health: &Health) -> ClusterHealth {
+        ClusterHealth {
+            health: shard_health(health),
+            locked: false,
+        }
+    }
+}
+
+/// The original's `ShardHealth`: every field always written, in its order.
 #[derive(Serialize)]
 pub(super) struct ShardHealth {
     shard_id: u32,
@@ -141,7 +159,7 @@ impl<'a> Instance<'a> {
 
 /// A diagnostic answer as the original's `[]ShardHealth` (a missing
 /// figure is 0, as Go left it).
-pub(super) fn shard_health(health: &Health) -> Vec<ShardHealth> {
+fn shard_health(health: &Health) -> Vec<ShardHealth> {
     health
         .shards
         .iter()
