@@ -3,7 +3,8 @@
 //! attempt is one log line (attempt n of m, a short cause, when the next
 //! try is), and the last failure one error that says where it asked and
 //! what to check. The token is sent, never shown: no message holds a
-//! header, and a `proxy`'s password is masked.
+//! header, and a `proxy`'s password is masked. The web API's login
+//! (`web/oauth.rs`) shares the client's settings and bounded reading.
 
 use std::fmt;
 use std::time::{Duration, Instant};
