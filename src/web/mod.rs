@@ -171,7 +171,9 @@ async fn route(shared: &Shared, req: Request<Incoming>, cors: &Cors) -> Resp {
         (&Method::GET, "/") => text(StatusCode::OK, BANNER),
         (&Method::GET, "/login") => login::start(shared, &query),
         (&Method::GET, "/confirm") => login::confirm(shared, &query).await,
-        (method, path) if GUARDED.contains(&(method, path)) => guarded(shared, req, cors).await,
+        (method, path) if GUARDED.contains(&(method, path)) => {
+            guarded(shared, req, &query, cors).await
+        }
         (_, path)
             if GUARDED.iter().any(|(_, p)| *p == path)
                 || ["/", "/login", "/confirm"].contains(&path) =>
@@ -184,7 +186,7 @@ async fn route(shared: &Shared, req: Request<Incoming>, cors: &Cors) -> Resp {
 
 /// A route behind the login: without a valid session, off to `/login`, as
 /// the original did.
-async fn guarded(shared: &Shared, req: Request<Incoming>, cors: &Cors) -> Resp {
+async fn guarded(shared: &Shared, req: Request<Incoming>, query: &Query, cors: &Cors) -> Resp {
     let path = req.uri().path().to_string();
     if req.method() == Method::POST && cors.foreign() {
         // A browser on another site: its page cannot publish with the
@@ -195,7 +197,8 @@ async fn guarded(shared: &Shared, req: Request<Incoming>, cors: &Cors) -> Resp {
         Ok(Some(user)) => user,
         Ok(None) => return redirect(&format!("/login?redirect={path}")),
         Err(e) => {
-            tracing::warn!(error = %e, "the web API cannot read its sessions in Redis");
+            // The transport says Redis is down once; this is per request.
+            tracing::debug!(error = %e, "the web API cannot read its sessions in Redis");
             let why = format!("cannot check the session: Redis: {e}");
             return text(StatusCode::SERVICE_UNAVAILABLE, &why);
         }
@@ -210,11 +213,10 @@ async fn guarded(shared: &Shared, req: Request<Incoming>, cors: &Cors) -> Resp {
         );
         return text(StatusCode::SERVICE_UNAVAILABLE, &why);
     };
-    let query = Query::of(req.uri().query());
     match path.as_str() {
         "/instance-list" => routes::instance_list(&shared.settings, engine),
         "/action-logs" => routes::action_logs(shared, engine).await,
-        "/cluster-health" => routes::cluster_health(engine, &query),
+        "/cluster-health" => routes::cluster_health(engine, query),
         _ => routes::publish(shared, engine, &user, req).await,
     }
 }
