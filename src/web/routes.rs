@@ -15,6 +15,7 @@ use super::shapes::{ClusterHealth, InstanceList};
 use super::{json, text, Followed, Query, Resp, Settings, Shared};
 use mewld_core::actlog::LogEvent;
 use mewld_core::model::state::ClusterState;
+use mewld_core::model::Via;
 
 /// Largest message `POST /redis/pub` publishes.
 pub(super) const PUBLISH_MAX: usize = 1024 * 1024;
@@ -161,7 +162,7 @@ pub(super) async fn publish(
         .map(|f| f.me.clone());
     let mut entry = LogEvent::OperatorAction {
         action: "publish",
-        via: "web",
+        via: Via::Web.as_str(),
         host,
         id: None,
         peer_pid: None,
