@@ -117,6 +117,30 @@ fn line(out: &mut String, label: &str, value: &dyn std::fmt::Display) {
     let _ = writeln!(out, "{:<19}{value}", format!("{label}:"));
 }
 
+/// The web API (docs/protocol.md §8.2): where, who may log in, from
+/// where; the client secret is never shown.
+fn web_api(config: &Config) -> String {
+    let Some(web) = &config.web_api else {
+        return "off (web_api)".to_string();
+    };
+    let how = config
+        .listen_origin("web_api", web.addr)
+        .map(|o| format!(" ({o})"))
+        .unwrap_or_default();
+    let origins = match web.origins.len() {
+        0 => "none".to_string(),
+        _ => web.origins.join(", "),
+    };
+    format!(
+        "http://{}{how}; login through Discord application {} (secret hidden), back at {}/confirm; \
+         {} allowed user(s); browser origins: {origins}",
+        web.addr,
+        web.oauth.client_id,
+        web.oauth.redirect_url,
+        web.allowed_ids.len()
+    )
+}
+
 /// Where messages go (docs/protocol.md §5.5).
 fn cluster_channels(config: &Config) -> String {
     let name = |c| config.channels().name(&c);
@@ -180,6 +204,7 @@ fn settings(config: &Config, env_vars: usize, out: &mut String) {
         "identify queue",
         &identify.as_deref().unwrap_or("off (identify_queue)"),
     );
+    line(out, "web API", &web_api(config));
     let launch = match config.launch {
         LaunchPolicy::Sequential => "sequential".to_string(),
         LaunchPolicy::Concurrent { at_once: Some(n) } => format!("concurrent, {n} at once"),

@@ -3,7 +3,8 @@
 //! attempt is one log line (attempt n of m, a short cause, when the next
 //! try is), and the last failure one error that says where it asked and
 //! what to check. The token is sent, never shown: no message holds a
-//! header, and a `proxy`'s password is masked.
+//! header, and a `proxy`'s password is masked. The web API's login
+//! (`web/oauth.rs`) shares the client's settings and bounded reading.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use mewld_core::cluster_map::MAX_SHARDS;
 use mewld_core::model::GatewayBot;
 
 pub const DISCORD_API: &str = "https://discord.com";
-const USER_AGENT: &str = concat!(
+pub(crate) const USER_AGENT: &str = concat!(
     "DiscordBot (https://github.com/mewld/mewld, ",
     env!("CARGO_PKG_VERSION"),
     ")"
@@ -24,7 +25,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// The longest `Retry-After` honoured.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// One attempt's time, connecting and reading included.
-const TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest answer read. Discord's is about 150 bytes; a proxy that answers
 /// with a page or a stream must not fill the memory.
 const MAX_BODY: usize = 64 * 1024;
@@ -237,7 +238,7 @@ async fn ask(
 /// What went wrong with a request, in a few words: its kind and the
 /// innermost cause (the system's or the TLS library's own words). The
 /// errors around that one each repeat the URL.
-fn short_cause(e: &reqwest::Error) -> String {
+pub(crate) fn short_cause(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         return format!("no answer within {}", seconds(TIMEOUT));
     }
@@ -295,7 +296,9 @@ async fn decode(
 }
 
 /// The body, up to [`MAX_BODY`] bytes, and whether that was all of it.
-async fn read_capped(mut resp: reqwest::Response) -> Result<(Vec<u8>, bool), reqwest::Error> {
+pub(crate) async fn read_capped(
+    mut resp: reqwest::Response,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
     let mut body = Vec::new();
     if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
         return Ok((body, false));

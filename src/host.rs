@@ -20,7 +20,7 @@ use crate::engine::{Engine, EngineHandle, Setup};
 use crate::fleet::{self, Fleet};
 use crate::phase::{Phase, PhaseCell};
 use crate::transport::TransportEvent;
-use crate::{guardian, identify, logging, metrics, startup, transport};
+use crate::{guardian, identify, logging, metrics, startup, transport, web};
 
 /// Which face a host runs under: the console also says on stderr what it
 /// does before its screen is up.
@@ -261,13 +261,15 @@ async fn join_fleet(
     Ok(Some(fleet))
 }
 
-/// The TCP listeners the config asks for (metrics, identify queue): bound
-/// before anything starts, so a taken port stops the start. The metrics
-/// are served at once: `/healthz` says which step of the start `phase`
-/// is at (start-up sets it as it goes) until the engine answers.
+/// The TCP listeners the config asks for (metrics, identify queue, web
+/// API): bound before anything starts, so a taken port stops the start.
+/// The metrics and the web API are served at once: `/healthz` says which
+/// step of the start `phase` is at (start-up sets it as it goes) until the
+/// engine answers, and the web API's routes that need the engine say it.
 pub struct Listeners {
     metrics: Option<metrics::Metrics>,
     identify: Option<identify::Server>,
+    web: Option<web::Web>,
     pub phase: PhaseCell,
 }
 
@@ -292,9 +294,23 @@ impl Listeners {
             ),
             None => None,
         };
+        let web = match web::Settings::of(config) {
+            Some(settings) => {
+                let addr = settings.api.addr;
+                let listener = web::bind(addr)
+                    .await
+                    .map_err(|e| not_bound(config, "web_api", addr, &e))?;
+                let web = web::serve(listener, settings, phase.clone())
+                    .map_err(|e| eyre!("web_api: {e}"))?;
+                tracing::info!("serving the web API on http://{addr}");
+                Some(web)
+            }
+            None => None,
+        };
         Ok(Listeners {
             metrics,
             identify,
+            web,
             phase,
         })
     }
@@ -321,6 +337,7 @@ impl Listeners {
             let (config, shards) = (setup.config.clone(), setup.shard_count);
             (server, config, shards, setup.session_limit.clone())
         });
+        let limit = setup.session_limit.clone();
         let (mut engine, handle) = Engine::new(setup, transport);
         if let Some((server, config, shards, limit)) = identify {
             let link = server.serve(&config, shards, limit.as_ref(), handle.snapshot(), gate);
@@ -328,6 +345,9 @@ impl Listeners {
         }
         if let Some(metrics) = self.metrics {
             metrics.follow(handle.clone());
+        }
+        if let Some(web) = self.web {
+            web.follow(handle.clone(), limit);
         }
         Ok((engine, handle))
     }

@@ -26,3 +26,4 @@ pub mod startup;
 pub mod systemd;
 pub mod transport;
 pub mod tui;
+pub mod web;

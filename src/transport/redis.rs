@@ -290,15 +290,25 @@ impl Writer {
     async fn push(&mut self, entry: &str) -> redis::RedisResult<()> {
         let (key, cap) = (self.log_key.clone(), self.log_max_len as isize);
         let conn = self.connection()?;
-        // RPUSH and LTRIM in one round trip; the cap keeps the newest entries.
-        redis::pipe()
-            .rpush(&key, entry)
-            .ignore()
-            .ltrim(&key, -cap, -1)
-            .ignore()
+        append_log(&mut redis::pipe(), &key, entry, cap)
             .query_async(conn)
             .await
     }
+}
+
+/// Adds to `pipe` the append of `entry` to the action log at `key`, RPUSH
+/// then LTRIM in one round trip: the cap keeps the newest `cap` entries
+/// (docs/protocol.md §5.4). The web API logs what it publishes this way.
+pub fn append_log<'p>(
+    pipe: &'p mut redis::Pipeline,
+    key: &str,
+    entry: &str,
+    cap: isize,
+) -> &'p mut redis::Pipeline {
+    pipe.rpush(key, entry)
+        .ignore()
+        .ltrim(key, -cap, -1)
+        .ignore()
 }
 
 /// The whole action log at `key`, oldest first (entries that are not text

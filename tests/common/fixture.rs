@@ -14,11 +14,16 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new(test: &str, answers: Vec<Answer>) -> Fixture {
+        Fixture::with_discord(test, FakeDiscord::start(answers))
+    }
+
+    /// As [`Fixture::new`], with a fake Discord of the test's own.
+    pub fn with_discord(test: &str, discord: FakeDiscord) -> Fixture {
         let redis = Redis::start();
         let ch = channel(test);
         let listener = redis.listen(&ch);
         Fixture {
-            discord: FakeDiscord::start(answers),
+            discord,
             bot: BotDir::new(),
             redis,
             ch,

@@ -22,3 +22,4 @@ pub mod model;
 pub mod protocol;
 pub mod restart;
 pub mod rolling;
+pub mod web;

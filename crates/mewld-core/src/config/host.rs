@@ -40,6 +40,11 @@ impl Config {
             };
             derive("metrics_addr", &mut self.metrics_addr)?;
             derive("identify_queue", &mut self.identify_queue)?;
+            if let Some(web) = &mut self.web_api {
+                let mut addr = Some(web.addr);
+                derive("web_api", &mut addr)?;
+                web.addr = addr.unwrap_or(web.addr);
+            }
         }
         if args.metrics_addr.is_some() {
             self.metrics_addr = args.metrics_addr;
@@ -76,11 +81,14 @@ impl Config {
             Some(_) => None,
             None => configured("metrics_addr", self.metrics_addr),
         };
-        let listeners: Vec<(&str, SocketAddr)> =
-            [metrics, configured("identify_queue", self.identify_queue)]
-                .into_iter()
-                .flatten()
-                .collect();
+        let listeners: Vec<(&str, SocketAddr)> = [
+            metrics,
+            configured("identify_queue", self.identify_queue),
+            configured("web_api", self.web_api.as_ref().map(|w| w.addr)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         let (a, b) = overlapping_ranges(count, &listeners)?;
         let range = |key: &str| {
             let (_, addr) = listeners.iter().find(|(k, _)| *k == key)?;
@@ -154,6 +162,19 @@ mod tests {
         assert_eq!(config.metrics_addr, Some(flag));
         let origin = config.listen_origin("metrics_addr", flag);
         assert_eq!(origin.as_deref(), Some("--metrics-addr"));
+    }
+
+    #[test]
+    fn a_host_serves_the_web_api_on_its_own_port() {
+        let text = format!(
+            "{BASE}web_api: 127.0.0.1:1293\nmetrics_addr: 127.0.0.1:1294\nallowed_ids: [\"1\"]\n\
+             oauth: {{client_id: \"1\", client_secret: s, redirect_url: \"http://h:1293\"}}\n"
+        );
+        let config = for_tests(&text).for_host(&host(1, 2)).expect("fits");
+        let web = config.web_api.as_ref().expect("on");
+        assert_eq!(web.addr, "127.0.0.1:1294".parse().expect("addr"));
+        let warning = config.port_overlap().expect("1293-1294 meets 1294-1295");
+        assert!(warning.contains("`web_api`"), "{warning}");
     }
 
     #[test]

@@ -5,8 +5,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The bot token. Its `Debug` and `Display` never show the value, so it can
-/// be carried around in structs that get logged.
+/// A secret: the bot token, or the OAuth2 client secret of the web API.
+/// Its `Debug` and `Display` never show the value, so it can be carried
+/// around in structs that get logged.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token(String);
 
@@ -68,6 +69,39 @@ pub enum LaunchPolicy {
     Concurrent { at_once: Option<u32> },
 }
 
+/// The web API (`web_api`, docs/protocol.md §8.2) and the original's keys
+/// it uses: who may log in, through which Discord application, and which
+/// browser origins may call it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebApi {
+    pub addr: std::net::SocketAddr,
+    pub oauth: OAuth,
+    /// Discord user ids, as Discord writes them (decimal text).
+    pub allowed_ids: Vec<String>,
+    /// `web_api_origins`, canonical (`crate::web::origin`): the origins
+    /// CORS answers and `/confirm` may send a session to.
+    pub origins: Vec<String>,
+}
+
+/// The Discord application users log in through (the original's `oauth`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuth {
+    pub client_id: String,
+    pub client_secret: Token,
+    /// The API as browsers reach it, without a trailing `/`: Discord sends
+    /// the user back to `<redirect_url>/confirm`.
+    pub redirect_url: String,
+    /// Its origin, as `crate::web::origin` writes it.
+    pub redirect_origin: String,
+}
+
+impl OAuth {
+    /// Whether browsers reach the API over HTTPS (its cookie is then `Secure`).
+    pub fn https(&self) -> bool {
+        self.redirect_url.starts_with("https://")
+    }
+}
+
 /// The resolved, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -110,6 +144,8 @@ pub struct Config {
     pub control_socket: PathBuf,
     /// Where Prometheus metrics are served; off when `None`.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The original's web API, served there; off when `None`.
+    pub web_api: Option<WebApi>,
     /// Where the identify queue listens; off when `None`.
     pub identify_queue: Option<std::net::SocketAddr>,
     /// Added to Discord's 5 s between two identifies of a bucket.

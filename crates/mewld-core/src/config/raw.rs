@@ -30,7 +30,8 @@ pub(super) struct RawConfig {
     pub(super) experimental_features: Option<Vec<String>>,
     pub(super) reshard_all: Option<bool>,
     pub(super) proxy: Option<String>,
-    // The original's web UI; accepted and ignored (the console replaces it).
+    // The original's web UI: read only with `web_api` (any shape is
+    // accepted without it, as before).
     pub(super) allowed_ids: Option<serde_yaml::Value>,
     pub(super) oauth: Option<serde_yaml::Value>,
     pub(super) use_custom_webui: Option<serde_yaml::Value>,
@@ -50,6 +51,8 @@ pub(super) struct RawConfig {
     pub(super) control_socket: Option<String>,
     pub(super) metrics_addr: Option<String>,
     pub(super) identify_queue: Option<String>,
+    pub(super) web_api: Option<String>,
+    pub(super) web_api_origins: Option<Vec<String>>,
     pub(super) identify_margin_ms: Option<u64>,
     pub(super) launch: Option<String>,
     pub(super) launch_concurrency: Option<u32>,
@@ -90,22 +93,39 @@ pub(super) fn read(text: &str, path: &Path) -> Result<(RawConfig, Vec<String>), 
             format!("{}{at}: unknown key `{key}` ignored", path.display())
         })
         .collect();
+    warnings.extend(web_ui_warning(&raw, path));
+    Ok((raw, warnings))
+}
+
+/// The original's web UI keys that mean nothing here: all of them without
+/// `web_api`, `use_custom_webui` with it (`web_api` alone decides).
+fn web_ui_warning(raw: &RawConfig, path: &Path) -> Option<String> {
+    let web_api = raw.web_api.as_deref().is_some_and(|a| !a.trim().is_empty());
+    if web_api {
+        return raw.use_custom_webui.is_some().then(|| {
+            format!(
+                "{}: use_custom_webui is ignored: `web_api` alone decides whether the web API is served",
+                path.display()
+            )
+        });
+    }
     let webui: Vec<&str> = [
         ("allowed_ids", raw.allowed_ids.is_some()),
         ("oauth", raw.oauth.is_some()),
         ("use_custom_webui", raw.use_custom_webui.is_some()),
+        ("web_api_origins", raw.web_api_origins.is_some()),
     ]
     .into_iter()
     .filter_map(|(k, present)| present.then_some(k))
     .collect();
-    if !webui.is_empty() {
-        warnings.push(format!(
-            "{}: {} belong to the original's web UI, which the terminal console replaces; ignored",
+    (!webui.is_empty()).then(|| {
+        format!(
+            "{}: {} belong to the original's web UI, which the terminal console replaces; \
+             ignored unless `web_api` is set",
             path.display(),
             webui.join(", ")
-        ));
-    }
-    Ok((raw, warnings))
+        )
+    })
 }
 
 /// A serde_yaml error as a [`ConfigError`] with its key and line apart.

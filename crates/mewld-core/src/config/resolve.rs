@@ -65,7 +65,7 @@ pub(super) fn resolve(
         rolling_restart_timeout,
     } = timings(&raw, &at)?;
     let (action_log_max_len, fixed_shard_count) = sizes(&raw, per_cluster, &at)?;
-    let metrics_addr = listen_addr("metrics_addr", raw.metrics_addr.take(), 9464, &at)?;
+    let (metrics_addr, web_api) = http_servers(&mut raw, &ipc, &at)?;
     let (identify_queue, identify_margin, launch) = identify_and_launch(&mut raw, &at)?;
     let args = args_template(raw.args, &at)?;
     let bot_dir = bot_dir(
@@ -75,7 +75,6 @@ pub(super) fn resolve(
         ov,
         &at,
     )?;
-
     Ok(Config {
         path: path.to_path_buf(),
         token,
@@ -109,6 +108,7 @@ pub(super) fn resolve(
         launch_timeout,
         control_socket: control_socket(raw.control_socket, path),
         metrics_addr,
+        web_api,
         identify_queue,
         identify_margin,
         launch,
@@ -116,8 +116,19 @@ pub(super) fn resolve(
     })
 }
 
-/// `metrics_addr`, `identify_queue`: an address and port to listen on, or
-/// absent (off).
+/// The HTTP servers beside the engine: the metrics (`metrics_addr`) and
+/// the web API (`web_api`, with what it needs).
+fn http_servers(
+    raw: &mut RawConfig,
+    ipc: &Ipc,
+    at: &At,
+) -> Result<(Option<SocketAddr>, Option<crate::config::WebApi>), ConfigError> {
+    let metrics_addr = listen_addr("metrics_addr", raw.metrics_addr.take(), 9464, at)?;
+    Ok((metrics_addr, web::web_api(raw, ipc, at)?))
+}
+
+/// `metrics_addr`, `identify_queue`, `web_api`: an address and port to
+/// listen on, or absent (off).
 fn listen_addr(
     key: &str,
     value: Option<String>,
@@ -392,3 +403,4 @@ fn bot_dir(
 
 #[cfg(test)]
 mod tests;
+mod web;

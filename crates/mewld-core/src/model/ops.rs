@@ -101,6 +101,9 @@ pub enum Via {
     /// names its process).
     Cli(Peer),
     Daemon,
+    /// The web API (docs/protocol.md §8.2): a logged-in user published a
+    /// message; the web API logs it itself, with the user.
+    Web,
     /// A request the manager published itself: transports give the manager
     /// its own messages back. It publishes none today.
     Manager,
@@ -161,6 +164,7 @@ impl Via {
             Via::Attach(_) => "attach",
             Via::Cli(_) => "cli",
             Via::Daemon => "daemon",
+            Via::Web => "web",
             Via::Manager => "manager",
             Via::Fleet(via) => via.as_str(),
         }
