@@ -304,10 +304,15 @@ impl Engine {
                 self.transport.publish(channel, payload);
             }
             Command::Log(event) => self.write_log(event.entry(SystemTime::now()), Event::ActionLog),
-            Command::ClusterLog(data) => self.write_log(
-                actlog::from_cluster(data, SystemTime::now()),
-                Event::ClusterLog,
-            ),
+            Command::ClusterLog { data, store } => {
+                let entry = actlog::from_cluster(data, SystemTime::now());
+                match store {
+                    true => self.write_log(entry, Event::ClusterLog),
+                    false => {
+                        let _ = self.events.send(Event::ClusterLog(entry));
+                    }
+                }
+            }
             Command::SetTimer { timer, after } => match self.timer_keys.get(&timer) {
                 Some(key) => self.timers.reset(key, after),
                 None => {

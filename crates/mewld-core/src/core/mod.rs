@@ -123,8 +123,13 @@ pub enum Command {
     },
     /// An action-log entry of the manager's own.
     Log(LogEvent),
-    /// An entry a cluster sent (`action_logs`), `ts` set.
-    ClusterLog(Map<String, Value>),
+    /// An entry a cluster sent (`action_logs`), `ts` set: shown, and
+    /// written to the action log when `store` (in a fleet every host hears
+    /// it, and only the leader writes it, so it is stored once).
+    ClusterLog {
+        data: Map<String, Value>,
+        store: bool,
+    },
     /// Fire [`Input::Timer`] after this long, replacing the same timer.
     SetTimer {
         timer: Timer,

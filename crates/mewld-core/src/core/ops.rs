@@ -19,7 +19,10 @@ impl Core {
         let command_id = request.command_id;
         let op = match request.action {
             Action::LaunchNext(id) => return self.on_launch_next(id),
-            Action::ActionLogs(data) => return self.emit(Command::ClusterLog(data)),
+            Action::ActionLogs(data) => {
+                let store = self.leads();
+                return self.emit(Command::ClusterLog { data, store });
+            }
             Action::Diag(answer) => return self.on_diag(now, answer),
             Action::Echo(nonce) => return self.on_echo(now, &nonce),
             Action::FleetOp(op) => return self.on_fleet_op(now, op),

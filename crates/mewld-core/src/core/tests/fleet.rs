@@ -319,3 +319,36 @@ fn the_leaders_order_to_stop_reaches_a_host_that_missed_it() {
     });
     assert_eq!(missed.core.finished(), Some(Exit::RestartProcess));
 }
+
+#[test]
+fn a_clusters_log_entry_is_shown_by_every_host_and_stored_by_the_leader_alone() {
+    use crate::core::Command;
+    use ClusterState::*;
+    let entry = json!({"scope": "launcher", "action": "action_logs", "data": {"event": "hi"}});
+    let stored = |sim: &Sim| -> Vec<bool> {
+        sim.since_mark()
+            .iter()
+            .filter_map(|c| match c {
+                Command::ClusterLog { data, store } => {
+                    assert_eq!(data["event"], "hi");
+                    Some(*store)
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    // Every host hears it on the channel: each shows it, one writes it.
+    let mut sim = Sim::beside_a(&[(0, Running), (2, Running)], false);
+    sim.mark();
+    sim.hear(entry.clone());
+    assert_eq!(stored(&sim), vec![false], "host a leads and stores it");
+    sim.view(vec![host_a(&[(0, Running), (2, Running)])], true);
+    sim.mark();
+    sim.hear(entry.clone());
+    assert_eq!(stored(&sim), vec![true], "b leads now");
+    // Alone, a manager stores what it hears.
+    let mut alone = Sim::up(4, "");
+    alone.mark();
+    alone.hear(entry);
+    assert_eq!(stored(&alone), vec![true]);
+}
