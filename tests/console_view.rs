@@ -89,6 +89,8 @@ fn crash_backoff_outage_and_rolling_restart_in_the_header() {
         done: 1,
         total: 4,
         current: Some(1),
+        under_way: vec![1],
+        start_first: false,
     });
     let app = app_with(s);
     insta::assert_snapshot!(render(&app, 100, 20).backend());

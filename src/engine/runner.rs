@@ -284,6 +284,8 @@ impl Engine {
                 name,
                 generation,
                 line,
+                // Carried out by the engine's next step (start_first).
+                replaces: _,
             } => {
                 let result = self.spawn(id, name, generation, &line);
                 return Some(Input::Spawned {

@@ -257,6 +257,8 @@ fn healthy(shards: &[u32]) -> Snapshot {
             last_exit: None,
             start_error: None,
             host: None,
+            replacing: None,
+            retiring: None,
             health: Some(mewld_core::model::health::Health {
                 at: SystemTime::UNIX_EPOCH,
                 round_trip_ms: 3,

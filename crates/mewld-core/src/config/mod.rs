@@ -12,7 +12,7 @@ mod raw;
 mod resolve;
 
 pub use host::HostArgs;
-pub use model::{Config, Ipc, LaunchPolicy, RestartPolicy, Token};
+pub use model::{Config, Ipc, LaunchPolicy, RestartPolicy, RollingMode, Token};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

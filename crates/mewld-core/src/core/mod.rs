@@ -15,6 +15,7 @@ mod driver;
 mod fleet;
 mod lifecycle;
 mod ops;
+mod replacement;
 mod rolling;
 #[cfg(test)]
 mod tests;
@@ -109,6 +110,9 @@ pub enum Command {
         name: String,
         generation: u64,
         line: CommandLine,
+        /// A replacement (`start_first`): the pid of the process it
+        /// replaces, which the child gets as `MEWLD_REPLACES`.
+        replaces: Option<u32>,
     },
     /// SIGTERM, then SIGKILL after the grace period; the exit comes back
     /// as [`Input::Exited`].
@@ -154,8 +158,10 @@ pub enum Timer {
     RemoteLaunch(ClusterId),
     /// The rolling restart has waited long enough for this step's cluster.
     RollingTimeout(u64),
-    /// The rolling restart goes on to its next cluster.
+    /// The gap after a rolling restart's cluster is over: the next one.
     RollingNext(u64),
+    /// A replacement's time to say `launch_next` (`start_first`).
+    Replacement { id: ClusterId, generation: u64 },
 }
 
 /// Who asked for an operation and where its answer goes.
@@ -292,6 +298,16 @@ impl Core {
         self.clusters.len()
     }
 
+    /// How many processes this host may run at once: one per cluster,
+    /// plus the replacements a `start_first` roll overlaps them with.
+    pub fn process_slots(&self) -> usize {
+        let overlaps = match self.config.rolling_restart_mode {
+            crate::config::RollingMode::StartFirst => self.config.rolling_restart_parallel,
+            crate::config::RollingMode::StopFirst => 0,
+        };
+        self.clusters.len() + usize::try_from(overlaps).unwrap_or(usize::MAX)
+    }
+
     /// The shard count and the number of clusters of the whole map (every
     /// host's, in a fleet).
     pub fn map_size(&self) -> (u32, u32) {
@@ -353,10 +369,11 @@ impl Core {
             Timer::RemoteLaunch(id) => self.on_remote_launch_timeout(id),
             Timer::RollingTimeout(step) => self.on_rolling_timeout(step),
             Timer::RollingNext(step) => {
-                if self.rolling.as_ref().is_some_and(|r| r.step == step) {
+                if self.rolling.as_mut().is_some_and(|r| r.gap_over(step)) {
                     self.rolling_advance();
                 }
             }
+            Timer::Replacement { id, generation } => self.on_replacement_timeout(id, generation),
         }
     }
 

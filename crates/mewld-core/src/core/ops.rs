@@ -25,6 +25,7 @@ impl Core {
             Action::FleetOp(op) => return self.on_fleet_op(now, op),
             Action::Answered => return self.on_answered(command_id),
             Action::Announced => return self.on_announced(),
+            Action::RollAborted { id, host } => return self.on_roll_aborted(id, &host),
             // In a fleet, only the leader answers for the whole fleet; the
             // others hold the question in case the leader is gone.
             Action::Statuses => return self.ask(Question::Statuses, to),
@@ -136,7 +137,7 @@ impl Core {
             // A step of the leader's rolling restart: restart it if it is up.
             if let Ok(idx) = self.index(id) {
                 if self.clusters[idx].is_up() && self.exiting.is_none() {
-                    self.stop(idx, Some(RestartCause::RollingRestart));
+                    self.rolling_step(idx);
                 }
             }
             return;
@@ -258,6 +259,7 @@ impl Core {
                     return Err(Refused::RestartNotRunning(self.label(idx)));
                 }
                 self.stop(idx, Some(RestartCause::Operator));
+                self.operator_took_over(id);
                 Ok(())
             }),
             Operation::Diagnose(id) => self.index(id).and_then(|idx| {
@@ -317,6 +319,7 @@ impl Core {
             ClusterState::Starting | ClusterState::Running => {
                 self.stop(idx, None);
                 self.launch_moved_on(id);
+                self.operator_took_over(id);
                 Ok(())
             }
             ClusterState::Stopping => {
@@ -351,6 +354,10 @@ impl Core {
         }
         if !self.launcher.fully_up() {
             return Err(Refused::NotFullyUp);
+        }
+        // A cluster has one second process at most (`start_first`).
+        if self.clusters.iter().any(|c| c.second.is_some()) {
+            return Err(Refused::StillStopping);
         }
         Ok(())
     }
