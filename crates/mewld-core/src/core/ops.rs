@@ -170,16 +170,18 @@ impl Core {
             .chain(self.remote_views())
             .map(|c| {
                 let started_at = c.started_at.map(actlog::unix_secs).unwrap_or(0);
-                (
-                    c.id.to_string(),
-                    json!({
-                        "active": c.pid.is_some(),
-                        "status": c.state.as_str(),
-                        "name": c.name,
-                        "started_at": started_at,
-                        "shard_list": c.shards,
-                    }),
-                )
+                let mut entry = json!({
+                    "active": c.pid.is_some(),
+                    "status": c.state.as_str(),
+                    "name": c.name,
+                    "started_at": started_at,
+                    "shard_list": c.shards,
+                });
+                // Ext (§6.1): the replacement starting beside it.
+                if let Some(pid) = c.replacing {
+                    entry["replacing"] = json!(pid);
+                }
+                (c.id.to_string(), entry)
             })
             .collect();
         Value::Object(map)
