@@ -225,3 +225,92 @@ fn an_operators_stop_during_an_overlap_stops_both() {
     });
     assert!(alive(old[&1]) && alive(old[&2]) && alive(old[&3]));
 }
+
+/// Host `index` of two (`name`), with `env` for its clusters.
+fn fleet_host(f: &Fixture, name: &str, index: &str, env: &[(&str, &str)]) -> Manager {
+    let args = [
+        "--daemon",
+        "--host-name",
+        name,
+        "--host-index",
+        index,
+        "--host-count",
+        "2",
+    ];
+    Manager::start_with(&f.config(START_FIRST), &args, Some(&f.redis), &f.bot, env)
+}
+
+/// Two hosts, two clusters each: the leader walks the order across hosts,
+/// each host overlaps its own clusters, and no cluster is ever without a
+/// ready process.
+#[test]
+fn a_fleet_of_two_hosts_rolls_in_id_order_with_zero_gaps() {
+    let f = Fixture::new("sf-fleet", vec![Answer::gateway(8, 900, 0)]);
+    let env = [("FAKEBOT_LAUNCH_DELAY_MS", "500")];
+    let mut a = fleet_host(&f, "a", "0", &env);
+    let _b = fleet_host(&f, "b", "1", &env);
+    a.wait_launched(&f.listener);
+    statuses_when(&f, "every cluster running", |s| {
+        (0..4).all(|id| status_of(s, id) == "running")
+    });
+    let old = pids_by_cluster(&f.bot);
+    let sampler = Sampler::start(&f.bot, 4);
+    assert_eq!(ask_all(&f, "rollingrestart", json!({})).len(), 1);
+    wait_event(&f, "rolling_restart_done");
+    let samples = sampler.finish();
+    assert!(samples.gaps.is_empty(), "{:?}", samples.gaps);
+    let (launches, terms) = (f.bot.launches(), f.bot.sigterms());
+    let mut said = Vec::new();
+    for (&id, &pid) in &old {
+        let new = replacement_of(&f.bot, pid).expect("a replacement");
+        let new_said = at_us(&launches, new["pid"].as_u64().expect("pid") as u32);
+        assert!(new_said < at_us(&terms, pid), "cluster {id}");
+        said.push(new_said);
+    }
+    assert!(
+        said.windows(2).all(|w| w[0] < w[1]),
+        "in id order: {said:?}"
+    );
+    let log = f.redis.action_log(&f.ch);
+    let hosts: Vec<&str> = events(&log, "replacement_started")
+        .iter()
+        .map(|e| if e["id"].as_u64() < Some(2) { "a" } else { "b" })
+        .collect();
+    assert_eq!(hosts, ["a", "a", "b", "b"], "each host replaced its own");
+}
+
+/// A replacement that fails on another host than the leader's: that host
+/// says why, the leader stops walking, and the clusters after it keep
+/// their old processes.
+#[test]
+fn in_a_fleet_a_failing_replacement_stops_the_leaders_walk() {
+    let f = Fixture::new("sf-fleet-abort", vec![Answer::gateway(8, 900, 0)]);
+    let broken = [("FAKEBOT_REPLACEMENT_EXIT_AT_START", "4")];
+    let mut a = fleet_host(&f, "a", "0", &[]);
+    let _b = fleet_host(&f, "b", "1", &broken);
+    a.wait_launched(&f.listener);
+    statuses_when(&f, "every cluster running", |s| {
+        (0..4).all(|id| status_of(s, id) == "running")
+    });
+    let old = pids_by_cluster(&f.bot);
+    assert_eq!(ask_all(&f, "rollingrestart", json!({})).len(), 1);
+    let log = wait_event(&f, "rolling_restart_stopped");
+    let aborted = events(&log, "rolling_restart_aborted");
+    assert_eq!(aborted.len(), 1, "{log:?}");
+    assert_eq!(aborted[0]["id"], 2);
+    let stopped = events(&log, "rolling_restart_stopped").remove(0);
+    assert!(
+        stopped["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("host b")),
+        "{stopped}"
+    );
+    assert!(events(&log, "rolling_restart_done").is_empty());
+    let now = pids_by_cluster(&f.bot);
+    assert_eq!(
+        (now[&2], now[&3]),
+        (old[&2], old[&3]),
+        "b's clusters untouched"
+    );
+    assert_ne!(now[&0], old[&0], "a's were replaced before");
+}
