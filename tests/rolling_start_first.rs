@@ -314,3 +314,95 @@ fn in_a_fleet_a_failing_replacement_stops_the_leaders_walk() {
     );
     assert_ne!(now[&0], old[&0], "a's were replaced before");
 }
+
+/// A fixture whose Discord says 4 shards, then 6, and a manager on it
+/// with `start_first` resharding every cluster, its clusters' `env`.
+fn reshardable(test: &str, env: &[(&str, &str)]) -> (Fixture, Manager) {
+    let answers = vec![Answer::gateway(4, 900, 0), Answer::gateway(6, 900, 0)];
+    let f = Fixture::new(test, answers);
+    let extra = format!("{START_FIRST}experimental_features: [reshard]\nreshard_all: true\n");
+    let config = f.config(&extra);
+    let mut manager = Manager::start_with(&config, &["--daemon"], Some(&f.redis), &f.bot, env);
+    manager.wait_launched(&f.listener);
+    (f, manager)
+}
+
+/// 4 → 6 shards: the new map (both clusters on the new count, and a new
+/// cluster 2) starts beside the old one; the old processes stop only once
+/// every new one said launch_next, and neither old cluster is ever
+/// without a ready process.
+#[test]
+fn a_start_first_reshard_grows_4_to_6_shards_with_zero_gaps() {
+    let env = [("FAKEBOT_LAUNCH_DELAY_MS", "500")];
+    let (f, _manager) = reshardable("sf-reshard", &env);
+    let old = pids_by_cluster(&f.bot);
+    assert_eq!(old.len(), 2);
+    let sampler = Sampler::start(&f.bot, 2);
+    let reply = ask(&f.redis, &f.listener, &f.ch, "reshard", json!({}));
+    assert_eq!(reply["output"], "ok");
+    let log = wait_event(&f, "reshard_restarts_done");
+    let samples = sampler.finish();
+    assert!(samples.gaps.is_empty(), "{:?}", samples.gaps);
+    let success = events(&log, "reshard_success").remove(0);
+    assert_eq!(
+        (
+            success["old_shards"].as_u64(),
+            success["new_shards"].as_u64()
+        ),
+        (Some(4), Some(6))
+    );
+    let launches = f.bot.launches();
+    let last_new = launches.iter().filter_map(|l| l["at_us"].as_u64()).max();
+    for (&id, &pid) in &old {
+        let stopped = wait_for("the old process's SIGTERM", DEADLINE, || {
+            at_us(&f.bot.sigterms(), pid)
+        });
+        assert!(
+            Some(stopped) > last_new,
+            "cluster {id}: stopped before the new map was up"
+        );
+    }
+    assert_eq!(
+        ask(&f.redis, &f.listener, &f.ch, "num_processes", json!({}))["output"],
+        json!({"clusters": 3, "shards": 6})
+    );
+    let now = pids_by_cluster(&f.bot);
+    assert_eq!(now.len(), 3);
+    for (id, pid) in &now {
+        let record = f
+            .bot
+            .records()
+            .into_iter()
+            .find(|r| r["pid"] == *pid)
+            .expect("record");
+        assert_eq!(record["argv"][1], "6", "cluster {id} runs on the new count");
+    }
+    assert_all_dead(&old.values().copied().collect::<Vec<_>>());
+}
+
+/// A new process that fails: the reshard ends, every new process is
+/// stopped, and the old map runs on with its pids.
+#[test]
+fn a_failing_start_first_reshard_keeps_the_old_map_running() {
+    let env = [("FAKEBOT_REPLACEMENT_EXIT_AT_START", "5")];
+    let (f, _manager) = reshardable("sf-reshard-fail", &env);
+    let old = pids_by_cluster(&f.bot);
+    ask(&f.redis, &f.listener, &f.ch, "reshard", json!({}));
+    let log = wait_event(&f, "reshard_aborted");
+    let aborted = events(&log, "reshard_aborted").remove(0);
+    assert!(
+        aborted["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("code 5")),
+        "{aborted}"
+    );
+    assert!(events(&log, "reshard_success").is_empty());
+    assert_eq!(&pids_by_cluster(&f.bot), &old, "the old map, with its pids");
+    assert_eq!(
+        ask(&f.redis, &f.listener, &f.ch, "num_processes", json!({}))["output"],
+        json!({"clusters": 2, "shards": 4})
+    );
+    let st = ask(&f.redis, &f.listener, &f.ch, "statuses", json!({}));
+    assert_eq!(st["output"]["1"]["shard_list"], json!([2, 3]));
+    assert!(st["output"].get("2").is_none(), "{st}");
+}

@@ -117,6 +117,15 @@ pub enum LogEvent {
         error: String,
     },
     ReshardRestartsDone {},
+    /// A start-first reshard ended at cluster `id`: a process of the new
+    /// map failed. Every one of them is stopped; the old map runs on.
+    ReshardAborted {
+        id: ClusterId,
+        reason: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
+        output: Vec<String>,
+    },
     /// `start_first` (ext): a cluster's replacement was started beside its
     /// process `replaces`.
     ReplacementStarted {
@@ -245,7 +254,8 @@ impl Tone {
             | "host_lost"
             | "host_displaced"
             | "rolling_restart_stopped"
-            | "rolling_restart_aborted" => Tone::Trouble,
+            | "rolling_restart_aborted"
+            | "reshard_aborted" => Tone::Trouble,
             "cluster_started"
             | "cluster_launched"
             | "cluster_restarted"
@@ -306,6 +316,12 @@ impl LogEvent {
     pub fn replacement_output(&mut self) -> Option<(ClusterId, u32, &mut Vec<String>)> {
         match self {
             LogEvent::RollingRestartAborted {
+                id,
+                pid: Some(pid),
+                output,
+                ..
+            }
+            | LogEvent::ReshardAborted {
                 id,
                 pid: Some(pid),
                 output,

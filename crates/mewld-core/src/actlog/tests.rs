@@ -134,6 +134,12 @@ fn tones_name_real_events() {
             pid: None,
             output: vec![],
         },
+        LogEvent::ReshardAborted {
+            id,
+            reason: error.clone(),
+            pid: None,
+            output: vec![],
+        },
         LogEvent::ChannelStall {
             waited_secs: 1,
             error,
@@ -192,7 +198,7 @@ fn tones_name_real_events() {
             )
         })
         .partition(|t| *t == Tone::Trouble);
-    assert_eq!(trouble.len(), 12);
+    assert_eq!(trouble.len(), 13);
     assert!(progress.iter().all(|t| *t == Tone::Progress));
     assert_eq!(Tone::of("shards_launched"), Tone::Plain);
 }

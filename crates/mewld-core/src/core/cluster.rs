@@ -82,7 +82,7 @@ impl Cluster {
     pub fn replacement(&self) -> Option<&Second> {
         self.second
             .as_ref()
-            .filter(|s| matches!(s.role, Role::Replacement(_)))
+            .filter(|s| matches!(s.role, Role::Replacement(_) | Role::Ready(_)))
     }
 
     /// Alive and meant to stay so (not being stopped).
@@ -110,7 +110,7 @@ impl Cluster {
             retiring: self
                 .second
                 .as_ref()
-                .filter(|s| !matches!(s.role, Role::Replacement(_)))
+                .filter(|s| matches!(s.role, Role::Retiring | Role::Abandoned))
                 .and_then(|s| s.pid),
         }
     }
@@ -133,6 +133,9 @@ pub(crate) enum Role {
     /// The new process, started beside the cluster's, for this restart;
     /// it has not said `launch_next` yet.
     Replacement(RestartCause),
+    /// A replacement that said `launch_next`, held beside the cluster's
+    /// process until a start-first reshard's whole new map is up.
+    Ready(RestartCause),
     /// The old process, being stopped: its replacement took over.
     Retiring,
     /// A replacement being stopped: given up, or its cluster stopped.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::cluster::RestartCause;
+use super::cluster::{RestartCause, Role};
 use super::{Command, Core, Now, Purpose, Timer};
 use crate::actlog::{ExitFields, LogEvent, RestartVia, StartVia};
 use crate::cluster_map::ClusterId;
@@ -47,13 +47,16 @@ impl Core {
             tracing::warn!(id, "launch_next from an unknown cluster; ignored");
             return;
         };
-        if self.clusters[idx]
-            .replacement()
-            .is_some_and(|s| s.pid.is_some())
-        {
+        if let Some(second) = self.clusters[idx].replacement() {
             // During an overlap, the replacement's (the old process said
-            // its own long ago).
-            return self.replaced(idx);
+            // its own long ago); a held one said it already.
+            let (starting, spawned) = (matches!(second.role, Role::Replacement(_)), second.pid);
+            match (starting, spawned, self.plan.is_some()) {
+                (true, Some(_), true) => self.hold_ready(idx),
+                (true, Some(_), false) => self.replaced(idx),
+                _ => {}
+            }
+            return;
         }
         let c = &mut self.clusters[idx];
         if c.state == ClusterState::Starting {
@@ -146,8 +149,8 @@ impl Core {
     /// Asks the runner to start cluster `idx`; the outcome comes back as
     /// [`super::Input::Spawned`] and is handled for `purpose`.
     pub(super) fn spawn(&mut self, idx: usize, purpose: Purpose) {
-        let line =
-            crate::argv::command_line(&self.config, &self.clusters[idx].spec, self.shard_count);
+        let (spec, shard_count) = self.spec_for(idx);
+        let line = crate::argv::command_line(&self.config, spec, shard_count);
         let c = &mut self.clusters[idx];
         c.generation = c.next_generation();
         c.health = None;
@@ -312,6 +315,9 @@ impl Core {
         }
         let restart = c.restart_when_stopped.filter(|_| self.exiting.is_none());
         self.clusters[idx].state = ClusterState::Stopped;
+        if self.left_the_map(idx) {
+            return;
+        }
         if let Some(cause) = restart {
             self.clusters[idx].restarts.count(cause.reason());
             self.spawn(idx, Purpose::AfterStop(cause));

@@ -16,11 +16,12 @@ mod fleet;
 mod lifecycle;
 mod ops;
 mod replacement;
+mod reshard;
 mod rolling;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -217,6 +218,11 @@ pub struct Core {
     pings: Pings,
     rolling: Option<Rolling>,
     resharding: bool,
+    /// A start-first reshard's new map, until committed or given up.
+    plan: Option<reshard::Plan>,
+    /// Clusters an aborted reshard dropped from the map, kept until their
+    /// process has exited.
+    leaving: BTreeSet<ClusterId>,
     exiting: Option<Exit>,
     started_at: SystemTime,
     sessions_remaining: Option<u32>,
@@ -264,6 +270,8 @@ impl Core {
             pings: Pings::default(),
             rolling: None,
             resharding: false,
+            plan: None,
+            leaving: BTreeSet::new(),
             exiting: None,
             started_at: now.wall,
             sessions_remaining: session_limit.map(|l| l.remaining),
@@ -305,7 +313,9 @@ impl Core {
             crate::config::RollingMode::StartFirst => self.config.rolling_restart_parallel,
             crate::config::RollingMode::StopFirst => 0,
         };
-        self.clusters.len() + usize::try_from(overlaps).unwrap_or(usize::MAX)
+        // A start-first reshard holds a second process per changed cluster.
+        let seconds = self.clusters.iter().filter(|c| c.second.is_some()).count();
+        self.clusters.len() + usize::try_from(overlaps).unwrap_or(usize::MAX).max(seconds)
     }
 
     /// The shard count and the number of clusters of the whole map (every

@@ -358,7 +358,7 @@ impl Core {
             return Err(Refused::NotFullyUp);
         }
         // A cluster has one second process at most (`start_first`).
-        if self.clusters.iter().any(|c| c.second.is_some()) {
+        if self.clusters.iter().any(|c| c.second.is_some()) || !self.leaving.is_empty() {
             return Err(Refused::StillStopping);
         }
         Ok(())

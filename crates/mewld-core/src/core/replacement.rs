@@ -32,8 +32,8 @@ impl Core {
     /// Starts cluster `idx`'s replacement beside its process, with the
     /// same command line and `MEWLD_REPLACES` set to the old pid.
     pub(super) fn replace(&mut self, idx: usize, cause: RestartCause) {
-        let line =
-            crate::argv::command_line(&self.config, &self.clusters[idx].spec, self.shard_count);
+        let (spec, shard_count) = self.spec_for(idx);
+        let line = crate::argv::command_line(&self.config, spec, shard_count);
         let c = &mut self.clusters[idx];
         let generation = c.next_generation();
         c.second = Some(Second {
@@ -88,9 +88,13 @@ impl Core {
     pub(super) fn replaced(&mut self, idx: usize) {
         let c = &mut self.clusters[idx];
         let Some(new) = c.second.take() else { return };
-        let Role::Replacement(cause) = new.role else {
-            c.second = Some(new);
-            return;
+        let (cause, held) = match new.role {
+            Role::Replacement(cause) => (cause, false),
+            Role::Ready(cause) => (cause, true),
+            Role::Retiring | Role::Abandoned => {
+                c.second = Some(new);
+                return;
+            }
         };
         let id = c.spec.id;
         let (old_generation, old_pid) = (c.generation, c.pid);
@@ -116,7 +120,10 @@ impl Core {
         self.emit(Command::CancelTimer(Timer::Replacement { id, generation }));
         // Pings in flight went to the old process's generation.
         self.forget_pings(id);
-        self.log(LogEvent::ClusterLaunched { id });
+        if !held {
+            // A held one said so when it said launch_next.
+            self.log(LogEvent::ClusterLaunched { id });
+        }
         self.log(LogEvent::ClusterReplaced {
             id,
             pid: new.pid.unwrap_or(0),
@@ -137,16 +144,26 @@ impl Core {
             generation,
             pid: Some(pid),
             started_at,
-            role: Role::Replacement(cause),
+            role,
         }) = c.second
         else {
             return false;
+        };
+        let (cause, ready) = match role {
+            Role::Replacement(cause) => (cause, false),
+            Role::Ready(cause) => (cause, true),
+            Role::Retiring | Role::Abandoned => return false,
         };
         c.second = None;
         c.generation = generation;
         c.pid = Some(pid);
         c.started_at = started_at;
-        c.state = ClusterState::Starting;
+        // A held one said launch_next already.
+        c.state = if ready {
+            ClusterState::Running
+        } else {
+            ClusterState::Starting
+        };
         c.restarts.count(cause.reason());
         true
     }
@@ -160,10 +177,15 @@ impl Core {
         let id = c.spec.id;
         let pid = second.pid.unwrap_or(0);
         match second.role {
-            Role::Replacement(_) => {
+            Role::Replacement(_) | Role::Ready(_) => {
                 let generation = second.generation;
                 self.emit(Command::CancelTimer(Timer::Replacement { id, generation }));
-                let reason = format!("the replacement exited ({exit}) before its launch_next");
+                let reason = match second.role {
+                    Role::Ready(_) => {
+                        format!("the new process exited ({exit}) before the new map was up")
+                    }
+                    _ => format!("the replacement exited ({exit}) before its launch_next"),
+                };
                 self.replacement_failed(idx, reason, second.pid);
             }
             Role::Retiring => {
@@ -178,6 +200,7 @@ impl Core {
         }
         // What waited for this process to be gone: a stop, a crash restart.
         self.settle_stop(idx);
+        let Ok(idx) = self.index(id) else { return };
         let c = &self.clusters[idx];
         if c.state == ClusterState::Crashed && c.next_restart_at.is_some_and(|at| at <= now.wall) {
             self.crash_restart(id, c.generation);
@@ -192,7 +215,7 @@ impl Core {
         let second = c
             .second
             .as_mut()
-            .filter(|s| matches!(s.role, Role::Replacement(_)))?;
+            .filter(|s| matches!(s.role, Role::Replacement(_) | Role::Ready(_)))?;
         second.role = Role::Abandoned;
         let (generation, pid) = (second.generation, second.pid);
         self.emit(Command::Stop { id, generation });
@@ -225,7 +248,8 @@ impl Core {
     /// told, and stops walking.
     fn replacement_failed(&mut self, idx: usize, reason: String, pid: Option<u32>) {
         let id = self.clusters[idx].spec.id;
-        if self.rolling.as_ref().is_some_and(|r| r.is_current(id)) {
+        let current = self.rolling.as_ref().is_some_and(|r| r.is_current(id));
+        if current || self.plan.is_some() {
             return self.abort_rolling(id, reason, pid);
         }
         self.log(LogEvent::RollingRestartAborted {
@@ -244,6 +268,9 @@ impl Core {
     /// every other replacement under way is given up too (its old process
     /// runs on), and no later cluster is touched.
     pub(super) fn abort_rolling(&mut self, id: ClusterId, reason: String, pid: Option<u32>) {
+        if self.plan.is_some() {
+            return self.abort_reshard(id, reason, pid);
+        }
         let Some(rolling) = self.rolling.take() else {
             return;
         };

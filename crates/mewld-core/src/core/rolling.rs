@@ -1,15 +1,12 @@
-//! Restarting every cluster one at a time, and resharding, which is a
-//! rolling restart of the clusters whose shards changed plus a launch of
-//! the new ones (docs/protocol.md §5.1).
+//! Restarting every cluster in turn, `rolling_restart_parallel` at a
+//! time, stop-first or start-first (docs/protocol.md §6, §6.1); a reshard
+//! walks the same way (`reshard.rs`).
 
-use super::cluster::Cluster;
 use super::cluster::RestartCause;
 use super::{Command, Core, Timer};
 use crate::actlog::LogEvent;
-use crate::cluster_map::{self, ClusterId};
+use crate::cluster_map::ClusterId;
 use crate::config::RollingMode;
-use crate::model::GatewayBot;
-use crate::model::Refused;
 use crate::rolling::Rolling;
 
 /// Beyond `rolling_restart_timeout` and the grace period, how long the
@@ -56,6 +53,7 @@ impl Core {
             return;
         };
         let restarted_any = rolling.view().total > 0;
+        self.commit_reshard();
         self.log(rolling.done_event);
         self.resharding = false;
         self.after_rolling(restarted_any);
@@ -99,6 +97,9 @@ impl Core {
         let Ok(idx) = self.index(id) else {
             return false;
         };
+        if self.start_added(idx, step) {
+            return true;
+        }
         if !self.clusters[idx].is_up() {
             // Stopped (or being stopped) or failed since the restart
             // began: an operator's stop wins; leave it be.
@@ -175,80 +176,5 @@ impl Core {
         self.rolling
             .as_ref()
             .is_some_and(|r| r.mode == RollingMode::StartFirst)
-    }
-
-    /// `reshard`: ask Discord again; the map is rebuilt when it answers.
-    pub(super) fn reshard(&mut self) -> Result<(), Refused> {
-        if !self.config.feature_enabled("reshard") {
-            return Err(Refused::ReshardDisabled);
-        }
-        if self.fleet.is_some() {
-            return Err(Refused::NotInFleet("resharding".into()));
-        }
-        self.may_restart_all()?;
-        self.resharding = true;
-        self.log(LogEvent::ReshardBegin {
-            subsystem: "reshard",
-            shards: self.shard_count,
-        });
-        self.emit(Command::FetchGateway);
-        Ok(())
-    }
-
-    pub(super) fn on_gateway_fetched(&mut self, result: Result<GatewayBot, String>) {
-        if self.exiting.is_some() || !self.resharding {
-            return;
-        }
-        let gateway = match result {
-            Ok(g) => g,
-            Err(error) => {
-                self.resharding = false;
-                self.log(LogEvent::ReshardFailed {
-                    subsystem: "discord",
-                    error,
-                });
-                return;
-            }
-        };
-        let new_count = self.config.fixed_shard_count.unwrap_or(gateway.shards);
-        let map = cluster_map::build(new_count, self.config.per_cluster, &self.config.names);
-        if map.len() < self.clusters.len() {
-            self.resharding = false;
-            self.log(LogEvent::ReshardFailed {
-                subsystem: "cluster_map",
-                error: format!(
-                    "refusing to shrink from {} to {} clusters",
-                    self.clusters.len(),
-                    map.len()
-                ),
-            });
-            return;
-        }
-        let old_count = self.shard_count;
-        let mut restart = Vec::new();
-        for spec in map {
-            match self.clusters.iter_mut().find(|c| c.spec.id == spec.id) {
-                Some(c) => {
-                    if (c.spec.shards != spec.shards || self.config.reshard_all) && c.is_alive() {
-                        restart.push(spec.id);
-                    }
-                    c.spec = spec;
-                }
-                None => self.clusters.push(Cluster::new(spec)),
-            }
-        }
-        self.shard_count = new_count;
-        if self.launcher.any_left(self.turns()) {
-            // all_clusters_launched is announced again once the new ones are up.
-            self.launcher.set_fully_up(false);
-        }
-        self.log(LogEvent::ReshardSuccess {
-            subsystem: "cluster_map",
-            old_shards: old_count,
-            new_shards: new_count,
-            clusters: self.clusters.len(),
-            restarting: restart.clone(),
-        });
-        self.begin_rolling(restart, LogEvent::ReshardRestartsDone {});
     }
 }

@@ -499,3 +499,123 @@ fn in_a_fleet_the_leader_ends_the_roll_if_the_owner_never_says() {
     assert!(reason.contains("its host"), "{reason}");
     assert!(leader.spawns().is_empty());
 }
+
+const RESHARD: &str = "experimental_features: [reshard]\n";
+
+/// The command lines of the spawns since the mark.
+fn spawn_lines(sim: &Sim) -> Vec<(ClusterId, Vec<String>)> {
+    sim.since_mark()
+        .iter()
+        .filter_map(|c| match c {
+            Command::Spawn { id, line, .. } => Some((*id, line.args.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// 3 shards → 6: cluster 0 ([0, 1]) keeps its shards, cluster 1 goes from
+/// [2] to [2, 3], cluster 2 ([4, 5]) is new.
+fn resharding() -> Sim {
+    let mut sim = Sim::up(3, &format!("{START_FIRST}{RESHARD}"));
+    assert_eq!(sim.op(Operation::Reshard), Ok(()));
+    sim.mark();
+    sim.input(Input::GatewayFetched(Ok(super::rolling::gateway(6))));
+    sim
+}
+
+/// The new map starts beside the old one; the old processes stop only
+/// once every new one said launch_next, and only then is the map new.
+#[test]
+fn a_start_first_reshard_starts_the_new_map_beside_the_old() {
+    let mut sim = resharding();
+    let old = sim.cluster(1).pid;
+    let lines = spawn_lines(&sim);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0].0, 1);
+    assert!(
+        lines[0].1.iter().any(|a| a == "[2, 3]"),
+        "the new shards: {lines:?}"
+    );
+    assert!(
+        lines[0].1.iter().any(|a| a == "6"),
+        "the new count: {lines:?}"
+    );
+    assert_eq!(sim.spawns(), vec![(1, old)]);
+    assert_eq!(sim.cluster(1).spec.shards, vec![2], "the old map runs on");
+    sim.launch_next(1);
+    assert!(stops(&sim).is_empty(), "held until the whole new map is up");
+    assert_eq!(sim.cluster(1).pid, old);
+    sim.mark();
+    sim.advance(SECS(5));
+    assert_eq!(sim.spawns(), vec![(2, None)], "the new cluster");
+    assert!(spawn_lines(&sim)[0].1.iter().any(|a| a == "6"));
+    sim.launch_next(2);
+    assert!(stops(&sim).is_empty());
+    sim.advance(SECS(5));
+    assert_eq!(stops(&sim).len(), 1, "now the old process of cluster 1");
+    assert_ne!(sim.cluster(1).pid, old);
+    assert_eq!(sim.cluster(1).spec.shards, vec![2, 3]);
+    assert_eq!(sim.core.snapshot().shard_count, 6);
+    assert!(sim.logged().contains(&&LogEvent::ReshardRestartsDone {}));
+    assert!(sim
+        .logged()
+        .iter()
+        .any(|e| matches!(e, LogEvent::ReshardSuccess { new_shards: 6, .. })));
+    assert_eq!(sim.announcements(), 1);
+    sim.exit_second(1, 0);
+    assert_invariant(&sim);
+}
+
+/// A new process that fails: every new one is stopped, the new cluster
+/// leaves the map once it has exited, and the old map runs as it was.
+#[test]
+fn a_failing_start_first_reshard_keeps_the_old_map() {
+    let mut sim = resharding();
+    let old = sim.cluster(1).pid;
+    let replacement = sim.cluster(1).second.as_ref().map_or(0, |s| s.generation);
+    sim.launch_next(1);
+    sim.advance(SECS(5));
+    sim.mark();
+    sim.exit(2, 1);
+    let aborted = sim.logged().into_iter().find_map(|e| match e {
+        LogEvent::ReshardAborted { id, reason, .. } => Some((*id, reason.clone())),
+        _ => None,
+    });
+    assert_eq!(aborted.map(|a| a.0), Some(2));
+    assert_eq!(stops(&sim), vec![(1, replacement)], "the held replacement");
+    assert_eq!(sim.core.clusters.len(), 2, "cluster 2 left the map");
+    assert_eq!(sim.core.snapshot().shard_count, 3);
+    assert_eq!(sim.cluster(1).spec.shards, vec![2]);
+    assert_eq!(sim.cluster(1).pid, old);
+    sim.advance(SECS(60));
+    assert!(
+        sim.spawns().is_empty(),
+        "no crash restart for a cluster that left"
+    );
+    assert_eq!(sim.op(Operation::Reshard), Err(Refused::StillStopping));
+    sim.exit_second(1, 0);
+    assert_eq!(sim.op(Operation::Reshard), Ok(()));
+}
+
+/// A new cluster that stays silent: stopped after the timeout, and gone
+/// from the map once it has exited.
+#[test]
+fn a_silent_new_cluster_leaves_the_map_once_stopped() {
+    let mut sim = resharding();
+    sim.launch_next(1);
+    sim.advance(SECS(5));
+    sim.mark();
+    sim.advance(SECS(600));
+    assert!(sim
+        .logged()
+        .iter()
+        .any(|e| matches!(e, LogEvent::ReshardAborted { id: 2, .. })));
+    assert_eq!(stops(&sim).len(), 2, "the replacement and the new cluster");
+    assert_eq!(sim.core.clusters.len(), 3, "until it has exited");
+    sim.exit(2, 0);
+    assert_eq!(sim.core.clusters.len(), 2);
+    assert_eq!(
+        (sim.state(0), sim.state(1)),
+        (ClusterState::Running, ClusterState::Running)
+    );
+}
