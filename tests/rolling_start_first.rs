@@ -406,3 +406,73 @@ fn a_failing_start_first_reshard_keeps_the_old_map_running() {
     assert_eq!(st["output"]["1"]["shard_list"], json!([2, 3]));
     assert!(st["output"].get("2").is_none(), "{st}");
 }
+
+/// Started mid-roll with a replacement that never says `launch_next`:
+/// the old process and its replacement, both alive.
+fn overlapping(test: &str) -> (Fixture, Manager, u32, u32) {
+    let env = [("FAKEBOT_REPLACEMENT_SILENT", "1")];
+    let (f, manager) = launched(test, 2, START_FIRST, &env);
+    let old = pids_by_cluster(&f.bot)[&0];
+    ask(&f.redis, &f.listener, &f.ch, "rollingrestart", json!({}));
+    let new = wait_for("the replacement", DEADLINE, || replacement_of(&f.bot, old));
+    let new = new["pid"].as_u64().expect("pid") as u32;
+    wait_for("both running", DEADLINE, || {
+        (alive(old) && alive(new)).then_some(())
+    });
+    (f, manager, old, new)
+}
+
+/// A SIGKILLed manager leaves neither process of an overlap behind: the
+/// guardian knows the replacement's group as it knows every cluster's.
+#[test]
+fn a_sigkilled_manager_leaves_neither_process_of_an_overlap() {
+    let (_f, mut manager, old, new) = overlapping("sf-sigkill");
+    manager.signal(nix::sys::signal::Signal::SIGKILL);
+    assert_eq!(manager.wait_exit(), None);
+    assert_all_dead(&[old, new]);
+}
+
+/// A shutdown during an overlap stops both processes and exits once both
+/// have exited.
+#[test]
+fn a_shutdown_during_an_overlap_stops_both_processes() {
+    let (f, mut manager, old, new) = overlapping("sf-shutdown");
+    manager.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(manager.wait_exit(), Some(0));
+    assert!(
+        !alive(old) && !alive(new),
+        "both stopped before the manager exited"
+    );
+    let log = f.redis.action_log(&f.ch);
+    assert_eq!(events(&log, "replacement_stopped").len(), 1, "{log:?}");
+    assert_eq!(events(&log, "cluster_stopped").len(), 1, "{log:?}");
+}
+
+/// Replacements identify through the identify queue like any process:
+/// their shards wait for their turn, within Discord's rate limit.
+#[test]
+fn replacements_identify_through_the_queue() {
+    let f = Fixture::new(
+        "sf-identify",
+        vec![Answer::gateway_with(4, 900, 3_600_000, 1)],
+    );
+    let extra = format!("{START_FIRST}identify_queue: 127.0.0.1:0\n");
+    let env = [("FAKEBOT_IDENTIFY_MS", "20")];
+    let mut m = Manager::start_with(
+        &f.config(&extra),
+        &["--daemon"],
+        Some(&f.redis),
+        &f.bot,
+        &env,
+    );
+    m.wait_launched_within(&f.listener, DEADLINE * 2);
+    assert_eq!(f.bot.grants().len(), 4);
+    ask(&f.redis, &f.listener, &f.ch, "rollingrestart", json!({}));
+    wait_event(&f, "rolling_restart_done");
+    assert_eq!(
+        f.bot.grants().len(),
+        8,
+        "each replacement's shards had a turn"
+    );
+    assert_within_rate_limit(&f.bot.grants(), 1);
+}
