@@ -248,7 +248,7 @@ fn a_fleet_of_two_hosts_rolls_in_id_order_with_zero_gaps() {
     let f = Fixture::new("sf-fleet", vec![Answer::gateway(8, 900, 0)]);
     let env = [("FAKEBOT_LAUNCH_DELAY_MS", "500")];
     let mut a = fleet_host(&f, "a", "0", &env);
-    let _b = fleet_host(&f, "b", "1", &env);
+    let b = fleet_host(&f, "b", "1", &env);
     a.wait_launched(&f.listener);
     statuses_when(&f, "every cluster running", |s| {
         (0..4).all(|id| status_of(s, id) == "running")
@@ -271,12 +271,11 @@ fn a_fleet_of_two_hosts_rolls_in_id_order_with_zero_gaps() {
         said.windows(2).all(|w| w[0] < w[1]),
         "in id order: {said:?}"
     );
-    let log = f.redis.action_log(&f.ch);
-    let hosts: Vec<&str> = events(&log, "replacement_started")
-        .iter()
-        .map(|e| if e["id"].as_u64() < Some(2) { "a" } else { "b" })
-        .collect();
-    assert_eq!(hosts, ["a", "a", "b", "b"], "each host replaced its own");
+    // Each host replaced its own: the new processes are its children.
+    for (id, pid) in pids_by_cluster(&f.bot) {
+        let owner = if id < 2 { a.pid() } else { b.pid() };
+        assert_eq!(parent_of(u64::from(pid)), Some(owner), "cluster {id}");
+    }
 }
 
 /// A replacement that fails on another host than the leader's: that host
@@ -287,6 +286,14 @@ fn in_a_fleet_a_failing_replacement_stops_the_leaders_walk() {
     let f = Fixture::new("sf-fleet-abort", vec![Answer::gateway(8, 900, 0)]);
     let broken = [("FAKEBOT_REPLACEMENT_EXIT_AT_START", "4")];
     let mut a = fleet_host(&f, "a", "0", &[]);
+    // Host a leads (it walks the roll); the broken build is b's.
+    wait_for("host a to lead", DEADLINE, || {
+        let log = f.redis.action_log(&f.ch);
+        events(&log, "leader_elected")
+            .iter()
+            .any(|e| e["host"] == "a")
+            .then_some(())
+    });
     let _b = fleet_host(&f, "b", "1", &broken);
     a.wait_launched(&f.listener);
     statuses_when(&f, "every cluster running", |s| {
