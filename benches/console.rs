@@ -66,6 +66,8 @@ fn big_snapshot(now: SystemTime) -> Snapshot {
                 last_exit: None,
                 start_error: None,
                 host: None,
+                replacing: None,
+                retiring: None,
             }
         })
         .collect();

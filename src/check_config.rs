@@ -226,8 +226,23 @@ fn settings(config: &Config, env_vars: usize, out: &mut String) {
     line(out, "start next delay", &format!("{delay}s"));
     let grace = config.stop_grace_period.as_secs();
     line(out, "stop grace period", &format!("{grace}s"));
+    line(out, "rolling restart", &rolling(config));
     let proxy = config.proxy.as_deref();
     line(out, "proxy", &proxy.unwrap_or("(none: discord.com)"));
+}
+
+/// `rolling_restart_mode`, `_parallel` and `_timeout` in a line.
+fn rolling(config: &Config) -> String {
+    let how = match config.rolling_restart_mode {
+        mewld::config::RollingMode::StopFirst => "stop first",
+        mewld::config::RollingMode::StartFirst => "start first (new process beside the old)",
+    };
+    format!(
+        "{} ({how}), {} at a time, {}s for each launch_next",
+        config.rolling_restart_mode.as_str(),
+        config.rolling_restart_parallel,
+        config.rolling_restart_timeout.as_secs()
+    )
 }
 
 /// The shard count a start would use: fixed in the config, else asked of

@@ -25,6 +25,12 @@
 //!   is written as `<shard>-<pid>-<n>.grant` (shard, bucket, unix µs).
 //! - `FAKEBOT_IGNORE_SIGTERM=1`: survive SIGTERM (to test the SIGKILL).
 //! - `FAKEBOT_EXIT_AT_START=<code>`: exit at once with that code.
+//! - With `MEWLD_REPLACES` set (a `start_first` replacement, docs/protocol.md
+//!   §6.1), a broken build: `FAKEBOT_REPLACEMENT_EXIT_AT_START=<code>`
+//!   exits at once with that code, `FAKEBOT_REPLACEMENT_SILENT=1` never
+//!   says `launch_next`. The first launch is unaffected.
+//! - With `FAKEBOT_RECORD`, a SIGTERM is recorded as `<cluster_id>-<pid>.sigterm`
+//!   (cluster_id, pid, unix µs) as it arrives.
 //! - `FAKEBOT_DIAG_STYLE`: how diagnostics are answered: the original's
 //!   shape by default; `discordpy` as the discord.py bot the original was
 //!   written for (lowercase `nonce`/`data`, entries keyed `id`); `bare`
@@ -92,7 +98,13 @@ pub async fn run(raw_args: Vec<String>) -> Result<i32> {
         args.cluster_name, args.shards, args.shard_count
     );
     eprintln!("fake bot: cluster {id} says hello on stderr");
-    if let Ok(code) = std::env::var("FAKEBOT_EXIT_AT_START") {
+    let replacement = std::env::var_os("MEWLD_REPLACES").is_some();
+    let exit_at_start = std::env::var("FAKEBOT_EXIT_AT_START").ok().or_else(|| {
+        replacement
+            .then(|| std::env::var("FAKEBOT_REPLACEMENT_EXIT_AT_START").ok())
+            .flatten()
+    });
+    if let Some(code) = exit_at_start {
         let code: i32 = code.parse().unwrap_or(1);
         eprintln!("fake bot: exiting at start with code {code}");
         return Ok(code);
@@ -102,6 +114,7 @@ pub async fn run(raw_args: Vec<String>) -> Result<i32> {
         args,
         demo: env_flag("FAKEBOT_DEMO"),
         ignore_sigterm: env_flag("FAKEBOT_IGNORE_SIGTERM"),
+        silent: replacement && env_flag("FAKEBOT_REPLACEMENT_SILENT"),
         muted: false,
         // Through the queue, the grants are the demo's identify lines.
         identified: if std::env::var_os("MEWLD_IDENTIFY_URL").is_some() {
@@ -119,6 +132,8 @@ struct Bot {
     link: Link,
     demo: bool,
     ignore_sigterm: bool,
+    /// Never says `launch_next` (a replacement that hangs at start).
+    silent: bool,
     muted: bool,
     /// Demo mode: shards announced as identified so far.
     identified: usize,
@@ -159,8 +174,12 @@ impl Bot {
                 identified = &mut launch, if !launched => {
                     identified?;
                     launched = true;
+                    if self.silent {
+                        println!("fake bot: cluster {id} is up but says nothing (FAKEBOT_REPLACEMENT_SILENT)");
+                        continue;
+                    }
                     let say = json!({"scope": "launcher", "action": "launch_next", "args": {"id": id}});
-                    record_launch(id)?;
+                    record_event(id, "launched")?;
                     self.link.send(say).await;
                     println!("fake bot: cluster {id} launched");
                 }
@@ -170,6 +189,7 @@ impl Bot {
                     return Ok(101);
                 }
                 _ = sigterm.recv() => {
+                    record_event(id, "sigterm")?;
                     if !self.ignore_sigterm {
                         println!("fake bot: cluster {id} got SIGTERM, exiting");
                         return Ok(0);
@@ -328,14 +348,15 @@ fn unix_micros() -> u128 {
         .map_or(0, |d| d.as_micros())
 }
 
-/// With `FAKEBOT_RECORD`: `<cluster_id>-<pid>.launched`, written just
-/// before `launch_next` is said (cluster_id, pid, unix µs).
-fn record_launch(id: u32) -> Result<()> {
+/// With `FAKEBOT_RECORD`: `<cluster_id>-<pid>.<what>` (cluster_id, pid,
+/// unix µs): `launched` just before `launch_next` is said, `sigterm` as
+/// SIGTERM arrives.
+fn record_event(id: u32, what: &str) -> Result<()> {
     let Ok(dir) = std::env::var("FAKEBOT_RECORD") else {
         return Ok(());
     };
     let pid = std::process::id();
-    let path = PathBuf::from(dir).join(format!("{id}-{pid}.launched"));
+    let path = PathBuf::from(dir).join(format!("{id}-{pid}.{what}"));
     let entry = json!({"cluster_id": id, "pid": pid, "at_us": unix_micros()});
     std::fs::write(&path, entry.to_string()).wrap_err_with(|| format!("writing {}", path.display()))
 }
@@ -361,6 +382,7 @@ fn record(dir: &std::path::Path, raw: &[String], args: &BotArgs) -> Result<()> {
             "MEWLD_SOCKET": var("MEWLD_SOCKET"),
             "MEWLD_CLUSTER_CHANNEL": var("MEWLD_CLUSTER_CHANNEL"),
             "MEWLD_LAUNCHER_CHANNEL": var("MEWLD_LAUNCHER_CHANNEL"),
+            "MEWLD_REPLACES": var("MEWLD_REPLACES"),
         },
     });
     let path = dir.join(format!("{}-{}.json", args.cluster_id, std::process::id()));

@@ -89,9 +89,31 @@ fn crash_backoff_outage_and_rolling_restart_in_the_header() {
         done: 1,
         total: 4,
         current: Some(1),
+        under_way: vec![1],
+        start_first: false,
     });
     let app = app_with(s);
     insta::assert_snapshot!(render(&app, 100, 20).backend());
+}
+
+/// A `start_first` roll: cluster 1 runs its old process with a
+/// replacement starting beside it (↻ in the table, both pids in the
+/// detail); cluster 0, replaced, is stopping its old process.
+#[test]
+fn a_start_first_roll_shows_the_replacement_beside_the_running_process() {
+    let mut s = snapshot(&[Running, Running, Running, Running]);
+    s.clusters[1].replacing = Some(5001);
+    s.clusters[0].retiring = Some(4000);
+    s.rolling = Some(RollingView {
+        done: 0,
+        total: 4,
+        current: Some(0),
+        under_way: vec![0, 1],
+        start_first: true,
+    });
+    let mut app = app_with(s);
+    key(&mut app, KeyCode::Char('j'));
+    insta::assert_snapshot!(render(&app, 160, 30).backend());
 }
 
 /// The identify queue in the header: who waits, this window's grants, the

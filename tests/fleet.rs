@@ -23,13 +23,6 @@ fn nth(f: &Fixture, config: &str, name: &str, index: u32, count: u32) -> Manager
     host(f, config, name, &["--host-index", &i, "--host-count", &n])
 }
 
-/// The parent of process `pid`, from /proc.
-fn parent_of(pid: u64) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = &stat[stat.rfind(')')? + 2..];
-    after_name.split(' ').nth(1)?.parse().ok()
-}
-
 /// The fake bot processes of cluster `id` recorded so far, oldest first.
 fn pids_of(f: &Fixture, id: u64) -> Vec<u64> {
     f.bot

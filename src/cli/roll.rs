@@ -45,9 +45,21 @@ impl Watch {
         match event {
             "rolling_restart_done" if self.trouble.is_empty() => Some(Outcome::Done),
             "rolling_restart_done" => Some(Outcome::DoneWithTrouble(self.trouble.clone())),
-            "rolling_restart_stopped" => Some(Outcome::Broken(
-                "the rolling restart was stopped (the fleet's leader changed)".into(),
-            )),
+            "rolling_restart_stopped" => {
+                let why = entry.get("reason").and_then(Value::as_str);
+                let why = why.unwrap_or("the fleet's leader changed");
+                Some(Outcome::Broken(format!(
+                    "the rolling restart was stopped ({why})"
+                )))
+            }
+            // start_first: a replacement failed; the old processes run on.
+            "rolling_restart_aborted" => {
+                let why = entry.get("reason").and_then(Value::as_str).unwrap_or("");
+                Some(Outcome::Broken(format!(
+                    "aborted at {}: {why}; every cluster from there on runs its old process",
+                    named("").trim_end()
+                )))
+            }
             "rolling_restart_timeout" => {
                 self.trouble.push(named("did not come back in time"));
                 None
@@ -166,5 +178,14 @@ mod tests {
             clean.on_entry(&entry(json!({"event": "rolling_restart_stopped"}))),
             Some(Outcome::Broken(_))
         ));
+        let aborted = json!({"event": "rolling_restart_aborted", "id": 0,
+            "reason": "the replacement exited (code 3) before its launch_next"});
+        match Watch::default().on_entry(&entry(aborted)) {
+            Some(Outcome::Broken(why)) => assert!(
+                why.contains("cluster 0") && why.contains("exited (code 3)"),
+                "{why}"
+            ),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -70,6 +70,10 @@ pub struct Rolling {
     pub done: usize,
     pub total: usize,
     pub current: Option<u32>,
+    /// Every cluster being restarted now (`rolling_restart_parallel`).
+    pub under_way: Vec<u32>,
+    /// New processes start beside the old ones.
+    pub start_first: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -94,6 +98,10 @@ pub struct Cluster<'a> {
     /// pending, starting, running, stopping, stopped, crashed, failed, lost.
     pub state: &'static str,
     pub pid: Option<u32>,
+    /// A replacement starting beside `pid` (`start_first`): its pid.
+    pub replacing: Option<u32>,
+    /// A second process being stopped beside `pid`: its pid.
+    pub retiring: Option<u32>,
     pub started_at: Option<u64>,
     pub uptime_secs: Option<u64>,
     pub restarts: u32,
@@ -117,6 +125,8 @@ impl<'a> Status<'a> {
                 done: r.done,
                 total: r.total,
                 current: r.current,
+                under_way: r.under_way.clone(),
+                start_first: r.start_first,
             }),
             engine: engine.map(|h| Engine {
                 pid: h.pid,
@@ -142,6 +152,8 @@ impl<'a> Cluster<'a> {
             host: c.host.as_deref(),
             state: c.state.as_str(),
             pid: c.pid,
+            replacing: c.replacing,
+            retiring: c.retiring,
             started_at: c.started_at.and_then(unix),
             uptime_secs: c
                 .started_at
@@ -212,7 +224,7 @@ fn row(c: &ClusterView, fleet: bool, now: SystemTime) -> Vec<String> {
     let health = c.health.as_ref();
     cells.extend([
         c.state.as_str().to_string(),
-        c.pid.map_or_else(dash, |p| p.to_string()),
+        pid_text(c),
         c.started_at.map_or_else(dash, |t| age(now, t)),
         c.restarts.to_string(),
         health.map_or_else(dash, |h| format!("{}/{}", h.shards_up(), c.shards.len())),
@@ -221,6 +233,20 @@ fn row(c: &ClusterView, fleet: bool, now: SystemTime) -> Vec<String> {
             .map_or_else(dash, |ms| format!("{ms:.0} ms")),
     ]);
     cells
+}
+
+/// The pid, and a second process beside it: `4100 (new 4242)` while a
+/// replacement starts, `4242 (old 4100 stopping)` while the replaced one
+/// stops.
+fn pid_text(c: &ClusterView) -> String {
+    let Some(pid) = c.pid else {
+        return "-".into();
+    };
+    match (c.replacing, c.retiring) {
+        (Some(new), _) => format!("{pid} (new {new})"),
+        (None, Some(old)) => format!("{pid} ({old} stopping)"),
+        (None, None) => pid.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -316,5 +342,26 @@ mod tests {
         assert_eq!(c["latency_ms"], 50.0);
         assert_eq!(c["last_exit"], "code 0");
         assert_eq!(value["clusters"][1]["pid"], serde_json::Value::Null);
+        assert_eq!(c["replacing"], serde_json::Value::Null);
+    }
+
+    /// A start_first overlap: the cluster runs (the old pid), with the
+    /// replacement's pid beside it, in the table and the JSON alike.
+    #[test]
+    fn a_replacement_shows_beside_the_running_pid() {
+        let (mut s, now) = snapshot();
+        s.clusters[0].replacing = Some(4300);
+        let text = table(&s, None, now);
+        assert!(text.contains("running  4242 (new 4300)"), "{text}");
+        let value = serde_json::to_value(Status::of(&s, None, now)).expect("serializes");
+        let c = &value["clusters"][0];
+        assert_eq!(
+            (c["state"].as_str(), c["pid"].as_u64()),
+            (Some("running"), Some(4242))
+        );
+        assert_eq!(c["replacing"], 4300);
+        s.clusters[0].replacing = None;
+        s.clusters[0].retiring = Some(4100);
+        assert!(table(&s, None, now).contains("4242 (4100 stopping)"));
     }
 }

@@ -8,6 +8,7 @@
 //! hold an [`EngineHandle`]: they send [`Operation`]s, receive [`Event`]s,
 //! and read the latest [`Snapshot`].
 
+mod children;
 pub mod process;
 mod runner;
 

@@ -12,9 +12,9 @@ use serde_json::{Map, Value};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::time::{delay_queue, DelayQueue};
 
-use super::process::{self, ProcHandle};
+use super::children::Children;
 use super::{EngineHandle, FaceRequest, Setup};
-use crate::config::{Config, Ipc};
+use crate::config::Config;
 use crate::discord;
 use crate::fd_budget;
 use crate::identify;
@@ -52,7 +52,8 @@ pub(super) enum Message {
 
 pub struct Engine {
     core: Core,
-    child_env: Vec<(String, String)>,
+    /// The live processes, by cluster and generation.
+    children: Children,
     transport: Transport,
     /// From faces: bounded, faces wait.
     requests: mpsc::Receiver<FaceRequest>,
@@ -63,8 +64,6 @@ pub struct Engine {
     internal: mpsc::UnboundedReceiver<Message>,
     events: broadcast::Sender<Event>,
     snapshot_tx: watch::Sender<Arc<Snapshot>>,
-    /// The live process of each cluster, with its generation.
-    procs: HashMap<ClusterId, (u64, ProcHandle)>,
     timers: DelayQueue<Timer>,
     timer_keys: HashMap<Timer, delay_queue::Key>,
     /// The identify queue's reports, when it runs.
@@ -83,7 +82,7 @@ impl Engine {
         let (internal_tx, internal) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
-        let child_env = child_env(&setup.config, setup.env_vars);
+        let children = Children::new(&setup.config, setup.env_vars);
         let core = Core::new(
             setup.config,
             setup.shard_count,
@@ -93,18 +92,17 @@ impl Engine {
             now(),
             rand::random(),
         );
-        let budgeted = core.local_clusters();
+        let budgeted = core.process_slots();
         fd_budget::reserve_for(budgeted);
         let engine = Engine {
             core,
-            child_env,
+            children,
             transport,
             requests,
             internal_tx,
             internal,
             events: events.clone(),
             snapshot_tx,
-            procs: HashMap::new(),
             timers: DelayQueue::new(),
             timer_keys: HashMap::new(),
             identify: None,
@@ -216,9 +214,7 @@ impl Engine {
                 generation,
                 exit,
             } => {
-                if self.procs.get(&id).is_some_and(|(g, _)| *g == generation) {
-                    self.procs.remove(&id);
-                }
+                self.children.exited(id, generation);
                 self.feed(
                     Input::Exited {
                         id,
@@ -267,8 +263,8 @@ impl Engine {
             input,
         );
         // A reshard may have added clusters: each needs its descriptors.
-        if self.core.local_clusters() != self.budgeted {
-            self.budgeted = self.core.local_clusters();
+        if self.core.process_slots() != self.budgeted {
+            self.budgeted = self.core.process_slots();
             fd_budget::reserve_for(self.budgeted);
         }
     }
@@ -284,8 +280,13 @@ impl Engine {
                 name,
                 generation,
                 line,
+                replaces,
             } => {
-                let result = self.spawn(id, name, generation, &line);
+                let config = self.core.config_arc();
+                let (events, inbox) = (&self.events, &self.internal_tx);
+                let result = self.children.spawn(
+                    &config, events, inbox, id, name, generation, &line, replaces,
+                );
                 return Some(Input::Spawned {
                     id,
                     generation,
@@ -293,17 +294,17 @@ impl Engine {
                 });
             }
             Command::Stop { id, generation } => {
-                if let Some((g, proc)) = self.procs.get(&id) {
-                    if *g == generation {
-                        proc.stop(self.core.config().stop_grace_period);
-                    }
-                }
+                let grace = self.core.config().stop_grace_period;
+                self.children.stop(id, generation, grace);
             }
             Command::Publish { channel, payload } => {
                 let channel = self.core.config().channels().name(&channel);
                 self.transport.publish(channel, payload);
             }
-            Command::Log(event) => self.write_log(event.entry(SystemTime::now()), Event::ActionLog),
+            Command::Log(mut event) => {
+                self.children.fill(&mut event);
+                self.write_log(event.entry(SystemTime::now()), Event::ActionLog);
+            }
             Command::ClusterLog { data, store } => {
                 let entry = actlog::from_cluster(data, SystemTime::now());
                 match store {
@@ -346,49 +347,6 @@ impl Engine {
             }
         }
         None
-    }
-
-    /// Starts a cluster's process; its output goes to the faces, its exit
-    /// back to the inbox.
-    fn spawn(
-        &mut self,
-        id: ClusterId,
-        name: String,
-        generation: u64,
-        line: &mewld_core::model::CommandLine,
-    ) -> Result<u32, mewld_core::model::SpawnError> {
-        let events = self.events.clone();
-        let inbox = self.internal_tx.clone();
-        let mut env = self.child_env.clone();
-        if matches!(self.core.config().ipc, Ipc::Redis { .. }) {
-            let channels = self.core.config().channels();
-            env.push((
-                "MEWLD_CLUSTER_CHANNEL".into(),
-                channels.name(&protocol::Channel::Cluster(id)),
-            ));
-        }
-        let handle = process::spawn(
-            line,
-            &env,
-            move |stream, text| {
-                let _ = events.send(Event::Output {
-                    id,
-                    name: name.clone(),
-                    stream,
-                    line: text,
-                });
-            },
-            move |exit| {
-                let _ = inbox.send(Message::Exited {
-                    id,
-                    generation,
-                    exit,
-                });
-            },
-        )?;
-        let pid = handle.pid;
-        self.procs.insert(id, (generation, handle));
-        Ok(pid)
     }
 
     /// Writes `entry`, and tells the faces as the event `told` makes it.
@@ -462,28 +420,6 @@ async fn fleet_view(
         return std::future::pending().await;
     }
     watch.borrow_and_update().clone()
-}
-
-/// What every cluster gets in its environment besides the manager's own
-/// (docs/protocol.md §4).
-fn child_env(config: &Config, mut env: Vec<(String, String)>) -> Vec<(String, String)> {
-    env.push(("MEWLD_CHANNEL".into(), config.channel.clone()));
-    match &config.ipc {
-        // The URL the manager itself uses (`host:port` already made
-        // `redis://host:port/0`), password included: it is never logged.
-        Ipc::Redis { url } => {
-            env.push(("MEWLD_REDIS_URL".into(), url.clone()));
-            // Set whether or not `cluster_channels` is on: where a bot may
-            // listen, and where it may talk to the manager alone (§5.5).
-            let launcher = config.channels().name(&protocol::Channel::Launcher);
-            env.push(("MEWLD_LAUNCHER_CHANNEL".into(), launcher));
-        }
-        Ipc::Unix { path } => env.push(("MEWLD_SOCKET".into(), path.display().to_string())),
-    }
-    if let Some(token) = &config.token {
-        env.push(("MTOKEN".into(), token.expose().to_string()));
-    }
-    env
 }
 
 /// The time, for the core: monotonic for its timers, wall for people.

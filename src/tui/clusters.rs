@@ -189,6 +189,8 @@ mod tests {
                 start_error: None,
                 health: None,
                 host: None,
+                replacing: None,
+                retiring: None,
             })
             .collect()
     }

@@ -59,20 +59,19 @@ impl BotDir {
 
     /// The records with this extension, by their `at_us`.
     fn read_all(&self, extension: &str) -> Vec<Value> {
-        let mut out: Vec<Value> = std::fs::read_dir(self.records_dir())
-            .expect("read records")
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().extension().is_some_and(|x| x == extension))
-            .filter_map(|e| serde_json::from_str(&std::fs::read_to_string(e.path()).ok()?).ok())
-            .collect();
-        out.sort_by_key(|g| g["at_us"].as_u64());
-        out
+        records_in(&self.records_dir(), extension)
     }
 
     /// Every `launch_next` the fake bots said (`cluster_id`, `pid`,
     /// `at_us`), oldest first.
     pub fn launches(&self) -> Vec<Value> {
         self.read_all("launched")
+    }
+
+    /// Every SIGTERM a fake bot got (`cluster_id`, `pid`, `at_us`),
+    /// oldest first.
+    pub fn sigterms(&self) -> Vec<Value> {
+        self.read_all("sigterm")
     }
 
     /// The argv the script recorded for the fake bot with process id `pid`
@@ -98,6 +97,18 @@ impl BotDir {
             .map(|p| p as u32)
             .collect()
     }
+}
+
+/// The fake bots' records in `dir` with this extension, by their `at_us`.
+pub fn records_in(dir: &Path, extension: &str) -> Vec<Value> {
+    let mut out: Vec<Value> = std::fs::read_dir(dir)
+        .expect("read records")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == extension))
+        .filter_map(|e| serde_json::from_str(&std::fs::read_to_string(e.path()).ok()?).ok())
+        .collect();
+    out.sort_by_key(|g| g["at_us"].as_u64());
+    out
 }
 
 /// Each cluster prints this many lines of about 100 bytes (several MiB in

@@ -12,6 +12,7 @@ mod manager;
 mod metrics;
 mod net;
 mod process;
+mod ready;
 mod redis;
 mod socket;
 pub mod tmux;
@@ -21,6 +22,6 @@ mod wait;
 // module's items would otherwise be told that its re-export is unused.
 #[allow(unused_imports)]
 pub use self::{
-    ask::*, bot::*, discord::*, fixture::*, manager::*, metrics::*, net::*, process::*, redis::*,
-    socket::*, wait::*,
+    ask::*, bot::*, discord::*, fixture::*, manager::*, metrics::*, net::*, process::*, ready::*,
+    redis::*, socket::*, wait::*,
 };

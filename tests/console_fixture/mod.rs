@@ -65,6 +65,8 @@ pub fn cluster(id: u32, name: &str, state: ClusterState) -> ClusterView {
         last_exit: None,
         start_error: None,
         host: None,
+        replacing: None,
+        retiring: None,
     }
 }
 

@@ -117,6 +117,55 @@ pub enum LogEvent {
         error: String,
     },
     ReshardRestartsDone {},
+    /// A start-first reshard ended at cluster `id`: a process of the new
+    /// map failed. Every one of them is stopped; the old map runs on.
+    ReshardAborted {
+        id: ClusterId,
+        reason: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
+        output: Vec<String>,
+    },
+    /// `start_first` (ext): a cluster's replacement was started beside its
+    /// process `replaces`.
+    ReplacementStarted {
+        id: ClusterId,
+        pid: u32,
+        replaces: u32,
+    },
+    /// The replacement said `launch_next`: it is the cluster's process now,
+    /// and the one it replaced (`old_pid`) is being stopped.
+    ClusterReplaced {
+        id: ClusterId,
+        pid: u32,
+        old_pid: u32,
+    },
+    /// The process a replacement took over from has exited.
+    ReplacedProcessStopped {
+        id: ClusterId,
+        pid: u32,
+        #[serde(flatten)]
+        exit: ExitFields,
+    },
+    /// A replacement given up (the roll aborted, or an operator stopped
+    /// the cluster) has exited.
+    ReplacementStopped {
+        id: ClusterId,
+        pid: u32,
+        #[serde(flatten)]
+        exit: ExitFields,
+    },
+    /// A `start_first` rolling restart ended at cluster `id`: its
+    /// replacement exited, could not start or did not say `launch_next` in
+    /// time. The old process runs on; no later cluster was touched.
+    /// `output` is the replacement's last lines (the engine adds them).
+    RollingRestartAborted {
+        id: ClusterId,
+        reason: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
+        output: Vec<String>,
+    },
     /// The identify queue holds every grant: the session-start budget is
     /// down to `minimum_safe_sessions_remaining`.
     IdentifyBudgetLow {
@@ -150,6 +199,10 @@ pub enum LogEvent {
     RollingRestartStopped {
         done: usize,
         total: usize,
+        /// Why, when it was not the lease: another host's replacement
+        /// failed (`start_first`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     /// This host leads the fleet now (answers `statuses`, announces the
     /// launch, walks rolling restarts); `epoch` is its fencing token.
@@ -200,7 +253,9 @@ impl Tone {
             | "identify_budget_low"
             | "host_lost"
             | "host_displaced"
-            | "rolling_restart_stopped" => Tone::Trouble,
+            | "rolling_restart_stopped"
+            | "rolling_restart_aborted"
+            | "reshard_aborted" => Tone::Trouble,
             "cluster_started"
             | "cluster_launched"
             | "cluster_restarted"
@@ -211,7 +266,9 @@ impl Tone {
             | "reshard_restarts_done"
             | "identify_budget_reset"
             | "host_joined"
-            | "leader_elected" => Tone::Progress,
+            | "leader_elected"
+            | "replacement_started"
+            | "cluster_replaced" => Tone::Progress,
             _ => Tone::Plain,
         }
     }
@@ -254,6 +311,26 @@ pub enum RestartVia {
 }
 
 impl LogEvent {
+    /// Where a replacement's last output lines go, which only the engine
+    /// has: the cluster, the replacement's pid and the list to fill.
+    pub fn replacement_output(&mut self) -> Option<(ClusterId, u32, &mut Vec<String>)> {
+        match self {
+            LogEvent::RollingRestartAborted {
+                id,
+                pid: Some(pid),
+                output,
+                ..
+            }
+            | LogEvent::ReshardAborted {
+                id,
+                pid: Some(pid),
+                output,
+                ..
+            } => Some((*id, *pid, output)),
+            _ => None,
+        }
+    }
+
     /// The entry as stored: the event's fields, `event` and `ts` (`at`).
     pub fn entry(&self, at: SystemTime) -> Map<String, Value> {
         let mut map = match serde_json::to_value(self) {
@@ -274,176 +351,4 @@ pub fn from_cluster(mut data: Map<String, Value>, at: SystemTime) -> Map<String,
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn entries_have_event_and_microsecond_ts() {
-        let e = LogEvent::PingFailure { id: 3 }.entry(SystemTime::now());
-        assert_eq!(e["event"], "ping_failure");
-        assert_eq!(e["id"], 3);
-        let ts = e["ts"].as_i64().expect("ts is a number");
-        // Microseconds since 1970 are 16 digits for the next few centuries.
-        assert!(ts > 1_600_000_000_000_000, "{ts}");
-    }
-
-    /// The stored JSON is what the original's readers and ours expect.
-    #[test]
-    fn events_serialise_as_the_original_shapes() {
-        let without_ts = |e: LogEvent| {
-            let mut m = e.entry(SystemTime::now());
-            m.remove("ts");
-            Value::Object(m)
-        };
-        assert_eq!(
-            without_ts(LogEvent::ClusterExited {
-                id: 2,
-                exit: ExitFields {
-                    code: None,
-                    signal: Some(9)
-                },
-                restart_in_ms: Some(3000),
-                quick_failures: None,
-            }),
-            json!({"event": "cluster_exited", "id": 2, "signal": 9, "restart_in_ms": 3000})
-        );
-        assert_eq!(
-            without_ts(LogEvent::ClusterStartFailed {
-                id: 1,
-                via: StartVia::PingCheck,
-                error: "e".into(),
-                restart_in_ms: None,
-            }),
-            json!({"event": "cluster_start_failed", "id": 1, "via": "ping_check", "error": "e"})
-        );
-        assert_eq!(
-            without_ts(LogEvent::ClusterRestartFailed {
-                id: 1,
-                via: RestartVia::Start,
-                error: "e".into(),
-                restart_in_ms: Some(3000),
-            }),
-            json!({"event": "cluster_restart_failed", "id": 1, "via": "start", "error": "e", "restart_in_ms": 3000})
-        );
-        assert_eq!(
-            without_ts(LogEvent::RollingRestartDone {}),
-            json!({"event": "rolling_restart_done"})
-        );
-        assert_eq!(
-            without_ts(LogEvent::OperatorAction {
-                host: None,
-                action: "stop",
-                via: "redis",
-                id: Some(99),
-                peer_pid: None,
-                peer_uid: None,
-                refused: Some("there is no cluster 99".into()),
-            }),
-            json!({"event": "operator_action", "action": "stop", "via": "redis", "id": 99, "refused": "there is no cluster 99"})
-        );
-    }
-
-    /// Every name `Tone` knows is an event the manager writes.
-    #[test]
-    fn tones_name_real_events() {
-        let id = 1;
-        let exit = ExitFields {
-            code: Some(1),
-            signal: None,
-        };
-        let error = String::new();
-        let events = [
-            LogEvent::PingFailure { id },
-            LogEvent::ClusterExited {
-                id,
-                exit,
-                restart_in_ms: None,
-                quick_failures: None,
-            },
-            LogEvent::ClusterFailed {
-                id,
-                quick_failures: 1,
-                error: error.clone(),
-            },
-            LogEvent::ClusterStartFailed {
-                id,
-                via: StartVia::Observe,
-                error: error.clone(),
-                restart_in_ms: None,
-            },
-            LogEvent::ClusterRestartFailed {
-                id,
-                via: RestartVia::Start,
-                error: error.clone(),
-                restart_in_ms: None,
-            },
-            LogEvent::ReshardFailed {
-                subsystem: "discord",
-                error: error.clone(),
-            },
-            LogEvent::LaunchTimeout { id, waited_secs: 1 },
-            LogEvent::RollingRestartTimeout { id, waited_secs: 1 },
-            LogEvent::ChannelStall {
-                waited_secs: 1,
-                error,
-            },
-            LogEvent::IdentifyBudgetLow {
-                remaining: 5,
-                reserve: 5,
-                resets_in_secs: 1,
-            },
-            LogEvent::HostLost {
-                host: "b".into(),
-                clusters: "3-5".into(),
-            },
-            LogEvent::IdentifyBudgetReset { remaining: 1 },
-            LogEvent::HostJoined {
-                host: "b".into(),
-                pid: 1,
-                clusters: "3-5".into(),
-            },
-            LogEvent::LeaderElected {
-                host: "a".into(),
-                epoch: 1,
-            },
-            LogEvent::ClusterStarted { id, pid: 1 },
-            LogEvent::ClusterLaunched { id },
-            LogEvent::ClusterRestarted { id, restarts: 1 },
-            LogEvent::AllClustersLaunched { clusters: 1 },
-            LogEvent::ChannelRecovered { stalled_secs: 1 },
-            LogEvent::ReshardSuccess {
-                subsystem: "cluster_map",
-                old_shards: 1,
-                new_shards: 2,
-                clusters: 1,
-                restarting: vec![],
-            },
-            LogEvent::RollingRestartDone {},
-            LogEvent::ReshardRestartsDone {},
-        ];
-        let (trouble, progress): (Vec<_>, Vec<_>) = events
-            .iter()
-            .map(|e| {
-                Tone::of(
-                    e.entry(SystemTime::now())["event"]
-                        .as_str()
-                        .unwrap_or_default(),
-                )
-            })
-            .partition(|t| *t == Tone::Trouble);
-        assert_eq!(trouble.len(), 11);
-        assert!(progress.iter().all(|t| *t == Tone::Progress));
-        assert_eq!(Tone::of("shards_launched"), Tone::Plain);
-    }
-
-    #[test]
-    fn cluster_entries_get_a_ts() {
-        let Value::Object(data) = json!({"event": "shards_launched", "cluster": 1, "ts": 5}) else {
-            unreachable!()
-        };
-        let e = from_cluster(data, SystemTime::now());
-        assert!(e["ts"].as_i64() > Some(5));
-        assert_eq!(e["cluster"], 1);
-    }
-}
+mod tests;

@@ -44,6 +44,12 @@ pub enum Action {
     Answered,
     /// `all_clusters_launched` went out (from this manager or another host).
     Announced,
+    /// A host of the fleet gave up its replacement of cluster `id` in the
+    /// leader's `start_first` rolling restart (see [`roll_aborted`]).
+    RollAborted {
+        id: ClusterId,
+        host: String,
+    },
 }
 
 /// An operation asked on one host of a fleet, for the host that carries
@@ -72,6 +78,9 @@ const FLEET_OP_ACTION: &str = "mewld_op";
 /// The action of a host's note that it answered a `command_id` on the
 /// asker's `reply_to`, where the fleet's other hosts do not listen.
 const ANSWERED_ACTION: &str = "mewld_answered";
+/// The action of a host's note that its replacement of a cluster failed,
+/// for the leader walking a `start_first` rolling restart.
+const ROLL_ABORTED_ACTION: &str = "mewld_roll_aborted";
 
 /// A cluster's answer to a diagnostic.
 #[derive(Debug, Clone, PartialEq)]
@@ -228,6 +237,13 @@ pub fn parse(payload: &[u8]) -> Result<Option<Request>, ParseError> {
             _ => return Ok(None),
         },
         ANSWERED_ACTION => Action::Answered,
+        ROLL_ABORTED_ACTION => Action::RollAborted {
+            id: id("mewld_roll_aborted")?,
+            host: match get_ci(&obj, "host") {
+                Some(Value::String(host)) => truncate(host, 64),
+                _ => String::new(),
+            },
+        },
         FLEET_OP_ACTION => {
             Action::FleetOp(fleet_op_of(&obj).map_err(|problem| ParseError::BadArgs {
                 action: FLEET_OP_ACTION,
@@ -434,6 +450,13 @@ pub fn echo(nonce: &str) -> String {
 /// `reply_to` they do not hear), so none answers it again.
 pub fn answered(command_id: &str) -> String {
     serde_json::json!({"scope": "launcher", "action": ANSWERED_ACTION, "command_id": command_id})
+        .to_string()
+}
+
+/// Tells the fleet's leader that `host` gave up its replacement of
+/// cluster `id`: the `start_first` rolling restart ends there.
+pub fn roll_aborted(id: ClusterId, host: &str) -> String {
+    serde_json::json!({"scope": "launcher", "action": ROLL_ABORTED_ACTION, "args": {"id": id}, "host": host})
         .to_string()
 }
 

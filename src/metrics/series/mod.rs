@@ -45,6 +45,7 @@ const ROUND_TRIP_BUCKETS: [f64; 12] = [
 pub(super) struct Series {
     clusters: Family<Labels, Gauge>,
     cluster_up: Family<Labels, Gauge>,
+    cluster_replacing: Family<Labels, Gauge>,
     restarts: Family<Labels, Counter>,
     ping_failures: Family<Labels, Counter>,
     diag_round_trip: Histogram,
@@ -83,6 +84,7 @@ impl Series {
         let s = Series {
             clusters: Family::default(),
             cluster_up: Family::default(),
+            cluster_replacing: Family::default(),
             restarts: Family::default(),
             ping_failures: Family::default(),
             diag_round_trip: Histogram::new(ROUND_TRIP_BUCKETS),
@@ -120,6 +122,11 @@ impl Series {
             "cluster_up",
             "1 while the cluster's process runs",
             self.cluster_up.clone(),
+        );
+        r.register(
+            "cluster_replacing",
+            "1 while a replacement starts beside the cluster's process (start_first)",
+            self.cluster_replacing.clone(),
         );
         r.register(
             "cluster_restarts",
@@ -277,6 +284,9 @@ impl Series {
             self.cluster_up
                 .get_or_create(&labels)
                 .set(i64::from(c.pid.is_some()));
+            self.cluster_replacing
+                .get_or_create(&labels)
+                .set(i64::from(c.replacing.is_some()));
             clusters_up.insert(labels);
             if self.counted.insert(c.id) {
                 self.count_from_zero(&cluster);
@@ -308,6 +318,7 @@ impl Series {
         // gone from the snapshot one by one, so a scrape never sees none.
         for gone in self.clusters_up.difference(&clusters_up) {
             self.cluster_up.remove(gone);
+            self.cluster_replacing.remove(gone);
         }
         for gone in self.shards.difference(&shards) {
             self.shard_up.remove(gone);

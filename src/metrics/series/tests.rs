@@ -257,6 +257,8 @@ fn healthy(shards: &[u32]) -> Snapshot {
             last_exit: None,
             start_error: None,
             host: None,
+            replacing: None,
+            retiring: None,
             health: Some(mewld_core::model::health::Health {
                 at: SystemTime::UNIX_EPOCH,
                 round_trip_ms: 3,
@@ -332,7 +334,34 @@ fn a_cluster_gone_after_a_reshard_leaves_no_series() {
     series.on_snapshot(&Snapshot::default());
     let text = text(&registry);
     assert!(!text.contains("mewld_cluster_up{"), "{text}");
+    assert!(!text.contains("mewld_cluster_replacing{"), "{text}");
     assert!(!text.contains("mewld_shard_up{"), "{text}");
+}
+
+/// A replacement starting beside the cluster's process (start_first): the
+/// cluster is up, and replacing.
+#[test]
+fn a_replacement_is_a_gauge_beside_cluster_up() {
+    let (mut series, registry) = Series::registered();
+    let mut s = healthy(&[0]);
+    s.clusters[0].replacing = Some(77);
+    series.on_snapshot(&s);
+    let shown = text(&registry);
+    assert!(
+        shown.contains("mewld_cluster_up{cluster=\"0\",name=\"Zeus\"} 1"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("mewld_cluster_replacing{cluster=\"0\",name=\"Zeus\"} 1"),
+        "{shown}"
+    );
+    s.clusters[0].replacing = None;
+    series.on_snapshot(&s);
+    let shown = text(&registry);
+    assert!(
+        shown.contains("mewld_cluster_replacing{cluster=\"0\",name=\"Zeus\"} 0"),
+        "{shown}"
+    );
 }
 
 #[test]

@@ -73,6 +73,13 @@ fn status_lines(app: &App, c: &ClusterView) -> Vec<Line<'static>> {
         )),
         Line::from(restarts_text(c)),
     ];
+    // A start_first overlap: the second process beside this one.
+    if let Some(new) = c.replacing {
+        lines.push(Line::from(format!("replacing: new pid {new} starting")));
+    }
+    if let Some(old) = c.retiring {
+        lines.push(Line::from(format!("pid {old} stopping beside it")));
+    }
     if let Some(error) = &c.start_error {
         let red = style(app, Style::default().fg(Color::Red));
         lines.push(Line::styled(format!("could not start: {error}"), red));

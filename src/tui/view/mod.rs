@@ -130,7 +130,8 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
     let phase = if s.exiting.is_some() {
         "stopping all".to_string()
     } else if let Some(r) = &s.rolling {
-        format!("rolling restart {}/{}", r.done, r.total)
+        let how = if r.start_first { ", start first" } else { "" };
+        format!("rolling restart {}/{}{how}", r.done, r.total)
     } else if s.resharding {
         "resharding".to_string()
     } else if s.fully_up {

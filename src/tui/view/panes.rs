@@ -31,6 +31,8 @@ pub(super) fn state_text(app: &App, c: &ClusterView) -> String {
                 at.duration_since(app.now).unwrap_or_default().as_secs()
             )
         }
+        // A replacement starts beside its process (start_first).
+        (ClusterState::Running, _) if c.replacing.is_some() => "running ↻".to_string(),
         (state, _) => state.as_str().to_string(),
     }
 }

@@ -12,7 +12,7 @@ mod raw;
 mod resolve;
 
 pub use host::HostArgs;
-pub use model::{Config, Ipc, LaunchPolicy, OAuth, RestartPolicy, Token, WebApi};
+pub use model::{Config, Ipc, LaunchPolicy, OAuth, RestartPolicy, RollingMode, Token, WebApi};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

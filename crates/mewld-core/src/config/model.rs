@@ -102,6 +102,27 @@ impl OAuth {
     }
 }
 
+/// How a rolling restart (and a reshard) replaces each cluster's process
+/// (docs/protocol.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RollingMode {
+    /// The original's: stop the old process, then start the new one.
+    #[default]
+    StopFirst,
+    /// Start the new process beside the old one, and stop the old one only
+    /// once the new one said `launch_next` (ext).
+    StartFirst,
+}
+
+impl RollingMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RollingMode::StopFirst => "stop_first",
+            RollingMode::StartFirst => "start_first",
+        }
+    }
+}
+
 /// The resolved, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -136,6 +157,10 @@ pub struct Config {
     pub restart: RestartPolicy,
     /// How long a rolling restart waits for each cluster's `launch_next`.
     pub rolling_restart_timeout: Duration,
+    /// Stop first (the original's) or start first (ext).
+    pub rolling_restart_mode: RollingMode,
+    /// How many clusters a rolling restart takes at a time (ext).
+    pub rolling_restart_parallel: u32,
     /// How long the launch waits for a cluster's `launch_next` before it
     /// starts the next one anyway.
     pub launch_timeout: Duration,

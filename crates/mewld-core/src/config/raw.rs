@@ -47,6 +47,8 @@ pub(super) struct RawConfig {
     pub(super) restart_max_failures: Option<u32>,
     pub(super) restart_stable_after: Option<u64>,
     pub(super) rolling_restart_timeout: Option<u64>,
+    pub(super) rolling_restart_mode: Option<String>,
+    pub(super) rolling_restart_parallel: Option<u32>,
     pub(super) launch_timeout: Option<u64>,
     pub(super) control_socket: Option<String>,
     pub(super) metrics_addr: Option<String>,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::raw::{line_of_key, line_of_text_after, RawConfig};
+use super::RollingMode;
 use super::{redis_url, Config, ConfigError, Ipc, LaunchPolicy, Overrides, RestartPolicy, Token};
 use crate::argv;
 use crate::cluster_map;
@@ -55,18 +56,11 @@ pub(super) fn resolve(
     let ipc = ipc(kind, redis, socket, ov, &at)?;
     let (channel, cluster_channels) = channels(&mut raw, &ipc, &at)?;
     let per_cluster = per_cluster(raw.per_cluster, ov, &at)?;
-    let Timings {
-        ping_interval,
-        ping_timeout,
-        cluster_start_next_delay,
-        stop_grace_period,
-        restart,
-        launch_timeout,
-        rolling_restart_timeout,
-    } = timings(&raw, &at)?;
+    let t = timings(&raw, &at)?;
     let (action_log_max_len, fixed_shard_count) = sizes(&raw, per_cluster, &at)?;
     let (metrics_addr, web_api) = http_servers(&mut raw, &ipc, &at)?;
     let (identify_queue, identify_margin, launch) = identify_and_launch(&mut raw, &at)?;
+    let (rolling_restart_mode, rolling_restart_parallel) = rolling(&mut raw, &at)?;
     let args = args_template(raw.args, &at)?;
     let bot_dir = bot_dir(
         raw.override_dir,
@@ -93,19 +87,21 @@ pub(super) fn resolve(
         cluster_channels,
         per_cluster,
         fixed_shard_count,
-        ping_interval,
-        ping_timeout,
-        cluster_start_next_delay,
+        ping_interval: t.ping_interval,
+        ping_timeout: t.ping_timeout,
+        cluster_start_next_delay: t.cluster_start_next_delay,
         minimum_safe_sessions_remaining: raw.minimum_safe_sessions_remaining.unwrap_or(5),
         experimental_features: raw.experimental_features.unwrap_or_default(),
         reshard_all: raw.reshard_all.unwrap_or(false),
         proxy: non_empty(raw.proxy).map(|p| p.trim_end_matches('/').to_string()),
         args,
         action_log_max_len,
-        stop_grace_period,
-        restart,
-        rolling_restart_timeout,
-        launch_timeout,
+        stop_grace_period: t.stop_grace_period,
+        restart: t.restart,
+        rolling_restart_timeout: t.rolling_restart_timeout,
+        rolling_restart_mode,
+        rolling_restart_parallel,
+        launch_timeout: t.launch_timeout,
         control_socket: control_socket(raw.control_socket, path),
         metrics_addr,
         web_api,
@@ -182,6 +178,28 @@ fn launch(
             "launch",
             format!("{other:?} is not a launch policy (sequential or concurrent)"),
         )),
+    }
+}
+
+/// `rolling_restart_mode` (`stop_first` by default, the original's) and
+/// `rolling_restart_parallel` (1 by default: one cluster at a time).
+fn rolling(raw: &mut RawConfig, at: &At) -> Result<(RollingMode, u32), ConfigError> {
+    let mode = match non_empty(raw.rolling_restart_mode.take()).as_deref() {
+        None | Some("stop_first") => RollingMode::StopFirst,
+        Some("start_first") => RollingMode::StartFirst,
+        Some(other) => {
+            return Err(at.err(
+                "rolling_restart_mode",
+                format!("{other:?} is not a rolling restart mode (stop_first or start_first)"),
+            ))
+        }
+    };
+    match raw.rolling_restart_parallel.unwrap_or(1) {
+        0 => Err(at.err(
+            "rolling_restart_parallel",
+            "must be at least 1 (clusters restarted at a time)".into(),
+        )),
+        k => Ok((mode, k)),
     }
 }
 

@@ -17,8 +17,14 @@ pub(crate) struct Cluster {
     /// The live process's pid, if any: set in Starting (once spawned),
     /// Running and Stopping.
     pub pid: Option<u32>,
-    /// Bumped on every spawn, so that late news of an old process is ignored.
+    /// The live process's generation: late news of another process (an
+    /// earlier one, or its `second`) is told apart by it.
     pub generation: u64,
+    /// The last generation handed out, to this cluster's process or its
+    /// second: each process of the cluster gets its own.
+    pub generations: u64,
+    /// Its second process, during a `start_first` overlap (at most one).
+    pub second: Option<Second>,
     pub started_at: Option<SystemTime>,
     /// Start again once the current process has exited, and why.
     pub restart_when_stopped: Option<RestartCause>,
@@ -46,6 +52,8 @@ impl Cluster {
             state: ClusterState::Pending,
             pid: None,
             generation: 0,
+            generations: 0,
+            second: None,
             started_at: None,
             restart_when_stopped: None,
             restarts: RestartCounts::default(),
@@ -59,8 +67,22 @@ impl Cluster {
         }
     }
 
+    /// Some process of it runs: its own, or a second one (see [`Second`]).
     pub fn is_alive(&self) -> bool {
-        self.pid.is_some()
+        self.pid.is_some() || self.second.is_some()
+    }
+
+    /// A generation no process of this cluster has had.
+    pub fn next_generation(&mut self) -> u64 {
+        self.generations += 1;
+        self.generations
+    }
+
+    /// The replacement starting beside its process, if one is.
+    pub fn replacement(&self) -> Option<&Second> {
+        self.second
+            .as_ref()
+            .filter(|s| matches!(s.role, Role::Replacement(_) | Role::Ready(_)))
     }
 
     /// Alive and meant to stay so (not being stopped).
@@ -84,8 +106,40 @@ impl Cluster {
             start_error: self.start_error.clone(),
             health: self.health.clone(),
             host: None,
+            replacing: self.replacement().and_then(|s| s.pid),
+            retiring: self
+                .second
+                .as_ref()
+                .filter(|s| matches!(s.role, Role::Retiring | Role::Abandoned))
+                .and_then(|s| s.pid),
         }
     }
+}
+
+/// A cluster's second process: the one deliberate exception to "one
+/// process per cluster" (docs/protocol.md §6, `start_first`). A cluster has
+/// at most one, and none of its other processes is started while it lives.
+#[derive(Debug)]
+pub(crate) struct Second {
+    pub generation: u64,
+    /// Set once spawned (its outcome comes back within the same drive).
+    pub pid: Option<u32>,
+    pub started_at: Option<SystemTime>,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The new process, started beside the cluster's, for this restart;
+    /// it has not said `launch_next` yet.
+    Replacement(RestartCause),
+    /// A replacement that said `launch_next`, held beside the cluster's
+    /// process until a start-first reshard's whole new map is up.
+    Ready(RestartCause),
+    /// The old process, being stopped: its replacement took over.
+    Retiring,
+    /// A replacement being stopped: given up, or its cluster stopped.
+    Abandoned,
 }
 
 /// Why a running cluster is being stopped and started again. Decides the

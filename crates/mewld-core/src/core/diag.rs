@@ -170,7 +170,13 @@ impl Core {
         if c.generation != ping.generation || !c.is_alive() || c.state == ClusterState::Stopping {
             return;
         }
+        let replacing = c.replacement().is_some();
         self.log(LogEvent::PingFailure { id: ping.cluster });
+        if replacing {
+            // Not restarted on top of its replacement: that one takes over
+            // or is given up, and the next round judges again.
+            return;
+        }
         self.stop(idx, Some(RestartCause::PingCheck));
     }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::cluster::RestartCause;
+use super::cluster::{RestartCause, Role};
 use super::{Command, Core, Now, Purpose, Timer};
 use crate::actlog::{ExitFields, LogEvent, RestartVia, StartVia};
 use crate::cluster_map::ClusterId;
@@ -47,6 +47,17 @@ impl Core {
             tracing::warn!(id, "launch_next from an unknown cluster; ignored");
             return;
         };
+        if let Some(second) = self.clusters[idx].replacement() {
+            // During an overlap, the replacement's (the old process said
+            // its own long ago); a held one said it already.
+            let (starting, spawned) = (matches!(second.role, Role::Replacement(_)), second.pid);
+            match (starting, spawned, self.plan.is_some()) {
+                (true, Some(_), true) => self.hold_ready(idx),
+                (true, Some(_), false) => self.replaced(idx),
+                _ => {}
+            }
+            return;
+        }
         let c = &mut self.clusters[idx];
         if c.state == ClusterState::Starting {
             c.state = ClusterState::Running;
@@ -84,18 +95,16 @@ impl Core {
     /// While a rolling restart is under way: true if it was waiting for
     /// `id`'s `launch_next`, and now goes on.
     pub(super) fn rolling_released(&mut self, id: ClusterId) -> bool {
-        let Some(rolling) = self.rolling.as_mut() else {
+        if self.rolling.is_none() {
             return false;
-        };
-        if rolling.current() == Some(id) {
-            // Released: its timeout no longer applies.
-            let old = rolling.step;
-            let step = rolling.release();
-            self.emit(Command::CancelTimer(Timer::RollingTimeout(old)));
-            self.set_timer(
-                Timer::RollingNext(step),
-                self.config.cluster_start_next_delay,
-            );
+        }
+        // A cluster whose replaced process still runs comes back once
+        // that one has exited.
+        let settled = self
+            .index(id)
+            .map_or(true, |idx| self.clusters[idx].second.is_none());
+        if settled {
+            self.rolling_came_back(id);
         }
         true
     }
@@ -140,10 +149,10 @@ impl Core {
     /// Asks the runner to start cluster `idx`; the outcome comes back as
     /// [`super::Input::Spawned`] and is handled for `purpose`.
     pub(super) fn spawn(&mut self, idx: usize, purpose: Purpose) {
-        let line =
-            crate::argv::command_line(&self.config, &self.clusters[idx].spec, self.shard_count);
+        let (spec, shard_count) = self.spec_for(idx);
+        let line = crate::argv::command_line(&self.config, spec, shard_count);
         let c = &mut self.clusters[idx];
-        c.generation += 1;
+        c.generation = c.next_generation();
         c.health = None;
         c.next_restart_at = None;
         c.restart_when_stopped = None;
@@ -155,6 +164,7 @@ impl Core {
             name,
             generation,
             line,
+            replaces: None,
         });
     }
 
@@ -166,6 +176,13 @@ impl Core {
         result: Result<u32, SpawnError>,
     ) {
         let Ok(idx) = self.index(id) else { return };
+        if self.clusters[idx]
+            .second
+            .as_ref()
+            .is_some_and(|s| s.generation == generation)
+        {
+            return self.on_second_spawned(now, idx, result);
+        }
         if self.clusters[idx].generation != generation {
             return;
         }
@@ -273,20 +290,49 @@ impl Core {
         }
     }
 
-    /// Stops cluster `idx` if it runs; `then` starts it again once it exited.
+    /// Stops cluster `idx` if it runs, its replacement too if one is
+    /// starting; `then` starts it again once every process has exited.
     pub(super) fn stop(&mut self, idx: usize, then: Option<RestartCause>) {
         let c = &mut self.clusters[idx];
-        if c.is_alive() {
-            c.state = ClusterState::Stopping;
-            c.restart_when_stopped = then;
+        if !c.is_alive() {
+            return;
+        }
+        c.state = ClusterState::Stopping;
+        c.restart_when_stopped = then;
+        if c.pid.is_some() {
             let (id, generation) = (c.spec.id, c.generation);
             self.emit(Command::Stop { id, generation });
+        }
+        self.abandon_replacement(idx);
+    }
+
+    /// A stopping cluster whose last process has exited is stopped, and
+    /// started again if that was asked.
+    pub(super) fn settle_stop(&mut self, idx: usize) {
+        let c = &self.clusters[idx];
+        if c.state != ClusterState::Stopping || c.is_alive() {
+            return;
+        }
+        let restart = c.restart_when_stopped.filter(|_| self.exiting.is_none());
+        self.clusters[idx].state = ClusterState::Stopped;
+        if self.left_the_map(idx) {
+            return;
+        }
+        if let Some(cause) = restart {
+            self.clusters[idx].restarts.count(cause.reason());
+            self.spawn(idx, Purpose::AfterStop(cause));
         }
     }
 
     pub(super) fn on_exit(&mut self, now: Now, id: ClusterId, generation: u64, exit: ExitInfo) {
         let Ok(idx) = self.index(id) else { return };
         let c = &mut self.clusters[idx];
+        if c.second
+            .as_ref()
+            .is_some_and(|s| s.generation == generation)
+        {
+            return self.on_second_exit(now, idx, exit);
+        }
         if c.generation != generation {
             return;
         }
@@ -301,15 +347,19 @@ impl Core {
         self.forget_pings(id);
         let status = ExitFields::from(exit);
         if self.clusters[idx].state == ClusterState::Stopping {
-            let restart = self.clusters[idx]
-                .restart_when_stopped
-                .filter(|_| self.exiting.is_none());
-            self.clusters[idx].state = ClusterState::Stopped;
             self.log(LogEvent::ClusterStopped { id, exit: status });
-            if let Some(cause) = restart {
-                self.clusters[idx].restarts.count(cause.reason());
-                self.spawn(idx, Purpose::AfterStop(cause));
-            }
+            // Once its second process (if any) has exited too.
+            self.settle_stop(idx);
+            return;
+        }
+        if self.promote_early(idx) {
+            // Not restarted on top of its replacement, which runs on.
+            self.log(LogEvent::ClusterExited {
+                id,
+                exit: status,
+                restart_in_ms: None,
+                quick_failures: None,
+            });
             return;
         }
         if self.exiting.is_some() {
@@ -330,6 +380,12 @@ impl Core {
             restart_in_ms: restart_in.map(millis),
             quick_failures: restart_in.map(|_| failures),
         });
+        if self.rolling_is_start_first() {
+            // Its new process failed: the roll stops at it (the crash
+            // rules restart it; there is no old process to keep).
+            let why = format!("its new process exited ({exit}) after the old one was gone");
+            self.rolling_target_failed(id, &why);
+        }
         if restart_in.is_none() {
             self.log(LogEvent::ClusterFailed {
                 id,
@@ -367,7 +423,7 @@ impl Core {
     /// Cluster `id` is left `failed`: a rolling restart or the launch that
     /// waited on it goes on.
     fn given_up(&mut self, id: ClusterId) {
-        self.rolling_target_failed(id);
+        self.rolling_target_failed(id, "it could not be started again");
         self.launch_moved_on(id);
     }
 
@@ -376,6 +432,10 @@ impl Core {
         let c = &mut self.clusters[idx];
         if c.state != ClusterState::Crashed || c.generation != generation || self.exiting.is_some()
         {
+            return;
+        }
+        if c.second.is_some() {
+            // Started once its second process has exited (`on_second_exit`).
             return;
         }
         c.restarts.count(RestartReason::Crash);

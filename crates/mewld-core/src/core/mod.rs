@@ -15,11 +15,14 @@ mod driver;
 mod fleet;
 mod lifecycle;
 mod ops;
+mod replacement;
+mod reshard;
 mod rolling;
+mod snapshot;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -30,7 +33,6 @@ use crate::cluster_map::{ClusterId, ClusterSpec};
 use crate::config::Config;
 use crate::health::Pings;
 use crate::launch::Launcher;
-use crate::model::state::{ClusterView, Snapshot};
 use crate::model::{CommandLine, ExitInfo, SpawnError};
 use crate::model::{Exit, Label, Operation, Refused, Via};
 use crate::model::{GatewayBot, SessionStartLimit};
@@ -109,6 +111,9 @@ pub enum Command {
         name: String,
         generation: u64,
         line: CommandLine,
+        /// A replacement (`start_first`): the pid of the process it
+        /// replaces, which the child gets as `MEWLD_REPLACES`.
+        replaces: Option<u32>,
     },
     /// SIGTERM, then SIGKILL after the grace period; the exit comes back
     /// as [`Input::Exited`].
@@ -159,8 +164,10 @@ pub enum Timer {
     RemoteLaunch(ClusterId),
     /// The rolling restart has waited long enough for this step's cluster.
     RollingTimeout(u64),
-    /// The rolling restart goes on to its next cluster.
+    /// The gap after a rolling restart's cluster is over: the next one.
     RollingNext(u64),
+    /// A replacement's time to say `launch_next` (`start_first`).
+    Replacement { id: ClusterId, generation: u64 },
 }
 
 /// Who asked for an operation and where its answer goes.
@@ -218,6 +225,11 @@ pub struct Core {
     ping_slot: usize,
     rolling: Option<Rolling>,
     resharding: bool,
+    /// A start-first reshard's new map, until committed or given up.
+    plan: Option<reshard::Plan>,
+    /// Clusters an aborted reshard dropped from the map, kept until their
+    /// process has exited.
+    leaving: BTreeSet<ClusterId>,
     exiting: Option<Exit>,
     started_at: SystemTime,
     sessions_remaining: Option<u32>,
@@ -266,6 +278,8 @@ impl Core {
             ping_slot: 0,
             rolling: None,
             resharding: false,
+            plan: None,
+            leaving: BTreeSet::new(),
             exiting: None,
             started_at: now.wall,
             sessions_remaining: session_limit.map(|l| l.remaining),
@@ -298,6 +312,18 @@ impl Core {
     /// The clusters this host runs.
     pub fn local_clusters(&self) -> usize {
         self.clusters.len()
+    }
+
+    /// How many processes this host may run at once: one per cluster,
+    /// plus the replacements a `start_first` roll overlaps them with.
+    pub fn process_slots(&self) -> usize {
+        let overlaps = match self.config.rolling_restart_mode {
+            crate::config::RollingMode::StartFirst => self.config.rolling_restart_parallel,
+            crate::config::RollingMode::StopFirst => 0,
+        };
+        // A start-first reshard holds a second process per changed cluster.
+        let seconds = self.clusters.iter().filter(|c| c.second.is_some()).count();
+        self.clusters.len() + usize::try_from(overlaps).unwrap_or(usize::MAX).max(seconds)
     }
 
     /// The shard count and the number of clusters of the whole map (every
@@ -361,10 +387,11 @@ impl Core {
             Timer::RemoteLaunch(id) => self.on_remote_launch_timeout(id),
             Timer::RollingTimeout(step) => self.on_rolling_timeout(step),
             Timer::RollingNext(step) => {
-                if self.rolling.as_ref().is_some_and(|r| r.step == step) {
+                if self.rolling.as_mut().is_some_and(|r| r.gap_over(step)) {
                     self.rolling_advance();
                 }
             }
+            Timer::Replacement { id, generation } => self.on_replacement_timeout(id, generation),
         }
     }
 
@@ -381,37 +408,6 @@ impl Core {
     pub fn finished(&self) -> Option<Exit> {
         self.exiting
             .filter(|_| self.clusters.iter().all(|c| !c.is_alive()))
-    }
-
-    pub fn snapshot(&self) -> Snapshot {
-        let host = self.fleet.as_ref().map(|f| f.me.name.clone());
-        let mut clusters: Vec<_> = self
-            .clusters
-            .iter()
-            .map(|c| ClusterView {
-                host: host.clone(),
-                ..c.view()
-            })
-            .collect();
-        if self.fleet.is_some() {
-            clusters.extend(self.remote_views());
-            clusters.sort_by_key(|c| c.id);
-        }
-        Snapshot {
-            shard_count: self.shard_count,
-            clusters,
-            fully_up: self.launcher.fully_up(),
-            transport_connected: self.transport_connected,
-            transport_retry_at: self.transport_retry_at,
-            started_at: Some(self.started_at),
-            sessions_remaining: self.sessions_remaining,
-            exiting: self.exiting,
-            rolling: self.rolling.as_ref().map(Rolling::view),
-            resharding: self.resharding,
-            // The runner adds the identify queue's, which runs beside the core.
-            identify: None,
-            fleet: self.fleet_summary(),
-        }
     }
 
     fn emit(&mut self, command: Command) {

@@ -28,6 +28,7 @@ impl Core {
             Action::FleetOp(op) => return self.on_fleet_op(now, op),
             Action::Answered => return self.on_answered(command_id),
             Action::Announced => return self.on_announced(),
+            Action::RollAborted { id, host } => return self.on_roll_aborted(id, &host),
             // In a fleet, only the leader answers for the whole fleet; the
             // others hold the question in case the leader is gone.
             Action::Statuses => return self.ask(Question::Statuses, to),
@@ -139,7 +140,7 @@ impl Core {
             // A step of the leader's rolling restart: restart it if it is up.
             if let Ok(idx) = self.index(id) {
                 if self.clusters[idx].is_up() && self.exiting.is_none() {
-                    self.stop(idx, Some(RestartCause::RollingRestart));
+                    self.rolling_step(idx);
                 }
             }
             return;
@@ -169,12 +170,13 @@ impl Core {
     /// clusters (a whole view each, health and all, is not needed).
     fn statuses(&self) -> Value {
         let local = self.clusters.iter().map(|c| {
+            let replacing = c.replacement().and_then(|s| s.pid);
             let entry = status_entry(&c.spec.name, &c.spec.shards, c.state, c.pid, c.started_at);
-            (c.spec.id.to_string(), entry)
+            (c.spec.id.to_string(), with_replacing(entry, replacing))
         });
         let remote = self.remote_views().into_iter().map(|c| {
             let entry = status_entry(&c.name, &c.shards, c.state, c.pid, c.started_at);
-            (c.id.to_string(), entry)
+            (c.id.to_string(), with_replacing(entry, c.replacing))
         });
         Value::Object(local.chain(remote).collect::<Map<String, Value>>())
     }
@@ -253,6 +255,7 @@ impl Core {
                     return Err(Refused::RestartNotRunning(self.label(idx)));
                 }
                 self.stop(idx, Some(RestartCause::Operator));
+                self.operator_took_over(id);
                 Ok(())
             }),
             Operation::Diagnose(id) => self.index(id).and_then(|idx| {
@@ -312,6 +315,7 @@ impl Core {
             ClusterState::Starting | ClusterState::Running => {
                 self.stop(idx, None);
                 self.launch_moved_on(id);
+                self.operator_took_over(id);
                 Ok(())
             }
             ClusterState::Stopping => {
@@ -346,6 +350,10 @@ impl Core {
         }
         if !self.launcher.fully_up() {
             return Err(Refused::NotFullyUp);
+        }
+        // A cluster has one second process at most (`start_first`).
+        if self.clusters.iter().any(|c| c.second.is_some()) || !self.leaving.is_empty() {
+            return Err(Refused::StillStopping);
         }
         Ok(())
     }
@@ -382,4 +390,13 @@ fn status_entry(
         "started_at": started_at.map(actlog::unix_secs).unwrap_or(0),
         "shard_list": shards,
     })
+}
+
+/// Ext (§6.1): the pid of the replacement starting beside the cluster's
+/// process, in its `statuses` entry.
+fn with_replacing(mut entry: Value, replacing: Option<u32>) -> Value {
+    if let Some(pid) = replacing {
+        entry["replacing"] = json!(pid);
+    }
+    entry
 }

@@ -1,173 +1,180 @@
-//! Restarting every cluster one at a time, and resharding, which is a
-//! rolling restart of the clusters whose shards changed plus a launch of
-//! the new ones (docs/protocol.md §5.1).
+//! Restarting every cluster in turn, `rolling_restart_parallel` at a
+//! time, stop-first or start-first (docs/protocol.md §6, §6.1); a reshard
+//! walks the same way (`reshard.rs`).
 
-use super::cluster::Cluster;
 use super::cluster::RestartCause;
 use super::{Command, Core, Timer};
 use crate::actlog::LogEvent;
-use crate::cluster_map::{self, ClusterId};
-use crate::model::GatewayBot;
-use crate::model::Refused;
+use crate::cluster_map::ClusterId;
+use crate::config::RollingMode;
 use crate::rolling::Rolling;
+
+/// Beyond `rolling_restart_timeout` and the grace period, how long the
+/// leader waits for word of another host's replacement: that host's own
+/// timer ends its turn first.
+const REMOTE_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Core {
     pub(super) fn begin_rolling(&mut self, order: Vec<ClusterId>, done_event: LogEvent) {
-        self.rolling = Some(Rolling::new(order, done_event));
+        let (parallel, mode) = (
+            self.config.rolling_restart_parallel,
+            self.config.rolling_restart_mode,
+        );
+        self.rolling = Some(Rolling::new(order, done_event, parallel, mode));
         self.rolling_advance();
     }
 
-    /// Restarts the rolling restart's next cluster, or ends it.
+    /// Fills the rolling restart's free slots with its next clusters, or
+    /// ends it once every cluster has had its turn.
     pub(super) fn rolling_advance(&mut self) {
         loop {
             let Some(rolling) = self.rolling.as_mut() else {
                 return;
             };
-            let Some(id) = rolling.advance() else {
-                let done = rolling.done_event.clone();
-                let restarted_any = rolling.view().total > 0;
-                self.rolling = None;
-                self.log(done);
-                self.resharding = false;
-                if self.launcher.any_left(self.turns()) {
-                    // A reshard added clusters: launch them; the launch
-                    // announces the bot up when the last one is.
-                    self.start_next();
-                } else if restarted_any {
-                    // Bots wait for this to know the whole bot is back.
-                    self.announce_all_launched();
-                }
+            if rolling.finished() {
+                return self.rolling_done();
+            }
+            let Some((id, step)) = rolling.next_turn() else {
                 return;
             };
-            let step = rolling.step;
-            if self.is_remote(id) {
-                // Another host's: its owner restarts it; wait for its
-                // launch_next as for one of ours.
-                if self.rolling_restart_remote(id) {
-                    self.set_timer(
-                        Timer::RollingTimeout(step),
-                        self.config.rolling_restart_timeout,
-                    );
-                    return;
+            if !self.begin_turn(id, step) {
+                // Skipped: its slot takes the next one at once.
+                if let Some(rolling) = self.rolling.as_mut() {
+                    rolling.drop_turn(id);
                 }
-                continue;
             }
-            let Ok(idx) = self.index(id) else { continue };
-            if !self.clusters[idx].is_up() {
-                // Stopped (or being stopped) or failed since the restart
-                // began: an operator's stop wins; leave it be.
-                continue;
-            }
-            let cause = if self.resharding {
-                RestartCause::Reshard
-            } else {
-                RestartCause::RollingRestart
-            };
-            self.stop(idx, Some(cause));
-            self.set_timer(
-                Timer::RollingTimeout(step),
-                self.config.rolling_restart_timeout,
-            );
-            return;
         }
+    }
+
+    /// Every cluster had its turn: log it, then launch what a reshard
+    /// added or announce the bot whole again.
+    fn rolling_done(&mut self) {
+        let Some(rolling) = self.rolling.take() else {
+            return;
+        };
+        let restarted_any = rolling.view().total > 0;
+        self.commit_reshard();
+        self.log(rolling.done_event);
+        self.resharding = false;
+        self.after_rolling(restarted_any);
+    }
+
+    /// The roll is over (done or aborted): launch what a reshard added, or
+    /// announce the bot whole again if any cluster was restarted.
+    pub(super) fn after_rolling(&mut self, restarted_any: bool) {
+        if self.launcher.any_left(self.turns()) {
+            // A reshard added clusters: launch them; the launch
+            // announces the bot up when the last one is.
+            self.start_next();
+        } else if restarted_any {
+            // Bots wait for this to know the whole bot is back.
+            self.announce_all_launched();
+        }
+    }
+
+    /// Starts cluster `id`'s turn (step `step`). False if there is nothing
+    /// to restart (not up, or another host's that is not up): skip it.
+    fn begin_turn(&mut self, id: ClusterId, step: u64) -> bool {
+        let start_first = self.config.rolling_restart_mode == RollingMode::StartFirst;
+        let timeout = self.config.rolling_restart_timeout;
+        if self.is_remote(id) {
+            // Another host's: its owner restarts it; wait for its
+            // launch_next as for one of ours. Starting first, the owner
+            // ends the turn itself when its replacement fails, after
+            // `rolling_restart_timeout`: this is the backstop for an owner
+            // that never says.
+            if !self.rolling_restart_remote(id) {
+                return false;
+            }
+            let margin = if start_first {
+                self.config.stop_grace_period + REMOTE_MARGIN
+            } else {
+                std::time::Duration::ZERO
+            };
+            self.set_timer(Timer::RollingTimeout(step), timeout + margin);
+            return true;
+        }
+        let Ok(idx) = self.index(id) else {
+            return false;
+        };
+        if self.start_added(idx, step) {
+            return true;
+        }
+        if !self.clusters[idx].is_up() {
+            // Stopped (or being stopped) or failed since the restart
+            // began: an operator's stop wins; leave it be.
+            return false;
+        }
+        let cause = if self.resharding {
+            RestartCause::Reshard
+        } else {
+            RestartCause::RollingRestart
+        };
+        if start_first && self.may_replace(idx) {
+            // Its own timer ends the turn (`on_replacement_timeout`).
+            self.replace(idx, cause);
+            return true;
+        }
+        self.stop(idx, Some(cause));
+        self.set_timer(Timer::RollingTimeout(step), timeout);
+        true
     }
 
     pub(super) fn on_rolling_timeout(&mut self, step: u64) {
-        let Some(rolling) = &self.rolling else { return };
-        if rolling.step != step {
+        let Some(id) = self.rolling.as_ref().and_then(|r| r.cluster_at(step)) else {
             return;
+        };
+        let waited_secs = self.config.rolling_restart_timeout.as_secs();
+        if self.rolling_is_start_first() {
+            // Another host's cluster, whose owner never said how its
+            // replacement did: nothing more is touched.
+            let reason = format!("no launch_next from its host within {waited_secs}s");
+            return self.abort_rolling(id, reason, None);
         }
-        if let Some(id) = rolling.current() {
-            self.log(LogEvent::RollingRestartTimeout {
-                id,
-                waited_secs: self.config.rolling_restart_timeout.as_secs(),
-            });
-        }
+        self.log(LogEvent::RollingRestartTimeout { id, waited_secs });
+        self.rolling_moved_on(id);
+    }
+
+    /// The rolling restart's turn of `id` ends without it coming back
+    /// (it cannot, or an operator took it over): the next one starts.
+    pub(super) fn rolling_moved_on(&mut self, id: ClusterId) {
+        let Some(step) = self.rolling.as_mut().and_then(|r| r.drop_turn(id)) else {
+            return;
+        };
+        self.emit(Command::CancelTimer(Timer::RollingTimeout(step)));
         self.rolling_advance();
     }
 
-    /// The rolling restart's current cluster cannot come back: move on.
-    pub(super) fn rolling_target_failed(&mut self, id: ClusterId) {
-        if let Some(rolling) = &self.rolling {
-            if rolling.current() == Some(id) {
-                self.emit(Command::CancelTimer(Timer::RollingTimeout(rolling.step)));
-                self.rolling_advance();
-            }
-        }
-    }
-
-    /// `reshard`: ask Discord again; the map is rebuilt when it answers.
-    pub(super) fn reshard(&mut self) -> Result<(), Refused> {
-        if !self.config.feature_enabled("reshard") {
-            return Err(Refused::ReshardDisabled);
-        }
-        if self.fleet.is_some() {
-            return Err(Refused::NotInFleet("resharding".into()));
-        }
-        self.may_restart_all()?;
-        self.resharding = true;
-        self.log(LogEvent::ReshardBegin {
-            subsystem: "reshard",
-            shards: self.shard_count,
-        });
-        self.emit(Command::FetchGateway);
-        Ok(())
-    }
-
-    pub(super) fn on_gateway_fetched(&mut self, result: Result<GatewayBot, String>) {
-        if self.exiting.is_some() || !self.resharding {
+    /// `id` came back in the rolling restart's turn: its slot waits out
+    /// `cluster_start_next_delay`, then takes the next cluster.
+    pub(super) fn rolling_came_back(&mut self, id: ClusterId) {
+        let Some((turn, gap)) = self.rolling.as_mut().and_then(|r| r.release(id)) else {
             return;
-        }
-        let gateway = match result {
-            Ok(g) => g,
-            Err(error) => {
-                self.resharding = false;
-                self.log(LogEvent::ReshardFailed {
-                    subsystem: "discord",
-                    error,
-                });
-                return;
-            }
         };
-        let new_count = self.config.fixed_shard_count.unwrap_or(gateway.shards);
-        let map = cluster_map::build(new_count, self.config.per_cluster, &self.config.names);
-        if map.len() < self.clusters.len() {
-            self.resharding = false;
-            self.log(LogEvent::ReshardFailed {
-                subsystem: "cluster_map",
-                error: format!(
-                    "refusing to shrink from {} to {} clusters",
-                    self.clusters.len(),
-                    map.len()
-                ),
-            });
+        // Released: its timeout no longer applies.
+        self.emit(Command::CancelTimer(Timer::RollingTimeout(turn)));
+        self.set_timer(
+            Timer::RollingNext(gap),
+            self.config.cluster_start_next_delay,
+        );
+    }
+
+    /// The rolling restart's current cluster cannot come back: a
+    /// `start_first` roll ends here, a `stop_first` one moves on.
+    pub(super) fn rolling_target_failed(&mut self, id: ClusterId, why: &str) {
+        if !self.rolling.as_ref().is_some_and(|r| r.is_current(id)) {
             return;
         }
-        let old_count = self.shard_count;
-        let mut restart = Vec::new();
-        for spec in map {
-            match self.clusters.iter_mut().find(|c| c.spec.id == spec.id) {
-                Some(c) => {
-                    if (c.spec.shards != spec.shards || self.config.reshard_all) && c.is_alive() {
-                        restart.push(spec.id);
-                    }
-                    c.spec = spec;
-                }
-                None => self.clusters.push(Cluster::new(spec)),
-            }
+        if self.rolling_is_start_first() {
+            self.abort_rolling(id, why.to_string(), None);
+        } else {
+            self.rolling_moved_on(id);
         }
-        self.shard_count = new_count;
-        if self.launcher.any_left(self.turns()) {
-            // all_clusters_launched is announced again once the new ones are up.
-            self.launcher.set_fully_up(false);
-        }
-        self.log(LogEvent::ReshardSuccess {
-            subsystem: "cluster_map",
-            old_shards: old_count,
-            new_shards: new_count,
-            clusters: self.clusters.len(),
-            restarting: restart.clone(),
-        });
-        self.begin_rolling(restart, LogEvent::ReshardRestartsDone {});
+    }
+
+    pub(super) fn rolling_is_start_first(&self) -> bool {
+        self.rolling
+            .as_ref()
+            .is_some_and(|r| r.mode == RollingMode::StartFirst)
     }
 }

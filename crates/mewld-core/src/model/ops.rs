@@ -250,6 +250,10 @@ pub enum Refused {
     ReshardUnderWay,
     #[error("not every cluster has launched yet; wait until the bot is fully up")]
     NotFullyUp,
+    #[error(
+        "processes of the last rolling restart are still being stopped; try again in a moment"
+    )]
+    StillStopping,
     #[error("{label} runs on host {host}; its own manager answers for it")]
     OnAnotherHost { label: Label, host: String },
     #[error("{0} is on a host that stopped heartbeating; nothing can reach it")]

@@ -77,6 +77,15 @@ pub struct ClusterView {
     /// In a fleet: the name of the host that runs it.
     #[serde(default)]
     pub host: Option<String>,
+    /// During a `start_first` rolling restart (ext): the pid of the
+    /// replacement started beside `pid`, which has not said `launch_next`
+    /// yet. `pid` is still the cluster's process.
+    #[serde(default)]
+    pub replacing: Option<u32>,
+    /// A second process of this cluster being stopped beside `pid` (ext):
+    /// the one its replacement took over from, or a replacement given up.
+    #[serde(default)]
+    pub retiring: Option<u32>,
 }
 
 impl ClusterView {
@@ -97,6 +106,8 @@ impl ClusterView {
             start_error: None,
             health: None,
             host: None,
+            replacing: None,
+            retiring: None,
         }
     }
 }
@@ -106,8 +117,16 @@ impl ClusterView {
 pub struct RollingView {
     pub done: usize,
     pub total: usize,
-    /// The cluster being restarted now.
+    /// The cluster being restarted now (the first, with several at a time).
     pub current: Option<ClusterId>,
+    /// Every cluster being restarted now, in id order (ext:
+    /// `rolling_restart_parallel`).
+    #[serde(default)]
+    pub under_way: Vec<ClusterId>,
+    /// New processes start beside the old ones (`rolling_restart_mode:
+    /// start_first`).
+    #[serde(default)]
+    pub start_first: bool,
 }
 
 /// The whole engine as faces see it, replaced on every change.

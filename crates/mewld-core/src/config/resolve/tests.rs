@@ -60,6 +60,43 @@ fn defaults_follow_the_protocol() {
 }
 
 #[test]
+fn rolling_restart_mode_and_parallel() {
+    let c = parse_ok(MIN, &ov()).config;
+    assert_eq!(
+        c.rolling_restart_mode,
+        RollingMode::StopFirst,
+        "the original's"
+    );
+    assert_eq!(c.rolling_restart_parallel, 1);
+    let text = format!("{MIN}rolling_restart_mode: start_first\nrolling_restart_parallel: 3\n");
+    let c = parse_ok(&text, &ov()).config;
+    assert_eq!(c.rolling_restart_mode, RollingMode::StartFirst);
+    assert_eq!(c.rolling_restart_parallel, 3);
+    for (text, key, says) in [
+        (
+            "rolling_restart_mode: new_first\n",
+            "rolling_restart_mode",
+            "stop_first or start_first",
+        ),
+        (
+            "rolling_restart_parallel: 0\n",
+            "rolling_restart_parallel",
+            "at least 1",
+        ),
+        (
+            "rolling_restart_parallel: -2\n",
+            "rolling_restart_parallel",
+            "expected u32",
+        ),
+    ] {
+        let e = parse_err(&format!("{MIN}{text}"));
+        assert_eq!(e.key.as_deref(), Some(key), "{e}");
+        assert!(e.to_string().contains(says), "{e}");
+        assert!(e.line.is_some(), "{e}");
+    }
+}
+
+#[test]
 fn launch_policy_and_identify_queue() {
     let c = parse_ok(MIN, &ov()).config;
     assert_eq!(c.launch, LaunchPolicy::Sequential, "the original's");

@@ -4,8 +4,9 @@
 use std::collections::BTreeSet;
 
 use super::Remote;
+use crate::actlog::LogEvent;
 use crate::cluster_map::ClusterId;
-use crate::core::{Asker, Core};
+use crate::core::{Asker, Command, Core, Timer};
 use crate::model::{Label, Operation, Refused};
 use crate::protocol::{self, FleetOp};
 
@@ -90,5 +91,31 @@ impl Core {
             id,
             name: remote.spec.name.clone(),
         }))
+    }
+
+    /// `host` gave up its replacement of cluster `id` (and logged why): the
+    /// leader's `start_first` rolling restart stops walking there.
+    /// Replacements already under way on other hosts finish on their own.
+    pub(in crate::core) fn on_roll_aborted(&mut self, id: ClusterId, host: &str) {
+        let current = self.rolling.as_ref().is_some_and(|r| r.is_current(id));
+        if !current || !self.rolling_is_start_first() || !self.is_remote(id) {
+            return;
+        }
+        let Some(rolling) = self.rolling.take() else {
+            return;
+        };
+        for step in rolling.steps() {
+            self.emit(Command::CancelTimer(Timer::RollingTimeout(step)));
+            self.emit(Command::CancelTimer(Timer::RollingNext(step)));
+        }
+        let view = rolling.view();
+        self.log(LogEvent::RollingRestartStopped {
+            done: view.done,
+            total: view.total,
+            reason: Some(format!(
+                "the replacement of cluster {id} failed on host {host} (its rolling_restart_aborted says why)"
+            )),
+        });
+        self.after_rolling(view.done > 0);
     }
 }

@@ -116,6 +116,7 @@ impl Core {
             self.log(LogEvent::RollingRestartStopped {
                 done: view.done,
                 total: view.total,
+                reason: None,
             });
         }
     }

@@ -43,7 +43,7 @@ impl Core {
             }
         }
         for id in now_lost {
-            self.rolling_target_failed(id);
+            self.rolling_target_failed(id, "its host stopped heartbeating");
         }
     }
 

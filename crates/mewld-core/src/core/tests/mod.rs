@@ -34,6 +34,7 @@ mod lifecycle;
 mod ops;
 mod restarts;
 mod rolling;
+mod start_first;
 
 struct Sim {
     core: Core,
@@ -285,8 +286,35 @@ impl Sim {
         });
     }
 
+    /// The second process of `id` (a replacement, or the process one
+    /// replaced) ends with `code`.
+    fn exit_second(&mut self, id: ClusterId, code: i32) {
+        let second = self.cluster(id).second.as_ref();
+        let generation = second.map(|s| s.generation).expect("a second process");
+        self.input(Input::Exited {
+            id,
+            generation,
+            exit: ExitInfo {
+                code: Some(code),
+                signal: None,
+            },
+        });
+    }
+
+    /// The spawns since the mark: cluster and the pid it replaces.
+    fn spawns(&self) -> Vec<(ClusterId, Option<u32>)> {
+        self.since_mark()
+            .iter()
+            .filter_map(|c| match c {
+                Command::Spawn { id, replaces, .. } => Some((*id, *replaces)),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn cluster(&self, id: ClusterId) -> &super::cluster::Cluster {
-        &self.core.clusters[id as usize]
+        let found = self.core.clusters.iter().find(|c| c.spec.id == id);
+        found.unwrap_or_else(|| panic!("no cluster {id} on this host"))
     }
 
     fn state(&self, id: ClusterId) -> ClusterState {
