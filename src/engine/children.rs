@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
 
 use super::process::{self, ProcHandle};
-use super::runner::Message;
+use super::Message;
 use crate::config::{Config, Ipc};
 use mewld_core::actlog::LogEvent;
 use mewld_core::cluster_map::ClusterId;

@@ -19,9 +19,9 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::config::Config;
-use mewld_core::cluster_map::ClusterSpec;
+use mewld_core::cluster_map::{ClusterId, ClusterSpec};
 use mewld_core::model::state::Snapshot;
-use mewld_core::model::{Event, Operation, Refused, SessionStartLimit, Via};
+use mewld_core::model::{Event, ExitInfo, GatewayBot, Operation, Refused, SessionStartLimit, Via};
 
 /// What the engine needs to run: the resolved config and the cluster map.
 pub struct Setup {
@@ -66,6 +66,17 @@ pub enum FaceRequest {
     /// Answered by the engine's loop itself: proof that it turns (for the
     /// systemd watchdog), and, once answered, the snapshot is current.
     Alive(oneshot::Sender<()>),
+}
+
+/// What reaches the engine's inbox from its processes (`children.rs`) and
+/// its own tasks.
+enum Message {
+    Exited {
+        id: ClusterId,
+        generation: u64,
+        exit: ExitInfo,
+    },
+    GatewayFetched(Result<GatewayBot, String>),
 }
 
 /// A face's end of the engine. Cheap to clone.

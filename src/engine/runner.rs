@@ -13,18 +13,17 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_util::time::{delay_queue, DelayQueue};
 
 use super::children::Children;
-use super::{EngineHandle, FaceRequest, Setup};
+use super::{EngineHandle, FaceRequest, Message, Setup};
 use crate::config::Config;
 use crate::discord;
 use crate::fd_budget;
 use crate::identify;
 use crate::transport::{Transport, TransportEvent};
 use mewld_core::actlog::{self, LogEvent};
-use mewld_core::cluster_map::ClusterId;
 use mewld_core::core::{drive, Command, Core, Driver, Input, Now, Timer};
 use mewld_core::identify::Notice;
 use mewld_core::model::state::Snapshot;
-use mewld_core::model::{Event, Exit, ExitInfo, GatewayBot, Refused};
+use mewld_core::model::{Event, Exit, Refused};
 use mewld_core::protocol;
 
 /// How long the last acks and log entries get to reach Redis at exit.
@@ -39,16 +38,6 @@ const SNAPSHOT_EVERY: Duration = Duration::from_millis(100);
 const EVENT_BUFFER: usize = 8192;
 /// Operations and history reads from faces waiting for the engine.
 const REQUEST_QUEUE: usize = 256;
-
-/// What reaches the engine's inbox from faces, processes and tasks.
-pub(super) enum Message {
-    Exited {
-        id: ClusterId,
-        generation: u64,
-        exit: ExitInfo,
-    },
-    GatewayFetched(Result<GatewayBot, String>),
-}
 
 pub struct Engine {
     core: Core,
