@@ -5,10 +5,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::{Arc, Mutex};
 
 use common::*;
 use serde_json::Value;
@@ -184,21 +182,7 @@ fn rolling_restart_wait_follows_the_roll_and_logs_follow_sees_new_entries() {
     let before = f.bot.pids();
 
     // logs -f, left running: it prints what comes.
-    let mut follow = Command::new(MEWLD)
-        .args(["logs", "-f", "-n", "0", "--config"])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mewld logs -f");
-    let followed = Arc::new(Mutex::new(Vec::<String>::new()));
-    let sink = followed.clone();
-    let stdout = follow.stdout.take().expect("piped");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            sink.lock().expect("lock").push(line);
-        }
-    });
+    let follow = LogsFollower::start(&config);
 
     let (out, _) = expect(&config, &["rolling-restart", "--wait"], 0);
     assert!(out.contains("rolling_restart_done"), "{out}");
@@ -207,15 +191,7 @@ fn rolling_restart_wait_follows_the_roll_and_logs_follow_sees_new_entries() {
     assert_eq!(after.len(), before.len() * 2, "every cluster started anew");
     assert_eq!(operator_actions(&f, "rollingrestart")[0]["via"], "cli");
 
-    wait_for("logs -f to print the roll", DEADLINE, || {
-        let lines = followed.lock().expect("lock");
-        lines
-            .iter()
-            .any(|l| l.contains("rolling_restart_done"))
-            .then_some(())
-    });
-    let _ = follow.kill();
-    let _ = follow.wait();
+    follow.wait_for_line("logs -f to print the roll", "rolling_restart_done");
 }
 
 #[test]

@@ -411,7 +411,9 @@ fn publishing_cors_and_the_dashboards_redirect() {
     let token = w.login("good");
     let session = [("X-Session", token.as_str())];
 
-    // A publish reaches a subscriber once, and is in the action log.
+    // A publish reaches a subscriber once, and is in the action log and
+    // shown at once to who follows the engine.
+    let follow = LogsFollower::start(&w.manager.config_path);
     let message = json!({"scope": "bot", "action": "from_the_dashboard", "n": 7});
     let answer = w.ask(
         "POST",
@@ -433,6 +435,7 @@ fn publishing_cors_and_the_dashboards_redirect() {
         (json!("web"), json!(ALLOWED)),
         "{entry}"
     );
+    follow.wait_for_line("logs -f to show the publish", ALLOWED);
 
     // Too large a body is refused, and nothing is published.
     let before = w.f.listener.len();

@@ -132,6 +132,13 @@ impl EngineHandle {
         self.requests.send(FaceRequest::Alive(tx)).await.is_ok() && rx.await.is_ok()
     }
 
+    /// Shows every face an action-log entry this process stored itself
+    /// (the web API's publishes), as the engine's own entries are shown.
+    pub fn tell(&self, event: Event) {
+        // Nobody listening is not an error.
+        let _ = self.events.send(event);
+    }
+
     pub fn events(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }

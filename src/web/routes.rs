@@ -15,7 +15,7 @@ use super::shapes::{ClusterHealth, InstanceList};
 use super::{json, text, Followed, Query, Resp, Settings, Shared};
 use mewld_core::actlog::LogEvent;
 use mewld_core::model::state::ClusterState;
-use mewld_core::model::Via;
+use mewld_core::model::{Event, Via};
 
 /// Largest message `POST /redis/pub` publishes.
 pub(super) const PUBLISH_MAX: usize = 1024 * 1024;
@@ -172,10 +172,11 @@ pub(super) async fn publish(
     .entry(SystemTime::now());
     entry.insert("user".into(), Value::from(user));
     entry.insert("bytes".into(), Value::from(payload.len()));
-    let entry = Value::Object(entry).to_string();
-    match shared.store.publish(payload, &entry).await {
+    let stored = Value::Object(entry.clone()).to_string();
+    match shared.store.publish(payload, &stored).await {
         Ok(()) => {
-            tracing::info!(target: "mewld::actlog", "{entry}");
+            tracing::info!(target: "mewld::actlog", "{stored}");
+            engine.handle.tell(Event::ActionLog(entry));
             text(StatusCode::OK, "")
         }
         Err(e) => {

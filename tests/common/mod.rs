@@ -8,6 +8,7 @@ mod ask;
 mod bot;
 mod discord;
 mod fixture;
+mod follow;
 mod manager;
 mod metrics;
 mod net;
@@ -22,6 +23,6 @@ mod wait;
 // module's items would otherwise be told that its re-export is unused.
 #[allow(unused_imports)]
 pub use self::{
-    ask::*, bot::*, discord::*, fixture::*, manager::*, metrics::*, net::*, process::*, ready::*,
-    redis::*, socket::*, wait::*,
+    ask::*, bot::*, discord::*, fixture::*, follow::*, manager::*, metrics::*, net::*, process::*,
+    ready::*, redis::*, socket::*, wait::*,
 };
