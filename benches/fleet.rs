@@ -29,19 +29,7 @@ fn run(hosts: u32, clusters: u32) {
     let env = [("PER_CLUSTER", "1"), ("FAKEBOT_LAUNCH_DELAY_MS", "0")];
     let started = Instant::now();
     let mut managers: Vec<Manager> = (0..hosts)
-        .map(|i| {
-            let (index, count, name) = (i.to_string(), hosts.to_string(), format!("h{i}"));
-            let args = [
-                "--daemon",
-                "--host-name",
-                &name,
-                "--host-index",
-                &index,
-                "--host-count",
-                &count,
-            ];
-            Manager::start_with(&config, &args, Some(&f.redis), &f.bot, &env)
-        })
+        .map(|i| f.fleet_host(&config, &format!("h{i}"), i, hosts, &env))
         .collect();
     managers[0].wait_launched_within(&f.listener, Duration::from_secs(900));
     let launch = started.elapsed();

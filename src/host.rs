@@ -12,6 +12,7 @@ use mewld_core::config::HostArgs;
 use mewld_core::fleet::per_host::{socket_index, HostSlot};
 use mewld_core::fleet::slice::SliceSpec;
 use mewld_core::fleet::Membership;
+use tokio::net::TcpListener;
 
 use crate::config::Config;
 use crate::control::server::{Control, Serving};
@@ -276,9 +277,11 @@ pub struct Listeners {
 impl Listeners {
     pub async fn bind(config: &Config) -> Result<Listeners> {
         let phase = PhaseCell::default();
+        // Bound before anything starts, so a taken port is a start-up error
+        // (`not_bound` says which key and how the address was made).
         let metrics = match config.metrics_addr {
             Some(addr) => {
-                let listener = metrics::bind(addr).await;
+                let listener = TcpListener::bind(addr).await;
                 Some(metrics::serve(
                     listener.map_err(|e| not_bound(config, "metrics_addr", addr, &e))?,
                     phase.clone(),
@@ -297,7 +300,7 @@ impl Listeners {
         let web = match web::Settings::of(config) {
             Some(settings) => {
                 let addr = settings.api.addr;
-                let listener = web::bind(addr)
+                let listener = TcpListener::bind(addr)
                     .await
                     .map_err(|e| not_bound(config, "web_api", addr, &e))?;
                 let web = web::serve(listener, settings, phase.clone())

@@ -269,6 +269,28 @@ fn peer_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Serves `listener` in a task of its own, until the process ends: each
+/// connection one request answered by `handle` ([`serve_hyper`], closed
+/// after `deadline`), within `limits` ([`accept`]).
+pub fn spawn_hyper<F, Fut>(
+    listener: TcpListener,
+    what: &'static str,
+    limits: Limits,
+    deadline: Duration,
+    handle: F,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    tokio::spawn(accept(listener, what, limits, move |stream, slot| {
+        let served = serve_hyper(stream, deadline, handle.clone());
+        async move {
+            served.await;
+            drop(slot);
+        }
+    }));
+}
+
 /// Serves one HTTP/1 request on `stream` with hyper, closing it after
 /// `deadline` whatever it is doing. One request a connection: a connection
 /// is then as old as its request, which is what [`Pool`] goes by.

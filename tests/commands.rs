@@ -227,20 +227,8 @@ fn commands_reach_a_whole_fleet_through_its_redis() {
     let (_, said) = expect(&config, &["attach", "--redis"], 2);
     assert!(said.contains("no host of this fleet is running"), "{said}");
 
-    let host = |name: &str, index: &str| {
-        let args = [
-            "--daemon",
-            "--host-name",
-            name,
-            "--host-index",
-            index,
-            "--host-count",
-            "2",
-        ];
-        Manager::start_with(&config_text, &args, Some(&f.redis), &f.bot, &[])
-    };
-    let mut a = host("a", "0");
-    let _b = host("b", "1");
+    let mut a = f.fleet_host(&config_text, "a", 0, 2, &[]);
+    let _b = f.fleet_host(&config_text, "b", 1, 2, &[]);
     a.wait_launched(&f.listener);
 
     let fleet_status = || {

@@ -17,12 +17,6 @@ fn host(f: &Fixture, config: &str, name: &str, slice: &[&str]) -> Manager {
     Manager::start_with(config, &args, Some(&f.redis), &f.bot, &[])
 }
 
-/// Host `index` of `count`.
-fn nth(f: &Fixture, config: &str, name: &str, index: u32, count: u32) -> Manager {
-    let (i, n) = (index.to_string(), count.to_string());
-    host(f, config, name, &["--host-index", &i, "--host-count", &n])
-}
-
 /// The fake bot processes of cluster `id` recorded so far, oldest first.
 fn pids_of(f: &Fixture, id: u64) -> Vec<u64> {
     f.bot
@@ -46,13 +40,13 @@ fn two_hosts_launch_in_one_order_and_answer_once() {
     let f = Fixture::new("fleet-order", vec![Answer::gateway(8, 900, 0)]);
     let config = f.config("");
     // Host b first: its clusters (2, 3) must still wait for a's (0, 1).
-    let mut b = nth(&f, &config, "b", 1, 2);
+    let mut b = f.fleet_host(&config, "b", 1, 2, &[]);
     thread::sleep(Duration::from_millis(1500));
     assert!(
         f.bot.records().is_empty(),
         "host b started a cluster before cluster 0 and 1 launched"
     );
-    let a = nth(&f, &config, "a", 0, 2);
+    let a = f.fleet_host(&config, "a", 0, 2, &[]);
     b.wait_launched(&f.listener);
 
     // One order over both hosts: each cluster started after the one before
@@ -118,7 +112,7 @@ fn a_killed_host_is_lost_and_comes_back() {
     let mut hosts: Vec<Manager> = ["a", "b", "c"]
         .iter()
         .enumerate()
-        .map(|(i, name)| nth(&f, &config, name, i as u32, 3))
+        .map(|(i, name)| f.fleet_host(&config, name, i as u32, 3, &[]))
         .collect();
     hosts[0].wait_launched(&f.listener);
     let leader = wait_for("a leader", DEADLINE, || {
@@ -163,7 +157,7 @@ fn a_killed_host_is_lost_and_comes_back() {
     );
 
     // The same host, started again, takes its clusters back.
-    hosts[index] = nth(&f, &config, leader.as_str(), index as u32, 3);
+    hosts[index] = f.fleet_host(&config, leader.as_str(), index as u32, 3, &[]);
     statuses_when(&f, "the host's clusters running again", |s| {
         (0..6).all(|id| status_of(s, id) == "running")
     });
@@ -180,7 +174,7 @@ fn a_killed_host_is_lost_and_comes_back() {
 fn a_second_manager_for_the_same_clusters_refuses_to_start() {
     let f = Fixture::new("fleet-claim", vec![Answer::gateway(8, 900, 0)]);
     let config = f.config("");
-    let a = nth(&f, &config, "a", 0, 2);
+    let a = f.fleet_host(&config, "a", 0, 2, &[]);
     wait_for("host a's clusters to launch", DEADLINE, || {
         (f.bot.launches().len() == 2).then_some(())
     });
@@ -198,8 +192,8 @@ fn a_second_manager_for_the_same_clusters_refuses_to_start() {
 fn shutdown_over_redis_stops_every_host() {
     let f = Fixture::new("fleet-shutdown", vec![Answer::gateway(8, 900, 0)]);
     let config = f.config("");
-    let mut a = nth(&f, &config, "a", 0, 2);
-    let mut b = nth(&f, &config, "b", 1, 2);
+    let mut a = f.fleet_host(&config, "a", 0, 2, &[]);
+    let mut b = f.fleet_host(&config, "b", 1, 2, &[]);
     a.wait_launched(&f.listener);
     let pids = f.bot.pids();
     let answers = ask_all(&f, "shutdown", json!({}));
@@ -213,8 +207,8 @@ fn shutdown_over_redis_stops_every_host() {
 fn a_rolling_restart_walks_the_fleet_in_id_order() {
     let f = Fixture::new("fleet-rolling", vec![Answer::gateway(8, 900, 0)]);
     let config = f.config("");
-    let mut a = nth(&f, &config, "a", 0, 2);
-    let _b = nth(&f, &config, "b", 1, 2);
+    let mut a = f.fleet_host(&config, "a", 0, 2, &[]);
+    let _b = f.fleet_host(&config, "b", 1, 2, &[]);
     a.wait_launched(&f.listener);
     statuses_when(&f, "every cluster running in statuses", |s| {
         (0..4).all(|id| status_of(s, id) == "running")
@@ -258,8 +252,8 @@ fn a_rolling_restart_walks_the_fleet_in_id_order() {
 fn the_fleet_console_sees_every_host_and_hands_operations_over() {
     let f = Fixture::new("fleet-attach", vec![Answer::gateway(8, 900, 0)]);
     let config = f.config("");
-    let mut a = nth(&f, &config, "a", 0, 2);
-    let mut b = nth(&f, &config, "b", 1, 2);
+    let mut a = f.fleet_host(&config, "a", 0, 2, &[]);
+    let mut b = f.fleet_host(&config, "b", 1, 2, &[]);
     a.wait_launched(&f.listener);
 
     // Attached through Redis alone, with the same config, from elsewhere.
@@ -327,8 +321,8 @@ fn hosts_share_the_identify_buckets_and_the_session_budget() {
     let config = f
         .config("identify_queue: 127.0.0.1:0\nlaunch: concurrent\nper_cluster: 4\n")
         .replace("per_cluster: 2\n", "");
-    let mut a = nth(&f, &config, "a", 0, 2);
-    let _b = nth(&f, &config, "b", 1, 2);
+    let mut a = f.fleet_host(&config, "a", 0, 2, &[]);
+    let _b = f.fleet_host(&config, "b", 1, 2, &[]);
     a.wait_launched(&f.listener);
     let grants = f.bot.grants();
     let mut shards: Vec<u64> = grants.iter().filter_map(|g| g["shard"].as_u64()).collect();
@@ -369,7 +363,10 @@ fn a_paused_leader_is_replaced_and_stays_silent_when_it_wakes() {
     use nix::sys::signal::Signal::{SIGCONT, SIGSTOP};
     let f = Fixture::new("fleet-pause", vec![Answer::gateway(8, 900, 0)]);
     let config = f.config("");
-    let mut hosts = [nth(&f, &config, "a", 0, 2), nth(&f, &config, "b", 1, 2)];
+    let mut hosts = [
+        f.fleet_host(&config, "a", 0, 2, &[]),
+        f.fleet_host(&config, "b", 1, 2, &[]),
+    ];
     hosts[0].wait_launched(&f.listener);
     statuses_when(&f, "every cluster running", |s| {
         (0..4).all(|id| status_of(s, id) == "running")
@@ -409,8 +406,8 @@ fn a_paused_leader_is_replaced_and_stays_silent_when_it_wakes() {
 fn the_fleet_rides_out_a_redis_restart() {
     let mut f = Fixture::new("fleet-redis", vec![Answer::gateway(8, 900, 0)]);
     let config = f.config("");
-    let mut a = nth(&f, &config, "a", 0, 2);
-    let mut b = nth(&f, &config, "b", 1, 2);
+    let mut a = f.fleet_host(&config, "a", 0, 2, &[]);
+    let mut b = f.fleet_host(&config, "b", 1, 2, &[]);
     a.wait_launched(&f.listener);
     let pids = f.bot.pids();
     // Redis dies and comes back empty on the same port: every record, the
@@ -501,8 +498,8 @@ fn a_host_whose_clusters_were_claimed_while_it_slept_stops_them_and_exits() {
     use nix::sys::signal::Signal::{SIGCONT, SIGSTOP};
     let f = Fixture::new("fleet-displaced", vec![Answer::gateway(8, 900, 0)]);
     let config = f.config("");
-    let mut a = nth(&f, &config, "a", 0, 2);
-    let _b = nth(&f, &config, "b", 1, 2);
+    let mut a = f.fleet_host(&config, "a", 0, 2, &[]);
+    let _b = f.fleet_host(&config, "b", 1, 2, &[]);
     a.wait_launched(&f.listener);
     let old: Vec<u64> = [0, 1].iter().map(|&id| pids_of(&f, id)[0]).collect();
     a.signal(SIGSTOP);
@@ -549,8 +546,8 @@ fn garbage_in_the_fleets_keys_is_skipped() {
             .expect("write garbage");
     }
     let config = f.config("");
-    let mut a = nth(&f, &config, "a", 0, 2);
-    let _b = nth(&f, &config, "b", 1, 2);
+    let mut a = f.fleet_host(&config, "a", 0, 2, &[]);
+    let _b = f.fleet_host(&config, "b", 1, 2, &[]);
     a.wait_launched(&f.listener);
     statuses_when(&f, "every cluster running", |s| {
         (0..4).all(|id| status_of(s, id) == "running")
@@ -573,13 +570,13 @@ fn garbage_in_the_fleets_keys_is_skipped() {
 fn a_deleted_host_set_hides_nobody() {
     let f = Fixture::new("fleet-set-deleted", vec![Answer::gateway(8, 900, 0)]);
     let config = f.config("");
-    let mut a = nth(&f, &config, "a", 0, 2);
-    let _b = nth(&f, &config, "b", 1, 2);
+    let mut a = f.fleet_host(&config, "a", 0, 2, &[]);
+    let _b = f.fleet_host(&config, "b", 1, 2, &[]);
     a.wait_launched(&f.listener);
     let mut conn = f.redis.conn();
     let set = format!("{}/fleet/hosts", f.ch);
     let _: () = redis::cmd("DEL").arg(&set).query(&mut conn).expect("DEL");
-    let mut intruder = nth(&f, &config, "z", 0, 2);
+    let mut intruder = f.fleet_host(&config, "z", 0, 2, &[]);
     assert_eq!(intruder.wait_exit(), Some(2));
     let said = intruder.stderr().join("\n");
     assert!(
@@ -605,11 +602,11 @@ fn hosts_with_different_maps_are_refused() {
     let f = Fixture::new("fleet-maps", vec![Answer::gateway(6, 900, 0)]);
     let a_config = f.config("").replace("per_cluster: 2", "per_cluster: 4");
     let b_config = f.config("").replace("per_cluster: 2", "per_cluster: 3");
-    let _a = nth(&f, &a_config, "a", 0, 2);
+    let _a = f.fleet_host(&a_config, "a", 0, 2, &[]);
     wait_for("host a's cluster to launch", DEADLINE, || {
         (f.bot.launches().len() == 1).then_some(())
     });
-    let mut b = nth(&f, &b_config, "b", 1, 2);
+    let mut b = f.fleet_host(&b_config, "b", 1, 2, &[]);
     assert_eq!(b.wait_exit(), Some(2));
     let said = b.stderr().join("\n");
     assert!(
@@ -626,11 +623,11 @@ fn hosts_with_different_maps_are_refused() {
 fn hosts_counting_other_numbers_of_hosts_are_refused() {
     let f = Fixture::new("fleet-counts", vec![Answer::gateway(8, 900, 0)]);
     let config = f.config("");
-    let _a = nth(&f, &config, "a", 0, 2);
+    let _a = f.fleet_host(&config, "a", 0, 2, &[]);
     wait_for("host a's clusters to launch", DEADLINE, || {
         (f.bot.launches().len() == 2).then_some(())
     });
-    let mut c = nth(&f, &config, "c", 2, 3);
+    let mut c = f.fleet_host(&config, "c", 2, 3, &[]);
     assert_eq!(c.wait_exit(), Some(2));
     let said = c.stderr().join("\n");
     assert!(
@@ -647,8 +644,8 @@ fn hosts_counting_other_numbers_of_hosts_are_refused() {
 fn broken_fleet_keys_are_replaced_and_the_epoch_never_goes_back() {
     let f = Fixture::new("fleet-broken-keys", vec![Answer::gateway(8, 900, 0)]);
     let config = f.config("");
-    let mut a = nth(&f, &config, "a", 0, 2);
-    let b = nth(&f, &config, "b", 1, 2);
+    let mut a = f.fleet_host(&config, "a", 0, 2, &[]);
+    let b = f.fleet_host(&config, "b", 1, 2, &[]);
     a.wait_launched(&f.listener);
     let mut conn = f.redis.conn();
     let key = |k: &str| format!("{}/fleet/{k}", f.ch);
@@ -715,12 +712,12 @@ fn a_host_that_missed_shutdown_stops_all_the_same() {
     let f = Fixture::new("fleet-missed-shutdown", vec![Answer::gateway(8, 900, 0)]);
     let config = f.config("");
     let mut conn = f.redis.conn();
-    let mut a = nth(&f, &config, "a", 0, 2);
+    let mut a = f.fleet_host(&config, "a", 0, 2, &[]);
     wait_for("host a's clusters to launch", DEADLINE, || {
         (f.bot.launches().len() == 2).then_some(())
     });
     let before = subscribers(&mut conn);
-    let mut b = nth(&f, &config, "b", 1, 2);
+    let mut b = f.fleet_host(&config, "b", 1, 2, &[]);
     a.wait_launched(&f.listener);
     // b subscribes before it starts its clusters (which subscribe too):
     // the oldest new subscription is b's.
@@ -762,8 +759,8 @@ fn a_host_that_missed_shutdown_stops_all_the_same() {
 fn a_paused_redis_is_a_stall_not_a_lost_host() {
     let f = Fixture::new("fleet-client-pause", vec![Answer::gateway(8, 900, 0)]);
     let config = f.config("");
-    let mut a = nth(&f, &config, "a", 0, 2);
-    let _b = nth(&f, &config, "b", 1, 2);
+    let mut a = f.fleet_host(&config, "a", 0, 2, &[]);
+    let _b = f.fleet_host(&config, "b", 1, 2, &[]);
     a.wait_launched(&f.listener);
     let mut conn = f.redis.conn();
     let _: () = redis::cmd("CLIENT")

@@ -226,20 +226,6 @@ fn an_operators_stop_during_an_overlap_stops_both() {
     assert!(alive(old[&1]) && alive(old[&2]) && alive(old[&3]));
 }
 
-/// Host `index` of two (`name`), with `env` for its clusters.
-fn fleet_host(f: &Fixture, name: &str, index: &str, env: &[(&str, &str)]) -> Manager {
-    let args = [
-        "--daemon",
-        "--host-name",
-        name,
-        "--host-index",
-        index,
-        "--host-count",
-        "2",
-    ];
-    Manager::start_with(&f.config(START_FIRST), &args, Some(&f.redis), &f.bot, env)
-}
-
 /// Two hosts, two clusters each: the leader walks the order across hosts,
 /// each host overlaps its own clusters, and no cluster is ever without a
 /// ready process.
@@ -247,8 +233,8 @@ fn fleet_host(f: &Fixture, name: &str, index: &str, env: &[(&str, &str)]) -> Man
 fn a_fleet_of_two_hosts_rolls_in_id_order_with_zero_gaps() {
     let f = Fixture::new("sf-fleet", vec![Answer::gateway(8, 900, 0)]);
     let env = [("FAKEBOT_LAUNCH_DELAY_MS", "500")];
-    let mut a = fleet_host(&f, "a", "0", &env);
-    let b = fleet_host(&f, "b", "1", &env);
+    let mut a = f.fleet_host(&f.config(START_FIRST), "a", 0, 2, &env);
+    let b = f.fleet_host(&f.config(START_FIRST), "b", 1, 2, &env);
     a.wait_launched(&f.listener);
     statuses_when(&f, "every cluster running", |s| {
         (0..4).all(|id| status_of(s, id) == "running")
@@ -285,7 +271,7 @@ fn a_fleet_of_two_hosts_rolls_in_id_order_with_zero_gaps() {
 fn in_a_fleet_a_failing_replacement_stops_the_leaders_walk() {
     let f = Fixture::new("sf-fleet-abort", vec![Answer::gateway(8, 900, 0)]);
     let broken = [("FAKEBOT_REPLACEMENT_EXIT_AT_START", "4")];
-    let mut a = fleet_host(&f, "a", "0", &[]);
+    let mut a = f.fleet_host(&f.config(START_FIRST), "a", 0, 2, &[]);
     // Host a leads (it walks the roll); the broken build is b's.
     wait_for("host a to lead", DEADLINE, || {
         let log = f.redis.action_log(&f.ch);
@@ -294,7 +280,7 @@ fn in_a_fleet_a_failing_replacement_stops_the_leaders_walk() {
             .any(|e| e["host"] == "a")
             .then_some(())
     });
-    let _b = fleet_host(&f, "b", "1", &broken);
+    let _b = f.fleet_host(&f.config(START_FIRST), "b", 1, 2, &broken);
     a.wait_launched(&f.listener);
     statuses_when(&f, "every cluster running", |s| {
         (0..4).all(|id| status_of(s, id) == "running")

@@ -597,19 +597,8 @@ fn every_host_of_a_fleet_answers_for_the_fleet_and_publishes_once() {
     let discord = FakeDiscord::start_with_oauth(gateway, app(port, &[("good", ALLOWED)]));
     let f = Fixture::with_discord("web-fleet", discord);
     let config = f.config(&web_keys(port));
-    let host = |name: &str, index: &str| {
-        let args = [
-            "--daemon",
-            "--host-name",
-            name,
-            "--host-index",
-            index,
-            "--host-count",
-            "2",
-        ];
-        Manager::start_with(&config, &args, Some(&f.redis), &f.bot, &[])
-    };
-    let (_a, mut b) = (host("a", "0"), host("b", "1"));
+    let _a = f.fleet_host(&config, "a", 0, 2, &[]);
+    let mut b = f.fleet_host(&config, "b", 1, 2, &[]);
     b.wait_launched(&f.listener);
     let w = Web {
         f,

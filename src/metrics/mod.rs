@@ -8,7 +8,6 @@
 
 mod series;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,12 +40,6 @@ const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 const PROBE_DEADLINE: Duration = Duration::from_secs(5);
 
-/// Binds `addr` before anything starts, so a taken port is a start-up
-/// error (which the caller words: it knows where the address came from).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}
-
 /// The metrics being served, waiting for the engine to follow.
 pub struct Metrics {
     series: Series,
@@ -66,18 +59,7 @@ pub fn serve(listener: TcpListener, phase: PhaseCell) -> Metrics {
     let handle = move |req: Request<Incoming>| {
         std::future::ready(answer(req.uri().path(), &registry, cell.get()))
     };
-    tokio::spawn(http::accept(
-        listener,
-        "metrics",
-        LIMITS,
-        move |stream, slot| {
-            let served = http::serve_hyper(stream, CONNECTION_DEADLINE, handle.clone());
-            async move {
-                served.await;
-                drop(slot);
-            }
-        },
-    ));
+    http::spawn_hyper(listener, "metrics", LIMITS, CONNECTION_DEADLINE, handle);
     Metrics { series, phase }
 }
 
@@ -219,9 +201,7 @@ mod tests {
         let (events, _) = broadcast::channel(4);
         let (_snapshot, snapshots) = watch::channel(Arc::new(Snapshot::default()));
         let handle = EngineHandle::remote(requests, events.clone(), snapshots);
-        let listener = bind("127.0.0.1:0".parse().expect("an address"))
-            .await
-            .expect("a free port");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
         let addr = listener.local_addr().expect("its address");
         serve(listener, PhaseCell::default()).follow(handle);
         let mut entry = serde_json::Map::new();

@@ -17,7 +17,6 @@ mod routes;
 mod shapes;
 mod store;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -105,11 +104,6 @@ pub struct Web {
     shared: Arc<Shared>,
 }
 
-/// Binds `addr` before anything starts, so a taken port is a start-up error.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}
-
 /// Serves on `listener` at once, until the process ends.
 pub fn serve(listener: TcpListener, settings: Settings, phase: PhaseCell) -> Result<Web, String> {
     let store = store::Store::new(&settings).map_err(|e| e.to_string())?;
@@ -125,18 +119,7 @@ pub fn serve(listener: TcpListener, settings: Settings, phase: PhaseCell) -> Res
     });
     let on = shared.clone();
     let handle = move |req: Request<Incoming>| answer(on.clone(), req);
-    tokio::spawn(http::accept(
-        listener,
-        "web API",
-        LIMITS,
-        move |stream, slot| {
-            let served = http::serve_hyper(stream, CONNECTION_DEADLINE, handle.clone());
-            async move {
-                served.await;
-                drop(slot);
-            }
-        },
-    ));
+    http::spawn_hyper(listener, "web API", LIMITS, CONNECTION_DEADLINE, handle);
     Ok(Web { shared })
 }
 

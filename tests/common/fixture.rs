@@ -37,6 +37,29 @@ impl Fixture {
     pub fn config(&self, extra: &str) -> String {
         config_text(&self.redis, &self.discord, &self.bot, &self.ch, extra)
     }
+
+    /// `mewld --daemon` on `config` as host `name`, index `index` of
+    /// `count` (docs/fleet.md), its clusters with `env`.
+    pub fn fleet_host(
+        &self,
+        config: &str,
+        name: &str,
+        index: u32,
+        count: u32,
+        env: &[(&str, &str)],
+    ) -> Manager {
+        let (i, n) = (index.to_string(), count.to_string());
+        let args = [
+            "--daemon",
+            "--host-name",
+            name,
+            "--host-index",
+            &i,
+            "--host-count",
+            &n,
+        ];
+        Manager::start_with(config, &args, Some(&self.redis), &self.bot, env)
+    }
 }
 
 /// A fixture for `shards` shards and a `mewld --daemon` on it (with the

@@ -276,14 +276,7 @@ impl Sim {
     /// The live process of `id` ends.
     fn exit(&mut self, id: ClusterId, code: i32) {
         let generation = self.cluster(id).generation;
-        self.input(Input::Exited {
-            id,
-            generation,
-            exit: ExitInfo {
-                code: Some(code),
-                signal: None,
-            },
-        });
+        self.exit_of(id, generation, code);
     }
 
     /// The second process of `id` (a replacement, or the process one
@@ -291,6 +284,10 @@ impl Sim {
     fn exit_second(&mut self, id: ClusterId, code: i32) {
         let second = self.cluster(id).second.as_ref();
         let generation = second.map(|s| s.generation).expect("a second process");
+        self.exit_of(id, generation, code);
+    }
+
+    fn exit_of(&mut self, id: ClusterId, generation: u64, code: i32) {
         self.input(Input::Exited {
             id,
             generation,
