@@ -149,7 +149,7 @@ impl Core {
     /// Asks the runner to start cluster `idx`; the outcome comes back as
     /// [`super::Input::Spawned`] and is handled for `purpose`.
     pub(super) fn spawn(&mut self, idx: usize, purpose: Purpose) {
-        let (spec, shard_count) = self.spec_for(idx);
+        let (spec, shard_count) = self.spec_for(idx, false);
         let line = crate::argv::command_line(&self.config, spec, shard_count);
         let c = &mut self.clusters[idx];
         c.generation = c.next_generation();
@@ -351,6 +351,12 @@ impl Core {
             // Once its second process (if any) has exited too.
             self.settle_stop(idx);
             return;
+        }
+        if self.plan.is_some() && self.clusters[idx].replacement().is_some() {
+            // The old map lost a process: the reshard is given up (its new
+            // process with it), and the crash rules restart this one.
+            let why = format!("its old process exited ({exit}) before the new map was up");
+            self.abort_reshard(id, why, None);
         }
         if self.promote_early(idx) {
             // Not restarted on top of its replacement, which runs on.

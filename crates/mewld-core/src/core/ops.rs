@@ -247,6 +247,9 @@ impl Core {
             }
             return Some(result);
         }
+        if let Some(result) = self.reshard_claims(op) {
+            return Some(result);
+        }
         let result = match op {
             Operation::Start(id) => return self.start(id, asker),
             Operation::Stop(id) => self.stop_op(id),
@@ -320,6 +323,9 @@ impl Core {
             }
             ClusterState::Stopping => {
                 self.clusters[idx].restart_when_stopped = None;
+                // A start_first roll's turn that was restarting it (stop
+                // first: it was still starting) ends here, as above.
+                self.operator_took_over(id);
                 Ok(())
             }
             // Cancel a scheduled crash restart or a pending launch. A launch
@@ -361,7 +367,7 @@ impl Core {
     /// Stops every cluster; the runner exits once they have all stopped.
     pub(super) fn exit(&mut self, exit: Exit) -> Result<(), Refused> {
         self.exiting = Some(exit);
-        self.rolling = None;
+        self.end_rolling();
         for idx in 0..self.clusters.len() {
             let c = &mut self.clusters[idx];
             c.next_restart_at = None;

@@ -32,7 +32,7 @@ impl Core {
     /// Starts cluster `idx`'s replacement beside its process, with the
     /// same command line and `MEWLD_REPLACES` set to the old pid.
     pub(super) fn replace(&mut self, idx: usize, cause: RestartCause) {
-        let (spec, shard_count) = self.spec_for(idx);
+        let (spec, shard_count) = self.spec_for(idx, true);
         let line = crate::argv::command_line(&self.config, spec, shard_count);
         let c = &mut self.clusters[idx];
         let generation = c.next_generation();
@@ -271,7 +271,7 @@ impl Core {
         if self.plan.is_some() {
             return self.abort_reshard(id, reason, pid);
         }
-        let Some(rolling) = self.rolling.take() else {
+        let Some(rolling) = self.end_rolling() else {
             return;
         };
         self.log(LogEvent::RollingRestartAborted {
@@ -280,10 +280,6 @@ impl Core {
             pid,
             output: Vec::new(),
         });
-        for step in rolling.steps() {
-            self.emit(Command::CancelTimer(Timer::RollingTimeout(step)));
-            self.emit(Command::CancelTimer(Timer::RollingNext(step)));
-        }
         for other in rolling.under_way() {
             if let Ok(idx) = self.index(other) {
                 self.abandon_replacement(idx);

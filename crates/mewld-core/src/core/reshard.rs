@@ -10,22 +10,32 @@
 //! stopped, the shard count and the shard lists change. If any fails, every
 //! new process is stopped, the new clusters leave the map once they have
 //! exited, and the old map runs on (`reshard_aborted`).
+//!
+//! Until the commit, a cluster's own process runs the old map and only its
+//! second process (or a new cluster's) runs the new one, so an abort that
+//! stops the second processes and the new clusters leaves no process of
+//! the new map: whatever would break that (the old process exiting during
+//! its overlap, an operator's stop or restart of a cluster the reshard
+//! changes, a changed cluster not running at its turn) aborts the reshard
+//! first, and an operator's start of such a cluster is refused.
 
 use std::collections::BTreeMap;
 
-use super::cluster::{Cluster, Role};
+use super::cluster::{Cluster, RestartCause, Role};
 use super::{Command, Core, Timer};
 use crate::actlog::LogEvent;
 use crate::cluster_map::{self, ClusterId, ClusterSpec};
 use crate::config::RollingMode;
 use crate::model::state::ClusterState;
-use crate::model::{GatewayBot, Refused};
+use crate::model::{GatewayBot, Operation, Refused};
 
 /// A start-first reshard's new map, until it is committed or given up.
 #[derive(Debug)]
 pub(crate) struct Plan {
     pub new_count: u32,
-    /// The changed clusters' new specs: their replacements run these.
+    /// The changed clusters' new specs: their replacements run these, and
+    /// a changed cluster left stopped or failed takes its new spec at the
+    /// commit (its turn is skipped).
     pub specs: BTreeMap<ClusterId, ClusterSpec>,
     /// The clusters only the new map has (already in `Core::clusters`).
     pub added: Vec<ClusterId>,
@@ -120,21 +130,17 @@ impl Core {
             added: Vec::new(),
         };
         for spec in map {
-            let Some(c) = self.clusters.iter().find(|c| c.spec.id == spec.id) else {
+            let Ok(idx) = self.index(spec.id) else {
                 plan.added.push(spec.id);
                 self.clusters.push(Cluster::new(spec));
                 continue;
             };
-            if !Self::changes(self.config.reshard_all, c, &spec) || !c.is_alive() {
+            let c = &self.clusters[idx];
+            if !Self::changes(self.config.reshard_all, c, &spec) {
                 continue;
             }
-            if c.state != ClusterState::Running || c.second.is_some() {
-                let error = format!(
-                    "cluster {} is {}: a start_first reshard starts the new map beside \
-                     running clusters only; try again once it runs",
-                    c.spec.id,
-                    c.state.as_str()
-                );
+            if !self.may_replace(idx) && !at_rest(c) {
+                let error = not_replaceable(c);
                 self.clusters.retain(|c| !plan.added.contains(&c.spec.id));
                 return self.reshard_failed("cluster_map", error);
             }
@@ -145,31 +151,76 @@ impl Core {
         self.begin_rolling(order, LogEvent::ReshardRestartsDone {});
     }
 
-    /// The spec and shard count cluster `id`'s new process runs: the new
-    /// map's while a start-first reshard plans one for it.
-    pub(super) fn spec_for(&self, idx: usize) -> (&ClusterSpec, u32) {
+    /// The spec and shard count a new process of cluster `idx` runs: the
+    /// map's, except while a start-first reshard is planned, when a second
+    /// process of a changed cluster (`second`) and a new cluster's process
+    /// run the new map's.
+    pub(super) fn spec_for(&self, idx: usize, second: bool) -> (&ClusterSpec, u32) {
         let c = &self.clusters[idx];
         let Some(plan) = &self.plan else {
             return (&c.spec, self.shard_count);
         };
         match plan.specs.get(&c.spec.id) {
-            Some(spec) => (spec, plan.new_count),
+            Some(spec) if second => (spec, plan.new_count),
             None if plan.added.contains(&c.spec.id) => (&c.spec, plan.new_count),
-            None => (&c.spec, self.shard_count),
+            _ => (&c.spec, self.shard_count),
         }
     }
 
-    /// A start-first reshard's turn for one of the new map's clusters:
-    /// started as at launch. False if `id` is not one.
-    pub(super) fn start_added(&mut self, idx: usize, step: u64) -> bool {
+    /// A start-first reshard's turn of cluster `idx` (step `step`): a new
+    /// cluster is started as at launch, a changed one that runs gets its
+    /// replacement, one left stopped or failed is skipped (false), and
+    /// any other state aborts the reshard. `None` without a planned reshard.
+    pub(super) fn reshard_turn(&mut self, idx: usize, step: u64) -> Option<bool> {
+        let plan = self.plan.as_ref()?;
         let id = self.clusters[idx].spec.id;
-        if !self.plan.as_ref().is_some_and(|p| p.added.contains(&id)) {
-            return false;
+        if plan.added.contains(&id) {
+            self.spawn(idx, super::Purpose::Launch);
+            let timeout = self.config.rolling_restart_timeout;
+            self.set_timer(Timer::RollingTimeout(step), timeout);
+            return Some(true);
         }
-        self.spawn(idx, super::Purpose::Launch);
-        let timeout = self.config.rolling_restart_timeout;
-        self.set_timer(Timer::RollingTimeout(step), timeout);
-        true
+        if self.may_replace(idx) {
+            self.replace(idx, RestartCause::Reshard);
+            return Some(true);
+        }
+        let c = &self.clusters[idx];
+        if at_rest(c) {
+            return Some(false);
+        }
+        let reason = not_replaceable(c);
+        self.abort_reshard(id, reason, None);
+        Some(true)
+    }
+
+    /// An operator's `op` during a start-first reshard, on a cluster the
+    /// reshard starts or changes. A start of a new cluster, or of a changed
+    /// one left stopped or failed, is refused: it would run a map that is
+    /// not (yet) the map. A stop or a restart of a new cluster, or of a
+    /// changed one whose new process is under way, aborts the reshard
+    /// first, then is done on the old map. `Some` if that is all.
+    pub(super) fn reshard_claims(&mut self, op: Operation) -> Option<Result<(), Refused>> {
+        let (plan, id) = (self.plan.as_ref()?, op.cluster()?);
+        let added = plan.added.contains(&id);
+        if !added && !plan.specs.contains_key(&id) {
+            return None;
+        }
+        let idx = self.index(id).ok()?;
+        let (c, label) = (&self.clusters[idx], self.label(idx));
+        match op {
+            Operation::Start(_) if added || at_rest(c) => Some(Err(Refused::InReshard(label))),
+            Operation::Stop(_) | Operation::Restart(_) if added || c.replacement().is_some() => {
+                let reason = format!("an operator's {} of cluster {id}", op.name());
+                self.abort_reshard(id, reason, None);
+                // The abort stops a new cluster, which leaves the map.
+                match (added, op) {
+                    (false, _) => None,
+                    (true, Operation::Stop(_)) => Some(Ok(())),
+                    (true, _) => Some(Err(Refused::LeftTheMap(label))),
+                }
+            }
+            _ => None,
+        }
     }
 
     /// Every process of the new map is up: the old processes are stopped
@@ -178,11 +229,16 @@ impl Core {
         let Some(plan) = self.plan.take() else { return };
         let old_count = self.shard_count;
         self.shard_count = plan.new_count;
-        let restarting: Vec<ClusterId> = plan.specs.keys().copied().collect();
+        let mut restarting = Vec::new();
         for (id, spec) in plan.specs {
             let Ok(idx) = self.index(id) else { continue };
             self.clusters[idx].spec = spec;
-            self.replaced(idx);
+            // A cluster left stopped or failed has no new process: it
+            // starts on its new shards when it is next started.
+            if self.clusters[idx].replacement().is_some() {
+                restarting.push(id);
+                self.replaced(idx);
+            }
         }
         self.log(LogEvent::ReshardSuccess {
             subsystem: "cluster_map",
@@ -204,12 +260,7 @@ impl Core {
             pid,
             output: Vec::new(),
         });
-        if let Some(rolling) = self.rolling.take() {
-            for step in rolling.steps() {
-                self.emit(Command::CancelTimer(Timer::RollingTimeout(step)));
-                self.emit(Command::CancelTimer(Timer::RollingNext(step)));
-            }
-        }
+        self.end_rolling();
         self.resharding = false;
         for idx in 0..self.clusters.len() {
             self.abandon_replacement(idx);
@@ -253,4 +304,19 @@ impl Core {
         self.log(LogEvent::ClusterLaunched { id });
         self.rolling_came_back(id);
     }
+}
+
+/// Stopped or failed: no process, and none started until an operator
+/// starts it.
+fn at_rest(c: &Cluster) -> bool {
+    matches!(c.state, ClusterState::Stopped | ClusterState::Failed) && !c.is_alive()
+}
+
+fn not_replaceable(c: &Cluster) -> String {
+    format!(
+        "cluster {} is {}: a start_first reshard starts the new map beside running \
+         clusters only; try again once it runs",
+        c.spec.id,
+        c.state.as_str()
+    )
 }

@@ -97,8 +97,8 @@ impl Core {
         let Ok(idx) = self.index(id) else {
             return false;
         };
-        if self.start_added(idx, step) {
-            return true;
+        if let Some(begun) = self.reshard_turn(idx, step) {
+            return begun;
         }
         if !self.clusters[idx].is_up() {
             // Stopped (or being stopped) or failed since the restart
@@ -127,8 +127,14 @@ impl Core {
         let waited_secs = self.config.rolling_restart_timeout.as_secs();
         if self.rolling_is_start_first() {
             // Another host's cluster, whose owner never said how its
-            // replacement did: nothing more is touched.
-            let reason = format!("no launch_next from its host within {waited_secs}s");
+            // replacement did, or one of ours restarted stop-first (it was
+            // still starting at its turn) that never came back: nothing
+            // more is touched.
+            let reason = if self.is_remote(id) {
+                format!("no launch_next from its host within {waited_secs}s")
+            } else {
+                format!("it did not say launch_next within {waited_secs}s of its restart")
+            };
             return self.abort_rolling(id, reason, None);
         }
         self.log(LogEvent::RollingRestartTimeout { id, waited_secs });
@@ -170,6 +176,18 @@ impl Core {
         } else {
             self.rolling_moved_on(id);
         }
+    }
+
+    /// Ends the roll under way, if any, and cancels its timers: a turn's
+    /// timeout or a gap left running would act on the next roll, whose
+    /// steps are numbered from 1 again.
+    pub(super) fn end_rolling(&mut self) -> Option<crate::rolling::Rolling> {
+        let rolling = self.rolling.take()?;
+        for step in rolling.steps() {
+            self.emit(Command::CancelTimer(Timer::RollingTimeout(step)));
+            self.emit(Command::CancelTimer(Timer::RollingNext(step)));
+        }
+        Some(rolling)
     }
 
     pub(super) fn rolling_is_start_first(&self) -> bool {

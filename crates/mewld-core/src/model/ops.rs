@@ -258,6 +258,13 @@ pub enum Refused {
     OnAnotherHost { label: Label, host: String },
     #[error("{0} is on a host that stopped heartbeating; nothing can reach it")]
     HostLost(Label),
+    #[error(
+        "{0} changes with the reshard under way: a new cluster is started in its turn, a \
+         stopped or failed one starts on its new shards once the reshard is done"
+    )]
+    InReshard(Label),
+    #[error("{0} leaves the map: it was new in the reshard this aborted")]
+    LeftTheMap(Label),
     #[error("{0} is not supported across several hosts yet")]
     NotInFleet(String),
 }

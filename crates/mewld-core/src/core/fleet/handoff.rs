@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use super::Remote;
 use crate::actlog::LogEvent;
 use crate::cluster_map::ClusterId;
-use crate::core::{Asker, Command, Core, Timer};
+use crate::core::{Asker, Core};
 use crate::model::{Label, Operation, Refused};
 use crate::protocol::{self, FleetOp};
 
@@ -101,13 +101,9 @@ impl Core {
         if !current || !self.rolling_is_start_first() || !self.is_remote(id) {
             return;
         }
-        let Some(rolling) = self.rolling.take() else {
+        let Some(rolling) = self.end_rolling() else {
             return;
         };
-        for step in rolling.steps() {
-            self.emit(Command::CancelTimer(Timer::RollingTimeout(step)));
-            self.emit(Command::CancelTimer(Timer::RollingNext(step)));
-        }
         let view = rolling.view();
         self.log(LogEvent::RollingRestartStopped {
             done: view.done,

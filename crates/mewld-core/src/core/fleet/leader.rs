@@ -111,7 +111,7 @@ impl Core {
     /// The lease is lost: a rolling restart this host walked stops here
     /// (the step under way finishes; the next leader does not resume it).
     pub(super) fn stop_walking(&mut self) {
-        if let Some(rolling) = self.rolling.take() {
+        if let Some(rolling) = self.end_rolling() {
             let view = rolling.view();
             self.log(LogEvent::RollingRestartStopped {
                 done: view.done,

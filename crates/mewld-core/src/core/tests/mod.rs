@@ -32,6 +32,7 @@ mod fleet;
 mod launch;
 mod lifecycle;
 mod ops;
+mod reshard_start_first;
 mod restarts;
 mod rolling;
 mod start_first;

@@ -12,15 +12,15 @@ use crate::core::{Command, Input, Timer};
 use crate::model::state::ClusterState;
 use crate::model::{Operation, Refused};
 
-const START_FIRST: &str = "rolling_restart_mode: start_first\n";
+pub(super) const START_FIRST: &str = "rolling_restart_mode: start_first\n";
 
 /// A bot of `clusters` clusters, up, rolling start-first (`extra` added).
-fn up(clusters: u32, extra: &str) -> Sim {
+pub(super) fn up(clusters: u32, extra: &str) -> Sim {
     Sim::up(clusters * 2, &format!("{START_FIRST}{extra}"))
 }
 
 /// The processes stopped since the mark: cluster and generation.
-fn stops(sim: &Sim) -> Vec<(ClusterId, u64)> {
+pub(super) fn stops(sim: &Sim) -> Vec<(ClusterId, u64)> {
     sim.since_mark()
         .iter()
         .filter_map(|c| match c {
@@ -30,7 +30,7 @@ fn stops(sim: &Sim) -> Vec<(ClusterId, u64)> {
         .collect()
 }
 
-fn aborted(sim: &Sim) -> Option<(ClusterId, String, Option<u32>)> {
+pub(super) fn aborted(sim: &Sim) -> Option<(ClusterId, String, Option<u32>)> {
     sim.logged().into_iter().find_map(|e| match e {
         LogEvent::RollingRestartAborted {
             id, reason, pid, ..
@@ -40,9 +40,9 @@ fn aborted(sim: &Sim) -> Option<(ClusterId, String, Option<u32>)> {
 }
 
 /// The invariant: every cluster runs in one process, plus at most one
-/// second process, which only a cluster under way in the roll (or one
-/// stopping its last) may have.
-fn assert_invariant(sim: &Sim) {
+/// second process, which only a cluster under way in the roll, one
+/// stopping its last, or one whose new process a reshard holds may have.
+pub(super) fn assert_invariant(sim: &Sim) {
     let under_way = sim
         .core
         .rolling
@@ -52,11 +52,13 @@ fn assert_invariant(sim: &Sim) {
     for c in &sim.core.clusters {
         if let Some(second) = &c.second {
             assert_ne!(second.generation, c.generation, "cluster {}", c.spec.id);
+            use super::super::cluster::Role;
             let settling = c.state == ClusterState::Stopping
-                || matches!(second.role, super::super::cluster::Role::Retiring)
-                || matches!(second.role, super::super::cluster::Role::Abandoned);
+                || matches!(second.role, Role::Retiring | Role::Abandoned);
+            // A start-first reshard holds each ready one until its commit.
+            let held = matches!(second.role, Role::Ready(_)) && sim.core.plan.is_some();
             assert!(
-                under_way.contains(&c.spec.id) || settling,
+                under_way.contains(&c.spec.id) || settling || held,
                 "cluster {} has a second process out of its turn",
                 c.spec.id
             );
@@ -500,122 +502,56 @@ fn in_a_fleet_the_leader_ends_the_roll_if_the_owner_never_says() {
     assert!(leader.spawns().is_empty());
 }
 
-const RESHARD: &str = "experimental_features: [reshard]\n";
-
-/// The command lines of the spawns since the mark.
-fn spawn_lines(sim: &Sim) -> Vec<(ClusterId, Vec<String>)> {
-    sim.since_mark()
-        .iter()
-        .filter_map(|c| match c {
-            Command::Spawn { id, line, .. } => Some((*id, line.args.clone())),
-            _ => None,
-        })
-        .collect()
-}
-
-/// 3 shards → 6: cluster 0 ([0, 1]) keeps its shards, cluster 1 goes from
-/// [2] to [2, 3], cluster 2 ([4, 5]) is new.
-fn resharding() -> Sim {
-    let mut sim = Sim::up(3, &format!("{START_FIRST}{RESHARD}"));
-    assert_eq!(sim.op(Operation::Reshard), Ok(()));
-    sim.mark();
-    sim.input(Input::GatewayFetched(Ok(super::rolling::gateway(6))));
-    sim
-}
-
-/// The new map starts beside the old one; the old processes stop only
-/// once every new one said launch_next, and only then is the map new.
+/// A leader that loses its lease mid-roll leaves no timer of that roll
+/// behind: one armed for another host's turn (step 1) ended the next
+/// roll's step 1, one of ours, with "no launch_next from its host".
 #[test]
-fn a_start_first_reshard_starts_the_new_map_beside_the_old() {
-    let mut sim = resharding();
-    let old = sim.cluster(1).pid;
-    let lines = spawn_lines(&sim);
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert_eq!(lines[0].0, 1);
-    assert!(
-        lines[0].1.iter().any(|a| a == "[2, 3]"),
-        "the new shards: {lines:?}"
+fn a_roll_given_up_with_the_lease_leaves_no_timer_for_the_next() {
+    use ClusterState::{Running, Stopped};
+    let mut sim = Sim::host_with(
+        6,
+        &[1],
+        &format!("{START_FIRST}rolling_restart_timeout: 600\n"),
     );
-    assert!(
-        lines[0].1.iter().any(|a| a == "6"),
-        "the new count: {lines:?}"
-    );
-    assert_eq!(sim.spawns(), vec![(1, old)]);
-    assert_eq!(sim.cluster(1).spec.shards, vec![2], "the old map runs on");
-    sim.launch_next(1);
-    assert!(stops(&sim).is_empty(), "held until the whole new map is up");
-    assert_eq!(sim.cluster(1).pid, old);
+    sim.input(Input::TransportUp);
+    sim.view(vec![super::host_a(&[(0, Running), (2, Running)])], true);
+    sim.launch_in_order(0..3);
+    sim.view(vec![super::host_a(&[(0, Running), (2, Running)])], true);
+    assert_eq!(sim.op(Operation::RollingRestart), Ok(()));
+    sim.view(vec![super::host_a(&[(0, Running), (2, Running)])], false);
+    assert!(sim.core.rolling.is_none(), "the lease is gone");
+    sim.advance(SECS(300));
+    sim.view(vec![super::host_a(&[(0, Stopped), (2, Stopped)])], true);
     sim.mark();
-    sim.advance(SECS(5));
-    assert_eq!(sim.spawns(), vec![(2, None)], "the new cluster");
-    assert!(spawn_lines(&sim)[0].1.iter().any(|a| a == "6"));
-    sim.launch_next(2);
-    assert!(stops(&sim).is_empty());
-    sim.advance(SECS(5));
-    assert_eq!(stops(&sim).len(), 1, "now the old process of cluster 1");
-    assert_ne!(sim.cluster(1).pid, old);
-    assert_eq!(sim.cluster(1).spec.shards, vec![2, 3]);
-    assert_eq!(sim.core.snapshot().shard_count, 6);
-    assert!(sim.logged().contains(&&LogEvent::ReshardRestartsDone {}));
-    assert!(sim
-        .logged()
-        .iter()
-        .any(|e| matches!(e, LogEvent::ReshardSuccess { new_shards: 6, .. })));
-    assert_eq!(sim.announcements(), 1);
-    sim.exit_second(1, 0);
+    assert_eq!(sim.op(Operation::RollingRestart), Ok(()));
+    assert_eq!(sim.spawns().len(), 1, "cluster 1's replacement");
+    sim.advance(SECS(400));
+    assert!(aborted(&sim).is_none(), "{:?}", aborted(&sim));
+    sim.launch_next(1);
+    assert!(
+        sim.cluster(1).second.is_some(),
+        "replaced: the old one stops"
+    );
+}
+
+/// A cluster still starting at its turn is restarted stop-first; an
+/// operator's stop of it then ends its turn, and the roll goes on (it
+/// waited out the timeout, then aborted as if another host had not said).
+#[test]
+fn an_operators_stop_of_a_turn_restarted_stop_first_moves_the_roll_on() {
+    let mut sim = up(3, "rolling_restart_timeout: 100\n");
+    assert_eq!(sim.op(Operation::Restart(0)), Ok(()));
+    sim.exit(0, 0);
+    assert_eq!(sim.state(0), ClusterState::Starting);
+    assert_eq!(sim.op(Operation::RollingRestart), Ok(()));
+    assert_eq!(sim.state(0), ClusterState::Stopping, "stop-first");
+    sim.mark();
+    assert_eq!(sim.op(Operation::Stop(0)), Ok(()));
+    sim.exit(0, 0);
+    sim.advance(SECS(10));
+    assert!(aborted(&sim).is_none(), "{:?}", aborted(&sim));
+    let old = sim.cluster(1).pid;
+    assert_eq!(sim.spawns(), vec![(1, old)], "cluster 1's turn");
+    assert_eq!(sim.state(0), ClusterState::Stopped);
     assert_invariant(&sim);
-}
-
-/// A new process that fails: every new one is stopped, the new cluster
-/// leaves the map once it has exited, and the old map runs as it was.
-#[test]
-fn a_failing_start_first_reshard_keeps_the_old_map() {
-    let mut sim = resharding();
-    let old = sim.cluster(1).pid;
-    let replacement = sim.cluster(1).second.as_ref().map_or(0, |s| s.generation);
-    sim.launch_next(1);
-    sim.advance(SECS(5));
-    sim.mark();
-    sim.exit(2, 1);
-    let aborted = sim.logged().into_iter().find_map(|e| match e {
-        LogEvent::ReshardAborted { id, reason, .. } => Some((*id, reason.clone())),
-        _ => None,
-    });
-    assert_eq!(aborted.map(|a| a.0), Some(2));
-    assert_eq!(stops(&sim), vec![(1, replacement)], "the held replacement");
-    assert_eq!(sim.core.clusters.len(), 2, "cluster 2 left the map");
-    assert_eq!(sim.core.snapshot().shard_count, 3);
-    assert_eq!(sim.cluster(1).spec.shards, vec![2]);
-    assert_eq!(sim.cluster(1).pid, old);
-    sim.advance(SECS(60));
-    assert!(
-        sim.spawns().is_empty(),
-        "no crash restart for a cluster that left"
-    );
-    assert_eq!(sim.op(Operation::Reshard), Err(Refused::StillStopping));
-    sim.exit_second(1, 0);
-    assert_eq!(sim.op(Operation::Reshard), Ok(()));
-}
-
-/// A new cluster that stays silent: stopped after the timeout, and gone
-/// from the map once it has exited.
-#[test]
-fn a_silent_new_cluster_leaves_the_map_once_stopped() {
-    let mut sim = resharding();
-    sim.launch_next(1);
-    sim.advance(SECS(5));
-    sim.mark();
-    sim.advance(SECS(600));
-    assert!(sim
-        .logged()
-        .iter()
-        .any(|e| matches!(e, LogEvent::ReshardAborted { id: 2, .. })));
-    assert_eq!(stops(&sim).len(), 2, "the replacement and the new cluster");
-    assert_eq!(sim.core.clusters.len(), 3, "until it has exited");
-    sim.exit(2, 0);
-    assert_eq!(sim.core.clusters.len(), 2);
-    assert_eq!(
-        (sim.state(0), sim.state(1)),
-        (ClusterState::Running, ClusterState::Running)
-    );
 }
