@@ -302,6 +302,12 @@ impl Core {
     /// of this host's: replaced start-first if that is the mode and it
     /// can be, else stopped and started again.
     pub(super) fn rolling_step(&mut self, idx: usize) {
+        if self.clusters[idx].replacement().is_some() {
+            // A replacement from a roll the last leader began is under
+            // way: its launch_next (or its failure) ends this turn too.
+            // Stopping the cluster would take both processes down.
+            return;
+        }
         let start_first =
             self.config.rolling_restart_mode == crate::config::RollingMode::StartFirst;
         if start_first && self.may_replace(idx) {

@@ -555,3 +555,22 @@ fn an_operators_stop_of_a_turn_restarted_stop_first_moves_the_roll_on() {
     assert_eq!(sim.state(0), ClusterState::Stopped);
     assert_invariant(&sim);
 }
+
+/// A new leader's step on a cluster whose replacement from the last
+/// leader's roll is still under way leaves it be (it stopped both, and
+/// the cluster went down): the replacement's launch_next ends both turns.
+#[test]
+fn a_new_leaders_step_on_a_replacement_under_way_waits_for_it() {
+    let step = serde_json::json!({"scope": "launcher", "action": "mewld_op", "op": "restart",
+        "id": 1, "via": "rolling", "host": "a", "rolling": true, "epoch": 3});
+    let mut owner = fleet_b(false);
+    let old = owner.cluster(1).pid;
+    owner.hear(step.clone());
+    owner.mark();
+    owner.hear(step);
+    assert!(owner.since_mark().is_empty(), "{:?}", owner.since_mark());
+    owner.launch_next(1);
+    assert_eq!(stops(&owner).len(), 1, "the old process alone");
+    assert_ne!(owner.cluster(1).pid, old);
+    assert_invariant(&owner);
+}
