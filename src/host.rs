@@ -133,9 +133,8 @@ pub fn attach_socket(
         .map(|(i, p)| format!("{} (--host-index {i})", p.display()))
         .collect();
     Err(eyre!(
-        "no control socket at {}, but hosts of a fleet listen beside it: {}. Attach to one \
-         with `mewld attach --host-index I` (or --control-socket PATH), or to the whole fleet \
-         with `mewld attach --redis`",
+        "no control socket at {}, but hosts of a fleet listen beside it: {}. Name one with \
+         --host-index I (or --control-socket PATH), or reach the whole fleet with --redis",
         base.display(),
         list.join(", ")
     ))

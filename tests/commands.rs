@@ -115,9 +115,17 @@ fn status_start_stop_restart_and_logs_drive_a_daemon() {
     wait_for("cluster 1 stopped", DEADLINE, || {
         (state_of(&config, 1) == "stopped").then_some(())
     });
-    // Not every cluster runs: status says so with 1.
+    // Not every cluster runs: status says so with 1. A stopped cluster
+    // has no uptime (it showed the time since its last start).
     let (table, _) = expect(&config, &["status"], 1);
     assert!(table.contains("1 stopped"), "{table}");
+    let row = table.lines().find(|l| l.contains("Eevee")).unwrap_or("");
+    assert_eq!(
+        row.split_whitespace().take(5).collect::<Vec<_>>(),
+        ["1", "Eevee", "stopped", "-", "-"],
+        "{table}"
+    );
+    assert!(status_json(&config)["clusters"][1]["uptime_secs"].is_null());
     // Refusals say why, with 1.
     let (_, said) = expect(&config, &["stop", "1"], 1);
     assert!(
@@ -162,13 +170,36 @@ fn status_start_stop_restart_and_logs_drive_a_daemon() {
     assert!(logs.contains("[Bulbasaur] fake bot: cluster 2"), "{logs}");
     assert!(!logs.contains("cluster 0"), "only cluster 2's: {logs}");
 
+    // A reader that went away (`mewld logs | head -1`): the command ends
+    // quietly as a SIGPIPE'd one would (141), without a panic. The pipe's
+    // read end is closed before it starts, so its first line finds it so.
+    let (read_end, write_end) = nix::unistd::pipe().expect("a pipe");
+    drop(read_end);
+    let out = Command::new(MEWLD)
+        .args(["logs", "-n", "50", "--config"])
+        .arg(&config)
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run mewld logs");
+    assert_eq!(out.status.code(), Some(141), "{}", text(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+
     // restart-process: the engine stops every cluster and exits 1; the
     // command waits for that and says so.
     let pids = f.bot.pids();
     let mut daemon = daemon;
+    let follower = LogsFollower::start(&config);
     let (said, _) = expect(&config, &["restart-process"], 0);
     assert!(said.contains("restartproc"), "{said}");
     assert_eq!(daemon.wait_exit(), Some(1));
+    // logs -f says why its stream ended, and ends well.
+    let (code, said) = follower.ended();
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains("the engine exited to be restarted (restartproc)"),
+        "{said}"
+    );
     assert_all_dead(&pids);
     // Nobody there now: 2, saying where it looked.
     let (_, said) = expect(&config, &["status"], 2);

@@ -318,12 +318,14 @@ fn a_redis_outage_loses_no_cluster_and_no_action_log_entry() {
         || (b.bot.starts_of(1) == 2).then_some(()),
     );
     // Let the outage last: the manager fails to reconnect a few times.
+    // Each retry names the address it could not reach.
+    let address = format!("127.0.0.1:{port}");
     wait_for("the manager to retry Redis a few times", DEADLINE, || {
         let retries = b
             .manager
             .stderr()
             .iter()
-            .filter(|l| l.contains("cannot subscribe to Redis"))
+            .filter(|l| l.contains("cannot subscribe to Redis") && l.contains(&address))
             .count();
         (retries >= 3).then_some(())
     });

@@ -9,12 +9,12 @@ use std::collections::VecDeque;
 use serde_json::{Map, Value};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{Target, NOT_OK, OK};
+use super::{say, Target, NOT_OK, OK};
 use crate::control::client::{LinkStatus, Stream};
 use crate::control::{Client, ServerMsg};
 use crate::tui::lines::{clock, LogLine};
 use mewld_core::cluster_map::ClusterId;
-use mewld_core::model::Event;
+use mewld_core::model::{Event, Exit};
 
 /// What to print.
 pub struct Ask {
@@ -38,9 +38,9 @@ impl Ask {
             return;
         }
         if self.json {
-            println!("{}", Value::Object(entry.clone()));
+            say(Value::Object(entry.clone()));
         } else {
-            println!("{}", line(entry));
+            say(line(entry));
         }
     }
 
@@ -48,7 +48,7 @@ impl Ask {
         match event {
             Event::ActionLog(entry) | Event::ClusterLog(entry) => self.print_entry(entry),
             Event::Output { id, name, line, .. } if self.cluster == Some(*id) => {
-                println!("[{name}] {line}")
+                say(format_args!("[{name}] {line}"))
             }
             Event::Output { .. } => {}
         }
@@ -98,11 +98,19 @@ pub async fn run(target: &Target, ask: Ask) -> u8 {
 /// the clusters' latest output, then live.
 async fn from_socket(mut stream: Stream, ask: &Ask) -> u8 {
     let mut history: Vec<Map<String, Value>> = Vec::new();
+    // Whether the engine said it was exiting, for why the stream ends.
+    let mut exiting = None;
     loop {
         let msg = match stream.next().await {
             Ok(Some(msg)) => msg,
             Ok(None) if ask.follow => {
-                eprintln!("mewld: the engine closed the connection");
+                match exiting {
+                    Some(Exit::Shutdown) => eprintln!("mewld: the engine shut down (shutdown)"),
+                    Some(Exit::RestartProcess) => {
+                        eprintln!("mewld: the engine exited to be restarted (restartproc)")
+                    }
+                    None => eprintln!("mewld: the engine closed the connection"),
+                }
                 return OK;
             }
             Ok(None) => return super::unreachable("the engine closed the connection"),
@@ -124,10 +132,8 @@ async fn from_socket(mut stream: Stream, ask: &Ask) -> u8 {
                 eprintln!("mewld: skipped {skipped} entries (they came too fast)")
             }
             ServerMsg::Error { message } => return super::unreachable(&message),
-            ServerMsg::CaughtUp
-            | ServerMsg::Hello(_)
-            | ServerMsg::Snapshot { .. }
-            | ServerMsg::Verdict { .. } => {}
+            ServerMsg::Snapshot { snapshot } => exiting = snapshot.exiting,
+            ServerMsg::CaughtUp | ServerMsg::Hello(_) | ServerMsg::Verdict { .. } => {}
         }
     }
 }

@@ -64,6 +64,21 @@ impl Target {
     }
 }
 
+/// Exit status when whoever read our output went away (`mewld logs |
+/// head`): what a process killed by SIGPIPE reports to its shell, so
+/// `set -o pipefail` sees it as it sees `cat`'s.
+const READER_GONE: i32 = 128 + 13;
+
+/// Prints `text` and a newline. A closed stdout ends the command quietly
+/// with [`READER_GONE`], where `println!` would panic.
+pub fn say(text: impl std::fmt::Display) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{text}").is_err() {
+        std::process::exit(READER_GONE);
+    }
+}
+
 /// Says why the engine could not be reached, and the status for it.
 pub fn unreachable(why: &str) -> u8 {
     eprintln!("mewld: {why}");
@@ -96,17 +111,19 @@ pub async fn operate(target: &Target, op: Operation) -> u8 {
         None => op.name().to_string(),
     };
     if !matches!(op, Operation::Shutdown | Operation::RestartProcess) {
-        println!("{what}: accepted (`mewld status` shows how it goes)");
+        say(format_args!(
+            "{what}: accepted (`mewld status` shows how it goes)"
+        ));
         return OK;
     }
-    println!("{what}: accepted; stopping every cluster…");
+    say(format_args!("{what}: accepted; stopping every cluster…"));
     if matches!(target, Target::Fleet(_)) {
         // Each host stops its own; the fleet's records show it.
         return OK;
     }
     while let Some(news) = reached.attached.status.recv().await {
         if let LinkStatus::Ended(why) = news {
-            println!("{why}");
+            say(why);
             break;
         }
     }

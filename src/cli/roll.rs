@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{logs, Target, NOT_OK, OK};
+use super::{logs, say, Target, NOT_OK, OK};
 use crate::control::client::LinkStatus;
 use crate::control::Client;
 use mewld_core::model::{Event, Operation};
@@ -86,17 +86,17 @@ pub async fn run(target: &Target, wait: bool, timeout: Option<Duration>) -> u8 {
         return super::refusal(op, &refused);
     }
     if !wait {
-        println!("rolling restart: begun (`mewld status` shows how it goes; --wait waits for it)");
+        say("rolling restart: begun (`mewld status` shows how it goes; --wait waits for it)");
         return OK;
     }
-    println!("rolling restart: begun; waiting for every cluster to come back");
+    say("rolling restart: begun; waiting for every cluster to come back");
     let watched = async {
         let mut watch = Watch::default();
         loop {
             tokio::select! {
                 event = events.recv() => match event {
                     Ok(Event::ActionLog(entry)) => {
-                        println!("{}", logs::line(&entry));
+                        say(logs::line(&entry));
                         if let Some(outcome) = watch.on_entry(&entry) {
                             return outcome;
                         }
@@ -126,7 +126,7 @@ pub async fn run(target: &Target, wait: bool, timeout: Option<Duration>) -> u8 {
     };
     match outcome {
         Outcome::Done => {
-            println!("rolling restart: done, every cluster came back");
+            say("rolling restart: done, every cluster came back");
             OK
         }
         Outcome::DoneWithTrouble(trouble) => {

@@ -28,11 +28,11 @@ pub async fn run(target: &Target, json: bool) -> u8 {
     if json {
         let shape = Status::of(snapshot, engine, now);
         match serde_json::to_string_pretty(&shape) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => super::say(text),
             Err(e) => eprintln!("mewld: cannot write the status as JSON: {e}"),
         }
     } else {
-        print!("{}", table(snapshot, engine, now));
+        super::say(table(snapshot, engine, now).trim_end());
     }
     if all_running(snapshot) {
         OK
@@ -157,6 +157,7 @@ impl<'a> Cluster<'a> {
             started_at: c.started_at.and_then(unix),
             uptime_secs: c
                 .started_at
+                .filter(|_| c.pid.is_some())
                 .and_then(|t| now.duration_since(t).ok())
                 .map(|d| d.as_secs()),
             restarts: c.restarts,
@@ -180,10 +181,11 @@ pub fn table(s: &Snapshot, engine: Option<&Hello>, now: SystemTime) -> String {
         )),
         (None, Some(f)) => {
             let leader = f.leader.as_ref().map_or("none", |(name, _)| name.as_str());
-            out.push_str(&format!(
-                "fleet of {} hosts · leader {leader}\n",
-                f.hosts.len()
-            ));
+            let hosts = match f.hosts.len() {
+                1 => "1 host".to_string(),
+                n => format!("{n} hosts"),
+            };
+            out.push_str(&format!("fleet of {hosts} · leader {leader}\n"));
         }
         (None, None) => {}
     }
@@ -225,7 +227,10 @@ fn row(c: &ClusterView, fleet: bool, now: SystemTime) -> Vec<String> {
     cells.extend([
         c.state.as_str().to_string(),
         pid_text(c),
-        c.started_at.map_or_else(dash, |t| age(now, t)),
+        // A stopped cluster keeps when it last started, but has no uptime.
+        c.started_at
+            .filter(|_| c.pid.is_some())
+            .map_or_else(dash, |t| age(now, t)),
         c.restarts.to_string(),
         health.map_or_else(dash, |h| format!("{}/{}", h.shards_up(), c.shards.len())),
         health

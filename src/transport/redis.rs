@@ -65,6 +65,9 @@ async fn subscriber(
     events: mpsc::Sender<TransportEvent>,
 ) {
     let mut backoff = Backoff::new();
+    // Named in every failure: "connection refused" alone does not say
+    // which address was wrong (no password is in it).
+    let redis = client.get_connection_info().addr().to_string();
     loop {
         let subscribed = async {
             let mut pubsub = client.get_async_pubsub().await?;
@@ -92,12 +95,14 @@ async fn subscriber(
                         return;
                     }
                 }
-                tracing::warn!("lost the Redis subscription; reconnecting");
+                tracing::warn!(%redis, "lost the Redis subscription; reconnecting");
             }
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, retry_in = ?backoff.peek(), "cannot subscribe to Redis")
+                tracing::warn!(%redis, error = %e, retry_in = ?backoff.peek(), "cannot subscribe to Redis")
             }
-            Err(_) => tracing::warn!(retry_in = ?backoff.peek(), "connecting to Redis timed out"),
+            Err(_) => {
+                tracing::warn!(%redis, retry_in = ?backoff.peek(), "connecting to Redis timed out")
+            }
         }
         let wait = backoff.wait();
         let retry_at = std::time::SystemTime::now() + wait;

@@ -10,6 +10,17 @@ use super::{wait_for, DEADLINE, MEWLD};
 pub struct LogsFollower {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    said: Arc<Mutex<Vec<String>>>,
+}
+
+/// Collects `from`'s lines into `into` as they come, in a thread.
+fn collect(from: impl std::io::Read + Send + 'static, into: &Arc<Mutex<Vec<String>>>) {
+    let sink = into.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            sink.lock().expect("lock").push(line);
+        }
+    });
 }
 
 impl LogsFollower {
@@ -21,18 +32,13 @@ impl LogsFollower {
             .args(["logs", "-f", "-n", "1", "--json", "--config"])
             .arg(config)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("mewld logs -f");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        let stdout = child.stdout.take().expect("piped");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().expect("lock").push(line);
-            }
-        });
-        let follower = LogsFollower { child, lines };
+        let (lines, said) = Default::default();
+        collect(child.stdout.take().expect("piped"), &lines);
+        collect(child.stderr.take().expect("piped"), &said);
+        let follower = LogsFollower { child, lines, said };
         wait_for("logs -f to catch up", DEADLINE, || {
             (!follower.lines.lock().expect("lock").is_empty()).then_some(())
         });
@@ -45,6 +51,21 @@ impl LogsFollower {
             let lines = self.lines.lock().expect("lock");
             lines.iter().skip(1).any(|l| l.contains(text)).then_some(())
         });
+    }
+}
+
+impl LogsFollower {
+    /// Waits for it to end (the engine gone): its exit status and what it
+    /// said on stderr.
+    pub fn ended(mut self) -> (Option<i32>, String) {
+        let status = wait_for("logs -f to end", DEADLINE, || {
+            self.child.try_wait().ok().flatten()
+        });
+        // The collecting thread holds the other handle until stderr closes.
+        let said = wait_for("logs -f's stderr to close", DEADLINE, || {
+            (Arc::strong_count(&self.said) == 1).then(|| self.said.lock().expect("lock").join("\n"))
+        });
+        (status.code(), said)
     }
 }
 

@@ -17,7 +17,10 @@ use mewld_core::model::state::ClusterView;
 
 pub(super) fn draw_pane(frame: &mut Frame, app: &App, area: Rect) {
     let d = &app.diagnostics;
-    let mut title = format!("Diagnostics · {} answers", d.answers.len());
+    let mut title = match d.answers.len() {
+        1 => "Diagnostics · 1 answer".to_string(),
+        n => format!("Diagnostics · {n} answers"),
+    };
     let unanswered = d.answers.iter().filter(|a| a.reply.is_none()).count();
     if unanswered > 0 {
         title.push_str(&format!(" · {unanswered} unanswered"));

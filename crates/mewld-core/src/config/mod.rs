@@ -93,9 +93,32 @@ pub fn parse(text: &str, path: &Path, overrides: &Overrides) -> Result<Loaded, C
     // Editors on Windows save a byte order mark, which YAML would take for
     // the start of a second document.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let (raw, warnings) = raw::read(text, path)?;
-    let config = resolve::resolve(raw, text, path, overrides)?;
+    let raw::Read {
+        raw,
+        warnings,
+        unknown,
+    } = raw::read(text, path)?;
+    let config = resolve::resolve(raw, text, path, overrides)
+        .map_err(|e| e.with_typo_named(&unknown, text))?;
     Ok(Loaded { config, warnings })
+}
+
+impl ConfigError {
+    /// An error about key `k` names an unknown key of the file spelt
+    /// nearly like `k` (`per_clustr` for a missing `per_cluster`): the
+    /// warning that would have said so is not printed when the start fails.
+    fn with_typo_named(mut self, unknown: &[String], text: &str) -> ConfigError {
+        let Some(key) = &self.key else { return self };
+        let near = |u: &&String| strsim::damerau_levenshtein(u, key) <= 2;
+        if let Some(typo) = unknown.iter().find(near) {
+            let at =
+                raw::line_of_key(text, typo).map_or_else(String::new, |l| format!(" (line {l})"));
+            self.message.push_str(&format!(
+                "; `{typo}`{at} is not a key mewld knows: a typo for `{key}`?"
+            ));
+        }
+        self
+    }
 }
 
 /// The directory `path` is in (`.` for a bare name): where paths the
@@ -181,6 +204,22 @@ mod tests {
         );
         assert_eq!(redacted_url("redis://user@h/0"), "redis://user@h/0");
         assert_eq!(redacted_url("redis://h:6379/0"), "redis://h:6379/0");
+    }
+
+    #[test]
+    fn a_missing_key_names_its_likely_typo() {
+        let text = MIN.replace("per_cluster: 10", "per_clustr: 10");
+        let e = parse_err(&text);
+        assert_eq!(e.key.as_deref(), Some("per_cluster"));
+        assert!(
+            e.to_string().ends_with(
+                "; `per_clustr` (line 5) is not a key mewld knows: a typo for `per_cluster`?"
+            ),
+            "{e}"
+        );
+        // An unknown key far from the missing one is not offered.
+        let e = parse_err(&MIN.replace("per_cluster: 10", "colour: 10"));
+        assert!(!e.to_string().contains("typo"), "{e}");
     }
 
     #[test]

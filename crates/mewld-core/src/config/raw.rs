@@ -64,10 +64,17 @@ pub(super) struct RawConfig {
 /// of it (200k levels take minutes); a mewld config needs 2.
 const MAX_FLOW_DEPTH: usize = 64;
 
+/// What [`read`] found: the raw values, the warnings for keys that are
+/// unknown or belong to the original's web UI, and the unknown keys.
+pub(super) struct Read {
+    pub raw: RawConfig,
+    pub warnings: Vec<String>,
+    pub unknown: Vec<String>,
+}
+
 /// Deserializes the (BOM-free) `text` of `path`, refusing deep nesting
-/// before libyaml sees it. Returns the raw values and the warnings for keys
-/// that are unknown or belong to the original's web UI.
-pub(super) fn read(text: &str, path: &Path) -> Result<(RawConfig, Vec<String>), ConfigError> {
+/// before libyaml sees it.
+pub(super) fn read(text: &str, path: &Path) -> Result<Read, ConfigError> {
     if let Some(line) = too_deep(text, MAX_FLOW_DEPTH) {
         return Err(ConfigError {
             path: path.to_path_buf(),
@@ -87,16 +94,20 @@ pub(super) fn read(text: &str, path: &Path) -> Result<(RawConfig, Vec<String>), 
             .map_err(|e: serde_yaml::Error| yaml_error(&e, text, path))?
     };
     let mut warnings: Vec<String> = unknown
-        .into_iter()
+        .iter()
         .map(|key| {
-            let at = line_of_key(text, &key)
+            let at = line_of_key(text, key)
                 .map(|l| format!(":{l}"))
                 .unwrap_or_default();
             format!("{}{at}: unknown key `{key}` ignored", path.display())
         })
         .collect();
     warnings.extend(web_ui_warning(&raw, path));
-    Ok((raw, warnings))
+    Ok(Read {
+        raw,
+        warnings,
+        unknown,
+    })
 }
 
 /// The original's web UI keys that mean nothing here: all of them without

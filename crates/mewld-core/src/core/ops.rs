@@ -298,6 +298,9 @@ impl Core {
             Ok(idx) => idx,
             Err(refused) => return Some(Err(refused)),
         };
+        if self.clusters[idx].state == ClusterState::Stopping {
+            return Some(Err(Refused::Stopping(self.label(idx))));
+        }
         if self.clusters[idx].is_alive() {
             return Some(Err(Refused::AlreadyRunning(self.label(idx))));
         }

@@ -236,6 +236,8 @@ pub enum Refused {
     AlreadyRunning(Label),
     #[error("{0} is not running")]
     NotRunning(Label),
+    #[error("{0} is stopping; start it once it has stopped")]
+    Stopping(Label),
     #[error("{0} is not running (use start)")]
     RestartNotRunning(Label),
     #[error("could not start {label}: {error}")]

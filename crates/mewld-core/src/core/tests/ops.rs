@@ -22,6 +22,11 @@ fn start_stop_and_restart_are_refused_when_they_make_no_sense() {
     assert_eq!(sim.op(Operation::Stop(9)), Err(Refused::NoSuchCluster(9)));
     assert_eq!(sim.op(Operation::Stop(1)), Ok(()));
     assert_eq!(sim.stopped(), vec![1]);
+    // Not "already running": it is on its way out.
+    assert!(matches!(
+        sim.op(Operation::Start(1)),
+        Err(Refused::Stopping(_))
+    ));
     sim.exit(1, 0);
     assert_eq!(sim.state(1), ClusterState::Stopped);
     assert!(matches!(
@@ -33,7 +38,7 @@ fn start_stop_and_restart_are_refused_when_they_make_no_sense() {
         Err(Refused::RestartNotRunning(_))
     ));
     // Every refusal is in the action log, an unknown id included.
-    assert_eq!(sim.logged().iter().filter(|e| is_refusal(e)).count(), 4);
+    assert_eq!(sim.logged().iter().filter(|e| is_refusal(e)).count(), 5);
     // An operator's stop stays stopped: no crash restart is scheduled.
     sim.advance(SECS(3600));
     assert_eq!(sim.spawned(), Vec::<ClusterId>::new());
