@@ -84,12 +84,17 @@ async fn report(path: &Path, host: &HostFlags, out: &mut String) -> Vec<String> 
     }
     let map = cluster_map::build(shard_count, config.per_cluster, &config.names);
     line(out, "cluster map", &format!("{} clusters", map.len()));
-    for c in &map {
+    let names: Vec<String> = map
+        .iter()
+        .map(|c| mewld_core::protocol::truncate(&c.name, 40))
+        .collect();
+    // The shards line up under the longest name shown.
+    let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+    for (c, name) in map.iter().zip(names) {
         let _ = writeln!(
             out,
-            "  {:>4}  {:<16} shards {}",
+            "  {:>4}  {name:<width$}  shards {}",
             c.id,
-            mewld_core::protocol::truncate(&c.name, 40),
             shard_range(&c.shards)
         );
     }

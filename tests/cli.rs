@@ -258,7 +258,7 @@ fn check_config_prints_settings_and_the_cluster_map() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(dir.path().join("bot")).expect("bot dir");
     std::fs::write(dir.path().join("bot/bot.py"), "").expect("module");
-    let config = "token: x\ninterp: sh\nmodule: bot.py\nredis: 127.0.0.1:1\nredis_channel: chan\nper_cluster: 10\nuse_current_directory: true\ndir: bot\nfixed_shard_count: 25\nnames: [Pika]\nmystery: 1\nmetrics_addr: 127.0.0.1:9464\n";
+    let config = "token: x\ninterp: sh\nmodule: bot.py\nredis: 127.0.0.1:1\nredis_channel: chan\nper_cluster: 10\nuse_current_directory: true\ndir: bot\nfixed_shard_count: 25\nnames: [Pika, Charizard the Magnificent]\nmystery: 1\nmetrics_addr: 127.0.0.1:9464\n";
     std::fs::write(dir.path().join("config.yaml"), config).expect("write");
     let out = run_in(dir.path(), &["check-config"], &[]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -270,10 +270,11 @@ fn check_config_prints_settings_and_the_cluster_map() {
         "{text}"
     );
     assert!(text.contains("3 clusters"), "{text}");
+    // The shards line up under the longest name.
     for line in [
-        "0  Pika             shards 0-9",
-        "1  cluster-1        shards 10-19",
-        "2  cluster-2        shards 20-24",
+        "0  Pika                       shards 0-9",
+        "1  Charizard the Magnificent  shards 10-19",
+        "2  cluster-2                  shards 20-24",
     ] {
         assert!(text.contains(line), "missing {line:?} in {text}");
     }
