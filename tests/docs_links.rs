@@ -3,10 +3,13 @@
 //! exists, and every `#anchor` into a markdown file names one of its
 //! headings, slugged as GitHub does (lowercase; punctuation but `-` and `_`
 //! dropped; spaces to `-`; a repeated heading gets `-1`, `-2`, …). The
-//! key tables are tests/console_keys.rs's.
+//! markdown is read by pulldown-cmark (CommonMark, with GitHub's tables);
+//! the slug rule is ours. The key tables are tests/console_keys.rs's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+
+use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -188,160 +191,38 @@ struct Link {
     line: usize,
 }
 
-/// The destinations of the inline links and images (`[text](dest)`,
-/// `![alt](dest)`) and of the reference definitions (`[label]: dest`) of a
-/// markdown text, outside code blocks and code spans.
+/// `markdown` as GitHub reads it (tables, footnotes, … on).
+fn parser(markdown: &str) -> Parser<'_> {
+    Parser::new_ext(markdown, Options::all())
+}
+
+/// The destinations of the links and images of a markdown text (inline or
+/// by reference), then those of its reference definitions, each with the
+/// line it starts on; code is not read.
 fn links(markdown: &str) -> Vec<Link> {
-    let text = without_code(markdown);
-    let line_of = |at: usize| text[..at].matches('\n').count() + 1;
-    let mut found = Vec::new();
-    let mut from = 0;
-    while let Some(at) = text[from..].find("](") {
-        let start = from + at + 2;
-        if let Some(dest) = destination(&text[start..]) {
-            found.push(Link {
-                dest,
-                line: line_of(start),
-            });
-        }
-        from = start;
-    }
-    let mut offset = 0;
-    for line in text.split_inclusive('\n') {
-        let trimmed = line.trim_start();
-        if line.len() - trimmed.len() <= 3 && trimmed.starts_with('[') {
-            if let Some(close) = trimmed.find("]:") {
-                let rest = trimmed[close + 2..].trim();
-                if let Some(dest) = rest.split_whitespace().next() {
-                    let dest = dest.trim_start_matches('<').trim_end_matches('>');
-                    found.push(Link {
-                        dest: dest.to_string(),
-                        line: line_of(offset),
-                    });
-                }
-            }
-        }
-        offset += line.len();
-    }
+    let line_of = |at: usize| markdown[..at].matches('\n').count() + 1;
+    let parser = parser(markdown);
+    let mut definitions: Vec<Link> = parser
+        .reference_definitions()
+        .iter()
+        .map(|(_, def)| Link {
+            dest: def.dest.to_string(),
+            line: line_of(def.span.start),
+        })
+        .collect();
+    definitions.sort_by_key(|l| l.line);
+    let mut found: Vec<Link> = parser
+        .into_offset_iter()
+        .filter_map(|(event, at)| match event {
+            Event::Start(Tag::Link { dest_url, .. } | Tag::Image { dest_url, .. }) => Some(Link {
+                dest: dest_url.to_string(),
+                line: line_of(at.start),
+            }),
+            _ => None,
+        })
+        .collect();
+    found.extend(definitions);
     found
-}
-
-/// The destination at the start of what follows `](`: `<…>`, or up to
-/// whitespace or the `)` that closes the link (parentheses inside balanced).
-fn destination(rest: &str) -> Option<String> {
-    let rest = rest.trim_start();
-    if let Some(angled) = rest.strip_prefix('<') {
-        return angled.find('>').map(|end| angled[..end].to_string());
-    }
-    let mut depth = 0usize;
-    for (i, c) in rest.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' if depth == 0 => return Some(rest[..i].to_string()),
-            ')' => depth -= 1,
-            c if c.is_whitespace() => return Some(rest[..i].to_string()),
-            _ => {}
-        }
-    }
-    None
-}
-
-/// The text with fenced code blocks and code spans blanked out (newlines
-/// kept, so offsets still give line numbers).
-fn without_code(markdown: &str) -> String {
-    let mut out = String::with_capacity(markdown.len());
-    let mut fence: Option<String> = None;
-    for line in markdown.split_inclusive('\n') {
-        let trimmed = line.trim_start();
-        let indent = line.len() - trimmed.len();
-        let marker: String = trimmed
-            .chars()
-            .take_while(|&c| c == '`' || c == '~')
-            .collect();
-        let is_fence = indent <= 3
-            && marker.len() >= 3
-            && marker
-                .chars()
-                .all(|c| c == marker.chars().next().unwrap_or('`'));
-        match &fence {
-            Some(open) => {
-                if is_fence
-                    && marker.starts_with(open.as_str())
-                    && trimmed[marker.len()..].trim().is_empty()
-                {
-                    fence = None;
-                }
-                out.push_str(&blank(line));
-            }
-            None if is_fence => {
-                fence = Some(marker);
-                out.push_str(&blank(line));
-            }
-            None => out.push_str(line),
-        }
-    }
-    without_code_spans(&out)
-}
-
-/// Code spans (a run of n backticks to the next run of exactly n, within
-/// a paragraph) blanked out; an unmatched run is literal.
-fn without_code_spans(text: &str) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    let mut out = String::with_capacity(text.len());
-    let mut i = 0;
-    while i < chars.len() {
-        if chars[i] != '`' {
-            out.push(chars[i]);
-            i += 1;
-            continue;
-        }
-        let run = chars[i..].iter().take_while(|&&c| c == '`').count();
-        match closing_run(&chars, i + run, run) {
-            Some(end) => {
-                let span: String = chars[i..end + run].iter().collect();
-                out.push_str(&blank(&span));
-                i = end + run;
-            }
-            None => {
-                out.extend(&chars[i..i + run]);
-                i += run;
-            }
-        }
-    }
-    out
-}
-
-/// Where the next run of exactly `run` backticks from `from` begins, if
-/// one comes before a blank line.
-fn closing_run(chars: &[char], from: usize, run: usize) -> Option<usize> {
-    let mut j = from;
-    while j < chars.len() {
-        if chars[j] == '\n'
-            && chars[j + 1..]
-                .iter()
-                .take_while(|c| **c != '\n')
-                .all(|c| c.is_whitespace())
-        {
-            return None;
-        }
-        if chars[j] == '`' {
-            let len = chars[j..].iter().take_while(|&&c| c == '`').count();
-            if len == run {
-                return Some(j);
-            }
-            j += len;
-        } else {
-            j += 1;
-        }
-    }
-    None
-}
-
-/// `s` with everything but newlines turned to spaces.
-fn blank(s: &str) -> String {
-    s.chars()
-        .map(|c| if c == '\n' { '\n' } else { ' ' })
-        .collect()
 }
 
 /// The anchors a markdown text's headings get on GitHub, and those of
@@ -349,72 +230,40 @@ fn blank(s: &str) -> String {
 fn anchors(markdown: &str) -> BTreeSet<String> {
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut found = BTreeSet::new();
-    let mut fenced = false;
-    for line in markdown.lines() {
-        let trimmed = line.trim_start();
-        if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
-            fenced = !fenced;
-            continue;
-        }
-        if fenced {
-            continue;
-        }
-        for tag in ["name=\"", "id=\""] {
-            let mut rest = line;
-            while let Some(at) = rest.find(tag) {
-                rest = &rest[at + tag.len()..];
-                if let Some(end) = rest.find('"') {
-                    found.insert(rest[..end].to_string());
+    // The text of the heading being read, as shown.
+    let mut heading: Option<String> = None;
+    for event in parser(markdown) {
+        match (event, heading.as_mut()) {
+            (Event::Start(Tag::Heading { .. }), _) => heading = Some(String::new()),
+            (Event::Text(t) | Event::Code(t), Some(text)) => text.push_str(&t),
+            (Event::End(TagEnd::Heading(_)), Some(text)) => {
+                let slug = slug(text);
+                let n = seen.entry(slug.clone()).or_insert(0);
+                found.insert(if *n == 0 { slug } else { format!("{slug}-{n}") });
+                *n += 1;
+                heading = None;
+            }
+            (Event::Html(html) | Event::InlineHtml(html), _) => {
+                for tag in ["name=\"", "id=\""] {
+                    let mut rest = html.as_ref();
+                    while let Some(at) = rest.find(tag) {
+                        rest = &rest[at + tag.len()..];
+                        if let Some(end) = rest.find('"') {
+                            found.insert(rest[..end].to_string());
+                        }
+                    }
                 }
             }
+            _ => {}
         }
-        let Some(text) = heading(line) else { continue };
-        let slug = slug(text);
-        let n = seen.entry(slug.clone()).or_insert(0);
-        found.insert(if *n == 0 { slug } else { format!("{slug}-{n}") });
-        *n += 1;
     }
     found
 }
 
-/// An ATX heading's text (`## Text ##` → `Text`).
-fn heading(line: &str) -> Option<&str> {
-    let trimmed = line.trim_start();
-    if line.len() - trimmed.len() > 3 {
-        return None;
-    }
-    let level = trimmed.chars().take_while(|&c| c == '#').count();
-    if !(1..=6).contains(&level) {
-        return None;
-    }
-    let rest = &trimmed[level..];
-    if !rest.is_empty() && !rest.starts_with([' ', '\t']) {
-        return None;
-    }
-    let text = rest.trim();
-    let text = text.trim_end_matches('#');
-    Some(text.trim_end())
-}
-
-/// GitHub's anchor for a heading: the text as shown (a link's text, not its
-/// destination), lowercased, with every character but letters, marks,
-/// digits, `-`, `_` and spaces dropped, and spaces turned to `-`.
-fn slug(heading: &str) -> String {
-    let mut shown = String::new();
-    let mut rest = heading;
-    // [text](dest) shows as text.
-    while let Some(open) = rest.find('[') {
-        let Some(mid) = rest[open..].find("](") else {
-            break;
-        };
-        let Some(close) = rest[open + mid..].find(')') else {
-            break;
-        };
-        shown.push_str(&rest[..open]);
-        shown.push_str(&rest[open + 1..open + mid]);
-        rest = &rest[open + mid + close + 1..];
-    }
-    shown.push_str(rest);
+/// GitHub's anchor for a heading's text as shown: lowercased, with every
+/// character but letters, marks, digits, `-`, `_` and spaces dropped, and
+/// spaces turned to `-`.
+fn slug(shown: &str) -> String {
     shown
         .to_lowercase()
         .chars()
@@ -449,7 +298,8 @@ fn slugs_are_githubs() {
         ("Ünïcode Straße", "ünïcode-straße"),
     ];
     for (heading, want) in cases {
-        assert_eq!(slug(heading), want, "slug of {heading:?}");
+        let got: Vec<String> = anchors(&format!("## {heading}\n")).into_iter().collect();
+        assert_eq!(got, [want], "the anchor of {heading:?}");
     }
     let text =
         "# A\n## Run\n```\n## Not a heading\n```\n### Run\n#nospace\n<a name=\"here\"></a>\n";
