@@ -28,6 +28,7 @@ use crate::cluster_map::{ClusterId, ClusterSpec};
 use crate::fleet::{HostRecord, Leader, Membership};
 use crate::model::state::{ClusterState, ClusterView, ExitOrder};
 use leader::Held;
+pub(in crate::core) use handoff::peer_of;
 pub(crate) use leader::Question;
 
 /// This host's knowledge of the fleet.
