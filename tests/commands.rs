@@ -300,7 +300,10 @@ fn fleet_commands_refuse_what_a_host_would_and_name_the_asker() {
     let (_, said) = expect(&config, &["stop", "99", "--redis"], 1);
     let (socket, _) = on_a(&["stop", "99"]);
     assert_eq!(said, text(&socket.stderr), "the socket's words");
-    assert!(said.contains("stop refused: there is no cluster 99"), "{said}");
+    assert!(
+        said.contains("stop refused: there is no cluster 99"),
+        "{said}"
+    );
 
     // Asked on host a's socket, carried out (and logged) by host b.
     let (out, pid) = on_a(&["stop", "2"]);
@@ -316,7 +319,9 @@ fn fleet_commands_refuse_what_a_host_would_and_name_the_asker() {
     let (out, pid) = mewld(&config, &["stop", "3", "--redis"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stop = wait_for("the stop through Redis logged", DEADLINE, || {
-        operator_actions(&f, "stop").into_iter().find(|e| e["id"] == 3)
+        operator_actions(&f, "stop")
+            .into_iter()
+            .find(|e| e["id"] == 3)
     });
     assert_eq!(peer_of(&stop), (Some(u64::from(pid)), Some(uid)), "{stop}");
 

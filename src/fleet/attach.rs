@@ -234,9 +234,9 @@ impl Reader {
             Ok(Some(ExitOrder { restart: false, .. })) => {
                 Health::Over("the fleet shut down (shutdown)".into())
             }
-            Ok(Some(ExitOrder { restart: true, .. })) => Health::Down(format!(
-                "{NO_HOST}: the fleet is restarting (restartproc)"
-            )),
+            Ok(Some(ExitOrder { restart: true, .. })) => {
+                Health::Down(format!("{NO_HOST}: the fleet is restarting (restartproc)"))
+            }
             _ => Health::Down(NO_HOST.to_string()),
         }
     }

@@ -233,7 +233,8 @@ impl Series {
         };
         // The gauges of clusters no host runs: the leader's (module doc).
         let counted = |c: &&ClusterView| {
-            mine(c) || (s.fleet.as_ref().is_some_and(|f| f.leading) && c.state == ClusterState::Lost)
+            mine(c)
+                || (s.fleet.as_ref().is_some_and(|f| f.leading) && c.state == ClusterState::Lost)
         };
         for state in STATES {
             let n = s

@@ -37,7 +37,12 @@ fn restarts_are_the_engines_counts_each_counted_once() {
     series.on_entry(&operator("restart", None).entry(std::time::SystemTime::now()));
     series.on_snapshot(&with(&[Crash, RollingRestart, Operator, RollingRestart]));
     let text = text(&registry);
-    for (reason, n) in [("crash", 1), ("rolling_restart", 2), ("operator", 1), ("reshard", 0)] {
+    for (reason, n) in [
+        ("crash", 1),
+        ("rolling_restart", 2),
+        ("operator", 1),
+        ("reshard", 0),
+    ] {
         assert!(text.contains(&sample(reason, n)), "{reason} {n}:\n{text}");
     }
     series.on_snapshot(&with(&[Reshard]));

@@ -27,8 +27,8 @@ use crate::actlog::LogEvent;
 use crate::cluster_map::{ClusterId, ClusterSpec};
 use crate::fleet::{HostRecord, Leader, Membership};
 use crate::model::state::{ClusterState, ClusterView, ExitOrder};
-use leader::Held;
 pub(in crate::core) use handoff::peer_of;
+use leader::Held;
 pub(crate) use leader::Question;
 
 /// This host's knowledge of the fleet.

@@ -157,7 +157,11 @@ fn a_handed_over_operation_is_logged_with_the_asking_process() {
     assert_eq!(asked, Some(Ok(())));
     let handed = sim.published();
     assert_eq!(
-        (&handed[0]["via"], &handed[0]["peer_pid"], &handed[0]["peer_uid"]),
+        (
+            &handed[0]["via"],
+            &handed[0]["peer_pid"],
+            &handed[0]["peer_uid"]
+        ),
         (&json!("cli"), &json!(4242), &json!(1000)),
         "{handed:?}"
     );
