@@ -328,8 +328,12 @@ fn fleet_commands_refuse_what_a_host_would_and_name_the_asker() {
     // Host b dies: its clusters are lost, and nothing is handed to it.
     b.signal(nix::sys::signal::Signal::SIGKILL);
     b.wait_exit();
+    // Lost in the records and to host a (which reads them on its own).
     wait_for("host b's clusters lost", DEADLINE, || {
-        (fleet_state(3).as_deref() == Some("lost")).then_some(())
+        let (out, _) = on_a(&["status", "--json"]);
+        let on_a: Value = serde_json::from_slice(&out.stdout).ok()?;
+        (fleet_state(3).as_deref() == Some("lost") && on_a["clusters"][3]["state"] == "lost")
+            .then_some(())
     });
     let (_, said) = expect(&config, &["restart", "3", "--redis"], 1);
     assert!(said.contains("stopped heartbeating"), "{said}");
