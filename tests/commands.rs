@@ -291,3 +291,90 @@ fn commands_reach_a_whole_fleet_through_its_redis() {
     let (logs, _) = expect(&config, &["logs", "--redis", "-n", "3"], 0);
     assert_eq!(logs.lines().count(), 3, "{logs}");
 }
+
+/// The asking process, as an `operator_action` names it.
+fn peer_of(entry: &Value) -> (Option<u64>, Option<u64>) {
+    (entry["peer_pid"].as_u64(), entry["peer_uid"].as_u64())
+}
+
+/// Through the fleet's Redis, an operation a host would refuse (no such
+/// cluster, its host lost) is refused here too, in the socket's words; one
+/// handed from host to host is logged by the host that runs the cluster
+/// with the asking process, as it is when done locally.
+#[test]
+fn fleet_commands_refuse_what_a_host_would_and_name_the_asker() {
+    let f = Fixture::new("commands-fleet-refusals", vec![Answer::gateway(8, 900, 0)]);
+    let config_text = f.config("");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, &config_text).expect("config");
+    let a = f.fleet_host(&config_text, "a", 0, 2, &[]);
+    let mut b = f.fleet_host(&config_text, "b", 1, 2, &[]);
+    // Host a's control socket, as `mewld stop 2 --host-index 0` finds it.
+    let on_a = |args: &[&str]| {
+        let mut args = args.to_vec();
+        args.extend(["--host-index", "0", "--host-count", "2"]);
+        mewld(&a.config_path, &args)
+    };
+    let fleet_state = |id: usize| {
+        let (out, _) = mewld(&config, &["status", "--redis", "--json"]);
+        let json: Value = serde_json::from_slice(&out.stdout).ok()?;
+        json["clusters"][id]["state"].as_str().map(str::to_string)
+    };
+    wait_for("every cluster running", DEADLINE, || {
+        (0..4)
+            .all(|id| fleet_state(id).as_deref() == Some("running"))
+            .then_some(())
+    });
+    let uid = u64::from(nix::unistd::getuid().as_raw());
+
+    let (_, said) = expect(&config, &["stop", "99", "--redis"], 1);
+    let (socket, _) = on_a(&["stop", "99"]);
+    assert_eq!(said, text(&socket.stderr), "the socket's words");
+    assert!(
+        said.contains("stop refused: there is no cluster 99"),
+        "{said}"
+    );
+
+    // Asked on host a's socket, carried out (and logged) by host b.
+    let (out, pid) = on_a(&["stop", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stop = wait_for("host b to log the stop", DEADLINE, || {
+        stderr_action_log(&b)
+            .into_iter()
+            .find(|e| e["event"] == "operator_action" && e["id"] == 2)
+    });
+    assert!(stop["via"] == "cli" && stop["host"] == "a", "{stop}");
+    assert_eq!(peer_of(&stop), (Some(u64::from(pid)), Some(uid)), "{stop}");
+    // Through Redis: this process, and this machine's name.
+    let (out, pid) = mewld(&config, &["stop", "3", "--redis"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stop = wait_for("the stop through Redis logged", DEADLINE, || {
+        operator_actions(&f, "stop")
+            .into_iter()
+            .find(|e| e["id"] == 3)
+    });
+    assert_eq!(peer_of(&stop), (Some(u64::from(pid)), Some(uid)), "{stop}");
+
+    // Host b dies: its clusters are lost, and nothing is handed to it.
+    b.signal(nix::sys::signal::Signal::SIGKILL);
+    b.wait_exit();
+    // Lost in the records and to host a (which reads them on its own).
+    wait_for("host b's clusters lost", DEADLINE, || {
+        let (out, _) = on_a(&["status", "--json"]);
+        let on_a: Value = serde_json::from_slice(&out.stdout).ok()?;
+        (fleet_state(3).as_deref() == Some("lost") && on_a["clusters"][3]["state"] == "lost")
+            .then_some(())
+    });
+    let (_, said) = expect(&config, &["restart", "3", "--redis"], 1);
+    assert!(said.contains("stopped heartbeating"), "{said}");
+    let (socket, _) = on_a(&["restart", "3"]);
+    assert_eq!(said, text(&socket.stderr), "the socket's words");
+    // No host left: said, with 2.
+    drop(a);
+    let said = wait_for("no host left", DEADLINE, || {
+        let (out, _) = mewld(&config, &["stop", "0", "--redis"]);
+        (out.status.code() == Some(2)).then(|| text(&out.stderr))
+    });
+    assert!(said.contains("no host of this fleet is running"), "{said}");
+}

@@ -787,3 +787,62 @@ fn a_paused_redis_is_a_stall_not_a_lost_host() {
         assert_eq!(f.bot.starts_of(id), 1, "{:?}", f.bot.records());
     }
 }
+
+/// `mewld attach --redis` leaves (status 0, saying why) once the fleet has
+/// shut down on purpose; hosts that merely die leave it waiting for them.
+#[test]
+fn the_fleet_console_leaves_after_a_shutdown_not_after_a_crash() {
+    use nix::sys::signal::Signal::SIGKILL;
+    let f = Fixture::new("fleet-attach-end", vec![Answer::gateway(8, 900, 0)]);
+    let config = f.config("");
+    let hosts = || {
+        (
+            f.fleet_host(&config, "a", 0, 2, &[]),
+            f.fleet_host(&config, "b", 1, 2, &[]),
+        )
+    };
+    let (mut a, mut b) = hosts();
+    a.wait_launched(&f.listener);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config_path = dir.path().join("config.yaml");
+    std::fs::write(&config_path, &config).expect("config");
+    let said = dir.path().join("attach.err");
+    let args = format!(
+        "attach --redis --config '{}' --log-file '{}' 2>'{}'",
+        config_path.display(),
+        dir.path().join("attach.log").display(),
+        said.display()
+    );
+    let (script, status) = mewld_script(dir.path(), "attach", "", &args);
+    let tmux = Tmux::start("fleet-attach-end", &script, 160, 30);
+    tmux.wait_screen("the fleet", |s| s.contains("4/4 running"));
+
+    // Every host dies: the console waits, and takes them back.
+    for host in [&mut a, &mut b] {
+        host.signal(SIGKILL);
+        host.wait_exit();
+    }
+    tmux.wait_screen("no host running, reconnecting", |s| {
+        s.contains("ENGINE GONE") && s.contains("no host of this fleet is running")
+    });
+    let (mut a, mut b) = hosts();
+    tmux.wait_screen("the fleet back", |s| {
+        s.contains("4/4 running") && !s.contains("ENGINE GONE")
+    });
+
+    // Shut down on purpose: the console leaves once every host is gone.
+    let out = std::process::Command::new(MEWLD)
+        .args(["shutdown", "--redis", "--config"])
+        .arg(&config_path)
+        .output()
+        .expect("mewld shutdown --redis");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(a.wait_exit(), Some(0));
+    assert_eq!(b.wait_exit(), Some(0));
+    assert_eq!(tmux.wait_exit_status(&status), "0");
+    let said = std::fs::read_to_string(&said).expect("what attach said");
+    assert!(
+        said.contains("mewld attach: the fleet shut down (shutdown); detached"),
+        "{said}"
+    );
+}

@@ -80,7 +80,8 @@ fn metrics_follow_the_clusters() {
     let m = wait_for_seen("the restart counted", DEADLINE, || {
         let m = scrape(port);
         let started = "mewld_action_log_entries_total{event=\"cluster_started\"}";
-        if m.get(started) == Some(&4.0) {
+        let operator = "mewld_cluster_restarts_total{cluster=\"0\",reason=\"operator\"}";
+        if m.get(started) == Some(&4.0) && m.get(operator) == Some(&1.0) {
             Ok(m)
         } else {
             Err(m)
@@ -502,4 +503,67 @@ fn a_bot_cannot_add_series_or_move_the_managers_counters() {
             assert_eq!(after.get(series), Some(value), "{series}: {after:?}");
         }
     }
+}
+
+/// The `cluster` labels of the counters a scrape serves.
+fn counted_clusters(m: &HashMap<String, f64>) -> std::collections::BTreeSet<String> {
+    m.keys()
+        .filter(|k| k.contains("_total{cluster=\""))
+        .filter_map(|k| k.split('"').nth(1).map(str::to_string))
+        .collect()
+}
+
+/// In a fleet, each host serves its own clusters' counters from the start,
+/// and only those: not the leader the clusters it once saw lost, nor a
+/// rolling restart's other hosts' steps, which their own hosts count.
+#[test]
+fn each_fleet_host_counts_its_own_clusters() {
+    let f = Fixture::new("metrics-fleet", vec![Answer::gateway(8, 900, 0)]);
+    let port = free_ports(2);
+    // Host b's port is the configured one plus its index (1).
+    let config = f.config(&format!("metrics_addr: 127.0.0.1:{port}\n"));
+    let (port_a, port_b) = (port, port + 1);
+    // Host b leads alone first: host a's clusters (0, 1) are lost.
+    let _b = f.fleet_host(&config, "b", 1, 2, &[]);
+    wait_for_seen("b leading, a's clusters lost", DEADLINE, || {
+        // Served once the port is bound.
+        http_get(port_b, "/healthz").ok_or_else(HashMap::new)?;
+        let m = scrape(port_b);
+        let ready = m.get("mewld_fleet_leader") == Some(&1.0)
+            && m.get("mewld_clusters{state=\"lost\"}") == Some(&2.0);
+        if ready {
+            Ok(())
+        } else {
+            Err(m)
+        }
+    });
+    let mut a = f.fleet_host(&config, "a", 0, 2, &[]);
+    a.wait_launched(&f.listener);
+    let mine = |ids: [u32; 2]| ids.iter().map(u32::to_string).collect();
+    assert_eq!(counted_clusters(&scrape(port_a)), mine([0, 1]));
+    assert_eq!(counted_clusters(&scrape(port_b)), mine([2, 3]));
+
+    // The leader walks the fleet; each cluster's restart is its host's.
+    statuses_when(&f, "every cluster running", |s| {
+        (0..4).all(|id| status_of(s, id) == "running")
+    });
+    ask_all(&f, "rollingrestart", json!({}));
+    let rolled = |port: u16, ids: [u32; 2]| {
+        wait_for_seen("each host's rolling restarts", DEADLINE, || {
+            let m = scrape(port);
+            let done = ids.iter().all(|id| {
+                let series = format!(
+                    "mewld_cluster_restarts_total{{cluster=\"{id}\",reason=\"rolling_restart\"}}"
+                );
+                m.get(&series) == Some(&1.0)
+            });
+            if done {
+                Ok(m)
+            } else {
+                Err(m)
+            }
+        })
+    };
+    assert_eq!(counted_clusters(&rolled(port_a, [0, 1])), mine([0, 1]));
+    assert_eq!(counted_clusters(&rolled(port_b, [2, 3])), mine([2, 3]));
 }

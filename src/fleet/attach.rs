@@ -2,8 +2,12 @@
 //! reaches its Redis. The hosts' records give the clusters (a host column,
 //! lost hosts' clusters as `lost`), the action log gives the history and
 //! the live entries, and operations are handed to the host that runs the
-//! cluster, as another host's console would. Cluster output stays on each
-//! host (attach to its control socket for that).
+//! cluster, as another host's console would, and refused here for the
+//! reasons a host would refuse them before handing them over (no such
+//! cluster, its host lost). The one-shot commands' `--redis` is this too.
+//! Cluster output stays on each host (attach to its control socket for
+//! that). The link ends when every host is gone after the fleet's order
+//! to shut down.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -11,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Map, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 
-use super::reads::{members, parse_leader, HostCache};
+use super::reads::{self, members, parse_leader, HostCache};
 use crate::config::{Config, Ipc};
 use crate::control::client::{Attached, LinkStatus};
 use crate::control::Hello;
@@ -19,9 +23,10 @@ use crate::engine::{EngineHandle, FaceRequest};
 use crate::redis_link::{within, Keys, Link};
 use crate::transport::redis::read_whole_log;
 use mewld_core::cluster_map;
+use mewld_core::fleet::heartbeat::Heartbeat;
 use mewld_core::fleet::{summary, HostRecord};
-use mewld_core::model::state::{ClusterState, ClusterView, FleetSummary, Snapshot};
-use mewld_core::model::{Event, Operation, Refused, Via};
+use mewld_core::model::state::{ClusterState, ClusterView, ExitOrder, FleetSummary, Snapshot};
+use mewld_core::model::{Event, Label, Operation, Peer, Refused, Via};
 use mewld_core::protocol::{self, Channel, FleetOp};
 
 /// How often the fleet is read.
@@ -63,19 +68,22 @@ pub async fn attach(config: &Config) -> Result<Attached, String> {
         last_entry: None,
         connected: true,
         hosts: HostCache::default(),
+        orders: Heartbeat::new(None),
     };
     // Read once before anything is shown: a fleet that is down, or a lone
     // manager, is said at once rather than shown as an empty fleet.
-    let first = reader
-        .read(&events)
+    let cannot = |e: redis::RedisError| format!("cannot read the fleet: {e}");
+    let stored_order = reads::exit_order(reader.link.conn().await.map_err(cannot)?, &reader.keys)
         .await
-        .map_err(|e| format!("cannot read the fleet: {e}"))?;
+        .map_err(cannot)?;
+    let first = reader.read(&events).await.map_err(cannot)?;
     if nobody_runs(&first) {
         return Err(format!(
             "{NO_HOST} (no host record under `{}` in Redis)",
             config.channel
         ));
     }
+    reader.orders = Heartbeat::new(stored_order.filter(|o| !given_by_the_leader(o, &first)));
     let (snapshot, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
     // Sent, not the initial value: a face waiting for news sees it.
     snapshot.send_replace(Arc::new(first));
@@ -93,6 +101,48 @@ const NO_HOST: &str = "no host of this fleet is running";
 
 fn nobody_runs(s: &Snapshot) -> bool {
     s.fleet.as_ref().is_some_and(|f| f.hosts.is_empty())
+}
+
+/// Whether the order to stop `text` is the leader's of `s` (the fleet is
+/// stopping now); any other one found on attaching is a past run's.
+fn given_by_the_leader(text: &str, s: &Snapshot) -> bool {
+    let leading = s.fleet.as_ref().and_then(|f| f.leader.as_ref());
+    serde_json::from_str::<ExitOrder>(text)
+        .is_ok_and(|order| leading.is_some_and(|(_, epoch)| *epoch == order.epoch))
+}
+
+/// What a read says of the link.
+enum Health {
+    Up,
+    /// Out of reach, or no host runs: shown, and read again.
+    Down(String),
+    /// Every host is gone after the fleet's order to shut down.
+    Over(String),
+}
+
+/// Why a host would refuse `op` before handing it over (`forward` in
+/// the core), as the fleet's records `fleet` say.
+fn refusal(fleet: &Snapshot, op: Operation) -> Option<Refused> {
+    if nobody_runs(fleet) {
+        return Some(Refused::NotConnected);
+    }
+    let id = op.cluster()?;
+    match fleet.clusters.iter().find(|c| c.id == id) {
+        None => Some(Refused::NoSuchCluster(id)),
+        Some(c) if c.state == ClusterState::Lost => Some(Refused::HostLost(Label {
+            id,
+            name: c.name.clone(),
+        })),
+        Some(_) => None,
+    }
+}
+
+/// This process, which asks whatever is asked here.
+fn this_process() -> Peer {
+    Peer {
+        pid: i32::try_from(std::process::id()).ok(),
+        uid: nix::unistd::getuid().as_raw(),
+    }
 }
 
 struct Reader {
@@ -114,6 +164,9 @@ struct Reader {
     last_entry: Option<Option<String>>,
     connected: bool,
     hosts: HostCache,
+    /// Which order to stop is news: the hosts' rule (one already there
+    /// on attaching is a past run's).
+    orders: Heartbeat,
 }
 
 impl Reader {
@@ -135,15 +188,18 @@ impl Reader {
                 _ = poll.tick() => {}
             }
             let result = self.read(&events).await;
-            // Every host gone (the fleet shut down) is shown as a lost link.
             let health = match &result {
-                Ok(fresh) if nobody_runs(fresh) => Err(NO_HOST.to_string()),
-                Ok(_) => Ok(()),
-                Err(e) => Err(format!("Redis: {e}")),
+                Ok(fresh) if nobody_runs(fresh) => self.why_nobody_runs().await,
+                Ok(_) => Health::Up,
+                Err(e) => Health::Down(format!("Redis: {e}")),
             };
             let news = match (health, self.connected) {
-                (Ok(()), false) => Some(LinkStatus::Connected(hello.clone())),
-                (Err(why), true) => Some(LinkStatus::Lost(why)),
+                (Health::Over(why), _) => {
+                    let _ = status.try_send(LinkStatus::Ended(why));
+                    return;
+                }
+                (Health::Up, false) => Some(LinkStatus::Connected(hello.clone())),
+                (Health::Down(why), true) => Some(LinkStatus::Lost(why)),
                 _ => None,
             };
             self.connected = news
@@ -167,11 +223,35 @@ impl Reader {
         }
     }
 
+    /// No host runs: the fleet shut down on purpose (its leader's order is
+    /// in Redis), is restarting, or its hosts died.
+    async fn why_nobody_runs(&mut self) -> Health {
+        let order = match self.link.conn().await {
+            Ok(conn) => reads::exit_order(conn, &self.keys).await.ok().flatten(),
+            Err(_) => None,
+        };
+        match self.orders.order_read(order) {
+            Ok(Some(ExitOrder { restart: false, .. })) => {
+                Health::Over("the fleet shut down (shutdown)".into())
+            }
+            Ok(Some(ExitOrder { restart: true, .. })) => {
+                Health::Down(format!("{NO_HOST}: the fleet is restarting (restartproc)"))
+            }
+            _ => Health::Down(NO_HOST.to_string()),
+        }
+    }
+
     /// The fleet as its records say, and the action log's new entries as
     /// events.
     async fn read(&mut self, events: &broadcast::Sender<Event>) -> redis::RedisResult<Snapshot> {
+        let fleet = self.read_fleet().await?;
+        self.read_log(events).await?;
+        Ok(fleet)
+    }
+
+    /// The fleet as its records say.
+    async fn read_fleet(&mut self) -> redis::RedisResult<Snapshot> {
         let keys = self.keys.clone();
-        let log_key = self.log_key.clone();
         // A multiplexed connection's clone is the same connection.
         let conn = &mut self.link.conn().await?.clone();
         let ids = members(conn, &keys).await?;
@@ -187,6 +267,13 @@ impl Reader {
         }
         let holder: Option<String> =
             within(redis::cmd("GET").arg(&keys.leader).query_async(conn)).await?;
+        Ok(self.snapshot(&hosts, holder.as_deref().and_then(parse_leader)))
+    }
+
+    /// The action log's entries since the last read, as events.
+    async fn read_log(&mut self, events: &broadcast::Sender<Event>) -> redis::RedisResult<()> {
+        let log_key = self.log_key.clone();
+        let conn = &mut self.link.conn().await?.clone();
         let tail: Vec<String> = within(
             redis::cmd("LRANGE")
                 .arg(&log_key)
@@ -213,7 +300,7 @@ impl Reader {
             }
         }
         self.last_entry = Some(tail.last().cloned());
-        Ok(self.snapshot(&hosts, holder.as_deref().and_then(parse_leader)))
+        Ok(())
     }
 
     fn snapshot(
@@ -288,7 +375,12 @@ impl Reader {
 
     /// Publishes `op` for the fleet: a cluster's to its host, a rolling
     /// restart to the leader, shutdown and restartproc to every host.
+    /// Refused first as a host would refuse it, from a fresh read.
     async fn hand_over(&mut self, op: Operation, via: Via) -> Result<(), Refused> {
+        let fleet = self.read_fleet().await.map_err(|_| Refused::NotConnected)?;
+        if let Some(refused) = refusal(&fleet, op) {
+            return Err(refused);
+        }
         let payload = match op {
             Operation::Shutdown | Operation::RestartProcess => {
                 let mut request = serde_json::json!({
@@ -321,6 +413,7 @@ impl Reader {
                 host: self.me.clone(),
                 rolling: false,
                 epoch: None,
+                peer: Some(this_process()),
             }),
         };
         let channel = self.ops_channel.clone();

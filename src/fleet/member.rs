@@ -87,6 +87,12 @@ impl Member {
             tokio::select! {
                 done = &mut leave => {
                     if let (true, Ok(done)) = (store.reachable(), done) {
+                        // A leader that stopped before its next round
+                        // still leaves its order for hosts (and consoles)
+                        // that missed the message.
+                        if let Err(e) = self.keep_order(&mut store, &mut rules).await {
+                            tracing::warn!(error = %e, "could not write the order to stop");
+                        }
                         self.resign(&mut store).await;
                         let _ = done.send(());
                     }
@@ -211,16 +217,7 @@ impl Member {
         store: &mut impl FleetStore,
         rules: &mut Heartbeat,
     ) -> redis::RedisResult<Option<ExitOrder>> {
-        let own = self
-            .snapshot
-            .borrow()
-            .fleet
-            .as_ref()
-            .and_then(|f| f.exit_order);
-        if let Some(order) = rules.order_to_write(own) {
-            let text = serde_json::to_string(&order).unwrap_or_default();
-            store.write_exit_order(&text).await?;
-            rules.order_written();
+        if self.keep_order(store, rules).await? {
             return Ok(None);
         }
         let text = store.read_exit_order().await?;
@@ -228,6 +225,28 @@ impl Member {
             tracing::warn!(%error, "ignored an order to stop that cannot be read");
             None
         }))
+    }
+
+    /// Writes this host's order to stop, if it gave one that is not in
+    /// Redis yet; true if it did.
+    async fn keep_order(
+        &self,
+        store: &mut impl FleetStore,
+        rules: &mut Heartbeat,
+    ) -> redis::RedisResult<bool> {
+        let own = self
+            .snapshot
+            .borrow()
+            .fleet
+            .as_ref()
+            .and_then(|f| f.exit_order);
+        let Some(order) = rules.order_to_write(own) else {
+            return Ok(false);
+        };
+        let text = serde_json::to_string(&order).unwrap_or_default();
+        store.write_exit_order(&text).await?;
+        rules.order_written();
+        Ok(true)
     }
 
     async fn resign(&self, store: &mut impl FleetStore) {

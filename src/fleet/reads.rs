@@ -84,6 +84,18 @@ pub(super) async fn members(
     }
 }
 
+/// The leader's order to stop, as stored. A key of another type reads as
+/// none (the leader's next order replaces it).
+pub(super) async fn exit_order(
+    conn: &mut MultiplexedConnection,
+    keys: &Keys,
+) -> redis::RedisResult<Option<String>> {
+    match within(redis::cmd("GET").arg(&keys.exit).query_async(conn)).await {
+        Err(e) if e.code() == Some("WRONGTYPE") => Ok(None),
+        other => other,
+    }
+}
+
 /// The ids of every host record in Redis, whether or not the set names it.
 pub(super) async fn scan_ids(
     conn: &mut MultiplexedConnection,

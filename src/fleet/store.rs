@@ -10,7 +10,7 @@ use mewld_core::cluster_map::{ClusterId, MapPrint};
 use mewld_core::fleet::heartbeat::{Renewal, EXIT_ORDER_TTL, HOST_TTL, LEASE};
 use mewld_core::fleet::{HostRecord, Leader, Membership};
 
-use super::reads::{members, parse_leader, scan_ids, set_version, HostCache};
+use super::reads::{self, members, parse_leader, scan_ids, set_version, HostCache};
 use super::scripts::{CLAIM, ELECT, RENEW, RESIGN};
 use crate::redis_link::{within, Keys, Link};
 
@@ -223,10 +223,7 @@ impl FleetStore for RedisStore {
 
     async fn read_exit_order(&mut self) -> RedisResult<Option<String>> {
         let conn = self.link.conn().await?;
-        match within(redis::cmd("GET").arg(&self.keys.exit).query_async(conn)).await {
-            Err(e) if e.code() == Some("WRONGTYPE") => Ok(None),
-            other => other,
-        }
+        reads::exit_order(conn, &self.keys).await
     }
 
     async fn resign(&mut self, id: &str) -> RedisResult<()> {

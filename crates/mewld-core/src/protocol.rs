@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::cluster_map::{ClusterId, ShardId};
+use crate::model::Peer;
 
 mod channel;
 pub use channel::{Channel, Channels, MAX_REPLY_TO};
@@ -68,6 +69,10 @@ pub struct FleetOp {
     /// The sending leader's fencing token (rolling steps): an owner ignores
     /// a step from a leader older than the one it knows.
     pub epoch: Option<u64>,
+    /// The asking process (`peer_pid`, `peer_uid`), when the host knew it
+    /// (a command or an attached console): the owner logs it. A host of
+    /// an older version sends none.
+    pub peer: Option<Peer>,
 }
 
 /// The action of the manager's channel probe. It travels with the launcher's
@@ -328,6 +333,15 @@ fn fleet_op_of(obj: &Map<String, Value>) -> Result<FleetOp, String> {
         host: text("host")?,
         rolling: get_ci(obj, "rolling").and_then(Value::as_bool) == Some(true),
         epoch: get_ci(obj, "epoch").and_then(Value::as_u64),
+        peer: get_ci(obj, "peer_uid")
+            .and_then(Value::as_u64)
+            .and_then(|uid| u32::try_from(uid).ok())
+            .map(|uid| Peer {
+                pid: get_ci(obj, "peer_pid")
+                    .and_then(Value::as_i64)
+                    .and_then(|pid| i32::try_from(pid).ok()),
+                uid,
+            }),
     })
 }
 
@@ -463,7 +477,7 @@ pub fn roll_aborted(id: ClusterId, host: &str) -> String {
 /// An operation for another host of the fleet. It travels in the
 /// launcher's scope with an action of mewld's own, which bots leave alone.
 pub fn fleet_op(op: &FleetOp) -> String {
-    serde_json::json!({
+    let mut message = serde_json::json!({
         "scope": "launcher",
         "action": FLEET_OP_ACTION,
         "op": op.op,
@@ -472,8 +486,12 @@ pub fn fleet_op(op: &FleetOp) -> String {
         "host": op.host,
         "rolling": op.rolling,
         "epoch": op.epoch,
-    })
-    .to_string()
+    });
+    if let Some(peer) = op.peer {
+        message["peer_pid"] = serde_json::json!(peer.pid);
+        message["peer_uid"] = serde_json::json!(peer.uid);
+    }
+    message.to_string()
 }
 
 #[cfg(test)]

@@ -1,9 +1,7 @@
-//! What an action-log entry counts as: its `event` label, within bounds,
-//! and the restarts it stands for.
+//! What an action-log entry counts as: its `event` label, within bounds.
 
 use std::collections::HashSet;
 
-use mewld_core::model::RestartReason;
 use serde_json::{Map, Value};
 
 /// Distinct `event` labels kept, per counter; clusters write entries with
@@ -51,36 +49,5 @@ impl EventNames {
         }
         self.names.insert(event.to_string());
         event.to_string()
-    }
-}
-
-/// The clusters an action-log entry restarts, and why (the reasons are
-/// the core's [`RestartReason`], which the console shows too): `crash` (a
-/// crash restart's process started), `ping_failure` (a cluster that left a
-/// diagnostic unanswered is stopped to be restarted), `operator` (a
-/// `restart` that was not refused), `rolling_restart` (each cluster in the
-/// roll's order), `reshard` (each cluster whose shards changed).
-pub(super) fn restarts(event: &str, entry: &Map<String, Value>) -> Vec<(u64, RestartReason)> {
-    let id = entry.get("id").and_then(Value::as_u64);
-    let ids = |key: &str| -> Vec<u64> {
-        entry
-            .get(key)
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_u64).collect())
-            .unwrap_or_default()
-    };
-    let with = |ids: Vec<u64>, reason| ids.into_iter().map(|i| (i, reason)).collect();
-    match event {
-        "cluster_restarted" => with(id.into_iter().collect(), RestartReason::Crash),
-        "ping_failure" => with(id.into_iter().collect(), RestartReason::PingFailure),
-        "operator_action"
-            if entry.get("action").and_then(Value::as_str) == Some("restart")
-                && entry.get("refused").is_none() =>
-        {
-            with(id.into_iter().collect(), RestartReason::Operator)
-        }
-        "rolling_restart" => with(ids("clusters"), RestartReason::RollingRestart),
-        "reshard_success" => with(ids("restarting"), RestartReason::Reshard),
-        _ => Vec::new(),
     }
 }

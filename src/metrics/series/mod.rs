@@ -1,8 +1,15 @@
-//! The series mewld exports and how they follow the engine: gauges from
-//! each snapshot, counters from each action-log entry. Labels come from
-//! the cluster map, never from what a bot says: a cluster's health counts
-//! only its own shards, and its `action_logs` entries only their own
-//! counter, so no bot can add series or move the manager's counters.
+//! The series mewld exports and how they follow the engine: gauges and
+//! each cluster's restarts from each snapshot, the other counters from
+//! each action-log entry. Labels come from the cluster map, never from
+//! what a bot says: a cluster's health counts only its own shards, and its
+//! `action_logs` entries only their own counter, so no bot can add series
+//! or move the manager's counters.
+//!
+//! In a fleet each host serves its own clusters' series, and the leader
+//! also the gauges of clusters no host runs (`lost`), so a sum over the
+//! hosts counts each cluster once. A cluster's counters are only ever its
+//! host's: it counts every restart of it (a rolling restart's steps
+//! included, which the leader asks for), from 0 at its first snapshot.
 
 mod entries;
 
@@ -17,10 +24,10 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde_json::{Map, Value};
 
-use entries::{event_of, restarts, EventNames};
+use entries::{event_of, EventNames};
 use mewld_core::cluster_map::ClusterId;
 use mewld_core::model::state::{ClusterState, ClusterView, Snapshot};
-use mewld_core::model::RestartReason;
+use mewld_core::model::{RestartCounts, RestartReason};
 
 type Labels = Vec<(&'static str, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -68,8 +75,9 @@ pub(super) struct Series {
     identify_granted: u64,
     /// When each cluster's last diagnostic answer arrived (observed once).
     last_diag: HashMap<ClusterId, SystemTime>,
-    /// Clusters whose counters are served (from 0) already.
-    counted: HashSet<ClusterId>,
+    /// This host's clusters' restarts as last counted: their counters are
+    /// served (from 0) already.
+    restarts_seen: HashMap<ClusterId, RestartCounts>,
     /// The cluster and shard series set by the last snapshot.
     clusters_up: HashSet<Labels>,
     shards: HashSet<Labels>,
@@ -102,7 +110,7 @@ impl Series {
             fleet_leader: Family::default(),
             identify_granted: 0,
             last_diag: HashMap::new(),
-            counted: HashSet::new(),
+            restarts_seen: HashMap::new(),
             clusters_up: HashSet::new(),
             shards: HashSet::new(),
             events: EventNames::new("action_log_entries"),
@@ -216,17 +224,17 @@ impl Series {
         );
     }
 
-    /// Gauges from the engine's state.
+    /// Gauges and restarts from the engine's state.
     pub(super) fn on_snapshot(&mut self, s: &Snapshot) {
-        // In a fleet, each host's metrics are its own clusters', and the
-        // leader's also the lost hosts' (`lost`): summed over the hosts,
-        // nothing is counted twice.
-        let counted = |c: &&ClusterView| match &s.fleet {
-            Some(f) => {
-                c.host.as_deref() == Some(f.me.as_str())
-                    || (f.leading && c.state == ClusterState::Lost)
-            }
-            None => true,
+        let mine = |c: &&ClusterView| {
+            s.fleet
+                .as_ref()
+                .is_none_or(|f| c.host.as_deref() == Some(f.me.as_str()))
+        };
+        // The gauges of clusters no host runs: the leader's (module doc).
+        let counted = |c: &&ClusterView| {
+            mine(c)
+                || (s.fleet.as_ref().is_some_and(|f| f.leading) && c.state == ClusterState::Lost)
         };
         for state in STATES {
             let n = s
@@ -239,6 +247,12 @@ impl Series {
             self.clusters.get_or_create(&labels).set(n as i64);
         }
         self.on_clusters(s.clusters.iter().filter(counted));
+        // A cluster that left (a reshard) is counted afresh if it comes back.
+        let ids: HashSet<ClusterId> = s.clusters.iter().filter(mine).map(|c| c.id).collect();
+        self.restarts_seen.retain(|id, _| ids.contains(id));
+        for c in s.clusters.iter().filter(mine) {
+            self.on_restarts(c);
+        }
         self.redis_connected.set(i64::from(s.transport_connected));
         // The queue's count is live; the snapshot's is the start-up's.
         let remaining = s
@@ -260,19 +274,32 @@ impl Series {
         }
     }
 
-    /// Serves `cluster`'s counters at 0 until something counts: a counter
-    /// that appears only at its first event is invisible to `rate()`.
-    fn count_from_zero(&self, cluster: &str) {
+    /// One of this host's clusters' restarts, as the engine counts them
+    /// (the console shows the same). Its counters are served from its
+    /// first snapshot, at 0 until something counts: a counter that
+    /// appears only at its first event is invisible to `rate()`.
+    fn on_restarts(&mut self, c: &ClusterView) {
+        let cluster = c.id.to_string();
+        let before = self.restarts_seen.insert(c.id, c.restarts_by);
+        if before.is_none() {
+            self.ping_failures
+                .get_or_create(&vec![("cluster", cluster.clone())])
+                .inc_by(0);
+        }
         for reason in RestartReason::ALL {
+            let (now, was) = (
+                c.restarts_by.get(reason),
+                before.map_or(0, |b| b.get(reason)),
+            );
+            // Fewer than before: a new cluster of that id between two
+            // snapshots (a reshard), counted from its start.
+            let new = now.checked_sub(was).unwrap_or(now);
             let labels = vec![
-                ("cluster", cluster.to_string()),
+                ("cluster", cluster.clone()),
                 ("reason", reason.as_str().to_string()),
             ];
-            self.restarts.get_or_create(&labels).inc_by(0);
+            self.restarts.get_or_create(&labels).inc_by(u64::from(new));
         }
-        self.ping_failures
-            .get_or_create(&vec![("cluster", cluster.to_string())])
-            .inc_by(0);
     }
 
     /// Each cluster's and shard's gauges, for the clusters this host counts.
@@ -288,9 +315,6 @@ impl Series {
                 .get_or_create(&labels)
                 .set(i64::from(c.replacing.is_some()));
             clusters_up.insert(labels);
-            if self.counted.insert(c.id) {
-                self.count_from_zero(&cluster);
-            }
             let Some(h) = &c.health else { continue };
             if self.last_diag.insert(c.id, h.at) != Some(h.at) {
                 self.diag_round_trip
@@ -350,19 +374,14 @@ impl Series {
     }
 
     /// Counters from the manager's action-log entries, each counted once.
+    /// A `ping_failure` is written by the host that pings the cluster: its
+    /// own.
     pub(super) fn on_entry(&mut self, entry: &Map<String, Value>) {
         let event = event_of(entry);
         let label = self.events.label(event);
         self.log_entries
             .get_or_create(&vec![("event", label)])
             .inc();
-        for (cluster, reason) in restarts(event, entry) {
-            let labels = vec![
-                ("cluster", cluster.to_string()),
-                ("reason", reason.as_str().to_string()),
-            ];
-            self.restarts.get_or_create(&labels).inc();
-        }
         if event == "ping_failure" {
             if let Some(id) = entry.get("id").and_then(Value::as_u64) {
                 self.ping_failures

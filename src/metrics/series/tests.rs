@@ -1,6 +1,6 @@
-use super::entries::{restarts, EVENT_NAMES, EVENT_NAME_LEN};
+use super::entries::{EVENT_NAMES, EVENT_NAME_LEN};
 use super::*;
-use mewld_core::actlog::{ExitFields, LogEvent};
+use mewld_core::actlog::LogEvent;
 use prometheus_client::encoding::text::encode;
 
 fn operator(action: &'static str, refused: Option<&str>) -> LogEvent {
@@ -8,73 +8,47 @@ fn operator(action: &'static str, refused: Option<&str>) -> LogEvent {
         host: None,
         action,
         via: "redis",
-        id: Some(3),
+        id: Some(0),
         peer_pid: None,
         peer_uid: None,
         refused: refused.map(str::to_string),
     }
 }
 
-/// The mapping reads the entries the engine writes, built from its own
-/// typed events; every other event restarts nothing.
+/// The restarts are the engine's counts (a snapshot's `restarts_by`),
+/// each counted once, whatever the entries say; a cluster counted fewer
+/// times than before is a new one, counted from its start.
 #[test]
-fn restarts_are_counted_once_with_their_reason() {
-    let cases = [
-        (
-            LogEvent::ClusterRestarted { id: 2, restarts: 1 },
-            vec![(2, "crash")],
-        ),
-        (LogEvent::PingFailure { id: 1 }, vec![(1, "ping_failure")]),
-        (operator("restart", None), vec![(3, "operator")]),
-        (
-            operator("restart", Some("cluster 3 (c) is not running")),
-            vec![],
-        ),
-        (operator("stop", None), vec![]),
-        (
-            LogEvent::RollingRestart {
-                clusters: vec![0, 1],
-            },
-            vec![(0, "rolling_restart"), (1, "rolling_restart")],
-        ),
-        (
-            LogEvent::ReshardSuccess {
-                subsystem: "cluster_map",
-                old_shards: 2,
-                new_shards: 4,
-                clusters: 2,
-                restarting: vec![4],
-            },
-            vec![(4, "reshard")],
-        ),
-        (LogEvent::ClusterStarted { id: 0, pid: 9 }, vec![]),
-        (
-            LogEvent::ClusterExited {
-                id: 0,
-                exit: ExitFields {
-                    code: Some(1),
-                    signal: None,
-                },
-                restart_in_ms: Some(1000),
-                quick_failures: None,
-            },
-            vec![],
-        ),
-    ];
-    let mut reasons = std::collections::BTreeSet::new();
-    for (e, want) in cases {
-        let m = e.entry(std::time::SystemTime::now());
-        let event = m["event"].as_str().unwrap_or_default().to_string();
-        let got: Vec<(u64, &str)> = restarts(&event, &m)
-            .into_iter()
-            .map(|(id, r)| (id, r.as_str()))
-            .collect();
-        reasons.extend(got.iter().map(|(_, r)| *r));
-        assert_eq!(got, want, "{m:?}");
+fn restarts_are_the_engines_counts_each_counted_once() {
+    let (mut series, registry) = Series::registered();
+    let with = |counts: &[RestartReason]| {
+        let mut s = healthy(&[0]);
+        for &reason in counts {
+            s.clusters[0].restarts_by.count(reason);
+        }
+        s
+    };
+    let sample = |reason: &str, n: u32| {
+        format!("mewld_cluster_restarts_total{{cluster=\"0\",reason=\"{reason}\"}} {n}\n")
+    };
+    use RestartReason::*;
+    series.on_snapshot(&with(&[Crash]));
+    series.on_snapshot(&with(&[Crash]));
+    series.on_entry(&operator("restart", None).entry(std::time::SystemTime::now()));
+    series.on_snapshot(&with(&[Crash, RollingRestart, Operator, RollingRestart]));
+    let text = text(&registry);
+    for (reason, n) in [
+        ("crash", 1),
+        ("rolling_restart", 2),
+        ("operator", 1),
+        ("reshard", 0),
+    ] {
+        assert!(text.contains(&sample(reason, n)), "{reason} {n}:\n{text}");
     }
-    let served: std::collections::BTreeSet<&str> =
-        RestartReason::ALL.iter().map(|r| r.as_str()).collect();
-    assert_eq!(reasons, served, "every reason counted is served from 0");
+    series.on_snapshot(&with(&[Reshard]));
+    let text = self::text(&registry);
+    assert!(text.contains(&sample("reshard", 1)), "{text}");
+    assert!(text.contains(&sample("crash", 1)), "{text}");
 }
 
 #[test]
@@ -130,7 +104,7 @@ fn event_names_are_bounded() {
 }
 
 /// In a fleet, a host counts its own clusters, and the leader the lost
-/// ones: summed over the hosts, each cluster once.
+/// ones' gauges: summed over the hosts, each cluster once.
 #[test]
 fn a_fleet_host_counts_its_own_clusters() {
     use mewld_core::model::state::{ClusterView, FleetSummary};
@@ -176,6 +150,19 @@ fn a_fleet_host_counts_its_own_clusters() {
         "{text}"
     );
     assert!(text.contains("mewld_fleet_leader 1\n"), "{text}");
+    // Counters are only ever the host's own clusters', leading or not.
+    assert!(
+        text.contains("mewld_ping_failures_total{cluster=\"0\"} 0"),
+        "{text}"
+    );
+    for other in ["1", "2"] {
+        let series = format!("{{cluster=\"{other}\"");
+        let counters: Vec<_> = text
+            .lines()
+            .filter(|l| l.contains(&series) && l.contains("_total"))
+            .collect();
+        assert!(counters.is_empty(), "{counters:?}");
+    }
 }
 
 #[test]
@@ -367,15 +354,19 @@ fn a_replacement_is_a_gauge_beside_cluster_up() {
 #[test]
 fn the_text_format_has_every_series_the_dashboard_queries() {
     let (mut series, registry) = Series::registered();
-    series.on_entry(&LogEvent::PingFailure { id: 1 }.entry(std::time::SystemTime::now()));
-    series.on_snapshot(&healthy(&[0]));
+    series.on_entry(&LogEvent::PingFailure { id: 0 }.entry(std::time::SystemTime::now()));
+    let mut snapshot = healthy(&[0]);
+    snapshot.clusters[0]
+        .restarts_by
+        .count(RestartReason::PingFailure);
+    series.on_snapshot(&snapshot);
     let text = text(&registry);
     for name in [
         "mewld_clusters{state=\"running\"} 1",
         "mewld_clusters{state=\"failed\"} 0",
         "mewld_cluster_up{cluster=\"0\",name=\"Zeus\"} 1",
-        "mewld_ping_failures_total{cluster=\"1\"} 1",
-        "mewld_cluster_restarts_total{cluster=\"1\",reason=\"ping_failure\"} 1",
+        "mewld_ping_failures_total{cluster=\"0\"} 1",
+        "mewld_cluster_restarts_total{cluster=\"0\",reason=\"ping_failure\"} 1",
         "mewld_action_log_entries_total{event=\"ping_failure\"} 1",
         "mewld_redis_connected 0",
         "mewld_shard_up{cluster=\"0\",shard=\"0\"} 1",

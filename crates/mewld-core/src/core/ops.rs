@@ -4,11 +4,11 @@
 use serde_json::{json, Map, Value};
 
 use super::cluster::RestartCause;
-use super::fleet::Question;
+use super::fleet::{peer_of, Question};
 use super::{Answer, Asker, Command, Core, Now, Purpose, ReplyTo};
 use crate::actlog::{self, LogEvent};
 use crate::model::state::ClusterState;
-use crate::model::{Exit, Operation, Refused, Via};
+use crate::model::{Exit, FleetVia, Operation, Refused, Via};
 use crate::protocol::{self, Action, Channel, Request};
 
 impl Core {
@@ -145,8 +145,16 @@ impl Core {
             }
             return;
         }
+        // Logged as it would be on the asking host, with its process when
+        // that host knew it; `host` says where it was asked.
+        let via = match (FleetVia::parse(&fleet_op.via), fleet_op.peer) {
+            (FleetVia::Cli, Some(peer)) => Via::Cli(peer),
+            (FleetVia::Attach, Some(peer)) => Via::Attach(peer),
+            (FleetVia::Unix, Some(peer)) => Via::Unix(peer),
+            (via, _) => Via::Fleet(via),
+        };
         let asker = Asker {
-            via: Via::Fleet(crate::model::FleetVia::parse(&fleet_op.via)),
+            via,
             answer: Answer::Acked,
             host: Some(fleet_op.host),
         };
@@ -195,10 +203,7 @@ impl Core {
 
     /// Logs the operation (every refusal included) and answers the asker.
     pub(super) fn finish_op(&mut self, op: Operation, asker: Asker, result: Result<(), Refused>) {
-        let peer = match asker.via {
-            Via::Unix(peer) | Via::Attach(peer) | Via::Cli(peer) => Some(peer),
-            _ => None,
-        };
+        let peer = peer_of(asker.via);
         let host = asker
             .host
             .clone()

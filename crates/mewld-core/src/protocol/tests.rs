@@ -28,9 +28,17 @@ fn fleet_ops_round_trip_and_bad_ones_say_why() {
         host: "box-a".into(),
         rolling: false,
         epoch: None,
+        peer: Some(crate::model::Peer {
+            pid: Some(4242),
+            uid: 1000,
+        }),
     };
     let r = req(serde_json::from_str(&fleet_op(&op)).expect("json"));
-    assert_eq!(r.action, Action::FleetOp(op));
+    assert_eq!(r.action, Action::FleetOp(op.clone()));
+    // As an older host sends it: no peer.
+    let old = json!({"scope": "launcher", "action": "mewld_op", "op": "stop", "id": 7, "via": "console", "host": "box-a", "rolling": false, "epoch": null});
+    let r = req(old);
+    assert_eq!(r.action, Action::FleetOp(FleetOp { peer: None, ..op }));
     let bad = json!({"scope": "launcher", "action": "mewld_op", "op": "stop", "id": -1, "via": "x", "host": "h"});
     let e = parse(bad.to_string().as_bytes()).expect_err("bad id");
     assert!(e.to_string().contains("`id`"), "{e}");

@@ -7,7 +7,7 @@ use super::Remote;
 use crate::actlog::LogEvent;
 use crate::cluster_map::ClusterId;
 use crate::core::{Asker, Core};
-use crate::model::{Label, Operation, Refused};
+use crate::model::{Label, Operation, Peer, Refused, Via};
 use crate::protocol::{self, FleetOp};
 
 impl Core {
@@ -43,6 +43,7 @@ impl Core {
             host: fleet.me.name.clone(),
             rolling: false,
             epoch: None,
+            peer: peer_of(asker.via),
         };
         self.publish_on(self.own_channel(), protocol::fleet_op(&message));
         Ok(())
@@ -64,6 +65,7 @@ impl Core {
             host: fleet.me.name.clone(),
             rolling: true,
             epoch: fleet.leader.as_ref().map(|l| l.epoch),
+            peer: None,
         };
         self.publish_on(self.own_channel(), protocol::fleet_op(&message));
         true
@@ -113,5 +115,14 @@ impl Core {
             )),
         });
         self.after_rolling(view.done > 0);
+    }
+}
+
+/// The asking process, where the host knows it (a socket client, an
+/// attached console, a command), for the action log here or on the owner.
+pub(in crate::core) fn peer_of(via: Via) -> Option<Peer> {
+    match via {
+        Via::Unix(peer) | Via::Attach(peer) | Via::Cli(peer) => Some(peer),
+        _ => None,
     }
 }

@@ -27,6 +27,7 @@ use crate::actlog::LogEvent;
 use crate::cluster_map::{ClusterId, ClusterSpec};
 use crate::fleet::{HostRecord, Leader, Membership};
 use crate::model::state::{ClusterState, ClusterView, ExitOrder};
+pub(in crate::core) use handoff::peer_of;
 use leader::Held;
 pub(crate) use leader::Question;
 

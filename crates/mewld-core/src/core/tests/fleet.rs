@@ -8,7 +8,7 @@ use super::{host_a, Sim, SECS};
 use crate::actlog::LogEvent;
 use crate::core::Input;
 use crate::model::state::ClusterState;
-use crate::model::{Exit, ExitInfo, Operation, Refused};
+use crate::model::{Exit, ExitInfo, Operation, Peer, Refused, Via};
 use crate::protocol::{self, Action};
 
 #[test]
@@ -126,6 +126,7 @@ fn operations_are_carried_out_by_the_host_that_runs_the_cluster() {
             host: "a".into(),
             rolling: false,
             epoch: None,
+            peer: None,
         }),
         "",
     );
@@ -134,6 +135,71 @@ fn operations_are_carried_out_by_the_host_that_runs_the_cluster() {
         sim.logged().iter().any(|e| matches!(e,
         LogEvent::OperatorAction { action: "stop", via: "attach", host: Some(h), .. } if h == "a"))
     );
+}
+
+/// A command's process, asked on one host, is in the handed-over
+/// operation, and the owner logs it as the asking host would have; an
+/// older host's `mewld_op` (no peer) is logged without it.
+#[test]
+fn a_handed_over_operation_is_logged_with_the_asking_process() {
+    use ClusterState::*;
+    let mut sim = Sim::beside_a(&[(0, Running), (2, Running)], true);
+    sim.launch_next(1);
+    sim.mark();
+    let peer = Peer {
+        pid: Some(4242),
+        uid: 1000,
+    };
+    let asked = sim.input(Input::Op {
+        op: Operation::Stop(0),
+        via: Via::Cli(peer),
+    });
+    assert_eq!(asked, Some(Ok(())));
+    let handed = sim.published();
+    assert_eq!(
+        (
+            &handed[0]["via"],
+            &handed[0]["peer_pid"],
+            &handed[0]["peer_uid"]
+        ),
+        (&json!("cli"), &json!(4242), &json!(1000)),
+        "{handed:?}"
+    );
+    // Carried out here, as host a handed it.
+    for (peer, want) in [(Some(peer), Some(peer)), (None, None)] {
+        sim.mark();
+        sim.request(
+            Action::FleetOp(protocol::FleetOp {
+                op: "restart".into(),
+                id: Some(1),
+                via: "cli".into(),
+                host: "a".into(),
+                rolling: false,
+                epoch: None,
+                peer,
+            }),
+            "",
+        );
+        let logged = sim.logged();
+        let Some(LogEvent::OperatorAction {
+            via,
+            host,
+            peer_pid,
+            peer_uid,
+            refused: None,
+            ..
+        }) = logged
+            .iter()
+            .find(|e| matches!(e, LogEvent::OperatorAction { .. }))
+        else {
+            panic!("no operator_action: {logged:?}");
+        };
+        assert_eq!((*via, host.as_deref()), ("cli", Some("a")));
+        assert_eq!(
+            (*peer_pid, *peer_uid),
+            (want.and_then(|p| p.pid), want.map(|p| p.uid))
+        );
+    }
 }
 
 #[test]
