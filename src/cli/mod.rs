@@ -19,7 +19,7 @@ use crate::control::client::{self, Attached, LinkStatus};
 use crate::control::Client;
 use crate::fleet;
 use mewld_core::model::state::Snapshot;
-use mewld_core::model::{Operation, Peer, Refused, Via};
+use mewld_core::model::{Operation, Refused, Via};
 
 /// Done as asked (for `status`: every cluster runs).
 pub const OK: u8 = 0;
@@ -88,10 +88,7 @@ pub fn unreachable(why: &str) -> u8 {
 /// Who asks, as the action log names a command's process. Over the
 /// control socket the engine reads it from the socket itself.
 fn me() -> Via {
-    Via::Cli(Peer {
-        pid: i32::try_from(std::process::id()).ok(),
-        uid: nix::unistd::getuid().as_raw(),
-    })
+    Via::Cli(fleet::attach::this_process())
 }
 
 /// `mewld start|stop|restart <id>`, `shutdown`, `restart-process`: asks

@@ -137,8 +137,9 @@ fn refusal(fleet: &Snapshot, op: Operation) -> Option<Refused> {
     }
 }
 
-/// This process, which asks whatever is asked here.
-fn this_process() -> Peer {
+/// This process, which asks whatever is asked here (and what a one-shot
+/// command asks).
+pub fn this_process() -> Peer {
     Peer {
         pid: i32::try_from(std::process::id()).ok(),
         uid: nix::unistd::getuid().as_raw(),
