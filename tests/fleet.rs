@@ -103,6 +103,36 @@ fn two_hosts_launch_in_one_order_and_answer_once() {
     statuses_when(&f, "cluster 3 stopped in statuses", |s| {
         status_of(s, 3) == "stopped" && status_of(s, 2) == "running"
     });
+
+    // A cluster's action_logs entry: every host hears it, the leader alone
+    // stores it. The other host's refusal of a start, asked after the
+    // entry, is stored after whatever it did with the entry (it reads the
+    // channel in order and writes in order): once the refusal is in, a
+    // second copy would be too.
+    let leader = wait_for("a leader", DEADLINE, || {
+        let log = f.redis.action_log(&f.ch);
+        events(&log, "leader_elected")
+            .last()
+            .and_then(|e| e["host"].as_str().map(String::from))
+    });
+    let (other, its_cluster) = if leader == "a" { ("b", 2) } else { ("a", 0) };
+    f.redis.publish(
+        &f.ch,
+        &json!({"scope": "launcher", "action": "action_logs", "data": {"event": "fleet_probe", "cluster": 1}}),
+    );
+    f.redis.publish(
+        &f.ch,
+        &json!({"scope": "launcher", "action": "start", "args": {"id": its_cluster}}),
+    );
+    wait_for("the other host's refusal stored", DEADLINE, || {
+        let log = f.redis.action_log(&f.ch);
+        events(&log, "operator_action")
+            .iter()
+            .any(|e| e["action"] == "start" && e["host"] == other && e["refused"].is_string())
+            .then_some(())
+    });
+    let log = f.redis.action_log(&f.ch);
+    assert_eq!(events(&log, "fleet_probe").len(), 1, "stored once: {log:?}");
 }
 
 #[test]
