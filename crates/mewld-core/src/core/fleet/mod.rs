@@ -62,6 +62,9 @@ struct Remote {
     owner: Option<(String, String)>,
     /// Its state from the owner's record; `None` while the owner is lost.
     view: Option<ClusterView>,
+    /// The last state its owner recorded: a lost cluster is still shown
+    /// with the host it ran on and its restarts.
+    last_seen: Option<ClusterView>,
     /// Its `launch_next` was seen on the channel (in this launch).
     launched: bool,
     /// Which process said `launch_next` last: the channel is faster than
@@ -85,6 +88,7 @@ impl Remote {
         if view.is_none() && self.view.is_some() {
             // Its host is lost, and the process with it.
             self.said_launch_next = Said::Nothing;
+            self.last_seen = self.view.take();
         }
         self.view = view;
         let Some(v) = self.view.as_mut() else { return };
@@ -122,6 +126,7 @@ impl Fleet {
                     spec,
                     owner: None,
                     view: None,
+                    last_seen: None,
                     launched: false,
                     said_launch_next: Said::Nothing,
                 };

@@ -10,12 +10,22 @@ use crate::fleet::summary;
 use crate::model::state::{ClusterState, ClusterView, FleetSummary, HostSummary};
 
 impl Fleet {
-    /// A remote cluster as faces see it: the owner's view, or lost.
+    /// A remote cluster as faces see it: the owner's view, or lost (on
+    /// the host it was last seen on, with the restarts it had).
     fn view_of(remote: &Remote) -> ClusterView {
-        remote
-            .view
-            .clone()
-            .unwrap_or_else(|| ClusterView::lost(&remote.spec))
+        if let Some(view) = &remote.view {
+            return view.clone();
+        }
+        let lost = ClusterView::lost(&remote.spec);
+        match &remote.last_seen {
+            Some(was) => ClusterView {
+                host: was.host.clone(),
+                restarts: was.restarts,
+                restarts_by: was.restarts_by,
+                ..lost
+            },
+            None => lost,
+        }
     }
 }
 

@@ -206,6 +206,9 @@ fn a_handed_over_operation_is_logged_with_the_asking_process() {
 fn a_host_that_stops_heartbeating_is_lost_until_it_comes_back() {
     use ClusterState::*;
     let mut sim = Sim::beside_a(&[(0, Running), (2, Running)], true);
+    let mut a = host_a(&[(0, Running), (2, Running)]);
+    a.clusters[0].restarts = 3;
+    sim.view(vec![a], true);
     sim.mark();
     sim.view(vec![], true);
     assert!(sim.logged().contains(&&LogEvent::HostLost {
@@ -221,6 +224,9 @@ fn a_host_that_stops_heartbeating_is_lost_until_it_comes_back() {
         .collect();
     assert_eq!(states[0], Lost);
     assert_eq!(states[2], Lost);
+    // Shown where it ran, with the restarts it had (not `-` and 0).
+    let lost = &sim.core.snapshot().clusters[0];
+    assert_eq!((lost.host.as_deref(), lost.restarts), (Some("a"), 3));
     sim.request(Action::Stop(2), "s2");
     assert_eq!(sim.reply("s2"), "ok", "the leader answers for a lost host");
     sim.mark();
