@@ -124,6 +124,14 @@ async fn from_socket(mut stream: Stream, ask: &Ask) -> u8 {
                 eprintln!("mewld: skipped {skipped} entries (they came too fast)")
             }
             ServerMsg::Error { message } => return super::unreachable(&message),
+            // With -f, the history and what follows come once it runs.
+            ServerMsg::Starting { phase, .. } if ask.follow => {
+                eprintln!("mewld: the engine is starting: {phase}; waiting for it…")
+            }
+            ServerMsg::Starting { phase, .. } => {
+                eprintln!("mewld: the engine is starting: {phase}");
+                return NOT_OK;
+            }
             ServerMsg::CaughtUp
             | ServerMsg::Hello(_)
             | ServerMsg::Snapshot { .. }
@@ -166,7 +174,7 @@ async fn from_fleet(target: &Target, ask: &Ask) -> u8 {
                 Err(RecvError::Closed) => return NOT_OK,
             },
             Some(news) = attached.status.recv() => match news {
-                LinkStatus::Lost(why) => eprintln!("mewld: {why}"),
+                LinkStatus::Lost(why) | LinkStatus::Starting(why) => eprintln!("mewld: {why}"),
                 LinkStatus::Connected(_) => eprintln!("mewld: reading the fleet again"),
                 LinkStatus::Ended(why) => {
                     eprintln!("mewld: {why}");

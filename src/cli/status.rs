@@ -24,6 +24,9 @@ pub async fn run(target: &Target, json: bool) -> u8 {
         // The hello is this process's own: the fleet has no one engine.
         Target::Fleet(_) => None,
     };
+    if let (Some(phase), Some(hello)) = (&reached.starting, engine) {
+        return starting(phase, hello, json);
+    }
     let now = SystemTime::now();
     if json {
         let shape = Status::of(snapshot, engine, now);
@@ -39,6 +42,33 @@ pub async fn run(target: &Target, json: bool) -> u8 {
     } else {
         NOT_OK
     }
+}
+
+/// An engine that does not run yet: one line, or `{"starting": step,
+/// "engine": {…}}`; 1, as when not every cluster runs.
+fn starting(phase: &str, hello: &Hello, json: bool) -> u8 {
+    let engine = Engine::of(hello);
+    if !json {
+        let (pid, config) = (engine.pid, engine.config);
+        println!("mewld: the engine is starting: {phase} (pid {pid} · {config})");
+        return NOT_OK;
+    }
+    match serde_json::to_string_pretty(&Starting {
+        starting: phase,
+        engine,
+    }) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("mewld: cannot write the status as JSON: {e}"),
+    }
+    NOT_OK
+}
+
+/// `mewld status --json` before the engine runs.
+#[derive(Debug, Serialize)]
+struct Starting<'a> {
+    /// The step of the start, as `/healthz` says it past `starting: `.
+    starting: &'a str,
+    engine: Engine<'a>,
 }
 
 fn all_running(s: &Snapshot) -> bool {
@@ -81,6 +111,16 @@ pub struct Engine<'a> {
     pub pid: u32,
     pub version: &'a str,
     pub config: String,
+}
+
+impl<'a> Engine<'a> {
+    fn of(h: &'a Hello) -> Engine<'a> {
+        Engine {
+            pid: h.pid,
+            version: &h.version,
+            config: h.config.display().to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -128,11 +168,7 @@ impl<'a> Status<'a> {
                 under_way: r.under_way.clone(),
                 start_first: r.start_first,
             }),
-            engine: engine.map(|h| Engine {
-                pid: h.pid,
-                version: &h.version,
-                config: h.config.display().to_string(),
-            }),
+            engine: engine.map(Engine::of),
             fleet: s.fleet.as_ref().map(|f| Fleet {
                 leader: f.leader.as_ref().map(|(name, _)| name.clone()),
                 hosts: f.hosts.iter().map(|h| h.name.clone()).collect(),
