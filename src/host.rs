@@ -1,7 +1,8 @@
 //! Setting up one manager, the same way for the console and the daemon:
 //! the config and the cluster map, the control socket and listeners bound
-//! before anything starts, this manager's claim in Redis, then the
-//! transport, the engine and the faces beside it.
+//! before anything starts (and answering from then on), this manager's
+//! claim in Redis, then the transport, the engine and the faces beside
+//! it. A stop asked before the engine runs gives the start up.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -34,7 +35,7 @@ pub enum Face {
 /// How a launch ended: the engine is ready to run, or a stop abandoned
 /// the start before it ran (the process exits as after that stop).
 pub enum Launched {
-    Running(Host),
+    Running(Box<Host>),
     Stopped(mewld_core::model::Exit),
 }
 
@@ -227,12 +228,12 @@ pub async fn start(
         return Ok(abandoned(stop, life, control, fleet).await);
     }
     guardian::start();
-    Ok(Launched::Running(Host {
+    Ok(Launched::Running(Box::new(Host {
         engine,
         handle,
         transport_rx,
         leaving: Leaving { control, fleet },
-    }))
+    })))
 }
 
 /// This manager's claim in Redis: its slice of the fleet when one was

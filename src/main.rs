@@ -261,7 +261,6 @@ async fn run_daemon(
     };
     systemd::start(host.handle.clone());
     let events = host.handle.events();
-    drop(host.handle);
     let exit = daemon::run(host.engine, events, host.transport_rx, format, signals).await?;
     host.leaving.run().await;
     tracing::info!(code = exit.code(), "every cluster has stopped; exiting");

@@ -282,19 +282,7 @@ impl App {
                     self.log.pop_front();
                 }
             }
-            Msg::Link(lost) => {
-                if let FaceView::Attached { lost: was, .. } = &mut self.face {
-                    *was = lost.clone();
-                }
-                let was_starting = self.engine_starting.take().is_some();
-                match lost {
-                    Some(why) => {
-                        self.say(format!("engine out of reach ({why}); reconnecting…"), true)
-                    }
-                    None if was_starting => self.say("the engine has started", false),
-                    None => self.say("attached again", false),
-                }
-            }
+            Msg::Link(lost) => self.on_link(lost),
             Msg::Starting(phase) => {
                 self.say(
                     format!("the engine is starting: {phase}; waiting for it…"),
@@ -316,6 +304,20 @@ impl App {
             }
         }
         None
+    }
+
+    /// An attached console's engine reached again (or, after its start,
+    /// running), or out of reach.
+    fn on_link(&mut self, lost: Option<String>) {
+        if let FaceView::Attached { lost: was, .. } = &mut self.face {
+            *was = lost.clone();
+        }
+        let was_starting = self.engine_starting.take().is_some();
+        match lost {
+            Some(why) => self.say(format!("engine out of reach ({why}); reconnecting…"), true),
+            None if was_starting => self.say("the engine has started", false),
+            None => self.say("attached again", false),
+        }
     }
 
     /// Whether `line` is among the last entries shown (the history and
