@@ -27,6 +27,10 @@ fn budget_low() -> Answer {
     Answer::gateway(2, 2, 3_600_000)
 }
 
+/// A reset soon enough to wait for in a test, late enough that a client
+/// started meanwhile sees the wait on a busy machine (ms).
+const RESET_SOON: u64 = 10_000;
+
 const BUDGET_WAIT: &str = "waiting for the session budget's reset";
 
 /// `mewld <args> --config <config>`, run to its end: its output and how
@@ -191,7 +195,10 @@ fn sigterm_during_start_up_exits_0_and_says_so() {
 fn logs_follow_waits_for_the_engine_then_follows_it() {
     let f = Fixture::new(
         "follow",
-        vec![Answer::gateway(2, 2, 6_000), Answer::gateway(2, 900, 0)],
+        vec![
+            Answer::gateway(2, 2, RESET_SOON),
+            Answer::gateway(2, 900, 0),
+        ],
     );
     let mut daemon = Manager::start(&f.config(""), &f.redis, &f.bot);
     let socket = socket_of(&daemon);
@@ -229,7 +236,10 @@ fn logs_follow_waits_for_the_engine_then_follows_it() {
 fn an_attached_console_shows_the_step_then_the_engine() {
     let f = Fixture::new(
         "attach",
-        vec![Answer::gateway(2, 2, 6_000), Answer::gateway(2, 900, 0)],
+        vec![
+            Answer::gateway(2, 2, RESET_SOON),
+            Answer::gateway(2, 900, 0),
+        ],
     );
     let mut daemon = Manager::start(&f.config(""), &f.redis, &f.bot);
     let socket = socket_of(&daemon);

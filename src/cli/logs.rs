@@ -124,9 +124,12 @@ async fn from_socket(mut stream: Stream, ask: &Ask) -> u8 {
                 eprintln!("mewld: skipped {skipped} entries (they came too fast)")
             }
             ServerMsg::Error { message } => return super::unreachable(&message),
-            // With -f, the history and what follows come once it runs.
-            ServerMsg::Starting { phase, .. } if ask.follow => {
-                eprintln!("mewld: the engine is starting: {phase}; waiting for it…")
+            // With -f, the history and what follows come once it runs (or
+            // the connection closes: the start was given up).
+            ServerMsg::Starting { phase, exiting } if ask.follow => {
+                if exiting.is_none() {
+                    eprintln!("mewld: the engine is starting: {phase}; waiting for it…")
+                }
             }
             ServerMsg::Starting { phase, .. } => {
                 eprintln!("mewld: the engine is starting: {phase}");
