@@ -5,24 +5,56 @@
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
 
-use crate::engine::{Engine, EngineHandle};
+use crate::engine::Engine;
 use crate::logging::{LogFormat, LossyLines};
+use crate::phase::{Lifecycle, Stop};
 use crate::transport::TransportEvent;
 use mewld_core::cluster_map::ClusterId;
 use mewld_core::model::Stream;
 use mewld_core::model::{Event, Exit, Operation, Via};
 
-/// Runs the engine until it exits; SIGINT, SIGTERM and SIGHUP shut it down
-/// cleanly. SIGHUP too, as the console treats a hang-up: its default would
-/// kill the manager at once and leave the clusters to be SIGKILLed.
+/// SIGINT, SIGTERM and SIGHUP, from the moment this is called: before
+/// the engine runs they abandon the start (`host::launch` says so and
+/// exits 0); once it runs they shut it down cleanly. SIGHUP too, as the
+/// console treats a hang-up: its default would kill the manager at once
+/// and leave the clusters to be SIGKILLed.
+pub fn stop_on_signals(life: Lifecycle) -> std::io::Result<JoinHandle<()>> {
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let name = tokio::select! {
+                _ = sigint.recv() => "SIGINT",
+                _ = sigterm.recv() => "SIGTERM",
+                _ = sighup.recv() => "SIGHUP",
+            };
+            let stop = Stop {
+                exit: Exit::Shutdown,
+                by: name.into(),
+            };
+            let Err(engine) = life.abandon(stop) else {
+                continue;
+            };
+            tracing::info!(signal = name, "stopping every cluster, then exiting");
+            if let Err(e) = engine.request(Operation::Shutdown, Via::Daemon).await {
+                tracing::info!(reason = %e, "already shutting down");
+            }
+        }
+    }))
+}
+
+/// Runs the engine until it exits, printing the clusters' output from
+/// `events`; `signals` (from [`stop_on_signals`]) are stopped then.
 pub async fn run(
     engine: Engine,
-    handle: EngineHandle,
+    mut events: broadcast::Receiver<Event>,
     transport_rx: mpsc::Receiver<TransportEvent>,
     format: LogFormat,
+    signals: JoinHandle<()>,
 ) -> std::io::Result<Exit> {
-    let mut events = handle.events();
     // A stalled or closed stdout costs lines (counted and reported in the
     // log), never the engine's time.
     let stdout = LossyLines::start("cluster output lines on stdout", std::io::stdout());
@@ -47,25 +79,9 @@ pub async fn run(
             }
         }
     });
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
-    let signals = tokio::spawn(async move {
-        loop {
-            let name = tokio::select! {
-                _ = sigint.recv() => "SIGINT",
-                _ = sigterm.recv() => "SIGTERM",
-                _ = sighup.recv() => "SIGHUP",
-            };
-            tracing::info!(signal = name, "stopping every cluster, then exiting");
-            if let Err(e) = handle.request(Operation::Shutdown, Via::Daemon).await {
-                tracing::info!(reason = %e, "already shutting down");
-            }
-        }
-    });
     let exit = engine.run(transport_rx).await;
-    // Dropping the last handle closes the event stream, so the printer
-    // finishes the lines already sent and ends.
+    // The printer finishes the lines already sent, and ends once the last
+    // handle on the engine is dropped, or is given up on.
     signals.abort();
     let _ = signals.await;
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), printer).await;

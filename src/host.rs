@@ -1,7 +1,8 @@
 //! Setting up one manager, the same way for the console and the daemon:
 //! the config and the cluster map, the control socket and listeners bound
-//! before anything starts, this manager's claim in Redis, then the
-//! transport, the engine and the faces beside it.
+//! before anything starts (and answering from then on), this manager's
+//! claim in Redis, then the transport, the engine and the faces beside
+//! it. A stop asked before the engine runs gives the start up.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use crate::control::server::{Control, Serving};
 use crate::control::Hello;
 use crate::engine::{Engine, EngineHandle, Setup};
 use crate::fleet::{self, Fleet};
-use crate::phase::{Phase, PhaseCell};
+use crate::phase::{Lifecycle, Phase, PhaseCell, Stop};
 use crate::transport::TransportEvent;
 use crate::{guardian, identify, logging, metrics, startup, transport, web};
 
@@ -31,15 +32,26 @@ pub enum Face {
     Daemon,
 }
 
-/// A manager's config, cluster map and claim, with its control socket and
-/// listeners bound first, so that a second manager on this config, or a
-/// taken port, is refused before Discord is asked anything.
-pub async fn prepare(
+/// How a launch ended: the engine is ready to run, or a stop abandoned
+/// the start before it ran (the process exits as after that stop).
+pub enum Launched {
+    Running(Box<Host>),
+    Stopped(mewld_core::model::Exit),
+}
+
+/// From the config to an engine ready to run. The control socket and the
+/// listeners are bound first, so that a second manager on this config, or
+/// a taken port, is refused before Discord is asked anything; from then
+/// on the socket answers, and a stop asked through it or by a signal
+/// (`life`) abandons the start, at once while Discord is asked or its
+/// reset awaited.
+pub async fn launch(
     config: &Path,
     socket: Option<PathBuf>,
     host: &HostFlags,
     face: Face,
-) -> Result<(Setup, Control, Listeners)> {
+    life: &Lifecycle,
+) -> Result<Launched> {
     let prepared = load_config(config, host)?;
     for w in &prepared.warnings {
         if face == Face::Console {
@@ -49,13 +61,40 @@ pub async fn prepare(
     }
     let control = Control::bind(&socket.unwrap_or(prepared.config.control_socket.clone()))
         .map_err(|e| eyre!(e))?;
-    let listeners = Listeners::bind(&prepared.config).await?;
+    let hello = Hello::of_this_process(face == Face::Console, prepared.config.path.clone());
+    let control = control.open(hello, life.clone());
+    let listeners = Listeners::bind(&prepared.config, life.phase().clone()).await?;
     if face == Face::Console {
         logging::to_stderr("mewld: asking Discord for the shard count…");
     }
-    let mut setup = startup::prepare(prepared, &listeners.phase).await?;
+    let mut setup = tokio::select! {
+        setup = startup::prepare(prepared, life.phase()) => setup?,
+        stop = life.abandoned() => return Ok(abandoned(stop, life, control, None).await),
+    };
     setup.fleet = membership(&setup, host)?;
-    Ok((setup, control, listeners))
+    start(setup, control, listeners, life).await
+}
+
+/// The start given up for `stop`: said in one line, the control socket's
+/// clients told, this manager's claim (if made) left.
+async fn abandoned(
+    stop: Stop,
+    life: &Lifecycle,
+    control: Serving,
+    fleet: Option<Fleet>,
+) -> Launched {
+    let step = life.phase().get().step();
+    let exit = stop.exit;
+    tracing::info!(
+        by = %stop.by,
+        code = exit.code(),
+        "stopped during start-up ({step}), before any cluster started; exiting"
+    );
+    control.farewell().await;
+    if let Some(fleet) = fleet {
+        fleet.leave().await;
+    }
+    Launched::Stopped(exit)
 }
 
 /// What the command line says about this manager as one host of a fleet
@@ -168,15 +207,15 @@ impl Leaving {
 }
 
 /// Starts the transport and the engine, joins the fleet (or claims every
-/// cluster alone), and serves the control socket.
+/// cluster alone: never given up half way), and hands the control socket
+/// the engine, unless a stop abandoned the start meanwhile.
 pub async fn start(
     setup: Setup,
-    control: Control,
+    control: Serving,
     listeners: Listeners,
-    face: Face,
-) -> Result<Host> {
+    life: &Lifecycle,
+) -> Result<Launched> {
     let (transport, transport_rx) = transport::start(&setup.config)?;
-    let hello = Hello::of_this_process(face == Face::Console, setup.config.path.clone());
     let (me, map) = (setup.fleet.clone(), setup.map_print());
     let phase = listeners.phase.clone();
     let (mut engine, handle) = listeners.start_engine(setup, transport)?;
@@ -184,14 +223,16 @@ pub async fn start(
     let fleet = join_fleet(&mut engine, &handle, me, map).await?;
     // The face drives the engine next; the probe's first answer ends this.
     phase.starting(Phase::Launching);
+    if let Err(stop) = control.run_engine(&handle) {
+        return Ok(abandoned(stop, life, control, fleet).await);
+    }
     guardian::start();
-    let control = control.serve(handle.clone(), hello);
-    Ok(Host {
+    Ok(Launched::Running(Box::new(Host {
         engine,
         handle,
         transport_rx,
         leaving: Leaving { control, fleet },
-    })
+    })))
 }
 
 /// This manager's claim in Redis: its slice of the fleet when one was
@@ -274,8 +315,8 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    pub async fn bind(config: &Config) -> Result<Listeners> {
-        let phase = PhaseCell::default();
+    /// Binds them; `phase` is start-up's, which `/healthz` says.
+    pub async fn bind(config: &Config, phase: PhaseCell) -> Result<Listeners> {
         // Bound before anything starts, so a taken port is a start-up error
         // (`not_bound` says which key and how the address was made).
         let metrics = match config.metrics_addr {

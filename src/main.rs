@@ -10,15 +10,15 @@ use color_eyre::eyre::{eyre, Result, WrapErr};
 use mewld::cli;
 use mewld::control::client;
 use mewld::control::server::Control;
-use mewld::control::Client;
-use mewld::engine::Setup;
+use mewld::control::{Client, Hello};
 use mewld::fleet;
-use mewld::host::{self, Face, Listeners};
+use mewld::host::{self, Face, Launched, Listeners};
 use mewld::logging::LogFormat;
+use mewld::phase::Lifecycle;
 use mewld::startup;
 use mewld::{daemon, demo, fake_bot, guardian, logging, systemd, tui};
 use mewld_core::fleet::per_host::HostSlot;
-use mewld_core::model::Operation;
+use mewld_core::model::{Exit, Operation};
 
 mod args;
 mod check_config;
@@ -179,9 +179,9 @@ async fn run_console(
 ) -> Result<u8> {
     let (log, _flush_log) = log;
     // Start-up problems are printed before the screen is taken.
-    let (setup, control, listeners) =
-        host::prepare(config, socket, &fleet.host()?, Face::Console).await?;
-    run_embedded(setup, control, listeners, log).await
+    let life = Lifecycle::default();
+    let launched = host::launch(config, socket, &fleet.host()?, Face::Console, &life).await?;
+    run_embedded(launched, log).await
 }
 
 async fn run_demo(log_file: Option<PathBuf>, format: LogFormat) -> Result<u8> {
@@ -192,19 +192,22 @@ async fn run_demo(log_file: Option<PathBuf>, format: LogFormat) -> Result<u8> {
     let log_file = log_file.unwrap_or_else(|| dir.path().join(CONSOLE_LOG));
     let (log, _flush_log) = logging::init_console(&log_file, format);
     let setup = demo::setup(dir.path())?;
+    let life = Lifecycle::default();
+    let hello = Hello::of_this_process(true, setup.config.path.clone());
     let control = Control::bind(&setup.config.control_socket).map_err(|e| eyre!(e))?;
-    let listeners = Listeners::bind(&setup.config).await?;
-    run_embedded(setup, control, listeners, log).await
+    let control = control.open(hello, life.clone());
+    let listeners = Listeners::bind(&setup.config, life.phase().clone()).await?;
+    let launched = host::start(setup, control, listeners, &life).await?;
+    run_embedded(launched, log).await
 }
 
-/// The console with the engine in this process, attachable on `control`.
-async fn run_embedded(
-    setup: Setup,
-    control: Control,
-    listeners: Listeners,
-    log: logging::ConsoleLog,
-) -> Result<u8> {
-    let host = host::start(setup, control, listeners, Face::Console).await?;
+/// The console with the engine in this process, attachable on its control
+/// socket (unless a stop abandoned the start: its exit status).
+async fn run_embedded(launched: Launched, log: logging::ConsoleLog) -> Result<u8> {
+    let host = match launched {
+        Launched::Running(host) => host,
+        Launched::Stopped(exit) => return Ok(exit_status(exit)),
+    };
     let face = tui::Face::Embedded {
         engine: Box::new(host.engine),
         transport_rx: host.transport_rx,
@@ -249,12 +252,22 @@ async fn run_daemon(
     format: LogFormat,
 ) -> Result<u8> {
     let _flush_log = logging::init_daemon(format);
-    let (setup, control, listeners) =
-        host::prepare(config, socket, &fleet.host()?, Face::Daemon).await?;
-    let host = host::start(setup, control, listeners, Face::Daemon).await?;
+    // Before anything: a signal during start-up abandons it cleanly.
+    let life = Lifecycle::default();
+    let signals = daemon::stop_on_signals(life.clone())?;
+    let host = match host::launch(config, socket, &fleet.host()?, Face::Daemon, &life).await? {
+        Launched::Running(host) => host,
+        Launched::Stopped(exit) => return Ok(exit_status(exit)),
+    };
     systemd::start(host.handle.clone());
-    let exit = daemon::run(host.engine, host.handle, host.transport_rx, format).await?;
+    let events = host.handle.events();
+    let exit = daemon::run(host.engine, events, host.transport_rx, format, signals).await?;
     host.leaving.run().await;
     tracing::info!(code = exit.code(), "every cluster has stopped; exiting");
-    Ok(u8::try_from(exit.code()).unwrap_or(1))
+    Ok(exit_status(exit))
+}
+
+/// The process's exit status after `exit` (0 shutdown, 1 restartproc).
+fn exit_status(exit: Exit) -> u8 {
+    u8::try_from(exit.code()).unwrap_or(1)
 }

@@ -1,12 +1,21 @@
 //! Where this manager is: a step of its start, then whether its engine
 //! answers. One atomic cell, shared by start-up (which says each step as
 //! it begins), the metrics' probe (which says whether the running engine
-//! answers) and `/healthz` (which reads it): nobody waits to write or to
-//! read it, so a health check is answered at once whatever start-up is
-//! waiting for, and no lock is held across an await.
+//! answers), `/healthz` and the control socket (which read it): nobody
+//! waits to write or to read it, so a health check is answered at once
+//! whatever start-up is waiting for, and no lock is held across an await.
+//!
+//! Beside it, the [`Lifecycle`]: whether the engine runs yet, and a stop
+//! (a signal, `mewld shutdown`) that, asked before it does, abandons the
+//! start.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
+
+use tokio::sync::{watch, Notify};
+
+use crate::engine::EngineHandle;
+use mewld_core::model::Exit;
 
 /// A step of the start, or the engine's health once it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +61,13 @@ impl Phase {
         }
     }
 
+    /// What the control socket says of a step of the start: "asking
+    /// Discord" (what `/healthz` says, past its `starting: `).
+    pub fn step(self) -> &'static str {
+        let said = self.describe();
+        said.strip_prefix("starting: ").unwrap_or(said)
+    }
+
     /// Still starting: the engine has never answered.
     pub fn is_start_up(self) -> bool {
         !matches!(self, Phase::Answers | Phase::DoesNotAnswer)
@@ -59,28 +75,49 @@ impl Phase {
 }
 
 /// The shared cell (cloning shares it).
-#[derive(Debug, Clone)]
-pub struct PhaseCell(Arc<AtomicU8>);
+#[derive(Debug, Clone, Default)]
+pub struct PhaseCell(Arc<Cell>);
 
-impl Default for PhaseCell {
-    fn default() -> PhaseCell {
-        PhaseCell(Arc::new(AtomicU8::new(Phase::Checking as u8)))
+#[derive(Debug)]
+struct Cell {
+    phase: AtomicU8,
+    /// Woken at each step of the start, for those who say it as it goes.
+    changed: Notify,
+}
+
+impl Default for Cell {
+    fn default() -> Cell {
+        Cell {
+            phase: AtomicU8::new(Phase::Checking as u8),
+            changed: Notify::new(),
+        }
     }
 }
 
 impl PhaseCell {
     pub fn get(&self) -> Phase {
-        decode(self.0.load(Ordering::Relaxed))
+        decode(self.0.phase.load(Ordering::Relaxed))
     }
 
     /// Start-up says which step begins. Ignored once the engine has
     /// answered: start-up never hides the engine's health.
     pub fn starting(&self, step: Phase) {
-        let _ = self
+        let set = self
             .0
+            .phase
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
                 decode(now).is_start_up().then_some(step as u8)
             });
+        if set.is_ok() {
+            self.0.changed.notify_waiters();
+        }
+    }
+
+    /// Resolves at the next step of the start after this is called (not
+    /// on the probe's verdicts): make it, then read the phase, and no step
+    /// falls in between.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.0.changed.notified()
     }
 
     /// The probe's verdict. A failure during the start (the engine not
@@ -88,9 +125,9 @@ impl PhaseCell {
     /// shown; only an engine that has answered can stop answering.
     pub fn probed(&self, answers: bool) {
         if answers {
-            self.0.store(Phase::Answers as u8, Ordering::Relaxed);
+            self.0.phase.store(Phase::Answers as u8, Ordering::Relaxed);
         } else {
-            let _ = self.0.compare_exchange(
+            let _ = self.0.phase.compare_exchange(
                 Phase::Answers as u8,
                 Phase::DoesNotAnswer as u8,
                 Ordering::Relaxed,
@@ -106,6 +143,104 @@ fn decode(n: u8) -> Phase {
         .get(usize::from(n))
         .copied()
         .unwrap_or(Phase::Checking)
+}
+
+/// A stop asked of this manager: how the process is to exit, and who
+/// asked (for the log).
+#[derive(Debug, Clone)]
+pub struct Stop {
+    pub exit: Exit,
+    pub by: String,
+}
+
+/// Whether this manager's engine runs yet.
+#[derive(Clone)]
+pub enum Window {
+    /// Start-up: the engine has not run (no cluster has started).
+    Starting,
+    /// A stop was asked during start-up: the start is given up.
+    Abandoned(Stop),
+    Running(EngineHandle),
+}
+
+/// This manager as what answers from the first moment sees it (the
+/// control socket, the daemon's signals): the phase of its start, whether
+/// its engine runs yet, and a stop, which before the engine runs abandons
+/// the start and afterwards is the engine's to carry out (cloning shares
+/// it).
+#[derive(Clone)]
+pub struct Lifecycle {
+    phase: PhaseCell,
+    window: Arc<watch::Sender<Window>>,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Lifecycle {
+        Lifecycle {
+            phase: PhaseCell::default(),
+            window: Arc::new(watch::Sender::new(Window::Starting)),
+        }
+    }
+}
+
+impl Lifecycle {
+    pub fn phase(&self) -> &PhaseCell {
+        &self.phase
+    }
+
+    /// The window now, and news of it.
+    pub fn window(&self) -> watch::Receiver<Window> {
+        self.window.subscribe()
+    }
+
+    /// A stop: during start-up it abandons the start (`Ok`; asked twice,
+    /// the first says how to exit); once the engine runs, `Err` with the
+    /// engine, for the caller to ask it.
+    pub fn abandon(&self, stop: Stop) -> Result<(), EngineHandle> {
+        let mut running = None;
+        self.window.send_if_modified(|window| match window {
+            Window::Starting => {
+                *window = Window::Abandoned(stop);
+                true
+            }
+            Window::Abandoned(_) => false,
+            Window::Running(engine) => {
+                running = Some(engine.clone());
+                false
+            }
+        });
+        running.map_or(Ok(()), Err)
+    }
+
+    /// The engine is about to run, unless a stop came first (`Err`, that
+    /// stop): decided in one step with [`Lifecycle::abandon`], so a stop is
+    /// either the start's or the engine's, never lost in between.
+    pub fn runs(&self, engine: EngineHandle) -> Result<(), Stop> {
+        let mut abandoned = None;
+        self.window.send_if_modified(|window| match window {
+            Window::Abandoned(stop) => {
+                abandoned = Some(stop.clone());
+                false
+            }
+            _ => {
+                *window = Window::Running(engine);
+                true
+            }
+        });
+        abandoned.map_or(Ok(()), Err)
+    }
+
+    /// Resolves once a stop has abandoned the start.
+    pub async fn abandoned(&self) -> Stop {
+        let mut window = self.window();
+        loop {
+            if let Window::Abandoned(stop) = &*window.borrow_and_update() {
+                return stop.clone();
+            }
+            // `self` holds the sender: it cannot close while we wait.
+            let _ = window.changed().await;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -136,7 +271,7 @@ mod tests {
     fn every_phase_reads_back_and_start_up_says_starting() {
         let cell = PhaseCell::default();
         for phase in Phase::ALL {
-            cell.0.store(phase as u8, Ordering::Relaxed);
+            cell.0.phase.store(phase as u8, Ordering::Relaxed);
             assert_eq!(cell.get(), phase);
             assert_eq!(
                 phase.describe().starts_with("starting: "),
@@ -144,5 +279,58 @@ mod tests {
                 "{phase:?}"
             );
         }
+    }
+
+    fn engine() -> EngineHandle {
+        let (requests, _) = tokio::sync::mpsc::channel(1);
+        let (events, _) = tokio::sync::broadcast::channel(1);
+        let (_, snapshot) = watch::channel(Default::default());
+        EngineHandle::remote(requests, events, snapshot)
+    }
+
+    fn stop(exit: Exit, by: &str) -> Stop {
+        Stop {
+            exit,
+            by: by.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stop_is_the_starts_or_the_engines_never_both() {
+        let life = Lifecycle::default();
+        assert!(life.abandon(stop(Exit::RestartProcess, "first")).is_ok());
+        assert!(life.abandon(stop(Exit::Shutdown, "second")).is_ok());
+        assert_eq!(
+            life.abandoned().await.by,
+            "first",
+            "the first stop says how"
+        );
+        let refused = life.runs(engine());
+        assert!(matches!(
+            refused,
+            Err(Stop {
+                exit: Exit::RestartProcess,
+                ..
+            })
+        ));
+
+        let life = Lifecycle::default();
+        assert!(life.runs(engine()).is_ok());
+        assert!(
+            life.abandon(stop(Exit::Shutdown, "SIGTERM")).is_err(),
+            "the engine's"
+        );
+        assert!(matches!(*life.window().borrow(), Window::Running(_)));
+    }
+
+    #[tokio::test]
+    async fn a_step_of_the_start_wakes_who_waits_for_it() {
+        let cell = PhaseCell::default();
+        let changed = cell.changed();
+        cell.starting(Phase::WaitingForReset);
+        tokio::time::timeout(std::time::Duration::from_secs(5), changed)
+            .await
+            .expect("woken");
+        assert_eq!(cell.get().step(), "waiting for the session budget's reset");
     }
 }

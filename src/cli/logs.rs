@@ -133,6 +133,19 @@ async fn from_socket(mut stream: Stream, ask: &Ask) -> u8 {
             }
             ServerMsg::Error { message } => return super::unreachable(&message),
             ServerMsg::Snapshot { snapshot } => exiting = snapshot.exiting,
+            // With -f, the history and what follows come once it runs (or
+            // the connection closes: the start was given up).
+            ServerMsg::Starting {
+                phase,
+                exiting: given_up,
+            } if ask.follow => match given_up {
+                None => eprintln!("mewld: the engine is starting: {phase}; waiting for it…"),
+                Some(_) => exiting = given_up,
+            },
+            ServerMsg::Starting { phase, .. } => {
+                eprintln!("mewld: the engine is starting: {phase}");
+                return NOT_OK;
+            }
             ServerMsg::CaughtUp | ServerMsg::Hello(_) | ServerMsg::Verdict { .. } => {}
         }
     }
@@ -172,7 +185,7 @@ async fn from_fleet(target: &Target, ask: &Ask) -> u8 {
                 Err(RecvError::Closed) => return NOT_OK,
             },
             Some(news) = attached.status.recv() => match news {
-                LinkStatus::Lost(why) => eprintln!("mewld: {why}"),
+                LinkStatus::Lost(why) | LinkStatus::Starting(why) => eprintln!("mewld: {why}"),
                 LinkStatus::Connected(_) => eprintln!("mewld: reading the fleet again"),
                 LinkStatus::Ended(why) => {
                     eprintln!("mewld: {why}");

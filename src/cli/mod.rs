@@ -40,27 +40,49 @@ pub enum Target {
     Fleet(Box<Config>),
 }
 
-/// An engine reached, with its first snapshot in.
+/// An engine reached, with its first snapshot in, or the step of its
+/// start if it does not run yet.
 pub struct Reached {
     pub attached: Attached,
+    /// Empty while the engine is `starting`.
     pub snapshot: Arc<Snapshot>,
+    /// The engine does not run yet: the step of its start ("asking
+    /// Discord"). It refuses every operation but `shutdown` and
+    /// `restart-process`, which abandon the start.
+    pub starting: Option<String>,
 }
 
 impl Target {
     /// Reaches the engine as `client`, or says why not.
     pub async fn reach(&self, client: Client) -> Result<Reached, String> {
-        let attached = match self {
+        let mut attached = match self {
             Target::Socket(path) => client::attach(path, client).await?,
             Target::Fleet(config) => fleet::attach::attach(config).await?,
         };
         let mut snapshots = attached.handle.snapshot();
-        match tokio::time::timeout(FIRST_SNAPSHOT, snapshots.changed()).await {
-            Ok(Ok(())) => {}
+        let first = async {
+            loop {
+                tokio::select! {
+                    changed = snapshots.changed() => return changed.map(|()| None),
+                    Some(news) = attached.status.recv() => {
+                        if let LinkStatus::Starting(phase) = news {
+                            return Ok(Some(phase));
+                        }
+                    }
+                }
+            }
+        };
+        let starting = match tokio::time::timeout(FIRST_SNAPSHOT, first).await {
+            Ok(Ok(starting)) => starting,
             Ok(Err(_)) => return Err("the engine went away before it said anything".into()),
             Err(_) => return Err(format!("the engine sent nothing for {FIRST_SNAPSHOT:?}")),
-        }
+        };
         let snapshot = snapshots.borrow_and_update().clone();
-        Ok(Reached { attached, snapshot })
+        Ok(Reached {
+            attached,
+            snapshot,
+            starting,
+        })
     }
 }
 
@@ -94,7 +116,7 @@ fn me() -> Via {
 /// `mewld start|stop|restart <id>`, `shutdown`, `restart-process`: asks
 /// once and says what the engine answered. `shutdown` and
 /// `restart-process` then wait until the engine has stopped every
-/// cluster and gone.
+/// cluster and gone (or, during its start, given the start up and gone).
 pub async fn operate(target: &Target, op: Operation) -> u8 {
     let mut reached = match target.reach(Client::Command).await {
         Ok(reached) => reached,
@@ -113,7 +135,12 @@ pub async fn operate(target: &Target, op: Operation) -> u8 {
         ));
         return OK;
     }
-    say(format_args!("{what}: accepted; stopping every cluster…"));
+    match &reached.starting {
+        Some(phase) => say(format_args!(
+            "{what}: accepted; giving up the start ({phase})…"
+        )),
+        None => say(format_args!("{what}: accepted; stopping every cluster…")),
+    }
     if matches!(target, Target::Fleet(_)) {
         // Each host stops its own; the fleet's records show it.
         return OK;

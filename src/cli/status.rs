@@ -24,13 +24,12 @@ pub async fn run(target: &Target, json: bool) -> u8 {
         // The hello is this process's own: the fleet has no one engine.
         Target::Fleet(_) => None,
     };
+    if let (Some(phase), Some(hello)) = (&reached.starting, engine) {
+        return starting(phase, hello, json);
+    }
     let now = SystemTime::now();
     if json {
-        let shape = Status::of(snapshot, engine, now);
-        match serde_json::to_string_pretty(&shape) {
-            Ok(text) => super::say(text),
-            Err(e) => eprintln!("mewld: cannot write the status as JSON: {e}"),
-        }
+        print_json(&Status::of(snapshot, engine, now));
     } else {
         super::say(table(snapshot, engine, now).trim_end());
     }
@@ -39,6 +38,39 @@ pub async fn run(target: &Target, json: bool) -> u8 {
     } else {
         NOT_OK
     }
+}
+
+/// An engine that does not run yet: one line, or `{"starting": step,
+/// "engine": {…}}`; 1, as when not every cluster runs.
+fn starting(phase: &str, hello: &Hello, json: bool) -> u8 {
+    let engine = Engine::of(hello);
+    if !json {
+        let (pid, config) = (engine.pid, engine.config);
+        super::say(format_args!(
+            "mewld: the engine is starting: {phase} (pid {pid} · {config})"
+        ));
+        return NOT_OK;
+    }
+    print_json(&Starting {
+        starting: phase,
+        engine,
+    });
+    NOT_OK
+}
+
+fn print_json(shape: &impl Serialize) {
+    match serde_json::to_string_pretty(shape) {
+        Ok(text) => super::say(text),
+        Err(e) => eprintln!("mewld: cannot write the status as JSON: {e}"),
+    }
+}
+
+/// `mewld status --json` before the engine runs.
+#[derive(Debug, Serialize)]
+struct Starting<'a> {
+    /// The step of the start, as `/healthz` says it past `starting: `.
+    starting: &'a str,
+    engine: Engine<'a>,
 }
 
 fn all_running(s: &Snapshot) -> bool {
@@ -81,6 +113,16 @@ pub struct Engine<'a> {
     pub pid: u32,
     pub version: &'a str,
     pub config: String,
+}
+
+impl<'a> Engine<'a> {
+    fn of(h: &'a Hello) -> Engine<'a> {
+        Engine {
+            pid: h.pid,
+            version: &h.version,
+            config: h.config.display().to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -128,11 +170,7 @@ impl<'a> Status<'a> {
                 under_way: r.under_way.clone(),
                 start_first: r.start_first,
             }),
-            engine: engine.map(|h| Engine {
-                pid: h.pid,
-                version: &h.version,
-                config: h.config.display().to_string(),
-            }),
+            engine: engine.map(Engine::of),
             fleet: s.fleet.as_ref().map(|f| Fleet {
                 leader: f.leader.as_ref().map(|(name, _)| name.clone()),
                 hosts: f.hosts.iter().map(|h| h.name.clone()).collect(),

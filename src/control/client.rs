@@ -1,7 +1,8 @@
 //! `mewld attach`'s end of the control socket: an [`EngineHandle`] on an
 //! engine in another process. The console uses it exactly as it uses an
 //! embedded engine; this module carries requests over, feeds snapshots and
-//! events back, and reconnects when the engine goes away and comes back.
+//! events back, says which step of its start an engine that does not run
+//! yet is at, and reconnects when the engine goes away and comes back.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,7 +35,12 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// News about the link, for the console's header and message line.
 #[derive(Debug, Clone)]
 pub enum LinkStatus {
+    /// Reached, and the engine runs: on a new connection, or on this one
+    /// once the engine it waited for runs.
     Connected(Hello),
+    /// Reached, but the engine does not run yet: the step of its start
+    /// ("asking Discord"), at each step. `Connected` follows once it runs.
+    Starting(String),
     /// Out of reach, and being retried (a console's link only).
     Lost(String),
     /// The link is over for good: the engine shut down on purpose (said
@@ -70,6 +76,8 @@ pub async fn attach(path: &Path, client: Client) -> Result<Attached, String> {
         events,
         snapshot,
         status,
+        hello: hello.clone(),
+        starting: false,
         history: None,
         pages: Vec::new(),
         history_waiting: Vec::new(),
@@ -95,6 +103,10 @@ struct Link {
     events: broadcast::Sender<Event>,
     snapshot: watch::Sender<Arc<Snapshot>>,
     status: mpsc::Sender<LinkStatus>,
+    /// Who answered on this connection.
+    hello: Hello,
+    /// This connection waits for the engine to run.
+    starting: bool,
     /// The action log as the engine sent it on this connection, once its
     /// last page is in.
     history: Option<Vec<String>>,
@@ -158,6 +170,8 @@ impl Link {
 
     /// One connection: `None` when the console has gone, else why it ended.
     async fn session(&mut self, mut s: Session) -> Option<String> {
+        self.hello = s.hello.clone();
+        self.starting = false;
         self.exiting = None;
         self.history = None;
         self.pages.clear();
@@ -219,8 +233,18 @@ impl Link {
     ) -> Option<String> {
         match msg {
             ServerMsg::Snapshot { snapshot } => {
+                if std::mem::take(&mut self.starting) {
+                    let _ = self
+                        .status
+                        .try_send(LinkStatus::Connected(self.hello.clone()));
+                }
                 self.exiting = snapshot.exiting;
                 self.snapshot.send_replace(Arc::new(*snapshot));
+            }
+            ServerMsg::Starting { phase, exiting } => {
+                self.starting = true;
+                self.exiting = exiting;
+                let _ = self.status.try_send(LinkStatus::Starting(phase));
             }
             ServerMsg::History { entries, done } => {
                 // Kept as text, as the engine keeps its own.
@@ -350,8 +374,9 @@ impl Session {
         if session.hello.protocol != PROTOCOL {
             return Err(mismatch(session.hello.protocol, PROTOCOL));
         }
-        // Then the snapshot, or why the engine will not serve us (too many
-        // consoles): said as the attach's failure.
+        // Then the snapshot (or, before the engine runs, the step of its
+        // start), or why the engine will not serve us (too many consoles):
+        // said as the attach's failure.
         let first = match tokio::time::timeout(HELLO_TIMEOUT, session.lines.next()).await {
             Ok(Some(Ok(text))) => serde_json::from_str::<ServerMsg>(&text)
                 .map_err(|e| format!("the engine sent what this mewld cannot read: {e}"))?,

@@ -7,7 +7,9 @@
 //! pages, and from then on every new snapshot and engine event; the client
 //! sends operations and gets a verdict for each. Everything on the wire is
 //! the engine's own serde data: a console attached sees what an embedded
-//! one sees.
+//! one sees. Before the engine runs (asking Discord, waiting for the
+//! session budget's reset), the socket already answers: with the step of
+//! the start, in place of the snapshot, until the engine runs.
 
 pub mod client;
 pub mod server;
@@ -18,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use mewld_core::model::state::Snapshot;
-use mewld_core::model::{Event, Operation, Refused};
+use mewld_core::model::{Event, Exit, Operation, Peer, Refused, Via};
 
 /// The version of these messages. A peer with another one is refused with
 /// a message saying both, never shown garbage. 2: the history in pages;
@@ -67,6 +69,15 @@ pub enum ServerMsg<E = Map<String, Value>> {
     },
     Snapshot {
         snapshot: Box<Snapshot>,
+    },
+    /// The engine does not run yet: the step of its start ("asking
+    /// Discord"), sent in place of the snapshot and again at each step.
+    /// What follows once it runs is what any client gets, from the
+    /// snapshot on. `exiting` as the snapshot's: a stop abandoned the
+    /// start, and the connection closes after this.
+    Starting {
+        phase: String,
+        exiting: Option<Exit>,
     },
     /// One page of the action log as stored, oldest first; the pages come
     /// once, before live entries, and the last says `done`.
@@ -124,6 +135,14 @@ impl Client {
     /// Whether it is sent the action log and the clusters' latest output.
     fn wants_history(self) -> bool {
         self != Client::Command
+    }
+
+    /// How its operations are logged.
+    fn via(self, peer: Peer) -> Via {
+        match self {
+            Client::Console => Via::Attach(peer),
+            Client::Command | Client::Logs => Via::Cli(peer),
+        }
     }
 
     /// Said in the manager's log when it comes and goes.

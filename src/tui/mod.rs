@@ -209,6 +209,7 @@ impl Console {
                 self.load_history();
                 None
             }
+            LinkStatus::Starting(phase) => return self.update(Msg::Starting(phase)),
             LinkStatus::Lost(why) => Some(why),
             LinkStatus::Ended(why) => {
                 self.farewell = Some(why);

@@ -2,7 +2,8 @@
 //! the stored action log and each cluster's latest output lines (unless it
 //! is a one-shot command), then live snapshots and events, and may ask for
 //! operations (logged `via: attach`, or `via: cli` for a command, with its
-//! pid and uid).
+//! pid and uid). Before the engine runs, clients are answered with the
+//! step of the start instead ([`start_up`]).
 //!
 //! What a client can make the server hold is bounded: connections still in
 //! their hello ([`MAX_GREETING`](greeting::MAX_GREETING), each for
@@ -21,6 +22,7 @@
 mod backlog;
 mod greeting;
 mod history;
+mod start_up;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -35,6 +37,7 @@ use tokio_util::codec::{FramedRead, LinesCodec};
 
 use super::{line, mismatch, Client, ClientMsg, Hello, ServerMsg, MAX_CLIENT_LINE, PROTOCOL};
 use crate::engine::{next_snapshot, EngineHandle};
+use crate::phase::{Lifecycle, Stop};
 use crate::{fd_budget, socket_file};
 use backlog::Backlog;
 use greeting::{Greeting, Ticket};
@@ -87,40 +90,52 @@ impl Control {
         Ok(Control { listener })
     }
 
-    /// Serves `handle` to every client until the process ends.
-    pub fn serve(self, handle: EngineHandle, hello: Hello) -> Serving {
-        let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    /// Answers every client from now on until the process ends: with the
+    /// step of the start until [`Serving::run_engine`], then with the
+    /// engine.
+    pub fn open(self, hello: Hello, life: Lifecycle) -> Serving {
         let shared = Arc::new(Shared {
             backlog: Backlog::default(),
-            slots: slots.clone(),
+            slots: Arc::new(Semaphore::new(MAX_CLIENTS)),
             history_turn: Semaphore::new(1),
-            handle,
+            life,
             hello,
         });
-        tokio::spawn(keep_backlog(shared.handle.events(), shared.clone()));
-        tokio::spawn(accept(self.listener, shared));
-        Serving { slots }
+        tokio::spawn(accept(self.listener, shared.clone()));
+        Serving { shared }
     }
 }
 
 /// The control socket being served.
 pub struct Serving {
-    slots: Arc<Semaphore>,
+    shared: Arc<Shared>,
 }
 
 impl Serving {
-    /// Once the engine has ended: waits (at most [`FAREWELL`]) until every
-    /// client has been sent the engine's last snapshot, which says why it
-    /// ended, so that an attached console knows a shutdown from a crash.
+    /// The engine `handle` is about to run: clients get it from now on,
+    /// unless a stop abandoned the start first (`Err`, that stop).
+    pub fn run_engine(&self, handle: &EngineHandle) -> Result<(), Stop> {
+        // Subscribed before the engine runs: no output line is missed.
+        let events = handle.events();
+        self.shared.life.runs(handle.clone())?;
+        tokio::spawn(keep_backlog(events, self.shared.clone()));
+        Ok(())
+    }
+
+    /// Once the engine has ended (or the start was abandoned): waits (at
+    /// most [`FAREWELL`]) until every client has been sent the engine's
+    /// last snapshot (or step), which says why it ended, so that an
+    /// attached console knows a shutdown from a crash.
     pub async fn farewell(self) {
         let all = u32::try_from(MAX_CLIENTS).unwrap_or(u32::MAX);
-        let _ = tokio::time::timeout(FAREWELL, self.slots.acquire_many(all)).await;
+        let _ = tokio::time::timeout(FAREWELL, self.shared.slots.acquire_many(all)).await;
     }
 }
 
 /// What every client's task shares.
 struct Shared {
-    handle: EngineHandle,
+    /// The engine once it runs; the start's step until then.
+    life: Lifecycle,
     hello: Hello,
     backlog: Backlog,
     /// One per console past its hello.
@@ -237,7 +252,12 @@ async fn serve_client(stream: UnixStream, peer: Peer, shared: &Shared, ticket: T
         if client == Client::Console {
             tracing::info!(%peer, "a console attached");
         }
-        serve_attached(&mut write, lines, peer, shared, client).await
+        let mut lines = lines;
+        let answered = start_up::until_engine(&mut write, &mut lines, peer, client, &shared.life);
+        match answered.await? {
+            Some(handle) => serve_attached(&mut write, lines, peer, shared, client, &handle).await,
+            None => Ok(()),
+        }
     };
     Served::Left(client, served.await)
 }
@@ -250,8 +270,8 @@ async fn serve_attached(
     peer: Peer,
     shared: &Shared,
     client: Client,
+    handle: &EngineHandle,
 ) -> Result<(), String> {
-    let handle = &shared.handle;
     // Subscribed before the history is read, and with the output backlog
     // held still, so nothing falls in between.
     let (events, output) = {
@@ -285,10 +305,7 @@ async fn serve_attached(
 
     // Requests are read and carried out one at a time, in a task of their
     // own, so a slow verdict never holds up the stream to this client.
-    let via = match client {
-        Client::Console => Via::Attach(peer),
-        Client::Command | Client::Logs => Via::Cli(peer),
-    };
+    let via = client.via(peer);
     let (verdicts_tx, verdicts) = mpsc::channel::<ServerMsg>(1);
     let requests = tokio::spawn(read_requests(lines, peer, via, handle.clone(), verdicts_tx));
     let live = Live {

@@ -92,6 +92,9 @@ pub enum Msg {
     Outcome(Result<String, String>),
     /// An attached console's link to its engine: up again (`None`), or lost.
     Link(Option<String>),
+    /// An attached console reached an engine that does not run yet: the
+    /// step of its start. `Link(None)` follows once it runs.
+    Starting(String),
     Tick(SystemTime),
 }
 
@@ -142,6 +145,9 @@ pub struct App {
     pub log_file: Option<String>,
     /// Where the engine is, for the header and the quit dialog.
     pub face: FaceView,
+    /// An attached console's engine does not run yet: the step of its
+    /// start, shown in the header until it runs.
+    pub engine_starting: Option<String>,
 }
 
 /// Where the console's engine runs, as the header tells it.
@@ -182,6 +188,7 @@ impl App {
             color,
             log_file: None,
             face: FaceView::Embedded,
+            engine_starting: None,
         }
     }
 
@@ -275,16 +282,13 @@ impl App {
                     self.log.pop_front();
                 }
             }
-            Msg::Link(lost) => {
-                if let FaceView::Attached { lost: was, .. } = &mut self.face {
-                    *was = lost.clone();
-                }
-                match lost {
-                    Some(why) => {
-                        self.say(format!("engine out of reach ({why}); reconnecting…"), true)
-                    }
-                    None => self.say("attached again", false),
-                }
+            Msg::Link(lost) => self.on_link(lost),
+            Msg::Starting(phase) => {
+                self.say(
+                    format!("the engine is starting: {phase}; waiting for it…"),
+                    false,
+                );
+                self.engine_starting = Some(phase);
             }
             Msg::Outcome(Ok(text)) => self.say(text, false),
             Msg::Outcome(Err(text)) => self.say(text, true),
@@ -300,6 +304,20 @@ impl App {
             }
         }
         None
+    }
+
+    /// An attached console's engine reached again (or, after its start,
+    /// running), or out of reach.
+    fn on_link(&mut self, lost: Option<String>) {
+        if let FaceView::Attached { lost: was, .. } = &mut self.face {
+            *was = lost.clone();
+        }
+        let was_starting = self.engine_starting.take().is_some();
+        match lost {
+            Some(why) => self.say(format!("engine out of reach ({why}); reconnecting…"), true),
+            None if was_starting => self.say("the engine has started", false),
+            None => self.say("attached again", false),
+        }
     }
 
     /// Whether `line` is among the last entries shown (the history and

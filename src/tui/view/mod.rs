@@ -244,6 +244,18 @@ fn identify_span(app: &App, q: &IdentifyStatus, narrow: bool) -> Span<'static> {
 /// Whether the engine runs in this console or this console is attached to
 /// one (and where).
 fn face_span(app: &App, narrow: bool) -> Span<'static> {
+    if let (FaceView::Attached { lost: None, .. }, Some(phase)) = (&app.face, &app.engine_starting)
+    {
+        let text = if narrow {
+            " ENGINE STARTING ·".to_string()
+        } else {
+            format!(" ENGINE STARTING: {phase} ·")
+        };
+        let starting = Style::default()
+            .fg(Color::Yellow)
+            .add_modifier(Modifier::BOLD);
+        return Span::styled(text, style(app, starting));
+    }
     match &app.face {
         FaceView::Embedded if narrow => Span::raw(""),
         FaceView::Embedded => Span::raw(" · embedded"),
@@ -268,8 +280,10 @@ fn face_span(app: &App, narrow: bool) -> Span<'static> {
 /// Whether the transport (Redis or the socket) is up, or when it retries.
 fn link_span(app: &App, narrow: bool) -> Span<'static> {
     let s = &app.snapshot;
-    // The last snapshot of an engine out of reach says nothing about now.
-    if let FaceView::Attached { lost: Some(_), .. } = app.face {
+    // The last snapshot of an engine out of reach (or not yet running)
+    // says nothing about now.
+    if matches!(app.face, FaceView::Attached { lost: Some(_), .. }) || app.engine_starting.is_some()
+    {
         let text = if narrow { "ipc ?" } else { "ipc ? unknown" };
         return Span::styled(text, style(app, Style::default().fg(Color::DarkGray)));
     }

@@ -227,6 +227,10 @@ pub enum Refused {
     ShuttingDown,
     #[error("the engine has stopped")]
     EngineStopped,
+    /// Asked before the engine runs (the control socket answers then):
+    /// the step of its start, as `/healthz` says it.
+    #[error("the engine is starting: {0}")]
+    Starting(String),
     /// Said by an attached console while its engine is out of reach.
     #[error("not connected to the engine (reconnecting)")]
     NotConnected,
