@@ -17,12 +17,28 @@ pub struct Redis {
 }
 
 impl Redis {
+    /// A redis-server on a free port. The port is free when it is picked,
+    /// but another test's process may take it before redis-server binds it:
+    /// then redis-server exits, and another port is tried.
     pub fn start() -> Redis {
-        Self::start_on(free_port())
+        Self::start_on_a_free_port(&[])
     }
 
     pub fn start_on(port: u16) -> Redis {
         Self::start_with_args(port, &[])
+            .unwrap_or_else(|why| panic!("redis-server on port {port}: {why}"))
+    }
+
+    fn start_on_a_free_port(extra: &[String]) -> Redis {
+        let mut tried = Vec::new();
+        for _ in 0..5 {
+            let port = free_port();
+            match Self::start_with_args(port, extra) {
+                Ok(redis) => return redis,
+                Err(why) => tried.push(format!("port {port}: {why}")),
+            }
+        }
+        panic!("no redis-server would start: {}", tried.join("; "))
     }
 
     /// A redis-server that also speaks TLS, with a self-signed certificate
@@ -63,10 +79,12 @@ impl Redis {
             "--tls-auth-clients".into(),
             "no".into(),
         ];
-        (Self::start_with_args(free_port(), &extra), tls_port)
+        (Self::start_on_a_free_port(&extra), tls_port)
     }
 
-    fn start_with_args(port: u16, extra: &[String]) -> Redis {
+    /// redis-server on `port`, once it answers PING; why not, if it exits
+    /// first.
+    fn start_with_args(port: u16, extra: &[String]) -> Result<Redis, String> {
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -88,12 +106,19 @@ impl Redis {
                      `apt-get install redis-server` (Debian/Ubuntu) or `brew install redis` (macOS)"
                 )
             });
-        let redis = Redis { port, child };
-        wait_for("redis-server to answer PING", DEADLINE, || {
+        let mut redis = Redis { port, child };
+        // The server that answers must be this one, not another test's that
+        // holds the port while this one fails to bind it.
+        let pid = format!("process_id:{}", redis.child.id());
+        let started = wait_for("redis-server to answer or exit", DEADLINE, || {
+            if let Ok(Some(status)) = redis.child.try_wait() {
+                return Some(Err(format!("it exited ({status}) before it answered")));
+            }
             let mut conn = redis.try_conn()?;
-            redis::cmd("PING").query::<String>(&mut conn).ok()
+            let info: String = redis::cmd("INFO").arg("server").query(&mut conn).ok()?;
+            info.lines().any(|l| l.trim() == pid).then_some(Ok(()))
         });
-        redis
+        started.map(|()| redis)
     }
 
     pub fn url(&self) -> String {
