@@ -14,7 +14,7 @@ use color_eyre::eyre::{Result, WrapErr};
 use crate::config::{self, Overrides};
 use crate::engine::Setup;
 use mewld_core::cluster_map;
-use mewld_core::model::SessionStartLimit;
+use mewld_core::model::{GatewayBot, SessionStartLimit};
 
 const SHARDS: u32 = 24;
 /// What the demo pretends Get Gateway Bot said: a large bot's limits.
@@ -67,7 +67,11 @@ pub fn setup(dir: &Path) -> Result<Setup> {
         env_vars: vec![("FAKEBOT_DEMO".into(), "1".into())],
         shard_count: SHARDS,
         clusters,
-        session_limit: Some(PRETEND_LIMIT),
+        gateway: Some(GatewayBot {
+            url: "wss://gateway.discord.gg".into(),
+            shards: SHARDS,
+            session_start_limit: PRETEND_LIMIT,
+        }),
         fleet: None,
     })
 }

@@ -378,9 +378,13 @@ impl Listeners {
                 .env_vars
                 .push(("MEWLD_IDENTIFY_URL".into(), server.url()));
             let (config, shards) = (setup.config.clone(), setup.shard_count);
-            (server, config, shards, setup.session_limit.clone())
+            let limit = setup
+                .gateway
+                .as_ref()
+                .map(|g| g.session_start_limit.clone());
+            (server, config, shards, limit)
         });
-        let limit = setup.session_limit.clone();
+        let gateway = setup.gateway.clone();
         let (mut engine, handle) = Engine::new(setup, transport);
         if let Some((server, config, shards, limit)) = identify {
             let link = server.serve(&config, shards, limit.as_ref(), handle.snapshot(), gate);
@@ -390,7 +394,7 @@ impl Listeners {
             metrics.follow(handle.clone());
         }
         if let Some(web) = self.web {
-            web.follow(handle.clone(), limit);
+            web.follow(handle.clone(), gateway);
         }
         Ok((engine, handle))
     }

@@ -116,7 +116,7 @@ pub async fn prepare(prepared: Prepared, phase: &PhaseCell) -> Result<Setup> {
         None => None,
     };
     Ok(Setup {
-        session_limit: gateway.map(|g| g.session_start_limit),
+        gateway,
         fleet: None,
         config: Arc::new(config),
         env_vars: env.vars,

@@ -330,6 +330,7 @@ fn answers_have_the_originals_shapes() {
         list["GetGatewayBot"]["session_start_limit"]["remaining"],
         900
     );
+    assert_eq!(list["GetGatewayBot"]["url"], "wss://gateway.discord.gg");
     let (up, down) = (&list["Instances"][0], &list["Instances"][1]);
     assert_eq!(
         (

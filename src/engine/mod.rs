@@ -21,7 +21,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use crate::config::Config;
 use mewld_core::cluster_map::{ClusterId, ClusterSpec};
 use mewld_core::model::state::Snapshot;
-use mewld_core::model::{Event, ExitInfo, GatewayBot, Operation, Refused, SessionStartLimit, Via};
+use mewld_core::model::{Event, ExitInfo, GatewayBot, Operation, Refused, Via};
 
 /// What the engine needs to run: the resolved config and the cluster map.
 pub struct Setup {
@@ -30,8 +30,9 @@ pub struct Setup {
     pub env_vars: Vec<(String, String)>,
     pub shard_count: u32,
     pub clusters: Vec<ClusterSpec>,
-    /// Discord's session-start limit, when it was asked.
-    pub session_limit: Option<SessionStartLimit>,
+    /// Discord's Get Gateway Bot answer (its URL and the session-start
+    /// limit), as start-up last had it; `None` if Discord could not be asked.
+    pub gateway: Option<GatewayBot>,
     /// This manager's claim in Redis: its place in a fleet, or every
     /// cluster alone (`solo`); `None` without Redis (`ipc: unix`).
     pub fleet: Option<mewld_core::fleet::Membership>,

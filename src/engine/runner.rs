@@ -76,7 +76,7 @@ impl Engine {
             setup.config,
             setup.shard_count,
             setup.clusters,
-            setup.session_limit.as_ref(),
+            setup.gateway.as_ref().map(|g| &g.session_start_limit),
             setup.fleet,
             now(),
             rand::random(),

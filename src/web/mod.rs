@@ -32,7 +32,7 @@ use crate::config::{Config, Ipc, WebApi};
 use crate::engine::EngineHandle;
 use crate::http;
 use crate::phase::PhaseCell;
-use mewld_core::model::SessionStartLimit;
+use mewld_core::model::GatewayBot;
 
 type Resp = Response<Full<Bytes>>;
 
@@ -84,7 +84,7 @@ impl Settings {
 /// The engine, once there is one, with what start-up learnt from Discord.
 struct Followed {
     handle: EngineHandle,
-    limit: Option<SessionStartLimit>,
+    gateway: Option<GatewayBot>,
 }
 
 /// What every request shares.
@@ -124,10 +124,10 @@ pub fn serve(listener: TcpListener, settings: Settings, phase: PhaseCell) -> Res
 }
 
 impl Web {
-    /// Answers from the engine of `handle` from now on; `limit` is
-    /// Discord's session-start limit as start-up learnt it.
-    pub fn follow(self, handle: EngineHandle, limit: Option<SessionStartLimit>) {
-        let _ = self.shared.engine.set(Followed { handle, limit });
+    /// Answers from the engine of `handle` from now on; `gateway` is
+    /// Discord's answer as start-up had it.
+    pub fn follow(self, handle: EngineHandle, gateway: Option<GatewayBot>) {
+        let _ = self.shared.engine.set(Followed { handle, gateway });
     }
 }
 

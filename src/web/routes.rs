@@ -33,7 +33,7 @@ const HISTORY_WAIT: Duration = Duration::from_secs(20);
 /// `GET /instance-list`: the original's `InstanceList`.
 pub(super) fn instance_list(settings: &Settings, engine: &Followed) -> Resp {
     let snapshot = engine.handle.snapshot().borrow().clone();
-    let list = InstanceList::of(&snapshot, &settings.dir, engine.limit.as_ref());
+    let list = InstanceList::of(&snapshot, &settings.dir, engine.gateway.as_ref());
     match serde_json::to_string(&list) {
         Ok(body) => json(StatusCode::OK, body),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),

@@ -97,11 +97,11 @@ struct GatewayBot {
 
 impl<'a> InstanceList<'a> {
     /// The list as of `snapshot` (in a fleet, every host's clusters);
-    /// `limit` is Discord's session-start limit when it was asked.
+    /// `gateway` is Discord's answer when it was asked.
     pub(super) fn of(
         snapshot: &'a Snapshot,
         dir: &Path,
-        limit: Option<&SessionStartLimit>,
+        gateway: Option<&mewld_core::model::GatewayBot>,
     ) -> InstanceList<'a> {
         let last_started = snapshot.clusters.iter().filter_map(|c| c.started_at).max();
         InstanceList {
@@ -118,15 +118,18 @@ impl<'a> InstanceList<'a> {
             instances: snapshot.clusters.iter().map(Instance::of).collect(),
             shard_count: snapshot.shard_count,
             gateway_bot: GatewayBot {
-                // mewld keeps the count, not Discord's gateway URL.
-                url: String::new(),
+                url: gateway.map(|g| g.url.clone()).unwrap_or_default(),
+                // The map's count, which fixed_shard_count may set.
                 shards: snapshot.shard_count,
-                session_start_limit: limit.cloned().unwrap_or(SessionStartLimit {
-                    total: 0,
-                    remaining: 0,
-                    reset_after: 0,
-                    max_concurrency: 0,
-                }),
+                session_start_limit: gateway.map_or(
+                    SessionStartLimit {
+                        total: 0,
+                        remaining: 0,
+                        reset_after: 0,
+                        max_concurrency: 0,
+                    },
+                    |g| g.session_start_limit.clone(),
+                ),
             },
             dir: dir.display().to_string(),
             roll_restarting: snapshot.rolling.is_some(),
