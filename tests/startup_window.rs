@@ -85,6 +85,16 @@ fn daemon_at(test: &str, answers: Vec<Answer>, step: &str) -> (Fixture, Manager)
     (f, daemon)
 }
 
+/// A daemon waiting for the session budget's reset, which comes in
+/// [`RESET_SOON`]; then it starts.
+fn waiting_for_the_reset(test: &str) -> (Fixture, Manager) {
+    let answers = vec![
+        Answer::gateway(2, 2, RESET_SOON),
+        Answer::gateway(2, 900, 0),
+    ];
+    daemon_at(test, answers, BUDGET_WAIT)
+}
+
 /// The daemon's log lines that say it stopped during start-up.
 fn stopped_lines(daemon: &Manager) -> Vec<String> {
     let lines = daemon.stderr();
@@ -193,18 +203,7 @@ fn sigterm_during_start_up_exits_0_and_says_so() {
 /// connection; once the engine runs it follows it.
 #[test]
 fn logs_follow_waits_for_the_engine_then_follows_it() {
-    let f = Fixture::new(
-        "follow",
-        vec![
-            Answer::gateway(2, 2, RESET_SOON),
-            Answer::gateway(2, 900, 0),
-        ],
-    );
-    let mut daemon = Manager::start(&f.config(""), &f.redis, &f.bot);
-    let socket = socket_of(&daemon);
-    wait_for("the control socket", DEADLINE, || {
-        socket.exists().then_some(())
-    });
+    let (f, mut daemon) = waiting_for_the_reset("follow");
     let mut follow = Command::new(MEWLD)
         .args(["logs", "-f", "--config"])
         .arg(&daemon.config_path)
@@ -234,18 +233,7 @@ fn logs_follow_waits_for_the_engine_then_follows_it() {
 /// console shows the engine once it runs, on the same connection.
 #[test]
 fn an_attached_console_shows_the_step_then_the_engine() {
-    let f = Fixture::new(
-        "attach",
-        vec![
-            Answer::gateway(2, 2, RESET_SOON),
-            Answer::gateway(2, 900, 0),
-        ],
-    );
-    let mut daemon = Manager::start(&f.config(""), &f.redis, &f.bot);
-    let socket = socket_of(&daemon);
-    wait_for("the control socket", DEADLINE, || {
-        socket.exists().then_some(())
-    });
+    let (f, mut daemon) = waiting_for_the_reset("attach");
     let dir = tempfile::tempdir().expect("tempdir");
     let args = format!("attach --config '{}'", daemon.config_path.display());
     let (script, _) = tmux::mewld_script(dir.path(), "attach", "", &args);

@@ -1,26 +1,15 @@
 //! `mewld logs -f` left running beside a test: what it prints, as it comes.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-use super::{wait_for, DEADLINE, MEWLD};
+use super::{collect, wait_for, DEADLINE, MEWLD};
 
 pub struct LogsFollower {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
     said: Arc<Mutex<Vec<String>>>,
-}
-
-/// Collects `from`'s lines into `into` as they come, in a thread.
-fn collect(from: impl std::io::Read + Send + 'static, into: &Arc<Mutex<Vec<String>>>) {
-    let sink = into.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(from).lines().map_while(Result::ok) {
-            sink.lock().expect("lock").push(line);
-        }
-    });
 }
 
 impl LogsFollower {
@@ -35,9 +24,8 @@ impl LogsFollower {
             .stderr(Stdio::piped())
             .spawn()
             .expect("mewld logs -f");
-        let (lines, said) = Default::default();
-        collect(child.stdout.take().expect("piped"), &lines);
-        collect(child.stderr.take().expect("piped"), &said);
+        let lines = collect(child.stdout.take().expect("piped"));
+        let said = collect(child.stderr.take().expect("piped"));
         let follower = LogsFollower { child, lines, said };
         wait_for("logs -f to catch up", DEADLINE, || {
             (!follower.lines.lock().expect("lock").is_empty()).then_some(())
