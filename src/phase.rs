@@ -9,8 +9,9 @@
 //! (a signal, `mewld shutdown`) that, asked before it does, abandons the
 //! start.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use tokio::sync::{watch, Notify};
 
@@ -81,6 +82,9 @@ pub struct PhaseCell(Arc<Cell>);
 #[derive(Debug)]
 struct Cell {
     phase: AtomicU8,
+    /// When Discord's session budget resets (Unix seconds), while start-up
+    /// waits for it.
+    reset_at: AtomicI64,
     /// Woken at each step of the start, for those who say it as it goes.
     changed: Notify,
 }
@@ -89,6 +93,7 @@ impl Default for Cell {
     fn default() -> Cell {
         Cell {
             phase: AtomicU8::new(Phase::Checking as u8),
+            reset_at: AtomicI64::new(0),
             changed: Notify::new(),
         }
     }
@@ -110,6 +115,32 @@ impl PhaseCell {
             });
         if set.is_ok() {
             self.0.changed.notify_waiters();
+        }
+    }
+
+    /// Start-up waits for Discord's session budget to reset at `at`.
+    pub fn waiting_for_reset(&self, at: SystemTime) {
+        let secs = time::OffsetDateTime::from(at).unix_timestamp();
+        self.0.reset_at.store(secs, Ordering::Relaxed);
+        self.starting(Phase::WaitingForReset);
+    }
+
+    /// The step of the start as the control socket says it: [`Phase::step`],
+    /// and when the wait for Discord's reset ends (an operator reads it
+    /// hours before: `waiting for the session budget's reset (until
+    /// 2026-12-04T03:12:00Z)`).
+    pub fn step_said(&self) -> String {
+        let phase = self.get();
+        let at = self.0.reset_at.load(Ordering::Relaxed);
+        let until = time::OffsetDateTime::from_unix_timestamp(at)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            });
+        match (phase, until) {
+            (Phase::WaitingForReset, Some(until)) => format!("{} (until {until})", phase.step()),
+            _ => phase.step().to_string(),
         }
     }
 
@@ -265,6 +296,20 @@ mod tests {
         assert_eq!(cell.get(), Phase::DoesNotAnswer);
         cell.probed(true);
         assert_eq!(cell.get(), Phase::Answers);
+    }
+
+    #[test]
+    fn the_wait_for_the_reset_says_when_it_ends() {
+        let cell = PhaseCell::default();
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_796_354_720);
+        cell.waiting_for_reset(at);
+        assert_eq!(
+            cell.step_said(),
+            "waiting for the session budget's reset (until 2026-12-04T03:25:20Z)"
+        );
+        // Only that step says it.
+        cell.starting(Phase::Claiming);
+        assert_eq!(cell.step_said(), "claiming the clusters in Redis");
     }
 
     #[test]

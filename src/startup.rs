@@ -147,7 +147,7 @@ async fn wait_for_budget(config: &Config, gateway: GatewayBot, phase: &PhaseCell
         wait_secs = wait.as_secs(),
         "few session starts left; waiting for Discord's reset before starting clusters"
     );
-    phase.starting(Phase::WaitingForReset);
+    phase.waiting_for_reset(std::time::SystemTime::now() + wait);
     tokio::time::sleep(wait).await;
     phase.starting(Phase::AskingDiscord);
     match fetch_gateway(config).await {

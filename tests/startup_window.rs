@@ -85,6 +85,26 @@ fn daemon_at(test: &str, answers: Vec<Answer>, step: &str) -> (Fixture, Manager)
     (f, daemon)
 }
 
+/// The step as `mewld status` says it now (for the wait for Discord's
+/// reset, with when it ends).
+fn step_said(config: &Path) -> String {
+    let (out, _) = mewld(config, &["status"]);
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let step = line
+        .strip_prefix("mewld: the engine is starting: ")
+        .and_then(|rest| rest.rsplit_once(" (pid "));
+    step.map(|(step, _)| step.to_string())
+        .unwrap_or_else(|| panic!("not starting: {line}"))
+}
+
+/// Unix seconds `secs` from now, as RFC 3339 says them.
+fn rfc3339_in(secs: i64) -> String {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let at = time::OffsetDateTime::from_unix_timestamp(now + secs).expect("a time");
+    at.format(&time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339")
+}
+
 /// A daemon waiting for the session budget's reset, which comes in
 /// [`RESET_SOON`]; then it starts.
 fn waiting_for_the_reset(test: &str) -> (Fixture, Manager) {
@@ -133,20 +153,28 @@ fn operations_but_a_stop_are_refused_naming_the_step() {
     let (f, daemon) = daemon_at("refused", vec![budget_low()], BUDGET_WAIT);
     let config = &daemon.config_path;
     let quick = Duration::from_secs(3);
+    // The wait says when it ends: the reset Discord gave, in an hour.
+    let step = step_said(config);
+    let until = step
+        .strip_prefix(&format!("{BUDGET_WAIT} (until "))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{step}"));
+    let (soonest, latest) = (rfc3339_in(3600 - 120), rfc3339_in(3600));
+    assert!(
+        soonest.as_str() <= until && until <= latest.as_str(),
+        "{until} not in [{soonest}, {latest}]"
+    );
     for (args, op) in [
         (&["start", "0"][..], "start"),
         (&["stop", "1"][..], "stop"),
         (&["rolling-restart"][..], "rollingrestart"),
     ] {
         let (_, why) = expect(config, args, 1, quick);
-        let want = format!("mewld: {op} refused: the engine is starting: {BUDGET_WAIT}\n");
+        let want = format!("mewld: {op} refused: the engine is starting: {step}\n");
         assert_eq!(why, want, "{args:?}");
     }
     let (_, why) = expect(config, &["logs"], 1, quick);
-    assert_eq!(
-        why,
-        format!("mewld: the engine is starting: {BUDGET_WAIT}\n")
-    );
+    assert_eq!(why, format!("mewld: the engine is starting: {step}\n"));
     assert!(f.bot.records().is_empty(), "no cluster started");
 }
 
@@ -155,11 +183,12 @@ fn shutdown_during_the_budget_wait_stops_the_daemon() {
     let (f, mut daemon) = daemon_at("shutdown", vec![budget_low()], BUDGET_WAIT);
     let socket = socket_of(&daemon);
     assert!(socket.exists());
+    let step = step_said(&daemon.config_path);
     let (said, _) = expect(&daemon.config_path, &["shutdown"], 0, DEADLINE);
     assert_eq!(
         said,
         format!(
-            "shutdown: accepted; giving up the start ({BUDGET_WAIT})…\nthe engine shut down (shutdown)\n"
+            "shutdown: accepted; giving up the start ({step})…\nthe engine shut down (shutdown)\n"
         )
     );
     assert_eq!(daemon.wait_exit(), Some(0));

@@ -38,7 +38,7 @@ pub(super) async fn until_engine(
         };
         let phase = life.phase().get();
         if exiting.is_some() || said != Some(phase) {
-            let phase_text = phase.step().to_string();
+            let phase_text = life.phase().step_said();
             send(
                 write,
                 &ServerMsg::Starting {
@@ -82,7 +82,7 @@ async fn answer(text: &str, peer: Peer, client: Client, life: &Lifecycle) -> Opt
         Operation::Shutdown => Exit::Shutdown,
         Operation::RestartProcess => Exit::RestartProcess,
         _ => {
-            let step = life.phase().get().step().to_string();
+            let step = life.phase().step_said();
             return Some(verdict(id, Err(Refused::Starting(step))));
         }
     };
