@@ -149,21 +149,16 @@ impl Core {
         else {
             return false;
         };
-        let (cause, ready) = match role {
-            Role::Replacement(cause) => (cause, false),
-            Role::Ready(cause) => (cause, true),
-            Role::Retiring | Role::Abandoned => return false,
+        // (A reshard's held one is never promoted: its old process's exit
+        // aborts the reshard first, which gives it up.)
+        let Role::Replacement(cause) = role else {
+            return false;
         };
         c.second = None;
         c.generation = generation;
         c.pid = Some(pid);
         c.started_at = started_at;
-        // A held one said launch_next already.
-        c.state = if ready {
-            ClusterState::Running
-        } else {
-            ClusterState::Starting
-        };
+        c.state = ClusterState::Starting;
         c.restarts.count(cause.reason());
         true
     }
@@ -199,6 +194,8 @@ impl Core {
             }
         }
         // What waited for this process to be gone: a stop, a crash restart.
+        // (By id: an aborted reshard may have taken clusters off the map.)
+        let Ok(idx) = self.index(id) else { return };
         self.settle_stop(idx);
         let Ok(idx) = self.index(id) else { return };
         let c = &self.clusters[idx];
