@@ -125,7 +125,12 @@ fn status_start_stop_restart_and_logs_drive_a_daemon() {
         ["1", "Eevee", "stopped", "-", "-"],
         "{table}"
     );
-    assert!(status_json(&config)["clusters"][1]["uptime_secs"].is_null());
+    let json = status_json(&config);
+    assert_eq!(
+        json["clusters"][1].get("uptime_secs"),
+        Some(&Value::Null),
+        "{json}"
+    );
     // Refusals say why, with 1.
     let (_, said) = expect(&config, &["stop", "1"], 1);
     assert!(

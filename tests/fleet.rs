@@ -124,13 +124,19 @@ fn two_hosts_launch_in_one_order_and_answer_once() {
         &f.ch,
         &json!({"scope": "launcher", "action": "start", "args": {"id": its_cluster}}),
     );
-    wait_for("the other host's refusal stored", DEADLINE, || {
-        let log = f.redis.action_log(&f.ch);
-        events(&log, "operator_action")
-            .iter()
-            .any(|e| e["action"] == "start" && e["host"] == other && e["refused"].is_string())
-            .then_some(())
-    });
+    // The leader's copy, and the other host's refusal (each host writes
+    // its own entries: one does not wait for the other).
+    wait_for(
+        "the leader's copy and the other host's refusal stored",
+        DEADLINE,
+        || {
+            let log = f.redis.action_log(&f.ch);
+            let refused = events(&log, "operator_action")
+                .iter()
+                .any(|e| e["action"] == "start" && e["host"] == other && e["refused"].is_string());
+            (refused && !events(&log, "fleet_probe").is_empty()).then_some(())
+        },
+    );
     let log = f.redis.action_log(&f.ch);
     assert_eq!(events(&log, "fleet_probe").len(), 1, "stored once: {log:?}");
 }

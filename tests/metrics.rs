@@ -547,7 +547,8 @@ fn each_fleet_host_counts_its_own_clusters() {
     statuses_when(&f, "every cluster running", |s| {
         (0..4).all(|id| status_of(s, id) == "running")
     });
-    ask_all(&f, "rollingrestart", json!({}));
+    let begun = ask(&f.redis, &f.listener, &f.ch, "rollingrestart", json!({}));
+    assert_eq!(begun["output"], "ok", "{begun}");
     let rolled = |port: u16, ids: [u32; 2]| {
         wait_for_seen("each host's rolling restarts", DEADLINE, || {
             let m = scrape(port);

@@ -352,7 +352,7 @@ fn a_start_first_reshard_grows_4_to_6_shards_with_zero_gaps() {
         });
         assert!(
             Some(stopped) > last_new,
-            "cluster {id}: stopped before the new map was up"
+            "cluster {id}: stopped at {stopped} µs, before the new map was up ({last_new:?})"
         );
     }
     assert_eq!(
@@ -389,7 +389,7 @@ fn a_failing_start_first_reshard_keeps_the_old_map_running() {
             .is_some_and(|r| r.contains("code 5")),
         "{aborted}"
     );
-    assert!(events(&log, "reshard_success").is_empty());
+    assert!(events(&log, "reshard_success").is_empty(), "{log:?}");
     assert_eq!(&pids_by_cluster(&f.bot), &old, "the old map, with its pids");
     assert_eq!(
         ask(&f.redis, &f.listener, &f.ch, "num_processes", json!({}))["output"],
@@ -434,7 +434,9 @@ fn a_shutdown_during_an_overlap_stops_both_processes() {
     assert_eq!(manager.wait_exit(), Some(0));
     assert!(
         !alive(old) && !alive(new),
-        "both stopped before the manager exited"
+        "both stopped before the manager exited: old {old} alive {}, new {new} alive {}",
+        alive(old),
+        alive(new)
     );
     let log = f.redis.action_log(&f.ch);
     assert_eq!(events(&log, "replacement_stopped").len(), 1, "{log:?}");

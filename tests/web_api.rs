@@ -238,7 +238,7 @@ fn logins_sessions_and_every_route_with_and_without_one() {
     let token = w.login("again");
     let ttl: i64 = w.f.redis.conn().ttl(w.session_key(&token)).expect("TTL");
     assert!(
-        (1790..=1800).contains(&ttl),
+        (1700..=1800).contains(&ttl),
         "the session lives 30 minutes: {ttl}"
     );
     let used = w.get("/confirm?code=good&state=", "");
@@ -276,9 +276,14 @@ fn logins_sessions_and_every_route_with_and_without_one() {
             .into_iter()
             .filter(|r| r.path == "/api/oauth2/token")
             .collect();
-    assert!(token_requests
-        .iter()
-        .all(|r| r.body.contains(&format!("client_secret={SECRET}"))));
+    assert!(
+        !token_requests.is_empty()
+            && token_requests
+                .iter()
+                .all(|r| r.body.contains(&format!("client_secret={SECRET}"))),
+        "{} token requests: {token_requests:?}",
+        token_requests.len()
+    );
     let said = w.output();
     for secret in [SECRET, "fake-access-token", &token] {
         assert!(!said.contains(secret), "{secret} was printed");
@@ -386,10 +391,12 @@ fn answers_have_the_originals_shapes() {
     let logs: Value = serde_json::from_str(&logs.body).expect("JSON");
     let entries = logs.as_array().expect("an array");
     let stored = w.f.redis.action_log(&w.f.ch);
-    let n = entries.len().min(stored.len());
+    // Read before the stored log: what it answered is where that starts.
+    let n = entries.len();
     assert!(
-        n > 0 && entries[..n] == stored[..n],
-        "the log as stored, oldest first"
+        n > 0 && n <= stored.len() && entries[..] == stored[..n],
+        "the log as stored, oldest first: {n} answered, {} stored",
+        stored.len()
     );
     let like = &sample("action_logs.json")[0];
     for entry in entries {
