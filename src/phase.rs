@@ -128,9 +128,12 @@ impl PhaseCell {
     /// The step of the start as the control socket says it: [`Phase::step`],
     /// and when the wait for Discord's reset ends (an operator reads it
     /// hours before: `waiting for the session budget's reset (until
-    /// 2026-12-04T03:12:00Z)`).
+    /// 2026-12-04T03:25:20Z)`).
     pub fn step_said(&self) -> String {
         let phase = self.get();
+        if phase != Phase::WaitingForReset {
+            return phase.step().to_string();
+        }
         let at = self.0.reset_at.load(Ordering::Relaxed);
         let until = time::OffsetDateTime::from_unix_timestamp(at)
             .ok()
@@ -138,9 +141,9 @@ impl PhaseCell {
                 t.format(&time::format_description::well_known::Rfc3339)
                     .ok()
             });
-        match (phase, until) {
-            (Phase::WaitingForReset, Some(until)) => format!("{} (until {until})", phase.step()),
-            _ => phase.step().to_string(),
+        match until {
+            Some(until) => format!("{} (until {until})", phase.step()),
+            None => phase.step().to_string(),
         }
     }
 

@@ -10,11 +10,11 @@ use serde_json::{Map, Value};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{say, Target, NOT_OK, OK};
-use crate::control::client::{LinkStatus, Stream};
+use crate::control::client::{farewell, LinkStatus, Stream};
 use crate::control::{Client, ServerMsg};
 use crate::tui::lines::{clock, LogLine};
 use mewld_core::cluster_map::ClusterId;
-use mewld_core::model::{Event, Exit};
+use mewld_core::model::Event;
 
 /// What to print.
 pub struct Ask {
@@ -104,13 +104,8 @@ async fn from_socket(mut stream: Stream, ask: &Ask) -> u8 {
         let msg = match stream.next().await {
             Ok(Some(msg)) => msg,
             Ok(None) if ask.follow => {
-                match exiting {
-                    Some(Exit::Shutdown) => eprintln!("mewld: the engine shut down (shutdown)"),
-                    Some(Exit::RestartProcess) => {
-                        eprintln!("mewld: the engine exited to be restarted (restartproc)")
-                    }
-                    None => eprintln!("mewld: the engine closed the connection"),
-                }
+                let why = exiting.map_or("the engine closed the connection", farewell);
+                eprintln!("mewld: {why}");
                 return OK;
             }
             Ok(None) => return super::unreachable("the engine closed the connection"),

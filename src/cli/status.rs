@@ -193,9 +193,7 @@ impl<'a> Cluster<'a> {
             replacing: c.replacing,
             retiring: c.retiring,
             started_at: c.started_at.and_then(unix),
-            uptime_secs: c
-                .started_at
-                .filter(|_| c.pid.is_some())
+            uptime_secs: up_since(c)
                 .and_then(|t| now.duration_since(t).ok())
                 .map(|d| d.as_secs()),
             restarts: c.restarts,
@@ -265,10 +263,7 @@ fn row(c: &ClusterView, fleet: bool, now: SystemTime) -> Vec<String> {
     cells.extend([
         c.state.as_str().to_string(),
         pid_text(c),
-        // A stopped cluster keeps when it last started, but has no uptime.
-        c.started_at
-            .filter(|_| c.pid.is_some())
-            .map_or_else(dash, |t| age(now, t)),
+        up_since(c).map_or_else(dash, |t| age(now, t)),
         c.restarts.to_string(),
         health.map_or_else(dash, |h| format!("{}/{}", h.shards_up(), c.shards.len())),
         health
@@ -276,6 +271,12 @@ fn row(c: &ClusterView, fleet: bool, now: SystemTime) -> Vec<String> {
             .map_or_else(dash, |ms| format!("{ms:.0} ms")),
     ]);
     cells
+}
+
+/// When its running process started: a stopped cluster keeps when it
+/// last started, but has no uptime.
+fn up_since(c: &ClusterView) -> Option<SystemTime> {
+    c.started_at.filter(|_| c.pid.is_some())
 }
 
 /// The pid, and a second process beside it: `4100 (new 4242)` while a

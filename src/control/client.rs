@@ -154,15 +154,11 @@ impl Link {
     /// engine shut down on purpose; a one-shot command does not.
     fn after(&self, why: String) -> LinkStatus {
         match (self.exiting, self.client) {
-            (Some(Exit::Shutdown), _) => {
-                LinkStatus::Ended("the engine shut down (shutdown)".into())
-            }
+            (Some(exit @ Exit::Shutdown), _) => LinkStatus::Ended(farewell(exit).into()),
             (Some(Exit::RestartProcess), Client::Console) => {
                 LinkStatus::Lost(format!("the engine is restarting (restartproc): {why}"))
             }
-            (Some(Exit::RestartProcess), _) => {
-                LinkStatus::Ended("the engine exited to be restarted (restartproc)".into())
-            }
+            (Some(exit @ Exit::RestartProcess), _) => LinkStatus::Ended(farewell(exit).into()),
             (None, Client::Console) => LinkStatus::Lost(why),
             (None, Client::Command | Client::Logs) => LinkStatus::Ended(why),
         }
@@ -398,5 +394,14 @@ impl Session {
             Ok(Err(e)) => Err(format!("the engine's socket failed: {e}")),
             Err(_) => Err("the engine took no request for 10 s".into()),
         }
+    }
+}
+
+/// Why an engine's connection ended when it exited on purpose, as a
+/// one-shot command or `logs -f` says it.
+pub fn farewell(exit: Exit) -> &'static str {
+    match exit {
+        Exit::Shutdown => "the engine shut down (shutdown)",
+        Exit::RestartProcess => "the engine exited to be restarted (restartproc)",
     }
 }
